@@ -1,0 +1,32 @@
+# The only entry points: CI calls these, the README documents them.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: test fmt-check clippy unit crd-check crds fmt
+
+## test: everything that runs without a cluster (format, lints, unit and
+## in-process integration tests, generated-file drift)
+test: fmt-check clippy crd-check unit
+
+fmt-check:
+	$(CARGO) fmt --all --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## crds: regenerate crds/ from the Rust types
+crds:
+	$(CARGO) run --quiet --locked -p hatchway-api --bin crdgen -- crds/container.yaml
+
+crd-check:
+	@tmp=$$(mktemp) && $(CARGO) run --quiet --locked -p hatchway-api --bin crdgen > $$tmp \
+	  && { diff -u crds/container.yaml $$tmp || { echo "crds/container.yaml is stale: run 'make crds' and commit it"; rm -f $$tmp; exit 1; }; }; \
+	  rc=$$?; rm -f $$tmp; exit $$rc
+
+# Doc tests first; nextest last, so the run ends with its summary line.
+unit:
+	$(CARGO) test --workspace --doc --locked
+	$(CARGO) nextest run --workspace --locked --no-fail-fast
+
+fmt:
+	$(CARGO) fmt --all

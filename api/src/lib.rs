@@ -1,0 +1,22 @@
+//! The contract between Hatchway's parts.
+//!
+//! Everything that two parts must agree on byte for byte lives here, with as
+//! few dependencies as possible (no Kubernetes client, no async runtime):
+//! the operator, the router, the sidecar and the CLI all build on it.
+
+#![deny(rust_2018_idioms)]
+#![forbid(unsafe_code)]
+
+/// The tunnel's control messages (sidecar -> router reports), versioned and
+/// size-limited.
+pub mod control;
+/// The `Container` custom resource: spec, status and the generated CRD.
+pub mod crd;
+/// Router <-> gateway proofs: `ctr_key`, `request_auth`, `respond_auth`.
+pub mod proof;
+/// Sidecar -> router tunnel proof bound to the TLS session (RFC 5705).
+pub mod tunnel;
+/// Header names, upgrade protocols, query parameters and URL paths.
+pub mod wire;
+
+pub use crd::{Container, ContainerSpec, ContainerStatus};

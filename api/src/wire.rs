@@ -1,0 +1,77 @@
+//! Names on the wire: headers, upgrade protocols, query parameters, paths.
+//!
+//! Header names are lowercase (HTTP/2 requires it and HTTP/1.1 does not
+//! care), so they can be used directly as `http::HeaderName`s.
+
+/// Router -> gateway: the container UID the request is for. A gateway
+/// refuses (403) any UID but its own.
+pub const CONTAINER_UID: &str = "x-hatchway-container-uid";
+/// Router -> gateway: `request_auth`, the proof over the gateway's
+/// certificate.
+pub const AUTHORIZATION: &str = "x-hatchway-authorization";
+/// Gateway -> router: `respond_auth`. A response without a valid one is
+/// refused with 502 (a man-in-the-middle cannot make it).
+pub const AUTHORIZATION_RESPONSE: &str = "x-hatchway-authorization-response";
+/// Router -> gateway: the published port a web-app request is for.
+pub const TARGET_PORT: &str = "x-hatchway-target-port";
+/// Router -> gateway: the `Host` the user asked for; a web-app request
+/// without it is refused with 502.
+pub const REQUEST_HOST: &str = "x-hatchway-request-host";
+/// Router -> router: set on a request forwarded to the replica holding the
+/// tunnel; a request carrying it is never forwarded again.
+pub const NO_FORWARD: &str = "x-hatchway-no-forward";
+/// Router -> gateway: which router request this is, for the audit trail.
+pub const REQUEST_ID: &str = "x-hatchway-request-id";
+/// Router -> gateway: who is asking (the authenticated user name), for the
+/// audit trail. Informational: the gateway trusts it because the proof
+/// shows the router sent it.
+pub const REQUEST_USER: &str = "x-hatchway-request-user";
+/// Router -> gateway (WebDAV): the path prefix the user sees, so hrefs in
+/// PROPFIND answers are right.
+pub const WEBDAV_PREFIX: &str = "x-webdav-prefix";
+/// Router -> gateway (WebDAV): the directory inside the log tree to serve.
+pub const WEBDAV_SOURCE: &str = "x-webdav-source";
+
+/// Sidecar -> router (tunnel): the hex tunnel proof over the session's
+/// exported keying material.
+pub const TUNNEL_PROOF: &str = "x-hatchway-tunnel-proof";
+/// Sidecar -> router (tunnel): the control protocol version it speaks.
+pub const TUNNEL_VERSION: &str = "x-hatchway-tunnel-version";
+
+/// `Upgrade:` value of an SSH session.
+pub const UPGRADE_SSH: &str = "ssh";
+/// `Upgrade:` value of a raw TCP port-forward.
+pub const UPGRADE_TCP: &str = "tcp";
+/// `Upgrade:` value of a sidecar's tunnel to the router.
+pub const UPGRADE_TUNNEL: &str = "hatchway-tunnel";
+
+/// Query parameter: run the shell as this user (when the workload runs as
+/// root).
+pub const PARAM_LOGIN_USERNAME: &str = "login_username";
+/// Query parameter: the key sequence that ends an interactive session.
+pub const PARAM_DETACH_KEYS: &str = "detach_keys";
+/// Query parameter: the port of a port-forward.
+pub const PARAM_PORT: &str = "port";
+/// Query parameter: a token given once to a web app's URL, exchanged for a
+/// cookie and never passed to the container.
+pub const PARAM_TOKEN: &str = "hatchway_token";
+/// The web-app cookie's name.
+pub const COOKIE_TOKEN: &str = "hatchway_token";
+
+/// Default detach keys, as in Arvados: ctrl-] twice.
+pub const DEFAULT_DETACH_KEYS: &str = "ctrl-],ctrl-]";
+
+/// Gateway paths (sidecar side).
+pub mod gateway_path {
+    /// `POST` with `Upgrade: ssh`.
+    pub const SSH: &str = "/ssh";
+    /// `POST ?port=N` with `Upgrade: tcp`.
+    pub const PORTFORWARD: &str = "/portforward";
+    /// WebDAV root of the log directory.
+    pub const LOG: &str = "/log/";
+    /// `GET`: the listening ports, as JSON.
+    pub const PORTS: &str = "/ports";
+}
+
+/// Router path of the tunnel endpoint that sidecars dial.
+pub const TUNNEL_PATH: &str = "/v1/tunnel";
