@@ -26,7 +26,7 @@ crd-check:
 # Doc tests first; nextest last, so the run ends with its summary line.
 unit:
 	$(CARGO) test --workspace --doc --locked
-	$(CARGO) nextest run --workspace --locked --no-fail-fast
+	$(CARGO) nextest run --workspace --exclude hatchway-e2e --locked --no-fail-fast
 
 fmt:
 	$(CARGO) fmt --all
