@@ -1,0 +1,117 @@
+//! Users and groups read straight from the workload's `/etc/passwd` and
+//! `/etc/group`.
+//!
+//! The shim is a static binary running in an arbitrary image: there is no
+//! NSS to ask (and a static binary must not try), so the files are parsed
+//! here. An image without them still works: lookups then find nobody but
+//! the shim's own uid, described with sensible defaults.
+
+use std::path::Path;
+
+/// One `/etc/passwd` entry (the fields the shim uses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+    pub shell: String,
+}
+
+/// One `/etc/group` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Group {
+    pub gid: u32,
+    pub members: Vec<String>,
+}
+
+/// The workload's user database, as read once per lookup (the files can
+/// change while the workload runs, e.g. an entrypoint adding a user).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct UserDb {
+    pub users: Vec<User>,
+    pub groups: Vec<Group>,
+}
+
+impl UserDb {
+    /// Reads `root/etc/passwd` and `root/etc/group`; a missing or unreadable
+    /// file is an empty database, not an error.
+    pub fn load(root: &Path) -> Self {
+        let read = |name: &str| std::fs::read_to_string(root.join("etc").join(name)).unwrap_or_default();
+        Self {
+            users: parse_passwd(&read("passwd")),
+            groups: parse_group(&read("group")),
+        }
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.name == name)
+    }
+
+    pub fn by_uid(&self, uid: u32) -> Option<&User> {
+        self.users.iter().find(|u| u.uid == uid)
+    }
+
+    /// What `initgroups` would give `user`: its primary group plus every
+    /// group that lists it as a member, without duplicates.
+    pub fn groups_of(&self, user: &str, primary: u32) -> Vec<u32> {
+        let mut gids = vec![primary];
+        for group in &self.groups {
+            if group.members.iter().any(|m| m == user) && !gids.contains(&group.gid) {
+                gids.push(group.gid);
+            }
+        }
+        gids
+    }
+}
+
+/// Parses `/etc/passwd` text: `name:password:uid:gid:gecos:home:shell`.
+/// Comments, blank lines, NIS `+`/`-` lines and malformed lines are skipped.
+pub(crate) fn parse_passwd(text: &str) -> Vec<User> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim_end_matches('\r');
+            if line.is_empty() || line.starts_with('#') || line.starts_with('+') || line.starts_with('-') {
+                return None;
+            }
+            let fields: Vec<&str> = line.split(':').collect();
+            if fields.len() < 7 || fields[0].is_empty() {
+                return None;
+            }
+            Some(User {
+                name: fields[0].to_string(),
+                uid: fields[2].parse().ok()?,
+                gid: fields[3].parse().ok()?,
+                home: fields[5].to_string(),
+                shell: fields[6].to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Parses `/etc/group` text: `name:password:gid:member,member`.
+pub(crate) fn parse_group(text: &str) -> Vec<Group> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim_end_matches('\r');
+            if line.is_empty() || line.starts_with('#') || line.starts_with('+') || line.starts_with('-') {
+                return None;
+            }
+            let fields: Vec<&str> = line.split(':').collect();
+            if fields.len() < 4 {
+                return None;
+            }
+            Some(Group {
+                gid: fields[2].parse().ok()?,
+                members: fields[3]
+                    .split(',')
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,233 @@
+//! The spawn server: the shim's end of the unix socket the gateway uses to
+//! start processes inside the workload container (see docs/shim.md for
+//! the protocol and for why the socket is safe).
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::protocol::{self, ClientMessage, ExitStatus, MAX_REQUEST_BYTES, ServerMessage};
+use crate::reaper::Reaper;
+use crate::session::{self, Refusal, Workload};
+use crate::sys;
+
+/// How long a client may take to send its request after connecting.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Highest signal number accepted from a client (SIGRTMAX on Linux).
+const MAX_SIGNAL: i32 = 64;
+
+/// Who may use the socket, and what the sessions run in.
+#[derive(Debug, Clone)]
+pub(crate) struct Policy {
+    pub workload: Workload,
+    /// Peers (by SO_PEERCRED uid) allowed besides root and the workload's
+    /// own uid: a sidecar running as a third uid.
+    pub allowed_uids: Vec<u32>,
+}
+
+impl Policy {
+    fn allows(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.workload.uid || self.allowed_uids.contains(&uid)
+    }
+}
+
+/// Creates the socket at `path` with `mode`, replacing a stale one.
+///
+/// It is bound under a temporary name, given its mode, and only then
+/// renamed into place, so it is never reachable with the umask's looser
+/// permissions (and the process-wide umask need not change).
+pub(crate) fn bind(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.exists() {
+        // Traversable by the sidecar even if it runs as another uid; the
+        // socket's own mode is what restricts access.
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staging: PathBuf = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&staging);
+    let listener = std::os::unix::net::UnixListener::bind(&staging)?;
+    let placed = std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(mode))
+        .and_then(|()| std::fs::rename(&staging, path));
+    if let Err(error) = placed {
+        let _ = std::fs::remove_file(&staging);
+        return Err(error);
+    }
+    listener.set_nonblocking(true)?;
+    UnixListener::from_std(listener)
+}
+
+/// Accepts connections forever, one task per session.
+pub(crate) async fn serve(listener: UnixListener, reaper: Arc<Reaper>, policy: Arc<Policy>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let (reaper, policy) = (Arc::clone(&reaper), Arc::clone(&policy));
+                tokio::spawn(async move {
+                    let span = info_span!(
+                        "spawn_session",
+                        peer_uid = tracing::field::Empty,
+                        pid = tracing::field::Empty
+                    );
+                    handle(stream, reaper, policy).instrument(span).await;
+                });
+            }
+            Err(error) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(%error, "accepting a spawn connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(stream: UnixStream, reaper: Arc<Reaper>, policy: Arc<Policy>) {
+    let peer_uid = match stream.peer_cred() {
+        Ok(cred) => cred.uid(),
+        Err(error) => {
+            warn!(%error, "cannot read the spawn client's credentials");
+            return;
+        }
+    };
+    tracing::Span::current().record("peer_uid", peer_uid);
+    if !policy.allows(peer_uid) {
+        warn!("refused a spawn connection from a uid that may not use the socket");
+        let message = format!("uid {peer_uid} may not use the spawn socket");
+        let _ = send(&stream, &ServerMessage::Error { message }, &[]).await;
+        return;
+    }
+    if let Err(error) = session(stream, reaper, policy).await {
+        debug!(%error, "spawn connection ended with an error");
+    }
+}
+
+async fn session(mut stream: UnixStream, reaper: Arc<Reaper>, policy: Arc<Policy>) -> io::Result<()> {
+    let request = match tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        protocol::read_frame(&mut stream, MAX_REQUEST_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(Some(body))) => body,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(error)) => return refuse(&stream, &format!("bad spawn request: {error}")).await,
+        Err(_) => return refuse(&stream, "no spawn request within 30 seconds").await,
+    };
+    let request = match serde_json::from_slice::<ClientMessage>(&request) {
+        Ok(ClientMessage::Spawn(request)) => request,
+        Ok(other) => return refuse(&stream, &format!("expected a spawn request, got {other:?}")).await,
+        Err(error) => return refuse(&stream, &format!("bad spawn request: {error}")).await,
+    };
+
+    // Reading /etc files and forking are blocking calls.
+    let workload = policy.workload.clone();
+    let spawn_reaper = Arc::clone(&reaper);
+    let spawned = tokio::task::spawn_blocking(move || {
+        let mut prepared = session::prepare(&request, &workload)?;
+        let program = prepared.program.clone();
+        let result = spawn_reaper.spawn(&mut prepared.command);
+        // Closes the child's ends in this process.
+        drop(prepared.command);
+        let (child, status) = result.map_err(|source| Refusal::Spawn { program, source })?;
+        Ok::<_, Refusal>((child.id(), status, prepared.io))
+    })
+    .await
+    .map_err(io::Error::other)?;
+    let (pid, mut status, io) = match spawned {
+        Ok(spawned) => spawned,
+        Err(refusal) => return refuse(&stream, &refusal.to_string()).await,
+    };
+    tracing::Span::current().record("pid", pid);
+    debug!("session started");
+
+    let fds: Vec<BorrowedFd<'_>> = io.fds().into_iter().map(|fd| fd.as_fd()).collect();
+    let sent = send(&stream, &ServerMessage::Spawned { pid, io: io.kind() }, &fds).await;
+    // The client has its copies now (or never will): ours must close, or
+    // the session would never see EOF on its stdin / hang up.
+    drop(fds);
+    drop(io);
+    if let Err(error) = sent {
+        hang_up(pid);
+        return Err(error);
+    }
+
+    let pid = pid as i32;
+    loop {
+        tokio::select! {
+            biased;
+            ended = &mut status => {
+                let ended = ended.unwrap_or(ExitStatus { code: None, signal: None });
+                debug!(?ended, "session ended");
+                let message = ServerMessage::Exited { code: ended.code, signal: ended.signal };
+                return send(&stream, &message, &[]).await;
+            }
+            frame = protocol::read_frame(&mut stream, MAX_REQUEST_BYTES) => match frame {
+                Ok(Some(body)) => match serde_json::from_slice::<ClientMessage>(&body) {
+                    Ok(ClientMessage::Signal { signal }) if (1..=MAX_SIGNAL).contains(&signal) => {
+                        if let Err(error) = sys::kill(pid, signal) {
+                            debug!(%error, signal, "cannot signal the session");
+                        }
+                    }
+                    other => debug!(?other, "ignored an unexpected message from the spawn client"),
+                },
+                Ok(None) | Err(_) => {
+                    // The client is gone: like a terminal hangup.
+                    debug!("spawn client disconnected: hanging up the session");
+                    hang_up(pid as u32);
+                    return Ok(());
+                }
+            },
+        }
+    }
+}
+
+/// SIGHUP (then SIGCONT, so stopped jobs see it) to the session's process
+/// group, as the kernel does on a terminal hangup.
+pub(crate) fn hang_up(pid: u32) {
+    let group = -(pid as i32);
+    if sys::kill(group, libc::SIGHUP).is_err() {
+        let _ = sys::kill(pid as i32, libc::SIGHUP);
+    }
+    let _ = sys::kill(group, libc::SIGCONT);
+}
+
+async fn refuse(stream: &UnixStream, message: &str) -> io::Result<()> {
+    debug!(message, "refused a spawn request");
+    send(
+        stream,
+        &ServerMessage::Error {
+            message: message.to_string(),
+        },
+        &[],
+    )
+    .await
+}
+
+/// Sends one frame, with `fds` attached to its first byte.
+async fn send(stream: &UnixStream, message: &ServerMessage, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let frame = protocol::encode(message);
+    let mut sent = 0;
+    while sent < frame.len() {
+        let attach = if sent == 0 { fds } else { &[] };
+        sent += stream
+            .async_io(Interest::WRITABLE, || {
+                sys::send_with_fds(stream.as_fd(), &frame[sent..], attach)
+            })
+            .await?;
+    }
+    Ok(())
+}
