@@ -14,6 +14,9 @@ pub mod control;
 pub mod crd;
 /// Router <-> gateway proofs: `ctr_key`, `request_auth`, `respond_auth`.
 pub mod proof;
+/// TLS helpers both ends share: the crypto provider and the router's
+/// verifier for self-signed gateway certificates.
+pub mod tls;
 /// Sidecar -> router tunnel proof bound to the TLS session (RFC 5705).
 pub mod tunnel;
 /// Header names, upgrade protocols, query parameters and URL paths.

@@ -1,59 +1,44 @@
-//! Hatchway's per-pod sidecar: the TLS gateway and the workload shim.
+//! Hatchway's per-pod sidecar: one binary, two roles.
 //!
-//! So far only `version` is implemented.
+//! - `gateway` (the sidecar container): a TLS server with a fresh
+//!   self-signed certificate that serves the router — SSH, log WebDAV,
+//!   web-app proxy, port-forward, listening ports — directly and through a
+//!   tunnel it dials to the router.
+//! - `shim` (PID 1 of the workload container): see the `hatchway-shim`
+//!   crate.
 
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
-use std::io::Write;
+/// Command-line arguments and dispatch.
+pub mod args;
+/// Response bodies and small helpers.
+pub mod body;
+/// The gateway's settings and the files they name.
+pub mod config;
+/// The TLS gateway: proof checks and routing.
+pub mod gateway;
+/// `/healthz`, `/readyz`, `/metrics` on a plain port.
+pub mod health;
+/// Prometheus metrics.
+pub mod metrics;
+/// Raw TCP port-forward.
+pub mod portforward;
+/// Listening-port scanner.
+pub mod ports;
+/// Web-app HTTP proxy.
+pub mod proxy;
+/// Counted two-way byte relay.
+pub mod relay;
+/// Audit trail and reports to the router.
+pub mod report;
+/// The SSH server.
+pub mod ssh;
+/// The gateway's self-signed certificate.
+pub mod tls;
+/// The tunnel dialer.
+pub mod tunnel;
+/// Read-only WebDAV of the logs.
+pub mod webdav;
 
-use clap::{Parser, Subcommand};
-
-/// Hatchway's per-pod sidecar: the TLS gateway and the workload shim.
-///
-/// Implemented so far: `version`. Nothing else is built yet.
-#[derive(Debug, Parser)]
-#[command(name = "hatchway-sidecar", version)]
-pub struct Args {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// The commands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Print this binary's version and the protocol versions it speaks.
-    Version,
-}
-
-/// Runs the command the arguments name.
-pub fn run(args: Args, out: &mut dyn Write) -> std::io::Result<()> {
-    let Args { command } = args;
-    match command {
-        Command::Version => writeln!(
-            out,
-            "hatchway-sidecar {} (control protocol v{})",
-            env!("CARGO_PKG_VERSION"),
-            hatchway_api::control::PROTOCOL_VERSION
-        ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn version_names_the_binary_and_protocol() {
-        let mut out = Vec::new();
-        run(
-            Args::try_parse_from(["hatchway-sidecar", "version"]).unwrap(),
-            &mut out,
-        )
-        .unwrap();
-        let out = String::from_utf8(out).unwrap();
-        assert!(out.starts_with("hatchway-sidecar 0."), "{out}");
-        assert!(out.contains("control protocol v1"), "{out}");
-    }
-}
+pub use args::{Args, Command};

@@ -1,0 +1,155 @@
+//! The gateway's settings: flags, each also an `HATCHWAY_*` environment
+//! variable, and the files mounted from the per-Container Secret. A missing
+//! or unreadable setting stops the sidecar with a message naming it (exit
+//! code 64, `EX_USAGE`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use hatchway_api::proof::CtrKey;
+
+/// Exit code for a bad setting.
+pub const EXIT_CONFIG: i32 = 64;
+
+/// Flags of `hatchway-sidecar gateway`.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayArgs {
+    /// The UID of the Container this pod runs; the only one this gateway serves.
+    #[arg(long, env = "HATCHWAY_CONTAINER_UID")]
+    pub container_uid: String,
+
+    /// File holding the container key (`ctr_key`, 64 hex digits), from the mounted Secret.
+    #[arg(long, env = "HATCHWAY_KEY_FILE", default_value = "/hatchway/secret/ctr_key")]
+    pub key_file: PathBuf,
+
+    /// Address of the TLS gateway.
+    #[arg(long, env = "HATCHWAY_GATEWAY_ADDR", default_value = "0.0.0.0:7443")]
+    pub listen: SocketAddr,
+
+    /// Address of the plain-HTTP /healthz, /readyz and /metrics port.
+    #[arg(long, env = "HATCHWAY_HEALTH_ADDR", default_value = "0.0.0.0:7444")]
+    pub health_listen: SocketAddr,
+
+    /// The log directory shared with the workload's shim (stdout.txt, stderr.txt, usage.txt).
+    #[arg(long, env = "HATCHWAY_LOG_DIR", default_value = "/hatchway/log")]
+    pub log_dir: PathBuf,
+
+    /// The sidecar's own directory for gateway.txt, which the workload cannot write.
+    #[arg(long, env = "HATCHWAY_AUDIT_DIR", default_value = "/hatchway/audit")]
+    pub audit_dir: PathBuf,
+
+    /// The shim's spawn socket (in the volume shared with the workload).
+    #[arg(
+        long,
+        env = "HATCHWAY_SPAWN_SOCKET",
+        default_value = "/hatchway/run/spawn.sock"
+    )]
+    pub spawn_socket: PathBuf,
+
+    /// Copy this binary here at start so the workload container can run it as its shim.
+    #[arg(long, env = "HATCHWAY_INSTALL_TO")]
+    pub install_to: Option<PathBuf>,
+
+    /// The command that serves SFTP inside the workload container.
+    #[arg(
+        long,
+        env = "HATCHWAY_SFTP_COMMAND",
+        default_value = "/hatchway/bin/hatchway-sidecar sftp-server",
+        value_delimiter = ' '
+    )]
+    pub sftp_command: Vec<String>,
+
+    /// The router's tunnel URL (`https://host:port`); with none, no tunnel is dialed.
+    #[arg(long, env = "HATCHWAY_TUNNEL_URL")]
+    pub tunnel_url: Option<String>,
+
+    /// File holding the tunnel URL, read when --tunnel-url is not given and the file exists.
+    #[arg(
+        long,
+        env = "HATCHWAY_TUNNEL_URL_FILE",
+        default_value = "/hatchway/secret/tunnel_url"
+    )]
+    pub tunnel_url_file: PathBuf,
+
+    /// PEM file of the CA the router's tunnel certificate must chain to.
+    #[arg(
+        long,
+        env = "HATCHWAY_ROUTER_CA_FILE",
+        default_value = "/hatchway/secret/router_ca.crt"
+    )]
+    pub router_ca_file: PathBuf,
+
+    /// Most concurrent gateway connections (direct and tunnel streams together).
+    #[arg(long, env = "HATCHWAY_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+
+    /// Milliseconds allowed for a TLS handshake, and then for each request's headers.
+    #[arg(long, env = "HATCHWAY_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+
+    /// Seconds between scans of the listening ports.
+    #[arg(long, env = "HATCHWAY_PORT_SCAN_SECONDS", default_value_t = 2)]
+    pub port_scan_seconds: u64,
+}
+
+/// A setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("{setting}: cannot read {path}: {source}")]
+    Unreadable {
+        /// The setting's environment variable.
+        setting: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A value is malformed.
+    #[error("{setting}: {message}")]
+    Invalid {
+        /// The setting's environment variable.
+        setting: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Reads a file named by a setting.
+pub fn read_setting(setting: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError::Unreadable {
+        setting,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl GatewayArgs {
+    /// The container key from its file.
+    pub fn key(&self) -> Result<CtrKey, ConfigError> {
+        let text = read_setting("HATCHWAY_KEY_FILE", &self.key_file)?;
+        CtrKey::from_hex(&String::from_utf8_lossy(&text)).map_err(|e| ConfigError::Invalid {
+            setting: "HATCHWAY_KEY_FILE",
+            message: format!("{}: {e}", self.key_file.display()),
+        })
+    }
+
+    /// The tunnel URL and CA, if a tunnel is configured.
+    pub fn tunnel(&self) -> Result<Option<(String, Vec<u8>)>, ConfigError> {
+        let url = match &self.tunnel_url {
+            Some(url) => url.trim().to_owned(),
+            None if self.tunnel_url_file.exists() => {
+                String::from_utf8_lossy(&read_setting("HATCHWAY_TUNNEL_URL_FILE", &self.tunnel_url_file)?)
+                    .trim()
+                    .to_owned()
+            }
+            None => return Ok(None),
+        };
+        if url.is_empty() {
+            return Ok(None);
+        }
+        let ca = read_setting("HATCHWAY_ROUTER_CA_FILE", &self.router_ca_file)?;
+        Ok(Some((url, ca)))
+    }
+}

@@ -1,0 +1,319 @@
+//! The gateway: a TLS server with a fresh self-signed certificate that
+//! serves the router, directly or through tunnel streams (one code path).
+//!
+//! Every request must name this gateway's container UID (else 403) and
+//! carry `X-Hatchway-Authorization`, the HMAC proof over this gateway's own
+//! certificate (else 401, with a reason and nothing else). Accepted
+//! requests are answered with `X-Hatchway-Authorization-Response`.
+//!
+//! Limits: a TLS handshake must finish and request headers must arrive
+//! within their timeouts, headers are size-limited, and the number of
+//! concurrent connections is capped; a slow or hostile client cannot pin
+//! resources.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hatchway_api::proof::{self, CtrKey};
+use hatchway_api::wire;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::{Body, full, text};
+use crate::metrics::Metrics;
+use crate::report::{Reporter, Who};
+use crate::tls::GatewayCert;
+use crate::webdav::LogTree;
+
+/// Resource limits of the gateway.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Concurrent connections (direct and tunnel streams together).
+    pub max_connections: usize,
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time allowed for a request's headers to arrive.
+    pub header_timeout: Duration,
+    /// Largest request head, in bytes (at least 8192).
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 512,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Everything one gateway needs.
+pub struct Gateway {
+    /// This pod's container UID: the only one it serves.
+    pub uid: String,
+    /// The key proofs are made with.
+    key: CtrKey,
+    /// The certificate presented to the router.
+    pub cert: GatewayCert,
+    /// The log files WebDAV serves.
+    pub tree: LogTree,
+    /// Audit trail and reports.
+    pub reporter: Arc<Reporter>,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Resource limits.
+    pub limits: Limits,
+    /// The SSH server for `/ssh`.
+    pub ssh: Arc<crate::ssh::SshServer>,
+    /// Caps concurrent connections.
+    connections: Arc<Semaphore>,
+}
+
+impl Gateway {
+    /// Assembles a gateway.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        uid: String,
+        key: CtrKey,
+        cert: GatewayCert,
+        tree: LogTree,
+        reporter: Arc<Reporter>,
+        metrics: Metrics,
+        limits: Limits,
+        ssh: Arc<crate::ssh::SshServer>,
+    ) -> Arc<Self> {
+        let connections = Arc::new(Semaphore::new(limits.max_connections));
+        Arc::new(Self {
+            uid,
+            key,
+            cert,
+            tree,
+            reporter,
+            metrics,
+            limits,
+            ssh,
+            connections,
+        })
+    }
+
+    /// Accepts direct connections until `shutdown`.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        tracing::warn!(%error, "accepting a gateway connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let gateway = self.clone();
+            tokio::spawn(async move {
+                tracing::trace!(%peer, "gateway connection");
+                gateway.serve_connection(stream, "direct").await;
+            });
+        }
+    }
+
+    /// Serves one connection (a TCP stream or a tunnel stream): TLS, then
+    /// HTTP/1.1 with upgrades. Refused at once when at the connection limit.
+    pub async fn serve_connection<IO>(self: Arc<Self>, io: IO, source: &'static str)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Ok(_permit) = self.connections.clone().try_acquire_owned() else {
+            self.metrics.connections_refused.inc();
+            tracing::warn!(
+                source,
+                limit = self.limits.max_connections,
+                "connection limit reached; refusing"
+            );
+            return;
+        };
+        self.metrics.connections.with_label_values(&[source]).inc();
+        let acceptor = TlsAcceptor::from(self.cert.server_config.clone());
+        let tls = match tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(io)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => return tracing::debug!(%error, source, "TLS handshake failed"),
+            Err(_) => return tracing::debug!(source, "TLS handshake timed out"),
+        };
+        let gateway = self.clone();
+        let service = service_fn(move |req| {
+            let gateway = gateway.clone();
+            async move { Ok::<_, std::convert::Infallible>(gateway.handle(req).await) }
+        });
+        let result = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_timeout)
+            .max_buf_size(self.limits.max_header_bytes.max(8192))
+            .serve_connection(TokioIo::new(tls), service)
+            .with_upgrades()
+            .await;
+        if let Err(error) = result {
+            tracing::debug!(%error, source, "gateway connection ended");
+        }
+    }
+
+    /// Checks the proof, routes, and adds the response proof.
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let route = route_name(&req);
+        let response = match self.authorize(&req) {
+            Err((status, reason, message)) => {
+                self.metrics.auth_failures.with_label_values(&[reason]).inc();
+                tracing::info!(reason, route, "gateway request refused");
+                text(status, message)
+            }
+            Ok(answer) => {
+                let mut response = self.route(req).await;
+                response
+                    .headers_mut()
+                    .insert(wire::AUTHORIZATION_RESPONSE, answer);
+                response
+            }
+        };
+        self.metrics
+            .requests
+            .with_label_values(&[route, response.status().as_str()])
+            .inc();
+        response
+    }
+
+    /// The UID and proof checks; returns the response proof.
+    fn authorize(&self, req: &Request<Incoming>) -> Result<HeaderValue, (StatusCode, &'static str, String)> {
+        let uid = req
+            .headers()
+            .get(wire::CONTAINER_UID)
+            .and_then(|v| v.to_str().ok());
+        match uid {
+            None => {
+                return Err((
+                    StatusCode::FORBIDDEN,
+                    "missing_uid",
+                    "missing X-Hatchway-Container-Uid".into(),
+                ));
+            }
+            Some(uid) if uid != self.uid => {
+                return Err((
+                    StatusCode::FORBIDDEN,
+                    "wrong_uid",
+                    format!("this gateway serves container {}, not {uid}", self.uid),
+                ));
+            }
+            Some(_) => {}
+        }
+        let Some(presented) = req
+            .headers()
+            .get(wire::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                "missing_proof",
+                "missing X-Hatchway-Authorization".into(),
+            ));
+        };
+        if !proof::verify_request_auth(&self.key, &self.cert.der, presented) {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                "wrong_proof",
+                "X-Hatchway-Authorization does not prove this gateway's certificate".into(),
+            ));
+        }
+        let answer = proof::respond_auth(&self.key, presented);
+        Ok(HeaderValue::from_str(&answer).expect("hex is a valid header value"))
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+        let who = Who {
+            user: header_string(&req, wire::REQUEST_USER),
+            request_id: header_string(&req, wire::REQUEST_ID),
+        };
+        if let Some(port) = req.headers().get(wire::TARGET_PORT) {
+            return match port
+                .to_str()
+                .ok()
+                .and_then(|p| p.parse::<u16>().ok())
+                .filter(|p| *p > 0)
+            {
+                Some(port) => crate::proxy::serve(req, port).await,
+                None => text(
+                    StatusCode::BAD_REQUEST,
+                    "X-Hatchway-Target-Port is not a TCP port (1-65535)",
+                ),
+            };
+        }
+        let path = req.uri().path().to_owned();
+        if req.headers().contains_key(wire::WEBDAV_PREFIX)
+            || path == "/log"
+            || path.starts_with(wire::gateway_path::LOG)
+        {
+            return crate::webdav::serve(&self.tree, req.method(), &path, req.headers()).await;
+        }
+        match path.as_str() {
+            wire::gateway_path::SSH => self.ssh.clone().serve(req, who).await,
+            wire::gateway_path::PORTFORWARD => {
+                crate::portforward::serve(req, self.reporter.clone(), who).await
+            }
+            wire::gateway_path::PORTS => {
+                let ports = self.reporter.ports().borrow().clone();
+                let body = serde_json::json!({ "ports": ports }).to_string();
+                let mut response = Response::new(full(body));
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                response
+            }
+            _ => text(StatusCode::NOT_FOUND, format!("no route for {path}")),
+        }
+    }
+}
+
+fn header_string(req: &Request<Incoming>, name: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// The route label for metrics (bounded cardinality).
+fn route_name(req: &Request<Incoming>) -> &'static str {
+    let path = req.uri().path();
+    if req.headers().contains_key(wire::TARGET_PORT) {
+        "proxy"
+    } else if req.headers().contains_key(wire::WEBDAV_PREFIX) || path.starts_with("/log") {
+        "log"
+    } else {
+        match path {
+            wire::gateway_path::SSH => "ssh",
+            wire::gateway_path::PORTFORWARD => "portforward",
+            wire::gateway_path::PORTS => "ports",
+            _ => "other",
+        }
+    }
+}
+
+/// True when the request asks to upgrade to `protocol`.
+pub fn upgrade_is<B>(req: &Request<B>, protocol: &str) -> bool {
+    let connection_upgrade = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    let upgrade = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok());
+    connection_upgrade && upgrade.is_some_and(|u| u.eq_ignore_ascii_case(protocol))
+}

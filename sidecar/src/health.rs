@@ -1,0 +1,69 @@
+//! `/healthz`, `/readyz` and `/metrics` on a separate plain-HTTP port,
+//! without authentication (the kubelet's probes and Prometheus use it).
+//! `/readyz` also says how to verify this gateway: the certificate and SSH
+//! host-key fingerprints are public, and clients check them against what
+//! the router writes into the Container's status.
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::{Body, full, text};
+use crate::gateway::Gateway;
+
+/// Serves the health port until `shutdown`.
+pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+        };
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let gateway = gateway.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(&gateway, &req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(5))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn answer(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok"),
+        "/readyz" => {
+            let body = serde_json::json!({
+                "status": "ready",
+                "containerUid": gateway.uid,
+                "certificateSha256": gateway.cert.sha256,
+                "hostKey": gateway.ssh.host_key_openssh(),
+                "hostKeyFingerprint": gateway.ssh.host_key_fingerprint(),
+            });
+            Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(full(body.to_string()))
+                .unwrap()
+        }
+        "/metrics" => Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+            .body(full(gateway.metrics.encode()))
+            .unwrap(),
+        other => text(
+            StatusCode::NOT_FOUND,
+            format!("no route for {other}: try /healthz, /readyz or /metrics"),
+        ),
+    }
+}

@@ -1,0 +1,104 @@
+//! `POST /portforward?port=N` with `Upgrade: tcp`: raw TCP to
+//! `127.0.0.1:N` inside the pod, half-close respected.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::body::{Body, empty, text};
+use crate::report::{Reporter, Who};
+
+/// How long to wait for a local port to accept.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Parses `port=N` from a query string.
+pub fn port_param(query: Option<&str>) -> Result<u16, String> {
+    let value = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("port="))
+        .ok_or("missing ?port=N (the port inside the container)")?;
+    match value.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(format!("port {value:?} is not a TCP port (1-65535)")),
+    }
+}
+
+/// Connects to a port inside the pod, with a message a person understands
+/// when nothing listens there.
+pub async fn connect_local(port: u16) -> Result<TcpStream, String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(("127.0.0.1", port))).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Ok(Err(error)) => Err(format!(
+            "cannot connect to port {port} inside the container: {error}"
+        )),
+        Err(_) => Err(format!(
+            "port {port} inside the container did not accept within {CONNECT_TIMEOUT:?}"
+        )),
+    }
+}
+
+/// Serves one port-forward request.
+pub async fn serve(mut req: Request<Incoming>, reporter: Arc<Reporter>, who: Who) -> Response<Body> {
+    if !crate::gateway::upgrade_is(&req, hatchway_api::wire::UPGRADE_TCP) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "port-forward needs `Connection: upgrade` and `Upgrade: tcp`",
+        );
+    }
+    let port = match port_param(req.uri().query()) {
+        Ok(port) => port,
+        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+    };
+    let upstream = match connect_local(port).await {
+        Ok(stream) => stream,
+        Err(message) => return text(StatusCode::BAD_GATEWAY, message),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => return tracing::debug!(%error, port, "port-forward upgrade failed"),
+        };
+        let session = reporter.session(&who, "portforward", Some(format!("port {port}")));
+        crate::relay::relay(
+            TokioIo::new(upgraded),
+            upstream,
+            session.bytes_in.clone(),
+            session.bytes_out.clone(),
+        )
+        .await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, hatchway_api::wire::UPGRADE_TCP)
+        .body(empty())
+        .unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_port_parameter_is_checked() {
+        assert_eq!(port_param(Some("port=8080")), Ok(8080));
+        assert_eq!(port_param(Some("a=b&port=22")), Ok(22));
+        assert!(port_param(None).unwrap_err().contains("missing"));
+        assert!(port_param(Some("port=0")).unwrap_err().contains("not a TCP port"));
+        assert!(
+            port_param(Some("port=70000"))
+                .unwrap_err()
+                .contains("not a TCP port")
+        );
+        assert!(port_param(Some("port=x")).is_err());
+    }
+}

@@ -1,0 +1,147 @@
+//! HTTP proxy for web apps: a request with `X-Hatchway-Target-Port` goes to
+//! `127.0.0.1:PORT` with `Host` from `X-Hatchway-Request-Host`. Upgrades
+//! (WebSockets) pass through; hop-by-hop and `X-Hatchway-*` headers are
+//! stripped; `X-Forwarded-*` are set.
+
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::body::{Body, text};
+use crate::portforward::connect_local;
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Drops hop-by-hop headers, those named in `Connection`, and ours.
+fn strip(headers: &mut HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect();
+    for name in HOP_BY_HOP.iter().copied().chain(named.iter().map(String::as_str)) {
+        headers.remove(name);
+    }
+    let ours: Vec<_> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-hatchway-"))
+        .cloned()
+        .collect();
+    for name in ours {
+        headers.remove(name);
+    }
+}
+
+/// Proxies one request to a web app inside the pod.
+pub async fn serve(mut req: Request<Incoming>, port: u16) -> Response<Body> {
+    let Some(host) = req.headers().get(hatchway_api::wire::REQUEST_HOST).cloned() else {
+        return text(
+            StatusCode::BAD_GATEWAY,
+            "missing X-Hatchway-Request-Host: the router must say which host was asked for",
+        );
+    };
+    let upgrade = req.headers().get(header::UPGRADE).cloned();
+    let stream = match connect_local(port).await {
+        Ok(stream) => stream,
+        Err(message) => return text(StatusCode::BAD_GATEWAY, message),
+    };
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+        Ok(pair) => pair,
+        Err(error) => {
+            return text(
+                StatusCode::BAD_GATEWAY,
+                format!("web app on port {port}: {error}"),
+            );
+        }
+    };
+    tokio::spawn(async move {
+        if let Err(error) = conn.with_upgrades().await {
+            tracing::debug!(%error, port, "web app connection ended");
+        }
+    });
+
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    strip(&mut parts.headers);
+    let forwarded_proto = HeaderValue::from_static("https");
+    parts.headers.insert(header::HOST, host.clone());
+    parts.headers.insert("x-forwarded-host", host);
+    parts.headers.insert("x-forwarded-proto", forwarded_proto);
+    if let Some(upgrade) = &upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, upgrade.clone());
+    }
+    // Origin-form URI: the app sees the path and query only.
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/")
+        .parse()
+        .unwrap_or_default();
+    let upstream_req = Request::from_parts(parts, body);
+
+    let mut response = match sender.send_request(upstream_req).await {
+        Ok(response) => response,
+        Err(error) => {
+            return text(
+                StatusCode::BAD_GATEWAY,
+                format!("web app on port {port}: {error}"),
+            );
+        }
+    };
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_upgrade) = client_upgrade
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else {
+                return tracing::debug!(port, "web app upgrade failed");
+            };
+            let _ =
+                tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream)).await;
+        });
+        let (parts, _) = response.into_parts();
+        return Response::from_parts(parts, crate::body::empty());
+    }
+
+    let (mut parts, body) = response.into_parts();
+    strip(&mut parts.headers);
+    Response::from_parts(parts, body.map_err(std::io::Error::other).boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_our_headers_are_stripped() {
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", "keep-alive, x-secret".parse().unwrap());
+        headers.insert("x-secret", "1".parse().unwrap());
+        headers.insert("keep-alive", "timeout=5".parse().unwrap());
+        headers.insert("x-hatchway-authorization", "proof".parse().unwrap());
+        headers.insert("authorization", "Bearer app-token".parse().unwrap());
+        headers.insert("accept", "*/*".parse().unwrap());
+        strip(&mut headers);
+        let mut left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, vec!["accept", "authorization"]);
+    }
+}

@@ -1,0 +1,234 @@
+//! The SSH server behind `POST /ssh` (`Upgrade: ssh`).
+//!
+//! SSH-level authentication is not what guards access: the router already
+//! authorized the user, and the gateway's HMAC proof guards the channel the
+//! SSH bytes travel in. So every SSH auth method is accepted; the user
+//! name comes from the router's `login_username` parameter, never from the
+//! SSH client. The host key is generated at every start and reported (its
+//! fingerprint reaches `status.gateway`) so clients can verify it.
+
+mod handler;
+mod process;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use russh::keys::{Algorithm, HashAlg, PrivateKey};
+
+use crate::body::{Body, empty, text};
+use crate::report::{Reporter, Who};
+
+/// Settings of SSH sessions that come from the request.
+#[derive(Clone, Debug, Default)]
+pub struct SessionParams {
+    /// Run commands as this user (only when the workload runs as root).
+    pub login_username: Option<String>,
+    /// The bytes that end an interactive session when typed in a row.
+    pub detach_keys: Vec<u8>,
+    /// Who asked, for the audit trail.
+    pub who: Who,
+}
+
+/// The SSH server: host key, configuration, and where to spawn sessions.
+pub struct SshServer {
+    config: Arc<russh::server::Config>,
+    host_key: PrivateKey,
+    /// The shim's spawn socket.
+    pub spawn_socket: std::path::PathBuf,
+    /// How to start the SFTP server inside the workload container (the
+    /// sidecar binary, which the shim's volume makes visible there).
+    pub sftp_command: Vec<String>,
+    /// Audit trail and reports.
+    pub reporter: Arc<Reporter>,
+}
+
+/// Why the SSH server could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("generating the SSH host key: {0}")]
+pub struct HostKeyError(#[from] russh::keys::ssh_key::Error);
+
+impl SshServer {
+    /// A server with a fresh Ed25519 host key.
+    pub fn new(
+        spawn_socket: std::path::PathBuf,
+        sftp_command: Vec<String>,
+        reporter: Arc<Reporter>,
+    ) -> Result<Self, HostKeyError> {
+        let host_key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)?;
+        let config = russh::server::Config {
+            keys: vec![host_key.clone()],
+            methods: russh::MethodSet::server_supported(),
+            auth_rejection_time: Duration::ZERO,
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            inactivity_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_max: 4,
+            nodelay: true,
+            // Larger windows and packets than the defaults: bulk copies
+            // (scp, sftp, ssh -L) are limited by the window on long paths.
+            window_size: 8 * 1024 * 1024,
+            maximum_packet_size: 64 * 1024,
+            ..Default::default()
+        };
+        Ok(Self {
+            config: Arc::new(config),
+            host_key,
+            spawn_socket,
+            sftp_command,
+            reporter,
+        })
+    }
+
+    /// The host public key in OpenSSH `authorized_keys` form.
+    pub fn host_key_openssh(&self) -> String {
+        self.host_key.public_key().to_openssh().unwrap_or_default()
+    }
+
+    /// The host key fingerprint, `SHA256:...`.
+    pub fn host_key_fingerprint(&self) -> String {
+        self.host_key
+            .public_key()
+            .fingerprint(HashAlg::Sha256)
+            .to_string()
+    }
+
+    /// Answers `POST /ssh` with 101 and runs an SSH session on the
+    /// upgraded connection.
+    pub async fn serve(self: Arc<Self>, mut req: Request<Incoming>, who: Who) -> Response<Body> {
+        if !crate::gateway::upgrade_is(&req, hatchway_api::wire::UPGRADE_SSH) {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "SSH needs `Connection: upgrade` and `Upgrade: ssh`",
+            );
+        }
+        let params = match session_params(req.uri().query(), who) {
+            Ok(params) => params,
+            Err(message) => return text(StatusCode::BAD_REQUEST, message),
+        };
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(error) => return tracing::debug!(%error, "SSH upgrade failed"),
+            };
+            let handler = handler::Connection::new(self.clone(), params);
+            match russh::server::run_stream(self.config.clone(), TokioIo::new(upgraded), handler).await {
+                Ok(session) => {
+                    if let Err(error) = session.await {
+                        tracing::debug!(%error, "SSH session ended");
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "SSH handshake failed"),
+            }
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, hatchway_api::wire::UPGRADE_SSH)
+            .body(empty())
+            .unwrap()
+    }
+}
+
+/// Reads `login_username` and `detach_keys` from the query string.
+pub fn session_params(query: Option<&str>, who: Who) -> Result<SessionParams, String> {
+    let mut params = SessionParams {
+        who,
+        ..Default::default()
+    };
+    let mut detach = hatchway_api::wire::DEFAULT_DETACH_KEYS.to_owned();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .map_err(|_| format!("{key} is not UTF-8"))?
+            .replace('+', " ");
+        match key {
+            hatchway_api::wire::PARAM_LOGIN_USERNAME if !value.is_empty() => {
+                if !value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                    || value.len() > 32
+                {
+                    return Err(format!("login_username {value:?} is not a user name"));
+                }
+                params.login_username = Some(value);
+            }
+            hatchway_api::wire::PARAM_DETACH_KEYS => detach = value,
+            _ => {}
+        }
+    }
+    params.detach_keys = parse_detach_keys(&detach)?;
+    Ok(params)
+}
+
+/// Parses detach keys the way Docker and Arvados write them:
+/// comma-separated `ctrl-X` or single characters, e.g. `ctrl-],ctrl-]`.
+/// An empty string disables detaching.
+pub fn parse_detach_keys(spec: &str) -> Result<Vec<u8>, String> {
+    if spec.is_empty() {
+        return Ok(Vec::new());
+    }
+    spec.split(',')
+        .map(|key| {
+            let bad = || format!("detach key {key:?} is not ctrl-<char> or a single character");
+            if let Some(c) = key.strip_prefix("ctrl-") {
+                let [c] = c.as_bytes() else { return Err(bad()) };
+                match c.to_ascii_uppercase() {
+                    c @ b'@'..=b'_' => Ok(c - b'@'),
+                    b'?' => Ok(0x7f),
+                    _ => Err(bad()),
+                }
+            } else {
+                match key.as_bytes() {
+                    [c] if c.is_ascii() => Ok(*c),
+                    _ => Err(bad()),
+                }
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detach_keys_parse_like_docker() {
+        assert_eq!(parse_detach_keys("ctrl-],ctrl-]").unwrap(), vec![0x1d, 0x1d]);
+        assert_eq!(parse_detach_keys("ctrl-p,ctrl-q").unwrap(), vec![0x10, 0x11]);
+        assert_eq!(parse_detach_keys("ctrl-a,x").unwrap(), vec![0x01, b'x']);
+        assert_eq!(parse_detach_keys("").unwrap(), Vec::<u8>::new());
+        assert!(parse_detach_keys("ctrl-").is_err());
+        assert!(parse_detach_keys("alt-x").is_err());
+    }
+
+    #[test]
+    fn session_params_come_from_the_query() {
+        let p = session_params(
+            Some("login_username=alice&detach_keys=ctrl-p%2Cctrl-q"),
+            Who::default(),
+        )
+        .unwrap();
+        assert_eq!(p.login_username.as_deref(), Some("alice"));
+        assert_eq!(p.detach_keys, vec![0x10, 0x11]);
+        let p = session_params(None, Who::default()).unwrap();
+        assert_eq!((p.login_username, p.detach_keys), (None, vec![0x1d, 0x1d]));
+        assert!(session_params(Some("login_username=a;rm"), Who::default()).is_err());
+    }
+
+    #[test]
+    fn the_host_key_is_fresh_and_fingerprinted() {
+        let dir = tempfile::tempdir().unwrap();
+        let reporter = Reporter::new(dir.path(), crate::metrics::Metrics::new());
+        let a = SshServer::new("/nonexistent".into(), vec![], reporter.clone()).unwrap();
+        let b = SshServer::new("/nonexistent".into(), vec![], reporter).unwrap();
+        assert!(a.host_key_fingerprint().starts_with("SHA256:"));
+        assert!(a.host_key_openssh().starts_with("ssh-ed25519 "));
+        assert_ne!(a.host_key_fingerprint(), b.host_key_fingerprint());
+    }
+}

@@ -1,0 +1,369 @@
+//! The tunnel dialer: the sidecar dials the router so the router can reach
+//! the gateway when it cannot reach the pod.
+//!
+//! TLS to the router's tunnel endpoint, verifying its certificate against
+//! the CA pinned in the mounted Secret; `POST /v1/tunnel` with
+//! `Upgrade: hatchway-tunnel`, the container UID and the tunnel proof over
+//! this TLS session's exported keying material; then one yamux session
+//! carries every stream. The sidecar opens one outbound stream, the control
+//! stream, for its reports; every stream the router opens is served exactly
+//! like a direct connection (TLS with the gateway certificate, the proof on
+//! every request). On any failure it reconnects with jittered exponential
+//! backoff.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hatchway_api::control::{self, ControlMessage};
+use hatchway_api::proof::CtrKey;
+use hatchway_api::{tunnel as proof, wire};
+use http::{Request, StatusCode, header};
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, RootCertStore};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::gateway::Gateway;
+
+/// Most streams one tunnel carries at once.
+pub const MAX_STREAMS: usize = 1024;
+/// Time allowed to connect, handshake and upgrade.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where and how to dial.
+#[derive(Clone)]
+pub struct TunnelTarget {
+    /// `host:port` of the router's tunnel endpoint.
+    pub authority: String,
+    /// The TLS server name to verify (the URL's host).
+    pub server_name: ServerName<'static>,
+    /// The path of the endpoint (normally `/v1/tunnel`).
+    pub path: String,
+    /// Trusts only the pinned router CA.
+    pub tls: Arc<ClientConfig>,
+}
+
+/// Why a tunnel URL or CA is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelConfigError {
+    /// Not `https://host[:port][/path]`.
+    #[error("tunnel URL {0:?} is not https://host[:port][/path]")]
+    BadUrl(String),
+    /// The CA bundle has no usable certificate.
+    #[error("router CA: {0}")]
+    BadCa(String),
+}
+
+impl TunnelTarget {
+    /// Parses `https://host[:port][/path]` and a PEM CA bundle.
+    pub fn new(url: &str, ca_pem: &[u8]) -> Result<Self, TunnelConfigError> {
+        let bad = || TunnelConfigError::BadUrl(url.to_owned());
+        let rest = url.trim().strip_prefix("https://").ok_or_else(bad)?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() {
+            return Err(bad());
+        }
+        let (host, authority) = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+                port.parse::<u16>().map_err(|_| bad())?;
+                (host, authority.to_owned())
+            }
+            _ => (authority, format!("{authority}:443")),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let server_name = ServerName::try_from(host.to_owned()).map_err(|_| bad())?;
+        let path = if path.is_empty() || path == "/" {
+            wire::TUNNEL_PATH.to_owned()
+        } else {
+            path.to_owned()
+        };
+
+        let mut roots = RootCertStore::empty();
+        let mut found = 0;
+        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca_pem) {
+            let cert = cert.map_err(|e| TunnelConfigError::BadCa(e.to_string()))?;
+            roots
+                .add(cert)
+                .map_err(|e| TunnelConfigError::BadCa(e.to_string()))?;
+            found += 1;
+        }
+        if found == 0 {
+            return Err(TunnelConfigError::BadCa("no PEM certificate found".into()));
+        }
+        let mut tls = ClientConfig::builder_with_provider(hatchway_api::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| TunnelConfigError::BadCa(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![hatchway_api::tls::ALPN_HTTP1.to_vec()];
+        Ok(Self {
+            authority,
+            server_name,
+            path,
+            tls: Arc::new(tls),
+        })
+    }
+}
+
+/// Why one tunnel attempt ended.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// Connecting, TLS, or the upgrade took too long.
+    #[error("timed out dialing the router")]
+    Timeout,
+    /// A socket or TLS error.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The HTTP exchange failed.
+    #[error("tunnel request: {0}")]
+    Http(#[from] hyper::Error),
+    /// The router refused the tunnel.
+    #[error("router refused the tunnel: {0}")]
+    Refused(String),
+    /// The yamux session failed.
+    #[error("tunnel session: {0}")]
+    Yamux(#[from] yamux::ConnectionError),
+}
+
+/// Keeps a tunnel up until `shutdown`, reconnecting with jittered
+/// exponential backoff (250 ms doubling to 30 s).
+pub async fn run(gateway: Arc<Gateway>, target: TunnelTarget, key: CtrKey, shutdown: CancellationToken) {
+    let mut failures: u32 = 0;
+    loop {
+        let started = std::time::Instant::now();
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            result = connect_and_serve(&gateway, &target, &key) => result,
+        };
+        gateway.metrics.tunnel_connected.set(0);
+        match result {
+            Ok(()) => tracing::info!(router = %target.authority, "tunnel closed by the router; reconnecting"),
+            Err(error) => {
+                gateway.metrics.tunnel_failures.inc();
+                tracing::warn!(%error, router = %target.authority, "tunnel down; reconnecting");
+            }
+        }
+        // A session that lasted a while resets the backoff.
+        failures = if started.elapsed() > Duration::from_secs(30) {
+            0
+        } else {
+            failures.saturating_add(1)
+        };
+        let delay = backoff(failures);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// The delay before attempt `failures`: 250 ms · 2^n, at most 30 s, with
+/// ±50% jitter so a router restart is not met by every sidecar at once.
+pub fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_millis(250)
+        .saturating_mul(1 << failures.min(7))
+        .min(Duration::from_secs(30));
+    let jitter: f64 = rand::random_range(0.5..1.5);
+    base.mul_f64(jitter)
+}
+
+async fn connect_and_serve(
+    gateway: &Arc<Gateway>,
+    target: &TunnelTarget,
+    key: &CtrKey,
+) -> Result<(), TunnelError> {
+    let upgraded = tokio::time::timeout(DIAL_TIMEOUT, dial(gateway, target, key))
+        .await
+        .map_err(|_| TunnelError::Timeout)??;
+    gateway.metrics.tunnel_connects.inc();
+    gateway.metrics.tunnel_connected.set(1);
+    tracing::info!(router = %target.authority, "tunnel connected");
+
+    let mut config = yamux::Config::default();
+    config.set_max_num_streams(MAX_STREAMS);
+    let mut conn = yamux::Connection::new(TokioIo::new(upgraded).compat(), config, yamux::Mode::Client);
+    let control = poll_fn(|cx| conn.poll_new_outbound(cx)).await?;
+    let reporter = gateway.reporter.clone();
+    let hello = hello(gateway);
+    let control_task = tokio::spawn(async move {
+        if let Err(error) = send_reports(control.compat(), hello, reporter).await {
+            tracing::debug!(%error, "tunnel control stream ended");
+        }
+    });
+    let result = loop {
+        match poll_fn(|cx| conn.poll_next_inbound(cx)).await {
+            Some(Ok(stream)) => {
+                gateway.metrics.tunnel_streams.inc();
+                let gateway = gateway.clone();
+                tokio::spawn(async move { gateway.serve_connection(stream.compat(), "tunnel").await });
+            }
+            Some(Err(error)) => break Err(error.into()),
+            None => break Ok(()),
+        }
+    };
+    control_task.abort();
+    result
+}
+
+fn hello(gateway: &Gateway) -> ControlMessage {
+    ControlMessage::Hello {
+        container_uid: gateway.uid.clone(),
+        certificate_sha256: gateway.cert.sha256.clone(),
+        host_key: gateway.ssh.host_key_openssh(),
+        host_key_fingerprint: gateway.ssh.host_key_fingerprint(),
+        sidecar_version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+/// TLS, the proof, and the upgrade.
+async fn dial(
+    gateway: &Gateway,
+    target: &TunnelTarget,
+    key: &CtrKey,
+) -> Result<hyper::upgrade::Upgraded, TunnelError> {
+    let tcp = TcpStream::connect(&target.authority).await?;
+    tcp.set_nodelay(true)?;
+    let tls = TlsConnector::from(target.tls.clone())
+        .connect(target.server_name.clone(), tcp)
+        .await?;
+    let ekm = tls
+        .get_ref()
+        .1
+        .export_keying_material(
+            [0u8; proof::EKM_LEN],
+            proof::EKM_LABEL,
+            Some(proof::ekm_context(&gateway.uid)),
+        )
+        .map_err(std::io::Error::other)?;
+    let tunnel_proof = proof::tunnel_proof(key, &ekm);
+
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(async move {
+        if let Err(error) = conn.with_upgrades().await {
+            tracing::debug!(%error, "tunnel HTTP connection ended");
+        }
+    });
+    let request = Request::post(&target.path)
+        .header(header::HOST, &target.authority)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, wire::UPGRADE_TUNNEL)
+        .header(wire::CONTAINER_UID, &gateway.uid)
+        .header(wire::TUNNEL_PROOF, tunnel_proof)
+        .header(wire::TUNNEL_VERSION, control::PROTOCOL_VERSION.to_string())
+        .body(Empty::<bytes::Bytes>::new())
+        .expect("static request parts are valid");
+    let response = sender.send_request(request).await?;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let status = response.status();
+        let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(response.into_body(), 4096))
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_owned())
+            .unwrap_or_default();
+        return Err(TunnelError::Refused(format!("{status}: {body}")));
+    }
+    Ok(hyper::upgrade::on(response).await?)
+}
+
+/// Sends the hello, the current state, then every report as it happens.
+async fn send_reports<W>(
+    mut stream: W,
+    hello: ControlMessage,
+    reporter: Arc<crate::report::Reporter>,
+) -> std::io::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut events = reporter.subscribe();
+    for message in std::iter::once(hello).chain(reporter.current_state()) {
+        write_message(&mut stream, &message).await?;
+    }
+    loop {
+        match events.recv().await {
+            Ok(message) => write_message(&mut stream, &message).await?,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "tunnel control stream fell behind; resending the current state"
+                );
+                for message in reporter.current_state() {
+                    write_message(&mut stream, &message).await?;
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+        }
+    }
+}
+
+async fn write_message<W: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut W,
+    message: &ControlMessage,
+) -> std::io::Result<()> {
+    let frame = control::encode(message).map_err(std::io::Error::other)?;
+    stream.write_all(&frame).await?;
+    stream.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        for _ in 0..100 {
+            let first = backoff(0);
+            assert!(
+                first >= Duration::from_millis(125) && first <= Duration::from_millis(375),
+                "{first:?}"
+            );
+            let late = backoff(40);
+            assert!(
+                late >= Duration::from_secs(15) && late <= Duration::from_secs(45),
+                "{late:?}"
+            );
+        }
+        assert!(backoff(3).as_millis() >= 1000);
+    }
+
+    #[test]
+    fn tunnel_urls_are_parsed_or_refused() {
+        let ca = rcgen::generate_simple_self_signed(vec!["router".into()])
+            .unwrap()
+            .cert
+            .pem();
+        let t = TunnelTarget::new("https://router.hatchway.svc:8443", ca.as_bytes()).unwrap();
+        assert_eq!(
+            (t.authority.as_str(), t.path.as_str()),
+            ("router.hatchway.svc:8443", "/v1/tunnel")
+        );
+        let t = TunnelTarget::new("https://10.0.0.1/custom/tunnel", ca.as_bytes()).unwrap();
+        assert_eq!(
+            (t.authority.as_str(), t.path.as_str()),
+            ("10.0.0.1:443", "/custom/tunnel")
+        );
+        assert!(matches!(
+            TunnelTarget::new("http://router", ca.as_bytes()),
+            Err(TunnelConfigError::BadUrl(_))
+        ));
+        assert!(matches!(
+            TunnelTarget::new("https://:99", ca.as_bytes()),
+            Err(TunnelConfigError::BadUrl(_))
+        ));
+        assert!(matches!(
+            TunnelTarget::new("https://r:x", ca.as_bytes()),
+            Err(TunnelConfigError::BadUrl(_))
+        ));
+        assert!(matches!(
+            TunnelTarget::new("https://r", b"not pem"),
+            Err(TunnelConfigError::BadCa(_))
+        ));
+    }
+}

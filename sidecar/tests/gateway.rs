@@ -1,0 +1,754 @@
+//! The gateway over real sockets and real TLS: proofs on every route,
+//! man-in-the-middle detection, limits, WebDAV, the web-app proxy,
+//! port-forward, listening ports and the health port.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hatchway_api::wire;
+use http::StatusCode;
+use http_body_util::Full;
+use sha2::{Digest, Sha256};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A request: method, path, extra headers.
+type Route = (&'static str, &'static str, Vec<(&'static str, &'static str)>);
+
+/// One request per route.
+fn routes() -> Vec<Route> {
+    vec![
+        ("GET", "/ports", vec![]),
+        ("GET", "/log/", vec![]),
+        ("PROPFIND", "/log/", vec![("depth", "1")]),
+        ("GET", "/log/stdout.txt", vec![]),
+        (
+            "POST",
+            "/portforward?port=9",
+            vec![("connection", "upgrade"), ("upgrade", "tcp")],
+        ),
+        (
+            "POST",
+            "/ssh",
+            vec![("connection", "upgrade"), ("upgrade", "ssh")],
+        ),
+        (
+            "GET",
+            "/",
+            vec![(wire::TARGET_PORT, "9"), (wire::REQUEST_HOST, "app.example")],
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_route_refuses_a_wrong_or_missing_proof_with_401() {
+    let gw = TestGateway::start().await;
+    for mode in [ProofMode::WrongKey, ProofMode::Missing] {
+        for (method, path, headers) in routes() {
+            let mut conn = GatewayConn::connect(gw.addr()).await;
+            let mut req = conn.request(method, path, mode);
+            for (k, v) in &headers {
+                req = req.header(*k, *v);
+            }
+            let response = conn.send(req.body(empty()).unwrap()).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {mode:?}"
+            );
+            assert!(response.headers().get(wire::AUTHORIZATION_RESPONSE).is_none());
+            let text = body_text(response).await;
+            let want = if mode == ProofMode::Missing {
+                "missing X-Hatchway-Authorization"
+            } else {
+                "does not prove"
+            };
+            assert!(text.contains(want), "{method} {path}: {text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_missing_or_foreign_container_uid_is_refused_with_403() {
+    let gw = TestGateway::start().await;
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    let req = http::Request::get("/ports")
+        .header(wire::AUTHORIZATION, &conn.request_auth)
+        .body(empty())
+        .unwrap();
+    let response = conn.send(req).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(
+        body_text(response)
+            .await
+            .contains("missing X-Hatchway-Container-Uid")
+    );
+
+    let req = http::Request::get("/ports")
+        .header(wire::CONTAINER_UID, "0d4f3b21-8c6a-4e1f-a2b7-5e9c0f1d2a33")
+        .header(wire::AUTHORIZATION, &conn.request_auth)
+        .body(empty())
+        .unwrap();
+    let response = conn.send(req).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(body_text(response).await.contains("not 0d4f3b21"));
+}
+
+#[tokio::test]
+async fn a_valid_proof_is_answered_with_a_response_proof_on_every_route() {
+    let gw = TestGateway::start().await;
+    for (method, path, headers) in routes() {
+        let mut conn = GatewayConn::connect(gw.addr()).await;
+        let mut req = conn.request(method, path, ProofMode::Valid);
+        for (k, v) in &headers {
+            req = req.header(*k, *v);
+        }
+        // send_checked asserts the response proof; the route's own answer
+        // (a 502 for port 9, where nothing listens, is fine here) follows.
+        let response = conn.send_checked(req.body(empty()).unwrap()).await;
+        assert!(
+            response.status() != StatusCode::UNAUTHORIZED && response.status() != StatusCode::FORBIDDEN,
+            "{method} {path}: {}",
+            response.status()
+        );
+    }
+}
+
+/// A relay that terminates TLS with its own certificate and forwards the
+/// plaintext to the real gateway over a second TLS connection.
+async fn start_mitm_relay(gateway: std::net::SocketAddr) -> std::net::SocketAddr {
+    let relay_cert = hatchway_sidecar::tls::GatewayCert::generate("attacker").unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(relay_cert.server_config.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let mut client = acceptor.accept(stream).await.unwrap();
+                let (mut upstream, _) = tls_connect(TcpStream::connect(gateway).await.unwrap()).await;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_man_in_the_middle_with_another_certificate_is_detected() {
+    let gw = TestGateway::start().await;
+    let relay = start_mitm_relay(gw.addr()).await;
+    let mut conn = GatewayConn::connect(relay).await;
+    assert_ne!(conn.cert_der, {
+        let (_, real) = tls_connect(TcpStream::connect(gw.addr()).await.unwrap()).await;
+        real
+    });
+    // The caller proves itself over the certificate it saw (the relay's):
+    // the real gateway refuses it, and no valid response proof comes back.
+    let response = conn
+        .send(
+            conn.request("GET", "/ports", ProofMode::Valid)
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let answer = response.headers().get(wire::AUTHORIZATION_RESPONSE);
+    assert!(answer.is_none_or(|a| !hatchway_api::proof::verify_respond_auth(
+        &key(),
+        &conn.request_auth,
+        a.to_str().unwrap()
+    )));
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused_with_431() {
+    let gw = TestGateway::start().await;
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    let big = "x".repeat(64 * 1024);
+    let req = conn
+        .request("GET", "/ports", ProofMode::Valid)
+        .header("x-padding", big)
+        .body(empty())
+        .unwrap();
+    let response = conn.send(req).await;
+    assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn a_client_that_never_sends_headers_is_disconnected() {
+    let gw = TestGateway::start_with(|a| a.header_timeout_ms = 300).await;
+    let tcp = TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut tls, _) = tls_connect(tcp).await;
+    tls.write_all(b"GET /ports HTTP/1.1\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the gateway closes a slow client's connection");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A silent TCP client that never starts TLS is dropped too.
+    let mut silent = TcpStream::connect(gw.addr()).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut [0u8; 16])).await;
+    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "{n:?}");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused() {
+    let gw = TestGateway::start_with(|a| a.max_connections = 2).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut conn = GatewayConn::connect(gw.addr()).await;
+        let response = conn
+            .send_checked(
+                conn.request("GET", "/ports", ProofMode::Valid)
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        held.push(conn);
+    }
+    let tcp = TcpStream::connect(gw.addr()).await.unwrap();
+    let connector =
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(hatchway_api::tls::gateway_client_config()));
+    let third = tokio::time::timeout(
+        Duration::from_secs(10),
+        connector.connect(rustls::pki_types::ServerName::try_from("gateway").unwrap(), tcp),
+    )
+    .await
+    .expect("refused promptly");
+    assert!(third.is_err(), "a third connection is refused");
+    drop(held);
+    // Capacity comes back once the held connections close.
+    eventually("a connection slot frees up", || async {
+        let tcp = TcpStream::connect(gw.addr()).await.unwrap();
+        let connector =
+            tokio_rustls::TlsConnector::from(std::sync::Arc::new(hatchway_api::tls::gateway_client_config()));
+        connector
+            .connect(rustls::pki_types::ServerName::try_from("gateway").unwrap(), tcp)
+            .await
+            .is_ok()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn webdav_lists_reads_and_ranges_the_logs() {
+    let gw = TestGateway::start().await;
+    std::fs::write(gw.log_dir().join("stdout.txt"), "line one\nline two\n").unwrap();
+    std::fs::write(gw.log_dir().join("stderr.txt"), "").unwrap();
+    std::fs::create_dir(gw.log_dir().join("subdir")).unwrap();
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+
+    let req = conn
+        .request("PROPFIND", "/log/", ProofMode::Valid)
+        .header("depth", "1")
+        .body(empty())
+        .unwrap();
+    let response = conn.send_checked(req).await;
+    assert_eq!(response.status(), StatusCode::MULTI_STATUS);
+    let xml = body_text(response).await;
+    for href in [
+        "<D:href>/log/</D:href>",
+        "<D:href>/log/stdout.txt</D:href>",
+        "<D:href>/log/stderr.txt</D:href>",
+        "<D:href>/log/gateway.txt</D:href>",
+    ] {
+        assert!(xml.contains(href), "{href} in {xml}");
+    }
+    assert!(
+        xml.contains("<D:getcontentlength>18</D:getcontentlength>"),
+        "{xml}"
+    );
+    assert!(!xml.contains("subdir"), "{xml}");
+
+    let req = conn
+        .request("PROPFIND", "/log/", ProofMode::Valid)
+        .header("depth", "0")
+        .body(empty())
+        .unwrap();
+    let xml = body_text(conn.send_checked(req).await).await;
+    assert_eq!(xml.matches("<D:response>").count(), 1, "{xml}");
+
+    let req = conn
+        .request("GET", "/log/stdout.txt", ProofMode::Valid)
+        .body(empty())
+        .unwrap();
+    assert_eq!(
+        body_text(conn.send_checked(req).await).await,
+        "line one\nline two\n"
+    );
+
+    let req = conn
+        .request("GET", "/log/stdout.txt", ProofMode::Valid)
+        .header("range", "bytes=5-7")
+        .body(empty())
+        .unwrap();
+    let response = conn.send_checked(req).await;
+    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(response.headers()["content-range"], "bytes 5-7/18");
+    assert_eq!(body_text(response).await, "one");
+
+    let req = conn
+        .request("GET", "/log/stdout.txt", ProofMode::Valid)
+        .header("range", "bytes=18-")
+        .body(empty())
+        .unwrap();
+    let response = conn.send_checked(req).await;
+    assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(response.headers()["content-range"], "bytes */18");
+
+    let req = conn
+        .request("HEAD", "/log/stdout.txt", ProofMode::Valid)
+        .body(empty())
+        .unwrap();
+    let response = conn.send_checked(req).await;
+    assert_eq!(response.headers()["content-length"], "18");
+    assert_eq!(body_text(response).await, "");
+
+    let req = conn
+        .request("OPTIONS", "/log/", ProofMode::Valid)
+        .body(empty())
+        .unwrap();
+    let response = conn.send_checked(req).await;
+    assert_eq!(response.headers()["dav"], "1");
+    assert!(response.headers()["allow"].to_str().unwrap().contains("PROPFIND"));
+
+    let req = conn
+        .request("PUT", "/log/stdout.txt", ProofMode::Valid)
+        .body(Full::new(Bytes::from("x")))
+        .unwrap();
+    assert_eq!(
+        conn.send_checked(req).await.status(),
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+}
+
+#[tokio::test]
+async fn webdav_honours_the_router_prefix() {
+    let gw = TestGateway::start().await;
+    std::fs::write(gw.log_dir().join("stdout.txt"), "hi\n").unwrap();
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    let prefix = "/v1/namespaces/lab/containers/web-1/log";
+    let req = conn
+        .request("PROPFIND", &format!("{prefix}/"), ProofMode::Valid)
+        .header(wire::WEBDAV_PREFIX, prefix)
+        .header("depth", "1")
+        .body(empty())
+        .unwrap();
+    let xml = body_text(conn.send_checked(req).await).await;
+    assert!(
+        xml.contains(&format!("<D:href>{prefix}/stdout.txt</D:href>")),
+        "{xml}"
+    );
+    let req = conn
+        .request("GET", &format!("{prefix}/stdout.txt"), ProofMode::Valid)
+        .header(wire::WEBDAV_PREFIX, prefix)
+        .body(empty())
+        .unwrap();
+    assert_eq!(body_text(conn.send_checked(req).await).await, "hi\n");
+}
+
+#[tokio::test]
+async fn webdav_cannot_leave_the_log_directory() {
+    let gw = TestGateway::start().await;
+    // The workload can write the shared log directory: it plants a symlink
+    // to the sidecar's key and a FIFO.
+    std::os::unix::fs::symlink(gw.dir.path().join("ctr_key"), gw.log_dir().join("key.txt")).unwrap();
+    nix::unistd::mkfifo(
+        &gw.log_dir().join("fifo.txt"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    for path in [
+        "/log/key.txt",
+        "/log/fifo.txt",
+        "/log/../ctr_key",
+        "/log/%2e%2e/ctr_key",
+        "/log/%2e%2e%2fctr_key",
+        "/log/..%2fctr_key",
+        "/log//etc/passwd",
+    ] {
+        let req = conn.request("GET", path, ProofMode::Valid).body(empty()).unwrap();
+        let response = conn.send_checked(req).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        assert!(!body_text(response).await.contains(key().expose_hex()), "{path}");
+    }
+    let req = conn
+        .request("PROPFIND", "/log/", ProofMode::Valid)
+        .header("depth", "1")
+        .body(empty())
+        .unwrap();
+    let xml = body_text(conn.send_checked(req).await).await;
+    assert!(!xml.contains("key.txt") && !xml.contains("fifo.txt"), "{xml}");
+}
+
+#[tokio::test]
+async fn sessions_are_recorded_in_gateway_txt_which_webdav_serves() {
+    let gw = TestGateway::start().await;
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = echo.accept().await.unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).await.unwrap();
+        s.write_all(&buf).await.unwrap();
+    });
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    let req = conn
+        .request("POST", &format!("/portforward?port={port}"), ProofMode::Valid)
+        .header("connection", "upgrade")
+        .header("upgrade", "tcp")
+        .header(wire::REQUEST_USER, "alice")
+        .header(wire::REQUEST_ID, "req-42")
+        .body(empty())
+        .unwrap();
+    let response = conn.send_checked(req).await;
+    let mut io = hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.unwrap());
+    io.write_all(b"hello").await.unwrap();
+    let mut back = [0u8; 5];
+    io.read_exact(&mut back).await.unwrap();
+    drop(io);
+    let trail = gw.audit_dir().join("gateway.txt");
+    eventually("the session end in gateway.txt", || async {
+        std::fs::read_to_string(&trail)
+            .unwrap_or_default()
+            .contains("ended kind=portforward")
+    })
+    .await;
+    let text = std::fs::read_to_string(&trail).unwrap();
+    assert!(
+        text.contains(r#"started kind=portforward user="alice" request="req-42""#),
+        "{text}"
+    );
+    assert!(text.contains("bytes_in=5 bytes_out=5"), "{text}");
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    let req = conn
+        .request("GET", "/log/gateway.txt", ProofMode::Valid)
+        .body(empty())
+        .unwrap();
+    assert_eq!(body_text(conn.send_checked(req).await).await, text);
+}
+
+#[tokio::test]
+async fn port_forward_moves_100_mib_with_half_close() {
+    let gw = TestGateway::start().await;
+    // Upstream: reads to EOF, answers the SHA-256 of what it read.
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = upstream.accept().await.unwrap();
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        s.write_all(hex::encode(hasher.finalize()).as_bytes())
+            .await
+            .unwrap();
+    });
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    let req = conn
+        .request("POST", &format!("/portforward?port={port}"), ProofMode::Valid)
+        .header("connection", "upgrade")
+        .header("upgrade", "tcp")
+        .body(empty())
+        .unwrap();
+    let response = conn.send_checked(req).await;
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let io = hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.unwrap());
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let chunk: Vec<u8> = (0..1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+    let mut expected = Sha256::new();
+    let started = Instant::now();
+    for _ in 0..100 {
+        wr.write_all(&chunk).await.unwrap();
+        expected.update(&chunk);
+    }
+    wr.shutdown().await.unwrap();
+    let mut digest = String::new();
+    rd.read_to_string(&mut digest).await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(digest, hex::encode(expected.finalize()));
+    println!(
+        "port-forward direct: 100 MiB in {elapsed:?} = {:.0} MiB/s",
+        100.0 / elapsed.as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn port_forward_to_a_closed_port_says_so() {
+    let gw = TestGateway::start().await;
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    let req = conn
+        .request("POST", &format!("/portforward?port={closed}"), ProofMode::Valid)
+        .header("connection", "upgrade")
+        .header("upgrade", "tcp")
+        .body(empty())
+        .unwrap();
+    let response = conn.send_checked(req).await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert!(
+        body_text(response)
+            .await
+            .contains(&format!("cannot connect to port {closed}"))
+    );
+    let req = conn
+        .request("POST", "/portforward?port=0", ProofMode::Valid)
+        .header("connection", "upgrade")
+        .header("upgrade", "tcp")
+        .body(empty())
+        .unwrap();
+    assert_eq!(conn.send_checked(req).await.status(), StatusCode::BAD_REQUEST);
+    let req = conn
+        .request("POST", "/portforward?port=80", ProofMode::Valid)
+        .body(empty())
+        .unwrap();
+    let response = conn.send_checked(req).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(body_text(response).await.contains("Upgrade: tcp"));
+}
+
+/// A small web app: echoes the request's Host and headers, and on
+/// `Upgrade: websocket` switches protocols and echoes bytes.
+async fn start_web_app() -> u16 {
+    use hyper::service::service_fn;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(|mut req: http::Request<hyper::body::Incoming>| async move {
+                    if req.headers().contains_key("upgrade") {
+                        let on = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            let mut io = hyper_util::rt::TokioIo::new(on.await.unwrap());
+                            let mut buf = [0u8; 1024];
+                            loop {
+                                let n = io.read(&mut buf).await.unwrap_or(0);
+                                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                        return Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(101)
+                                .header("connection", "upgrade")
+                                .header("upgrade", "websocket")
+                                .body(Full::new(Bytes::new()))
+                                .unwrap(),
+                        );
+                    }
+                    let mut seen: Vec<String> = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+                        .collect();
+                    seen.sort();
+                    seen.insert(0, format!("{} {}", req.method(), req.uri()));
+                    Ok(http::Response::builder()
+                        .header("connection", "keep-alive")
+                        .header("x-app", "yes")
+                        .body(Full::new(Bytes::from(seen.join("\n"))))
+                        .unwrap())
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn the_proxy_serves_web_apps_with_the_requested_host() {
+    let gw = TestGateway::start().await;
+    let port = start_web_app().await;
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    let req = conn
+        .request("GET", "/lab/tree?x=1", ProofMode::Valid)
+        .header(wire::TARGET_PORT, port.to_string())
+        .header(wire::REQUEST_HOST, "web-1-8888.apps.example")
+        .header("authorization", "Bearer app-token")
+        .header("connection", "keep-alive, x-drop-me")
+        .header("x-drop-me", "1")
+        .body(empty())
+        .unwrap();
+    let response = conn.send_checked(req).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-app"], "yes");
+    let seen = body_text(response).await;
+    assert!(seen.starts_with("GET /lab/tree?x=1\n"), "{seen}");
+    assert!(seen.contains("host: web-1-8888.apps.example"), "{seen}");
+    assert!(
+        seen.contains("authorization: Bearer app-token"),
+        "the app's own Authorization passes: {seen}"
+    );
+    assert!(seen.contains("x-forwarded-proto: https"), "{seen}");
+    assert!(
+        !seen.contains("x-hatchway-"),
+        "our headers never reach the app: {seen}"
+    );
+    assert!(!seen.contains("x-drop-me"), "{seen}");
+
+    let req = conn
+        .request("GET", "/", ProofMode::Valid)
+        .header(wire::TARGET_PORT, port.to_string())
+        .body(empty())
+        .unwrap();
+    let response = conn.send_checked(req).await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert!(body_text(response).await.contains("X-Hatchway-Request-Host"));
+}
+
+#[tokio::test]
+async fn the_proxy_carries_websocket_upgrades() {
+    let gw = TestGateway::start().await;
+    let port = start_web_app().await;
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    let req = conn
+        .request("GET", "/ws", ProofMode::Valid)
+        .header(wire::TARGET_PORT, port.to_string())
+        .header(wire::REQUEST_HOST, "app.example")
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .body(empty())
+        .unwrap();
+    let response = conn.send_checked(req).await;
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let mut io = hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.unwrap());
+    io.write_all(b"ping over websocket").await.unwrap();
+    let mut back = [0u8; 19];
+    io.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"ping over websocket");
+}
+
+#[tokio::test]
+async fn listening_ports_are_served() {
+    let gw = TestGateway::start().await;
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = app.local_addr().unwrap().port();
+    let addr = gw.addr();
+    eventually("the new listener in /ports", || async move {
+        let mut conn = GatewayConn::connect(addr).await;
+        let text = body_text(
+            conn.send_checked(
+                conn.request("GET", "/ports", ProofMode::Valid)
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await,
+        )
+        .await;
+        let ports: serde_json::Value = serde_json::from_str(&text).unwrap();
+        ports["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_u64() == Some(port as u64))
+    })
+    .await;
+    drop(app);
+}
+
+#[tokio::test]
+async fn the_health_port_answers_without_auth() {
+    let gw = TestGateway::start().await;
+    let health = gw.running.health_addr;
+    let get = |path: &'static str| async move {
+        let mut s = TcpStream::connect(health).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+    let ready = get("/readyz").await;
+    let conn = GatewayConn::connect(gw.addr()).await;
+    assert!(
+        ready.contains(&hatchway_api::proof::certificate_sha256(&conn.cert_der)),
+        "{ready}"
+    );
+    assert!(ready.contains("SHA256:"), "{ready}");
+    // A refused request shows up in the metrics.
+    let mut bad = GatewayConn::connect(gw.addr()).await;
+    bad.send(
+        bad.request("GET", "/ports", ProofMode::Missing)
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    let metrics = get("/metrics").await;
+    assert!(
+        metrics.contains(r#"hatchway_sidecar_auth_failures_total{reason="missing_proof"} 1"#),
+        "{metrics}"
+    );
+    assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+}
+
+#[tokio::test]
+async fn a_missing_key_file_names_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = hatchway_sidecar::config::GatewayArgs {
+        container_uid: UID.into(),
+        key_file: dir.path().join("absent"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        health_listen: "127.0.0.1:0".parse().unwrap(),
+        log_dir: dir.path().into(),
+        audit_dir: dir.path().into(),
+        spawn_socket: dir.path().join("s"),
+        install_to: None,
+        sftp_command: vec![],
+        tunnel_url: Some("https://router:8443".into()),
+        tunnel_url_file: dir.path().join("u"),
+        router_ca_file: dir.path().join("ca"),
+        max_connections: 1,
+        port_scan_seconds: 1,
+        header_timeout_ms: 1000,
+    };
+    let error = hatchway_sidecar::args::start_gateway(args.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(error.exit_code(), 64);
+    assert!(
+        error.to_string().starts_with("HATCHWAY_KEY_FILE: cannot read"),
+        "{error}"
+    );
+    std::fs::write(dir.path().join("absent"), "not hex").unwrap();
+    let error = hatchway_sidecar::args::start_gateway(args.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("64 lowercase hex"), "{error}");
+    std::fs::write(dir.path().join("absent"), key().expose_hex()).unwrap();
+    let error = hatchway_sidecar::args::start_gateway(args)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        error
+            .to_string()
+            .starts_with("HATCHWAY_ROUTER_CA_FILE: cannot read"),
+        "{error}"
+    );
+}

@@ -1,0 +1,215 @@
+//! Test support: a started gateway in a temp dir, and the router's side of
+//! the gateway protocol (TLS to the self-signed certificate, the proof, the
+//! response-proof check) over real sockets.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hatchway_api::proof::{self, CtrKey};
+use hatchway_api::wire;
+use hatchway_sidecar::args::{Running, start_gateway};
+use hatchway_sidecar::config::GatewayArgs;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+pub const UID: &str = "7c1e9a52-5b7e-4f0e-9d3a-2b8f6c4d1e90";
+pub const ROOT: &[u8] = b"test root secret, 32 bytes long!";
+
+pub fn key() -> CtrKey {
+    proof::ctr_key(ROOT, UID)
+}
+
+/// A gateway on 127.0.0.1:0 with its own temp directories.
+pub struct TestGateway {
+    pub running: Running,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestGateway {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut GatewayArgs)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("ctr_key");
+        std::fs::write(&key_file, format!("{}\n", key().expose_hex())).unwrap();
+        std::fs::create_dir_all(dir.path().join("log")).unwrap();
+        let mut args = GatewayArgs {
+            container_uid: UID.into(),
+            key_file,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            health_listen: "127.0.0.1:0".parse().unwrap(),
+            log_dir: dir.path().join("log"),
+            audit_dir: dir.path().join("audit"),
+            spawn_socket: dir.path().join("spawn.sock"),
+            install_to: None,
+            sftp_command: vec!["false".into()],
+            tunnel_url: None,
+            tunnel_url_file: dir.path().join("no-tunnel-url"),
+            router_ca_file: dir.path().join("no-ca"),
+            max_connections: 64,
+            port_scan_seconds: 1,
+            header_timeout_ms: 10_000,
+        };
+        tweak(&mut args);
+        let running = start_gateway(args).await.expect("gateway starts");
+        Self { running, dir }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.running.gateway_addr
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("log")
+    }
+
+    pub fn audit_dir(&self) -> PathBuf {
+        self.dir.path().join("audit")
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.running.shutdown.cancel();
+    }
+}
+
+/// How the client proves itself.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ProofMode {
+    /// The right proof over the certificate the gateway presented.
+    Valid,
+    /// A proof made with another container's key.
+    WrongKey,
+    /// No proof header.
+    Missing,
+}
+
+/// One TLS connection to a gateway, as the router makes it.
+pub struct GatewayConn {
+    pub sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    pub request_auth: String,
+    pub cert_der: Vec<u8>,
+}
+
+pub async fn tls_connect<IO>(io: IO) -> (tokio_rustls::client::TlsStream<IO>, Vec<u8>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let connector = TlsConnector::from(Arc::new(hatchway_api::tls::gateway_client_config()));
+    let tls = connector
+        .connect(ServerName::try_from("gateway").unwrap(), io)
+        .await
+        .expect("TLS handshake");
+    let cert = tls.get_ref().1.peer_certificates().expect("a certificate")[0].to_vec();
+    (tls, cert)
+}
+
+impl GatewayConn {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        Self::over(tcp).await
+    }
+
+    pub async fn over<IO>(io: IO) -> Self
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tls, cert_der) = tls_connect(io).await;
+        let request_auth = proof::request_auth(&key(), &cert_der);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Self {
+            sender,
+            request_auth,
+            cert_der,
+        }
+    }
+
+    /// A request with the UID and proof headers set per `mode`.
+    pub fn request(&self, method: &str, path: &str, mode: ProofMode) -> http::request::Builder {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "gateway");
+        builder = builder.header(wire::CONTAINER_UID, UID);
+        match mode {
+            ProofMode::Valid => builder = builder.header(wire::AUTHORIZATION, &self.request_auth),
+            ProofMode::WrongKey => {
+                let other = proof::ctr_key(ROOT, "0d4f3b21-8c6a-4e1f-a2b7-5e9c0f1d2a33");
+                builder = builder.header(wire::AUTHORIZATION, proof::request_auth(&other, &self.cert_der));
+            }
+            ProofMode::Missing => {}
+        }
+        builder
+    }
+
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Response<Incoming> {
+        tokio::time::timeout(Duration::from_secs(20), self.sender.send_request(req))
+            .await
+            .expect("gateway answers in time")
+            .expect("gateway answers")
+    }
+
+    /// Sends and checks the response proof when the request was accepted.
+    pub async fn send_checked(&mut self, req: Request<Full<Bytes>>) -> Response<Incoming> {
+        let response = self.send(req).await;
+        if response.status().as_u16() != 401 && response.status().as_u16() != 403 {
+            let answer = response
+                .headers()
+                .get(wire::AUTHORIZATION_RESPONSE)
+                .expect("an accepted request is answered with a response proof")
+                .to_str()
+                .unwrap();
+            assert!(
+                proof::verify_respond_auth(&key(), &self.request_auth, answer),
+                "the response proof verifies"
+            );
+        }
+        response
+    }
+}
+
+pub fn empty() -> Full<Bytes> {
+    Full::new(Bytes::new())
+}
+
+pub async fn body_text(response: Response<Incoming>) -> String {
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Waits for `check` with a deadline.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[allow(unused)]
+fn _unused(_: Empty<Bytes>) {}
