@@ -1,0 +1,434 @@
+//! The spawn socket end to end: a real shim process, the crate's client,
+//! fds passed over SCM_RIGHTS.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+
+use hatchway_shim::{FdStream, PtyRequest, SpawnError, SpawnRequest, Spawned, SpawnedIo, spawn};
+use support::{DEADLINE, Shim, is_root, wait_until_async};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+/// A shim whose command waits for `$WORK/done`, then exits with 4.
+fn idle_shim() -> Shim {
+    let shim = Shim::start(&[
+        "sh",
+        "-c",
+        r#"while [ ! -e "$WORK/done" ]; do sleep 0.05; done; exit 4"#,
+    ]);
+    shim.wait_for_socket();
+    shim
+}
+
+fn argv(args: &[&str]) -> Option<Vec<String>> {
+    Some(args.iter().map(|a| a.to_string()).collect())
+}
+
+fn pty(cols: u16, rows: u16) -> Option<PtyRequest> {
+    Some(PtyRequest {
+        term: "xterm-test".into(),
+        cols,
+        rows,
+    })
+}
+
+async fn read_all(reader: impl AsyncRead + Unpin) -> String {
+    let mut reader = reader;
+    let mut out = Vec::new();
+    tokio::time::timeout(DEADLINE, reader.read_to_end(&mut out))
+        .await
+        .expect("the output ends in time")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Runs a pipes session to the end: (stdout, stderr, exit code).
+async fn run_pipes(socket: &std::path::Path, req: SpawnRequest, stdin: &[u8]) -> (String, String, i32) {
+    let Spawned { io, control, .. } = spawn(socket, &req).await.unwrap();
+    let SpawnedIo::Pipes {
+        stdin: input,
+        stdout,
+        stderr,
+    } = io
+    else {
+        panic!("asked for pipes")
+    };
+    let mut input = FdStream::new(input).unwrap();
+    input.write_all(stdin).await.unwrap();
+    input.shutdown().await.unwrap();
+    let (out, err) = tokio::join!(
+        read_all(FdStream::new(stdout).unwrap()),
+        read_all(FdStream::new(stderr).unwrap())
+    );
+    let status = tokio::time::timeout(DEADLINE, control.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    (out, err, status.exit_code())
+}
+
+/// Runs a pty session to the end: (output, exit code).
+async fn run_pty(socket: &std::path::Path, req: SpawnRequest) -> (String, i32) {
+    let spawned = spawn(socket, &req).await.unwrap();
+    let SpawnedIo::Pty { master } = spawned.io else {
+        panic!("asked for a pty")
+    };
+    let out = read_all(FdStream::new(master).unwrap()).await;
+    let status = tokio::time::timeout(DEADLINE, spawned.control.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    (out, status.exit_code())
+}
+
+#[tokio::test]
+async fn a_pty_session_has_the_requested_size_and_a_dev_pts_terminal() {
+    let shim = idle_shim();
+    let req = SpawnRequest {
+        argv: argv(&["stty", "size"]),
+        pty: pty(101, 33),
+        ..Default::default()
+    };
+    let (out, code) = run_pty(&shim.socket(), req).await;
+    assert_eq!((out.trim(), code), ("33 101", 0));
+
+    let req = SpawnRequest {
+        argv: argv(&["tty"]),
+        pty: pty(80, 24),
+        ..Default::default()
+    };
+    let (out, code) = run_pty(&shim.socket(), req).await;
+    assert!(out.starts_with("/dev/pts/"), "tty says {out:?}");
+    assert_eq!(code, 0);
+}
+
+#[tokio::test]
+async fn a_pty_session_gets_the_term_and_environment_asked_for() {
+    let shim = idle_shim();
+    let req = SpawnRequest {
+        command: Some(r#"echo "$GREETING $TERM""#.into()),
+        env: vec![("GREETING".into(), "hi".into())],
+        pty: pty(80, 24),
+        ..Default::default()
+    };
+    let (out, code) = run_pty(&shim.socket(), req).await;
+    assert_eq!((out.trim(), code), ("hi xterm-test", 0));
+}
+
+#[tokio::test]
+async fn resizing_the_pty_reaches_the_session_as_sigwinch() {
+    let shim = idle_shim();
+    let req = SpawnRequest {
+        argv: argv(&[
+            "sh",
+            "-c",
+            "trap 'stty size; exit 0' WINCH; echo ready; while :; do sleep 0.05; done",
+        ]),
+        pty: pty(80, 24),
+        ..Default::default()
+    };
+    let spawned = spawn(&shim.socket(), &req).await.unwrap();
+    let SpawnedIo::Pty { master } = spawned.io else {
+        panic!("asked for a pty")
+    };
+    let mut master = FdStream::new(master).unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 1024];
+    while !seen.contains("ready") {
+        let n = tokio::time::timeout(DEADLINE, master.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "the session ended early: {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    spawned.control.resize(132, 50).unwrap();
+    let rest = read_all(master).await;
+    assert!(
+        rest.contains("50 132"),
+        "after the resize the session saw {rest:?}"
+    );
+    assert_eq!(spawned.control.wait().await.unwrap().exit_code(), 0);
+}
+
+#[tokio::test]
+async fn stdin_round_trips_through_cat_over_pipes() {
+    let shim = idle_shim();
+    let req = SpawnRequest {
+        argv: argv(&["cat"]),
+        ..Default::default()
+    };
+    let data = "hello\n".repeat(50_000); // more than a pipe buffer
+    let (out, err, code) = run_pipes(&shim.socket(), req, data.as_bytes()).await;
+    assert_eq!(out.len(), data.len());
+    assert!(out == data);
+    assert_eq!((err.as_str(), code), ("", 0));
+}
+
+#[tokio::test]
+async fn stderr_is_separate_and_the_exit_code_is_reported() {
+    let shim = idle_shim();
+    let req = SpawnRequest {
+        argv: argv(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
+        ..Default::default()
+    };
+    let (out, err, code) = run_pipes(&shim.socket(), req, b"").await;
+    assert_eq!((out.as_str(), err.as_str(), code), ("out\n", "err\n", 3));
+}
+
+#[tokio::test]
+async fn without_argv_the_users_login_shell_runs() {
+    let shim = idle_shim();
+    let (out, _, code) = run_pipes(&shim.socket(), SpawnRequest::default(), b"echo \"$0\"; exit 7\n").await;
+    assert!(
+        out.starts_with('-'),
+        "a login shell's $0 starts with '-': {out:?}"
+    );
+    assert_eq!(code, 7);
+}
+
+#[tokio::test]
+async fn a_signal_sent_through_the_client_reaches_the_process() {
+    let shim = idle_shim();
+    let req = SpawnRequest {
+        argv: argv(&["sleep", "60"]),
+        ..Default::default()
+    };
+    let spawned = spawn(&shim.socket(), &req).await.unwrap();
+    spawned.signal(libc::SIGTERM).await.unwrap();
+    let status = tokio::time::timeout(DEADLINE, spawned.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (status.code, status.signal, status.exit_code()),
+        (None, Some(libc::SIGTERM), 143)
+    );
+    // Waiting again gives the same answer.
+    assert_eq!(spawned.wait().await.unwrap(), status);
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_hangs_the_session_up() {
+    let shim = idle_shim();
+    let marker = shim.work().join("hup");
+    let script = format!(
+        "trap 'touch {}; exit 0' HUP; echo started; while :; do sleep 0.05; done",
+        marker.display()
+    );
+    let req = SpawnRequest {
+        argv: argv(&["sh", "-c", &script]),
+        ..Default::default()
+    };
+    let Spawned { io, control, .. } = spawn(&shim.socket(), &req).await.unwrap();
+    let SpawnedIo::Pipes { stdout, .. } = io else {
+        panic!("asked for pipes")
+    };
+    let mut stdout = FdStream::new(stdout).unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(DEADLINE, stdout.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"started\n");
+    drop(control);
+    wait_until_async("the session gets SIGHUP", || marker.exists()).await;
+}
+
+#[tokio::test]
+async fn sessions_are_reaped_without_stealing_the_commands_exit_status() {
+    let shim = idle_shim();
+    for code in [0, 1, 2] {
+        let req = SpawnRequest {
+            argv: argv(&["sh", "-c", &format!("exit {code}")]),
+            ..Default::default()
+        };
+        let (_, _, got) = run_pipes(&shim.socket(), req, b"").await;
+        assert_eq!(got, code);
+    }
+    shim.touch("done");
+    let done = tokio::task::spawn_blocking(move || shim.wait()).await.unwrap();
+    assert_eq!(done.code, 4);
+}
+
+#[tokio::test]
+async fn an_unknown_user_is_refused_with_a_clear_message() {
+    let shim = idle_shim();
+    let req = SpawnRequest {
+        argv: argv(&["true"]),
+        user: Some("no-such-user".into()),
+        ..Default::default()
+    };
+    match spawn(&shim.socket(), &req).await {
+        Err(SpawnError::Refused(message)) => {
+            assert_eq!(
+                message,
+                "unknown user no-such-user: not in the workload's /etc/passwd"
+            )
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_missing_program_is_refused_with_a_clear_message() {
+    let shim = idle_shim();
+    let req = SpawnRequest {
+        argv: argv(&["/no/such/program"]),
+        ..Default::default()
+    };
+    match spawn(&shim.socket(), &req).await {
+        Err(SpawnError::Refused(message)) => {
+            assert!(message.starts_with("cannot run /no/such/program: "), "{message}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_missing_working_directory_is_refused() {
+    let shim = idle_shim();
+    let req = SpawnRequest {
+        argv: argv(&["true"]),
+        cwd: Some("/no/such/dir".into()),
+        ..Default::default()
+    };
+    let error = spawn(&shim.socket(), &req).await.unwrap_err();
+    assert_eq!(error.to_string(), "working directory /no/such/dir does not exist");
+}
+
+#[tokio::test]
+async fn the_session_runs_in_the_requested_directory() {
+    let shim = idle_shim();
+    let req = SpawnRequest {
+        argv: argv(&["pwd"]),
+        cwd: Some("/tmp".into()),
+        ..Default::default()
+    };
+    let (out, _, code) = run_pipes(&shim.socket(), req, b"").await;
+    assert_eq!((out.as_str(), code), ("/tmp\n", 0));
+}
+
+#[tokio::test]
+async fn the_socket_is_private_to_its_owner() {
+    let shim = idle_shim();
+    let mode = std::fs::metadata(shim.socket()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[tokio::test]
+async fn an_oversized_request_is_refused_without_being_read() {
+    let shim = idle_shim();
+    let mut stream = tokio::net::UnixStream::connect(shim.socket()).await.unwrap();
+    stream
+        .write_all(&(64u32 * 1024 * 1024).to_be_bytes())
+        .await
+        .unwrap();
+    let mut len = [0u8; 4];
+    tokio::time::timeout(DEADLINE, stream.read_exact(&mut len))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).await.unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["type"], "error");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("over the 1048576-byte limit"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_socket_is_a_connect_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("nothing.sock");
+    let error = spawn(&socket, &SpawnRequest::default()).await.unwrap_err();
+    assert!(matches!(error, SpawnError::Connect { .. }));
+    assert!(error.to_string().contains("nothing.sock"));
+}
+
+#[tokio::test]
+async fn a_root_workload_runs_sessions_as_another_user() {
+    if !is_root() {
+        eprintln!("not root: switching users cannot be tested here");
+        return;
+    }
+    let shim = idle_shim();
+    let req = SpawnRequest {
+        argv: argv(&["sh", "-c", r#"echo "$(id -u) $(id -g) $USER $HOME""#]),
+        user: Some("nobody".into()),
+        ..Default::default()
+    };
+    let (out, err, code) = run_pipes(&shim.socket(), req, b"").await;
+    assert_eq!(
+        (out.as_str(), err.as_str(), code),
+        ("65534 65534 nobody /nonexistent\n", "", 0)
+    );
+}
+
+#[tokio::test]
+async fn a_non_root_workload_refuses_to_run_as_another_user() {
+    // As root, run the shim itself as nobody; otherwise it already is not root.
+    let (shim, uid) = if is_root() {
+        (Shim::builder().as_uid(65534).start(&["sleep", "60"]), 65534)
+    } else {
+        (Shim::start(&["sleep", "60"]), nix::unistd::geteuid().as_raw())
+    };
+    shim.wait_for_socket();
+    let req = SpawnRequest {
+        argv: argv(&["id", "-u"]),
+        user: Some("root".into()),
+        ..Default::default()
+    };
+    let error = spawn(&shim.socket(), &req).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("cannot run as user root: the workload runs as uid {uid}, not root")
+    );
+
+    // Its own user is fine.
+    let req = SpawnRequest {
+        argv: argv(&["id", "-u"]),
+        ..Default::default()
+    };
+    let (out, _, code) = run_pipes(&shim.socket(), req, b"").await;
+    assert_eq!((out.trim(), code), (uid.to_string().as_str(), 0));
+}
+
+#[tokio::test]
+async fn many_sessions_can_run_at_once() {
+    let shim = idle_shim();
+    let socket = shim.socket();
+    let runs = (0..20).map(|i| {
+        let socket = socket.clone();
+        async move {
+            let req = SpawnRequest {
+                argv: argv(&["sh", "-c", &format!("echo {i}; exit {}", i % 5)]),
+                ..Default::default()
+            };
+            (i, run_pipes(&socket, req, b"").await)
+        }
+    });
+    for (i, (out, _, code)) in futures_join_all(runs).await {
+        assert_eq!((out.trim(), code), (i.to_string().as_str(), i % 5));
+    }
+}
+
+/// Joins futures without pulling in the `futures` crate.
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}

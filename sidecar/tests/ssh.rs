@@ -1,0 +1,411 @@
+//! SSH through the gateway with real peers: the OpenSSH client (exec,
+//! exit codes, env, `-W` over direct-tcpip, scp/sftp of 10 MiB), a russh
+//! client (pty size, signals), and a real shim process spawning commands.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use hatchway_api::wire;
+use http::StatusCode;
+use sha2::{Digest, Sha256};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+/// Where Debian's OpenSSH keeps its SFTP server: run inside the "workload"
+/// (here: this machine) through the shim.
+const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
+
+/// A gateway, a real shim process serving its spawn socket, and a local
+/// TCP port that performs the router's handshake (TLS, proof, `POST /ssh`)
+/// and then relays raw SSH bytes: the OpenSSH client connects there.
+struct Rig {
+    gw: TestGateway,
+    _shim: Child,
+    port: u16,
+    known_hosts: PathBuf,
+}
+
+impl Rig {
+    async fn start(query: &'static str) -> Self {
+        let gw = TestGateway::start_with(|a| a.sftp_command = vec![SFTP_SERVER.into()]).await;
+        let socket = gw.dir.path().join("spawn.sock");
+        let shim = Command::new(env!("CARGO_BIN_EXE_hatchway-sidecar"))
+            .arg("shim")
+            .arg("--log-dir")
+            .arg(gw.log_dir())
+            .arg("--spawn-socket")
+            .arg(&socket)
+            .args(["--usage-interval", "0", "--", "sleep", "3600"])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the shim starts");
+        let probe = socket.clone();
+        eventually("the shim's spawn socket", || {
+            let probe = probe.clone();
+            async move { probe.exists() }
+        })
+        .await;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let addr = gw.addr();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut conn = GatewayConn::connect(addr).await;
+                    let req = conn
+                        .request("POST", &format!("/ssh?{query}"), ProofMode::Valid)
+                        .header("connection", "upgrade")
+                        .header("upgrade", "ssh")
+                        .header(wire::REQUEST_USER, "tester")
+                        .body(empty())
+                        .unwrap();
+                    let response = conn.send_checked(req).await;
+                    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+                    let mut upgraded =
+                        hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.unwrap());
+                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut upgraded).await;
+                });
+            }
+        });
+
+        // Verify the host key for real: a known_hosts line from what the
+        // gateway reports, and StrictHostKeyChecking=yes.
+        let known_hosts = gw.dir.path().join("known_hosts");
+        let host_key = gw.running.gateway.ssh.host_key_openssh();
+        std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_key}\n")).unwrap();
+        Rig {
+            gw,
+            _shim: shim,
+            port,
+            known_hosts,
+        }
+    }
+
+    fn ssh_args(&self) -> Vec<String> {
+        [
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            &format!("UserKnownHostsFile={}", self.known_hosts.display()),
+            "-o",
+            &format!("Port={}", self.port),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    async fn ssh(&self, extra: &[&str], remote: &str) -> std::process::Output {
+        let mut cmd = Command::new("ssh");
+        cmd.args(self.ssh_args())
+            .args(extra)
+            .arg("tester@127.0.0.1")
+            .arg(remote);
+        cmd.stdin(Stdio::null());
+        tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
+            .await
+            .expect("ssh finishes in time")
+            .expect("ssh runs")
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn openssh_runs_a_command_and_returns_its_output_and_exit_code() {
+    let rig = Rig::start("").await;
+    let out = rig.ssh(&[], "echo out; echo err >&2; exit 3").await;
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(text(&out.stderr).contains("err"), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3));
+    let out = rig.ssh(&[], "true").await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let trail = std::fs::read_to_string(rig.gw.audit_dir().join("gateway.txt")).unwrap();
+    assert!(
+        trail.contains(r#"kind=exec user="tester""#) && trail.contains("exit 3"),
+        "{trail}"
+    );
+}
+
+#[tokio::test]
+async fn openssh_passes_environment_variables() {
+    let rig = Rig::start("").await;
+    let out = rig
+        .ssh(
+            &["-o", "SetEnv=HATCHWAY_TEST_VAR=from-client"],
+            "echo $HATCHWAY_TEST_VAR",
+        )
+        .await;
+    assert_eq!(text(&out.stdout), "from-client\n", "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn openssh_forwards_to_ports_inside_the_pod() {
+    let rig = Rig::start("").await;
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = echo.accept().await.unwrap();
+        let mut buf = vec![0u8; 64];
+        let n = s.read(&mut buf).await.unwrap();
+        s.write_all(&buf[..n]).await.unwrap();
+    });
+    // `-W` asks for a direct-tcpip channel, exactly what `-L` uses per
+    // connection, without a local listening port.
+    let mut cmd = Command::new("ssh");
+    cmd.args(rig.ssh_args())
+        .args(["-W", &format!("127.0.0.1:{port}"), "tester@127.0.0.1"]);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"through the tunnel\n")
+        .await
+        .unwrap();
+    let mut back = vec![0u8; 19];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        child.stdout.as_mut().unwrap().read_exact(&mut back),
+    )
+    .await
+    .expect("echo in time")
+    .unwrap();
+    assert_eq!(back, b"through the tunnel\n");
+    let _ = child.kill().await;
+}
+
+#[tokio::test]
+async fn scp_and_sftp_copy_10_mib_both_ways() {
+    assert!(
+        std::path::Path::new(SFTP_SERVER).exists(),
+        "{SFTP_SERVER} is missing: install Debian's openssh-server (.ci/run does)"
+    );
+    let rig = Rig::start("").await;
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("data.bin");
+    let data: Vec<u8> = (0..10 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&src, &data).unwrap();
+    let remote = work.path().join("remote.bin");
+    let back = work.path().join("back.bin");
+
+    let scp = |from: String, to: String| {
+        let mut cmd = Command::new("scp");
+        cmd.args(rig.ssh_args())
+            .arg("-q")
+            .arg(from)
+            .arg(to)
+            .stdin(Stdio::null());
+        cmd
+    };
+    let up = scp(
+        src.display().to_string(),
+        format!("tester@127.0.0.1:{}", remote.display()),
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(up.status.success(), "scp up: {}", text(&up.stderr));
+    let down = scp(
+        format!("tester@127.0.0.1:{}", remote.display()),
+        back.display().to_string(),
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(down.status.success(), "scp down: {}", text(&down.stderr));
+    assert_eq!(
+        Sha256::digest(std::fs::read(&back).unwrap()),
+        Sha256::digest(&data)
+    );
+
+    // sftp in batch mode: another upload, checked on this side.
+    let batch = work.path().join("batch");
+    let via_sftp = work.path().join("sftp.bin");
+    std::fs::write(&batch, format!("put {} {}\n", src.display(), via_sftp.display())).unwrap();
+    let out = Command::new("sftp")
+        .args(rig.ssh_args())
+        .arg("-b")
+        .arg(&batch)
+        .arg("tester@127.0.0.1")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "sftp: {}", text(&out.stderr));
+    assert_eq!(
+        Sha256::digest(std::fs::read(&via_sftp).unwrap()),
+        Sha256::digest(&data)
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_host_key_is_refused_by_openssh() {
+    let rig = Rig::start("").await;
+    let other = russh::keys::PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519).unwrap();
+    std::fs::write(
+        &rig.known_hosts,
+        format!(
+            "[127.0.0.1]:{} {}\n",
+            rig.port,
+            other.public_key().to_openssh().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = rig.ssh(&[], "true").await;
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("HOST IDENTIFICATION HAS CHANGED"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A russh client that checks the host key against the one it expects.
+struct Client {
+    expected: russh::keys::PublicKey,
+}
+
+impl russh::client::Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(matches!(key, russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } if *key == self.expected))
+    }
+}
+
+async fn russh_session(rig: &Rig) -> russh::client::Handle<Client> {
+    let expected =
+        russh::keys::PublicKey::from_openssh(&rig.gw.running.gateway.ssh.host_key_openssh()).unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", rig.port))
+        .await
+        .unwrap();
+    let config = Arc::new(russh::client::Config::default());
+    let mut handle = russh::client::connect_stream(config, tcp, Client { expected })
+        .await
+        .unwrap();
+    assert!(handle.authenticate_none("tester").await.unwrap().success());
+    handle
+}
+
+async fn collect(
+    channel: &mut russh::Channel<russh::client::Msg>,
+) -> (String, Option<u32>, Option<russh::Sig>) {
+    let (mut out, mut code, mut signal) = (Vec::new(), None, None);
+    while let Some(msg) = tokio::time::timeout(std::time::Duration::from_secs(30), channel.wait())
+        .await
+        .expect("output in time")
+    {
+        match msg {
+            russh::ChannelMsg::Data { data } => out.extend_from_slice(&data),
+            russh::ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
+            russh::ChannelMsg::ExitSignal { signal_name, .. } => signal = Some(signal_name),
+            _ => {}
+        }
+    }
+    (text(&out), code, signal)
+}
+
+#[tokio::test]
+async fn a_pty_has_the_size_the_client_asked_for_and_follows_resizes() {
+    let rig = Rig::start("").await;
+    let handle = russh_session(&rig).await;
+    let mut channel = handle.channel_open_session().await.unwrap();
+    channel
+        .request_pty(true, "xterm", 101, 33, 0, 0, &[])
+        .await
+        .unwrap();
+    channel
+        .exec(true, "stty size; tty; sleep 1; stty size")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    channel.window_change(120, 40, 0, 0).await.unwrap();
+    let (out, code, _) = collect(&mut channel).await;
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(lines.first(), Some(&"33 101"), "{out:?}");
+    assert!(
+        lines.get(1).is_some_and(|l| l.starts_with("/dev/pts/")),
+        "{out:?}"
+    );
+    assert_eq!(lines.get(2), Some(&"40 120"), "{out:?}");
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test]
+async fn a_signal_from_the_client_reaches_the_process() {
+    let rig = Rig::start("").await;
+    let handle = russh_session(&rig).await;
+    let mut channel = handle.channel_open_session().await.unwrap();
+    channel.exec(true, "echo started; exec sleep 60").await.unwrap();
+    // Wait until the command runs, then signal it.
+    loop {
+        match channel.wait().await {
+            Some(russh::ChannelMsg::Data { data }) if text(&data).contains("started") => break,
+            Some(_) => continue,
+            None => panic!("the channel closed before the command started"),
+        }
+    }
+    channel.signal(russh::Sig::TERM).await.unwrap();
+    let (_, code, signal) = collect(&mut channel).await;
+    assert_eq!(code, None);
+    assert!(matches!(signal, Some(russh::Sig::TERM)), "{signal:?}");
+}
+
+#[tokio::test]
+async fn detach_keys_end_an_interactive_session() {
+    let rig = Rig::start("detach_keys=ctrl-p%2Cctrl-q").await;
+    let handle = russh_session(&rig).await;
+    let mut channel = handle.channel_open_session().await.unwrap();
+    channel
+        .request_pty(true, "xterm", 80, 24, 0, 0, &[])
+        .await
+        .unwrap();
+    channel.exec(true, "cat").await.unwrap();
+    channel.data(&b"hello\r"[..]).await.unwrap();
+    // The terminal echoes what cat reads; once it is back, detach.
+    let mut seen = String::new();
+    while !seen.contains("hello") {
+        match channel.wait().await {
+            Some(russh::ChannelMsg::Data { data }) => seen.push_str(&text(&data)),
+            Some(_) => {}
+            None => panic!("the channel closed before the echo: {seen:?}"),
+        }
+    }
+    channel.data(&[0x10u8, 0x11][..]).await.unwrap();
+    let (out, code, _) = collect(&mut channel).await;
+    assert!(!out.contains('\u{10}'), "detach keys are not passed on: {out:?}");
+    assert_eq!(code, None, "a detached session reports no exit status");
+    let trail = rig.gw.audit_dir().join("gateway.txt");
+    eventually("the detach in gateway.txt", || {
+        let trail = trail.clone();
+        async move {
+            std::fs::read_to_string(trail)
+                .unwrap_or_default()
+                .contains("exit=detached")
+        }
+    })
+    .await;
+}
