@@ -30,3 +30,19 @@ unit:
 
 fmt:
 	$(CARGO) fmt --all
+
+## e2e: start (or reuse) the single-node e2e cluster (e2e/cluster up), then
+## run the end-to-end suite against it. The cluster stays up for the next
+## run; `make cluster-down` stops it. nextest's summary is the last line.
+.PHONY: e2e cluster-up cluster-down cluster-status
+e2e: cluster-up
+	eval "$$(e2e/cluster env)" && $(CARGO) nextest run -p hatchway-e2e --locked --no-fail-fast
+
+cluster-up:
+	e2e/cluster up
+
+cluster-down:
+	e2e/cluster down
+
+cluster-status:
+	e2e/cluster status
