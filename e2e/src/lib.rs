@@ -51,10 +51,11 @@ pub fn kubectl_bin() -> String {
     std::env::var("HATCHWAY_KUBECTL").unwrap_or_else(|_| "kubectl".to_string())
 }
 
-/// A `kubectl` command for the e2e cluster, with a request timeout.
+/// A `kubectl` command for the e2e cluster (no request timeout: fit for
+/// long-lived streams such as port-forward).
 pub fn kubectl_command() -> Command {
     let mut cmd = Command::new(kubectl_bin());
-    cmd.env("KUBECONFIG", kubeconfig()).arg("--request-timeout=30s");
+    cmd.env("KUBECONFIG", kubeconfig());
     cmd
 }
 
@@ -95,6 +96,12 @@ pub fn kubectl_json(args: &[&str]) -> Result<Value> {
 
 fn run_kubectl(args: &[&str], input: Option<&str>) -> Result<(bool, String, String)> {
     let mut cmd = kubectl_command();
+    // One request may not hang a test: a 30 s client timeout, except for
+    // commands that watch or stream and carry their own `--timeout`.
+    let streams = ["rollout", "wait", "exec", "logs", "port-forward"];
+    if !args.iter().any(|a| streams.contains(a)) {
+        cmd.arg("--request-timeout=30s");
+    }
     cmd.args(args)
         .stdin(if input.is_some() {
             Stdio::piped()

@@ -372,3 +372,68 @@ fn container_crd_applies_validates_and_keeps_spec_immutable() -> Result<()> {
     ns.kubectl(&["label", "containers.hatchway.dev", "valid", "team=e2e"])?;
     Ok(())
 }
+
+#[test]
+fn helm_installs_a_chart() -> Result<()> {
+    let helm = std::env::var("HATCHWAY_HELM").unwrap_or_else(|_| "helm".to_string());
+    let run = |args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new(&helm)
+            .env("KUBECONFIG", hatchway_e2e::kubeconfig())
+            .args(args)
+            .output()
+            .with_context(|| format!("cannot run {helm} (is the e2e cluster's helm on PATH?)"))?;
+        ensure!(
+            out.status.success(),
+            "helm {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let version = run(&["version", "--short"])?;
+    ensure!(version.starts_with("v3."), "helm version {version:?}");
+
+    // A one-template chart, installed and removed for real.
+    let ns = TestNamespace::new("helm")?;
+    let chart = tempfile::tempdir()?;
+    std::fs::create_dir(chart.path().join("templates"))?;
+    std::fs::write(
+        chart.path().join("Chart.yaml"),
+        "apiVersion: v2\nname: e2e-probe\nversion: 0.1.0\nkubeVersion: \">=1.34.0-0\"\n",
+    )?;
+    std::fs::write(
+        chart.path().join("templates/configmap.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-probe\ndata:\n  greeting: {{ .Values.greeting | quote }}\n",
+    )?;
+    std::fs::write(chart.path().join("values.yaml"), "greeting: hello\n")?;
+    let chart_dir = chart.path().to_str().context("path")?;
+    run(&[
+        "install",
+        "probe",
+        chart_dir,
+        "-n",
+        &ns.name,
+        "--set",
+        "greeting=hi",
+        "--wait",
+        "--timeout",
+        "60s",
+    ])?;
+    let value = ns.kubectl(&[
+        "get",
+        "configmap",
+        "probe-probe",
+        "-o",
+        "jsonpath={.data.greeting}",
+    ])?;
+    ensure!(value == "hi", "ConfigMap greeting {value:?}");
+    let list = run(&["list", "-n", &ns.name, "-o", "json"])?;
+    let list: Value = serde_json::from_str(&list)?;
+    ensure!(list[0]["status"] == "deployed", "helm list: {list}");
+    run(&["uninstall", "probe", "-n", &ns.name, "--wait"])?;
+    ensure!(
+        kubectl_fails(&["-n", &ns.name, "get", "configmap", "probe-probe"], None)?.contains("NotFound"),
+        "ConfigMap still there after uninstall"
+    );
+    Ok(())
+}
