@@ -57,3 +57,6 @@ pub struct ShimArgs {
     )]
     pub command: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests;

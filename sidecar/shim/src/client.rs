@@ -105,12 +105,20 @@ pub async fn spawn(socket: &Path, req: &SpawnRequest) -> Result<Spawned, SpawnEr
         writer: Mutex::default(),
         pty: None,
     };
-    control.send(&ClientMessage::Spawn(req.clone())).await?;
+    // A shim that refuses the connection outright (peer check) answers and
+    // closes before reading the request, so sending may fail (EPIPE): its
+    // answer is still there to read, and says more than the send error.
+    let sent = control.send(&ClientMessage::Spawn(req.clone())).await;
 
     let mut reader = control.reader.lock().await;
     let answer = tokio::time::timeout(RESPONSE_TIMEOUT, read_message(&control.stream, &mut reader))
         .await
-        .map_err(|_| SpawnError::Timeout(RESPONSE_TIMEOUT))??;
+        .map_err(|_| SpawnError::Timeout(RESPONSE_TIMEOUT));
+    let answer = match (answer, sent) {
+        (Ok(Ok(Some(ServerMessage::Error { message }))), _) => return Err(SpawnError::Refused(message)),
+        (_, Err(error)) => return Err(error),
+        (answer, Ok(())) => answer??,
+    };
     let (pid, kind) = match answer {
         Some(ServerMessage::Spawned { pid, io }) => (pid, io),
         Some(ServerMessage::Error { message }) => return Err(SpawnError::Refused(message)),

@@ -54,9 +54,13 @@ async fn run_pipes(socket: &std::path::Path, req: SpawnRequest, stdin: &[u8]) ->
         panic!("asked for pipes")
     };
     let mut input = FdStream::new(input).unwrap();
-    input.write_all(stdin).await.unwrap();
-    input.shutdown().await.unwrap();
-    let (out, err) = tokio::join!(
+    // Write while reading: a large input would otherwise fill both pipes.
+    let write = async {
+        input.write_all(stdin).await.unwrap();
+        input.shutdown().await.unwrap();
+    };
+    let (_, out, err) = tokio::join!(
+        write,
         read_all(FdStream::new(stdout).unwrap()),
         read_all(FdStream::new(stderr).unwrap())
     );
@@ -374,7 +378,7 @@ async fn a_root_workload_runs_sessions_as_another_user() {
 async fn a_non_root_workload_refuses_to_run_as_another_user() {
     // As root, run the shim itself as nobody; otherwise it already is not root.
     let (shim, uid) = if is_root() {
-        (Shim::builder().as_uid(65534).start(&["sleep", "60"]), 65534)
+        (Shim::builder().run_as_uid(65534).start(&["sleep", "60"]), 65534)
     } else {
         (Shim::start(&["sleep", "60"]), nix::unistd::geteuid().as_raw())
     };
@@ -431,4 +435,32 @@ where
         out.push(handle.await.unwrap());
     }
     out
+}
+
+#[tokio::test]
+async fn only_root_the_workloads_uid_and_allowed_uids_may_use_the_socket() {
+    if !is_root() {
+        eprintln!("not root: cannot connect as other uids here");
+        return;
+    }
+    let shim = Shim::builder()
+        .flag("--spawn-allowed-uids", "1234")
+        .start(&["sleep", "60"]);
+    shim.wait_for_socket();
+    // The socket is reachable by anyone (the allowed uid is a third one)...
+    std::fs::set_permissions(shim.work(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mode = std::fs::metadata(shim.socket()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o666);
+    // ...so the peer credentials decide.
+    let socket = shim.socket();
+    let (allowed, refused) = tokio::task::spawn_blocking(move || {
+        (
+            support::probe_as(1234, &socket),
+            support::probe_as(65534, &socket),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(allowed, "exited 0");
+    assert_eq!(refused, "error uid 65534 may not use the spawn socket");
 }

@@ -1,5 +1,9 @@
 //! A stand-alone shim for the tests (and for trying it by hand): the same
 //! `hatchway_shim::run` the sidecar's `shim` subcommand calls. Not shipped.
+//!
+//! With `HATCHWAY_SHIM_TEST_PROBE=<socket>` it is instead a one-shot spawn
+//! client that prints the shim's answer, so tests can connect as another
+//! uid.
 
 use clap::Parser;
 
@@ -11,6 +15,9 @@ struct Cli {
 }
 
 fn main() {
+    if let Some(socket) = std::env::var_os("HATCHWAY_SHIM_TEST_PROBE") {
+        probe(socket.as_ref());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HATCHWAY_SHIM_LOG")
@@ -20,4 +27,27 @@ fn main() {
         .init();
     let code = hatchway_shim::run(Cli::parse().shim);
     std::process::exit(code);
+}
+
+/// Asks the shim at `socket` to run `true` and prints the outcome.
+fn probe(socket: &std::path::Path) -> ! {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let request = hatchway_shim::SpawnRequest {
+        argv: Some(vec!["true".into()]),
+        ..Default::default()
+    };
+    let outcome = runtime.block_on(async {
+        match hatchway_shim::spawn(socket, &request).await {
+            Ok(spawned) => match spawned.wait().await {
+                Ok(status) => format!("exited {}", status.exit_code()),
+                Err(error) => format!("error {error}"),
+            },
+            Err(error) => format!("error {error}"),
+        }
+    });
+    println!("{outcome}");
+    std::process::exit(0);
 }

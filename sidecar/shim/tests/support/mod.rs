@@ -79,7 +79,7 @@ impl ShimBuilder {
     }
 
     /// Runs the shim as another user (the test must be root).
-    pub fn as_uid(mut self, uid: u32) -> Self {
+    pub fn run_as_uid(mut self, uid: u32) -> Self {
         self.uid = Some(uid);
         self
     }
@@ -249,4 +249,30 @@ impl Drop for Shim {
             let _ = child.wait();
         }
     }
+}
+
+/// Connects to `socket` as `uid` (the test must be root) through the test
+/// binary's probe mode; returns its one-line report (`exited N` or
+/// `error MESSAGE`).
+pub fn probe_as(uid: u32, socket: &Path) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = dir.path().join("probe");
+    std::fs::copy(env!("CARGO_BIN_EXE_hatchway-shim-test"), &binary).unwrap();
+    let mut child = Command::new(&binary)
+        .env("HATCHWAY_SHIM_TEST_PROBE", socket)
+        .uid(uid)
+        .gid(uid)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = collect(child.stdout.take().unwrap());
+    let mut status = None;
+    wait_until("the probe exits", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    String::from_utf8_lossy(&output.recv_timeout(DEADLINE).unwrap())
+        .trim()
+        .to_string()
 }
