@@ -21,6 +21,7 @@ pub(crate) struct User {
 /// One `/etc/group` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Group {
+    pub name: String,
     pub gid: u32,
     pub members: Vec<String>,
 }
@@ -50,6 +51,10 @@ impl UserDb {
 
     pub fn by_uid(&self, uid: u32) -> Option<&User> {
         self.users.iter().find(|u| u.uid == uid)
+    }
+
+    pub fn group_by_name(&self, name: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| g.name == name)
     }
 
     /// What `initgroups` would give `user`: its primary group plus every
@@ -102,6 +107,7 @@ pub(crate) fn parse_group(text: &str) -> Vec<Group> {
                 return None;
             }
             Some(Group {
+                name: fields[0].to_string(),
                 gid: fields[2].parse().ok()?,
                 members: fields[3]
                     .split(',')

@@ -287,13 +287,24 @@ pub(crate) fn prepare(req: &SpawnRequest, workload: &Workload) -> Result<Prepare
         // the whole job and not the shim's group.
         new_session: true,
         controlling_tty: req.pty.is_some(),
-        identity: identity.switch.map(|groups| (identity.uid, identity.gid, groups)),
+        identity: identity
+            .switch
+            .clone()
+            .map(|groups| (identity.uid, identity.gid, groups)),
         cwd: Some(cwd),
     };
 
     let io = match &req.pty {
         Some(pty) => {
             let (master, slave) = open_pty(pty).map_err(Refusal::Pty)?;
+            if identity.switch.is_some() {
+                // As sshd does: the terminal belongs to the session's user,
+                // so programs that reopen it by name (ttyname) can.
+                let tty_group = db.group_by_name("tty").map(|g| nix::unistd::Gid::from_raw(g.gid));
+                nix::unistd::fchown(&slave, Some(nix::unistd::Uid::from_raw(identity.uid)), tty_group)
+                    .and_then(|()| nix::sys::stat::fchmod(&slave, Mode::from_bits_truncate(0o620)))
+                    .map_err(|e| Refusal::Pty(e.into()))?;
+            }
             let (out, err) = (
                 slave.try_clone().map_err(Refusal::Pty)?,
                 slave.try_clone().map_err(Refusal::Pty)?,

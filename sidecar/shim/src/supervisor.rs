@@ -95,33 +95,23 @@ pub(crate) async fn supervise(args: ShimArgs) -> i32 {
     drop(cmd);
     let main_pid = child.id();
 
-    let streams = [
-        (
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn io::Read + Send>),
-            own_fd(io::stdout().as_fd()),
-            "stdout.txt",
-        ),
-        (
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn io::Read + Send>),
-            own_fd(io::stderr().as_fd()),
-            "stderr.txt",
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(pipe, own, name)| {
-        Some(Stream {
-            pipe: pipe?,
+    let mut streams = Vec::new();
+    if let Some(pipe) = child.stdout.take() {
+        let own = own_fd(io::stdout().as_fd());
+        streams.push(Stream {
+            pipe: Box::new(pipe),
             own,
-            name,
-        })
-    })
-    .collect();
+            name: crate::STDOUT_FILE,
+        });
+    }
+    if let Some(pipe) = child.stderr.take() {
+        let own = own_fd(io::stderr().as_fd());
+        streams.push(Stream {
+            pipe: Box::new(pipe),
+            own,
+            name: crate::STDERR_FILE,
+        });
+    }
     let limits = LogLimits {
         max_file_bytes: log_max_bytes,
         max_total_bytes: log_max_total_bytes,
@@ -133,7 +123,7 @@ pub(crate) async fn supervise(args: ShimArgs) -> i32 {
     let sampler = match usage_interval {
         0 => None,
         secs => Sampler::start(
-            log_dir.join("usage.txt"),
+            log_dir.join(crate::USAGE_FILE),
             Sources::for_self(),
             Duration::from_secs(secs),
         ),
@@ -218,7 +208,7 @@ fn start_server(
 fn fail(log_dir: &Path, message: &str, code: i32) -> i32 {
     let line = format!("hatchway-shim: {message}\n");
     eprint!("{line}");
-    let _ = std::fs::write(log_dir.join("stderr.txt"), &line);
+    let _ = std::fs::write(log_dir.join(crate::STDERR_FILE), &line);
     write_exit_code(log_dir, code);
     code
 }
@@ -228,7 +218,7 @@ pub(crate) fn write_exit_code(log_dir: &Path, code: i32) {
     let tmp = log_dir.join(".exit-code.tmp");
     let result = std::fs::write(&tmp, format!("{code}\n"))
         .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)))
-        .and_then(|()| std::fs::rename(&tmp, log_dir.join("exit-code")));
+        .and_then(|()| std::fs::rename(&tmp, log_dir.join(crate::EXIT_CODE_FILE)));
     if let Err(error) = result {
         warn!(%error, dir = %log_dir.display(), "cannot record the exit code");
     }

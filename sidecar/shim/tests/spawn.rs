@@ -464,3 +464,23 @@ async fn only_root_the_workloads_uid_and_allowed_uids_may_use_the_socket() {
     assert_eq!(allowed, "exited 0");
     assert_eq!(refused, "error uid 65534 may not use the spawn socket");
 }
+
+#[tokio::test]
+async fn a_switched_users_terminal_belongs_to_that_user() {
+    if !is_root() {
+        eprintln!("not root: switching users cannot be tested here");
+        return;
+    }
+    let shim = idle_shim();
+    let req = SpawnRequest {
+        argv: argv(&["sh", "-c", "stat -c '%U %a' \"$(tty)\"; id -un"]),
+        user: Some("nobody".into()),
+        pty: pty(80, 24),
+        ..Default::default()
+    };
+    let (out, code) = run_pty(&shim.socket(), req).await;
+    assert_eq!(
+        (out.replace('\r', "").as_str(), code),
+        ("nobody 620\nnobody\n", 0)
+    );
+}
