@@ -41,6 +41,9 @@ pub enum Command {
     /// Run COMMAND as PID 1 of the workload container: tee its logs, reap zombies, forward signals,
     /// sample cgroup usage, serve the gateway's spawn requests (see `shim --help`).
     Shim(hatchway_shim::ShimArgs),
+    /// Serve SFTP on standard input and output (the gateway starts it inside the workload container
+    /// for the sftp subsystem).
+    SftpServer,
     /// Print this binary's version and the protocol versions it speaks.
     Version,
 }

@@ -32,6 +32,8 @@ pub mod proxy;
 pub mod relay;
 /// Audit trail and reports to the router.
 pub mod report;
+/// The SFTP server the `sftp` subsystem runs inside the workload container.
+pub mod sftp;
 /// The SSH server.
 pub mod ssh;
 /// The gateway's self-signed certificate.

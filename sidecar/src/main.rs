@@ -14,6 +14,7 @@ fn main() {
             0
         }
         Command::Shim(args) => hatchway_shim::run(args),
+        Command::SftpServer => hatchway_sidecar::sftp::run_stdio(),
         Command::Gateway(args) => tokio::runtime::Runtime::new()
             .expect("starting the runtime")
             .block_on(async {
