@@ -217,3 +217,27 @@ fn the_exit_code_file_is_replaced_atomically() {
         "no temporary file left: {names:?}"
     );
 }
+
+#[test]
+fn settings_are_read_from_hatchway_variables() {
+    let done = Shim::builder()
+        .env("HATCHWAY_LOG_MAX_TOTAL_BYTES", "4")
+        .start(&sh("echo abc; echo def"))
+        .wait();
+    assert_eq!(
+        done.log("stdout.txt"),
+        "abc\n[hatchway] 1 lines (4 bytes) dropped: this log reached its limit of 4 bytes\n"
+    );
+}
+
+#[test]
+fn the_spawn_socket_can_be_disabled() {
+    let shim = Shim::builder().env("HATCHWAY_SPAWN_DISABLED", "true").start(&sh(
+        r#"touch "$WORK/ready"; while [ ! -e "$WORK/done" ]; do sleep 0.05; done"#,
+    ));
+    shim.wait_for_file("ready");
+    assert!(!shim.socket().exists(), "no socket while the command runs");
+    assert!(!shim.socket().parent().unwrap().exists());
+    shim.touch("done");
+    assert_eq!(shim.wait().code, 0);
+}

@@ -62,6 +62,7 @@ pub fn ppid_and_state(pid: i32) -> Option<(i32, char)> {
 /// How to start a shim.
 pub struct ShimBuilder {
     flags: Vec<String>,
+    env: Vec<(String, String)>,
     uid: Option<u32>,
     usage_interval: u64,
 }
@@ -70,6 +71,12 @@ impl ShimBuilder {
     pub fn flag(mut self, flag: &str, value: &str) -> Self {
         self.flags.push(flag.to_string());
         self.flags.push(value.to_string());
+        self
+    }
+
+    /// Sets a variable in the shim's environment (e.g. a `HATCHWAY_*` one).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -112,6 +119,7 @@ impl ShimBuilder {
             .args(command)
             .env("WORK", &work)
             .env_remove("HATCHWAY_SPAWN_DISABLED")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             // A directory every user may enter: sessions fall back to it.
             .current_dir("/")
             .stdin(Stdio::null())
@@ -168,6 +176,7 @@ impl Shim {
     pub fn builder() -> ShimBuilder {
         ShimBuilder {
             flags: vec![],
+            env: vec![],
             uid: None,
             usage_interval: 0,
         }
