@@ -5,10 +5,11 @@
 //! first, before touching any secret) and
 //! `hex(HMAC-SHA256(key = ASCII of ctr_key, msg = EKM))`, where EKM is 32
 //! bytes of TLS exported keying material (RFC 5705 / RFC 8446 §7.5) with the
-//! label [`EKM_LABEL`] and the container UID as context. Both ends of one TLS
-//! session derive the same EKM and no other session does, so a captured
-//! proof is useless anywhere else; binding the UID as context means a proof
-//! for one container never verifies for another even within one session.
+//! label [`EKM_LABEL`] and no context. Both ends of one TLS session derive
+//! the same EKM and no other session does, so a captured proof is useless
+//! anywhere else; `ctr_key` is per container, so a proof for one container
+//! never verifies for another. With no context, the router can export the
+//! EKM right after the handshake, before it has read the request.
 
 use crate::proof::{CtrKey, constant_time_eq};
 use hmac::{Hmac, KeyInit, Mac};
@@ -19,13 +20,8 @@ pub const EKM_LABEL: &[u8] = b"EXPORTER-hatchway-tunnel-v1";
 /// How many bytes of keying material both sides export.
 pub const EKM_LEN: usize = 32;
 
-/// The exporter context for a container: its UID's bytes.
-pub fn ekm_context(container_uid: &str) -> &[u8] {
-    container_uid.as_bytes()
-}
-
 /// The sidecar's proof for one TLS session, from the keying material it
-/// exported with [`EKM_LABEL`] and [`ekm_context`].
+/// exported with [`EKM_LABEL`] and no context.
 pub fn tunnel_proof(key: &CtrKey, ekm: &[u8; EKM_LEN]) -> String {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(key.expose_hex().as_bytes()).expect("HMAC takes a key of any length");

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use hatchway_api::proof::ctr_key;
-use hatchway_api::tunnel::{EKM_LABEL, EKM_LEN, ekm_context, tunnel_proof, verify_tunnel_proof};
+use hatchway_api::tunnel::{EKM_LABEL, EKM_LEN, tunnel_proof, verify_tunnel_proof};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 
@@ -65,15 +65,15 @@ impl Session {
         Session { client, server }
     }
 
-    fn client_ekm(&self, uid: &str) -> [u8; EKM_LEN] {
+    fn client_ekm(&self) -> [u8; EKM_LEN] {
         self.client
-            .export_keying_material([0; EKM_LEN], EKM_LABEL, Some(ekm_context(uid)))
+            .export_keying_material([0; EKM_LEN], EKM_LABEL, None)
             .unwrap()
     }
 
-    fn server_ekm(&self, uid: &str) -> [u8; EKM_LEN] {
+    fn server_ekm(&self) -> [u8; EKM_LEN] {
         self.server
-            .export_keying_material([0; EKM_LEN], EKM_LABEL, Some(ekm_context(uid)))
+            .export_keying_material([0; EKM_LEN], EKM_LABEL, None)
             .unwrap()
     }
 }
@@ -82,8 +82,8 @@ impl Session {
 fn a_proof_verifies_at_the_other_end_of_its_own_session() {
     let key = ctr_key(b"root secret", UID_A);
     let session = Session::establish();
-    let proof = tunnel_proof(&key, &session.client_ekm(UID_A));
-    assert!(verify_tunnel_proof(&key, &session.server_ekm(UID_A), &proof));
+    let proof = tunnel_proof(&key, &session.client_ekm());
+    assert!(verify_tunnel_proof(&key, &session.server_ekm(), &proof));
 }
 
 #[test]
@@ -91,8 +91,8 @@ fn a_proof_from_one_session_never_verifies_in_another() {
     let key = ctr_key(b"root secret", UID_A);
     let first = Session::establish();
     let second = Session::establish();
-    let captured = tunnel_proof(&key, &first.client_ekm(UID_A));
-    assert!(!verify_tunnel_proof(&key, &second.server_ekm(UID_A), &captured));
+    let captured = tunnel_proof(&key, &first.client_ekm());
+    assert!(!verify_tunnel_proof(&key, &second.server_ekm(), &captured));
 }
 
 #[test]
@@ -100,12 +100,13 @@ fn a_proof_for_one_container_never_verifies_for_another() {
     let key_a = ctr_key(b"root secret", UID_A);
     let key_b = ctr_key(b"root secret", UID_B);
     let session = Session::establish();
-    let proof_a = tunnel_proof(&key_a, &session.client_ekm(UID_A));
-    // Container B's key, same session, same exporter context: no.
-    assert!(!verify_tunnel_proof(&key_b, &session.server_ekm(UID_A), &proof_a));
-    // Container A's key presented as container B (the router looks up B's key
-    // and B's exporter context): no.
-    assert!(!verify_tunnel_proof(&key_b, &session.server_ekm(UID_B), &proof_a));
-    // Even with A's key, the context binds the UID.
-    assert!(!verify_tunnel_proof(&key_a, &session.server_ekm(UID_B), &proof_a));
+    let proof_a = tunnel_proof(&key_a, &session.client_ekm());
+    // A's proof presented as container B: the router checks it with B's
+    // key, over the same session's keying material, and refuses it.
+    assert!(!verify_tunnel_proof(&key_b, &session.server_ekm(), &proof_a));
+    // B's own proof in the same session verifies, so the refusal above is
+    // the key, not the session.
+    let proof_b = tunnel_proof(&key_b, &session.client_ekm());
+    assert!(verify_tunnel_proof(&key_b, &session.server_ekm(), &proof_b));
+    assert_ne!(proof_a, proof_b);
 }

@@ -157,11 +157,14 @@ pub async fn start_gateway(args: GatewayArgs) -> Result<Running, StartError> {
     tokio::spawn(gateway.clone().serve(listener, shutdown.clone()));
     tokio::spawn(crate::health::serve(health, gateway.clone(), shutdown.clone()));
     let scanner = crate::ports::Scanner::proc([gateway_addr.port(), health_addr.port()]);
-    let scan = tokio::spawn(scanner.run(reporter, Duration::from_secs(args.port_scan_seconds.max(1))));
-    let scan_stop = shutdown.clone();
+    let interval = Duration::from_secs(args.port_scan_seconds.max(1));
+    let scan = tokio::spawn(scanner.run(reporter.clone(), interval));
+    let exit = tokio::spawn(crate::workload::watch(args.log_dir.clone(), reporter, interval));
+    let stop = shutdown.clone();
     tokio::spawn(async move {
-        scan_stop.cancelled().await;
+        stop.cancelled().await;
         scan.abort();
+        exit.abort();
     });
     if let Some(target) = tunnel {
         tokio::spawn(crate::tunnel::run(gateway.clone(), target, key, shutdown.clone()));

@@ -42,5 +42,7 @@ pub mod tls;
 pub mod tunnel;
 /// Read-only WebDAV of the logs.
 pub mod webdav;
+/// Reports the workload's exit code.
+pub mod workload;
 
 pub use args::{Args, Command};

@@ -30,6 +30,8 @@ pub struct Reporter {
     ports: watch::Sender<Vec<u16>>,
     /// True once any interactive session started, resent on reconnect.
     session_started: watch::Sender<bool>,
+    /// The workload's exit code once it ended, resent on reconnect.
+    exit_code: watch::Sender<Option<i32>>,
     /// `gateway.txt`, opened for append; `None` if it cannot be written (the
     /// gateway keeps serving and says so in its log once).
     audit: Mutex<Option<File>>,
@@ -56,6 +58,7 @@ impl Reporter {
             events: broadcast::channel(256).0,
             ports: watch::channel(Vec::new()).0,
             session_started: watch::channel(false).0,
+            exit_code: watch::channel(None).0,
             audit: Mutex::new(audit),
             next_session: AtomicU64::new(1),
             metrics,
@@ -82,7 +85,21 @@ impl Reporter {
                 command: None,
             });
         }
+        if let Some(exit_code) = *self.exit_code.borrow() {
+            state.push(ControlMessage::WorkloadExited { exit_code });
+        }
         state
+    }
+
+    /// Records the workload's exit code, reporting it the first time.
+    pub fn set_exit_code(&self, code: i32) {
+        if self
+            .exit_code
+            .send_if_modified(|now| now.replace(code) != Some(code))
+        {
+            self.audit(&format!("workload exited with code {code}"));
+            self.send(ControlMessage::WorkloadExited { exit_code: code });
+        }
     }
 
     /// Watches the listening ports.

@@ -135,14 +135,14 @@ pub enum TunnelError {
 }
 
 /// Keeps a tunnel up until `shutdown`, reconnecting with jittered
-/// exponential backoff (250 ms doubling to 30 s).
+/// exponential backoff (250 ms doubling to 30 s) while dials fail.
 pub async fn run(gateway: Arc<Gateway>, target: TunnelTarget, key: CtrKey, shutdown: CancellationToken) {
     let mut failures: u32 = 0;
     loop {
-        let started = std::time::Instant::now();
+        let mut connected = false;
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            result = connect_and_serve(&gateway, &target, &key) => result,
+            result = connect_and_serve(&gateway, &target, &key, &mut connected) => result,
         };
         gateway.metrics.tunnel_connected.set(0);
         match result {
@@ -152,12 +152,9 @@ pub async fn run(gateway: Arc<Gateway>, target: TunnelTarget, key: CtrKey, shutd
                 tracing::warn!(%error, router = %target.authority, "tunnel down; reconnecting");
             }
         }
-        // A session that lasted a while resets the backoff.
-        failures = if started.elapsed() > Duration::from_secs(30) {
-            0
-        } else {
-            failures.saturating_add(1)
-        };
+        // A tunnel that got established resets the backoff: after a router
+        // restart the first retry comes within a few hundred milliseconds.
+        failures = if connected { 0 } else { failures.saturating_add(1) };
         let delay = backoff(failures);
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -180,10 +177,12 @@ async fn connect_and_serve(
     gateway: &Arc<Gateway>,
     target: &TunnelTarget,
     key: &CtrKey,
+    connected: &mut bool,
 ) -> Result<(), TunnelError> {
     let upgraded = tokio::time::timeout(DIAL_TIMEOUT, dial(gateway, target, key))
         .await
         .map_err(|_| TunnelError::Timeout)??;
+    *connected = true;
     gateway.metrics.tunnel_connects.inc();
     gateway.metrics.tunnel_connected.set(1);
     tracing::info!(router = %target.authority, "tunnel connected");
@@ -238,11 +237,7 @@ async fn dial(
     let ekm = tls
         .get_ref()
         .1
-        .export_keying_material(
-            [0u8; proof::EKM_LEN],
-            proof::EKM_LABEL,
-            Some(proof::ekm_context(&gateway.uid)),
-        )
+        .export_keying_material([0u8; proof::EKM_LEN], proof::EKM_LABEL, None)
         .map_err(std::io::Error::other)?;
     let tunnel_proof = proof::tunnel_proof(key, &ekm);
 

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use hatchway_api::wire;
 use http::StatusCode;
 use http_body_util::Full;
-use sha2::{Digest, Sha256};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -437,47 +436,10 @@ async fn sessions_are_recorded_in_gateway_txt_which_webdav_serves() {
 #[tokio::test]
 async fn port_forward_moves_100_mib_with_half_close() {
     let gw = TestGateway::start().await;
-    // Upstream: reads to EOF, answers the SHA-256 of what it read.
-    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = upstream.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let (mut s, _) = upstream.accept().await.unwrap();
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = s.read(&mut buf).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        s.write_all(hex::encode(hasher.finalize()).as_bytes())
-            .await
-            .unwrap();
-    });
-    let mut conn = GatewayConn::connect(gw.addr()).await;
-    let req = conn
-        .request("POST", &format!("/portforward?port={port}"), ProofMode::Valid)
-        .header("connection", "upgrade")
-        .header("upgrade", "tcp")
-        .body(empty())
-        .unwrap();
-    let response = conn.send_checked(req).await;
-    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
-    let io = hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.unwrap());
-    let (mut rd, mut wr) = tokio::io::split(io);
-    let chunk: Vec<u8> = (0..1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
-    let mut expected = Sha256::new();
-    let started = Instant::now();
-    for _ in 0..100 {
-        wr.write_all(&chunk).await.unwrap();
-        expected.update(&chunk);
-    }
-    wr.shutdown().await.unwrap();
-    let mut digest = String::new();
-    rd.read_to_string(&mut digest).await.unwrap();
-    let elapsed = started.elapsed();
-    assert_eq!(digest, hex::encode(expected.finalize()));
+    let port = hashing_sink().await;
+    let stream = port_forward(GatewayConn::connect(gw.addr()).await, port).await;
+    // The sink answers only after our half-close reaches it.
+    let elapsed = push_100_mib(stream).await;
     println!(
         "port-forward direct: 100 MiB in {elapsed:?} = {:.0} MiB/s",
         100.0 / elapsed.as_secs_f64()

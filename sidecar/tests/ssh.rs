@@ -65,7 +65,16 @@ impl Rig {
             .arg(gw.log_dir())
             .arg("--spawn-socket")
             .arg(&socket)
-            .args(["--usage-interval", "0", "--", "sleep", "3600"])
+            // The workload ends when the shim does (the shim is not PID 1
+            // here, so a killed shim would otherwise orphan it).
+            .args([
+                "--usage-interval",
+                "0",
+                "--",
+                "sh",
+                "-c",
+                "while kill -0 $PPID 2>/dev/null; do sleep 1; done",
+            ])
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -634,4 +643,71 @@ async fn detach_keys_end_an_interactive_session() {
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn login_username_runs_the_session_as_that_user_when_the_workload_is_root() {
+    // The shim here runs as this test's user: the switch works only as root.
+    if !nix::unistd::Uid::effective().is_root() {
+        let rig = Rig::start("login_username=nobody").await;
+        let out = rig.ssh(&[], "id -u").await;
+        assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("not root"), "{}", text(&out.stderr));
+        return;
+    }
+    // Like sshd, an exec runs through the user's login shell: nobody's is
+    // nologin here, and its refusal shows the session really became nobody
+    // (root's shell would have run the command). The shim's own tests check
+    // `id -u` as nobody with a direct argv.
+    let rig = Rig::start("login_username=nobody").await;
+    let shell = std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("nobody:")
+                .map(|rest| rest.rsplit(':').next().unwrap().to_owned())
+        })
+        .expect("this machine has a nobody user");
+    let out = rig.ssh(&[], "id -u").await;
+    if shell.ends_with("nologin") {
+        assert!(
+            text(&out.stdout).contains("not available"),
+            "{:?} {}",
+            out,
+            text(&out.stderr)
+        );
+        assert_ne!(out.status.code(), Some(0));
+    } else {
+        assert_eq!(text(&out.stdout), "65534\n", "{}", text(&out.stderr));
+    }
+    let trail = std::fs::read_to_string(rig.gw.audit_dir().join("gateway.txt")).unwrap();
+    assert!(trail.contains(r#"kind=exec user="tester""#), "{trail}");
+}
+
+#[tokio::test]
+async fn an_unknown_login_username_is_a_clear_error() {
+    let rig = Rig::start("login_username=no-such-user").await;
+    let out = rig.ssh(&[], "id -u").await;
+    assert_eq!(out.status.code(), Some(127));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("hatchway: cannot start exec") && err.contains("no-such-user"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn a_malformed_login_username_is_refused_before_the_upgrade() {
+    let gw = TestGateway::start().await;
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    let req = conn
+        .request("POST", "/ssh?login_username=a%3Brm", ProofMode::Valid)
+        .header("connection", "upgrade")
+        .header("upgrade", "ssh")
+        .body(empty())
+        .unwrap();
+    let response = conn.send_checked(req).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(body_text(response).await.contains("is not a user name"));
 }

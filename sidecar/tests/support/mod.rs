@@ -213,3 +213,68 @@ where
 
 #[allow(unused)]
 fn _unused(_: Empty<Bytes>) {}
+
+/// A TCP sink on 127.0.0.1 that reads each connection to EOF and answers
+/// the SHA-256 (hex) of what it read.
+pub async fn hashing_sink() -> u16 {
+    use sha2::Digest;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut hasher = sha2::Sha256::new();
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    let n = s.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                }
+                s.write_all(hex::encode(hasher.finalize()).as_bytes())
+                    .await
+                    .unwrap();
+            });
+        }
+    });
+    port
+}
+
+/// Sends 100 MiB, half-closes, and checks the sink's SHA-256 answer;
+/// returns the time it took.
+pub async fn push_100_mib<S: AsyncRead + AsyncWrite>(stream: S) -> Duration {
+    use sha2::Digest;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let chunk: Vec<u8> = (0..1024 * 1024).map(|i| (i * 13 % 251) as u8).collect();
+    let mut expected = sha2::Sha256::new();
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        wr.write_all(&chunk).await.unwrap();
+        expected.update(&chunk);
+    }
+    wr.shutdown().await.unwrap();
+    let mut digest = String::new();
+    rd.read_to_string(&mut digest).await.unwrap();
+    assert_eq!(
+        digest,
+        hex::encode(expected.finalize()),
+        "the bytes arrived intact"
+    );
+    started.elapsed()
+}
+
+/// `POST /portforward?port=N` on `conn`; the upgraded stream.
+pub async fn port_forward(mut conn: GatewayConn, port: u16) -> TokioIo<hyper::upgrade::Upgraded> {
+    let req = conn
+        .request("POST", &format!("/portforward?port={port}"), ProofMode::Valid)
+        .header("connection", "upgrade")
+        .header("upgrade", "tcp")
+        .body(empty())
+        .unwrap();
+    let response = conn.send_checked(req).await;
+    assert_eq!(response.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+    TokioIo::new(hyper::upgrade::on(response).await.unwrap())
+}

@@ -254,6 +254,19 @@ impl Shim {
 impl Drop for Shim {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // SIGTERM first: the shim forwards it, so its command ends too.
+            // A bare SIGKILL would orphan the command (the shim is not PID 1
+            // here), and a command polling a file in the deleted temp dir
+            // would then loop forever.
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
