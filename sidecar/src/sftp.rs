@@ -580,29 +580,15 @@ pub fn ls_date(mtime: i64, now: SystemTime) -> String {
     ];
     const SIX_MONTHS: i64 = 365 * 24 * 60 * 60 / 2;
     let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
-    let (year, month, day) = civil_from_days(mtime.div_euclid(86_400));
-    let month = MONTHS[(month - 1) as usize];
+    let date = time::OffsetDateTime::from_unix_timestamp(mtime).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let (year, day) = (date.year(), date.day());
+    let month = MONTHS[u8::from(date.month()) as usize - 1];
     if (now - SIX_MONTHS..now + SIX_MONTHS).contains(&mtime) {
         let of_day = mtime.rem_euclid(86_400);
         format!("{month} {day:>2} {:02}:{:02}", of_day / 3600, of_day % 3600 / 60)
     } else {
         format!("{month} {day:>2}  {year}")
     }
-}
-
-/// (year, month 1-12, day 1-31) of a day count since 1970-01-01, in the
-/// proleptic Gregorian calendar (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// What `SSH_FXP_OPEN`'s flags ask of `open(2)`.

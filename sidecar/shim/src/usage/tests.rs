@@ -1,4 +1,5 @@
 use super::*;
+use std::time::UNIX_EPOCH;
 
 /// A hybrid host (v1 controllers, cgroup2 at /sys/fs/cgroup/unified), no
 /// cgroup namespace: paths are full hierarchy paths, mounts show the root.
