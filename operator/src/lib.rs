@@ -6,6 +6,8 @@
 
 /// Command-line and environment configuration.
 pub mod args;
+/// The router: reaching Containers' gateways for users (not served yet).
+pub mod router;
 
 use std::io::Write;
 
