@@ -126,6 +126,30 @@ pub fn read_setting(setting: &'static str, path: &Path) -> Result<Vec<u8>, Confi
 }
 
 impl GatewayArgs {
+    /// Settings for a gateway run by hand or in a test: loopback with
+    /// ephemeral ports, every file under `dir` (`ctr_key`, `log/`,
+    /// `audit/`, `spawn.sock`, `tunnel_url`, `router_ca.crt`), no tunnel
+    /// unless those files exist, and a port scan every second.
+    pub fn local(container_uid: &str, dir: &Path) -> Self {
+        Self {
+            container_uid: container_uid.to_owned(),
+            key_file: dir.join("ctr_key"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            health_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log_dir: dir.join("log"),
+            audit_dir: dir.join("audit"),
+            spawn_socket: dir.join("spawn.sock"),
+            install_to: None,
+            sftp_command: vec!["/hatchway/bin/hatchway-sidecar".into(), "sftp-server".into()],
+            tunnel_url: None,
+            tunnel_url_file: dir.join("tunnel_url"),
+            router_ca_file: dir.join("router_ca.crt"),
+            max_connections: 512,
+            port_scan_seconds: 1,
+            header_timeout_ms: 10_000,
+        }
+    }
+
     /// The container key from its file.
     pub fn key(&self) -> Result<CtrKey, ConfigError> {
         let text = read_setting("HATCHWAY_KEY_FILE", &self.key_file)?;

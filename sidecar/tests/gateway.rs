@@ -147,13 +147,7 @@ async fn a_man_in_the_middle_with_another_certificate_is_detected() {
     });
     // The caller proves itself over the certificate it saw (the relay's):
     // the real gateway refuses it, and no valid response proof comes back.
-    let response = conn
-        .send(
-            conn.request("GET", "/ports", ProofMode::Valid)
-                .body(empty())
-                .unwrap(),
-        )
-        .await;
+    let response = conn.get_ports(ProofMode::Valid).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let answer = response.headers().get(wire::AUTHORIZATION_RESPONSE);
     assert!(answer.is_none_or(|a| !hatchway_api::proof::verify_respond_auth(
@@ -200,13 +194,7 @@ async fn connections_beyond_the_limit_are_refused() {
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut conn = GatewayConn::connect(gw.addr()).await;
-        let response = conn
-            .send_checked(
-                conn.request("GET", "/ports", ProofMode::Valid)
-                    .body(empty())
-                    .unwrap(),
-            )
-            .await;
+        let response = conn.get_ports(ProofMode::Valid).await;
         assert_eq!(response.status(), StatusCode::OK);
         held.push(conn);
     }
@@ -610,15 +598,7 @@ async fn listening_ports_are_served() {
     let addr = gw.addr();
     eventually("the new listener in /ports", || async move {
         let mut conn = GatewayConn::connect(addr).await;
-        let text = body_text(
-            conn.send_checked(
-                conn.request("GET", "/ports", ProofMode::Valid)
-                    .body(empty())
-                    .unwrap(),
-            )
-            .await,
-        )
-        .await;
+        let text = body_text(conn.get_ports(ProofMode::Valid).await).await;
         let ports: serde_json::Value = serde_json::from_str(&text).unwrap();
         ports["ports"]
             .as_array()
@@ -653,12 +633,7 @@ async fn the_health_port_answers_without_auth() {
     assert!(ready.contains("SHA256:"), "{ready}");
     // A refused request shows up in the metrics.
     let mut bad = GatewayConn::connect(gw.addr()).await;
-    bad.send(
-        bad.request("GET", "/ports", ProofMode::Missing)
-            .body(empty())
-            .unwrap(),
-    )
-    .await;
+    bad.get_ports(ProofMode::Missing).await;
     let metrics = get("/metrics").await;
     assert!(
         metrics.contains(r#"hatchway_sidecar_auth_failures_total{reason="missing_proof"} 1"#),
@@ -671,21 +646,9 @@ async fn the_health_port_answers_without_auth() {
 async fn a_missing_key_file_names_the_setting() {
     let dir = tempfile::tempdir().unwrap();
     let args = hatchway_sidecar::config::GatewayArgs {
-        container_uid: UID.into(),
         key_file: dir.path().join("absent"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        health_listen: "127.0.0.1:0".parse().unwrap(),
-        log_dir: dir.path().into(),
-        audit_dir: dir.path().into(),
-        spawn_socket: dir.path().join("s"),
-        install_to: None,
-        sftp_command: vec![],
         tunnel_url: Some("https://router:8443".into()),
-        tunnel_url_file: dir.path().join("u"),
-        router_ca_file: dir.path().join("ca"),
-        max_connections: 1,
-        port_scan_seconds: 1,
-        header_timeout_ms: 1000,
+        ..hatchway_sidecar::config::GatewayArgs::local(UID, dir.path())
     };
     let error = hatchway_sidecar::args::start_gateway(args.clone())
         .await

@@ -242,23 +242,11 @@ async fn streams_through_the_tunnel_are_served_like_direct_connections() {
         certificate_sha256,
         "the same certificate, the same proof"
     );
-    let response = conn
-        .send_checked(
-            conn.request("GET", "/ports", ProofMode::Valid)
-                .body(empty())
-                .unwrap(),
-        )
-        .await;
+    let response = conn.get_ports(ProofMode::Valid).await;
     assert_eq!(response.status(), StatusCode::OK);
     // The proof is checked on tunnel streams too.
     let mut bad = GatewayConn::over(tunnel.open_stream().await.compat()).await;
-    let response = bad
-        .send(
-            bad.request("GET", "/ports", ProofMode::WrongKey)
-                .body(empty())
-                .unwrap(),
-        )
-        .await;
+    let response = bad.get_ports(ProofMode::WrongKey).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -306,13 +294,7 @@ async fn the_dialer_reconnects_after_refusals_and_after_the_far_end_drops() {
     );
     let _hello = second.next_report().await;
     let mut conn = GatewayConn::over(second.open_stream().await.compat()).await;
-    let response = conn
-        .send_checked(
-            conn.request("GET", "/ports", ProofMode::Valid)
-                .body(empty())
-                .unwrap(),
-        )
-        .await;
+    let response = conn.get_ports(ProofMode::Valid).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(gw.running.gateway.metrics.tunnel_connects.get() >= 2);
 }
@@ -349,13 +331,7 @@ async fn one_tunnel_carries_200_concurrent_streams() {
         let tunnel = tunnel.clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = GatewayConn::over(tunnel.open_stream().await.compat()).await;
-            conn.send_checked(
-                conn.request("GET", "/ports", ProofMode::Valid)
-                    .body(empty())
-                    .unwrap(),
-            )
-            .await
-            .status()
+            conn.get_ports(ProofMode::Valid).await.status()
         }));
     }
     for task in tasks {

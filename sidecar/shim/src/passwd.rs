@@ -70,17 +70,25 @@ impl UserDb {
     }
 }
 
+/// The `:`-separated records of a passwd-style file with at least
+/// `min_fields` fields; comments, blank lines and NIS `+`/`-` lines skipped.
+fn records(text: &str, min_fields: usize) -> impl Iterator<Item = Vec<&str>> {
+    text.lines().filter_map(move |line| {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() || line.starts_with('#') || line.starts_with('+') || line.starts_with('-') {
+            return None;
+        }
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() >= min_fields).then_some(fields)
+    })
+}
+
 /// Parses `/etc/passwd` text: `name:password:uid:gid:gecos:home:shell`.
 /// Comments, blank lines, NIS `+`/`-` lines and malformed lines are skipped.
 pub(crate) fn parse_passwd(text: &str) -> Vec<User> {
-    text.lines()
-        .filter_map(|line| {
-            let line = line.trim_end_matches('\r');
-            if line.is_empty() || line.starts_with('#') || line.starts_with('+') || line.starts_with('-') {
-                return None;
-            }
-            let fields: Vec<&str> = line.split(':').collect();
-            if fields.len() < 7 || fields[0].is_empty() {
+    records(text, 7)
+        .filter_map(|fields| {
+            if fields[0].is_empty() {
                 return None;
             }
             Some(User {
@@ -96,16 +104,8 @@ pub(crate) fn parse_passwd(text: &str) -> Vec<User> {
 
 /// Parses `/etc/group` text: `name:password:gid:member,member`.
 pub(crate) fn parse_group(text: &str) -> Vec<Group> {
-    text.lines()
-        .filter_map(|line| {
-            let line = line.trim_end_matches('\r');
-            if line.is_empty() || line.starts_with('#') || line.starts_with('+') || line.starts_with('-') {
-                return None;
-            }
-            let fields: Vec<&str> = line.split(':').collect();
-            if fields.len() < 4 {
-                return None;
-            }
+    records(text, 4)
+        .filter_map(|fields| {
             Some(Group {
                 name: fields[0].to_string(),
                 gid: fields[2].parse().ok()?,

@@ -46,21 +46,9 @@ impl TestGateway {
         std::fs::write(&key_file, format!("{}\n", key().expose_hex())).unwrap();
         std::fs::create_dir_all(dir.path().join("log")).unwrap();
         let mut args = GatewayArgs {
-            container_uid: UID.into(),
-            key_file,
-            listen: "127.0.0.1:0".parse().unwrap(),
-            health_listen: "127.0.0.1:0".parse().unwrap(),
-            log_dir: dir.path().join("log"),
-            audit_dir: dir.path().join("audit"),
-            spawn_socket: dir.path().join("spawn.sock"),
-            install_to: None,
             sftp_command: vec!["false".into()],
-            tunnel_url: None,
-            tunnel_url_file: dir.path().join("no-tunnel-url"),
-            router_ca_file: dir.path().join("no-ca"),
             max_connections: 64,
-            port_scan_seconds: 1,
-            header_timeout_ms: 10_000,
+            ..GatewayArgs::local(UID, dir.path())
         };
         tweak(&mut args);
         let running = start_gateway(args).await.expect("gateway starts");
@@ -165,6 +153,13 @@ impl GatewayConn {
             .await
             .expect("gateway answers in time")
             .expect("gateway answers")
+    }
+
+    /// `GET /ports` with the proof made per `mode`, the response proof
+    /// checked when the request is accepted.
+    pub async fn get_ports(&mut self, mode: ProofMode) -> Response<Incoming> {
+        let req = self.request("GET", "/ports", mode).body(empty()).unwrap();
+        self.send_checked(req).await
     }
 
     /// Sends and checks the response proof when the request was accepted.
