@@ -282,9 +282,17 @@ impl Phase {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayStatus {
-    /// `ip:port` of the sidecar's gateway, or `tunnel <replica URL>` when
-    /// the gateway is reached through the tunnel held by that router replica.
+    /// `ip:port` of the sidecar's gateway (written by the reconciler once
+    /// the sidecar is ready), or `tunnel <replica URL>` when only a tunnel
+    /// reaches it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub address: String,
+
+    /// `tunnel <replica URL>`: the router replica that holds the sidecar's
+    /// tunnel (written by that replica when the tunnel connects). Routers use
+    /// it when they cannot, or prefer not to, connect to `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<String>,
 
     /// Lowercase hex SHA-256 of the gateway's self-signed TLS certificate
     /// (DER), fresh at every sidecar start.

@@ -6,7 +6,7 @@
 
 /// Command-line and environment configuration.
 pub mod args;
-/// The router: reaching Containers' gateways for users (not served yet).
+/// The router: the user-facing gateway controller.
 pub mod router;
 
 use std::io::Write;

@@ -1,7 +1,94 @@
 //! The router: the user-facing side of every replica (DESIGN.md, "Router").
-//! So far only its foundations: reaching one gateway with the proof exchange
-//! ([`upstream`]) and deciding how to reach it ([`select`]). Nothing is
-//! served yet.
+//!
+//! A request arrives at [`server`], which hands it to [`api`]: tunnels go to
+//! [`tunnel`]; user requests are authenticated and authorized ([`auth`]),
+//! the Container is looked up ([`cluster`]), [`select`] decides how to reach
+//! its gateway, and [`reach`] connects there (directly, through a tunnel held
+//! here, or by forwarding to the replica that holds it), with the proof
+//! exchange of [`upstream`] on every gateway connection.
 
+pub mod api;
+pub mod auth;
+pub mod cluster;
+pub mod forward;
+pub mod logs;
+pub mod metrics;
+pub mod reach;
+pub mod relay;
+pub mod respond;
 pub mod select;
+pub mod server;
+pub mod settings;
+pub mod tls;
+pub mod tunnel;
 pub mod upstream;
+pub mod webapp;
+
+use std::sync::Arc;
+
+use hatchway_api::proof::{self, CtrKey};
+use rustls::ClientConfig;
+
+pub use settings::Settings;
+
+/// The root secret every Container key derives from. `Debug` never prints it.
+#[derive(Clone)]
+pub struct RootSecret(Arc<[u8]>);
+
+impl RootSecret {
+    /// Wraps the secret's bytes.
+    pub fn new(bytes: impl Into<Arc<[u8]>>) -> Self {
+        Self(bytes.into())
+    }
+
+    /// The key of the Container with `uid`.
+    pub fn ctr_key(&self, uid: &str) -> CtrKey {
+        proof::ctr_key(&self.0, uid)
+    }
+}
+
+impl std::fmt::Debug for RootSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RootSecret(..)")
+    }
+}
+
+/// Everything a replica's router shares between requests.
+pub struct Router {
+    /// How it behaves.
+    pub settings: Settings,
+    /// Containers, status, saved logs, replicas.
+    pub cluster: Arc<dyn cluster::Cluster>,
+    /// Who may do what.
+    pub auth: Arc<dyn auth::Auth>,
+    /// The tunnels this replica holds.
+    pub tunnels: tunnel::Registry,
+    /// What `/metrics` reports.
+    pub metrics: metrics::Metrics,
+    /// Container keys derive from it.
+    pub root: RootSecret,
+    /// Verifies peer replicas when forwarding.
+    pub peer_tls: Arc<ClientConfig>,
+}
+
+impl Router {
+    /// A router with these parts.
+    pub fn new(
+        settings: Settings,
+        cluster: Arc<dyn cluster::Cluster>,
+        auth: Arc<dyn auth::Auth>,
+        root: RootSecret,
+        peer_tls: Arc<ClientConfig>,
+    ) -> Arc<Self> {
+        let tunnels = tunnel::Registry::new(settings.max_tunnels);
+        Arc::new(Self {
+            settings,
+            cluster,
+            auth,
+            tunnels,
+            metrics: metrics::Metrics::new(),
+            root,
+            peer_tls,
+        })
+    }
+}

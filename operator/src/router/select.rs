@@ -140,15 +140,15 @@ fn normalize(url: &str) -> &str {
 /// - `known_replicas`: base URLs of the router's replicas (from its headless
 ///   Service endpoints); `self_url` is this replica's own.
 /// - `already_forwarded`: the request carries `X-Hatchway-No-Forward`.
-/// - `prefer_tunnel`: the setting that prefers a held tunnel to a direct
-///   address.
+/// - `policy`: the settings that prefer a held tunnel to a direct address
+///   or forbid direct connections.
 pub fn select(
     status: Option<&ContainerStatus>,
     has_local_tunnel: bool,
     known_replicas: &[String],
     self_url: &str,
     already_forwarded: bool,
-    prefer_tunnel: bool,
+    policy: Policy,
     purpose: Purpose,
 ) -> Result<Route, Refusal> {
     use RefusalKind::*;
@@ -179,71 +179,104 @@ pub fn select(
         Some(_) => {}
     }
 
-    let address = status
-        .and_then(|s| s.gateway.as_ref())
-        .map(|g| g.address.trim())
-        .filter(|a| !a.is_empty());
-    let Some(address) = address else {
-        // The tunnel registers before status says so: a held tunnel is live.
-        if has_local_tunnel {
-            return Ok(Route::LocalTunnel);
-        }
-        return Err(Refusal::new(
-            GatewayNotAvailable,
-            unavailable,
-            "gateway not available: the container is running but its gateway has not reported yet",
-        ));
+    let gateway = status.and_then(|s| s.gateway.as_ref());
+    let address = gateway.map(|g| g.address.trim()).filter(|a| !a.is_empty());
+    // `address` may itself name a tunnel (the form DESIGN.md gives); the
+    // router records its tunnels in `tunnel`, next to the direct address.
+    let (direct, address_tunnel) = match address {
+        Some(a) => match a.strip_prefix(TUNNEL_PREFIX) {
+            Some(url) => (None, Some(url)),
+            None => (Some(a), None),
+        },
+        None => (None, None),
     };
+    let tunnel = gateway
+        .and_then(|g| g.tunnel.as_deref())
+        .map(|t| t.trim())
+        .map(|t| t.strip_prefix(TUNNEL_PREFIX).unwrap_or(t))
+        .filter(|t| !t.is_empty())
+        .or(address_tunnel);
 
-    if let Some(url) = address.strip_prefix(TUNNEL_PREFIX) {
-        let url = normalize(url);
-        if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(char::is_whitespace) {
-            return Err(Refusal::new(
+    if let Some(direct) = direct
+        && policy.direct_access
+        && !(policy.prefer_tunnel && has_local_tunnel)
+    {
+        return match direct.parse::<SocketAddr>() {
+            Ok(addr) => Ok(Route::Direct(addr)),
+            Err(_) => Err(Refusal::new(
                 MalformedAddress,
                 unavailable,
-                format!("gateway address {address:?} is malformed: expected \"tunnel https://<replica>\""),
-            ));
-        }
-        if has_local_tunnel {
-            // Here, or status names another replica from before a
-            // reconnect: the tunnel this replica holds is the live one.
-            return Ok(Route::LocalTunnel);
-        }
-        if url == normalize(self_url) {
-            return Err(Refusal::new(
-                TunnelDown,
-                unavailable,
-                "tunnel is down: the container's gateway tunnel to this router is not connected",
-            ));
-        }
-        if already_forwarded {
-            return Err(Refusal::new(
-                ForwardLoop,
-                unavailable,
-                format!(
-                    "tunnel is down: the request was already forwarded once and {url} does not hold the \
-                     tunnel either (not forwarding again, to avoid a loop)"
-                ),
-            ));
-        }
-        if !known_replicas.iter().any(|r| normalize(r) == url) {
-            return Err(Refusal::new(
-                UnknownReplica,
-                unavailable,
-                format!("tunnel endpoint is not a known replica: {url}"),
-            ));
-        }
-        return Ok(Route::Forward(url.to_owned()));
+                format!("gateway address {direct:?} is malformed: expected \"ip:port\" or \"tunnel <URL>\""),
+            )),
+        };
     }
+    // A held tunnel is live even when status names another replica (from
+    // before a reconnect) or no tunnel yet (status lags the connection).
+    if has_local_tunnel {
+        return Ok(Route::LocalTunnel);
+    }
+    let Some(url) = tunnel else {
+        let message = if direct.is_some() {
+            "gateway not available: direct connections to pods are disabled on this router and the \
+             container's tunnel is not connected"
+        } else {
+            "gateway not available: the container is running but its gateway has not reported yet"
+        };
+        return Err(Refusal::new(GatewayNotAvailable, unavailable, message));
+    };
 
-    match address.parse::<SocketAddr>() {
-        Ok(_) if prefer_tunnel && has_local_tunnel => Ok(Route::LocalTunnel),
-        Ok(addr) => Ok(Route::Direct(addr)),
-        Err(_) => Err(Refusal::new(
+    let url = normalize(url);
+    if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(char::is_whitespace) {
+        return Err(Refusal::new(
             MalformedAddress,
             unavailable,
-            format!("gateway address {address:?} is malformed: expected \"ip:port\" or \"tunnel <URL>\""),
-        )),
+            format!("gateway tunnel address {url:?} is malformed: expected \"tunnel https://<replica>\""),
+        ));
+    }
+    if url == normalize(self_url) {
+        return Err(Refusal::new(
+            TunnelDown,
+            unavailable,
+            "tunnel is down: the container's gateway tunnel to this router is not connected",
+        ));
+    }
+    if already_forwarded {
+        return Err(Refusal::new(
+            ForwardLoop,
+            unavailable,
+            format!(
+                "tunnel is down: the request was already forwarded once and {url} does not hold the \
+                 tunnel either (not forwarding again, to avoid a loop)"
+            ),
+        ));
+    }
+    if !known_replicas.iter().any(|r| normalize(r) == url) {
+        return Err(Refusal::new(
+            UnknownReplica,
+            unavailable,
+            format!("tunnel endpoint is not a known replica: {url}"),
+        ));
+    }
+    Ok(Route::Forward(url.to_owned()))
+}
+
+/// The router's settings that shape the choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Use a tunnel held here even when a direct address is known.
+    pub prefer_tunnel: bool,
+    /// Connect to pods' addresses directly at all (off when the router
+    /// cannot reach pods: only tunnels are used).
+    pub direct_access: bool,
+}
+
+impl Policy {
+    /// Direct access allowed; the tunnel preferred or not.
+    pub const fn prefer(prefer_tunnel: bool) -> Self {
+        Self {
+            prefer_tunnel,
+            direct_access: true,
+        }
     }
 }
 
@@ -283,7 +316,7 @@ mod tests {
             &replicas(),
             SELF,
             false,
-            false,
+            Policy::prefer(false),
             Purpose::Shell,
         )
     }
@@ -300,7 +333,7 @@ mod tests {
             &replicas(),
             SELF,
             false,
-            false,
+            Policy::prefer(false),
             Purpose::Shell,
         ));
         assert_eq!(r.kind, RefusalKind::NotRunningYet);
@@ -323,7 +356,15 @@ mod tests {
             Purpose::PortForward,
             Purpose::Proxy,
         ] {
-            let r = refusal(select(Some(&s), true, &replicas(), SELF, false, false, purpose));
+            let r = refusal(select(
+                Some(&s),
+                true,
+                &replicas(),
+                SELF,
+                false,
+                Policy::prefer(false),
+                purpose,
+            ));
             assert_eq!(r.kind, RefusalKind::NotRunningYet, "{purpose:?}");
             assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
         }
@@ -340,7 +381,15 @@ mod tests {
             ] {
                 // Even with a stale gateway address and a tunnel still held.
                 let s = status(Some(phase), Some("10.1.2.3:9000"));
-                let r = refusal(select(Some(&s), true, &replicas(), SELF, false, false, purpose));
+                let r = refusal(select(
+                    Some(&s),
+                    true,
+                    &replicas(),
+                    SELF,
+                    false,
+                    Policy::prefer(false),
+                    purpose,
+                ));
                 assert_eq!(r.kind, RefusalKind::Ended, "{phase:?} {purpose:?}");
                 assert_eq!(r.status, StatusCode::GONE);
                 assert!(r.message.contains("container has ended"), "{}", r.message);
@@ -351,7 +400,15 @@ mod tests {
     #[test]
     fn logs_of_an_ended_container_get_a_distinct_kind_so_the_caller_serves_saved_logs() {
         let s = status(Some(Phase::Complete), None);
-        let r = refusal(select(Some(&s), false, &[], SELF, false, false, Purpose::Logs));
+        let r = refusal(select(
+            Some(&s),
+            false,
+            &[],
+            SELF,
+            false,
+            Policy::prefer(false),
+            Purpose::Logs,
+        ));
         assert_eq!(r.kind, RefusalKind::Ended);
         assert!(r.message.contains("live logs"), "{}", r.message);
     }
@@ -369,7 +426,15 @@ mod tests {
     #[test]
     fn a_running_container_without_a_gateway_in_status_uses_a_tunnel_held_here() {
         let s = status(Some(Phase::Running), None);
-        let route = select(Some(&s), true, &replicas(), SELF, false, false, Purpose::Shell);
+        let route = select(
+            Some(&s),
+            true,
+            &replicas(),
+            SELF,
+            false,
+            Policy::prefer(false),
+            Purpose::Shell,
+        );
         assert_eq!(route, Ok(Route::LocalTunnel));
     }
 
@@ -392,23 +457,55 @@ mod tests {
     #[test]
     fn a_direct_address_wins_over_a_local_tunnel_unless_the_tunnel_is_preferred() {
         let s = running("10.1.2.3:9000");
-        let direct = select(Some(&s), true, &replicas(), SELF, false, false, Purpose::Proxy);
+        let direct = select(
+            Some(&s),
+            true,
+            &replicas(),
+            SELF,
+            false,
+            Policy::prefer(false),
+            Purpose::Proxy,
+        );
         assert_eq!(direct, Ok(Route::Direct("10.1.2.3:9000".parse().unwrap())));
-        let tunnel = select(Some(&s), true, &replicas(), SELF, false, true, Purpose::Proxy);
+        let tunnel = select(
+            Some(&s),
+            true,
+            &replicas(),
+            SELF,
+            false,
+            Policy::prefer(true),
+            Purpose::Proxy,
+        );
         assert_eq!(tunnel, Ok(Route::LocalTunnel));
     }
 
     #[test]
     fn preferring_the_tunnel_without_holding_one_still_goes_direct() {
         let s = running("10.1.2.3:9000");
-        let route = select(Some(&s), false, &replicas(), SELF, false, true, Purpose::Shell);
+        let route = select(
+            Some(&s),
+            false,
+            &replicas(),
+            SELF,
+            false,
+            Policy::prefer(true),
+            Purpose::Shell,
+        );
         assert_eq!(route, Ok(Route::Direct("10.1.2.3:9000".parse().unwrap())));
     }
 
     #[test]
     fn a_tunnel_to_this_replica_uses_the_local_tunnel_when_held() {
         let s = running(&format!("tunnel {SELF}"));
-        let route = select(Some(&s), true, &replicas(), SELF, false, false, Purpose::Shell);
+        let route = select(
+            Some(&s),
+            true,
+            &replicas(),
+            SELF,
+            false,
+            Policy::prefer(false),
+            Purpose::Shell,
+        );
         assert_eq!(route, Ok(Route::LocalTunnel));
     }
 
@@ -423,7 +520,15 @@ mod tests {
     #[test]
     fn a_trailing_slash_does_not_make_this_replica_a_stranger() {
         let s = running(&format!("tunnel {SELF}/"));
-        let route = select(Some(&s), true, &[], SELF, false, false, Purpose::Shell);
+        let route = select(
+            Some(&s),
+            true,
+            &[],
+            SELF,
+            false,
+            Policy::prefer(false),
+            Purpose::Shell,
+        );
         assert_eq!(route, Ok(Route::LocalTunnel));
         let r = refusal(select(
             Some(&s),
@@ -431,7 +536,7 @@ mod tests {
             &[],
             &format!("{SELF}/"),
             false,
-            false,
+            Policy::prefer(false),
             Purpose::Shell,
         ));
         assert_eq!(r.kind, RefusalKind::TunnelDown);
@@ -459,7 +564,7 @@ mod tests {
             &replicas(),
             SELF,
             true,
-            false,
+            Policy::prefer(false),
             Purpose::PortForward,
         ));
         assert_eq!(r.kind, RefusalKind::ForwardLoop);
@@ -486,7 +591,7 @@ mod tests {
             &[],
             SELF,
             false,
-            false,
+            Policy::prefer(false),
             Purpose::Shell,
         ));
         assert_eq!(r.kind, RefusalKind::UnknownReplica);
@@ -496,7 +601,15 @@ mod tests {
     fn a_tunnel_held_here_wins_over_a_stale_address_naming_another_replica() {
         let s = running(&format!("tunnel {OTHER}"));
         // Even when the request was already forwarded: the tunnel is here.
-        let route = select(Some(&s), true, &replicas(), SELF, true, false, Purpose::Shell);
+        let route = select(
+            Some(&s),
+            true,
+            &replicas(),
+            SELF,
+            true,
+            Policy::prefer(false),
+            Purpose::Shell,
+        );
         assert_eq!(route, Ok(Route::LocalTunnel));
     }
 
@@ -515,6 +628,78 @@ mod tests {
             assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
             assert!(r.message.contains("malformed"), "{bad:?}: {}", r.message);
         }
+    }
+
+    fn with_tunnel(address: &str, tunnel: &str) -> ContainerStatus {
+        let mut s = running(address);
+        s.gateway.as_mut().unwrap().tunnel = Some(tunnel.to_owned());
+        s
+    }
+
+    #[test]
+    fn the_tunnel_field_is_used_when_direct_access_is_off() {
+        let s = with_tunnel("10.1.2.3:7443", &format!("tunnel {OTHER}"));
+        let tunnel_only = Policy {
+            prefer_tunnel: false,
+            direct_access: false,
+        };
+        let route = select(
+            Some(&s),
+            false,
+            &replicas(),
+            SELF,
+            false,
+            tunnel_only,
+            Purpose::Shell,
+        );
+        assert_eq!(route, Ok(Route::Forward(OTHER.to_owned())));
+        let route = select(
+            Some(&s),
+            true,
+            &replicas(),
+            SELF,
+            false,
+            tunnel_only,
+            Purpose::Shell,
+        );
+        assert_eq!(route, Ok(Route::LocalTunnel));
+        // With direct access on, the direct address still comes first.
+        assert_eq!(pick(&s), Ok(Route::Direct("10.1.2.3:7443".parse().unwrap())));
+    }
+
+    #[test]
+    fn a_direct_address_alone_is_not_available_when_direct_access_is_off() {
+        let s = running("10.1.2.3:7443");
+        let tunnel_only = Policy {
+            prefer_tunnel: false,
+            direct_access: false,
+        };
+        let r = refusal(select(
+            Some(&s),
+            false,
+            &replicas(),
+            SELF,
+            false,
+            tunnel_only,
+            Purpose::Shell,
+        ));
+        assert_eq!(r.kind, RefusalKind::GatewayNotAvailable);
+        assert!(
+            r.message.contains("direct connections to pods are disabled"),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
+    fn a_tunnel_field_naming_this_replica_without_a_tunnel_is_down() {
+        let s = with_tunnel("", &format!("tunnel {SELF}/"));
+        let r = refusal(pick(&s));
+        assert_eq!(r.kind, RefusalKind::TunnelDown);
+        assert_eq!(
+            r.message,
+            "tunnel is down: the container's gateway tunnel to this router is not connected"
+        );
     }
 
     #[test]

@@ -1,0 +1,149 @@
+//! The router's Prometheus metrics (prefix `hatchway_router_`).
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Every metric the router exports, registered in one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry `/metrics` encodes.
+    pub registry: Registry,
+    /// Sidecar tunnels held by this replica now.
+    pub tunnels_connected: IntGauge,
+    /// Tunnel attempts, by result (`accepted`, `replaced`, `bad_request`,
+    /// `unknown_container`, `bad_proof`, `over_capacity`, `unavailable`).
+    pub tunnel_attempts: IntCounterVec,
+    /// Streams opened on tunnels.
+    pub tunnel_streams: IntCounter,
+    /// Control messages received from sidecars, by type.
+    pub control_messages: IntCounterVec,
+    /// Sessions open now, by kind (`shell`, `portforward`, `websocket`, `logs`, `http`).
+    pub sessions_active: IntGaugeVec,
+    /// Sessions opened, by kind.
+    pub sessions: IntCounterVec,
+    /// Bytes relayed through upgraded connections, by direction
+    /// (`to_gateway`, `from_gateway`).
+    pub bytes: IntCounterVec,
+    /// Requests refused for authentication or authorization, by reason.
+    pub auth_failures: IntCounterVec,
+    /// Gateway selections, by outcome (a route or a refusal kind).
+    pub gateway_choices: IntCounterVec,
+    /// Requests forwarded to another replica, by result.
+    pub forwards: IntCounterVec,
+    /// Gateway connections that failed, by kind (`proof_failed`, `connect`, …).
+    pub gateway_errors: IntCounterVec,
+    /// Status writes, by result.
+    pub status_writes: IntCounterVec,
+    /// Request durations until the response head, by route.
+    pub request_duration: HistogramVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("hatchway_router".into()), None).expect("valid prefix");
+        fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+            r.register(Box::new(c.clone())).expect("metric names are unique");
+            c
+        }
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        Self {
+            tunnels_connected: reg(
+                &registry,
+                IntGauge::new("tunnels_connected", "Sidecar tunnels held by this replica now.")
+                    .expect("valid metric"),
+            ),
+            tunnel_attempts: counter_vec(
+                "tunnel_attempts_total",
+                "Tunnel attempts, by result.",
+                &["result"],
+            ),
+            tunnel_streams: reg(
+                &registry,
+                IntCounter::new("tunnel_streams_opened_total", "Streams opened on tunnels.")
+                    .expect("valid metric"),
+            ),
+            control_messages: counter_vec(
+                "control_messages_total",
+                "Control messages received from sidecars, by type.",
+                &["type"],
+            ),
+            sessions_active: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("sessions_active", "Sessions open now, by kind."),
+                    &["kind"],
+                )
+                .expect("valid metric"),
+            ),
+            sessions: counter_vec("sessions_total", "Sessions opened, by kind.", &["kind"]),
+            bytes: counter_vec(
+                "bytes_total",
+                "Bytes relayed through upgraded connections, by direction.",
+                &["direction"],
+            ),
+            auth_failures: counter_vec(
+                "auth_failures_total",
+                "Requests refused for authentication or authorization, by reason.",
+                &["reason"],
+            ),
+            gateway_choices: counter_vec(
+                "gateway_choices_total",
+                "Gateway selections, by outcome (a route or a refusal kind).",
+                &["outcome"],
+            ),
+            forwards: counter_vec(
+                "forwards_total",
+                "Requests forwarded to another replica, by result.",
+                &["result"],
+            ),
+            gateway_errors: counter_vec(
+                "gateway_errors_total",
+                "Gateway connections that failed, by kind.",
+                &["kind"],
+            ),
+            status_writes: counter_vec(
+                "status_writes_total",
+                "Container status writes, by result.",
+                &["result"],
+            ),
+            request_duration: reg(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "request_duration_seconds",
+                        "Time from a request's arrival to its response head, by route.",
+                    )
+                    .buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+                    ]),
+                    &["route"],
+                )
+                .expect("valid metric"),
+            ),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        use prometheus::Encoder;
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}

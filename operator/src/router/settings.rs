@@ -1,0 +1,63 @@
+//! The router's settings (flags and environment variables live in
+//! `crate::args`; this is what the router itself needs).
+
+use std::time::Duration;
+
+use super::select::Policy;
+
+/// How the router behaves.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// This replica's internal base URL (`https://<pod IP>:<port>`): what
+    /// it records as a tunnel's address and what peers forward to.
+    pub self_url: String,
+    /// The wildcard domain of web-app vhosts (`{uid}-{port}.{domain}`);
+    /// `None` turns web apps off.
+    pub wildcard_domain: Option<String>,
+    /// Cluster-wide: whether anyone may open a shell at all.
+    pub shell_enabled: bool,
+    /// Whether direct connections are allowed and tunnels preferred.
+    pub policy: Policy,
+    /// Most tunnels this replica holds.
+    pub max_tunnels: usize,
+    /// Upgraded connections (shell, port-forward, WebSocket) with no bytes
+    /// in either direction for this long are closed.
+    pub idle_timeout: Duration,
+    /// The TLS server name the replicas' certificate carries: peers verify
+    /// it when forwarding, whatever IP they dial.
+    pub peer_server_name: String,
+    /// How long TokenReview and SubjectAccessReview answers are kept.
+    pub auth_cache_ttl: Duration,
+    /// How many answers are kept at most.
+    pub auth_cache_entries: usize,
+    /// Time allowed for a client's TLS handshake and request head.
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted (HTTP/1.1; 431 above it).
+    pub max_header_bytes: usize,
+    /// Most client connections served at once.
+    pub max_connections: usize,
+    /// Time a draining replica gives open requests on shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl Settings {
+    /// Settings for a replica at `self_url` with every other value at its
+    /// default.
+    pub fn new(self_url: impl Into<String>) -> Self {
+        Self {
+            self_url: self_url.into(),
+            wildcard_domain: None,
+            shell_enabled: true,
+            policy: Policy::prefer(false),
+            max_tunnels: 1000,
+            idle_timeout: Duration::from_secs(3600),
+            peer_server_name: "hatchway-router".to_owned(),
+            auth_cache_ttl: Duration::from_secs(10),
+            auth_cache_entries: 10_000,
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 * 1024,
+            max_connections: 10_000,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}

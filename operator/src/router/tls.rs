@@ -1,0 +1,163 @@
+//! The router's TLS material: one certificate (signed by the router CA)
+//! serves users, tunnels and peers; the CA is what sidecars pin and what
+//! replicas verify each other with when forwarding.
+
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+/// Why the TLS material is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM block is missing or malformed.
+    #[error("{what}: {reason}")]
+    Pem {
+        /// Which file or field.
+        what: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// rustls refused the certificate or key.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// Generating a certificate failed.
+    #[error("generating a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
+/// PEM certificate chain, key and CA (as mounted from a
+/// `kubernetes.io/tls` Secret with a `ca.crt`).
+#[derive(Clone)]
+pub struct RouterTls {
+    /// The serving certificate chain, leaf first.
+    pub cert_chain_pem: String,
+    /// The serving certificate's private key.
+    pub key_pem: String,
+    /// The router CA.
+    pub ca_pem: String,
+}
+
+impl std::fmt::Debug for RouterTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterTls")
+            .field("fingerprint", &self.fingerprint().unwrap_or_default())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouterTls {
+    /// A fresh CA and a serving certificate it signs for `names` (DNS names
+    /// or IP addresses).
+    pub fn generate(names: &[String]) -> Result<Self, TlsError> {
+        let ca_key = rcgen::KeyPair::generate()?;
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "hatchway router CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)?;
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "hatchway router");
+        let cert = params.signed_by(&key, &ca)?;
+        Ok(Self {
+            cert_chain_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            ca_pem: ca.pem(),
+        })
+    }
+
+    fn chain(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+        let chain = CertificateDer::pem_slice_iter(self.cert_chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError::Pem {
+                what: "certificate",
+                reason: e.to_string(),
+            })?;
+        if chain.is_empty() {
+            return Err(TlsError::Pem {
+                what: "certificate",
+                reason: "no PEM certificate found".into(),
+            });
+        }
+        Ok(chain)
+    }
+
+    /// Lowercase hex SHA-256 of the leaf certificate (what the router logs
+    /// so users can check what they connect to).
+    pub fn fingerprint(&self) -> Result<String, TlsError> {
+        Ok(hatchway_api::proof::certificate_sha256(&self.chain()?[0]))
+    }
+
+    /// The server configuration: TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1.
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|e| TlsError::Pem {
+            what: "private key",
+            reason: e.to_string(),
+        })?;
+        let mut config = ServerConfig::builder_with_provider(hatchway_api::tls::provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(self.chain()?, key)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), hatchway_api::tls::ALPN_HTTP1.to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// The client configuration for forwarding to a peer replica: trusts
+    /// only the router CA; HTTP/1.1 (forwarded requests may upgrade).
+    pub fn peer_client_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            let cert = cert.map_err(|e| TlsError::Pem {
+                what: "CA",
+                reason: e.to_string(),
+            })?;
+            roots.add(cert)?;
+        }
+        if roots.is_empty() {
+            return Err(TlsError::Pem {
+                what: "CA",
+                reason: "no PEM certificate found".into(),
+            });
+        }
+        let mut config = ClientConfig::builder_with_provider(hatchway_api::tls::provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![hatchway_api::tls::ALPN_HTTP1.to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_material_builds_both_configurations() {
+        let tls = RouterTls::generate(&["hatchway-router".into(), "127.0.0.1".into()]).unwrap();
+        assert_eq!(tls.server_config().unwrap().alpn_protocols[0], b"h2");
+        tls.peer_client_config().unwrap();
+        assert_eq!(tls.fingerprint().unwrap().len(), 64);
+        assert!(!format!("{tls:?}").contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn garbage_is_refused_with_the_part_named() {
+        let mut tls = RouterTls::generate(&["x".into()]).unwrap();
+        tls.ca_pem = "nothing".into();
+        let err = tls.peer_client_config().unwrap_err().to_string();
+        assert!(err.starts_with("CA:"), "{err}");
+        tls.cert_chain_pem = String::new();
+        assert!(
+            tls.server_config()
+                .unwrap_err()
+                .to_string()
+                .starts_with("certificate:")
+        );
+    }
+}
