@@ -12,6 +12,8 @@
 pub mod control;
 /// The `Container` custom resource: spec, status and the generated CRD.
 pub mod crd;
+/// Names in the pod the operator builds for a Container.
+pub mod pod;
 /// Router <-> gateway proofs: `ctr_key`, `request_auth`, `respond_auth`.
 pub mod proof;
 /// TLS helpers both ends share: the crypto provider and the router's
