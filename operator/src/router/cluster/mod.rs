@@ -45,6 +45,18 @@ pub trait Cluster: Send + Sync + 'static {
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<Container>, ClusterError>>;
 
+    /// The Container `namespace/name` as the API server has it now, never
+    /// from a cache: the router re-reads status with it when a gateway
+    /// fails because the Container may just have finished. Implementations
+    /// without a cache need not override it.
+    fn container_fresh<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Container>, ClusterError>> {
+        self.container(namespace, name)
+    }
+
     /// The Container with this UID, `None` when there is none. The UID is
     /// public information: this is the lookup a tunnel makes before any
     /// secret is compared.
