@@ -297,7 +297,7 @@ fn kube_cluster_finds_containers_by_name_and_uid() -> Result<()> {
         found.metadata
     );
     ensure!(rt.block_on(only_ns.container_by_uid("no-such-uid"))?.is_none());
-    rt.block_on(only_ns.wait_until_ready())?;
+    rt.block_on(only_ns.wait_until_ready());
     // Another namespace is not served: not by name, not by UID.
     ensure!(
         rt.block_on(only_ns.container(&other.name, "elsewhere"))?
@@ -309,17 +309,19 @@ fn kube_cluster_finds_containers_by_name_and_uid() -> Result<()> {
     );
     ensure!(rt.block_on(only_ns.container_by_uid(&other_uid))?.is_none());
 
-    // One watcher per namespace, and one over all namespaces, see both.
+    // One watcher per namespace, and one over all namespaces, see both;
+    // once ready, the first list is in the UID index: no polling needed.
     let two = KubeClusterConfig {
         namespaces: Some(vec![ns.name.clone(), other.name.clone()]),
         ..KubeClusterConfig::default()
     };
     for config in [two, KubeClusterConfig::default()] {
         let cluster = rt.block_on(async { KubeCluster::start(client.clone(), config.clone()) });
+        rt.block_on(cluster.wait_until_ready());
         for (uid, ns, name) in [(&uid, &ns.name, "web"), (&other_uid, &other.name, "elsewhere")] {
-            let found = wait_for("the store to know the UID", WAIT, POLL, || {
-                Ok(rt.block_on(cluster.container_by_uid(uid))?)
-            })?;
+            let found = rt
+                .block_on(cluster.container_by_uid(uid))?
+                .with_context(|| format!("{config:?}: {ns}/{name} not in the index once ready"))?;
             ensure!(
                 name_of(&found) == (ns.as_str(), name),
                 "{config:?}: {:?}",
@@ -370,7 +372,7 @@ fn kube_cluster_applies_status_with_a_field_manager() -> Result<()> {
             },
         )
     });
-    rt.block_on(cluster.wait_until_ready())?;
+    rt.block_on(cluster.wait_until_ready());
 
     let tunnel = "tunnel https://10.244.0.99:8443";
     rt.block_on(cluster.apply_status(

@@ -93,6 +93,9 @@ struct Partition {
     namespace: Option<String>,
     store: Store<Container>,
     uids: RwLock<UidIndex>,
+    /// Turns true once the first list is in the store *and* the index (the
+    /// store's own readiness comes a moment before the index has it).
+    listed: tokio::sync::watch::Sender<bool>,
 }
 
 /// Container UID -> where the store keeps it, maintained from the same
@@ -177,6 +180,7 @@ impl KubeCluster {
                 namespace,
                 store,
                 uids: RwLock::new(UidIndex::default()),
+                listed: tokio::sync::watch::Sender::new(false),
             });
             let events = watcher(api, watcher::Config::default())
                 .default_backoff()
@@ -202,16 +206,14 @@ impl KubeCluster {
         })
     }
 
-    /// Waits until every Container watcher has listed once (the stores then
-    /// hold every Container that existed at that point).
-    pub async fn wait_until_ready(&self) -> Result<(), ClusterError> {
+    /// Waits until every Container watcher has listed once (the stores and
+    /// the UID index then hold every Container that existed at that point).
+    pub async fn wait_until_ready(&self) {
         for p in &self.partitions {
-            p.store
-                .wait_until_ready()
-                .await
-                .map_err(|e| ClusterError::Api(format!("Container watcher stopped: {e}")))?;
+            // The sender lives in the partition: this cannot fail while
+            // `self` does.
+            let _ = p.listed.subscribe().wait_for(|listed| *listed).await;
         }
-        Ok(())
     }
 
     /// True when the router serves Containers in `namespace`.
@@ -314,7 +316,12 @@ async fn watch_containers(
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         match event {
-            Ok(event) => write(&partition.uids).apply(&event),
+            Ok(event) => {
+                write(&partition.uids).apply(&event);
+                if matches!(event, watcher::Event::InitDone) {
+                    partition.listed.send_replace(true);
+                }
+            }
             Err(error) => {
                 tracing::warn!(namespace = scope, %error, "Container watch failed; retrying with backoff");
             }
