@@ -21,6 +21,8 @@ pub mod proof;
 pub mod tls;
 /// Sidecar -> router tunnel proof bound to the TLS session (RFC 5705).
 pub mod tunnel;
+/// Read-only WebDAV of a flat log tree: paths, ranges, PROPFIND answers.
+pub mod webdav;
 /// Header names, upgrade protocols, query parameters and URL paths.
 pub mod wire;
 

@@ -1,10 +1,15 @@
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
-/// Hatchway's operator.
+use clap::{Args as ClapArgs, Parser, Subcommand};
+
+/// Hatchway's operator: the router (in every replica) and, later, the
+/// reconciler.
 ///
-/// Implemented so far: `crd`, which prints the Container
-/// CustomResourceDefinition. The reconciler and the router are not built
-/// yet; this binary does nothing else.
+/// `run` serves the router: users' shells, logs, port-forwards and web
+/// apps, and the sidecars' tunnels. `crd` prints the Container
+/// CustomResourceDefinition. Every flag can also be set by the environment
+/// variable named in its help.
 #[derive(Debug, Parser)]
 #[command(name = "hatchway-operator", version)]
 pub struct Args {
@@ -18,4 +23,104 @@ pub struct Args {
 pub enum Command {
     /// Print the Container CRD as YAML (e.g. `hatchway-operator crd | kubectl apply -f -`).
     Crd,
+    /// Serve the router until SIGTERM, then drain.
+    Run(Box<RunArgs>),
+}
+
+/// Settings of `run`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct RunArgs {
+    /// Address the router serves HTTPS on (users, tunnels, peers).
+    #[arg(long, env = "HATCHWAY_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+
+    /// This replica's internal base URL, recorded as a tunnel's address
+    /// and used by peers to forward to it. Default: https://$POD_IP:<listen port>.
+    #[arg(long, env = "HATCHWAY_SELF_URL")]
+    pub self_url: Option<String>,
+
+    /// This pod's IP (from the downward API), for the default self URL.
+    #[arg(long, env = "POD_IP")]
+    pub pod_ip: Option<String>,
+
+    /// Directory with `tls.crt`, `tls.key` and `ca.crt` (a mounted Secret).
+    /// When absent, a CA and certificate are generated at start and their
+    /// fingerprint is logged (tunnels then cannot be pinned: development only).
+    #[arg(long, env = "HATCHWAY_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+
+    /// File holding the root secret every Container key derives from.
+    #[arg(
+        long,
+        env = "HATCHWAY_ROOT_SECRET_FILE",
+        default_value = "/hatchway/root/root-secret"
+    )]
+    pub root_secret_file: PathBuf,
+
+    /// Namespaces whose Containers are served (comma-separated; empty: all).
+    #[arg(long, env = "HATCHWAY_NAMESPACES", value_delimiter = ',', default_value = "")]
+    pub namespaces: Vec<String>,
+
+    /// Wildcard domain of web apps (`{uid}-{port}.DOMAIN`); empty: no web apps.
+    #[arg(long, env = "HATCHWAY_WILDCARD_DOMAIN", default_value = "")]
+    pub wildcard_domain: String,
+
+    /// Allow shells at all (cluster-wide switch; off answers 503).
+    #[arg(long, env = "HATCHWAY_SHELL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub shell: bool,
+
+    /// Connect to pods' gateway addresses directly (off: tunnels only).
+    #[arg(long, env = "HATCHWAY_DIRECT_ACCESS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub direct_access: bool,
+
+    /// Use a tunnel held by this replica even when a direct address is known.
+    #[arg(long, env = "HATCHWAY_PREFER_TUNNEL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub prefer_tunnel: bool,
+
+    /// Most tunnels one replica holds.
+    #[arg(long, env = "HATCHWAY_MAX_TUNNELS", default_value_t = 1000)]
+    pub max_tunnels: usize,
+
+    /// Seconds without traffic after which shells, port-forwards and
+    /// WebSockets are closed.
+    #[arg(long, env = "HATCHWAY_IDLE_TIMEOUT_SECONDS", default_value_t = 3600)]
+    pub idle_timeout_seconds: u64,
+
+    /// The TLS name in the replicas' certificate (peers are dialled by IP).
+    #[arg(long, env = "HATCHWAY_PEER_SERVER_NAME", default_value = "hatchway-router")]
+    pub peer_server_name: String,
+
+    /// The router's headless Service, whose endpoints are the known replicas.
+    #[arg(long, env = "HATCHWAY_REPLICA_SERVICE", default_value = "")]
+    pub replica_service: String,
+
+    /// The name of that Service's HTTPS port.
+    #[arg(long, env = "HATCHWAY_REPLICA_PORT_NAME", default_value = "https")]
+    pub replica_port_name: String,
+
+    /// The namespace the operator runs in (from the downward API).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "hatchway-system")]
+    pub pod_namespace: String,
+
+    /// Read saved logs as separate stdout/stderr (needs the
+    /// PodLogsQuerySplitStreams feature gate); off: one combined file.
+    #[arg(long, env = "HATCHWAY_SPLIT_LOG_STREAMS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub split_log_streams: bool,
+
+    /// Seconds TokenReview/SubjectAccessReview answers are cached.
+    #[arg(long, env = "HATCHWAY_AUTH_CACHE_SECONDS", default_value_t = 10)]
+    pub auth_cache_seconds: u64,
+
+    /// Audiences accepted in TokenReview (comma-separated; empty: the API server's).
+    #[arg(
+        long,
+        env = "HATCHWAY_TOKEN_AUDIENCES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub token_audiences: Vec<String>,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "HATCHWAY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }

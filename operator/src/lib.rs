@@ -1,5 +1,6 @@
-//! Hatchway's operator: one binary, two roles in every replica (the
-//! reconciler and the router). So far it only prints the CRD it serves.
+//! Hatchway's operator: one binary, two roles in every replica. The router
+//! (users' shells, logs, port-forwards, web apps; sidecars' tunnels) is
+//! served by `run`; the reconciler comes next.
 
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
@@ -8,26 +9,16 @@
 pub mod args;
 /// The router: the user-facing gateway controller.
 pub mod router;
+/// `run`: wiring the router to the cluster and serving it.
+pub mod serve;
 
 use std::io::Write;
 
-pub use args::{Args, Command};
+pub use args::{Args, Command, RunArgs};
 
-/// What can go wrong running the operator.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Writing to standard output failed.
-    #[error("writing the CRD: {0}")]
-    Write(#[from] std::io::Error),
-}
-
-/// Runs the command the arguments name.
-pub fn run(args: Args, out: &mut dyn Write) -> Result<(), Error> {
-    let Args { command } = args;
-    match command {
-        Command::Crd => out.write_all(hatchway_api::crd::crd_yaml().as_bytes())?,
-    }
-    Ok(())
+/// Writes the Container CRD as YAML.
+pub fn print_crd(out: &mut dyn Write) -> std::io::Result<()> {
+    out.write_all(hatchway_api::crd::crd_yaml().as_bytes())
 }
 
 #[cfg(test)]
@@ -38,13 +29,37 @@ mod tests {
     #[test]
     fn crd_prints_the_generated_crd() {
         let args = Args::try_parse_from(["hatchway-operator", "crd"]).unwrap();
+        assert!(matches!(args.command, Command::Crd));
         let mut out = Vec::new();
-        run(args, &mut out).unwrap();
+        print_crd(&mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), hatchway_api::crd::crd_yaml());
     }
 
     #[test]
     fn an_unknown_command_is_refused() {
         assert!(Args::try_parse_from(["hatchway-operator", "reconcile-everything"]).is_err());
+    }
+
+    #[test]
+    fn run_takes_its_settings_from_flags() {
+        let args = Args::try_parse_from([
+            "hatchway-operator",
+            "run",
+            "--listen",
+            "127.0.0.1:9443",
+            "--namespaces",
+            "a,b",
+            "--shell",
+            "false",
+        ])
+        .unwrap();
+        let Command::Run(run) = args.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.listen.port(), 9443);
+        assert_eq!(run.namespaces, ["a", "b"]);
+        assert!(!run.shell);
+        assert!(run.direct_access);
+        assert_eq!(run.max_tunnels, 1000);
     }
 }

@@ -1,7 +1,12 @@
 use clap::Parser;
+use hatchway_operator::{Args, Command};
 
-fn main() -> anyhow::Result<()> {
-    let args = hatchway_operator::Args::parse();
-    hatchway_operator::run(args, &mut std::io::stdout().lock())?;
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.command {
+        Command::Crd => hatchway_operator::print_crd(&mut std::io::stdout().lock())?,
+        Command::Run(run) => hatchway_operator::serve::run(*run).await?,
+    }
     Ok(())
 }

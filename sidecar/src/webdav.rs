@@ -22,28 +22,14 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use hatchway_api::webdav::{self, ALLOW, FileProps, Target, parse_range};
 use http::{HeaderMap, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::body::{Body, empty, full, text};
 use crate::report::AUDIT_FILE;
-
-/// Characters escaped in href path segments.
-const SEGMENT: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}')
-    .add(b'/');
 
 /// The default `X-Webdav-Prefix`: the gateway's own path.
 pub const DEFAULT_PREFIX: &str = "/log";
@@ -107,31 +93,8 @@ pub async fn serve(tree: &LogTree, method: &Method, path: &str, headers: &Header
     }
 }
 
-const ALLOW: &str = "GET, HEAD, OPTIONS, PROPFIND";
-
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-enum Target {
-    Root,
-    File(String),
-}
-
-impl Target {
-    fn parse(rest: &str) -> Result<Self, String> {
-        let rest = rest.strip_prefix('/').unwrap_or(rest);
-        if rest.is_empty() {
-            return Ok(Target::Root);
-        }
-        let name = percent_decode_str(rest)
-            .decode_utf8()
-            .map_err(|_| "file names are UTF-8".to_owned())?;
-        if name.contains('/') || name.contains('\0') || name == "." || name == ".." || name.starts_with('.') {
-            return Err(format!("no such log file {name:?}"));
-        }
-        Ok(Target::File(name.into_owned()))
-    }
 }
 
 fn options() -> Response<Body> {
@@ -193,11 +156,8 @@ async fn entries(tree: &LogTree) -> Vec<Entry> {
 }
 
 async fn list_plain(tree: &LogTree, head: bool) -> Response<Body> {
-    let listing: String = entries(tree)
-        .await
-        .iter()
-        .map(|e| format!("{}\t{}\n", e.name, e.meta.len()))
-        .collect();
+    let files: Vec<FileProps> = entries(tree).await.iter().map(props).collect();
+    let listing = webdav::listing(&files);
     let len = listing.len();
     Response::builder()
         .status(StatusCode::OK)
@@ -205,42 +165,6 @@ async fn list_plain(tree: &LogTree, head: bool) -> Response<Body> {
         .header(header::CONTENT_LENGTH, len)
         .body(if head { empty() } else { full(listing) })
         .unwrap()
-}
-
-/// A single `bytes=` range resolved against a file's size: `Ok(None)` for
-/// the whole file, `Err(())` when unsatisfiable.
-fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
-        return Ok(None);
-    };
-    if spec.contains(',') {
-        // Multiple ranges: answer with the whole file, as RFC 9110 allows.
-        return Ok(None);
-    }
-    let (start, end) = spec.split_once('-').ok_or(())?;
-    let (start, end) = match (start.trim(), end.trim()) {
-        ("", "") => return Err(()),
-        ("", suffix) => {
-            let n: u64 = suffix.parse().map_err(|_| ())?;
-            if n == 0 || size == 0 {
-                return Err(());
-            }
-            (size.saturating_sub(n), size - 1)
-        }
-        (start, end) => {
-            let start: u64 = start.parse().map_err(|_| ())?;
-            let end = if end.is_empty() {
-                size.saturating_sub(1)
-            } else {
-                end.parse::<u64>().map_err(|_| ())?
-            };
-            if start >= size || end < start {
-                return Err(());
-            }
-            (start, end.min(size - 1))
-        }
-    };
-    Ok(Some((start, end)))
 }
 
 async fn get_file(tree: &LogTree, name: &str, headers: &HeaderMap, head: bool) -> Response<Body> {
@@ -297,103 +221,36 @@ async fn get_file(tree: &LogTree, name: &str, headers: &HeaderMap, head: bool) -
     builder.body(BodyExt::boxed(StreamBody::new(stream))).unwrap()
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-fn response_xml(href: &str, name: &str, meta: Option<&Metadata>) -> String {
-    let modified = meta
-        .and_then(|m| m.modified().ok())
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    let props = match meta {
-        Some(meta) => format!(
-            "<D:resourcetype/><D:getcontentlength>{}</D:getcontentlength><D:getcontenttype>text/plain; charset=utf-8</D:getcontenttype>",
-            meta.len()
-        ),
-        None => "<D:resourcetype><D:collection/></D:resourcetype>".to_owned(),
-    };
-    format!(
-        "<D:response><D:href>{}</D:href><D:propstat><D:prop><D:displayname>{}</D:displayname>{props}<D:getlastmodified>{}</D:getlastmodified></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>",
-        xml_escape(href),
-        xml_escape(name),
-        httpdate::fmt_http_date(modified)
-    )
+fn props(entry: &Entry) -> FileProps {
+    FileProps {
+        name: entry.name.clone(),
+        len: entry.meta.len(),
+        modified: entry.meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+    }
 }
 
 async fn propfind(tree: &LogTree, prefix: &str, target: &Target, headers: &HeaderMap) -> Response<Body> {
-    let depth = header_str(headers, "depth").unwrap_or("1");
-    if !matches!(depth, "0" | "1" | "infinity") {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!("Depth {depth:?} is not 0, 1 or infinity"),
-        );
-    }
-    let href_of = |name: &str| format!("{prefix}/{}", utf8_percent_encode(name, SEGMENT));
-    let mut body = String::from(r#"<?xml version="1.0" encoding="utf-8"?><D:multistatus xmlns:D="DAV:">"#);
-    match target {
-        Target::Root => {
-            body.push_str(&response_xml(&format!("{prefix}/"), "", None));
-            if depth != "0" {
-                for entry in entries(tree).await {
-                    body.push_str(&response_xml(
-                        &href_of(&entry.name),
-                        &entry.name,
-                        Some(&entry.meta),
-                    ));
-                }
-            }
-        }
-        Target::File(name) => {
-            let Some((_, meta)) = open(tree, name).await else {
-                return text(StatusCode::NOT_FOUND, format!("no such log file {name:?}"));
-            };
-            body.push_str(&response_xml(&href_of(name), name, Some(&meta)));
-        }
-    }
-    body.push_str("</D:multistatus>");
-    Response::builder()
-        .status(StatusCode::MULTI_STATUS)
-        .header(header::CONTENT_TYPE, "application/xml; charset=utf-8")
-        .body(full(Bytes::from(body)))
-        .unwrap()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges_resolve_against_the_size() {
-        assert_eq!(parse_range("bytes=0-9", 100), Ok(Some((0, 9))));
-        assert_eq!(parse_range("bytes=90-", 100), Ok(Some((90, 99))));
-        assert_eq!(parse_range("bytes=-10", 100), Ok(Some((90, 99))));
-        assert_eq!(parse_range("bytes=-500", 100), Ok(Some((0, 99))));
-        assert_eq!(parse_range("bytes=50-500", 100), Ok(Some((50, 99))));
-        assert_eq!(parse_range("bytes=100-", 100), Err(()));
-        assert_eq!(parse_range("bytes=9-3", 100), Err(()));
-        assert_eq!(parse_range("bytes=x-3", 100), Err(()));
-        assert_eq!(parse_range("bytes=0-1,5-6", 100), Ok(None));
-        assert_eq!(parse_range("items=0-1", 100), Ok(None));
-    }
-
-    #[test]
-    fn traversal_names_never_resolve() {
-        for bad in [
-            "/..",
-            "/%2e%2e",
-            "/a%2fb",
-            "/.hidden",
-            "/x%00y",
-            "/../etc/passwd",
-            "/%2e%2e%2fsecret",
-        ] {
-            assert!(Target::parse(bad).is_err(), "{bad} must not resolve");
-        }
-        assert!(matches!(Target::parse("/stdout.txt"), Ok(Target::File(n)) if n == "stdout.txt"));
-        assert!(matches!(Target::parse("/"), Ok(Target::Root)));
-        assert!(matches!(Target::parse(""), Ok(Target::Root)));
+    let depth = match webdav::check_depth(header_str(headers, "depth")) {
+        Ok(depth) => depth,
+        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+    };
+    let files: Vec<FileProps> = match target {
+        Target::Root if depth == "0" => Vec::new(),
+        Target::Root => entries(tree).await.iter().map(props).collect(),
+        Target::File(name) => match open(tree, name).await {
+            Some((_, meta)) => vec![props(&Entry {
+                name: name.clone(),
+                meta,
+            })],
+            None => return text(StatusCode::NOT_FOUND, format!("no such log file {name:?}")),
+        },
+    };
+    match webdav::multistatus(prefix, target, depth, &files) {
+        Ok(body) => Response::builder()
+            .status(StatusCode::MULTI_STATUS)
+            .header(header::CONTENT_TYPE, "application/xml; charset=utf-8")
+            .body(full(Bytes::from(body)))
+            .unwrap(),
+        Err(message) => text(StatusCode::NOT_FOUND, message),
     }
 }

@@ -1,1 +1,218 @@
-//! (Being built.)
+//! The front door: every request lands in [`handle`], which sends it to the
+//! tunnel endpoint, a web-app vhost, the user API, or the health and
+//! metrics endpoints, and times it.
+
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+use super::Router;
+use super::respond::{Body, full_body, text};
+use super::server::ConnectionInfo;
+
+/// What a user-API path names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerPath {
+    /// The Container's namespace.
+    pub namespace: String,
+    /// The Container's name.
+    pub name: String,
+    /// What is asked of it.
+    pub action: Action,
+}
+
+/// The user API's actions on a Container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `…/ssh`
+    Ssh,
+    /// `…/portforward`
+    PortForward,
+    /// `…/log` and `…/log/{file}`: the rest after `log` (`""`, `/`, `/name`).
+    Log(String),
+}
+
+/// The path prefix of the user API.
+pub const API_PREFIX: &str = "/v1/namespaces/";
+
+/// Parses `/v1/namespaces/{ns}/containers/{name}/{ssh|portforward|log…}`.
+/// `None` for any other path.
+pub fn parse_path(path: &str) -> Option<ContainerPath> {
+    let rest = path.strip_prefix(API_PREFIX)?;
+    let mut parts = rest.splitn(4, '/');
+    let namespace = parts.next()?;
+    if parts.next()? != "containers" {
+        return None;
+    }
+    let name = parts.next()?;
+    let tail = parts.next()?;
+    if !is_dns_label(namespace) || !is_dns_subdomain(name) {
+        return None;
+    }
+    let action = match tail {
+        "ssh" => Action::Ssh,
+        "portforward" => Action::PortForward,
+        "log" => Action::Log(String::new()),
+        _ => Action::Log(tail.strip_prefix("log/").map(|r| format!("/{r}"))?),
+    };
+    Some(ContainerPath {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        action,
+    })
+}
+
+/// The user-visible prefix of a Container's log tree (no trailing slash).
+pub fn log_prefix(namespace: &str, name: &str) -> String {
+    format!("{API_PREFIX}{namespace}/containers/{name}/log")
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// The route label of a request for metrics (bounded cardinality).
+fn route_label(router: &Router, req: &Request<Incoming>) -> &'static str {
+    if super::webapp::vhost(router, req).is_some() {
+        return "webapp";
+    }
+    let path = req.uri().path();
+    if path == hatchway_api::wire::TUNNEL_PATH {
+        return "tunnel";
+    }
+    match parse_path(path).map(|p| p.action) {
+        Some(Action::Ssh) => "ssh",
+        Some(Action::PortForward) => "portforward",
+        Some(Action::Log(_)) => "log",
+        None => match path {
+            "/healthz" | "/readyz" => "health",
+            "/metrics" => "metrics",
+            _ => "other",
+        },
+    }
+}
+
+/// Answers one request.
+pub async fn handle(
+    router: Arc<Router>,
+    req: Request<Incoming>,
+    conn: Arc<ConnectionInfo>,
+) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let route = route_label(&router, &req);
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        route,
+        peer = %conn.peer,
+        namespace = tracing::field::Empty,
+        container = tracing::field::Empty,
+        user = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    let response = dispatch(router.clone(), req, conn, route)
+        .instrument(span.clone())
+        .await;
+    span.record("status", response.status().as_u16());
+    router
+        .metrics
+        .request_duration
+        .with_label_values(&[route])
+        .observe(started.elapsed().as_secs_f64());
+    if response.status().is_client_error() || response.status().is_server_error() {
+        span.in_scope(|| tracing::info!(status = response.status().as_u16(), "request refused"));
+    }
+    response
+}
+
+async fn dispatch(
+    router: Arc<Router>,
+    req: Request<Incoming>,
+    conn: Arc<ConnectionInfo>,
+    route: &'static str,
+) -> Response<Body> {
+    match route {
+        "webapp" => super::webapp::serve(router, req).await,
+        "tunnel" => super::tunnel::accept(router, req, conn.ekm).await,
+        "ssh" | "portforward" | "log" => {
+            let path = parse_path(req.uri().path()).expect("the route label came from this parse");
+            let span = tracing::Span::current();
+            span.record("namespace", path.namespace.as_str());
+            span.record("container", path.name.as_str());
+            super::user::serve(router, req, path).await
+        }
+        "health" => text(StatusCode::OK, "ok"),
+        "metrics" if req.method() == Method::GET => {
+            let mut response = Response::new(full_body(router.metrics.encode()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            response
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no such endpoint {}: the API is {API_PREFIX}{{namespace}}/containers/{{name}}/(ssh|portforward|log/…)",
+                req.uri().path()
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_paths_parse() {
+        let p = parse_path("/v1/namespaces/ns1/containers/web-1/ssh").unwrap();
+        assert_eq!(
+            (p.namespace.as_str(), p.name.as_str(), p.action),
+            ("ns1", "web-1", Action::Ssh)
+        );
+        let p = parse_path("/v1/namespaces/ns1/containers/web-1/portforward").unwrap();
+        assert_eq!(p.action, Action::PortForward);
+        assert_eq!(
+            parse_path("/v1/namespaces/a/containers/b/log").unwrap().action,
+            Action::Log(String::new())
+        );
+        assert_eq!(
+            parse_path("/v1/namespaces/a/containers/b/log/").unwrap().action,
+            Action::Log("/".into())
+        );
+        assert_eq!(
+            parse_path("/v1/namespaces/a/containers/b/log/stdout.txt")
+                .unwrap()
+                .action,
+            Action::Log("/stdout.txt".into())
+        );
+    }
+
+    #[test]
+    fn other_paths_do_not_parse() {
+        for bad in [
+            "/v1/namespaces/a/containers/b",
+            "/v1/namespaces/a/containers/b/exec",
+            "/v1/namespaces/a/pods/b/ssh",
+            "/v1/namespaces/A/containers/b/ssh",
+            "/v1/namespaces/a/containers/b..c/ssh",
+            "/v1/namespaces//containers/b/ssh",
+            "/v2/namespaces/a/containers/b/ssh",
+            "/v1/namespaces/a/containers/b/sshx",
+        ] {
+            assert_eq!(parse_path(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,1 +1,140 @@
-//! (Being built.)
+//! Forwarding a request to the replica that holds a Container's tunnel.
+//!
+//! The whole request goes as it came (the user's credentials included: the
+//! peer authenticates and authorizes it again, from its cache), with
+//! `X-Hatchway-No-Forward` so the peer never forwards it on, over TLS that
+//! trusts only the router CA and checks the name the replicas'
+//! certificate carries (peers are dialled by IP). Upgrades are relayed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::Router;
+use super::relay;
+use super::respond::{Body, text};
+
+/// Time allowed to connect to a peer and finish TLS.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed for the peer's response head.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a forward failed.
+#[derive(Debug, thiserror::Error)]
+enum ForwardError {
+    #[error("replica URL {0:?} is not https://host:port")]
+    BadUrl(String),
+    #[error("connecting: {0}")]
+    Connect(std::io::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+}
+
+/// Sends `req` to the replica at `peer_url` and relays its answer.
+pub async fn forward(
+    router: Arc<Router>,
+    mut req: Request<Incoming>,
+    peer_url: &str,
+    kind: &'static str,
+) -> Response<Body> {
+    let upgrade = relay::wants_upgrade(req.headers());
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    match send(&router, req, peer_url, upgrade.is_some()).await {
+        Ok(mut response) => {
+            router.metrics.forwards.with_label_values(&["ok"]).inc();
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let Some(client) = client_upgrade
+            {
+                let upstream = hyper::upgrade::on(&mut response);
+                let headers = response.headers().clone();
+                return relay::switch(router, client, upstream, &headers, kind);
+            }
+            let (mut parts, body) = response.into_parts();
+            relay::strip_hop_by_hop(&mut parts.headers, false);
+            Response::from_parts(parts, body.map_err(Into::into).boxed())
+        }
+        Err(error) => {
+            router.metrics.forwards.with_label_values(&["error"]).inc();
+            tracing::warn!(%error, peer = peer_url, "forwarding to the replica holding the tunnel failed");
+            text(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "forwarding to the router replica that holds the tunnel ({peer_url}) failed: {error}"
+                ),
+            )
+        }
+    }
+}
+
+async fn send(
+    router: &Router,
+    req: Request<Incoming>,
+    peer_url: &str,
+    upgrade: bool,
+) -> Result<Response<Incoming>, ForwardError> {
+    let uri: Uri = peer_url
+        .parse()
+        .map_err(|_| ForwardError::BadUrl(peer_url.to_owned()))?;
+    let authority = uri
+        .authority()
+        .filter(|_| uri.scheme_str() == Some("https"))
+        .ok_or_else(|| ForwardError::BadUrl(peer_url.to_owned()))?
+        .clone();
+    let port = authority.port_u16().unwrap_or(443);
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let server_name = ServerName::try_from(router.settings.peer_server_name.clone())
+        .map_err(|_| ForwardError::BadUrl(router.settings.peer_server_name.clone()))?;
+
+    let connect = async {
+        let tcp = TcpStream::connect((host, port)).await?;
+        tcp.set_nodelay(true)?;
+        TlsConnector::from(router.peer_tls.clone())
+            .connect(server_name, tcp)
+            .await
+    };
+    let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| ForwardError::Timeout(CONNECT_TIMEOUT))?
+        .map_err(ForwardError::Connect)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(async move {
+        if let Err(error) = conn.with_upgrades().await {
+            tracing::debug!(%error, "forwarded connection ended");
+        }
+    });
+
+    let (mut parts, body) = req.into_parts();
+    // HTTP/2 requests carry the host in the URI only.
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(value) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(header::HOST, value);
+    }
+    relay::strip_hop_by_hop(&mut parts.headers, upgrade);
+    if upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    parts
+        .headers
+        .insert(hatchway_api::wire::NO_FORWARD, HeaderValue::from_static("1"));
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    parts.uri = path.parse().expect("a path and query re-parse");
+    parts.version = http::Version::HTTP_11;
+    let request = Request::from_parts(parts, body);
+    tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(request))
+        .await
+        .map_err(|_| ForwardError::Timeout(RESPONSE_TIMEOUT))?
+        .map_err(ForwardError::Http)
+}

@@ -1,1 +1,378 @@
-//! (Being built.)
+//! The log tree of a Container, `…/log/…`, as read-only WebDAV.
+//!
+//! Running with a gateway: proxied to it (`X-Webdav-Prefix` makes its hrefs
+//! the user's paths). Ended: the saved logs (the finished pod's logs read
+//! through the Kubernetes API, under the same file names). Not started: an
+//! empty directory. When the gateway fails, status is read again: if the
+//! Container has just ended, the saved logs answer instead of an error.
+//! Browsers get CORS headers (ours only: the gateway's are removed, so
+//! none is ever duplicated).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use hatchway_api::crd::Container;
+use hatchway_api::webdav::{self, ALLOW, FileProps, Target};
+use hatchway_api::wire;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::auth::User;
+use super::cluster::SavedLog;
+use super::respond::{Body, empty_body, full_body, text};
+use super::select::{Purpose, RefusalKind, Route};
+use super::user::{choose, header_safe, request_id};
+use super::{Router, api, forward, reach, relay};
+
+/// Request headers a WebDAV read passes on to the gateway.
+const PASSED: [HeaderName; 5] = [
+    header::RANGE,
+    header::IF_MODIFIED_SINCE,
+    header::IF_NONE_MATCH,
+    header::IF_RANGE,
+    header::ACCEPT,
+];
+
+/// Answers a CORS preflight for the log tree.
+pub fn cors_preflight(headers: &HeaderMap) -> Response<Body> {
+    let mut response = Response::new(empty_body());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    add_cors(response.headers_mut(), headers);
+    let h = response.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(ALLOW),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Depth, Range, Content-Type, X-Hatchway-Request-Id"),
+    );
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    response
+}
+
+/// Our CORS headers: any origin may read with a bearer token (no cookies
+/// are involved, so credentials mode is not allowed).
+fn add_cors(headers: &mut HeaderMap, _request: &HeaderMap) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Content-Length, Content-Range, Accept-Ranges, Last-Modified, DAV"),
+    );
+}
+
+/// Serves the log tree of `container`; `rest` follows `…/log`.
+pub async fn serve(
+    router: Arc<Router>,
+    req: Request<Incoming>,
+    container: Container,
+    rest: String,
+    user: User,
+) -> Response<Body> {
+    let request_headers = req.headers().clone();
+    let mut response = serve_inner(router, req, container, rest, user).await;
+    let headers = response.headers_mut();
+    let upstream_cors: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for name in upstream_cors {
+        headers.remove(name);
+    }
+    dedupe(headers);
+    add_cors(headers, &request_headers);
+    response
+}
+
+async fn serve_inner(
+    router: Arc<Router>,
+    req: Request<Incoming>,
+    container: Container,
+    rest: String,
+    user: User,
+) -> Response<Body> {
+    let namespace = container.metadata.namespace.clone().unwrap_or_default();
+    let name = container.metadata.name.clone().unwrap_or_default();
+    let prefix = api::log_prefix(&namespace, &name);
+    let target = match Target::parse(&rest) {
+        Ok(target) => target,
+        Err(message) => return text(StatusCode::NOT_FOUND, message),
+    };
+    let route = match choose(&router, &container, req.headers(), Purpose::Logs) {
+        Ok(route) => route,
+        Err(refusal) if refusal.kind == RefusalKind::NotRunningYet => {
+            return files(req.method(), req.headers(), &prefix, &target, &[]);
+        }
+        Err(refusal) if refusal.kind == RefusalKind::Ended => {
+            return saved(&router, &req, &container, &prefix, &target).await;
+        }
+        Err(refusal) => return text(refusal.status, refusal.message),
+    };
+    if let Route::Forward(url) = &route {
+        return forward::forward(router.clone(), req, url, "logs").await;
+    }
+    match live(&router, &req, &container, &route, &prefix, &user).await {
+        Ok(response) => response,
+        Err(failure) => {
+            // The race Arvados handles: the gateway went away because the
+            // container just ended. Read status again before refusing.
+            match router.cluster.container_fresh(&namespace, &name).await {
+                Ok(Some(fresh))
+                    if fresh
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.phase)
+                        .is_some_and(|p| p.is_finished()) =>
+                {
+                    tracing::info!("gateway gone and the container has ended: serving saved logs");
+                    saved(&router, &req, &fresh, &prefix, &target).await
+                }
+                _ => failure,
+            }
+        }
+    }
+}
+
+/// Proxies one WebDAV request to the gateway. `Err` carries the refusal to
+/// give if re-reading status does not explain the failure.
+async fn live(
+    router: &Arc<Router>,
+    req: &Request<Incoming>,
+    container: &Container,
+    route: &Route,
+    prefix: &str,
+    user: &User,
+) -> Result<Response<Body>, Response<Body>> {
+    let mut connection = reach::connect(router, container, route).await.map_err(|error| {
+        let (status, message) = error.status_and_message();
+        text(status, message)
+    })?;
+    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut builder = Request::builder()
+        .method(req.method().clone())
+        .uri(path)
+        .header(wire::WEBDAV_PREFIX, prefix)
+        .header(wire::REQUEST_USER, header_safe(&user.username))
+        .header(wire::REQUEST_ID, request_id(req.headers()));
+    for name in PASSED
+        .iter()
+        .chain(std::iter::once(&HeaderName::from_static("depth")))
+    {
+        if let Some(value) = req.headers().get(name) {
+            builder = builder.header(name, value);
+        }
+    }
+    let request = builder.body(empty_body()).expect("a valid request");
+    let response = connection.send(request).await.map_err(|error| {
+        router
+            .metrics
+            .gateway_errors
+            .with_label_values(&[error.kind()])
+            .inc();
+        let (status, message) = error.status_and_message();
+        text(status, message)
+    })?;
+    let (mut parts, body) = response.into_parts();
+    relay::strip_hop_by_hop(&mut parts.headers, false);
+    relay::strip_hatchway_headers(&mut parts.headers);
+    Ok(Response::from_parts(parts, body.map_err(Into::into).boxed()))
+}
+
+/// Serves the saved logs of an ended Container.
+async fn saved(
+    router: &Router,
+    req: &Request<Incoming>,
+    container: &Container,
+    prefix: &str,
+    target: &Target,
+) -> Response<Body> {
+    match router.cluster.saved_logs(container).await {
+        Ok(logs) => files(req.method(), req.headers(), prefix, target, &logs),
+        Err(error) => {
+            tracing::warn!(%error, "reading saved logs");
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot read the container's saved logs right now: {error}"),
+            )
+        }
+    }
+}
+
+fn props(log: &SavedLog) -> FileProps {
+    FileProps {
+        name: log.name.clone(),
+        len: log.content.len() as u64,
+        modified: log.modified.unwrap_or(SystemTime::UNIX_EPOCH),
+    }
+}
+
+/// WebDAV over files held in memory (saved logs; none at all before the
+/// Container starts).
+fn files(
+    method: &Method,
+    headers: &HeaderMap,
+    prefix: &str,
+    target: &Target,
+    logs: &[SavedLog],
+) -> Response<Body> {
+    let all: Vec<FileProps> = logs.iter().map(props).collect();
+    match (method.as_str(), target) {
+        ("OPTIONS", _) => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::ALLOW, ALLOW)
+            .header("dav", "1")
+            .body(empty_body())
+            .expect("a valid response"),
+        ("PROPFIND", _) => {
+            let depth = match webdav::check_depth(headers.get("depth").and_then(|v| v.to_str().ok())) {
+                Ok(depth) => depth,
+                Err(message) => return text(StatusCode::BAD_REQUEST, message),
+            };
+            match webdav::multistatus(prefix, target, depth, &all) {
+                Ok(body) => Response::builder()
+                    .status(StatusCode::MULTI_STATUS)
+                    .header(header::CONTENT_TYPE, "application/xml; charset=utf-8")
+                    .body(full_body(body))
+                    .expect("a valid response"),
+                Err(message) => text(StatusCode::NOT_FOUND, message),
+            }
+        }
+        ("GET" | "HEAD", Target::Root) => {
+            let listing = webdav::listing(&all);
+            let len = listing.len();
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .header(header::CONTENT_LENGTH, len)
+                .body(if method == Method::HEAD {
+                    empty_body()
+                } else {
+                    full_body(listing)
+                })
+                .expect("a valid response")
+        }
+        ("GET" | "HEAD", Target::File(name)) => match logs.iter().find(|l| &l.name == name) {
+            Some(log) => file(method == Method::HEAD, headers, log),
+            None => text(StatusCode::NOT_FOUND, format!("no such log file {name:?}")),
+        },
+        _ => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed: the log tree is read-only"),
+        ),
+    }
+}
+
+fn file(head: bool, headers: &HeaderMap, log: &SavedLog) -> Response<Body> {
+    let size = log.content.len() as u64;
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        None => None,
+        Some(value) => match webdav::parse_range(value, size) {
+            Ok(range) => range,
+            Err(()) => {
+                let mut response = text(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    format!("range {value:?} is outside {} ({size} bytes)", log.name),
+                );
+                response.headers_mut().insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes */{size}")).expect("a valid header"),
+                );
+                return response;
+            }
+        },
+    };
+    let (status, start, end) = match range {
+        Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end + 1),
+        None => (StatusCode::OK, 0, size),
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::CONTENT_LENGTH, end - start)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(
+            header::LAST_MODIFIED,
+            httpdate::fmt_http_date(log.modified.unwrap_or(SystemTime::UNIX_EPOCH)),
+        );
+    if status == StatusCode::PARTIAL_CONTENT {
+        builder = builder.header(header::CONTENT_RANGE, format!("bytes {start}-{}/{size}", end - 1));
+    }
+    let body = if head {
+        empty_body()
+    } else {
+        full_body(Bytes::slice(&log.content, start as usize..end as usize))
+    };
+    builder.body(body).expect("a valid response")
+}
+
+/// Removes repeated identical values of a header (an upstream that sends
+/// the same header twice must not make the router do so).
+fn dedupe(headers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = headers.keys().cloned().collect();
+    for name in names {
+        let values: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
+        if values.len() < 2 {
+            continue;
+        }
+        let mut unique: Vec<HeaderValue> = Vec::new();
+        for value in values {
+            if !unique.contains(&value) {
+                unique.push(value);
+            }
+        }
+        headers.remove(&name);
+        for value in unique {
+            headers.append(name.clone(), value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(name: &str, content: &'static str) -> SavedLog {
+        SavedLog {
+            name: name.into(),
+            content: Bytes::from_static(content.as_bytes()),
+            modified: None,
+        }
+    }
+
+    #[test]
+    fn saved_files_answer_ranges() {
+        let logs = [log("stdout.txt", "0123456789")];
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_static("bytes=2-4"));
+        let target = Target::File("stdout.txt".into());
+        let r = files(&Method::GET, &h, "/p", &target, &logs);
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes 2-4/10");
+        h.insert(header::RANGE, HeaderValue::from_static("bytes=20-"));
+        let r = files(&Method::GET, &h, "/p", &target, &logs);
+        assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes */10");
+        let missing = files(
+            &Method::GET,
+            &HeaderMap::new(),
+            "/p",
+            &Target::File("x".into()),
+            &logs,
+        );
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn duplicate_header_values_are_removed() {
+        let mut h = HeaderMap::new();
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        dedupe(&mut h);
+        let values: Vec<_> = h.get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+    }
+}

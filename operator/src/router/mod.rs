@@ -19,9 +19,11 @@ pub mod respond;
 pub mod select;
 pub mod server;
 pub mod settings;
+pub mod status;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;
+pub mod user;
 pub mod webapp;
 
 use std::sync::Arc;

@@ -1,1 +1,295 @@
-//! (Being built.)
+//! Relaying an upgraded connection (shell, port-forward, WebSocket,
+//! forwarded upgrade) between the client and the gateway: both directions
+//! at once, half-closes passed on, bytes counted, idle connections closed.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, Response, StatusCode, header};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+use super::Router;
+use super::respond::{Body, empty_body};
+
+/// Size of each direction's copy buffer: large enough for bulk transfers.
+const BUFFER: usize = 64 * 1024;
+
+/// The 101 answer to the client, carrying the upstream's upgrade headers,
+/// and a task that relays once both sides have upgraded. `kind` labels the
+/// session in metrics and logs.
+pub fn switch(
+    router: Arc<Router>,
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    upstream_headers: &HeaderMap,
+    kind: &'static str,
+) -> Response<Body> {
+    let mut response = Response::new(empty_body());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    for name in [header::CONNECTION, header::UPGRADE] {
+        if let Some(value) = upstream_headers.get(&name) {
+            response.headers_mut().insert(name, value.clone());
+        }
+    }
+    // WebSocket handshake answers (Sec-WebSocket-Accept, -Protocol, -Extensions).
+    for (name, value) in upstream_headers {
+        if name.as_str().starts_with("sec-websocket-") {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    let span = tracing::Span::current();
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let (client, upstream) = match tokio::try_join!(client, upstream) {
+                Ok(pair) => pair,
+                Err(error) => return tracing::debug!(%error, kind, "upgrade failed"),
+            };
+            relay(&router, TokioIo::new(client), TokioIo::new(upstream), kind).await;
+        },
+        span,
+    ));
+    response
+}
+
+/// Copies both ways until both sides are done, or neither sent a byte for
+/// the idle timeout. Returns (bytes to the gateway, bytes from it).
+pub async fn relay<C, U>(router: &Router, client: C, upstream: U, kind: &'static str) -> (u64, u64)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let metrics = &router.metrics;
+    metrics.sessions.with_label_values(&[kind]).inc();
+    let active = metrics.sessions_active.with_label_values(&[kind]);
+    active.inc();
+    let activity = Arc::new(Activity::new());
+    let mut client = Counted::new(client, activity.clone());
+    let mut upstream = Counted::new(upstream, activity.clone());
+    let idle = router.settings.idle_timeout;
+    let started = Instant::now();
+    let outcome = tokio::select! {
+        result = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUFFER, BUFFER) => {
+            match result {
+                Ok(_) => "closed",
+                Err(error) => {
+                    tracing::debug!(%error, kind, "relay ended with an error");
+                    "error"
+                }
+            }
+        }
+        _ = activity.idle_for(idle) => "idle",
+    };
+    active.dec();
+    let (to_gateway, from_gateway) = (client.read, upstream.read);
+    metrics
+        .bytes
+        .with_label_values(&["to_gateway"])
+        .inc_by(to_gateway);
+    metrics
+        .bytes
+        .with_label_values(&["from_gateway"])
+        .inc_by(from_gateway);
+    tracing::info!(
+        kind,
+        outcome,
+        to_gateway,
+        from_gateway,
+        seconds = started.elapsed().as_secs_f64(),
+        "session ended"
+    );
+    (to_gateway, from_gateway)
+}
+
+/// When a relay last moved a byte, shared by both sides.
+struct Activity {
+    epoch: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Completes once nothing moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = last + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// A stream that counts the bytes read from it and notes activity.
+struct Counted<S> {
+    inner: S,
+    read: u64,
+    activity: Arc<Activity>,
+}
+
+impl<S> Counted<S> {
+    fn new(inner: S, activity: Arc<Activity>) -> Self {
+        Self {
+            inner,
+            read: 0,
+            activity,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            self.read += n;
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) a proxy must not pass on.
+pub const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, those the `Connection` header names, and
+/// `Upgrade` unless `keep_upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(keep_upgrade && *n == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if !keep_upgrade {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Removes every `X-Hatchway-*` header: those are between the router and
+/// the gateway, never from or to a user or an app.
+pub fn strip_hatchway_headers(headers: &mut HeaderMap) {
+    let ours: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-hatchway-"))
+        .cloned()
+        .collect();
+    for name in ours {
+        headers.remove(name);
+    }
+}
+
+/// True when the request asks to upgrade (HTTP/1.1 `Connection: upgrade`).
+pub fn wants_upgrade(headers: &HeaderMap) -> Option<String> {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    let upgrade = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok())?;
+    connection_upgrade.then(|| upgrade.trim().to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret, upgrade"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        let mut kept = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+        strip_hop_by_hop(&mut kept, true);
+        assert!(kept.contains_key(header::UPGRADE) && !kept.contains_key("x-secret"));
+    }
+
+    #[test]
+    fn hatchway_headers_are_ours_alone() {
+        let mut h = HeaderMap::new();
+        h.insert("x-hatchway-authorization", HeaderValue::from_static("x"));
+        h.insert("x-hatchway-target-port", HeaderValue::from_static("80"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        strip_hatchway_headers(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-other"]);
+    }
+
+    #[test]
+    fn upgrades_are_recognised_only_with_connection_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+        assert_eq!(wants_upgrade(&h), None);
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert_eq!(wants_upgrade(&h).as_deref(), Some("websocket"));
+    }
+}

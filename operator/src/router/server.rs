@@ -1,1 +1,125 @@
-//! (Being built.)
+//! Serving: TLS (HTTP/2 and HTTP/1.1 by ALPN), upgrades on HTTP/1.1,
+//! limits and timeouts on every read, and a graceful drain.
+//!
+//! The tunnel proof binds to the TLS session through exported keying
+//! material, and hyper owns the stream once it parses requests: so the
+//! keying material is exported here, right after the handshake, and handed
+//! to every request of the connection in [`ConnectionInfo`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hatchway_api::tunnel::{EKM_LABEL, EKM_LEN};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::Router;
+
+/// What a request knows about its connection.
+#[derive(Clone, Debug)]
+pub struct ConnectionInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Keying material exported from this TLS session (label
+    /// [`EKM_LABEL`], no context): what a tunnel's proof covers.
+    pub ekm: Option<[u8; EKM_LEN]>,
+}
+
+/// Accepts connections on `listener` until `shutdown`, then stops accepting
+/// and gives open requests `settings.drain_timeout` to finish. Upgraded
+/// connections (shells, port-forwards, tunnels) are not waited for: they
+/// end with the process, and tunnels reconnect to another replica.
+pub async fn serve(
+    router: Arc<Router>,
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let permits = Arc::new(Semaphore::new(router.settings.max_connections));
+    let tasks = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(%error, "accepting a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = router.settings.max_connections, "connection limit reached; refusing");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let acceptor = acceptor.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            let timeout = router.settings.header_read_timeout;
+            let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
+            let ekm = tls
+                .get_ref()
+                .1
+                .export_keying_material([0u8; EKM_LEN], EKM_LABEL, None)
+                .ok();
+            let info = Arc::new(ConnectionInfo { peer, ekm });
+            let service_router = router.clone();
+            let service = service_fn(move |req| {
+                let router = service_router.clone();
+                let info = info.clone();
+                async move { Ok::<_, std::convert::Infallible>(super::api::handle(router, req, info).await) }
+            });
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .max_buf_size(router.settings.max_header_bytes.max(8192));
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_header_list_size(router.settings.max_header_bytes as u32)
+                .keep_alive_interval(Some(Duration::from_secs(30)));
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = shutdown.cancelled() => {
+                    // Finish the requests in flight, take no new ones.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tasks.close();
+    let drain = router.settings.drain_timeout;
+    if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
+        tracing::warn!(
+            ?drain,
+            "requests still open after the drain timeout; closing them"
+        );
+    }
+}

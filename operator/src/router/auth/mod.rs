@@ -181,9 +181,22 @@ pub fn from_cookie(headers: &HeaderMap) -> Option<Credential> {
         .find(|v| !v.is_empty())
         .map(|token| Credential {
             source: CredentialSource::Cookie,
-            token: token.to_owned(),
+            // Set percent-encoded by the router (see `COOKIE_UNSAFE`).
+            token: percent_encoding::percent_decode_str(token)
+                .decode_utf8_lossy()
+                .into_owned(),
         })
 }
+
+/// Bytes a cookie value may not hold (RFC 6265 cookie-octet), escaped when
+/// the router puts a token in its cookie.
+pub const COOKIE_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b',')
+    .add(b';')
+    .add(b'\\')
+    .add(b'%');
 
 /// Every value of cookie `name` in the request's `Cookie` headers.
 pub fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
@@ -240,9 +253,11 @@ mod tests {
 
     #[test]
     fn the_cookie_token_is_found_among_others() {
-        let h = headers(&[("cookie", "a=1; hatchway_token=t0k; b=2")]);
-        assert_eq!(from_cookie(&h).unwrap().token, "t0k");
+        let h = headers(&[("cookie", "a=1; hatchway_token=t0k%3Bx; b=2")]);
+        assert_eq!(from_cookie(&h).unwrap().token, "t0k;x");
         assert!(from_cookie(&headers(&[("cookie", "a=1")])).is_none());
         assert!(!format!("{:?}", from_cookie(&h).unwrap()).contains("t0k"));
+        let encoded = percent_encoding::utf8_percent_encode("a b;c", COOKIE_UNSAFE).to_string();
+        assert_eq!(encoded, "a%20b%3Bc");
     }
 }

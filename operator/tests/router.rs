@@ -1,0 +1,851 @@
+//! The router end to end in one process: real TLS, real sidecar gateways,
+//! the user API's refusals and routes.
+
+mod support;
+
+use http::StatusCode;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const NS: &str = "team-a";
+
+/// A router with user "alice" (token "alice-token", every permission in
+/// NS) and "bob" (token "bob-token", none).
+async fn rig() -> (
+    TestRouter,
+    std::sync::Arc<MemoryCluster>,
+    std::sync::Arc<StaticAuth>,
+) {
+    let cluster = MemoryCluster::new();
+    let auth = StaticAuth::new();
+    auth.user("alice-token", "alice");
+    auth.grant_all("alice", NS);
+    auth.user("bob-token", "bob");
+    let router = TestRouter::start(cluster.clone(), auth.clone()).await;
+    (router, cluster, auth)
+}
+
+#[tokio::test]
+async fn health_answers_without_credentials() {
+    let (router, _, _) = rig().await;
+    let mut client = router.client().await;
+    let response = client
+        .send(request("GET", "/healthz", None).body(empty()).unwrap())
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn refusals_have_status_codes_and_messages() {
+    let (router, cluster, _) = rig().await;
+    cluster.insert(container(NS, "queued"));
+    let mut client = router.client().await;
+    let pf = api_path(NS, "queued", "portforward?port=80");
+    let upgrade = |token: Option<&str>, path: &str| {
+        request("POST", path, token)
+            .header("connection", "upgrade")
+            .header("upgrade", "tcp")
+            .body(empty())
+            .unwrap()
+    };
+    let cases = [
+        (
+            upgrade(None, &pf),
+            StatusCode::UNAUTHORIZED,
+            "authentication required",
+        ),
+        (
+            upgrade(Some("nobody"), &pf),
+            StatusCode::UNAUTHORIZED,
+            "authentication failed: token rejected",
+        ),
+        (
+            upgrade(Some("bob-token"), &pf),
+            StatusCode::FORBIDDEN,
+            "user \"bob\" may not create containers/portforward (API group hatchway.dev) of container team-a/queued",
+        ),
+        (
+            upgrade(
+                Some("alice-token"),
+                &api_path(NS, "missing", "portforward?port=80"),
+            ),
+            StatusCode::NOT_FOUND,
+            "container team-a/missing not found",
+        ),
+        (
+            upgrade(Some("alice-token"), &pf),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "container is not running yet",
+        ),
+        (
+            request("GET", &pf, Some("alice-token")).body(empty()).unwrap(),
+            StatusCode::BAD_REQUEST,
+            "a port-forward needs POST over HTTP/1.1",
+        ),
+        (
+            request("GET", "/v1/nothing", Some("alice-token"))
+                .body(empty())
+                .unwrap(),
+            StatusCode::NOT_FOUND,
+            "no such endpoint /v1/nothing",
+        ),
+    ];
+    for (req, status, message) in cases {
+        let uri = req.uri().clone();
+        let response = client.send(req).await;
+        let got = response.status();
+        let has_basic = response
+            .headers()
+            .get_all("www-authenticate")
+            .iter()
+            .any(|v| v.to_str().unwrap().starts_with("Basic "));
+        let body = body_text(response).await;
+        assert_eq!(got, status, "{uri}: {body}");
+        assert!(
+            body.starts_with(message),
+            "{uri}: {body:?} should start with {message:?}"
+        );
+        assert_eq!(has_basic, status == StatusCode::UNAUTHORIZED, "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn port_forward_reaches_a_port_in_the_container_directly() {
+    let (router, cluster, _) = rig().await;
+    let c = container(NS, "web");
+    let sidecar = TestSidecar::start(c.metadata.uid.as_deref().unwrap()).await;
+    // An echo server "inside the container".
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = echo.accept().await.unwrap();
+        let (mut r, mut w) = s.split();
+        tokio::io::copy(&mut r, &mut w).await.unwrap();
+    });
+    cluster.insert(c);
+    cluster.set_status(NS, "web", running_at(sidecar.addr()));
+
+    let mut client = router.client().await;
+    let response = client
+        .send(
+            request(
+                "POST",
+                &api_path(NS, "web", &format!("portforward?port={port}")),
+                Some("alice-token"),
+            )
+            .header("connection", "upgrade")
+            .header("upgrade", "tcp")
+            .body(empty())
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let mut stream = hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.unwrap());
+    stream.write_all(b"hello through the router").await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut echoed = Vec::new();
+    stream.read_to_end(&mut echoed).await.unwrap();
+    assert_eq!(echoed, b"hello through the router");
+    let metrics = router.router.metrics.encode();
+    assert!(
+        metrics.contains("hatchway_router_gateway_choices_total{outcome=\"direct\"} 1"),
+        "{metrics}"
+    );
+}
+
+// ------------------------------------------------------------ web apps
+
+/// A small web app "inside the container": echoes the request line and
+/// headers; `/ws` speaks real WebSocket (tungstenite) and echoes messages.
+async fn start_web_app() -> u16 {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut peek = [0u8; 64];
+                let n = stream.peek(&mut peek).await.unwrap_or(0);
+                if peek[..n].starts_with(b"GET /ws") {
+                    use futures::{SinkExt, StreamExt};
+                    let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+                    while let Some(Ok(message)) = ws.next().await {
+                        if message.is_close() || ws.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                    return;
+                }
+                let service = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let mut seen: Vec<String> = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+                        .collect();
+                    seen.sort();
+                    seen.insert(0, format!("{} {}", req.method(), req.uri()));
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .header("x-app", "yes")
+                            .body(http_body_util::Full::new(bytes::Bytes::from(seen.join("\n"))))
+                            .unwrap(),
+                    )
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+const DOMAIN: &str = "apps.example.test";
+
+/// A router with web apps on DOMAIN, a running Container whose gateway is
+/// a real sidecar, and a web app in it. Returns the vhost name too.
+async fn web_rig(
+    access: Option<hatchway_api::crd::PortAccess>,
+) -> (TestRouter, std::sync::Arc<MemoryCluster>, TestSidecar, String) {
+    let cluster = MemoryCluster::new();
+    let auth = StaticAuth::new();
+    auth.user("alice-token", "alice");
+    auth.grant_all("alice", NS);
+    auth.user("bob-token", "bob");
+    let router =
+        TestRouter::start_with(cluster.clone(), auth, |s| s.wildcard_domain = Some(DOMAIN.into())).await;
+    let port = start_web_app().await;
+    let c = container_with(NS, "notebook", |spec| {
+        if let Some(access) = access {
+            spec.published_ports =
+                vec![serde_json::from_value(serde_json::json!({"port": port, "access": access})).unwrap()];
+        }
+    });
+    let uid = c.metadata.uid.clone().unwrap();
+    let sidecar = TestSidecar::start(&uid).await;
+    cluster.insert(c);
+    cluster.set_status(NS, "notebook", running_at(sidecar.addr()));
+    let host = format!("{uid}-{port}.{DOMAIN}");
+    (router, cluster, sidecar, host)
+}
+
+fn vhost_get(host: &str, path: &str) -> http::request::Builder {
+    http::Request::builder()
+        .method("GET")
+        .uri(path)
+        .header("host", host)
+}
+
+#[tokio::test]
+async fn a_private_web_app_takes_the_token_once_then_the_cookie() {
+    let (router, _cluster, _sidecar, host) = web_rig(None).await;
+    let mut client = router.client().await;
+
+    // No credentials: 401 with what to do.
+    let response = client.send(vhost_get(&host, "/").body(empty()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(body_text(response).await.contains("kubectl hatch open notebook"));
+
+    // A wrong token: 401; a user without rights: 403.
+    let response = client
+        .send(vhost_get(&host, "/?hatchway_token=nope").body(empty()).unwrap())
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = client
+        .send(
+            vhost_get(&host, "/?hatchway_token=bob-token")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(body_text(response).await.contains("may not get containers/proxy"));
+
+    // The token: a cookie and a redirect to the same URL without it.
+    let response = client
+        .send(
+            vhost_get(&host, "/tree?a=1&hatchway_token=alice-token&b=2")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()["location"], "/tree?a=1&b=2");
+    let cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("hatchway_token=alice-token;"), "{cookie}");
+    for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
+    }
+    assert!(!cookie.contains("Domain"), "host-only: {cookie}");
+
+    // The cookie works; the app sees neither it nor the token, but sees its
+    // own cookie and Authorization header unchanged.
+    let name_value = cookie.split(';').next().unwrap();
+    let response = client
+        .send(
+            vhost_get(&host, "/tree?a=1&b=2")
+                .header("cookie", format!("app=1; {name_value}"))
+                .header("authorization", "Bearer the-apps-own")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-app"], "yes");
+    let seen = body_text(response).await;
+    assert!(seen.starts_with("GET /tree?a=1&b=2"), "{seen}");
+    assert!(seen.contains("cookie: app=1\n"), "{seen}");
+    assert!(seen.contains("authorization: Bearer the-apps-own"), "{seen}");
+    assert!(
+        !seen.contains("alice-token") && !seen.contains("hatchway_token"),
+        "{seen}"
+    );
+    assert!(
+        !seen.contains("x-hatchway-"),
+        "the gateway strips its headers: {seen}"
+    );
+}
+
+#[tokio::test]
+async fn a_public_web_app_needs_no_token_and_an_unknown_host_is_404() {
+    let (router, _cluster, _sidecar, host) = web_rig(Some(hatchway_api::crd::PortAccess::Public)).await;
+    let mut client = router.client().await;
+    let response = client
+        .send(vhost_get(&host, "/hello").body(empty()).unwrap())
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(body_text(response).await.starts_with("GET /hello"));
+
+    let unknown = format!("{}-80.{DOMAIN}", uuid());
+    let response = client.send(vhost_get(&unknown, "/").body(empty()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(body_text(response).await.starts_with("no container has the id"));
+}
+
+#[tokio::test]
+async fn websockets_work_through_a_web_app() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (router, _cluster, _sidecar, host) = web_rig(None).await;
+    let tcp = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client_tls(&[b"http/1.1"]))
+        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let request = http::Request::builder()
+        .uri(format!("wss://{host}/ws"))
+        .header("host", &host)
+        .header("cookie", "hatchway_token=alice-token")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header(
+            "sec-websocket-key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .body(())
+        .unwrap();
+    let (mut ws, response) = tokio_tungstenite::client_async(request, tls)
+        .await
+        .expect("WebSocket handshake");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    for i in 0..3 {
+        ws.send(Message::text(format!("cell {i}"))).await.unwrap();
+        let echoed = ws.next().await.unwrap().unwrap();
+        assert_eq!(echoed, Message::text(format!("cell {i}")));
+    }
+    ws.close(None).await.unwrap();
+    eventually("the websocket session to be counted", || {
+        let metrics = router.router.metrics.encode();
+        async move { metrics.contains("hatchway_router_sessions_total{kind=\"websocket\"} 1") }
+    })
+    .await;
+}
+
+// ------------------------------------------------------------ shells
+
+/// A local port that does what `kubectl hatch connect-ssh` will: each
+/// connection becomes `POST …/ssh` (Upgrade: ssh) through the router, then
+/// raw SSH bytes. The OpenSSH client connects here.
+async fn ssh_relay(router: std::net::SocketAddr, path: String, token: &'static str) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let path = path.clone();
+            tokio::spawn(async move {
+                let _ = tcp.set_nodelay(true);
+                let mut client = Client::connect(router).await;
+                let response = client
+                    .send(
+                        request("POST", &path, Some(token))
+                            .header("connection", "upgrade")
+                            .header("upgrade", "ssh")
+                            .body(empty())
+                            .unwrap(),
+                    )
+                    .await;
+                if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    eprintln!("ssh relay: {}", body_text(response).await);
+                    return;
+                }
+                let mut upgraded = hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.unwrap());
+                let _ = tokio::io::copy_bidirectional(&mut tcp, &mut upgraded).await;
+            });
+        }
+    });
+    port
+}
+
+fn openssh(port: u16, known_hosts: &std::path::Path, command: &[&str]) -> std::process::Command {
+    let mut ssh = std::process::Command::new("ssh");
+    ssh.args(["-p", &port.to_string()])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-F",
+            "/dev/null",
+            "tester@127.0.0.1",
+        ])
+        .args(command);
+    ssh
+}
+
+#[tokio::test]
+async fn the_openssh_client_runs_a_command_through_the_router() {
+    let (router, cluster, _) = rig().await;
+    let c = container(NS, "job");
+    let sidecar = TestSidecar::start(c.metadata.uid.as_deref().unwrap())
+        .await
+        .with_shim()
+        .await;
+    cluster.insert(c);
+    cluster.set_status(NS, "job", running_at(sidecar.addr()));
+    let port = ssh_relay(router.addr, api_path(NS, "job", "ssh"), "alice-token").await;
+    let known_hosts = sidecar.dir.path().join("known_hosts");
+    let host_key = sidecar.running.gateway.ssh.host_key_openssh();
+    std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_key}\n")).unwrap();
+
+    let output = tokio::task::spawn_blocking(move || {
+        openssh(port, &known_hosts, &["echo hello from ssh; exit 7"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "hello from ssh");
+
+    // The router records that the run is no longer pristine.
+    eventually("interactiveSessionStarted", || {
+        let started = cluster
+            .status(NS, "job")
+            .is_some_and(|s| s.interactive_session_started);
+        async move { started }
+    })
+    .await;
+    let applied = cluster.applied.lock().unwrap().clone();
+    assert!(
+        applied
+            .iter()
+            .any(|(_, _, manager, _)| manager == "hatchway-router-session")
+    );
+}
+
+#[tokio::test]
+async fn shells_are_refused_when_off_for_the_cluster_or_the_container_or_ended() {
+    let cluster = MemoryCluster::new();
+    let auth = StaticAuth::new();
+    auth.user("alice-token", "alice");
+    auth.grant_all("alice", NS);
+    let off = TestRouter::start_with(cluster.clone(), auth.clone(), |s| s.shell_enabled = false).await;
+    let on = TestRouter::start(cluster.clone(), auth).await;
+    cluster.insert(container_with(NS, "noshell", |spec| spec.shell = false));
+    let ended = container(NS, "done");
+    cluster.insert(ended);
+    cluster.set_status(
+        NS,
+        "done",
+        hatchway_api::crd::ContainerStatus {
+            phase: Some(hatchway_api::crd::Phase::Complete),
+            ..Default::default()
+        },
+    );
+    let shell = |name: &str| {
+        request("POST", &api_path(NS, name, "ssh"), Some("alice-token"))
+            .header("connection", "upgrade")
+            .header("upgrade", "ssh")
+            .body(empty())
+            .unwrap()
+    };
+    let cases = [
+        (
+            &off,
+            "done",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shell access is disabled on this cluster",
+        ),
+        (
+            &on,
+            "noshell",
+            StatusCode::FORBIDDEN,
+            "shell access is disabled for container team-a/noshell",
+        ),
+        (
+            &on,
+            "done",
+            StatusCode::GONE,
+            "container has ended (Complete); a shell is no longer available",
+        ),
+    ];
+    for (router, name, status, message) in cases {
+        let response = router.client().await.send(shell(name)).await;
+        assert_eq!(response.status(), status, "{name}");
+        let body = body_text(response).await;
+        assert!(body.starts_with(message), "{body}");
+    }
+}
+
+// ------------------------------------------------------------ logs
+
+fn propfind(path: &str, token: Option<&str>) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    request("PROPFIND", path, token)
+        .header("depth", "1")
+        .body(empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn live_logs_are_read_through_the_gateway_with_the_users_paths() {
+    let (router, cluster, _) = rig().await;
+    let c = container(NS, "logger");
+    let sidecar = TestSidecar::start(c.metadata.uid.as_deref().unwrap()).await;
+    std::fs::write(sidecar.log_dir().join("stdout.txt"), "line 1\nline 2\n").unwrap();
+    cluster.insert(c);
+    cluster.set_status(NS, "logger", running_at(sidecar.addr()));
+    let mut client = router.client().await;
+
+    let response = client
+        .send(propfind(&api_path(NS, "logger", "log/"), Some("alice-token")))
+        .await;
+    assert_eq!(response.status(), StatusCode::MULTI_STATUS);
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    let xml = body_text(response).await;
+    assert!(
+        xml.contains("<D:href>/v1/namespaces/team-a/containers/logger/log/stdout.txt</D:href>"),
+        "{xml}"
+    );
+
+    let response = client
+        .send(
+            request(
+                "GET",
+                &api_path(NS, "logger", "log/stdout.txt"),
+                Some("alice-token"),
+            )
+            .header("range", "bytes=7-")
+            .body(empty())
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        response
+            .headers()
+            .get_all("access-control-allow-origin")
+            .iter()
+            .count(),
+        1
+    );
+    assert_eq!(body_text(response).await, "line 2\n");
+
+    // WebDAV clients send basic auth with the token as the password.
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode("anyone:alice-token");
+    let response = client
+        .send(
+            http::Request::get(api_path(NS, "logger", "log/stdout.txt"))
+                .header("host", "localhost")
+                .header("authorization", format!("Basic {basic}"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // Read-only; and preflight answered without credentials.
+    let response = client
+        .send(
+            request("PUT", &api_path(NS, "logger", "log/x"), Some("alice-token"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let response = client
+        .send(
+            request("OPTIONS", &api_path(NS, "logger", "log/"), None)
+                .header("origin", "https://workbench.example")
+                .header("access-control-request-method", "PROPFIND")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(
+        response.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("PROPFIND")
+    );
+}
+
+#[tokio::test]
+async fn logs_before_the_start_are_an_empty_directory_and_after_the_end_the_saved_logs() {
+    let (router, cluster, _) = rig().await;
+    let c = container(NS, "batch");
+    let uid = c.metadata.uid.clone().unwrap();
+    cluster.insert(c);
+    let mut client = router.client().await;
+    let response = client
+        .send(propfind(&api_path(NS, "batch", "log/"), Some("alice-token")))
+        .await;
+    assert_eq!(response.status(), StatusCode::MULTI_STATUS);
+    let xml = body_text(response).await;
+    assert!(
+        xml.contains("<D:collection/>") && !xml.contains("getcontentlength"),
+        "{xml}"
+    );
+
+    cluster.set_saved_logs(
+        &uid,
+        vec![hatchway_operator::router::cluster::SavedLog {
+            name: "stdout.txt".into(),
+            content: bytes::Bytes::from_static(b"saved output\n"),
+            modified: None,
+        }],
+    );
+    cluster.set_status(
+        NS,
+        "batch",
+        hatchway_api::crd::ContainerStatus {
+            phase: Some(hatchway_api::crd::Phase::Failed),
+            ..Default::default()
+        },
+    );
+    let response = client
+        .send(propfind(&api_path(NS, "batch", "log"), Some("alice-token")))
+        .await;
+    let xml = body_text(response).await;
+    assert!(
+        xml.contains("/v1/namespaces/team-a/containers/batch/log/stdout.txt"),
+        "{xml}"
+    );
+    let response = client
+        .send(
+            request(
+                "GET",
+                &api_path(NS, "batch", "log/stdout.txt"),
+                Some("alice-token"),
+            )
+            .body(empty())
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body_text(response).await, "saved output\n");
+}
+
+/// The race: status still says Running with a gateway address, but the
+/// sidecar is gone because the container just ended. The router reads
+/// status again and serves the saved logs instead of an error.
+#[tokio::test]
+async fn a_gateway_gone_because_the_container_just_ended_falls_back_to_saved_logs() {
+    /// A cluster whose cached read lags: `container` still says Running,
+    /// `container_fresh` knows it ended.
+    struct Lagging(std::sync::Arc<MemoryCluster>, hatchway_api::crd::Container);
+    impl hatchway_operator::router::cluster::Cluster for Lagging {
+        fn container<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+        ) -> futures::future::BoxFuture<
+            'a,
+            Result<Option<hatchway_api::crd::Container>, hatchway_operator::router::cluster::ClusterError>,
+        > {
+            Box::pin(async move { Ok(Some(self.1.clone())) })
+        }
+        fn container_fresh<'a>(
+            &'a self,
+            ns: &'a str,
+            name: &'a str,
+        ) -> futures::future::BoxFuture<
+            'a,
+            Result<Option<hatchway_api::crd::Container>, hatchway_operator::router::cluster::ClusterError>,
+        > {
+            self.0.container(ns, name)
+        }
+        fn container_by_uid<'a>(
+            &'a self,
+            uid: &'a str,
+        ) -> futures::future::BoxFuture<
+            'a,
+            Result<Option<hatchway_api::crd::Container>, hatchway_operator::router::cluster::ClusterError>,
+        > {
+            self.0.container_by_uid(uid)
+        }
+        fn apply_status<'a>(
+            &'a self,
+            ns: &'a str,
+            name: &'a str,
+            manager: &'a str,
+            status: serde_json::Value,
+        ) -> futures::future::BoxFuture<'a, Result<(), hatchway_operator::router::cluster::ClusterError>>
+        {
+            self.0.apply_status(ns, name, manager, status)
+        }
+        fn saved_logs<'a>(
+            &'a self,
+            c: &'a hatchway_api::crd::Container,
+        ) -> futures::future::BoxFuture<
+            'a,
+            Result<
+                Vec<hatchway_operator::router::cluster::SavedLog>,
+                hatchway_operator::router::cluster::ClusterError,
+            >,
+        > {
+            self.0.saved_logs(c)
+        }
+        fn replicas(&self) -> Vec<String> {
+            self.0.replicas()
+        }
+    }
+
+    let memory = MemoryCluster::new();
+    let mut c = container(NS, "racer");
+    let uid = c.metadata.uid.clone().unwrap();
+    // A port nothing listens on any more: the sidecar has exited.
+    let gone = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    c.status = Some(running_at(gone));
+    memory.insert(c.clone());
+    memory.set_status(
+        NS,
+        "racer",
+        hatchway_api::crd::ContainerStatus {
+            phase: Some(hatchway_api::crd::Phase::Complete),
+            ..Default::default()
+        },
+    );
+    memory.set_saved_logs(
+        &uid,
+        vec![hatchway_operator::router::cluster::SavedLog {
+            name: "stdout.txt".into(),
+            content: bytes::Bytes::from_static(b"the end\n"),
+            modified: None,
+        }],
+    );
+    let auth = StaticAuth::new();
+    auth.user("alice-token", "alice");
+    auth.grant_all("alice", NS);
+    let router = TestRouter::start(std::sync::Arc::new(Lagging(memory.clone(), c)), auth).await;
+    let response = router
+        .client()
+        .await
+        .send(
+            request(
+                "GET",
+                &api_path(NS, "racer", "log/stdout.txt"),
+                Some("alice-token"),
+            )
+            .body(empty())
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body_text(response).await, "the end\n");
+}
+
+// ------------------------------------------------------------ transport
+
+#[tokio::test]
+async fn a_man_in_the_middle_gateway_is_detected_as_502() {
+    let (router, cluster, _) = rig().await;
+    let c = container(NS, "victim");
+    // A "gateway" with its own self-signed certificate and no key: it
+    // cannot produce the response proof.
+    let impostor = TestSidecar::start(&uuid()).await;
+    cluster.insert(c);
+    cluster.set_status(NS, "victim", running_at(impostor.addr()));
+    let response = router
+        .client()
+        .await
+        .send(
+            request("GET", &api_path(NS, "victim", "log/"), Some("alice-token"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let body = body_text(response).await;
+    assert!(body.contains("man-in-the-middle"), "{body}");
+}
+
+#[tokio::test]
+async fn http2_serves_logs_and_oversized_headers_are_refused() {
+    let (router, cluster, _) = rig().await;
+    let c = container(NS, "h2");
+    cluster.insert(c);
+    let tcp = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client_tls(&[b"h2"]))
+        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let response = sender
+        .send_request(
+            http::Request::builder()
+                .method("PROPFIND")
+                .uri(format!("https://localhost{}", api_path(NS, "h2", "log/")))
+                .header("authorization", "Bearer alice-token")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::MULTI_STATUS);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+
+    let mut client = router.client().await;
+    let huge = "x".repeat(20 * 1024);
+    let response = client
+        .send(
+            request("GET", "/healthz", None)
+                .header("x-big", huge)
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+}

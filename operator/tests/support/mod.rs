@@ -1,0 +1,630 @@
+//! Shared by the router's integration tests: an in-memory cluster and
+//! auth table behind the router's two small interfaces, a router on
+//! 127.0.0.1:0 with real TLS, real sidecar gateways (with a real shim
+//! process when shells are needed) and an HTTPS client.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use hatchway_api::crd::{Container, ContainerSpec, ContainerStatus, GatewayStatus, Phase};
+use hatchway_operator::router::auth::{Auth, AuthError, Permission, User};
+use hatchway_operator::router::cluster::{Cluster, ClusterError, SavedLog};
+use hatchway_operator::router::tls::RouterTls;
+use hatchway_operator::router::{RootSecret, Router, Settings};
+use hatchway_sidecar::args::{Running, start_gateway};
+use hatchway_sidecar::config::GatewayArgs;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+
+pub const ROOT: &[u8] = b"router test root secret, 32 byte";
+
+/// Waits until `check` holds, failing after 20 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------- cluster
+
+/// Containers, saved logs and replicas in memory. `apply_status` merges the
+/// patch into the status (objects recursively, everything else replaced),
+/// which is what server-side apply does for the fields it names.
+#[derive(Default)]
+pub struct MemoryCluster {
+    containers: Mutex<BTreeMap<(String, String), Container>>,
+    saved: Mutex<HashMap<String, Vec<SavedLog>>>,
+    replicas: Mutex<Vec<String>>,
+    /// Every apply: (namespace, name, field manager, patch).
+    pub applied: Mutex<Vec<(String, String, String, serde_json::Value)>>,
+    /// When set, every call fails as if the API were down.
+    pub down: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryCluster {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn insert(&self, container: Container) {
+        let key = (
+            container.metadata.namespace.clone().unwrap(),
+            container.metadata.name.clone().unwrap(),
+        );
+        self.containers.lock().unwrap().insert(key, container);
+    }
+
+    pub fn set_status(&self, namespace: &str, name: &str, status: ContainerStatus) {
+        let mut containers = self.containers.lock().unwrap();
+        let container = containers
+            .get_mut(&(namespace.to_owned(), name.to_owned()))
+            .expect("the container exists");
+        container.status = Some(status);
+    }
+
+    pub fn status(&self, namespace: &str, name: &str) -> Option<ContainerStatus> {
+        self.containers
+            .lock()
+            .unwrap()
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .and_then(|c| c.status.clone())
+    }
+
+    pub fn set_saved_logs(&self, uid: &str, logs: Vec<SavedLog>) {
+        self.saved.lock().unwrap().insert(uid.to_owned(), logs);
+    }
+
+    pub fn set_replicas(&self, replicas: Vec<String>) {
+        *self.replicas.lock().unwrap() = replicas;
+    }
+
+    fn check_up(&self) -> Result<(), ClusterError> {
+        if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(ClusterError::Api("the test cluster is down".into()));
+        }
+        Ok(())
+    }
+}
+
+fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
+    match (target, patch) {
+        (serde_json::Value::Object(target), serde_json::Value::Object(patch)) => {
+            for (key, value) in patch {
+                merge(target.entry(key).or_insert(serde_json::Value::Null), value);
+            }
+        }
+        (target, patch) => *target = patch,
+    }
+}
+
+impl Cluster for MemoryCluster {
+    fn container<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Container>, ClusterError>> {
+        Box::pin(async move {
+            self.check_up()?;
+            Ok(self
+                .containers
+                .lock()
+                .unwrap()
+                .get(&(namespace.to_owned(), name.to_owned()))
+                .cloned())
+        })
+    }
+
+    fn container_by_uid<'a>(
+        &'a self,
+        uid: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Container>, ClusterError>> {
+        Box::pin(async move {
+            self.check_up()?;
+            Ok(self
+                .containers
+                .lock()
+                .unwrap()
+                .values()
+                .find(|c| c.metadata.uid.as_deref() == Some(uid))
+                .cloned())
+        })
+    }
+
+    fn apply_status<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        field_manager: &'a str,
+        status: serde_json::Value,
+    ) -> BoxFuture<'a, Result<(), ClusterError>> {
+        Box::pin(async move {
+            self.check_up()?;
+            self.applied.lock().unwrap().push((
+                namespace.to_owned(),
+                name.to_owned(),
+                field_manager.to_owned(),
+                status.clone(),
+            ));
+            let mut containers = self.containers.lock().unwrap();
+            let container = containers
+                .get_mut(&(namespace.to_owned(), name.to_owned()))
+                .ok_or_else(|| ClusterError::Api(format!("containers {name:?} not found")))?;
+            let mut current = serde_json::to_value(container.status.clone().unwrap_or_default()).unwrap();
+            merge(&mut current, status);
+            container.status = Some(
+                serde_json::from_value(current)
+                    .map_err(|e| ClusterError::Api(format!("invalid status: {e}")))?,
+            );
+            Ok(())
+        })
+    }
+
+    fn saved_logs<'a>(
+        &'a self,
+        container: &'a Container,
+    ) -> BoxFuture<'a, Result<Vec<SavedLog>, ClusterError>> {
+        Box::pin(async move {
+            self.check_up()?;
+            let uid = container.metadata.uid.clone().unwrap_or_default();
+            Ok(self.saved.lock().unwrap().get(&uid).cloned().unwrap_or_default())
+        })
+    }
+
+    fn replicas(&self) -> Vec<String> {
+        self.replicas.lock().unwrap().clone()
+    }
+}
+
+/// A Container `namespace/name` with a fresh UID and a `sleep` command.
+pub fn container(namespace: &str, name: &str) -> Container {
+    container_with(namespace, name, |_| {})
+}
+
+/// Like [`container`], with the spec changed by `tweak`.
+pub fn container_with(namespace: &str, name: &str, tweak: impl FnOnce(&mut ContainerSpec)) -> Container {
+    let mut spec: ContainerSpec = serde_json::from_value(serde_json::json!({
+        "image": "busybox",
+        "command": ["sleep", "infinity"],
+    }))
+    .unwrap();
+    tweak(&mut spec);
+    let mut container = Container::new(name, spec);
+    container.metadata.namespace = Some(namespace.to_owned());
+    container.metadata.uid = Some(uuid());
+    container
+}
+
+/// A random RFC 4122-shaped UID.
+pub fn uuid() -> String {
+    let v: u128 = rand::random();
+    let h = format!("{v:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// A Running status with a direct gateway address.
+pub fn running_at(addr: SocketAddr) -> ContainerStatus {
+    ContainerStatus {
+        phase: Some(Phase::Running),
+        gateway: Some(GatewayStatus {
+            address: addr.to_string(),
+            ..GatewayStatus::default()
+        }),
+        ..ContainerStatus::default()
+    }
+}
+
+// ---------------------------------------------------------------- auth
+
+/// Tokens and grants in a table; counts calls.
+#[derive(Default)]
+pub struct StaticAuth {
+    tokens: Mutex<HashMap<String, User>>,
+    /// (username, namespace, permission) granted, on every Container there.
+    grants: Mutex<HashSet<(String, String, Permission)>>,
+    pub authentications: std::sync::atomic::AtomicUsize,
+    /// When set, every call fails as if the API were down.
+    pub down: std::sync::atomic::AtomicBool,
+}
+
+impl StaticAuth {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Adds a user with `token`.
+    pub fn user(&self, token: &str, username: &str) {
+        self.tokens.lock().unwrap().insert(
+            token.to_owned(),
+            User {
+                username: username.to_owned(),
+                ..User::default()
+            },
+        );
+    }
+
+    /// Grants `permission` in `namespace` to `username`.
+    pub fn grant(&self, username: &str, namespace: &str, permission: Permission) {
+        self.grants
+            .lock()
+            .unwrap()
+            .insert((username.to_owned(), namespace.to_owned(), permission));
+    }
+
+    /// Grants every permission in `namespace`.
+    pub fn grant_all(&self, username: &str, namespace: &str) {
+        for p in [
+            Permission::SHELL,
+            Permission::LOG,
+            Permission::PORTFORWARD,
+            Permission::PROXY_GET,
+            Permission::PROXY_CREATE,
+        ] {
+            self.grant(username, namespace, p);
+        }
+    }
+}
+
+impl Auth for StaticAuth {
+    fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<User, AuthError>> {
+        Box::pin(async move {
+            self.authentications
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(AuthError::Unavailable("the test API is down".into()));
+            }
+            self.tokens
+                .lock()
+                .unwrap()
+                .get(token)
+                .cloned()
+                .ok_or_else(|| AuthError::Unauthenticated("token rejected by the cluster".into()))
+        })
+    }
+
+    fn authorize<'a>(
+        &'a self,
+        user: &'a User,
+        namespace: &'a str,
+        _name: &'a str,
+        permission: Permission,
+    ) -> BoxFuture<'a, Result<bool, AuthError>> {
+        Box::pin(async move {
+            Ok(self.grants.lock().unwrap().contains(&(
+                user.username.clone(),
+                namespace.to_owned(),
+                permission,
+            )))
+        })
+    }
+}
+
+// ---------------------------------------------------------------- router
+
+/// The PKI every test router shares (one CA, one serving certificate for
+/// "hatchway-router", "localhost" and 127.0.0.1).
+pub fn pki() -> RouterTls {
+    static PKI: std::sync::OnceLock<RouterTls> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        RouterTls::generate(&["hatchway-router".into(), "localhost".into(), "127.0.0.1".into()]).unwrap()
+    })
+    .clone()
+}
+
+/// A router serving on 127.0.0.1:0.
+pub struct TestRouter {
+    pub router: Arc<Router>,
+    pub addr: SocketAddr,
+    pub url: String,
+    pub shutdown: CancellationToken,
+    pub served: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestRouter {
+    pub async fn start(cluster: Arc<dyn Cluster>, auth: Arc<dyn Auth>) -> Self {
+        Self::start_with(cluster, auth, |_| {}).await
+    }
+
+    pub async fn start_with(
+        cluster: Arc<dyn Cluster>,
+        auth: Arc<dyn Auth>,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, cluster, auth, tweak).await
+    }
+
+    /// On a listener the caller bound (to restart a router on its port).
+    pub async fn start_on(
+        listener: TcpListener,
+        cluster: Arc<dyn Cluster>,
+        auth: Arc<dyn Auth>,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let url = format!("https://{addr}");
+        let mut settings = Settings::new(url.clone());
+        settings.drain_timeout = Duration::from_secs(2);
+        tweak(&mut settings);
+        let tls = pki();
+        let router = Router::new(
+            settings,
+            cluster,
+            auth,
+            RootSecret::new(ROOT.to_vec()),
+            tls.peer_client_config().unwrap(),
+        );
+        let shutdown = CancellationToken::new();
+        let served = tokio::spawn(hatchway_operator::router::server::serve(
+            router.clone(),
+            listener,
+            tls.server_config().unwrap(),
+            shutdown.clone(),
+        ));
+        Self {
+            router,
+            addr,
+            url,
+            shutdown,
+            served: Some(served),
+        }
+    }
+
+    /// An HTTPS client connection to this router (HTTP/1.1).
+    pub async fn client(&self) -> Client {
+        Client::connect(self.addr).await
+    }
+
+    /// Stops the router and waits for it to drain.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(served) = self.served.take() {
+            let _ = served.await;
+        }
+    }
+
+    /// Stops the router as a replica's exit would: it stops serving and
+    /// closes every tunnel it holds (their sidecars reconnect), then drains.
+    pub async fn kill(mut self) {
+        self.shutdown.cancel();
+        self.router.tunnels.close_all();
+        if let Some(served) = self.served.take() {
+            let _ = served.await;
+        }
+    }
+}
+
+impl Drop for TestRouter {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A client TLS configuration that trusts the test router CA.
+pub fn client_tls(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(pki().ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(hatchway_api::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// One HTTP/1.1 connection to a router.
+pub struct Client {
+    pub sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let tls = TlsConnector::from(client_tls(&[b"http/1.1"]))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .expect("TLS to the router");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Self { sender }
+    }
+
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Response<Incoming> {
+        self.sender.ready().await.unwrap();
+        self.sender.send_request(req).await.unwrap()
+    }
+}
+
+/// A request builder with `Host: localhost` and, when given, a bearer token.
+pub fn request(method: &str, uri: &str, token: Option<&str>) -> http::request::Builder {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "localhost");
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    builder
+}
+
+pub fn empty() -> Full<Bytes> {
+    Full::new(Bytes::new())
+}
+
+pub async fn body_text(response: Response<Incoming>) -> String {
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The user-API path of `action` on `namespace/name`.
+pub fn api_path(namespace: &str, name: &str, action: &str) -> String {
+    format!("/v1/namespaces/{namespace}/containers/{name}/{action}")
+}
+
+// ---------------------------------------------------------------- sidecar
+
+/// A real sidecar gateway for `uid` on 127.0.0.1:0 with its own temp
+/// directories (and, optionally, a tunnel to a router).
+pub struct TestSidecar {
+    pub running: Running,
+    pub dir: tempfile::TempDir,
+    pub uid: String,
+    shim: Option<Child>,
+}
+
+impl TestSidecar {
+    pub async fn start(uid: &str) -> Self {
+        Self::start_with(uid, |_| {}).await
+    }
+
+    pub async fn start_with(uid: &str, tweak: impl FnOnce(&mut GatewayArgs)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let key = RootSecret::new(ROOT.to_vec()).ctr_key(uid);
+        std::fs::write(dir.path().join("ctr_key"), format!("{}\n", key.expose_hex())).unwrap();
+        std::fs::create_dir_all(dir.path().join("log")).unwrap();
+        let mut args = GatewayArgs {
+            sftp_command: vec![sidecar_binary().display().to_string(), "sftp-server".into()],
+            max_connections: 64,
+            ..GatewayArgs::local(uid, dir.path())
+        };
+        tweak(&mut args);
+        let running = start_gateway(args).await.expect("the sidecar starts");
+        Self {
+            running,
+            dir,
+            uid: uid.to_owned(),
+            shim: None,
+        }
+    }
+
+    /// Starts with a tunnel to `router_url` pinned to the test CA.
+    pub async fn start_tunnelled(uid: &str, router_url: &str) -> Self {
+        let url = router_url.to_owned();
+        Self::start_with(uid, move |args| {
+            std::fs::write(&args.router_ca_file, pki().ca_pem).unwrap();
+            args.tunnel_url = Some(url);
+        })
+        .await
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.running.gateway_addr
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("log")
+    }
+
+    /// Starts a real shim serving the spawn socket (needed for shells).
+    pub async fn with_shim(mut self) -> Self {
+        let socket = self.dir.path().join("spawn.sock");
+        let shim = Command::new(sidecar_binary())
+            .arg("shim")
+            .arg("--log-dir")
+            .arg(self.log_dir())
+            .arg("--spawn-socket")
+            .arg(&socket)
+            // The workload ends when the shim does (the shim is not PID 1
+            // here, so a killed shim would otherwise orphan it).
+            .args([
+                "--usage-interval",
+                "0",
+                "--",
+                "sh",
+                "-c",
+                "echo workload started; while kill -0 $PPID 2>/dev/null; do sleep 1; done",
+            ])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the shim starts");
+        eventually("the shim's spawn socket", || {
+            let socket = socket.clone();
+            async move { socket.exists() }
+        })
+        .await;
+        self.shim = Some(shim);
+        self
+    }
+}
+
+impl Drop for TestSidecar {
+    fn drop(&mut self) {
+        self.running.shutdown.cancel();
+        if let Some(shim) = &self.shim
+            && let Some(pid) = shim.id()
+        {
+            // SIGTERM, not SIGKILL: the shim passes it on to its workload.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGTERM);
+        }
+    }
+}
+
+/// The `hatchway-sidecar` binary of this build (for the shim and the SFTP
+/// server), built on first use when the test runner did not build it.
+pub fn sidecar_binary() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().unwrap().parent().unwrap();
+        let bin = dir.join("hatchway-sidecar");
+        if !bin.exists() {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "hatchway-sidecar",
+                    "--bin",
+                    "hatchway-sidecar",
+                ])
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building hatchway-sidecar failed");
+        }
+        assert!(bin.exists(), "{} missing", bin.display());
+        bin
+    })
+    .clone()
+}
