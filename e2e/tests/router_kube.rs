@@ -712,3 +712,121 @@ spec:
     ensure!(none.replicas().is_empty());
     Ok(())
 }
+
+// --- The router over HTTPS with the real reviews -----------------------------
+
+/// The router served in-process with `KubeCluster` and `CachedAuth` over
+/// `KubeAuth`, asked by curl (an outside client) as three users: one with
+/// rights, one without, one with a forged token. Each gets the refusal its
+/// case calls for, with the router's message.
+#[test]
+fn the_router_authenticates_and_authorizes_with_the_real_cluster() -> Result<()> {
+    use hatchway_operator::router::tls::RouterTls;
+    use hatchway_operator::router::{RootSecret, Router, Settings, server};
+
+    ensure_crd()?;
+    let rt = runtime();
+    let client = client(&rt)?;
+    let ns = auth_namespace()?;
+    create_container(&ns, "queued")?;
+    // `shell-user` may also read logs here, to see an allowed request
+    // reach routing.
+    ns.apply(&format!(
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{ name: container-log }}
+rules:
+- apiGroups: [hatchway.dev]
+  resources: [containers/log]
+  verbs: [get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{ name: shell-user-log }}
+roleRef: {{ apiGroup: rbac.authorization.k8s.io, kind: Role, name: container-log }}
+subjects:
+- {{ kind: ServiceAccount, name: shell-user, namespace: {ns} }}
+"#,
+        ns = ns.name
+    ))?;
+    let allowed = token(&ns, "shell-user", None)?;
+    let nobody = token(&ns, "nobody", None)?;
+
+    let dir = tempfile::tempdir()?;
+    let tls = RouterTls::generate(&["localhost".into()])?;
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, &tls.ca_pem)?;
+    // The cluster's watchers are spawned on this runtime.
+    let _runtime = rt.enter();
+    let cluster = KubeCluster::start(
+        client.clone(),
+        KubeClusterConfig {
+            namespaces: Some(vec![ns.name.clone()]),
+            replica_service: None,
+            split_log_streams: true,
+        },
+    );
+    let auth = CachedAuth::new(KubeAuth::new(client, Vec::new()), Duration::from_secs(10), 100);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let addr = rt.block_on(async {
+        cluster.wait_until_ready().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let router = Router::new(
+            Settings::new(format!("https://{addr}")),
+            cluster.clone(),
+            std::sync::Arc::new(auth),
+            RootSecret::new(vec![7u8; 32]),
+            tls.peer_client_config()?,
+        );
+        tokio::spawn(server::serve(
+            router,
+            listener,
+            tls.server_config()?,
+            shutdown.clone(),
+        ));
+        anyhow::Ok(addr)
+    })?;
+
+    let curl = |token: &str, path: &str| -> Result<(u16, String)> {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--cacert"])
+            .arg(&ca)
+            .args(["--resolve", &format!("localhost:{}:127.0.0.1", addr.port())])
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .args(["-w", "\n%{http_code}"])
+            .arg(format!("https://localhost:{}{path}", addr.port()))
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout)?;
+        let (body, code) = text.rsplit_once('\n').context("no status line")?;
+        Ok((code.parse()?, body.trim().to_owned()))
+    };
+    let logs = format!("/v1/namespaces/{}/containers/queued/log/", ns.name);
+    let missing = format!("/v1/namespaces/{}/containers/missing/log/", ns.name);
+
+    // Allowed, not running yet: an empty log directory (listing is empty).
+    let (code, body) = curl(&allowed, &logs)?;
+    ensure!(code == 200 && body.is_empty(), "allowed: {code} {body:?}");
+    let (code, body) = curl(&allowed, &missing)?;
+    ensure!(
+        code == 404 && body.contains("not found"),
+        "missing: {code} {body:?}"
+    );
+    let (code, body) = curl(&nobody, &logs)?;
+    ensure!(
+        code == 403 && body.contains("may not get containers/log") && body.contains(":nobody"),
+        "nobody: {code} {body:?}"
+    );
+    let (code, body) = curl("forged.token.value", &logs)?;
+    ensure!(
+        code == 401 && body.starts_with("authentication failed"),
+        "forged: {code} {body:?}"
+    );
+    shutdown.cancel();
+    Ok(())
+}

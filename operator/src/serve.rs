@@ -1,16 +1,288 @@
-//! `hatchway-operator run`: wiring the router to the cluster (being built).
+//! `hatchway-operator run`: the router wired to the cluster, served until
+//! SIGTERM, then drained.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::RunArgs;
+use crate::router::auth::cache::CachedAuth;
+use crate::router::auth::kube::KubeAuth;
+use crate::router::cluster::kube::{KubeCluster, KubeClusterConfig, ReplicaService};
+use crate::router::select::Policy;
+use crate::router::tls::{RouterTls, TlsError};
+use crate::router::{RootSecret, Router, Settings, server};
 
 /// Why the operator could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// Not wired yet.
-    #[error("not yet")]
-    NotYet,
+    /// A setting is missing or wrong.
+    #[error("{0}")]
+    Config(String),
+    /// A file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// Which file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// No Kubernetes client could be built.
+    #[error("Kubernetes client: {0}")]
+    Kube(#[from] kube::Error),
+    /// The listener could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// Where.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
-/// Runs the router until SIGTERM.
-pub async fn run(_args: RunArgs) -> Result<(), ServeError> {
-    Err(ServeError::NotYet)
+fn read(path: &std::path::Path) -> Result<Vec<u8>, ServeError> {
+    std::fs::read(path).map_err(|source| ServeError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The root secret: at least 32 bytes (surrounding whitespace ignored).
+fn root_secret(args: &RunArgs) -> Result<RootSecret, ServeError> {
+    let bytes = read(&args.root_secret_file)?;
+    let trimmed = bytes.trim_ascii();
+    if trimmed.len() < 32 {
+        return Err(ServeError::Config(format!(
+            "the root secret in {} has {} bytes; at least 32 are needed",
+            args.root_secret_file.display(),
+            trimmed.len()
+        )));
+    }
+    Ok(RootSecret::new(trimmed.to_vec()))
+}
+
+/// The TLS material from `--tls-dir`, or generated (development only).
+fn tls(args: &RunArgs) -> Result<RouterTls, ServeError> {
+    match &args.tls_dir {
+        Some(dir) => {
+            let text = |name: &str| -> Result<String, ServeError> {
+                Ok(String::from_utf8_lossy(&read(&dir.join(name))?).into_owned())
+            };
+            Ok(RouterTls {
+                cert_chain_pem: text("tls.crt")?,
+                key_pem: text("tls.key")?,
+                ca_pem: text("ca.crt")?,
+            })
+        }
+        None => {
+            let mut names = vec![args.peer_server_name.clone(), "localhost".to_owned()];
+            names.extend(args.pod_ip.clone());
+            let tls = RouterTls::generate(&names)?;
+            tracing::warn!(
+                fingerprint = %tls.fingerprint()?,
+                "no --tls-dir: serving a generated certificate (sidecars cannot pin it; development only)"
+            );
+            Ok(tls)
+        }
+    }
+}
+
+/// The router's settings from the flags.
+pub fn settings(args: &RunArgs) -> Result<Settings, ServeError> {
+    let self_url = match (&args.self_url, &args.pod_ip) {
+        (Some(url), _) => url.trim_end_matches('/').to_owned(),
+        (None, Some(ip)) if ip.contains(':') => format!("https://[{ip}]:{}", args.listen.port()),
+        (None, Some(ip)) => format!("https://{ip}:{}", args.listen.port()),
+        (None, None) => {
+            return Err(ServeError::Config(
+                "set --self-url (HATCHWAY_SELF_URL) or POD_IP: peers and tunnels need this replica's URL"
+                    .into(),
+            ));
+        }
+    };
+    let mut settings = Settings::new(self_url);
+    let domain = args.wildcard_domain.trim().trim_matches('.').to_ascii_lowercase();
+    settings.wildcard_domain = (!domain.is_empty()).then_some(domain);
+    settings.shell_enabled = args.shell;
+    settings.policy = Policy {
+        prefer_tunnel: args.prefer_tunnel,
+        direct_access: args.direct_access,
+    };
+    settings.max_tunnels = args.max_tunnels;
+    settings.idle_timeout = Duration::from_secs(args.idle_timeout_seconds.max(1));
+    settings.peer_server_name = args.peer_server_name.clone();
+    settings.auth_cache_ttl = Duration::from_secs(args.auth_cache_seconds);
+    Ok(settings)
+}
+
+/// Runs the router until SIGTERM or SIGINT.
+pub async fn run(args: RunArgs) -> Result<(), ServeError> {
+    init_logging(&args.log_format);
+    let settings = settings(&args)?;
+    let root = root_secret(&args)?;
+    let tls = tls(&args)?;
+    let client = kube::Client::try_default().await?;
+
+    let namespaces: Vec<String> = args
+        .namespaces
+        .iter()
+        .filter(|n| !n.is_empty())
+        .cloned()
+        .collect();
+    let replica_service = (!args.replica_service.is_empty()).then(|| ReplicaService {
+        namespace: args.pod_namespace.clone(),
+        name: args.replica_service.clone(),
+        port_name: args.replica_port_name.clone(),
+    });
+    let cluster = KubeCluster::start(
+        client.clone(),
+        KubeClusterConfig {
+            namespaces: (!namespaces.is_empty()).then_some(namespaces),
+            replica_service,
+            split_log_streams: args.split_log_streams,
+        },
+    );
+    let audiences = args
+        .token_audiences
+        .iter()
+        .filter(|a| !a.is_empty())
+        .cloned()
+        .collect();
+    let auth = CachedAuth::new(
+        KubeAuth::new(client, audiences),
+        settings.auth_cache_ttl,
+        settings.auth_cache_entries,
+    );
+    let router = Router::new(
+        settings,
+        cluster.clone(),
+        Arc::new(auth),
+        root,
+        tls.peer_client_config()?,
+    );
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: args.listen,
+            source,
+        })?;
+    tracing::info!(
+        listen = %args.listen,
+        self_url = %router.settings.self_url,
+        certificate = %tls.fingerprint()?,
+        "router serving; waiting for the Container cache"
+    );
+    // Requests before the cache is filled would wrongly answer 404.
+    cluster.wait_until_ready().await;
+    tracing::info!("Container cache ready");
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: draining");
+        signal.cancel();
+    });
+    server::serve(router, listener, tls.server_config()?, shutdown).await;
+    tracing::info!("drained; exiting");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HATCHWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Args, Command};
+    use clap::Parser;
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec!["hatchway-operator", "run"];
+        argv.extend_from_slice(extra);
+        match Args::try_parse_from(argv).unwrap().command {
+            Command::Run(run) => *run,
+            Command::Crd => panic!("not run"),
+        }
+    }
+
+    #[test]
+    fn the_self_url_comes_from_the_pod_ip_or_the_flag() {
+        let s = settings(&run_args(&["--pod-ip", "10.1.2.3", "--listen", "0.0.0.0:9443"])).unwrap();
+        assert_eq!(s.self_url, "https://10.1.2.3:9443");
+        let s = settings(&run_args(&["--pod-ip", "fd00::5"])).unwrap();
+        assert_eq!(s.self_url, "https://[fd00::5]:8443");
+        let s = settings(&run_args(&[
+            "--self-url",
+            "https://r.example:1/",
+            "--pod-ip",
+            "1.1.1.1",
+        ]))
+        .unwrap();
+        assert_eq!(s.self_url, "https://r.example:1");
+    }
+
+    #[test]
+    fn settings_follow_the_flags() {
+        let s = settings(&run_args(&[
+            "--pod-ip",
+            "10.0.0.1",
+            "--wildcard-domain",
+            ".Apps.Example.",
+            "--direct-access",
+            "false",
+            "--prefer-tunnel",
+            "true",
+        ]))
+        .unwrap();
+        assert_eq!(s.wildcard_domain.as_deref(), Some("apps.example"));
+        assert_eq!(
+            s.policy,
+            Policy {
+                prefer_tunnel: true,
+                direct_access: false
+            }
+        );
+        let s = settings(&run_args(&["--pod-ip", "10.0.0.1"])).unwrap();
+        assert_eq!(s.wildcard_domain, None);
+    }
+
+    #[test]
+    fn a_missing_self_url_or_short_root_secret_is_a_clear_error() {
+        let err = settings(&run_args(&[])).unwrap_err().to_string();
+        assert!(err.contains("--self-url"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("root");
+        std::fs::write(&file, "short\n").unwrap();
+        let err = root_secret(&run_args(&["--root-secret-file", file.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has 5 bytes; at least 32"), "{err}");
+        let err = root_secret(&run_args(&["--root-secret-file", "/nonexistent/x"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("reading /nonexistent/x"), "{err}");
+    }
 }
