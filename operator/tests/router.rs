@@ -184,6 +184,13 @@ async fn start_web_app() -> u16 {
                         .collect();
                     seen.sort();
                     seen.insert(0, format!("{} {}", req.method(), req.uri()));
+                    // Answer only once the whole body is in (as an upload
+                    // handler would), and show it.
+                    let body = http_body_util::BodyExt::collect(req.into_body())
+                        .await
+                        .unwrap()
+                        .to_bytes();
+                    seen.push(format!("body: {}", String::from_utf8_lossy(&body)));
                     Ok::<_, std::convert::Infallible>(
                         http::Response::builder()
                             .header("x-app", "yes")
@@ -848,4 +855,105 @@ async fn http2_serves_logs_and_oversized_headers_are_refused() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn a_slow_client_is_cut_off_after_the_header_timeout() {
+    let cluster = MemoryCluster::new();
+    let router = TestRouter::start_with(cluster, StaticAuth::new(), |s| {
+        s.header_read_timeout = std::time::Duration::from_millis(300)
+    })
+    .await;
+    // TCP only, never a TLS hello: dropped after the timeout.
+    let mut silent = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), silent.read(&mut buf))
+        .await
+        .expect("the router closes a silent connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+
+    // TLS done, then half a request head: dropped too (hyper answers 408
+    // or just closes; either way the connection ends).
+    let tcp = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(client_tls(&[b"http/1.1"]))
+        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: local")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), tls.read_to_end(&mut rest))
+        .await
+        .expect("the router ends a connection whose head never completes")
+        .ok();
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+}
+
+#[tokio::test]
+async fn shutdown_drains_requests_in_flight_and_takes_no_new_ones() {
+    let (router, _cluster, _sidecar, host) = web_rig(Some(hatchway_api::crd::PortAccess::Public)).await;
+    // A request in flight: an upload whose body is still being sent.
+    let (mut body_tx, body) = futures::channel::mpsc::channel::<
+        Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>,
+    >(1);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/upload")
+        .header("host", &host)
+        .body(http_body_util::StreamBody::new(body))
+        .unwrap();
+    let (mut sender, conn) = {
+        let tcp = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(client_tls(&[b"http/1.1"]))
+            .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap()
+    };
+    tokio::spawn(conn);
+    let in_flight = tokio::spawn(async move { sender.send_request(req).await });
+    use futures::SinkExt;
+    body_tx
+        .send(Ok(hyper::body::Frame::data(bytes::Bytes::from_static(
+            b"part 1 ",
+        ))))
+        .await
+        .unwrap();
+    // The router has the request once it has chosen its gateway.
+    eventually("the router to route the upload", || {
+        let metrics = router.router.metrics.encode();
+        async move { metrics.contains("gateway_choices_total{outcome=\"direct\"} 1") }
+    })
+    .await;
+
+    // Drain: the listener closes at once...
+    router.shutdown.cancel();
+    eventually("the listener to close", || {
+        let addr = router.addr;
+        async move { tokio::net::TcpStream::connect(addr).await.is_err() }
+    })
+    .await;
+    // ...while the request in flight still completes.
+    body_tx
+        .send(Ok(hyper::body::Frame::data(bytes::Bytes::from_static(b"part 2"))))
+        .await
+        .unwrap();
+    drop(body_tx);
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = body_text(response).await;
+    assert!(seen.starts_with("POST /upload"), "{seen}");
+    assert!(seen.ends_with("body: part 1 part 2"), "{seen}");
+    // With nothing left in flight, the server finishes draining.
+    tokio::time::timeout(std::time::Duration::from_secs(10), router.stop())
+        .await
+        .expect("the drain ends once the last request is answered");
 }
