@@ -7,6 +7,8 @@
 
 /// Command-line and environment configuration.
 pub mod args;
+/// The reconciler: Containers into pods, Secrets and status.
+pub mod reconcile;
 /// The router: the user-facing gateway controller.
 pub mod router;
 /// `run`: wiring the router to the cluster and serving it.

@@ -1,0 +1,485 @@
+//! The Pod and Secret a Container becomes (DESIGN.md, "Operator
+//! reconciler", "Sidecar", "Trust model"). Pure functions: every choice
+//! here is a unit test.
+//!
+//! Layout of the pod:
+//! - the sidecar is a native sidecar (an init container with
+//!   `restartPolicy: Always`) with a startup probe on `/readyz`, so the
+//!   workload starts only once the gateway is up; it copies its own static
+//!   binary into the shared volume for the workload to run as its shim;
+//! - the workload runs `/hatchway/bin/hatchway-sidecar shim -- <command>`;
+//! - the per-Container Secret (`ctr_key`, router CA, tunnel URL) is mounted
+//!   into the sidecar only; the sidecar's audit directory is its own;
+//! - the workload gets no ServiceAccount token unless the spec asks.
+
+use std::collections::BTreeMap;
+
+use hatchway_api::crd::{Container, RestartPolicy};
+use hatchway_api::pod::{SIDECAR_CONTAINER, WORKLOAD_CONTAINER};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container as K8sContainer, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Pod,
+    PodSpec, Probe, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+
+/// The gateway's TLS port in the pod.
+pub const GATEWAY_PORT: i32 = 7443;
+/// The sidecar's plain health and metrics port.
+pub const HEALTH_PORT: i32 = 7444;
+/// The uid the sidecar runs as (distroless "nonroot").
+pub const SIDECAR_UID: i64 = 65532;
+
+/// Label with the Container's UID (names can exceed a label's 63 bytes).
+pub const LABEL_UID: &str = "hatchway.dev/container-uid";
+/// Label with the Container's name when it fits in a label value.
+pub const LABEL_NAME: &str = "hatchway.dev/container";
+/// `app.kubernetes.io/managed-by` value.
+pub const MANAGED_BY: &str = "hatchway-operator";
+
+const SHARED_VOLUME: &str = "hatchway";
+const SECRET_VOLUME: &str = "hatchway-secret";
+const AUDIT_VOLUME: &str = "hatchway-audit";
+const SHIM_PATH: &str = "/hatchway/bin/hatchway-sidecar";
+
+/// What the pod builder needs besides the Container.
+#[derive(Clone, Debug)]
+pub struct PodSettings {
+    /// The sidecar image.
+    pub sidecar_image: String,
+    /// Its pull policy (`IfNotPresent`, `Never` in the e2e cluster).
+    pub sidecar_pull_policy: String,
+    /// Shells allowed cluster-wide (off: the shim serves no spawn socket).
+    pub shell_enabled: bool,
+}
+
+/// Why a Container cannot become a pod (a condition on it, not a crash).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PodError {
+    /// The object lacks what the API server always sets.
+    #[error("the Container has no {0} (not stored by the API server?)")]
+    Missing(&'static str),
+}
+
+/// The name of the Container's pod and Secret: its name and the start of
+/// its UID, so a re-created Container never meets its predecessor's pod.
+pub fn child_name(container: &Container) -> Result<String, PodError> {
+    let name = container
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(PodError::Missing("name"))?;
+    let uid = container
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(PodError::Missing("uid"))?;
+    let short: String = uid
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(5)
+        .collect();
+    // Pod names are DNS subdomains of at most 253 bytes.
+    let base: String = name.chars().take(253 - 1 - short.len()).collect();
+    Ok(format!("{}-{short}", base.trim_end_matches(['-', '.'])))
+}
+
+/// Labels every child carries (`kubectl get pods -l hatchway.dev/container=NAME`).
+pub fn labels(container: &Container) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "hatchway-container".to_owned(),
+        ),
+        ("app.kubernetes.io/managed-by".to_owned(), MANAGED_BY.to_owned()),
+    ]);
+    if let Some(uid) = &container.metadata.uid {
+        labels.insert(LABEL_UID.to_owned(), uid.clone());
+    }
+    if let Some(name) = &container.metadata.name
+        && name.len() <= 63
+    {
+        labels.insert(LABEL_NAME.to_owned(), name.clone());
+    }
+    labels
+}
+
+fn owner(container: &Container) -> Result<OwnerReference, PodError> {
+    let mut owner = container
+        .controller_owner_ref(&())
+        .ok_or(PodError::Missing("uid"))?;
+    owner.block_owner_deletion = Some(true);
+    Ok(owner)
+}
+
+/// The per-Container Secret: `ctr_key`, the router CA the tunnel pins, and
+/// the router's tunnel URL (absent: no tunnel).
+pub fn secret(
+    container: &Container,
+    ctr_key_hex: &str,
+    router_ca_pem: &str,
+    tunnel_url: Option<&str>,
+) -> Result<Secret, PodError> {
+    let mut data = BTreeMap::from([
+        ("ctr_key".to_owned(), ByteString(ctr_key_hex.as_bytes().to_vec())),
+        (
+            "router_ca.crt".to_owned(),
+            ByteString(router_ca_pem.as_bytes().to_vec()),
+        ),
+    ]);
+    if let Some(url) = tunnel_url {
+        data.insert("tunnel_url".to_owned(), ByteString(url.as_bytes().to_vec()));
+    }
+    Ok(Secret {
+        metadata: ObjectMeta {
+            name: Some(child_name(container)?),
+            namespace: container.metadata.namespace.clone(),
+            labels: Some(labels(container)),
+            owner_references: Some(vec![owner(container)?]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(data),
+        ..Secret::default()
+    })
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+fn ready_probe(period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/readyz".to_owned()),
+            port: IntOrString::Int(HEALTH_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+fn sidecar(container: &Container, settings: &PodSettings) -> Result<K8sContainer, PodError> {
+    let uid = container
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(PodError::Missing("uid"))?;
+    Ok(K8sContainer {
+        name: SIDECAR_CONTAINER.to_owned(),
+        image: Some(settings.sidecar_image.clone()),
+        image_pull_policy: Some(settings.sidecar_pull_policy.clone()),
+        args: Some(vec!["gateway".to_owned()]),
+        env: Some(vec![
+            env("HATCHWAY_CONTAINER_UID", uid),
+            env("HATCHWAY_INSTALL_TO", SHIM_PATH),
+        ]),
+        // A native sidecar: started before the workload, kept running
+        // beside it, stopped after it.
+        restart_policy: Some("Always".to_owned()),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("gateway".to_owned()),
+                container_port: GATEWAY_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("metrics".to_owned()),
+                container_port: HEALTH_PORT,
+                ..ContainerPort::default()
+            },
+        ]),
+        // The workload starts only when the gateway answers.
+        startup_probe: Some(ready_probe(1, 120)),
+        readiness_probe: Some(ready_probe(5, 3)),
+        volume_mounts: Some(vec![
+            mount(SHARED_VOLUME, "/hatchway", false),
+            mount(SECRET_VOLUME, "/hatchway/secret", true),
+            mount(AUDIT_VOLUME, "/hatchway/audit", false),
+        ]),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(SIDECAR_UID),
+            run_as_group: Some(SIDECAR_UID),
+            run_as_non_root: Some(true),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                ..SeccompProfile::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..K8sContainer::default()
+    })
+}
+
+fn workload(container: &Container, settings: &PodSettings) -> K8sContainer {
+    let spec = &container.spec;
+    let mut command = vec![SHIM_PATH.to_owned(), "shim".to_owned()];
+    if settings.shell_enabled && spec.shell {
+        // The sidecar runs as its own uid: let it use the spawn socket.
+        command.extend(["--spawn-allowed-uids".to_owned(), SIDECAR_UID.to_string()]);
+    } else {
+        command.push("--spawn-disabled".to_owned());
+    }
+    command.push("--".to_owned());
+    command.extend(spec.command.iter().cloned());
+    command.extend(spec.args.iter().cloned());
+    K8sContainer {
+        name: WORKLOAD_CONTAINER.to_owned(),
+        image: Some(spec.image.clone()),
+        command: Some(command),
+        env: (!spec.env.is_empty()).then(|| spec.env.clone()),
+        working_dir: spec.working_dir.clone(),
+        resources: spec.resources.clone(),
+        // The shared volume only: never the Secret, never the audit log.
+        volume_mounts: Some(vec![mount(SHARED_VOLUME, "/hatchway", false)]),
+        ..K8sContainer::default()
+    }
+}
+
+/// The Container's pod.
+pub fn pod(container: &Container, settings: &PodSettings) -> Result<Pod, PodError> {
+    let name = child_name(container)?;
+    let overrides = container.spec.pod.clone().unwrap_or_default();
+    let annotations = BTreeMap::from([
+        ("prometheus.io/scrape".to_owned(), "true".to_owned()),
+        ("prometheus.io/port".to_owned(), HEALTH_PORT.to_string()),
+        ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
+    ]);
+    let restart_policy = match container.spec.restart_policy {
+        RestartPolicy::Never => "Never",
+        RestartPolicy::OnFailure => "OnFailure",
+    };
+    Ok(Pod {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: container.metadata.namespace.clone(),
+            labels: Some(labels(container)),
+            annotations: Some(annotations),
+            owner_references: Some(vec![owner(container)?]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            init_containers: Some(vec![sidecar(container, settings)?]),
+            containers: vec![workload(container, settings)],
+            restart_policy: Some(restart_policy.to_owned()),
+            automount_service_account_token: Some(overrides.automount_service_account_token.unwrap_or(false)),
+            service_account_name: overrides.service_account_name.clone(),
+            node_selector: (!overrides.node_selector.is_empty()).then(|| overrides.node_selector.clone()),
+            tolerations: (!overrides.tolerations.is_empty()).then(|| overrides.tolerations.clone()),
+            security_context: overrides.security_context.clone(),
+            // Separate process namespaces: the workload cannot see the
+            // sidecar's processes, environment or files.
+            share_process_namespace: Some(false),
+            enable_service_links: Some(false),
+            volumes: Some(vec![
+                Volume {
+                    name: SHARED_VOLUME.to_owned(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Volume::default()
+                },
+                Volume {
+                    name: AUDIT_VOLUME.to_owned(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Volume::default()
+                },
+                Volume {
+                    name: SECRET_VOLUME.to_owned(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(name),
+                        // Only the sidecar mounts it, and it runs as its own
+                        // uid: the files must be readable by others.
+                        default_mode: Some(0o444),
+                        ..SecretVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                },
+            ]),
+            ..PodSpec::default()
+        }),
+        ..Pod::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hatchway_api::crd::ContainerSpec;
+
+    fn container(tweak: impl FnOnce(&mut ContainerSpec)) -> Container {
+        let mut spec: ContainerSpec = serde_json::from_value(serde_json::json!({
+            "image": "busybox:1.36",
+            "command": ["sh", "-c"],
+            "args": ["echo hi; sleep 5"],
+            "env": [{"name": "A", "value": "1"}],
+        }))
+        .unwrap();
+        tweak(&mut spec);
+        let mut c = Container::new("job-1", spec);
+        c.metadata.namespace = Some("team".into());
+        c.metadata.uid = Some("0f3a9c2e-1111-2222-3333-444455556666".into());
+        c
+    }
+
+    fn settings() -> PodSettings {
+        PodSettings {
+            sidecar_image: "localhost/hatchway/sidecar:e2e".into(),
+            sidecar_pull_policy: "Never".into(),
+            shell_enabled: true,
+        }
+    }
+
+    fn mounts(c: &K8sContainer) -> Vec<(String, String)> {
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.name.clone(), m.mount_path.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn the_workload_runs_under_the_shim_and_never_mounts_the_secret() {
+        let pod = pod(&container(|_| {}), &settings()).unwrap();
+        let spec = pod.spec.unwrap();
+        let workload = &spec.containers[0];
+        assert_eq!(workload.name, "workload");
+        assert_eq!(
+            workload.command.as_deref().unwrap(),
+            [
+                "/hatchway/bin/hatchway-sidecar",
+                "shim",
+                "--spawn-allowed-uids",
+                "65532",
+                "--",
+                "sh",
+                "-c",
+                "echo hi; sleep 5"
+            ]
+        );
+        assert_eq!(workload.args, None);
+        assert_eq!(
+            mounts(workload),
+            [("hatchway".to_owned(), "/hatchway".to_owned())]
+        );
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert_eq!(spec.share_process_namespace, Some(false));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+    }
+
+    #[test]
+    fn the_sidecar_is_a_native_sidecar_with_the_secret_and_a_startup_probe() {
+        let pod = pod(&container(|_| {}), &settings()).unwrap();
+        let spec = pod.spec.unwrap();
+        let sidecar = &spec.init_containers.as_ref().unwrap()[0];
+        assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(sidecar.image.as_deref(), Some("localhost/hatchway/sidecar:e2e"));
+        let probe = sidecar.startup_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(
+            (probe.path.as_deref(), &probe.port),
+            (Some("/readyz"), &IntOrString::Int(7444))
+        );
+        assert!(mounts(sidecar).contains(&("hatchway-secret".to_owned(), "/hatchway/secret".to_owned())));
+        let env: Vec<_> = sidecar
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.as_deref()))
+            .collect();
+        assert!(env.contains(&(
+            "HATCHWAY_CONTAINER_UID",
+            Some("0f3a9c2e-1111-2222-3333-444455556666")
+        )));
+        let sc = sidecar.security_context.as_ref().unwrap();
+        assert_eq!(
+            (sc.run_as_non_root, sc.read_only_root_filesystem),
+            (Some(true), Some(true))
+        );
+    }
+
+    #[test]
+    fn overrides_and_shell_settings_shape_the_pod() {
+        let c = container(|spec| {
+            spec.shell = false;
+            spec.restart_policy = RestartPolicy::OnFailure;
+            spec.pod = Some(
+                serde_json::from_value(serde_json::json!({
+                    "serviceAccountName": "runner",
+                    "automountServiceAccountToken": true,
+                    "nodeSelector": {"disk": "ssd"},
+                }))
+                .unwrap(),
+            );
+        });
+        let spec = pod(&c, &settings()).unwrap().spec.unwrap();
+        assert!(
+            spec.containers[0]
+                .command
+                .as_ref()
+                .unwrap()
+                .contains(&"--spawn-disabled".to_owned())
+        );
+        assert_eq!(spec.service_account_name.as_deref(), Some("runner"));
+        assert_eq!(spec.automount_service_account_token, Some(true));
+        assert_eq!(spec.node_selector.unwrap()["disk"], "ssd");
+        assert_eq!(spec.restart_policy.as_deref(), Some("OnFailure"));
+        let off = PodSettings {
+            shell_enabled: false,
+            ..settings()
+        };
+        let spec = pod(&container(|_| {}), &off).unwrap().spec.unwrap();
+        assert!(
+            spec.containers[0]
+                .command
+                .as_ref()
+                .unwrap()
+                .contains(&"--spawn-disabled".to_owned())
+        );
+    }
+
+    #[test]
+    fn children_are_owned_labelled_and_named_per_run() {
+        let c = container(|_| {});
+        let pod = pod(&c, &settings()).unwrap();
+        assert_eq!(pod.metadata.name.as_deref(), Some("job-1-0f3a9"));
+        let owner = &pod.metadata.owner_references.unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.controller), ("Container", Some(true)));
+        assert_eq!(pod.metadata.labels.unwrap()[LABEL_NAME], "job-1");
+        assert_eq!(pod.metadata.annotations.unwrap()["prometheus.io/port"], "7444");
+        let secret = secret(&c, "ab".repeat(32).as_str(), "CA", Some("https://router:8443")).unwrap();
+        let data = secret.data.unwrap();
+        assert_eq!(data["ctr_key"].0, "ab".repeat(32).as_bytes());
+        assert_eq!(data["tunnel_url"].0, b"https://router:8443");
+        let long = Container::new(&"n".repeat(253), c.spec.clone());
+        let mut long = long;
+        long.metadata.uid = c.metadata.uid.clone();
+        assert!(child_name(&long).unwrap().len() <= 253);
+        assert!(!labels(&long).contains_key(LABEL_NAME));
+        assert_eq!(
+            child_name(&Container::new("x", c.spec.clone())),
+            Err(PodError::Missing("uid"))
+        );
+    }
+}
