@@ -3,3 +3,4 @@
 //! pod and Secret a Container becomes.
 
 pub mod pod;
+pub mod status;
