@@ -416,14 +416,15 @@ impl TestRouter {
         }
     }
 
-    /// Stops the router as a replica's exit would: it stops serving and
-    /// closes every tunnel it holds (their sidecars reconnect), then drains.
+    /// Stops the router as a replica's exit would: it stops serving, then
+    /// closes every tunnel it holds (their sidecars reconnect, and find the
+    /// port closed, as they would).
     pub async fn kill(mut self) {
         self.shutdown.cancel();
-        self.router.tunnels.close_all();
         if let Some(served) = self.served.take() {
             let _ = served.await;
         }
+        self.router.tunnels.close_all();
     }
 }
 
