@@ -64,6 +64,13 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // A tunnel or shell whose peer vanished (node lost, NAT timeout)
+        // is found within about a minute instead of never.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(30))
+            .with_interval(Duration::from_secs(10))
+            .with_retries(3);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         let router = router.clone();
         let acceptor = acceptor.clone();
         let shutdown = shutdown.clone();
