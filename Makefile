@@ -51,7 +51,7 @@ static-check: static
 ## run the end-to-end suite against it. The cluster stays up for the next
 ## run; `make cluster-down` stops it. nextest's summary is the last line.
 .PHONY: e2e cluster-up cluster-down cluster-status
-e2e: cluster-up
+e2e: static cluster-up
 	eval "$$(e2e/cluster env)" && $(CARGO) nextest run -p hatchway-e2e --locked --no-fail-fast
 
 cluster-up:

@@ -49,13 +49,58 @@ pub struct RunArgs {
     #[arg(long, env = "HATCHWAY_TLS_DIR")]
     pub tls_dir: Option<PathBuf>,
 
-    /// File holding the root secret every Container key derives from.
+    /// File holding the root secret every Container key derives from. When
+    /// absent, the root secret is read from (or created in) the Secret
+    /// `--root-secret-name` through the API.
+    #[arg(long, env = "HATCHWAY_ROOT_SECRET_FILE")]
+    pub root_secret_file: Option<PathBuf>,
+
+    /// The Secret (in the operator's namespace) holding the root secret.
+    #[arg(long, env = "HATCHWAY_ROOT_SECRET_NAME", default_value = "hatchway-root")]
+    pub root_secret_name: String,
+
+    /// The Secret (in the operator's namespace) holding the router CA; each
+    /// replica issues its serving certificate from it (unless --tls-dir).
+    #[arg(long, env = "HATCHWAY_CA_SECRET_NAME", default_value = "hatchway-router-ca")]
+    pub ca_secret_name: String,
+
+    /// Extra names in the serving certificate (comma-separated; the
+    /// Services' DNS names that sidecars and users dial).
+    #[arg(long, env = "HATCHWAY_TLS_NAMES", value_delimiter = ',', default_value = "")]
+    pub tls_names: Vec<String>,
+
+    /// Run the reconciler (leader-elected) in this process.
+    #[arg(long, env = "HATCHWAY_RECONCILE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub reconcile: bool,
+
+    /// The sidecar image put into every Container's pod.
     #[arg(
         long,
-        env = "HATCHWAY_ROOT_SECRET_FILE",
-        default_value = "/hatchway/root/root-secret"
+        env = "HATCHWAY_SIDECAR_IMAGE",
+        default_value = "ghcr.io/hatchway-dev/hatchway-sidecar:latest"
     )]
-    pub root_secret_file: PathBuf,
+    pub sidecar_image: String,
+
+    /// Pull policy of the sidecar image.
+    #[arg(long, env = "HATCHWAY_SIDECAR_PULL_POLICY", default_value = "IfNotPresent")]
+    pub sidecar_pull_policy: String,
+
+    /// The URL sidecars dial for their tunnel (the router's Service); empty:
+    /// no tunnels.
+    #[arg(long, env = "HATCHWAY_TUNNEL_URL", default_value = "")]
+    pub tunnel_url: String,
+
+    /// `ttlSecondsAfterFinished` for Containers that set none (0: keep).
+    #[arg(long, env = "HATCHWAY_DEFAULT_TTL_SECONDS", default_value_t = 0)]
+    pub default_ttl_seconds: i64,
+
+    /// The Lease that elects the one reconciling replica.
+    #[arg(long, env = "HATCHWAY_LEASE_NAME", default_value = "hatchway-operator")]
+    pub lease_name: String,
+
+    /// This replica's name (from the downward API), for the Lease and Events.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
 
     /// Namespaces whose Containers are served (comma-separated; empty: all).
     #[arg(long, env = "HATCHWAY_NAMESPACES", value_delimiter = ',', default_value = "")]

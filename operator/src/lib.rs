@@ -7,6 +7,8 @@
 
 /// Command-line and environment configuration.
 pub mod args;
+/// The root secret and router CA, created at first start.
+pub mod bootstrap;
 /// The reconciler: Containers into pods, Secrets and status.
 pub mod reconcile;
 /// The router: the user-facing gateway controller.

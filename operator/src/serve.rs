@@ -4,13 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::RunArgs;
 use crate::router::auth::cache::CachedAuth;
 use crate::router::auth::kube::KubeAuth;
 use crate::router::cluster::kube::{KubeCluster, KubeClusterConfig, ReplicaService};
 use crate::router::select::Policy;
 use crate::router::tls::{RouterTls, TlsError};
 use crate::router::{RootSecret, Router, Settings, server};
+use std::sync::atomic::AtomicBool;
+
+use crate::reconcile::controller::{self, ReconcileSettings};
+use crate::reconcile::leader::{self, LeaderConfig};
+use crate::reconcile::pod::PodSettings;
+use crate::{RunArgs, bootstrap};
 
 /// Why the operator could not run.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +34,9 @@ pub enum ServeError {
     /// The TLS material is unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The root secret or router CA could not be read or created.
+    #[error(transparent)]
+    Bootstrap(#[from] bootstrap::BootstrapError),
     /// No Kubernetes client could be built.
     #[error("Kubernetes client: {0}")]
     Kube(#[from] kube::Error),
@@ -49,44 +57,39 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, ServeError> {
     })
 }
 
-/// The root secret: at least 32 bytes (surrounding whitespace ignored).
-fn root_secret(args: &RunArgs) -> Result<RootSecret, ServeError> {
-    let bytes = read(&args.root_secret_file)?;
+/// The root secret from `--root-secret-file`: at least 32 bytes
+/// (surrounding whitespace ignored).
+fn root_secret_from_file(path: &std::path::Path) -> Result<RootSecret, ServeError> {
+    let bytes = read(path)?;
     let trimmed = bytes.trim_ascii();
     if trimmed.len() < 32 {
         return Err(ServeError::Config(format!(
             "the root secret in {} has {} bytes; at least 32 are needed",
-            args.root_secret_file.display(),
+            path.display(),
             trimmed.len()
         )));
     }
     Ok(RootSecret::new(trimmed.to_vec()))
 }
 
-/// The TLS material from `--tls-dir`, or generated (development only).
-fn tls(args: &RunArgs) -> Result<RouterTls, ServeError> {
-    match &args.tls_dir {
-        Some(dir) => {
-            let text = |name: &str| -> Result<String, ServeError> {
-                Ok(String::from_utf8_lossy(&read(&dir.join(name))?).into_owned())
-            };
-            Ok(RouterTls {
-                cert_chain_pem: text("tls.crt")?,
-                key_pem: text("tls.key")?,
-                ca_pem: text("ca.crt")?,
-            })
-        }
-        None => {
-            let mut names = vec![args.peer_server_name.clone(), "localhost".to_owned()];
-            names.extend(args.pod_ip.clone());
-            let tls = RouterTls::generate(&names)?;
-            tracing::warn!(
-                fingerprint = %tls.fingerprint()?,
-                "no --tls-dir: serving a generated certificate (sidecars cannot pin it; development only)"
-            );
-            Ok(tls)
-        }
+/// The TLS material from `--tls-dir`, or a certificate this replica
+/// issues from the router CA (created at first start).
+async fn tls(args: &RunArgs, client: &kube::Client) -> Result<RouterTls, ServeError> {
+    if let Some(dir) = &args.tls_dir {
+        let text = |name: &str| -> Result<String, ServeError> {
+            Ok(String::from_utf8_lossy(&read(&dir.join(name))?).into_owned())
+        };
+        return Ok(RouterTls {
+            cert_chain_pem: text("tls.crt")?,
+            key_pem: text("tls.key")?,
+            ca_pem: text("ca.crt")?,
+        });
     }
+    let ca = bootstrap::router_ca(client.clone(), &args.pod_namespace, &args.ca_secret_name).await?;
+    let mut names = vec![args.peer_server_name.clone(), "localhost".to_owned()];
+    names.extend(args.tls_names.iter().filter(|n| !n.is_empty()).cloned());
+    names.extend(args.pod_ip.clone());
+    Ok(RouterTls::issue(&ca, &names)?)
 }
 
 /// The router's settings from the flags.
@@ -117,13 +120,38 @@ pub fn settings(args: &RunArgs) -> Result<Settings, ServeError> {
     Ok(settings)
 }
 
-/// Runs the router until SIGTERM or SIGINT.
+/// The reconciler's settings from the flags.
+fn reconcile_settings(args: &RunArgs, router: &Router, tls: &RouterTls) -> ReconcileSettings {
+    ReconcileSettings {
+        pod: PodSettings {
+            sidecar_image: args.sidecar_image.clone(),
+            sidecar_pull_policy: args.sidecar_pull_policy.clone(),
+            shell_enabled: args.shell,
+        },
+        tunnel_url: (!args.tunnel_url.is_empty()).then(|| args.tunnel_url.clone()),
+        router_ca_pem: tls.ca_pem.clone(),
+        wildcard_domain: router.settings.wildcard_domain.clone(),
+        default_ttl_seconds: (args.default_ttl_seconds > 0).then_some(args.default_ttl_seconds),
+        namespaces: args
+            .namespaces
+            .iter()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect(),
+    }
+}
+
+/// Runs the router (and, when leading, the reconciler) until SIGTERM or
+/// SIGINT.
 pub async fn run(args: RunArgs) -> Result<(), ServeError> {
     init_logging(&args.log_format);
     let settings = settings(&args)?;
-    let root = root_secret(&args)?;
-    let tls = tls(&args)?;
     let client = kube::Client::try_default().await?;
+    let root = match &args.root_secret_file {
+        Some(path) => root_secret_from_file(path)?,
+        None => bootstrap::root_secret(client.clone(), &args.pod_namespace, &args.root_secret_name).await?,
+    };
+    let tls = tls(&args, &client).await?;
 
     let namespaces: Vec<String> = args
         .namespaces
@@ -151,7 +179,7 @@ pub async fn run(args: RunArgs) -> Result<(), ServeError> {
         .cloned()
         .collect();
     let auth = CachedAuth::new(
-        KubeAuth::new(client, audiences),
+        KubeAuth::new(client.clone(), audiences),
         settings.auth_cache_ttl,
         settings.auth_cache_entries,
     );
@@ -159,9 +187,32 @@ pub async fn run(args: RunArgs) -> Result<(), ServeError> {
         settings,
         cluster.clone(),
         Arc::new(auth),
-        root,
+        root.clone(),
         tls.peer_client_config()?,
     );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: draining");
+        signal.cancel();
+    });
+    let reconciler = args.reconcile.then(|| {
+        let settings = reconcile_settings(&args, &router, &tls);
+        let identity = args
+            .pod_name
+            .clone()
+            .unwrap_or_else(|| format!("hatchway-operator-{:08x}", rand::random::<u32>()));
+        let config = LeaderConfig::new(&args.pod_namespace, &args.lease_name, identity);
+        let client = client.clone();
+        tokio::spawn(leader::run_when_leader(
+            client.clone(),
+            config,
+            Arc::new(AtomicBool::new(false)),
+            shutdown.clone(),
+            move |token| controller::run(client.clone(), settings.clone(), root.clone(), token),
+        ))
+    });
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -179,14 +230,15 @@ pub async fn run(args: RunArgs) -> Result<(), ServeError> {
     cluster.wait_until_ready().await;
     tracing::info!("Container cache ready");
 
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("signal received: draining");
-        signal.cancel();
-    });
-    server::serve(router, listener, tls.server_config()?, shutdown).await;
+    server::serve(router.clone(), listener, tls.server_config()?, shutdown).await;
+    // Tunnels end now rather than with the process: sidecars reconnect to
+    // another replica at once.
+    router.tunnels.close_all();
+    if let Some(reconciler) = reconciler {
+        // Stops reconciling and releases the Lease, so another replica
+        // takes over at once.
+        let _ = tokio::time::timeout(Duration::from_secs(10), reconciler).await;
+    }
     tracing::info!("drained; exiting");
     Ok(())
 }
@@ -276,11 +328,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("root");
         std::fs::write(&file, "short\n").unwrap();
-        let err = root_secret(&run_args(&["--root-secret-file", file.to_str().unwrap()]))
-            .unwrap_err()
-            .to_string();
+        let err = root_secret_from_file(&file).unwrap_err().to_string();
         assert!(err.contains("has 5 bytes; at least 32"), "{err}");
-        let err = root_secret(&run_args(&["--root-secret-file", "/nonexistent/x"]))
+        let err = root_secret_from_file(std::path::Path::new("/nonexistent/x"))
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("reading /nonexistent/x"), "{err}");

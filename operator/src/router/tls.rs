@@ -39,6 +39,50 @@ pub struct RouterTls {
     pub ca_pem: String,
 }
 
+/// The router CA: its certificate (public: pinned by sidecars) and key
+/// (kept in a Secret only the operator reads).
+#[derive(Clone)]
+pub struct RouterCa {
+    /// The CA certificate, PEM.
+    pub cert_pem: String,
+    /// The CA's private key, PEM.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for RouterCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterCa").finish_non_exhaustive()
+    }
+}
+
+/// The CA's parameters. Issuing needs only its name and key: leaf
+/// certificates name the issuer by this exact distinguished name.
+fn ca_params() -> Result<rcgen::CertificateParams, TlsError> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "hatchway router CA");
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(params)
+}
+
+impl RouterCa {
+    /// A fresh CA (valid for rcgen's default span).
+    pub fn generate() -> Result<Self, TlsError> {
+        let key = rcgen::KeyPair::generate()?;
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params()?, key)?;
+        Ok(Self {
+            cert_pem: ca.pem(),
+            key_pem: ca.key().serialize_pem(),
+        })
+    }
+}
+
 impl std::fmt::Debug for RouterTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RouterTls")
@@ -51,23 +95,25 @@ impl RouterTls {
     /// A fresh CA and a serving certificate it signs for `names` (DNS names
     /// or IP addresses).
     pub fn generate(names: &[String]) -> Result<Self, TlsError> {
-        let ca_key = rcgen::KeyPair::generate()?;
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "hatchway router CA");
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)?;
+        let ca = RouterCa::generate()?;
+        Self::issue(&ca, names)
+    }
+
+    /// A serving certificate for `names`, signed by `ca`. Every replica
+    /// issues its own at start (its pod IP differs); all chain to the one
+    /// CA that sidecars pin and peers trust.
+    pub fn issue(ca: &RouterCa, names: &[String]) -> Result<Self, TlsError> {
+        let issuer = rcgen::Issuer::new(ca_params()?, rcgen::KeyPair::from_pem(&ca.key_pem)?);
         let key = rcgen::KeyPair::generate()?;
         let mut params = rcgen::CertificateParams::new(names.to_vec())?;
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "hatchway router");
-        let cert = params.signed_by(&key, &ca)?;
+        let cert = params.signed_by(&key, &issuer)?;
         Ok(Self {
             cert_chain_pem: cert.pem(),
             key_pem: key.serialize_pem(),
-            ca_pem: ca.pem(),
+            ca_pem: ca.cert_pem.clone(),
         })
     }
 
@@ -144,6 +190,44 @@ mod tests {
         tls.peer_client_config().unwrap();
         assert_eq!(tls.fingerprint().unwrap().len(), 64);
         assert!(!format!("{tls:?}").contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn certificates_issued_later_by_a_stored_ca_verify_against_it() {
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::pki_types::ServerName;
+        let ca = RouterCa::generate().unwrap();
+        // Stored and read back (as the operator does with its Secret).
+        let stored = RouterCa {
+            cert_pem: ca.cert_pem.clone(),
+            key_pem: ca.key_pem.clone(),
+        };
+        let a = RouterTls::issue(&stored, &["hatchway-router".into(), "10.0.0.1".into()]).unwrap();
+        let b = RouterTls::issue(&stored, &["hatchway-router".into()]).unwrap();
+        let leaf = a.chain().unwrap().remove(0);
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            {
+                let mut roots = RootCertStore::empty();
+                for c in CertificateDer::pem_slice_iter(b.ca_pem.as_bytes()) {
+                    roots.add(c.unwrap()).unwrap();
+                }
+                Arc::new(roots)
+            },
+            hatchway_api::tls::provider(),
+        )
+        .build()
+        .unwrap();
+        let now = rustls::pki_types::UnixTime::now();
+        verifier
+            .verify_server_cert(
+                &leaf,
+                &[],
+                &ServerName::try_from("hatchway-router").unwrap(),
+                &[],
+                now,
+            )
+            .expect("a certificate issued by the stored CA verifies against it");
+        assert!(!format!("{stored:?}").contains("PRIVATE"));
     }
 
     #[test]

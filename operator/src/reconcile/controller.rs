@@ -1,0 +1,360 @@
+//! The reconcile loop: a kube-runtime Controller over Containers that owns
+//! their Pods and Secrets. For each Container: a finalizer (so deleting a
+//! running one is recorded as Cancelled before its pod goes), the Secret,
+//! the Pod, the status (server-side apply under [`status::MANAGER`]), an
+//! Event per phase change, `ttlSecondsAfterFinished`, and exponential
+//! requeues on errors. A Container that cannot become a pod gets a
+//! condition, never a crash loop.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use hatchway_api::crd::{Container, Phase};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::pod::{self, PodSettings};
+use super::status;
+use crate::router::RootSecret;
+
+/// The finalizer that lets a deleted Container be recorded as Cancelled.
+pub const FINALIZER: &str = "hatchway.dev/cancel";
+
+/// What the reconciler needs.
+#[derive(Clone, Debug)]
+pub struct ReconcileSettings {
+    /// How pods are built.
+    pub pod: PodSettings,
+    /// The router's tunnel URL given to sidecars (none: no tunnels).
+    pub tunnel_url: Option<String>,
+    /// The router CA sidecars pin.
+    pub router_ca_pem: String,
+    /// Web apps' wildcard domain, for published ports' URLs.
+    pub wildcard_domain: Option<String>,
+    /// `ttlSecondsAfterFinished` for Containers that do not set one.
+    pub default_ttl_seconds: Option<i64>,
+    /// Only these namespaces (empty: all).
+    pub namespaces: Vec<String>,
+}
+
+/// Why one reconcile failed (it is retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// A Kubernetes API call failed.
+    #[error("{action}: {source}")]
+    Api {
+        /// What was being done.
+        action: &'static str,
+        /// Why it failed.
+        source: kube::Error,
+    },
+}
+
+fn api_err(action: &'static str) -> impl FnOnce(kube::Error) -> ReconcileError {
+    move |source| ReconcileError::Api { action, source }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    client: kube::Client,
+    settings: ReconcileSettings,
+    root: RootSecret,
+    recorder: Recorder,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Runs the controller until `shutdown`.
+pub async fn run(
+    client: kube::Client,
+    settings: ReconcileSettings,
+    root: RootSecret,
+    shutdown: CancellationToken,
+) {
+    let reporter = Reporter {
+        controller: "hatchway-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        settings,
+        root,
+        failures: Mutex::new(HashMap::new()),
+    });
+    let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=hatchway-operator");
+    Controller::new(Api::<Container>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<Pod>::all(client.clone()), children.clone())
+        .owns(Api::<Secret>::all(client), children)
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(container = %object, "reconciled"),
+                Err(error) => tracing::debug!(%error, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+fn key(container: &Container) -> String {
+    format!(
+        "{}/{}",
+        container.namespace().unwrap_or_default(),
+        container.name_any()
+    )
+}
+
+/// Exponential backoff per Container: 1 s doubling to 5 min.
+fn error_policy(container: Arc<Container>, error: &ReconcileError, context: Arc<Context>) -> Action {
+    let mut failures = context.failures.lock().expect("not poisoned");
+    let n = failures.entry(key(&container)).or_insert(0);
+    *n = n.saturating_add(1);
+    let delay = Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300));
+    tracing::warn!(container = %key(&container), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn reconcile(container: Arc<Container>, context: Arc<Context>) -> Result<Action, ReconcileError> {
+    let namespace = container.namespace().unwrap_or_default();
+    let settings = &context.settings;
+    if !settings.namespaces.is_empty() && !settings.namespaces.contains(&namespace) {
+        return Ok(Action::await_change());
+    }
+    let action = reconcile_one(&container, &context).await?;
+    context
+        .failures
+        .lock()
+        .expect("not poisoned")
+        .remove(&key(&container));
+    Ok(action)
+}
+
+async fn reconcile_one(container: &Container, context: &Context) -> Result<Action, ReconcileError> {
+    let client = &context.client;
+    let namespace = container.namespace().unwrap_or_default();
+    let name = container.name_any();
+    let containers: Api<Container> = Api::namespaced(client.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let has_finalizer = container.finalizers().iter().any(|f| f == FINALIZER);
+
+    let child = match pod::child_name(container) {
+        Ok(child) => child,
+        Err(error) => {
+            // Cannot happen for a stored object; never crash-loop on it.
+            tracing::error!(container = %key(container), %error, "not reconcilable");
+            return Ok(Action::await_change());
+        }
+    };
+
+    if container.meta().deletion_timestamp.is_some() {
+        if !has_finalizer {
+            return Ok(Action::await_change());
+        }
+        let pod = pods.get_opt(&child).await.map_err(api_err("reading the pod"))?;
+        write_status(context, container, pod.as_ref(), None).await?;
+        if pod.is_some() {
+            pods.delete(&child, &DeleteParams::default())
+                .await
+                .map_err(api_err("deleting the pod"))?;
+            // Wait for the pod to go before letting the Container go.
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+        let remaining: Vec<String> = container
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        containers
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": remaining}})),
+            )
+            .await
+            .map_err(api_err("removing the finalizer"))?;
+        return Ok(Action::await_change());
+    }
+    if !has_finalizer {
+        let mut finalizers = container.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_owned());
+        containers
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
+            )
+            .await
+            .map_err(api_err("adding the finalizer"))?;
+        // The patch itself triggers the next reconcile.
+        return Ok(Action::await_change());
+    }
+
+    let mut pod = pods.get_opt(&child).await.map_err(api_err("reading the pod"))?;
+    let decision = status::decide(container, pod.as_ref());
+    let ran_before = container.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running);
+    if pod.is_none() && !decision.phase.is_finished() && !ran_before {
+        let uid = container.uid().unwrap_or_default();
+        let key = context.root.ctr_key(&uid);
+        let secret = pod::secret(
+            container,
+            key.expose_hex(),
+            &context.settings.router_ca_pem,
+            context.settings.tunnel_url.as_deref(),
+        )
+        .expect("a stored Container has a name and UID");
+        create(&secrets, &secret, "creating the Secret").await?;
+        let new_pod =
+            pod::pod(container, &context.settings.pod).expect("a stored Container has a name and UID");
+        pod = Some(create(&pods, &new_pod, "creating the pod").await?);
+    }
+    let readyz = match (&decision.gateway_address, &pod) {
+        (Some(_), Some(pod)) if !fingerprints_known(container) => fetch_readyz(pod).await,
+        _ => None,
+    };
+    write_status(context, container, pod.as_ref(), readyz.as_ref()).await?;
+
+    if decision.phase.is_finished() {
+        let ttl = container
+            .spec
+            .ttl_seconds_after_finished
+            .or(context.settings.default_ttl_seconds);
+        if let Some(ttl) = ttl {
+            let finished = decision
+                .finished_at
+                .clone()
+                .or_else(|| container.status.as_ref().and_then(|s| s.finished_at.clone()));
+            let finished = finished
+                .map(|t| t.0)
+                .unwrap_or_else(k8s_openapi::jiff::Timestamp::now);
+            let expires = finished + k8s_openapi::jiff::SignedDuration::from_secs(ttl.max(0));
+            let now = k8s_openapi::jiff::Timestamp::now();
+            if expires <= now {
+                tracing::info!(container = %key(container), ttl, "ttlSecondsAfterFinished reached: deleting");
+                containers
+                    .delete(&name, &DeleteParams::background())
+                    .await
+                    .map_err(api_err("deleting after its TTL"))?;
+                return Ok(Action::await_change());
+            }
+            let left = expires.duration_since(now).unsigned_abs();
+            return Ok(Action::requeue(left.min(Duration::from_secs(3600))));
+        }
+        return Ok(Action::await_change());
+    }
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+fn fingerprints_known(container: &Container) -> bool {
+    container
+        .status
+        .as_ref()
+        .and_then(|s| s.gateway.as_ref())
+        .is_some_and(|g| g.certificate_sha256.is_some() && g.host_key.is_some() && !g.address.is_empty())
+}
+
+async fn create<K>(api: &Api<K>, object: &K, action: &'static str) -> Result<K, ReconcileError>
+where
+    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), object).await {
+        Ok(created) => Ok(created),
+        // Created by an earlier reconcile whose status write failed.
+        Err(kube::Error::Api(status)) if status.code == 409 => api
+            .get(&object.meta().name.clone().unwrap_or_default())
+            .await
+            .map_err(api_err(action)),
+        Err(source) => Err(ReconcileError::Api { action, source }),
+    }
+}
+
+/// The sidecar's `/readyz` (fingerprints), plain HTTP on the pod's health
+/// port; `None` when it does not answer in time.
+async fn fetch_readyz(pod: &Pod) -> Option<serde_json::Value> {
+    let ip = pod.status.as_ref()?.pod_ip.clone()?;
+    let host = if ip.contains(':') { format!("[{ip}]") } else { ip };
+    let fetch = async {
+        let tcp = tokio::net::TcpStream::connect(format!("{host}:{}", pod::HEALTH_PORT))
+            .await
+            .ok()?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        let request = http::Request::get("/readyz")
+            .header(http::header::HOST, host.as_str())
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .ok()?;
+        let response = sender.send_request(request).await.ok()?;
+        let body =
+            http_body_util::BodyExt::collect(http_body_util::Limited::new(response.into_body(), 64 * 1024))
+                .await
+                .ok()?
+                .to_bytes();
+        serde_json::from_slice(&body).ok()
+    };
+    tokio::time::timeout(Duration::from_secs(3), fetch)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Applies the status and publishes an Event when the phase changed.
+async fn write_status(
+    context: &Context,
+    container: &Container,
+    pod: Option<&Pod>,
+    readyz: Option<&serde_json::Value>,
+) -> Result<(), ReconcileError> {
+    let observed = status::Observed {
+        pod,
+        readyz,
+        wildcard_domain: context.settings.wildcard_domain.as_deref(),
+    };
+    let patch = status::patch(container, &observed, Time(k8s_openapi::jiff::Timestamp::now()));
+    let before = container.status.as_ref().and_then(|s| s.phase);
+    let namespace = container.namespace().unwrap_or_default();
+    let api: Api<Container> = Api::namespaced(context.client.clone(), &namespace);
+    let body = json!({
+        "apiVersion": "hatchway.dev/v1alpha1",
+        "kind": "Container",
+        "status": patch,
+    });
+    api.patch_status(
+        &container.name_any(),
+        &PatchParams::apply(status::MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(api_err("writing status"))?;
+    let decision = status::decide(container, pod);
+    if before != Some(decision.phase) {
+        let event = Event {
+            type_: if decision.phase == Phase::Failed {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: format!("{:?}", decision.phase),
+            note: Some(decision.message.clone()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        let reference = container.object_ref(&());
+        if let Err(error) = context.recorder.publish(&event, &reference).await {
+            tracing::warn!(%error, "publishing an event");
+        }
+        tracing::info!(container = %key(container), phase = ?decision.phase, message = %decision.message, "phase changed");
+    }
+    Ok(())
+}
