@@ -161,7 +161,7 @@ async fn reconcile_one(container: &Container, context: &Context) -> Result<Actio
             return Ok(Action::await_change());
         }
         let pod = pods.get_opt(&child).await.map_err(api_err("reading the pod"))?;
-        write_status(context, container, pod.as_ref(), None).await?;
+        write_status(context, container, pod.as_ref(), None, None).await?;
         if pod.is_some() {
             pods.delete(&child, &DeleteParams::default())
                 .await
@@ -205,10 +205,10 @@ async fn reconcile_one(container: &Container, context: &Context) -> Result<Actio
     let ran_before = container.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running);
     if pod.is_none() && !decision.phase.is_finished() && !ran_before {
         let uid = container.uid().unwrap_or_default();
-        let key = context.root.ctr_key(&uid);
+        let ctr_key = context.root.ctr_key(&uid);
         let secret = pod::secret(
             container,
-            key.expose_hex(),
+            ctr_key.expose_hex(),
             &context.settings.router_ca_pem,
             context.settings.tunnel_url.as_deref(),
         )
@@ -216,13 +216,28 @@ async fn reconcile_one(container: &Container, context: &Context) -> Result<Actio
         create(&secrets, &secret, "creating the Secret").await?;
         let new_pod =
             pod::pod(container, &context.settings.pod).expect("a stored Container has a name and UID");
-        pod = Some(create(&pods, &new_pod, "creating the pod").await?);
+        match create(&pods, &new_pod, "creating the pod").await {
+            Ok(created) => pod = Some(created),
+            // The cluster will not run this pod as written (a missing
+            // ServiceAccount, an admission policy, an invalid override):
+            // say so in a condition and retry slowly, never crash-loop.
+            Err(ReconcileError::Api {
+                source: kube::Error::Api(status),
+                ..
+            }) if matches!(status.code, 400 | 403 | 404 | 422) => {
+                let why = status.message.clone();
+                write_status(context, container, None, None, Some(&why)).await?;
+                tracing::warn!(container = %key(container), %why, "the pod was refused");
+                return Ok(Action::requeue(Duration::from_secs(60)));
+            }
+            Err(error) => return Err(error),
+        }
     }
     let readyz = match (&decision.gateway_address, &pod) {
         (Some(_), Some(pod)) if !fingerprints_known(container) => fetch_readyz(pod).await,
         _ => None,
     };
-    write_status(context, container, pod.as_ref(), readyz.as_ref()).await?;
+    write_status(context, container, pod.as_ref(), readyz.as_ref(), None).await?;
 
     if decision.phase.is_finished() {
         let ttl = container
@@ -315,11 +330,13 @@ async fn write_status(
     container: &Container,
     pod: Option<&Pod>,
     readyz: Option<&serde_json::Value>,
+    refused: Option<&str>,
 ) -> Result<(), ReconcileError> {
     let observed = status::Observed {
         pod,
         readyz,
         wildcard_domain: context.settings.wildcard_domain.as_deref(),
+        refused,
     };
     let patch = status::patch(container, &observed, Time(k8s_openapi::jiff::Timestamp::now()));
     let before = container.status.as_ref().and_then(|s| s.phase);

@@ -25,6 +25,9 @@ pub struct Observed<'a> {
     pub readyz: Option<&'a Value>,
     /// The wildcard domain of web apps, for published ports' URLs.
     pub wildcard_domain: Option<&'a str>,
+    /// Why the API refused to create the pod (an invalid override, a
+    /// missing ServiceAccount, an admission policy), if it did.
+    pub refused: Option<&'a str>,
 }
 
 /// The phase, the workload's state and the gateway address, read from a pod.
@@ -244,14 +247,24 @@ pub fn patch(container: &Container, observed: &Observed<'_>, now: Time) -> Value
             generation,
             &keep_time("GatewayReady", gateway_ready),
         ),
-        condition(
-            "Valid",
-            true,
-            "Accepted",
-            "the spec can be run",
-            generation,
-            &keep_time("Valid", true),
-        ),
+        match observed.refused {
+            None => condition(
+                "Valid",
+                true,
+                "Accepted",
+                "the spec can be run",
+                generation,
+                &keep_time("Valid", true),
+            ),
+            Some(why) => condition(
+                "Valid",
+                false,
+                "PodRefused",
+                &format!("the cluster refused the pod: {why}"),
+                generation,
+                &keep_time("Valid", false),
+            ),
+        },
     ];
     let mut status = json!({
         "phase": decision.phase,
@@ -428,6 +441,7 @@ mod tests {
             pod: Some(&p),
             readyz: Some(&readyz),
             wildcard_domain: Some("apps.example"),
+            refused: None,
         };
         let patch = patch(&c, &observed, now.clone());
         assert_eq!(patch["phase"], "Running");
@@ -451,6 +465,17 @@ mod tests {
             patch["conditions"][0]["lastTransitionTime"]
         );
         // The pod gone mid-run: Failed, and the name stays for saved logs.
+        let refused = Observed {
+            refused: Some("serviceaccount \"runner\" not found"),
+            ..Observed::default()
+        };
+        let invalid = super::patch(&c, &refused, now.clone());
+        assert_eq!(invalid["phase"], "Queued");
+        assert_eq!(invalid["conditions"][1]["status"], "False");
+        assert_eq!(
+            invalid["conditions"][1]["message"],
+            "the cluster refused the pod: serviceaccount \"runner\" not found"
+        );
         let gone = super::patch(&again, &Observed::default(), now);
         assert_eq!(gone["podName"], "job-uid1");
         assert_eq!(gone["phase"], "Failed");
