@@ -6,6 +6,10 @@
 //! starts and stops, and a shared counter catches two works running at
 //! once. The test thread waits on those with `wait_for` deadlines.
 
+mod common;
+
+use common::{client, runtime};
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,7 +19,6 @@ use hatchway_e2e::{TestNamespace, wait_for};
 use hatchway_operator::reconcile::leader::{LeaderConfig, run_when_leader};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -30,24 +33,6 @@ const POLL: Duration = Duration::from_millis(20);
 /// For polls that ask the API server.
 const API_POLL: Duration = Duration::from_millis(100);
 const WAIT: Duration = Duration::from_secs(30);
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
-/// A client for the e2e cluster, from the same kubeconfig kubectl uses.
-fn client(rt: &Runtime) -> Result<kube::Client> {
-    let kubeconfig = Kubeconfig::read_from(hatchway_e2e::kubeconfig())?;
-    // The client spawns its request buffer: build it inside the runtime.
-    rt.block_on(async {
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-        Ok(kube::Client::try_from(config)?)
-    })
-}
 
 /// Counts works running at once, across all electors of a test.
 #[derive(Default)]

@@ -7,13 +7,15 @@
 //! watchers run on its worker threads while the test thread runs kubectl
 //! and polls with `wait_for` (conditions with deadlines, never bare sleeps).
 
-use std::path::Path;
-use std::sync::OnceLock;
+mod common;
+
+use common::{client, ensure_crd, runtime};
+
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail, ensure};
 use hatchway_api::crd::Container;
-use hatchway_e2e::{TestNamespace, WORKLOAD_IMAGE, kubectl, kubectl_json, wait_for};
+use hatchway_e2e::{TestNamespace, WORKLOAD_IMAGE, kubectl_json, wait_for};
 use hatchway_operator::router::auth::cache::CachedAuth;
 use hatchway_operator::router::auth::kube::KubeAuth;
 use hatchway_operator::router::auth::{Auth, AuthError, Permission, User};
@@ -21,50 +23,11 @@ use hatchway_operator::router::cluster::kube::{KubeCluster, KubeClusterConfig, R
 use hatchway_operator::router::cluster::{Cluster, ROUTER_FIELD_MANAGER, SavedLog};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 use tokio::runtime::Runtime;
 
 const POLL: Duration = Duration::from_millis(200);
 const WAIT: Duration = Duration::from_secs(60);
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
-/// A client for the e2e cluster, from the same kubeconfig kubectl uses.
-fn client(rt: &Runtime) -> Result<kube::Client> {
-    let kubeconfig = Kubeconfig::read_from(hatchway_e2e::kubeconfig())?;
-    // The client spawns its request buffer: build it inside the runtime.
-    rt.block_on(async {
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-        Ok(kube::Client::try_from(config)?)
-    })
-}
-
-/// The Container CRD, applied (idempotently: the cluster tests apply it
-/// too) and established.
-fn ensure_crd() -> Result<()> {
-    static DONE: OnceLock<()> = OnceLock::new();
-    if DONE.get().is_some() {
-        return Ok(());
-    }
-    let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/container.yaml");
-    let crd = crd.to_str().context("path")?;
-    kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crd])?;
-    kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/containers.hatchway.dev",
-        "--timeout=60s",
-    ])?;
-    let _ = DONE.set(());
-    Ok(())
-}
 
 /// Creates Container `name` in `ns` (polling: right after the CRD is
 /// established, discovery may lag) and returns its UID.

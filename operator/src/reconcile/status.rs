@@ -280,9 +280,24 @@ pub fn patch(container: &Container, observed: &Observed<'_>, now: Time) -> Value
     }
     if let Some(address) = &decision.gateway_address {
         let mut gateway = json!({ "address": address });
-        if let Some(readyz) = observed.readyz {
+        // Fresh from `/readyz`, else the ones already recorded for this
+        // address: `/readyz` is asked only while they are unknown, and an
+        // apply that leaves out fields this manager owns deletes them.
+        let recorded = container
+            .status
+            .as_ref()
+            .and_then(|s| s.gateway.as_ref())
+            .filter(|g| g.address == *address)
+            .map(|g| {
+                json!({
+                    "certificateSha256": g.certificate_sha256,
+                    "hostKey": g.host_key,
+                    "hostKeyFingerprint": g.host_key_fingerprint,
+                })
+            });
+        if let Some(source) = observed.readyz.or(recorded.as_ref()) {
             for key in ["certificateSha256", "hostKey", "hostKeyFingerprint"] {
-                if let Some(value) = readyz.get(key).and_then(Value::as_str) {
+                if let Some(value) = source.get(key).and_then(Value::as_str) {
                     gateway[key] = json!(value);
                 }
             }
@@ -464,6 +479,20 @@ mod tests {
             second["conditions"][0]["lastTransitionTime"],
             patch["conditions"][0]["lastTransitionTime"]
         );
+        // Seen again without asking `/readyz`: the recorded fingerprints
+        // stay in the apply (leaving them out would delete them) ...
+        let without_readyz = Observed {
+            readyz: None,
+            ..observed.clone()
+        };
+        let third = super::patch(&again, &without_readyz, now.clone());
+        assert_eq!(third["gateway"], patch["gateway"]);
+        // ... but only for the same address: another pod IP is another
+        // gateway, whose fingerprints are not known yet.
+        let mut moved = again.clone();
+        moved.status.as_mut().unwrap().gateway.as_mut().unwrap().address = "10.244.0.1:7443".into();
+        let fourth = super::patch(&moved, &without_readyz, now.clone());
+        assert_eq!(fourth["gateway"], json!({"address": "10.244.0.9:7443"}));
         // The pod gone mid-run: Failed, and the name stays for saved logs.
         let refused = Observed {
             refused: Some("serviceaccount \"runner\" not found"),

@@ -1,0 +1,52 @@
+//! Shared by the e2e tests that use the operator's Rust parts in-process:
+//! a tokio runtime, a kube client for the e2e cluster, and the CRD.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result};
+use hatchway_e2e::kubectl;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tokio::runtime::Runtime;
+
+/// A runtime the test owns (tests are plain `#[test]`s that also run
+/// kubectl and poll on their own thread).
+pub fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// A client for the e2e cluster, from the same kubeconfig kubectl uses.
+pub fn client(rt: &Runtime) -> Result<kube::Client> {
+    let kubeconfig = Kubeconfig::read_from(hatchway_e2e::kubeconfig())?;
+    // The client spawns its request buffer: build it inside the runtime.
+    rt.block_on(async {
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        Ok(kube::Client::try_from(config)?)
+    })
+}
+
+/// The Container CRD, applied (idempotently: other tests apply it too)
+/// and established.
+pub fn ensure_crd() -> Result<()> {
+    static DONE: OnceLock<()> = OnceLock::new();
+    if DONE.get().is_some() {
+        return Ok(());
+    }
+    let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/container.yaml");
+    let crd = crd.to_str().context("path")?;
+    kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crd])?;
+    kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/containers.hatchway.dev",
+        "--timeout=60s",
+    ])?;
+    let _ = DONE.set(());
+    Ok(())
+}
