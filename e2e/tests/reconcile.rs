@@ -975,3 +975,50 @@ fn shell_through_the_tunnel_only() -> Result<()> {
     eprintln!("timings: apply -> tunnel in status {}", secs(to_tunnel));
     Ok(())
 }
+
+/// `ttlSecondsAfterFinished`: a finished Container is deleted (with its pod
+/// and Secret) once its time is up, not before it finishes.
+#[test]
+fn a_finished_container_is_deleted_after_its_ttl() -> Result<()> {
+    let rig = Rig::start("rcttl", Policy::prefer(false), false)?;
+    let name = "brief";
+    let manifest = json!({
+        "apiVersion": "hatchway.dev/v1alpha1",
+        "kind": "Container",
+        "metadata": { "name": name },
+        "spec": {
+            "image": WORKLOAD_IMAGE,
+            "command": ["sh", "-c", "echo done"],
+            "ttlSecondsAfterFinished": 3,
+        },
+    })
+    .to_string();
+    wait_for("the Container kind to be served", WAIT, POLL, || {
+        Ok(Some(rig.ns.apply(&manifest)?))
+    })?;
+    let status = rig.wait_status(name, "phase Complete", START, |s| match s["phase"].as_str() {
+        Some("Failed" | "Cancelled") => bail!("did not complete: {s}"),
+        Some("Complete") => Ok(true),
+        _ => Ok(false),
+    })?;
+    let finished = Instant::now();
+    let pod = status["podName"].as_str().context("no podName")?.to_owned();
+    wait_for("the Container to be deleted after its TTL", WAIT, POLL, || {
+        let left = rig
+            .ns
+            .kubectl(&["get", "containers.hatchway.dev", "-o", "name"])?;
+        Ok((!left.contains(name)).then_some(()))
+    })?;
+    let after = finished.elapsed();
+    // Not deleted before it finished plus (about) its TTL.
+    ensure!(
+        after >= Duration::from_secs(1),
+        "deleted {after:?} after Complete"
+    );
+    wait_for("its pod to go too", WAIT, POLL, || {
+        let pods = rig.ns.kubectl(&["get", "pods", "-o", "name"])?;
+        Ok((!pods.contains(&pod)).then_some(()))
+    })?;
+    eprintln!("timings: Complete -> deleted {}", secs(after));
+    Ok(())
+}
