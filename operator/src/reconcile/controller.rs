@@ -234,7 +234,11 @@ async fn reconcile_one(container: &Container, context: &Context) -> Result<Actio
         }
     }
     let readyz = match (&decision.gateway_address, &pod) {
-        (Some(_), Some(pod)) if !fingerprints_known(container) => fetch_readyz(pod).await,
+        // Asked on every reconcile of a running Container, not only while
+        // unknown: a sidecar restarted inside the same pod keeps its address
+        // but has a new certificate and host key. (An unchanged apply is a
+        // no-op for the API server, so this cannot loop.)
+        (Some(_), Some(pod)) => fetch_readyz(pod).await,
         _ => None,
     };
     write_status(context, container, pod.as_ref(), readyz.as_ref(), None).await?;
@@ -268,14 +272,6 @@ async fn reconcile_one(container: &Container, context: &Context) -> Result<Actio
         return Ok(Action::await_change());
     }
     Ok(Action::requeue(Duration::from_secs(300)))
-}
-
-fn fingerprints_known(container: &Container) -> bool {
-    container
-        .status
-        .as_ref()
-        .and_then(|s| s.gateway.as_ref())
-        .is_some_and(|g| g.certificate_sha256.is_some() && g.host_key.is_some() && !g.address.is_empty())
 }
 
 async fn create<K>(api: &Api<K>, object: &K, action: &'static str) -> Result<K, ReconcileError>
