@@ -73,7 +73,10 @@ pub async fn run(job: Job, channel: Channel<Msg>, mut control: mpsc::Receiver<Co
     let err_task = stderr.map(|stderr| tokio::spawn(pump(stderr, stderr_sink, bytes_out)));
 
     let mut stdin = Some(stdin);
-    let mut detach = Detach::new(&job.params.detach_keys);
+    // Detach keys belong to terminals (as in Docker): in a pipe session
+    // (exec, sftp, scp) the same bytes are just data, and binary uploads
+    // contain them.
+    let mut detach = Detach::new(if is_pty { &job.params.detach_keys } else { &[] });
     let mut input_open = true;
     // One wait for the whole session: re-creating it on every input packet
     // re-polled the spawn socket each time and cut upload speed to a quarter.
