@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{client, ensure_crd, runtime};
+use common::{client, ensure_crd, grant, runtime};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -121,27 +121,15 @@ impl Rig {
         let client = client(&rt)?;
         let ns = TestNamespace::new(prefix)?;
         ns.kubectl(&["create", "serviceaccount", "user"])?;
-        ns.apply(&format!(
-            r#"apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{ name: container-user }}
-rules:
-- apiGroups: [hatchway.dev]
-  resources: [containers/shell, containers/portforward]
-  verbs: [create]
-- apiGroups: [hatchway.dev]
-  resources: [containers/log]
-  verbs: [get]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{ name: container-user }}
-roleRef: {{ apiGroup: rbac.authorization.k8s.io, kind: Role, name: container-user }}
-subjects:
-- {{ kind: ServiceAccount, name: user, namespace: {ns} }}
-"#,
-            ns = ns.name
-        ))?;
+        grant(
+            &ns,
+            "user",
+            "container-user",
+            &[
+                ("create", &["containers/shell", "containers/portforward"]),
+                ("get", &["containers/log"]),
+            ],
+        )?;
         let token = ns
             .kubectl(&["create", "token", "user", "--duration=30m"])?
             .trim()

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{client, ensure_crd, runtime};
+use common::{client, ensure_crd, grant, runtime};
 
 use std::time::{Duration, SystemTime};
 
@@ -68,24 +68,12 @@ fn auth_namespace() -> Result<TestNamespace> {
     let ns = TestNamespace::new("rkauth")?;
     ns.kubectl(&["create", "serviceaccount", "shell-user"])?;
     ns.kubectl(&["create", "serviceaccount", "nobody"])?;
-    ns.apply(&format!(
-        r#"apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{ name: container-shell }}
-rules:
-- apiGroups: [hatchway.dev]
-  resources: [containers/shell]
-  verbs: [create]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{ name: shell-user-shell }}
-roleRef: {{ apiGroup: rbac.authorization.k8s.io, kind: Role, name: container-shell }}
-subjects:
-- {{ kind: ServiceAccount, name: shell-user, namespace: {ns} }}
-"#,
-        ns = ns.name
-    ))?;
+    grant(
+        &ns,
+        "shell-user",
+        "container-shell",
+        &[("create", &["containers/shell"])],
+    )?;
     Ok(ns)
 }
 
@@ -694,24 +682,12 @@ fn the_router_authenticates_and_authorizes_with_the_real_cluster() -> Result<()>
     create_container(&ns, "queued")?;
     // `shell-user` may also read logs here, to see an allowed request
     // reach routing.
-    ns.apply(&format!(
-        r#"apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{ name: container-log }}
-rules:
-- apiGroups: [hatchway.dev]
-  resources: [containers/log]
-  verbs: [get]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{ name: shell-user-log }}
-roleRef: {{ apiGroup: rbac.authorization.k8s.io, kind: Role, name: container-log }}
-subjects:
-- {{ kind: ServiceAccount, name: shell-user, namespace: {ns} }}
-"#,
-        ns = ns.name
-    ))?;
+    grant(
+        &ns,
+        "shell-user",
+        "container-log",
+        &[("get", &["containers/log"])],
+    )?;
     let allowed = token(&ns, "shell-user", None)?;
     let nobody = token(&ns, "nobody", None)?;
 

@@ -41,13 +41,7 @@ async fn refusals_have_status_codes_and_messages() {
     cluster.insert(container(NS, "queued"));
     let mut client = router.client().await;
     let pf = api_path(NS, "queued", "portforward?port=80");
-    let upgrade = |token: Option<&str>, path: &str| {
-        request("POST", path, token)
-            .header("connection", "upgrade")
-            .header("upgrade", "tcp")
-            .body(empty())
-            .unwrap()
-    };
+    let upgrade = |token: Option<&str>, path: &str| upgrade_request(path, token, "tcp");
     let cases = [
         (
             upgrade(None, &pf),
@@ -127,17 +121,11 @@ async fn port_forward_reaches_a_port_in_the_container_directly() {
 
     let mut client = router.client().await;
     let response = client
-        .send(
-            request(
-                "POST",
-                &api_path(NS, "web", &format!("portforward?port={port}")),
-                Some("alice-token"),
-            )
-            .header("connection", "upgrade")
-            .header("upgrade", "tcp")
-            .body(empty())
-            .unwrap(),
-        )
+        .send(upgrade_request(
+            &api_path(NS, "web", &format!("portforward?port={port}")),
+            Some("alice-token"),
+            "tcp",
+        ))
         .await;
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
     let mut stream = hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.unwrap());
@@ -383,15 +371,7 @@ async fn ssh_relay(router: std::net::SocketAddr, path: String, token: &'static s
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
                 let mut client = Client::connect(router).await;
-                let response = client
-                    .send(
-                        request("POST", &path, Some(token))
-                            .header("connection", "upgrade")
-                            .header("upgrade", "ssh")
-                            .body(empty())
-                            .unwrap(),
-                    )
-                    .await;
+                let response = client.send(upgrade_request(&path, Some(token), "ssh")).await;
                 if response.status() != StatusCode::SWITCHING_PROTOCOLS {
                     eprintln!("ssh relay: {}", body_text(response).await);
                     return;
@@ -489,13 +469,7 @@ async fn shells_are_refused_when_off_for_the_cluster_or_the_container_or_ended()
             ..Default::default()
         },
     );
-    let shell = |name: &str| {
-        request("POST", &api_path(NS, name, "ssh"), Some("alice-token"))
-            .header("connection", "upgrade")
-            .header("upgrade", "ssh")
-            .body(empty())
-            .unwrap()
-    };
+    let shell = |name: &str| upgrade_request(&api_path(NS, name, "ssh"), Some("alice-token"), "ssh");
     let cases = [
         (
             &off,

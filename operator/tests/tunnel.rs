@@ -212,15 +212,7 @@ fn volume_hash() -> String {
 async fn try_port_forward(router: &TestRouter, name: &str, port: u16) -> (Client, Response<Incoming>) {
     let mut client = router.client().await;
     let path = api_path(NS, name, &format!("portforward?port={port}"));
-    let response = client
-        .send(
-            request("POST", &path, Some(TOKEN))
-                .header("connection", "upgrade")
-                .header("upgrade", "tcp")
-                .body(empty())
-                .unwrap(),
-        )
-        .await;
+    let response = client.send(upgrade_request(&path, Some(TOKEN), "tcp")).await;
     (client, response)
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
-use hatchway_e2e::kubectl;
+use hatchway_e2e::{TestNamespace, kubectl};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::runtime::Runtime;
 
@@ -48,5 +48,35 @@ pub fn ensure_crd() -> Result<()> {
         "--timeout=60s",
     ])?;
     let _ = DONE.set(());
+    Ok(())
+}
+
+/// Gives ServiceAccount `sa` of `ns` a Role `role` (and its binding) with
+/// `rules`: each a verb on some `containers/…` subresources of hatchway.dev.
+pub fn grant(ns: &TestNamespace, sa: &str, role: &str, rules: &[(&str, &[&str])]) -> Result<()> {
+    let rules: String = rules
+        .iter()
+        .map(|(verb, resources)| {
+            format!(
+                "- apiGroups: [hatchway.dev]\n  resources: [{}]\n  verbs: [{verb}]\n",
+                resources.join(", ")
+            )
+        })
+        .collect();
+    ns.apply(&format!(
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{ name: {role} }}
+rules:
+{rules}---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{ name: {sa}-{role} }}
+roleRef: {{ apiGroup: rbac.authorization.k8s.io, kind: Role, name: {role} }}
+subjects:
+- {{ kind: ServiceAccount, name: {sa}, namespace: {ns} }}
+"#,
+        ns = ns.name
+    ))?;
     Ok(())
 }

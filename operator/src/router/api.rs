@@ -82,24 +82,55 @@ fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
-/// The route label of a request for metrics (bounded cardinality).
-fn route_label(router: &Router, req: &Request<Incoming>) -> &'static str {
-    if super::webapp::vhost(router, req).is_some() {
-        return "webapp";
+/// What a request is for, decided once per request.
+enum Endpoint {
+    /// A web app on a vhost.
+    WebApp(super::webapp::Vhost),
+    /// A sidecar's tunnel.
+    Tunnel,
+    /// The user API on a Container.
+    User(ContainerPath),
+    /// `/healthz`, `/readyz`.
+    Health,
+    /// `/metrics`.
+    Metrics,
+    /// Anything else.
+    Other,
+}
+
+impl Endpoint {
+    fn of(router: &Router, req: &Request<Incoming>) -> Self {
+        if let Some(vhost) = super::webapp::vhost(router, req) {
+            return Endpoint::WebApp(vhost);
+        }
+        let path = req.uri().path();
+        if path == hatchway_api::wire::TUNNEL_PATH {
+            return Endpoint::Tunnel;
+        }
+        match parse_path(path) {
+            Some(container) => Endpoint::User(container),
+            None => match path {
+                "/healthz" | "/readyz" => Endpoint::Health,
+                "/metrics" => Endpoint::Metrics,
+                _ => Endpoint::Other,
+            },
+        }
     }
-    let path = req.uri().path();
-    if path == hatchway_api::wire::TUNNEL_PATH {
-        return "tunnel";
-    }
-    match parse_path(path).map(|p| p.action) {
-        Some(Action::Ssh) => "ssh",
-        Some(Action::PortForward) => "portforward",
-        Some(Action::Log(_)) => "log",
-        None => match path {
-            "/healthz" | "/readyz" => "health",
-            "/metrics" => "metrics",
-            _ => "other",
-        },
+
+    /// The route label for metrics and spans (bounded cardinality).
+    fn label(&self) -> &'static str {
+        match self {
+            Endpoint::WebApp(_) => "webapp",
+            Endpoint::Tunnel => "tunnel",
+            Endpoint::User(p) => match p.action {
+                Action::Ssh => "ssh",
+                Action::PortForward => "portforward",
+                Action::Log(_) => "log",
+            },
+            Endpoint::Health => "health",
+            Endpoint::Metrics => "metrics",
+            Endpoint::Other => "other",
+        }
     }
 }
 
@@ -110,7 +141,8 @@ pub async fn handle(
     conn: Arc<ConnectionInfo>,
 ) -> Response<Body> {
     let started = std::time::Instant::now();
-    let route = route_label(&router, &req);
+    let endpoint = Endpoint::of(&router, &req);
+    let route = endpoint.label();
     let span = tracing::info_span!(
         "request",
         method = %req.method(),
@@ -121,7 +153,7 @@ pub async fn handle(
         user = tracing::field::Empty,
         status = tracing::field::Empty,
     );
-    let response = dispatch(router.clone(), req, conn, route)
+    let response = dispatch(router.clone(), req, conn, endpoint)
         .instrument(span.clone())
         .await;
     span.record("status", response.status().as_u16());
@@ -140,20 +172,19 @@ async fn dispatch(
     router: Arc<Router>,
     req: Request<Incoming>,
     conn: Arc<ConnectionInfo>,
-    route: &'static str,
+    endpoint: Endpoint,
 ) -> Response<Body> {
-    match route {
-        "webapp" => super::webapp::serve(router, req).await,
-        "tunnel" => super::tunnel::accept(router, req, conn.ekm).await,
-        "ssh" | "portforward" | "log" => {
-            let path = parse_path(req.uri().path()).expect("the route label came from this parse");
+    match endpoint {
+        Endpoint::WebApp(vhost) => super::webapp::serve(router, req, vhost).await,
+        Endpoint::Tunnel => super::tunnel::accept(router, req, conn.ekm).await,
+        Endpoint::User(path) => {
             let span = tracing::Span::current();
             span.record("namespace", path.namespace.as_str());
             span.record("container", path.name.as_str());
             super::user::serve(router, req, path).await
         }
-        "health" => text(StatusCode::OK, "ok"),
-        "metrics" if req.method() == Method::GET => {
+        Endpoint::Health => text(StatusCode::OK, "ok"),
+        Endpoint::Metrics if req.method() == Method::GET => {
             let mut response = Response::new(full_body(router.metrics.encode()));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -161,7 +192,7 @@ async fn dispatch(
             );
             response
         }
-        _ => text(
+        Endpoint::Metrics | Endpoint::Other => text(
             StatusCode::NOT_FOUND,
             format!(
                 "no such endpoint {}: the API is {API_PREFIX}{{namespace}}/containers/{{name}}/(ssh|portforward|log/…)",

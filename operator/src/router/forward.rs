@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -49,18 +48,9 @@ pub async fn forward(
     let upgrade = relay::wants_upgrade(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     match send(&router, req, peer_url, upgrade.is_some()).await {
-        Ok(mut response) => {
+        Ok(response) => {
             router.metrics.forwards.with_label_values(&["ok"]).inc();
-            if response.status() == StatusCode::SWITCHING_PROTOCOLS
-                && let Some(client) = client_upgrade
-            {
-                let upstream = hyper::upgrade::on(&mut response);
-                let headers = response.headers().clone();
-                return relay::switch(router, client, upstream, &headers, kind);
-            }
-            let (mut parts, body) = response.into_parts();
-            relay::strip_hop_by_hop(&mut parts.headers, false);
-            Response::from_parts(parts, body.map_err(Into::into).boxed())
+            relay::pass_on(router, response, client_upgrade, kind)
         }
         Err(error) => {
             router.metrics.forwards.with_label_values(&["error"]).inc();

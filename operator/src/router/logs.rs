@@ -16,7 +16,6 @@ use hatchway_api::crd::Container;
 use hatchway_api::webdav::{self, ALLOW, FileProps, Target};
 use hatchway_api::wire;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::auth::User;
@@ -36,10 +35,10 @@ const PASSED: [HeaderName; 5] = [
 ];
 
 /// Answers a CORS preflight for the log tree.
-pub fn cors_preflight(headers: &HeaderMap) -> Response<Body> {
+pub fn cors_preflight() -> Response<Body> {
     let mut response = Response::new(empty_body());
     *response.status_mut() = StatusCode::NO_CONTENT;
-    add_cors(response.headers_mut(), headers);
+    add_cors(response.headers_mut());
     let h = response.headers_mut();
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
@@ -55,7 +54,7 @@ pub fn cors_preflight(headers: &HeaderMap) -> Response<Body> {
 
 /// Our CORS headers: any origin may read with a bearer token (no cookies
 /// are involved, so credentials mode is not allowed).
-fn add_cors(headers: &mut HeaderMap, _request: &HeaderMap) {
+fn add_cors(headers: &mut HeaderMap) {
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
@@ -71,7 +70,6 @@ pub async fn serve(
     rest: String,
     user: User,
 ) -> Response<Body> {
-    let request_headers = req.headers().clone();
     let mut response = serve_inner(router, req, container, rest, user).await;
     let headers = response.headers_mut();
     let upstream_cors: Vec<HeaderName> = headers
@@ -83,7 +81,7 @@ pub async fn serve(
         headers.remove(name);
     }
     dedupe(headers);
-    add_cors(headers, &request_headers);
+    add_cors(headers);
     response
 }
 
@@ -175,10 +173,7 @@ async fn live(
         let (status, message) = error.status_and_message();
         text(status, message)
     })?;
-    let (mut parts, body) = response.into_parts();
-    relay::strip_hop_by_hop(&mut parts.headers, false);
-    relay::strip_hatchway_headers(&mut parts.headers);
-    Ok(Response::from_parts(parts, body.map_err(Into::into).boxed()))
+    Ok(relay::pass_on(router.clone(), response, None, "logs"))
 }
 
 /// Serves the saved logs of an ended Container.

@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, Response, StatusCode, header};
+use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -23,7 +24,7 @@ const BUFFER: usize = 64 * 1024;
 /// The 101 answer to the client, carrying the upstream's upgrade headers,
 /// and a task that relays once both sides have upgraded. `kind` labels the
 /// session in metrics and logs.
-pub fn switch(
+fn switch(
     router: Arc<Router>,
     client: OnUpgrade,
     upstream: OnUpgrade,
@@ -55,6 +56,27 @@ pub fn switch(
         span,
     ));
     response
+}
+
+/// Hands an upstream answer (a gateway's or a peer replica's) to the
+/// client: a 101 to an upgrade the client asked for becomes a relay;
+/// anything else passes on without hop-by-hop or `X-Hatchway-*` headers.
+pub fn pass_on(
+    router: Arc<Router>,
+    mut response: Response<hyper::body::Incoming>,
+    client: Option<OnUpgrade>,
+    kind: &'static str,
+) -> Response<Body> {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client) = client
+    {
+        let upstream = hyper::upgrade::on(&mut response);
+        return switch(router, client, upstream, response.headers(), kind);
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    strip_hatchway_headers(&mut parts.headers);
+    Response::from_parts(parts, body.map_err(Into::into).boxed())
 }
 
 /// Copies both ways until both sides are done, or neither sent a byte for

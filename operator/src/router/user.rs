@@ -12,7 +12,6 @@ use std::sync::Arc;
 use hatchway_api::crd::Container;
 use hatchway_api::wire;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::api::{Action, ContainerPath};
@@ -32,7 +31,7 @@ pub async fn serve(router: Arc<Router>, req: Request<Incoming>, path: ContainerP
         return response;
     }
     if matches!(path.action, Action::Log(_)) && is_cors_preflight(&req) {
-        return super::logs::cors_preflight(req.headers());
+        return super::logs::cors_preflight();
     }
     if purpose == Purpose::Shell && !router.settings.shell_enabled {
         return text(
@@ -336,7 +335,7 @@ async fn upgrade_to_gateway(
         .body(empty_body())
         .expect("a valid request");
     let client = hyper::upgrade::on(&mut req);
-    let mut response = match connection.send(request).await {
+    let response = match connection.send(request).await {
         Ok(response) => response,
         Err(error) => {
             router
@@ -349,16 +348,8 @@ async fn upgrade_to_gateway(
             return text(status, message);
         }
     };
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let upstream = hyper::upgrade::on(&mut response);
-        let headers = response.headers().clone();
-        return relay::switch(router, client, upstream, &headers, kind);
-    }
-    // The gateway refused (e.g. an unknown login user): pass its answer on.
-    let (mut parts, body) = response.into_parts();
-    relay::strip_hop_by_hop(&mut parts.headers, false);
-    relay::strip_hatchway_headers(&mut parts.headers);
-    Response::from_parts(parts, body.map_err(Into::into).boxed())
+    // A refusal (e.g. an unknown login user) passes on as the gateway gave it.
+    relay::pass_on(router, response, Some(client), kind)
 }
 
 /// A header value from arbitrary text (user names are UTF-8; header values

@@ -78,11 +78,8 @@ pub fn url(domain: &str, uid: &str, port: u16, path: &str) -> String {
     format!("https://{uid}-{port}.{domain}{path}")
 }
 
-/// Serves a web-app request.
-pub async fn serve(router: Arc<Router>, req: Request<Incoming>) -> Response<Body> {
-    let Some(vhost) = vhost(&router, &req) else {
-        return text(StatusCode::NOT_FOUND, "not a web-app host");
-    };
+/// Serves a web-app request for `vhost` (its host already matched).
+pub async fn serve(router: Arc<Router>, req: Request<Incoming>, vhost: Vhost) -> Response<Body> {
     let container = match router.cluster.container_by_uid(&vhost.uid).await {
         Ok(Some(container)) => container,
         Ok(None) => {
@@ -290,7 +287,7 @@ async fn proxy(
     parts.uri = path.parse().expect("a path and query re-parse");
     parts.version = http::Version::HTTP_11;
     let request = Request::from_parts(parts, body.map_err(Into::into).boxed());
-    let mut response = match connection.send(request).await {
+    let response = match connection.send(request).await {
         Ok(response) => response,
         Err(error) => {
             router
@@ -302,17 +299,7 @@ async fn proxy(
             return text(status, message);
         }
     };
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(client) = client
-    {
-        let upstream = hyper::upgrade::on(&mut response);
-        let headers = response.headers().clone();
-        return relay::switch(router, client, upstream, &headers, kind);
-    }
-    let (mut parts, body) = response.into_parts();
-    relay::strip_hop_by_hop(&mut parts.headers, false);
-    relay::strip_hatchway_headers(&mut parts.headers);
-    Response::from_parts(parts, body.map_err(Into::into).boxed())
+    relay::pass_on(router, response, client, kind)
 }
 
 #[cfg(test)]

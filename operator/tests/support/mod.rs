@@ -489,6 +489,16 @@ pub fn request(method: &str, uri: &str, token: Option<&str>) -> http::request::B
     builder
 }
 
+/// `POST path` asking to upgrade to `protocol` (`ssh`, `tcp`), as the
+/// user API's shell and port-forward want it.
+pub fn upgrade_request(path: &str, token: Option<&str>, protocol: &str) -> Request<Full<Bytes>> {
+    request("POST", path, token)
+        .header("connection", "upgrade")
+        .header("upgrade", protocol)
+        .body(empty())
+        .unwrap()
+}
+
 pub fn empty() -> Full<Bytes> {
     Full::new(Bytes::new())
 }
