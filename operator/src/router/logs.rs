@@ -144,10 +144,6 @@ async fn live(
     prefix: &str,
     user: &User,
 ) -> Result<Response<Body>, Response<Body>> {
-    let mut connection = reach::connect(router, container, route).await.map_err(|error| {
-        let (status, message) = error.status_and_message();
-        text(status, message)
-    })?;
     let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut builder = Request::builder()
         .method(req.method().clone())
@@ -164,15 +160,7 @@ async fn live(
         }
     }
     let request = builder.body(empty_body()).expect("a valid request");
-    let response = connection.send(request).await.map_err(|error| {
-        router
-            .metrics
-            .gateway_errors
-            .with_label_values(&[error.kind()])
-            .inc();
-        let (status, message) = error.status_and_message();
-        text(status, message)
-    })?;
+    let response = reach::exchange(router, container, route, request).await?;
     Ok(relay::pass_on(router.clone(), response, None, "logs"))
 }
 

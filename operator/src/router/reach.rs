@@ -5,12 +5,14 @@
 //! [`super::forward`].)
 
 use hatchway_api::crd::Container;
-use http::StatusCode;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
 
 use super::Router;
+use super::respond::{Body, text};
 use super::select::Route;
 use super::tunnel::TunnelError;
-use super::upstream::{self, GatewayConnection, UpstreamError};
+use super::upstream::{self, GatewayConnection, UpstreamBody, UpstreamError};
 
 /// Why the gateway could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,29 @@ impl ReachError {
             ReachError::NotDirect => "not_direct",
         }
     }
+}
+
+/// Connects along `route` and sends `request`: the gateway's answer, or the
+/// refusal to give the user (failures counted and logged).
+pub async fn exchange(
+    router: &Router,
+    container: &Container,
+    route: &Route,
+    request: Request<UpstreamBody>,
+) -> Result<Response<Incoming>, Response<Body>> {
+    let refuse = |(status, message): (StatusCode, String)| text(status, message);
+    let mut connection = connect(router, container, route)
+        .await
+        .map_err(|error| refuse(error.status_and_message()))?;
+    connection.send(request).await.map_err(|error| {
+        router
+            .metrics
+            .gateway_errors
+            .with_label_values(&[error.kind()])
+            .inc();
+        tracing::warn!(%error, "gateway request failed");
+        refuse(error.status_and_message())
+    })
 }
 
 /// Connects to the gateway of `container` along `route` (direct or local

@@ -320,13 +320,6 @@ async fn upgrade_to_gateway(
         },
         Action::Log(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "logs are not an upgrade"),
     };
-    let mut connection = match reach::connect(&router, container, route).await {
-        Ok(connection) => connection,
-        Err(error) => {
-            let (status, message) = error.status_and_message();
-            return text(status, message);
-        }
-    };
     let request = Request::post(path)
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, protocol)
@@ -335,18 +328,9 @@ async fn upgrade_to_gateway(
         .body(empty_body())
         .expect("a valid request");
     let client = hyper::upgrade::on(&mut req);
-    let response = match connection.send(request).await {
+    let response = match reach::exchange(&router, container, route, request).await {
         Ok(response) => response,
-        Err(error) => {
-            router
-                .metrics
-                .gateway_errors
-                .with_label_values(&[error.kind()])
-                .inc();
-            tracing::warn!(%error, "gateway request failed");
-            let (status, message) = error.status_and_message();
-            return text(status, message);
-        }
+        Err(refusal) => return refusal,
     };
     // A refusal (e.g. an unknown login user) passes on as the gateway gave it.
     relay::pass_on(router, response, Some(client), kind)

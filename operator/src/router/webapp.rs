@@ -254,13 +254,6 @@ async fn proxy(
     vhost: &Vhost,
     kind: &'static str,
 ) -> Response<Body> {
-    let mut connection = match reach::connect(&router, container, route).await {
-        Ok(connection) => connection,
-        Err(error) => {
-            let (status, message) = error.status_and_message();
-            return text(status, message);
-        }
-    };
     let upgrade = relay::wants_upgrade(req.headers()).is_some();
     let client = upgrade.then(|| hyper::upgrade::on(&mut req));
     let id = request_id(req.headers());
@@ -287,17 +280,9 @@ async fn proxy(
     parts.uri = path.parse().expect("a path and query re-parse");
     parts.version = http::Version::HTTP_11;
     let request = Request::from_parts(parts, body.map_err(Into::into).boxed());
-    let response = match connection.send(request).await {
+    let response = match reach::exchange(&router, container, route, request).await {
         Ok(response) => response,
-        Err(error) => {
-            router
-                .metrics
-                .gateway_errors
-                .with_label_values(&[error.kind()])
-                .inc();
-            let (status, message) = error.status_and_message();
-            return text(status, message);
-        }
+        Err(refusal) => return refusal,
     };
     relay::pass_on(router, response, client, kind)
 }
