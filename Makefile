@@ -52,6 +52,7 @@ static-check: static
 ## run; `make cluster-down` stops it. nextest's summary is the last line.
 .PHONY: e2e cluster-up cluster-down cluster-status
 e2e: static cluster-up
+	$(CARGO) build --locked -p kubectl-hatch
 	eval "$$(e2e/cluster env)" && $(CARGO) nextest run -p hatchway-e2e --locked --no-fail-fast
 
 cluster-up:

@@ -32,6 +32,16 @@ pub const WEBDAV_PREFIX: &str = "x-webdav-prefix";
 /// Router -> gateway (WebDAV): the directory inside the log tree to serve.
 pub const WEBDAV_SOURCE: &str = "x-webdav-source";
 
+/// Router -> user, on a shell's `101`: the gateway's SSH host key (`TYPE
+/// BASE64`) from the Container's status, so the CLI can write its
+/// known_hosts entry before ssh checks it. (Not `x-hatchway-*`: those are
+/// stripped from every answer passed on.)
+pub const SSH_HOST_KEY: &str = "hatchway-ssh-host-key";
+/// Router -> user, on every log response: where the logs came from —
+/// `live` (the gateway), `saved` (the API, after the end: nothing more will
+/// come) or `none` (not started yet). `logs -f` stops after `saved`.
+pub const LOG_SOURCE: &str = "hatchway-log-source";
+
 /// Sidecar -> router (tunnel): the hex tunnel proof over the session's
 /// exported keying material.
 pub const TUNNEL_PROOF: &str = "x-hatchway-tunnel-proof";

@@ -1,12 +1,25 @@
-//! `connect-ssh`: ssh's ProxyCommand. Opens `POST …/ssh` (`Upgrade: ssh`)
-//! and copies stdin to the router and the router to stdout until both
-//! sides are done (stdin's EOF half-closes the stream towards the router).
+//! `connect-ssh`: ssh's ProxyCommand. Opens `POST …/ssh` (`Upgrade: ssh`),
+//! records the gateway's host key (from the router's answer) in the
+//! hatchway known_hosts file before ssh checks it, then copies stdin to the
+//! router and the router to stdout until both sides are done (stdin's EOF
+//! half-closes the stream towards the router).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hatchway_api::wire;
 
 use crate::connection::Target;
-use crate::upgrade::{UpgradeError, container_path, upgrade};
+use crate::known_hosts;
+use crate::router::{RouterError, Upgrade, container_path, upgrade};
 
 /// The host-name suffix of Hatchway Containers in ssh: `NAME.NS.hatchway`.
 pub const HOST_SUFFIX: &str = ".hatchway";
+
+/// The ssh user name that means "the container's default user": the
+/// config-ssh block sets it as `User`, so `ssh NAME.NS.hatchway` logs in as
+/// the container's user and `ssh root@NAME.NS.hatchway` as root.
+pub const DEFAULT_LOGIN: &str = "_";
 
 /// `NAME.NS.hatchway` → (`NAME`, `NS`); anything else → `None`.
 pub fn parse_host(host: &str) -> Option<(&str, &str)> {
@@ -20,6 +33,11 @@ pub fn host_alias(name: &str, namespace: &str) -> String {
     format!("{name}.{namespace}{HOST_SUFFIX}")
 }
 
+/// The login to ask for: none for the default marker or an empty name.
+pub fn login(login: Option<&str>) -> Option<&str> {
+    login.filter(|l| !l.is_empty() && *l != DEFAULT_LOGIN)
+}
+
 /// What to connect to.
 pub struct SshTarget<'a> {
     pub namespace: &'a str,
@@ -28,30 +46,84 @@ pub struct SshTarget<'a> {
     pub detach_keys: Option<&'a str>,
 }
 
+impl SshTarget<'_> {
+    pub fn alias(&self) -> String {
+        host_alias(self.name, self.namespace)
+    }
+}
+
 /// Opens the SSH upgrade (also the probe `shell` makes before running ssh).
-pub async fn open(
-    target: &Target,
-    ssh: &SshTarget<'_>,
-) -> Result<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>, UpgradeError> {
+pub async fn open(target: &Target, ssh: &SshTarget<'_>) -> Result<Upgrade, RouterError> {
     let path = container_path(
         &target.server.prefix,
         ssh.namespace,
         ssh.name,
         "ssh",
-        &[("login_username", ssh.login), ("detach_keys", ssh.detach_keys)],
+        &[
+            ("login_username", login(ssh.login)),
+            ("detach_keys", ssh.detach_keys),
+        ],
     );
     upgrade(target, &path, "ssh").await
 }
 
+/// The gateway's host key the router sent with its `101`.
+pub fn host_key(upgrade: &Upgrade) -> Option<&str> {
+    upgrade
+        .headers
+        .get(wire::SSH_HOST_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+}
+
+/// Opens the SSH upgrade, waiting (with a progress line on stderr each time
+/// the router's answer changes) while the Container is not running yet or
+/// its gateway not reachable, up to `timeout`.
+pub async fn open_when_ready(
+    target: &Target,
+    ssh: &SshTarget<'_>,
+    timeout: Duration,
+) -> Result<Upgrade, RouterError> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match open(target, ssh).await {
+            Err(e) if e.is_transient() && Instant::now() + delay < deadline => {
+                let message = e.to_string();
+                if message != last {
+                    eprintln!("kubectl-hatch: waiting for {}: {message}", ssh.alias());
+                    last = message;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Relays stdin/stdout through the upgraded connection until the router
-/// closes it.
-pub async fn relay(target: &Target, ssh: &SshTarget<'_>) -> Result<(), UpgradeError> {
+/// closes it. With `known_hosts`, first records the host key the router
+/// sent for this Container's alias there.
+pub async fn relay(
+    target: &Target,
+    ssh: &SshTarget<'_>,
+    known_hosts: Option<&Path>,
+) -> Result<(), RouterError> {
     let mut upgraded = open(target, ssh).await?;
+    if let (Some(path), Some(key)) = (known_hosts, host_key(&upgraded))
+        && let Err(error) = known_hosts::record(path, &ssh.alias(), key)
+    {
+        // ssh then reports the unknown key itself; the relay still works.
+        eprintln!("kubectl-hatch: cannot write {}: {error}", path.display());
+    }
     let mut local = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-    match tokio::io::copy_bidirectional(&mut local, &mut upgraded).await {
+    match tokio::io::copy_bidirectional(&mut local, &mut upgraded.io).await {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
-        Err(e) => Err(UpgradeError::Relay(e)),
+        Err(e) => Err(RouterError::Relay(e)),
     }
 }
 
@@ -66,5 +138,13 @@ mod tests {
         assert_eq!(parse_host("web-1.hatchway"), None);
         assert_eq!(parse_host("web-1.team-a"), None);
         assert_eq!(host_alias("web-1", "team-a"), "web-1.team-a.hatchway");
+    }
+
+    #[test]
+    fn the_default_login_marker_asks_for_no_user() {
+        assert_eq!(login(Some("_")), None);
+        assert_eq!(login(Some("")), None);
+        assert_eq!(login(None), None);
+        assert_eq!(login(Some("root")), Some("root"));
     }
 }

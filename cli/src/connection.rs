@@ -1,13 +1,22 @@
 //! Connection settings shared by every command that talks to the router:
 //! its URL, the CA that signs its certificate, the user's token and the
-//! namespace. Flags first, then environment variables, then the kubeconfig.
+//! namespace. Flags first, then environment variables, then the cluster:
+//! the router URL and CA from ConfigMap `hatchway-client` in the install
+//! namespace (read with the kubeconfig's credentials), the token and
+//! namespace from the kubeconfig (a token, a token file or an exec plugin).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::ClientConfig;
+use sha2::Digest as _;
 
+use crate::exec_credential::{self, ExecError};
 use crate::kubeconfig::{Credential, Kubeconfig, KubeconfigError};
+
+/// The ConfigMap the operator publishes in its namespace (public: the
+/// router's URL and CA).
+pub const CLIENT_CONFIG_NAME: &str = "hatchway-client";
 
 /// The flags (and environment variables) every command accepts.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -28,6 +37,16 @@ pub struct ConnectionArgs {
     /// Namespace; default: the kubeconfig context's, else `default`.
     #[arg(short = 'n', long, global = true)]
     pub namespace: Option<String>,
+
+    /// Where Hatchway is installed: without --server/--ca-file, both are
+    /// read from ConfigMap `hatchway-client` there.
+    #[arg(
+        long,
+        env = "HATCHWAY_NAMESPACE",
+        global = true,
+        default_value = "hatchway-system"
+    )]
+    pub hatchway_namespace: String,
 }
 
 /// Why the connection settings are incomplete.
@@ -35,6 +54,14 @@ pub struct ConnectionArgs {
 pub enum ConnectionError {
     #[error("no router URL: pass --server or set HATCHWAY_SERVER")]
     NoServer,
+    #[error(
+        "no router URL or CA given, and none found in ConfigMap {namespace}/{CLIENT_CONFIG_NAME} \
+         ({reason}): pass --server and --ca-file (or HATCHWAY_SERVER and HATCHWAY_CA_FILE), or \
+         --hatchway-namespace where Hatchway is installed"
+    )]
+    Discovery { namespace: String, reason: String },
+    #[error("cannot keep the discovered router CA in {path}: {source}")]
+    CaWrite { path: PathBuf, source: std::io::Error },
     #[error("invalid router URL {0:?}: expected https://HOST[:PORT][/PREFIX]")]
     BadServer(String),
     #[error(
@@ -49,10 +76,12 @@ pub enum ConnectionError {
     #[error("no token: pass --token, set HATCHWAY_TOKEN, or use a kubeconfig user with a token")]
     NoToken,
     #[error(
-        "the kubeconfig user authenticates with {0}, which kubectl-hatch cannot use yet: \
+        "the kubeconfig user authenticates with {0}, which kubectl-hatch cannot use: \
          pass --token or set HATCHWAY_TOKEN (e.g. from `kubectl create token`)"
     )]
     UnsupportedCredential(&'static str),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
     #[error(transparent)]
     Kubeconfig(#[from] KubeconfigError),
 }
@@ -137,16 +166,70 @@ impl ConnectionArgs {
         Ok(Arc::new(config))
     }
 
-    /// The bearer token: flag or environment, else the kubeconfig's.
-    pub fn token(&self) -> Result<String, ConnectionError> {
+    /// The bearer token: flag or environment, else the kubeconfig's (its
+    /// token, token file or exec plugin).
+    pub async fn token(&self) -> Result<String, ConnectionError> {
         if let Some(token) = self.token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
             return Ok(token.to_owned());
         }
-        match Kubeconfig::load()?.credential()? {
+        let config = Kubeconfig::load()?;
+        match config.credential()? {
             Credential::Token(token) if !token.is_empty() => Ok(token),
+            Credential::Exec(exec) => Ok(exec_credential::token(&exec, config.dir.as_deref()).await?),
             Credential::Unsupported(what) => Err(ConnectionError::UnsupportedCredential(what)),
             _ => Err(ConnectionError::NoToken),
         }
+    }
+
+    /// Fills in the router URL and CA from the install namespace's
+    /// `hatchway-client` ConfigMap when either was not given. The CA is
+    /// kept in the cache directory (named by its digest), so ssh's
+    /// ProxyCommand can be handed a file.
+    pub async fn discover(&mut self) -> Result<(), ConnectionError> {
+        let has = |v: Option<&str>| v.is_some_and(|v| !v.is_empty());
+        let ca_given = self.ca_file.as_ref().is_some_and(|p| !p.as_os_str().is_empty());
+        if has(self.server.as_deref()) && ca_given {
+            return Ok(());
+        }
+        let namespace = self.hatchway_namespace.clone();
+        let fail = |reason: String| ConnectionError::Discovery {
+            namespace: namespace.clone(),
+            reason,
+        };
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| fail(format!("cannot reach the Kubernetes API: {e}")))?;
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(client, &namespace);
+        let data = api
+            .get(CLIENT_CONFIG_NAME)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .data
+            .unwrap_or_default();
+        if !has(self.server.as_deref()) {
+            let server = data.get("server").filter(|s| !s.is_empty());
+            self.server = Some(server.ok_or_else(|| fail("it has no \"server\"".into()))?.clone());
+        }
+        if !ca_given {
+            let pem = data.get("ca.crt").filter(|s| s.contains("-----BEGIN"));
+            let pem = pem.ok_or_else(|| fail("it has no PEM \"ca.crt\"".into()))?;
+            let digest = sha2::Sha256::digest(pem.as_bytes());
+            let path =
+                crate::known_hosts::cache_dir().join(format!("router-ca-{}.crt", hex::encode(&digest[..8])));
+            let write = || -> std::io::Result<()> {
+                if std::fs::read_to_string(&path).ok().as_deref() != Some(pem.as_str()) {
+                    std::fs::create_dir_all(path.parent().expect("a cache directory"))?;
+                    std::fs::write(&path, pem)?;
+                }
+                Ok(())
+            };
+            write().map_err(|source| ConnectionError::CaWrite {
+                path: path.clone(),
+                source,
+            })?;
+            self.ca_file = Some(path);
+        }
+        Ok(())
     }
 
     /// The namespace: flag, else the kubeconfig context's, else `default`.
@@ -157,12 +240,14 @@ impl ConnectionArgs {
         Ok(Kubeconfig::load()?.namespace().unwrap_or("default").to_owned())
     }
 
-    /// Everything needed to open a request to the router.
-    pub fn target(&self) -> Result<Target, ConnectionError> {
+    /// Everything needed to open a request to the router (discovering the
+    /// router first when needed).
+    pub async fn target(&mut self) -> Result<Target, ConnectionError> {
+        self.discover().await?;
         Ok(Target {
             server: self.server()?,
             tls: self.tls()?,
-            token: self.token()?,
+            token: self.token().await?,
         })
     }
 }

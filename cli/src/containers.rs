@@ -11,8 +11,6 @@ pub enum ContainersError {
     Client(#[source] kube::Error),
     #[error("cannot read Containers in {namespace}: {source}")]
     Api { namespace: String, source: kube::Error },
-    #[error("container {namespace}/{name} has no SSH host key in its status yet (is it running?)")]
-    NoHostKey { namespace: String, name: String },
 }
 
 async fn api(namespace: &str) -> Result<Api<Container>, ContainersError> {
@@ -35,23 +33,14 @@ pub async fn list(namespace: &str, name: Option<&str>) -> Result<Vec<Container>,
     }
 }
 
-/// The SSH host key the Container's gateway reported.
-pub async fn host_key(namespace: &str, name: &str) -> Result<String, ContainersError> {
-    let container = api(namespace)
+/// One Container.
+pub async fn get(namespace: &str, name: &str) -> Result<Container, ContainersError> {
+    api(namespace)
         .await?
         .get(name)
         .await
         .map_err(|source| ContainersError::Api {
             namespace: namespace.to_owned(),
             source,
-        })?;
-    container
-        .status
-        .and_then(|s| s.gateway)
-        .and_then(|g| g.host_key)
-        .filter(|k| !k.trim().is_empty())
-        .ok_or_else(|| ContainersError::NoHostKey {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
         })
 }

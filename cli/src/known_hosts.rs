@@ -4,18 +4,23 @@
 
 use std::path::{Path, PathBuf};
 
-/// `$HATCHWAY_KNOWN_HOSTS`, else `$XDG_CACHE_HOME/hatchway/known_hosts`,
-/// else `~/.cache/hatchway/known_hosts`.
-pub fn default_path() -> PathBuf {
-    if let Some(path) = std::env::var_os("HATCHWAY_KNOWN_HOSTS").filter(|p| !p.is_empty()) {
-        return PathBuf::from(path);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
+/// kubectl-hatch's cache directory: `$XDG_CACHE_HOME/hatchway`, else
+/// `~/.cache/hatchway`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    cache.join("hatchway").join("known_hosts")
+        .unwrap_or_else(std::env::temp_dir)
+        .join("hatchway")
+}
+
+/// `$HATCHWAY_KNOWN_HOSTS`, else `known_hosts` in the cache directory.
+pub fn default_path() -> PathBuf {
+    match std::env::var_os("HATCHWAY_KNOWN_HOSTS").filter(|p| !p.is_empty()) {
+        Some(path) => PathBuf::from(path),
+        None => cache_dir().join("known_hosts"),
+    }
 }
 
 /// `text` with the lines for `alias` replaced by `alias key`.

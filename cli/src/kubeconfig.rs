@@ -1,9 +1,12 @@
 //! The little of a kubeconfig the CLI needs without a cluster round trip:
-//! the current context's namespace and its user's bearer token.
+//! the current context's namespace and its user's bearer token (or the
+//! exec credential plugin that gives one).
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::exec_credential::ExecConfig;
 
 /// Why the kubeconfig could not give what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,10 @@ pub struct Kubeconfig {
     pub contexts: Vec<NamedContext>,
     #[serde(default)]
     pub users: Vec<NamedUser>,
+    /// The directory of the file read (exec plugins' relative commands
+    /// resolve against it).
+    #[serde(skip)]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,16 +67,18 @@ pub struct User {
     #[serde(default, rename = "tokenFile")]
     pub token_file: Option<PathBuf>,
     #[serde(default)]
-    pub exec: Option<serde_norway::Value>,
+    pub exec: Option<ExecConfig>,
     #[serde(default, rename = "auth-provider")]
     pub auth_provider: Option<serde_norway::Value>,
 }
 
 /// What the current user's credentials are, as far as we can use them.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Credential {
     Token(String),
-    /// Only an exec plugin or auth provider: not supported yet.
+    /// An exec credential plugin to run for the token.
+    Exec(ExecConfig),
+    /// Only an auth provider (deprecated by kubectl): not supported.
     Unsupported(&'static str),
     None,
 }
@@ -91,10 +100,14 @@ impl Kubeconfig {
     /// Reads `path`; an absent file is an empty kubeconfig.
     pub fn read(path: &Path) -> Result<Self, KubeconfigError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text).map_err(|source| KubeconfigError::Parse {
-                path: path.to_owned(),
-                source,
-            }),
+            Ok(text) => {
+                let mut config = Self::parse(&text).map_err(|source| KubeconfigError::Parse {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                config.dir = path.parent().map(Path::to_owned);
+                Ok(config)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(source) => Err(KubeconfigError::Read {
                 path: path.to_owned(),
@@ -141,8 +154,8 @@ impl Kubeconfig {
             })?;
             return Ok(Credential::Token(token.trim().to_owned()));
         }
-        if user.exec.is_some() {
-            return Ok(Credential::Unsupported("an exec credential plugin"));
+        if let Some(exec) = &user.exec {
+            return Ok(Credential::Exec(exec.clone()));
         }
         if user.auth_provider.is_some() {
             return Ok(Credential::Unsupported("an auth provider"));
@@ -176,24 +189,24 @@ users:
     fn reads_the_current_contexts_namespace_and_token() {
         let config = Kubeconfig::parse(CONFIG).unwrap();
         assert_eq!(config.namespace(), Some("team-a"));
-        assert_eq!(
-            config.credential().unwrap(),
-            Credential::Token("alice-token".into())
-        );
+        assert!(matches!(config.credential().unwrap(), Credential::Token(t) if t == "alice-token"));
     }
 
     #[test]
-    fn exec_plugins_are_reported_not_run() {
+    fn exec_plugins_are_found() {
         let mut config = Kubeconfig::parse(CONFIG).unwrap();
         config.current_context = Some("other".into());
         assert_eq!(config.namespace(), None);
-        assert!(matches!(config.credential().unwrap(), Credential::Unsupported(_)));
+        match config.credential().unwrap() {
+            Credential::Exec(exec) => assert_eq!(exec.command, "get-token"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
     fn an_empty_kubeconfig_has_nothing() {
         let config = Kubeconfig::parse("").unwrap();
         assert_eq!(config.namespace(), None);
-        assert_eq!(config.credential().unwrap(), Credential::None);
+        assert!(matches!(config.credential().unwrap(), Credential::None));
     }
 }

@@ -1,7 +1,8 @@
 //! kubectl hatch: shells, logs, ports and web apps of Hatchway Containers.
 //!
-//! Implemented: `version`, `connect-ssh` (ssh's ProxyCommand), `shell`,
-//! `config-ssh` and `get`. Exit codes: 0 success; 1 a local problem
+//! Commands: `shell`, `connect-ssh` (ssh's ProxyCommand), `config-ssh`,
+//! `port-forward`, `logs`, `open`, `get`, `version`. Exit codes: 0 success;
+//! 1 a local problem
 //! (settings, network, TLS); 2 the router refused the request (4xx: no
 //! credentials, forbidden, no such Container, ended); 3 the router could
 //! not serve it (5xx: not running yet, gateway unreachable); `shell` exits
@@ -10,19 +11,26 @@
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod builtin_ssh;
 pub mod connect_ssh;
 pub mod connection;
 pub mod containers;
+pub mod exec_credential;
 pub mod known_hosts;
 pub mod kubeconfig;
+pub mod logs;
+pub mod open;
+pub mod port_forward;
 pub mod proxy_command;
+pub mod router;
 pub mod shell;
 pub mod ssh_config;
 pub mod table;
-pub mod upgrade;
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -59,6 +67,10 @@ pub enum Command {
         /// Keys that detach from the session, e.g. `ctrl-p,ctrl-q`.
         #[arg(long)]
         detach_keys: Option<String>,
+        /// Record the gateway's host key (as the router reports it) in this
+        /// known_hosts file before ssh checks it.
+        #[arg(long)]
+        known_hosts: Option<PathBuf>,
     },
 
     /// Open a shell (or run a command) in a Container with the system ssh.
@@ -69,17 +81,24 @@ pub enum Command {
         /// Keys that detach from the session, e.g. `ctrl-p,ctrl-q`.
         #[arg(long)]
         detach_keys: Option<String>,
-        /// The gateway's SSH host key (`TYPE BASE64`); default: read from
-        /// the Container's status through the Kubernetes API.
+        /// Wait (showing progress) until the Container runs and its
+        /// gateway answers, instead of failing at once.
         #[arg(long)]
-        host_key: Option<String>,
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+        wait_timeout: u64,
         /// The known_hosts file kubectl-hatch keeps (default:
         /// `$HATCHWAY_KNOWN_HOSTS` or `~/.cache/hatchway/known_hosts`).
         #[arg(long)]
         known_hosts: Option<PathBuf>,
-        /// The ssh program.
+        /// The ssh program (when it is not installed, the built-in client
+        /// is used).
         #[arg(long, env = "HATCHWAY_SSH", default_value = "ssh")]
         ssh: String,
+        /// Use the built-in SSH client even when ssh is installed.
+        #[arg(long)]
+        builtin_ssh: bool,
         /// The command to run instead of a login shell.
         #[arg(last = true)]
         command: Vec<String>,
@@ -100,6 +119,50 @@ pub enum Command {
         /// The known_hosts file the block points at (default: as `shell`).
         #[arg(long)]
         known_hosts: Option<PathBuf>,
+    },
+
+    /// Forward local ports to ports in a Container; new connections keep
+    /// working across router restarts (they reconnect).
+    PortForward {
+        /// The Container.
+        name: String,
+        /// `[LOCAL:]REMOTE` (LOCAL empty or 0: any free port).
+        #[arg(required = true, value_name = "[LOCAL:]REMOTE")]
+        ports: Vec<port_forward::Mapping>,
+        /// Local addresses to listen on (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
+        address: Vec<IpAddr>,
+    },
+
+    /// Print a Container's logs: live while it runs, saved after.
+    Logs {
+        /// The Container.
+        name: String,
+        /// One log file (default: stdout.txt to stdout and stderr.txt to
+        /// stderr).
+        file: Option<String>,
+        /// Keep printing new output until the Container has ended.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines of what is there now.
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+    },
+
+    /// Print (or open) the URL of a web app on a published port.
+    Open {
+        /// The Container.
+        name: String,
+        /// The published port.
+        port: u16,
+        /// Open it in the browser ($BROWSER, else xdg-open), logging in
+        /// with the token for a private port.
+        #[arg(long)]
+        browser: bool,
+        /// Print the one-time login link (it carries your token: anyone
+        /// with it acts as you) instead of the plain URL.
+        #[arg(long)]
+        login_url: bool,
     },
 
     /// List Containers (or one) with their phase, gateway, ports and
@@ -129,7 +192,14 @@ pub fn run(args: Args, out: &mut dyn Write) -> anyhow::Result<i32> {
             ssh_config,
             known_hosts,
         } => config_ssh(&connection, dry_run, remove, ssh_config, known_hosts, out),
-        command => runtime()?.block_on(run_async(connection, command, out)),
+        command => {
+            let runtime = runtime()?;
+            let result = runtime.block_on(run_async(connection, command, out));
+            // A read of stdin may still be parked on a blocking thread (a
+            // terminal nobody types into): do not wait for it.
+            runtime.shutdown_background();
+            result
+        }
     }
 }
 
@@ -139,52 +209,76 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-async fn run_async(connection: ConnectionArgs, command: Command, out: &mut dyn Write) -> anyhow::Result<i32> {
+async fn run_async(
+    mut connection: ConnectionArgs,
+    command: Command,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
     match command {
         Command::ConnectSsh {
             name,
             login,
             detach_keys,
+            known_hosts,
         } => {
             let (name, namespace) = match parse_host(&name) {
                 Some((name, ns)) => (name.to_owned(), ns.to_owned()),
                 None => (name.clone(), connection.namespace()?),
             };
-            let target = connection.target()?;
+            let target = connection.target().await?;
             let ssh = SshTarget {
                 namespace: &namespace,
                 name: &name,
                 login: login.as_deref(),
                 detach_keys: detach_keys.as_deref(),
             };
-            Ok(report(connect_ssh::relay(&target, &ssh).await))
+            Ok(report(
+                connect_ssh::relay(&target, &ssh, known_hosts.as_deref()).await,
+            ))
         }
         Command::Shell {
             destination,
             detach_keys,
-            host_key,
+            wait,
+            wait_timeout,
             known_hosts,
             ssh,
+            builtin_ssh,
             command,
         } => {
             let (login, name) = shell::parse_destination(&destination);
             let namespace = connection.namespace()?;
-            let target = connection.target()?;
+            let target = connection.target().await?;
             let probe = SshTarget {
                 namespace: &namespace,
                 name,
                 login,
                 detach_keys: detach_keys.as_deref(),
             };
-            // A refusal now gives the router's message, not ssh's noise.
-            match connect_ssh::open(&target, &probe).await {
-                Ok(stream) => drop(stream),
-                Err(e) => return Ok(report::<()>(Err(e))),
-            }
-            let host_key = match host_key {
-                Some(key) => key,
-                None => containers::host_key(&namespace, name).await?,
+            // A refusal now gives the router's message, not ssh's noise;
+            // the answer carries the host key to record.
+            let opened = if wait {
+                connect_ssh::open_when_ready(&target, &probe, Duration::from_secs(wait_timeout)).await
+            } else {
+                connect_ssh::open(&target, &probe).await
             };
+            let upgraded = match opened {
+                Ok(upgraded) => upgraded,
+                Err(e) => return Ok(report::<()>(Err(e))),
+            };
+            let host_key = connect_ssh::host_key(&upgraded)
+                .map(str::to_owned)
+                .with_context(|| {
+                    format!(
+                        "the router did not report the SSH host key of {namespace}/{name} \
+                         (its status has none yet)"
+                    )
+                })?;
+            if builtin_ssh || !builtin_ssh::program_exists(&ssh) {
+                // This very connection carries the session.
+                return Ok(builtin_ssh::run(upgraded, &host_key, &command).await?);
+            }
+            drop(upgraded);
             let known_hosts = known_hosts.unwrap_or_else(known_hosts::default_path);
             known_hosts::record(&known_hosts, &host_alias(name, &namespace), &host_key)
                 .with_context(|| format!("cannot write {}", known_hosts.display()))?;
@@ -212,6 +306,63 @@ async fn run_async(connection: ConnectionArgs, command: Command, out: &mut dyn W
                 .code()
                 .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
         }
+        Command::PortForward { name, ports, address } => {
+            let namespace = connection.namespace()?;
+            let target = connection.target().await?;
+            let forward = port_forward::Forward {
+                namespace,
+                name,
+                addresses: address,
+                mappings: ports,
+            };
+            let ended = port_forward::run(target, forward).await?;
+            Ok(report::<()>(Err(ended)))
+        }
+        Command::Logs {
+            name,
+            file,
+            follow,
+            tail,
+        } => {
+            let namespace = connection.namespace()?;
+            let target = connection.target().await?;
+            let request = logs::LogsRequest {
+                namespace,
+                name,
+                file,
+                follow,
+                tail,
+            };
+            Ok(report(logs::run(&target, &request).await))
+        }
+        Command::Open {
+            name,
+            port,
+            browser,
+            login_url,
+        } => {
+            let namespace = connection.namespace()?;
+            let container = containers::get(&namespace, &name).await?;
+            let app = open::web_app(&container, port)?;
+            let login = if app.private {
+                let target = connection.target().await?;
+                open::login_url(&app.url, &target.token)
+            } else {
+                app.url.clone()
+            };
+            if login_url {
+                writeln!(out, "{login}")?;
+            } else {
+                writeln!(out, "{}", app.url)?;
+            }
+            if browser {
+                let status = open::browse(&login).context("cannot start the browser")?;
+                if !status.success() {
+                    anyhow::bail!("the browser command failed ({status})");
+                }
+            }
+            Ok(0)
+        }
         Command::Get { name } => {
             let namespace = connection.namespace()?;
             let items = containers::list(&namespace, name.as_deref()).await?;
@@ -231,7 +382,7 @@ async fn run_async(connection: ConnectionArgs, command: Command, out: &mut dyn W
 }
 
 /// Prints a refusal (the router's own words) and maps it to an exit code.
-fn report<T>(result: Result<T, upgrade::UpgradeError>) -> i32 {
+fn report<T>(result: Result<T, router::RouterError>) -> i32 {
     match result {
         Ok(_) => 0,
         Err(e) => {

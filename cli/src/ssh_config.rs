@@ -5,18 +5,30 @@
 
 use std::path::Path;
 
+use crate::connect_ssh::DEFAULT_LOGIN;
 use crate::proxy_command;
 
 pub const BEGIN: &str = "# BEGIN hatchway";
 pub const END: &str = "# END hatchway";
 
 /// The block (with a trailing newline).
+///
+/// `User _` is the container's default user: `ssh NAME.NS.hatchway` logs in
+/// as it, `ssh root@NAME.NS.hatchway` as root (ssh passes the user as
+/// `%r`). `connect-ssh` writes the host key the router reports into the
+/// known_hosts file before ssh checks it.
 pub fn block(exe: &Path, connection_args: &[String], known_hosts: &Path) -> String {
-    let proxy = proxy_command::connect_ssh(exe, "%n", connection_args);
+    let mut args = vec![
+        "--known-hosts".to_owned(),
+        known_hosts.to_string_lossy().into_owned(),
+    ];
+    args.extend(connection_args.iter().cloned());
+    let proxy = proxy_command::connect_ssh(exe, "%n --login %r", &args);
     let known_hosts = proxy_command::escape_percent(&known_hosts.to_string_lossy());
     format!(
         "{BEGIN} (written by `kubectl hatch config-ssh`; changes here are replaced)\n\
          Host *.hatchway\n\
+         \x20   User {DEFAULT_LOGIN}\n\
          \x20   ProxyCommand {proxy}\n\
          \x20   UserKnownHostsFile \"{known_hosts}\"\n\
          \x20   StrictHostKeyChecking yes\n\
@@ -111,8 +123,12 @@ mod tests {
         let b = sample();
         assert!(b.starts_with(BEGIN), "{b}");
         assert!(b.contains("Host *.hatchway\n"), "{b}");
+        assert!(b.contains("    User _\n"), "{b}");
         assert!(
-            b.contains("ProxyCommand /bin/kubectl-hatch connect-ssh %n --server https://r:8443\n"),
+            b.contains(
+                "ProxyCommand /bin/kubectl-hatch connect-ssh %n --login %r --known-hosts /k/known_hosts \
+                 --server https://r:8443\n"
+            ),
             "{b}"
         );
         assert!(b.contains("UserKnownHostsFile \"/k/known_hosts\"\n"), "{b}");

@@ -1,4 +1,6 @@
-//! `get`'s table: NAME, PHASE, GATEWAY, PORTS, SESSION.
+//! `get`'s table: NAME, PHASE, GATEWAY, PORTS, SESSION. PORTS lists the
+//! published ports with their access (`8080/private`), then the other
+//! ports the sidecar saw listening.
 
 use hatchway_api::crd::ContainerStatus;
 
@@ -21,11 +23,20 @@ pub fn row(name: &str, status: Option<&ContainerStatus>) -> [String; 5] {
         .unwrap_or_else(none);
     let ports = status
         .map(|s| {
-            s.listening_ports
+            let published = s.published_ports.iter().map(|p| {
+                let access = serde_json::to_value(p.access).ok();
+                format!(
+                    "{}/{}",
+                    p.port,
+                    access.as_ref().and_then(|a| a.as_str()).unwrap_or("?")
+                )
+            });
+            let listening = s
+                .listening_ports
                 .iter()
-                .map(|p| p.port.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
+                .filter(|l| !s.published_ports.iter().any(|p| p.port == l.port))
+                .map(|l| l.port.to_string());
+            published.chain(listening).collect::<Vec<_>>().join(",")
         })
         .filter(|p| !p.is_empty())
         .unwrap_or_else(none);
@@ -66,7 +77,7 @@ pub fn format(rows: &[[String; 5]]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hatchway_api::crd::{GatewayStatus, ListeningPort, Phase};
+    use hatchway_api::crd::{GatewayStatus, ListeningPort, Phase, PortAccess, PublishedPortStatus};
 
     #[test]
     fn rows_show_phase_gateway_ports_and_session() {
@@ -86,6 +97,12 @@ mod tests {
                     protocol: "TCP".into(),
                 },
             ],
+            published_ports: vec![PublishedPortStatus {
+                port: 8080,
+                access: PortAccess::Public,
+                label: None,
+                url: "https://u-8080.apps.example/".into(),
+            }],
             interactive_session_started: true,
             ..ContainerStatus::default()
         };
@@ -104,10 +121,10 @@ mod tests {
         ]);
         assert_eq!(
             table,
-            "NAME    PHASE     GATEWAY                        PORTS     SESSION\n\
-             web-1   Running   10.244.0.7:7443                8080,22   started\n\
-             job     Running   tunnel https://10.0.0.2:8443   <none>    none\n\
-             new     Pending   <none>                         <none>    none\n"
+            "NAME    PHASE     GATEWAY                        PORTS            SESSION\n\
+             web-1   Running   10.244.0.7:7443                8080/public,22   started\n\
+             job     Running   tunnel https://10.0.0.2:8443   <none>           none\n\
+             new     Pending   <none>                         <none>           none\n"
         );
     }
 }

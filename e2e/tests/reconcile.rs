@@ -53,6 +53,8 @@ const WAIT: Duration = Duration::from_secs(60);
 /// Scheduling, the sidecar's startup probe, then the workload.
 const START: Duration = Duration::from_secs(120);
 const SIDECAR_IMAGE: &str = "localhost/hatchway/sidecar:e2e";
+/// The web apps' wildcard domain (curl maps every name to this host).
+const APPS_DOMAIN: &str = "apps.hatchway.test";
 
 /// The node's InternalIP: pods reach this host there.
 fn node_ip() -> Result<String> {
@@ -137,7 +139,14 @@ impl Rig {
 
         let node_ip = node_ip()?;
         let ca = RouterCa::generate()?;
-        let tls = RouterTls::issue(&ca, &["localhost".to_owned(), node_ip.clone()])?;
+        let tls = RouterTls::issue(
+            &ca,
+            &[
+                "localhost".to_owned(),
+                node_ip.clone(),
+                format!("*.{APPS_DOMAIN}"),
+            ],
+        )?;
         let dir = tempfile::tempdir()?;
         let ca_file = dir.path().join("ca.crt");
         std::fs::write(&ca_file, &tls.ca_pem)?;
@@ -157,8 +166,11 @@ impl Rig {
                 },
             );
             cluster.wait_until_ready().await;
+            // Web apps at https://{uid}-{port}.apps.hatchway.test:{port}/.
+            let apps = format!("{APPS_DOMAIN}:{port}");
             let mut settings = Settings::new(url.clone());
             settings.policy = policy;
+            settings.wildcard_domain = Some(apps.clone());
             let auth = CachedAuth::new(
                 KubeAuth::new(client.clone(), Vec::new()),
                 Duration::from_secs(10),
@@ -185,7 +197,7 @@ impl Rig {
                 },
                 tunnel_url: tunnels.then_some(url),
                 router_ca_pem: tls.ca_pem.clone(),
-                wildcard_domain: None,
+                wildcard_domain: Some(apps),
                 default_ttl_seconds: None,
                 namespaces: vec![ns.name.clone()],
             };
@@ -1008,5 +1020,225 @@ fn a_finished_container_is_deleted_after_its_ttl() -> Result<()> {
         Ok((!pods.contains(&pod)).then_some(()))
     })?;
     eprintln!("timings: Complete -> deleted {}", secs(after));
+    Ok(())
+}
+
+/// The `kubectl-hatch` binary of this build (built on first use when the
+/// test runner did not build it).
+fn hatch_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("no target directory")?
+        .join("kubectl-hatch");
+    if !bin.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "kubectl-hatch",
+                "--bin",
+                "kubectl-hatch",
+            ])
+            .status()?;
+        ensure!(status.success(), "building kubectl-hatch failed");
+    }
+    Ok(bin)
+}
+
+/// A kubeconfig for the rig's user: the cluster's server and CA, the
+/// user's token, the test namespace as the context's.
+fn user_kubeconfig(rig: &Rig, dir: &std::path::Path) -> Result<PathBuf> {
+    let admin = kubectl_json(&["config", "view", "--raw", "--minify", "--flatten", "-o", "json"])?;
+    let cluster = admin["clusters"][0]["cluster"].clone();
+    ensure!(cluster["server"].is_string(), "no cluster in {admin}");
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "e2e", "cluster": cluster}],
+        "users": [{"name": "user", "user": {"token": rig.token}}],
+        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "user", "namespace": rig.ns.name}}],
+        "current-context": "e2e",
+    });
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, config.to_string())?;
+    Ok(path)
+}
+
+/// `kubectl hatch` as a user runs it, with only a kubeconfig: the router's
+/// URL and CA found in the `hatchway-client` ConfigMap (as the operator
+/// publishes it), `get`, a command through `shell` (the real ssh), and
+/// `open` of a private web app: the login link through the token→cookie
+/// step, with curl as the browser, serves the page.
+#[test]
+fn the_cli_finds_the_router_lists_shells_and_opens_a_web_app() -> Result<()> {
+    let rig = Rig::start("cli", Policy::prefer(false), false)?;
+    grant(
+        &rig.ns,
+        "user",
+        "container-reader",
+        &[
+            ("get", &["containers", "containers/proxy"]),
+            ("list", &["containers"]),
+        ],
+    )?;
+    rig.ns.apply(&format!(
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{ name: hatchway-client-reader }}
+rules:
+- {{ apiGroups: [""], resources: [configmaps], resourceNames: [hatchway-client], verbs: [get] }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{ name: user-hatchway-client-reader }}
+roleRef: {{ apiGroup: rbac.authorization.k8s.io, kind: Role, name: hatchway-client-reader }}
+subjects:
+- {{ kind: ServiceAccount, name: user, namespace: {ns} }}
+"#,
+        ns = rig.ns.name
+    ))?;
+    rig.rt
+        .block_on(hatchway_operator::bootstrap::publish_client_config(
+            rig.client.clone(),
+            &rig.ns.name,
+            &format!("https://localhost:{}", rig.port),
+            &rig.tls.ca_pem,
+        ))?;
+    let manifest = json!({
+        "apiVersion": "hatchway.dev/v1alpha1",
+        "kind": "Container",
+        "metadata": { "name": "web" },
+        "spec": {
+            "image": WORKLOAD_IMAGE,
+            "command": ["/bin/httpd", "-f", "-v", "-p", "8080", "-h", "/www"],
+            "publishedPorts": [{ "port": 8080 }],
+        },
+    })
+    .to_string();
+    wait_for("the Container kind to be served", WAIT, POLL, || {
+        Ok(Some(rig.ns.apply(&manifest)?))
+    })?;
+    rig.wait_running("web")?;
+    let status = rig.wait_status("web", "the web app's URL", WAIT, |s| {
+        Ok(s["publishedPorts"][0]["url"]
+            .as_str()
+            .is_some_and(|u| !u.is_empty()))
+    })?;
+    let url = status["publishedPorts"][0]["url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = user_kubeconfig(&rig, dir.path())?;
+    let bin = hatch_binary()?;
+    let hatch = |args: &[&str]| {
+        let mut command = Command::new(&bin);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("HATCHWAY_") {
+                command.env_remove(&key);
+            }
+        }
+        command
+            .env("KUBECONFIG", &kubeconfig)
+            .env("XDG_CACHE_HOME", dir.path())
+            .env("HATCHWAY_NAMESPACE", &rig.ns.name)
+            .args(args);
+        command
+    };
+    let show = |out: &Output| {
+        format!(
+            "{:?}: stdout {} stderr {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+
+    let out = output_within(hatch(&["get"]), WAIT)?;
+    ensure!(out.status.success(), "get: {}", show(&out));
+    let table = String::from_utf8(out.stdout.clone())?;
+    ensure!(
+        table
+            .lines()
+            .any(|l| l.starts_with("web ") && l.contains("Running") && l.contains("8080")),
+        "get: {}",
+        show(&out)
+    );
+
+    let out = output_within(
+        hatch(&["shell", "web", "--", "cat /www/index.html; exit 4"]),
+        WAIT,
+    )?;
+    ensure!(out.status.code() == Some(4), "shell: {}", show(&out));
+    ensure!(
+        String::from_utf8_lossy(&out.stdout).contains("hatchway e2e workload"),
+        "shell: {}",
+        show(&out)
+    );
+
+    // `open` prints the plain URL; the browser gets the login link.
+    let page = dir.path().join("page.html");
+    let browser = dir.path().join("browser");
+    std::fs::write(
+        &browser,
+        format!(
+            "#!/bin/sh
+exec curl -sS -f -L --max-time 20 --cacert {ca} --connect-to ::127.0.0.1:{port} \
+               -c {jar} -b {jar} -o {page} -w '%{{num_redirects}}' \"$1\"
+",
+            ca = rig.ca_file.display(),
+            port = rig.port,
+            jar = dir.path().join("cookies").display(),
+            page = page.display(),
+        ),
+    )?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755))?;
+    let mut open = hatch(&["open", "web", "8080", "--browser"]);
+    open.env("BROWSER", &browser);
+    let out = output_within(open, WAIT)?;
+    ensure!(out.status.success(), "open: {}", show(&out));
+    let stdout = String::from_utf8(out.stdout.clone())?;
+    ensure!(
+        stdout.trim_end().starts_with(&url),
+        "open printed {stdout:?}, not {url}"
+    );
+    ensure!(!stdout.contains(&rig.token), "open printed the token");
+    ensure!(
+        stdout.trim_end().ends_with('1'),
+        "one redirect (the cookie step): {}",
+        show(&out)
+    );
+    let served = std::fs::read_to_string(&page)?;
+    ensure!(served.contains("hatchway e2e workload"), "the page: {served}");
+    // The plain URL alone is refused (the cookie step is what lets in).
+    let out = output_within(
+        {
+            let mut curl = Command::new("curl");
+            curl.args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "20",
+                "--cacert",
+            ])
+            .arg(&rig.ca_file)
+            .args(["--connect-to", &format!("::127.0.0.1:{}", rig.port), &url]);
+            curl
+        },
+        WAIT,
+    )?;
+    ensure!(
+        String::from_utf8_lossy(&out.stdout) == "401",
+        "without the cookie: {}",
+        show(&out)
+    );
     Ok(())
 }

@@ -39,6 +39,13 @@ pub struct RunArgs {
     #[arg(long, env = "HATCHWAY_SELF_URL")]
     pub self_url: Option<String>,
 
+    /// The URL users reach the router at (the Service or Ingress). When
+    /// set, it is published with the router CA in ConfigMap
+    /// `hatchway-client` of the install namespace, where `kubectl hatch`
+    /// finds it without `--server`.
+    #[arg(long, env = "HATCHWAY_PUBLIC_URL", default_value = "")]
+    pub public_url: String,
+
     /// This pod's IP (from the downward API), for the default self URL.
     #[arg(long, env = "POD_IP")]
     pub pod_ip: Option<String>,

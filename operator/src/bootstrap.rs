@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 
 use crate::router::RootSecret;
 use crate::router::tls::{RouterCa, TlsError};
@@ -21,6 +21,13 @@ pub const ROOT_KEY: &str = "root-secret";
 pub const CA_CERT_KEY: &str = "ca.crt";
 /// The CA's private key.
 pub const CA_KEY_KEY: &str = "ca.key";
+/// The ConfigMap clients read to find the router (`kubectl hatch` without
+/// `--server`): public information only.
+pub const CLIENT_CONFIG_NAME: &str = "hatchway-client";
+/// Its key holding the router's URL.
+pub const CLIENT_SERVER_KEY: &str = "server";
+/// Its key holding the CA (PEM) the router's certificate chains to.
+pub const CLIENT_CA_KEY: &str = "ca.crt";
 /// Bytes of a generated root secret.
 pub const ROOT_BYTES: usize = 32;
 
@@ -28,7 +35,7 @@ pub const ROOT_BYTES: usize = 32;
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
     /// The API refused or could not be reached.
-    #[error("Secret {namespace}/{name}: {source}")]
+    #[error("{namespace}/{name}: {source}")]
     Api {
         /// Namespace.
         namespace: String,
@@ -155,4 +162,44 @@ pub async fn router_ca(
         cert_pem: text(CA_CERT_KEY)?,
         key_pem: text(CA_KEY_KEY)?,
     })
+}
+
+/// Publishes (server-side apply) ConfigMap `namespace/hatchway-client` with
+/// the router's public URL and the CA its certificate chains to, so
+/// `kubectl hatch` finds both with the user's own kubeconfig. Every replica
+/// writes the same content; the last write wins harmlessly.
+pub async fn publish_client_config(
+    client: kube::Client,
+    namespace: &str,
+    server: &str,
+    ca_pem: &str,
+) -> Result<(), BootstrapError> {
+    let api: Api<ConfigMap> = Api::namespaced(client, namespace);
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": CLIENT_CONFIG_NAME,
+            "labels": {"app.kubernetes.io/managed-by": "hatchway-operator"},
+        },
+        "data": {CLIENT_SERVER_KEY: server, CLIENT_CA_KEY: ca_pem},
+    });
+    api.patch(
+        CLIENT_CONFIG_NAME,
+        &PatchParams::apply("hatchway-operator").force(),
+        &Patch::Apply(&config),
+    )
+    .await
+    .map_err(|source| BootstrapError::Api {
+        namespace: namespace.to_owned(),
+        name: CLIENT_CONFIG_NAME.to_owned(),
+        source,
+    })?;
+    tracing::info!(
+        namespace,
+        name = CLIENT_CONFIG_NAME,
+        server,
+        "published the client settings"
+    );
+    Ok(())
 }

@@ -152,6 +152,10 @@ pub async fn run(args: RunArgs) -> Result<(), ServeError> {
         None => bootstrap::root_secret(client.clone(), &args.pod_namespace, &args.root_secret_name).await?,
     };
     let tls = tls(&args, &client).await?;
+    if !args.public_url.is_empty() {
+        bootstrap::publish_client_config(client.clone(), &args.pod_namespace, &args.public_url, &tls.ca_pem)
+            .await?;
+    }
 
     let namespaces: Vec<String> = args
         .namespaces

@@ -70,8 +70,11 @@ pub async fn serve(
     rest: String,
     user: User,
 ) -> Response<Body> {
-    let mut response = serve_inner(router, req, container, rest, user).await;
+    let (source, mut response) = serve_inner(router, req, container, rest, user).await;
     let headers = response.headers_mut();
+    if let Some(source) = source {
+        headers.insert(wire::LOG_SOURCE, HeaderValue::from_static(source));
+    }
     let upstream_cors: Vec<HeaderName> = headers
         .keys()
         .filter(|n| n.as_str().starts_with("access-control-"))
@@ -91,29 +94,36 @@ async fn serve_inner(
     container: Container,
     rest: String,
     user: User,
-) -> Response<Body> {
+) -> (Option<&'static str>, Response<Body>) {
     let namespace = container.metadata.namespace.clone().unwrap_or_default();
     let name = container.metadata.name.clone().unwrap_or_default();
     let prefix = api::log_prefix(&namespace, &name);
     let target = match Target::parse(&rest) {
         Ok(target) => target,
-        Err(message) => return text(StatusCode::NOT_FOUND, message),
+        Err(message) => return (None, text(StatusCode::NOT_FOUND, message)),
     };
     let route = match choose(&router, &container, req.headers(), Purpose::Logs) {
         Ok(route) => route,
         Err(refusal) if refusal.kind == RefusalKind::NotRunningYet => {
-            return files(req.method(), req.headers(), &prefix, &target, &[]);
+            return (
+                Some("none"),
+                files(req.method(), req.headers(), &prefix, &target, &[]),
+            );
         }
         Err(refusal) if refusal.kind == RefusalKind::Ended => {
-            return saved(&router, &req, &container, &prefix, &target).await;
+            return (
+                Some("saved"),
+                saved(&router, &req, &container, &prefix, &target).await,
+            );
         }
-        Err(refusal) => return text(refusal.status, refusal.message),
+        Err(refusal) => return (None, text(refusal.status, refusal.message)),
     };
     if let Route::Forward(url) = &route {
-        return forward::forward(router.clone(), req, url, "logs").await;
+        // The peer names the source itself.
+        return (None, forward::forward(router.clone(), req, url, "logs").await);
     }
     match live(&router, &req, &container, &route, &prefix, &user).await {
-        Ok(response) => response,
+        Ok(response) => (Some("live"), response),
         Err(failure) => {
             // The race Arvados handles: the gateway went away because the
             // container just ended. Read status again before refusing.
@@ -126,9 +136,12 @@ async fn serve_inner(
                         .is_some_and(|p| p.is_finished()) =>
                 {
                     tracing::info!("gateway gone and the container has ended: serving saved logs");
-                    saved(&router, &req, &fresh, &prefix, &target).await
+                    (
+                        Some("saved"),
+                        saved(&router, &req, &fresh, &prefix, &target).await,
+                    )
                 }
-                _ => failure,
+                _ => (None, failure),
             }
         }
     }

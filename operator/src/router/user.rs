@@ -93,8 +93,19 @@ pub async fn serve(router: Arc<Router>, req: Request<Incoming>, path: ContainerP
     if let Route::Forward(url) = &route {
         return forward::forward(router.clone(), req, url, kind).await;
     }
-    let response =
+    let mut response =
         upgrade_to_gateway(router.clone(), req, &container, &route, &path.action, &user, kind).await;
+    if purpose == Purpose::Shell
+        && response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(key) = container
+            .status
+            .as_ref()
+            .and_then(|s| s.gateway.as_ref())
+            .and_then(|g| g.host_key.as_deref())
+            .and_then(|k| HeaderValue::from_str(k.trim()).ok())
+    {
+        response.headers_mut().insert(wire::SSH_HOST_KEY, key);
+    }
     if purpose == Purpose::Shell
         && response.status() == StatusCode::SWITCHING_PROTOCOLS
         && !container

@@ -50,7 +50,10 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
 
 /// The vhost a request is for, if its host is `{uid}-{port}.{domain}`.
 pub fn vhost<B>(router: &Router, req: &Request<B>) -> Option<Vhost> {
+    // The domain may carry the port users reach the router on (a NodePort:
+    // `apps.example:30443`); the Host header's port is not compared.
     let domain = router.settings.wildcard_domain.as_deref()?;
+    let domain = domain.rsplit_once(':').map_or(domain, |(host, _)| host);
     let host = request_host(req)?;
     let label = host.strip_suffix(domain)?.strip_suffix('.')?;
     if label.contains('.') {

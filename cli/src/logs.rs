@@ -1,0 +1,332 @@
+//! `logs NAME [FILE] [-f] [--tail N]`: reads the Container's log files
+//! through the router's WebDAV tree with `Range` requests from the last
+//! offset read, so following needs no server-side state and crosses the
+//! end of the Container without a gap: the router answers from the gateway
+//! while it runs and from the saved logs after (`Hatchway-Log-Source`),
+//! at the same offsets. Without FILE, `stdout.txt` goes to stdout and
+//! `stderr.txt` to stderr (the saved combined `output.txt` when the
+//! cluster keeps no split streams).
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, StatusCode, header};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+
+use hatchway_api::wire;
+
+use crate::connection::Target;
+use crate::router::{self, RouterError, container_path};
+
+/// How often a followed log is polled.
+const POLL: Duration = Duration::from_millis(200);
+/// How long following waits for a router that went away.
+const RETRY_FOR: Duration = Duration::from_secs(60);
+/// The first chunk read from the end for `--tail`.
+const TAIL_CHUNK: u64 = 64 * 1024;
+
+/// What to print.
+pub struct LogsRequest {
+    pub namespace: String,
+    pub name: String,
+    pub file: Option<String>,
+    pub follow: bool,
+    pub tail: Option<usize>,
+}
+
+/// One file being read.
+struct Stream {
+    file: String,
+    offset: u64,
+    to_stderr: bool,
+    /// `--tail` still to apply (on the first read).
+    tail: Option<usize>,
+    /// The last answer: where from, and whether the file existed.
+    source: Option<String>,
+    found: bool,
+}
+
+impl Stream {
+    fn new(file: &str, to_stderr: bool, tail: Option<usize>) -> Self {
+        Self {
+            file: file.to_owned(),
+            offset: 0,
+            to_stderr,
+            tail,
+            source: None,
+            found: false,
+        }
+    }
+
+    fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.to_stderr {
+            let mut err = std::io::stderr().lock();
+            err.write_all(bytes)?;
+            err.flush()
+        } else {
+            let mut out = std::io::stdout().lock();
+            out.write_all(bytes)?;
+            out.flush()
+        }
+    }
+}
+
+/// One connection to the router, opened again when it fails.
+struct Connection<'a> {
+    target: &'a Target,
+    sender: Option<SendRequest<Empty<Bytes>>>,
+}
+
+/// An answer, read whole.
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Connection<'_> {
+    async fn get(&mut self, path: &str, range: Option<String>) -> Result<Answer, RouterError> {
+        let mut sender = match self.sender.take() {
+            Some(sender) if !sender.is_closed() => sender,
+            _ => router::connect(self.target).await?,
+        };
+        let mut request = router::request(self.target, Method::GET, path);
+        if let Some(range) = range {
+            request = request.header(header::RANGE, range);
+        }
+        sender.ready().await?;
+        let response = sender.send_request(request.body(Empty::new())?).await?;
+        let status = response.status();
+        if !matches!(status.as_u16(), 200 | 206 | 404 | 416) {
+            return Err(router::refusal(response).await);
+        }
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        self.sender = Some(sender);
+        Ok(Answer {
+            status,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+/// `Content-Range: bytes A-B/SIZE` or `bytes */SIZE` → (A, SIZE).
+fn content_range(headers: &http::HeaderMap) -> Option<(Option<u64>, u64)> {
+    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, size) = rest.split_once('/')?;
+    let size = size.trim().parse().ok()?;
+    let start = match range.trim() {
+        "*" => None,
+        r => Some(r.split_once('-')?.0.parse().ok()?),
+    };
+    Some((start, size))
+}
+
+/// The start of the last `n` lines of `text` (a final line without its
+/// newline counts as a line).
+pub fn tail_start(text: &[u8], n: usize) -> Option<usize> {
+    if n == 0 {
+        return Some(text.len());
+    }
+    let body = text.strip_suffix(b"\n").unwrap_or(text);
+    let mut seen = 0;
+    for (i, b) in body.iter().enumerate().rev() {
+        if *b == b'\n' {
+            seen += 1;
+            if seen == n {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
+}
+
+/// Prints the logs; with `follow`, until the Container has ended and its
+/// saved logs are printed to their end.
+pub async fn run(target: &Target, request: &LogsRequest) -> Result<(), RouterError> {
+    let mut conn = Connection { target, sender: None };
+    let default_files = request.file.is_none();
+    let mut streams = match &request.file {
+        Some(file) => vec![Stream::new(file, false, request.tail)],
+        None => vec![
+            Stream::new("stdout.txt", false, request.tail),
+            Stream::new("stderr.txt", true, request.tail),
+        ],
+    };
+    let mut away_since: Option<Instant> = None;
+    loop {
+        let mut printed_any = false;
+        let mut failure = None;
+        for stream in &mut streams {
+            match read(&mut conn, target, request, stream).await {
+                Ok(printed) => printed_any |= printed,
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        if let Some(error) = failure {
+            if !(request.follow && error.is_transient()) {
+                return Err(error);
+            }
+            let since = *away_since.get_or_insert_with(|| {
+                eprintln!("kubectl-hatch: lost the router ({error}); reconnecting…");
+                Instant::now()
+            });
+            if since.elapsed() > RETRY_FOR {
+                return Err(error);
+            }
+            tokio::time::sleep(POLL * 5).await;
+            continue;
+        }
+        if away_since.take().is_some() {
+            eprintln!("kubectl-hatch: reconnected to the router");
+        }
+        let saved = streams.iter().all(|s| s.source.as_deref() == Some("saved"));
+        if saved && default_files && streams.len() == 2 && !streams.iter().any(|s| s.found) {
+            // The cluster keeps stdout and stderr combined.
+            if streams.iter().any(|s| s.offset > 0) {
+                eprintln!(
+                    "kubectl-hatch: the saved log combines stdout and stderr; see `kubectl hatch logs {} output.txt`",
+                    request.name
+                );
+                return Ok(());
+            }
+            streams = vec![Stream::new("output.txt", false, request.tail)];
+            continue;
+        }
+        if !request.follow || saved {
+            return Ok(());
+        }
+        if !printed_any {
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// Reads what is new in one file and prints it. Returns whether anything
+/// was printed.
+async fn read(
+    conn: &mut Connection<'_>,
+    target: &Target,
+    request: &LogsRequest,
+    stream: &mut Stream,
+) -> Result<bool, RouterError> {
+    let path = container_path(
+        &target.server.prefix,
+        &request.namespace,
+        &request.name,
+        &format!("log/{}", stream.file),
+        &[],
+    );
+    if let Some(n) = stream.tail {
+        return read_tail(conn, &path, stream, n).await;
+    }
+    let range = (stream.offset > 0).then(|| format!("bytes={}-", stream.offset));
+    let answer = conn.get(&path, range).await?;
+    note_source(stream, &answer);
+    match answer.status.as_u16() {
+        200 => {
+            // The whole file: skip what was printed, unless it shrank
+            // (rotated), then it is all new.
+            let skip = if answer.body.len() as u64 >= stream.offset {
+                stream.offset as usize
+            } else {
+                0
+            };
+            let new = &answer.body[skip..];
+            stream.write(new).map_err(RouterError::Relay)?;
+            stream.offset = answer.body.len() as u64;
+            Ok(!new.is_empty())
+        }
+        206 => {
+            stream.write(&answer.body).map_err(RouterError::Relay)?;
+            stream.offset += answer.body.len() as u64;
+            Ok(!answer.body.is_empty())
+        }
+        416 => {
+            // Nothing new; a file now shorter than the offset was rotated.
+            if let Some((_, size)) = content_range(&answer.headers)
+                && size < stream.offset
+            {
+                stream.offset = 0;
+            }
+            Ok(false)
+        }
+        _ => Ok(false), // 404: not written yet
+    }
+}
+
+/// The first read with `--tail n`: chunks from the end until `n` lines.
+async fn read_tail(
+    conn: &mut Connection<'_>,
+    path: &str,
+    stream: &mut Stream,
+    n: usize,
+) -> Result<bool, RouterError> {
+    let mut chunk = TAIL_CHUNK;
+    loop {
+        let answer = conn.get(path, Some(format!("bytes=-{chunk}"))).await?;
+        note_source(stream, &answer);
+        let (start, size) = match answer.status.as_u16() {
+            206 => content_range(&answer.headers).map_or((0, 0), |(s, size)| (s.unwrap_or(0), size)),
+            200 => (0, answer.body.len() as u64),
+            // Empty (416) or absent (404): nothing to tail yet.
+            _ => {
+                // Whatever is written from now on is new.
+                stream.tail = None;
+                return Ok(false);
+            }
+        };
+        match tail_start(&answer.body, n) {
+            Some(at) => {
+                stream.write(&answer.body[at..]).map_err(RouterError::Relay)?;
+            }
+            None if start > 0 => {
+                chunk *= 4;
+                continue;
+            }
+            None => stream.write(&answer.body).map_err(RouterError::Relay)?,
+        }
+        stream.tail = None;
+        stream.offset = size;
+        return Ok(true);
+    }
+}
+
+fn note_source(stream: &mut Stream, answer: &Answer) {
+    stream.source = answer
+        .headers
+        .get(wire::LOG_SOURCE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    stream.found = answer.status != StatusCode::NOT_FOUND;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tails_count_lines_from_the_end() {
+        assert_eq!(tail_start(b"a\nb\nc\n", 2), Some(2));
+        assert_eq!(tail_start(b"a\nb\nc", 2), Some(2));
+        assert_eq!(tail_start(b"a\nb\nc\n", 3), None);
+        assert_eq!(tail_start(b"a\nb\nc\n", 0), Some(6));
+        assert_eq!(tail_start(b"", 1), None);
+    }
+
+    #[test]
+    fn content_ranges_parse() {
+        let mut h = http::HeaderMap::new();
+        h.insert(header::CONTENT_RANGE, "bytes 10-19/20".parse().unwrap());
+        assert_eq!(content_range(&h), Some((Some(10), 20)));
+        h.insert(header::CONTENT_RANGE, "bytes */7".parse().unwrap());
+        assert_eq!(content_range(&h), Some((None, 7)));
+    }
+}

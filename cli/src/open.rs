@@ -1,0 +1,156 @@
+//! `open NAME PORT`: the web-app URL of a published port, from the
+//! Container's status. A private port needs the token→cookie step: the
+//! router takes `?hatchway_token=` once, sets its cookie and redirects to
+//! the plain URL, so `--browser` opens that login link (the token never
+//! stays in the address bar) and `--login-url` prints it.
+
+use hatchway_api::crd::{Container, PortAccess};
+use hatchway_api::wire;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// Why there is no URL.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("container {name} does not publish port {port} (published: {published})")]
+    NotPublished {
+        name: String,
+        port: u16,
+        published: String,
+    },
+    #[error("container {name} publishes port {port}, but it has no URL yet (is it running?)")]
+    NoUrl { name: String, port: u16 },
+}
+
+/// A published port's URL and whether it needs the user's token.
+#[derive(Debug, PartialEq, Eq)]
+pub struct WebApp {
+    pub url: String,
+    pub private: bool,
+}
+
+/// The URL of `port` from the Container's status (the spec says which
+/// ports are published; the status carries their URLs once running).
+pub fn web_app(container: &Container, port: u16) -> Result<WebApp, OpenError> {
+    let name = container.metadata.name.clone().unwrap_or_default();
+    let published: Vec<_> = container.spec.published_ports.iter().map(|p| p.port).collect();
+    let Some(spec) = container
+        .spec
+        .published_ports
+        .iter()
+        .find(|p| p.port == i32::from(port))
+    else {
+        let published = if published.is_empty() {
+            "none".to_owned()
+        } else {
+            published
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(OpenError::NotPublished {
+            name,
+            port,
+            published,
+        });
+    };
+    let url = container
+        .status
+        .as_ref()
+        .and_then(|s| s.published_ports.iter().find(|p| p.port == spec.port))
+        .map(|p| p.url.clone())
+        .filter(|u| !u.is_empty())
+        .ok_or(OpenError::NoUrl { name, port })?;
+    Ok(WebApp {
+        url,
+        private: spec.access != PortAccess::Public,
+    })
+}
+
+/// `url` with the token parameter the router trades for its cookie.
+pub fn login_url(url: &str, token: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!(
+        "{url}{sep}{}={}",
+        wire::PARAM_TOKEN,
+        utf8_percent_encode(token, NON_ALPHANUMERIC)
+    )
+}
+
+/// Opens `url` with `$BROWSER`, else `xdg-open`.
+pub fn browse(url: &str) -> std::io::Result<std::process::ExitStatus> {
+    let browser = std::env::var("BROWSER")
+        .ok()
+        .filter(|b| !b.trim().is_empty())
+        .unwrap_or_else(|| "xdg-open".to_owned());
+    std::process::Command::new(browser)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .status()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hatchway_api::crd::{ContainerSpec, ContainerStatus, PublishedPort, PublishedPortStatus};
+
+    fn container() -> Container {
+        let mut c = Container::new(
+            "web",
+            ContainerSpec {
+                published_ports: vec![
+                    PublishedPort {
+                        port: 8888,
+                        access: PortAccess::Private,
+                        label: None,
+                        initial_path: None,
+                    },
+                    PublishedPort {
+                        port: 80,
+                        access: PortAccess::Public,
+                        label: None,
+                        initial_path: None,
+                    },
+                ],
+                ..ContainerSpec::default()
+            },
+        );
+        c.status = Some(ContainerStatus {
+            published_ports: vec![PublishedPortStatus {
+                port: 8888,
+                access: PortAccess::Private,
+                label: None,
+                url: "https://u-8888.apps.example/lab".into(),
+            }],
+            ..ContainerStatus::default()
+        });
+        c
+    }
+
+    #[test]
+    fn published_ports_have_urls_and_others_a_clear_error() {
+        let c = container();
+        assert_eq!(
+            web_app(&c, 8888).unwrap(),
+            WebApp {
+                url: "https://u-8888.apps.example/lab".into(),
+                private: true
+            }
+        );
+        assert!(matches!(web_app(&c, 80), Err(OpenError::NoUrl { .. })));
+        let e = web_app(&c, 9).unwrap_err().to_string();
+        assert!(e.contains("published: 8888, 80"), "{e}");
+    }
+
+    #[test]
+    fn login_urls_carry_the_escaped_token() {
+        assert_eq!(
+            login_url("https://a.example/lab", "t.k/="),
+            "https://a.example/lab?hatchway_token=t%2Ek%2F%3D"
+        );
+        assert_eq!(
+            login_url("https://a.example/?x=1", "t"),
+            "https://a.example/?x=1&hatchway_token=t"
+        );
+    }
+}
