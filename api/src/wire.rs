@@ -39,7 +39,8 @@ pub const WEBDAV_SOURCE: &str = "x-webdav-source";
 pub const SSH_HOST_KEY: &str = "hatchway-ssh-host-key";
 /// Router -> user, on every log response: where the logs came from —
 /// `live` (the gateway), `saved` (the API, after the end: nothing more will
-/// come) or `none` (not started yet). `logs -f` stops after `saved`.
+/// come), `api` (a `?sinceSeconds=` answer, from the API while running or
+/// after) or `none` (not started yet). `logs -f` stops after `saved`.
 pub const LOG_SOURCE: &str = "hatchway-log-source";
 
 /// Sidecar -> router (tunnel): the hex tunnel proof over the session's

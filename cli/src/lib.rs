@@ -147,6 +147,9 @@ pub enum Command {
         /// Only the last N lines of what is there now.
         #[arg(long, value_name = "N")]
         tail: Option<usize>,
+        /// Only lines written in the last D (30s, 10m, 2h, 1d, 1h30m).
+        #[arg(long, value_name = "D", value_parser = logs::parse_duration)]
+        since: Option<Duration>,
     },
 
     /// Print (or open) the URL of a web app on a published port.
@@ -323,6 +326,7 @@ async fn run_async(
             file,
             follow,
             tail,
+            since,
         } => {
             let namespace = connection.namespace()?;
             let target = connection.target().await?;
@@ -332,6 +336,7 @@ async fn run_async(
                 file,
                 follow,
                 tail,
+                since,
             };
             Ok(report(logs::run(&target, &request).await))
         }

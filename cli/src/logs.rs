@@ -1,11 +1,14 @@
-//! `logs NAME [FILE] [-f] [--tail N]`: reads the Container's log files
+//! `logs NAME [FILE] [-f] [--tail N] [--since D]`: reads the Container's log files
 //! through the router's WebDAV tree with `Range` requests from the last
 //! offset read, so following needs no server-side state and crosses the
 //! end of the Container without a gap: the router answers from the gateway
 //! while it runs and from the saved logs after (`Hatchway-Log-Source`),
 //! at the same offsets. Without FILE, `stdout.txt` goes to stdout and
 //! `stderr.txt` to stderr (the saved combined `output.txt` when the
-//! cluster keeps no split streams).
+//! cluster keeps no split streams). `--since` asks the router for the lines
+//! of the last D (`?sinceSeconds=`: the kubelet timestamps each line, the
+//! files do not); following then goes on from the file's size read just
+//! before, so a line written in between may show twice but none is lost.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -34,6 +37,39 @@ pub struct LogsRequest {
     pub file: Option<String>,
     pub follow: bool,
     pub tail: Option<usize>,
+    pub since: Option<Duration>,
+}
+
+/// `90`, `30s`, `10m`, `2h`, `1d`, `1h30m` → a duration (whole seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration such as 30s, 10m, 2h, 1d or 1h30m");
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        number.clear();
+    }
+    if !number.is_empty() {
+        total = total.saturating_add(number.parse::<u64>().map_err(|_| bad())?);
+    } else if total == 0 {
+        return Err(bad());
+    }
+    if total == 0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
 }
 
 /// One file being read.
@@ -43,18 +79,21 @@ struct Stream {
     to_stderr: bool,
     /// `--tail` still to apply (on the first read).
     tail: Option<usize>,
+    /// `--since` still to apply (on the first read).
+    since: Option<Duration>,
     /// The last answer: where from, and whether the file existed.
     source: Option<String>,
     found: bool,
 }
 
 impl Stream {
-    fn new(file: &str, to_stderr: bool, tail: Option<usize>) -> Self {
+    fn new(file: &str, to_stderr: bool, request: &LogsRequest) -> Self {
         Self {
             file: file.to_owned(),
             offset: 0,
             to_stderr,
-            tail,
+            tail: request.tail,
+            since: request.since,
             source: None,
             found: false,
         }
@@ -151,10 +190,10 @@ pub async fn run(target: &Target, request: &LogsRequest) -> Result<(), RouterErr
     let mut conn = Connection { target, sender: None };
     let default_files = request.file.is_none();
     let mut streams = match &request.file {
-        Some(file) => vec![Stream::new(file, false, request.tail)],
+        Some(file) => vec![Stream::new(file, false, request)],
         None => vec![
-            Stream::new("stdout.txt", false, request.tail),
-            Stream::new("stderr.txt", true, request.tail),
+            Stream::new("stdout.txt", false, request),
+            Stream::new("stderr.txt", true, request),
         ],
     };
     let mut away_since: Option<Instant> = None;
@@ -197,7 +236,7 @@ pub async fn run(target: &Target, request: &LogsRequest) -> Result<(), RouterErr
                 );
                 return Ok(());
             }
-            streams = vec![Stream::new("output.txt", false, request.tail)];
+            streams = vec![Stream::new("output.txt", false, request)];
             continue;
         }
         if !request.follow || saved {
@@ -224,6 +263,9 @@ async fn read(
         &format!("log/{}", stream.file),
         &[],
     );
+    if let Some(since) = stream.since.take() {
+        return read_since(conn, target, request, &path, stream, since).await;
+    }
     if let Some(n) = stream.tail {
         return read_tail(conn, &path, stream, n).await;
     }
@@ -260,6 +302,46 @@ async fn read(
         }
         _ => Ok(false), // 404: not written yet
     }
+}
+
+/// The first read with `--since`: the file's size now (when following),
+/// then the lines of the last `since` from the API, `--tail` applied.
+async fn read_since(
+    conn: &mut Connection<'_>,
+    target: &Target,
+    request: &LogsRequest,
+    path: &str,
+    stream: &mut Stream,
+    since: Duration,
+) -> Result<bool, RouterError> {
+    let size = if request.follow {
+        let answer = conn.get(path, Some("bytes=-1".to_owned())).await?;
+        match answer.status.as_u16() {
+            206 | 416 => content_range(&answer.headers).map_or(0, |(_, size)| size),
+            200 => answer.body.len() as u64,
+            _ => 0,
+        }
+    } else {
+        0
+    };
+    let seconds = since.as_secs().max(1).to_string();
+    let since_path = container_path(
+        &target.server.prefix,
+        &request.namespace,
+        &request.name,
+        &format!("log/{}", stream.file),
+        &[("sinceSeconds", Some(&seconds))],
+    );
+    let answer = conn.get(&since_path, None).await?;
+    note_source(stream, &answer);
+    stream.offset = size;
+    let tail = stream.tail.take();
+    if answer.status != StatusCode::OK {
+        return Ok(false);
+    }
+    let at = tail.and_then(|n| tail_start(&answer.body, n)).unwrap_or(0);
+    stream.write(&answer.body[at..]).map_err(RouterError::Relay)?;
+    Ok(at < answer.body.len())
 }
 
 /// The first read with `--tail n`: chunks from the end until `n` lines.
@@ -319,6 +401,17 @@ mod tests {
         assert_eq!(tail_start(b"a\nb\nc\n", 3), None);
         assert_eq!(tail_start(b"a\nb\nc\n", 0), Some(6));
         assert_eq!(tail_start(b"", 1), None);
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        for bad in ["", "0", "0s", "m", "1x", "-5m", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -801,3 +801,53 @@ async fn without_ssh_the_builtin_client_runs_commands_and_terminals() {
     assert!(out.contains("/dev/pts/"), "{out}");
     assert_eq!(status.code(), Some(5), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_since_asks_the_cluster_by_time_then_follows_the_file() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let rig = rig().await;
+    let log = rig.sidecar.log_dir().join("stdout.txt");
+    wait_for_text(&log, "workload started").await;
+    // What the kubelet kept of the last ten minutes (the API's answer).
+    rig.cluster.set_saved_logs(
+        &rig.uid,
+        vec![hatchway_operator::router::cluster::SavedLog {
+            name: "stdout.txt".into(),
+            content: "recent 1\nrecent 2\n".into(),
+            modified: None,
+        }],
+    );
+    let mut hatch = rig.hatch();
+    hatch
+        .args(["logs", "job", "stdout.txt", "--since", "10m", "--tail", "1", "-f"])
+        .args(rig.connection("alice-token"))
+        .stdout(std::process::Stdio::piped());
+    let mut child = hatch.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(next_line(&mut lines).await.as_deref(), Some("recent 2"));
+    assert_eq!(*rig.cluster.last_since.lock().unwrap(), Some(600));
+    // Then the live file from its end: nothing old, the new line.
+    let mut file = tokio::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .await
+        .unwrap();
+    file.write_all(b"after\n").await.unwrap();
+    assert_eq!(next_line(&mut lines).await.as_deref(), Some("after"));
+    let _ = child.kill().await;
+
+    // A bad duration is the CLI's own error.
+    let output = rig
+        .hatch()
+        .args(["logs", "job", "--since", "soon"])
+        .args(rig.connection("alice-token"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("30s, 10m"),
+        "{}",
+        text(&output.stderr)
+    );
+}

@@ -1240,5 +1240,39 @@ exec curl -sS -f -L --max-time 20 --cacert {ca} --connect-to ::127.0.0.1:{port} 
         "without the cookie: {}",
         show(&out)
     );
+
+    // `logs --since`: the kubelet's timestamps pick the lines.
+    let ticker = json!({
+        "apiVersion": "hatchway.dev/v1alpha1",
+        "kind": "Container",
+        "metadata": { "name": "ticker" },
+        "spec": {
+            "image": WORKLOAD_IMAGE,
+            "command": ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done"],
+        },
+    })
+    .to_string();
+    rig.ns.apply(&ticker)?;
+    rig.wait_running("ticker")?;
+    let ticks = |out: &Output| -> Vec<u32> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("tick ")?.parse().ok())
+            .collect()
+    };
+    wait_for("eight ticks", WAIT, POLL, || {
+        let out = output_within(hatch(&["logs", "ticker"]), WAIT)?;
+        ensure!(out.status.success(), "logs: {}", show(&out));
+        Ok(ticks(&out).last().is_some_and(|t| *t >= 7).then_some(()))
+    })?;
+    let out = output_within(hatch(&["logs", "ticker", "--since", "3s"]), WAIT)?;
+    ensure!(out.status.success(), "logs --since: {}", show(&out));
+    let recent = ticks(&out);
+    let all = ticks(&output_within(hatch(&["logs", "ticker"]), WAIT)?);
+    let last = *all.last().context("no ticks")?;
+    ensure!(
+        !recent.is_empty() && recent.iter().all(|t| *t + 6 >= last) && !recent.contains(&0),
+        "--since 3s gave {recent:?}; all: {all:?}"
+    );
     Ok(())
 }

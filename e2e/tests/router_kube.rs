@@ -508,7 +508,7 @@ fn kube_cluster_serves_saved_logs_split_and_combined() -> Result<()> {
     let finished_at = SystemTime::from(finished_at.0);
 
     let job = with_pod_name(&rt, &split, &ns, Some("job-pod"))?;
-    let logs = rt.block_on(split.saved_logs(&job))?;
+    let logs = rt.block_on(split.saved_logs(&job, None))?;
     ensure!(
         files(&logs)
             == [
@@ -520,7 +520,7 @@ fn kube_cluster_serves_saved_logs_split_and_combined() -> Result<()> {
     );
     ensure!(logs.iter().all(|l| l.modified == Some(finished_at)), "{logs:?}");
 
-    let logs = rt.block_on(combined.saved_logs(&job))?;
+    let logs = rt.block_on(combined.saved_logs(&job, None))?;
     let got = files(&logs);
     ensure!(got.len() == 1 && got[0].0 == "output.txt", "combined: {got:?}");
     // Both lines, in whatever order the runtime interleaved the streams.
@@ -534,7 +534,7 @@ fn kube_cluster_serves_saved_logs_split_and_combined() -> Result<()> {
     for pod in [None, Some("no-such-pod"), Some("stranger")] {
         let job = with_pod_name(&rt, &split, &ns, pod)?;
         for cluster in [&split, &combined] {
-            let logs = rt.block_on(cluster.saved_logs(&job))?;
+            let logs = rt.block_on(cluster.saved_logs(&job, None))?;
             ensure!(logs.is_empty(), "{pod:?}: {:?}", files(&logs));
         }
     }

@@ -699,6 +699,7 @@ async fn a_gateway_gone_because_the_container_just_ended_falls_back_to_saved_log
         fn saved_logs<'a>(
             &'a self,
             c: &'a hatchway_api::crd::Container,
+            since: Option<u64>,
         ) -> futures::future::BoxFuture<
             'a,
             Result<
@@ -706,7 +707,7 @@ async fn a_gateway_gone_because_the_container_just_ended_falls_back_to_saved_log
                 hatchway_operator::router::cluster::ClusterError,
             >,
         > {
-            self.0.saved_logs(c)
+            self.0.saved_logs(c, since)
         }
         fn replicas(&self) -> Vec<String> {
             self.0.replicas()

@@ -860,8 +860,9 @@ impl Cluster for FlakyCluster {
     fn saved_logs<'a>(
         &'a self,
         container: &'a Container,
+        since_seconds: Option<u64>,
     ) -> BoxFuture<'a, Result<Vec<SavedLog>, ClusterError>> {
-        self.inner.saved_logs(container)
+        self.inner.saved_logs(container, since_seconds)
     }
 
     fn replicas(&self) -> Vec<String> {

@@ -102,7 +102,22 @@ async fn serve_inner(
         Ok(target) => target,
         Err(message) => return (None, text(StatusCode::NOT_FOUND, message)),
     };
-    let route = match choose(&router, &container, req.headers(), Purpose::Logs) {
+    let since = match since_seconds(req.uri().query()) {
+        Ok(since) => since,
+        Err(message) => return (None, text(StatusCode::BAD_REQUEST, message)),
+    };
+    let route = choose(&router, &container, req.headers(), Purpose::Logs);
+    if let (Some(since), Target::File(_)) = (since, &target)
+        && !matches!(&route, Err(r) if r.kind == RefusalKind::NotRunningYet)
+    {
+        // Lines by time: only the kubelet knows when each was written, so
+        // these come from the API whether the Container runs or has ended.
+        return (
+            Some("api"),
+            saved(&router, &req, &container, &prefix, &target, Some(since)).await,
+        );
+    }
+    let route = match route {
         Ok(route) => route,
         Err(refusal) if refusal.kind == RefusalKind::NotRunningYet => {
             return (
@@ -113,7 +128,7 @@ async fn serve_inner(
         Err(refusal) if refusal.kind == RefusalKind::Ended => {
             return (
                 Some("saved"),
-                saved(&router, &req, &container, &prefix, &target).await,
+                saved(&router, &req, &container, &prefix, &target, None).await,
             );
         }
         Err(refusal) => return (None, text(refusal.status, refusal.message)),
@@ -138,12 +153,29 @@ async fn serve_inner(
                     tracing::info!("gateway gone and the container has ended: serving saved logs");
                     (
                         Some("saved"),
-                        saved(&router, &req, &fresh, &prefix, &target).await,
+                        saved(&router, &req, &fresh, &prefix, &target, None).await,
                     )
                 }
                 _ => (None, failure),
             }
         }
+    }
+}
+
+/// `?sinceSeconds=N` (N ≥ 1) of a log file request.
+fn since_seconds(query: Option<&str>) -> Result<Option<u64>, String> {
+    let Some(value) = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("sinceSeconds="))
+    else {
+        return Ok(None);
+    };
+    match value.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(format!(
+            "sinceSeconds {value:?} is not a whole number of seconds above 0"
+        )),
     }
 }
 
@@ -184,8 +216,9 @@ async fn saved(
     container: &Container,
     prefix: &str,
     target: &Target,
+    since_seconds: Option<u64>,
 ) -> Response<Body> {
-    match router.cluster.saved_logs(container).await {
+    match router.cluster.saved_logs(container, since_seconds).await {
         Ok(logs) => files(req.method(), req.headers(), prefix, target, &logs),
         Err(error) => {
             tracing::warn!(%error, "reading saved logs");
@@ -329,6 +362,16 @@ fn dedupe(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn since_seconds_is_a_positive_whole_number() {
+        assert_eq!(since_seconds(None), Ok(None));
+        assert_eq!(since_seconds(Some("a=1")), Ok(None));
+        assert_eq!(since_seconds(Some("a=1&sinceSeconds=600")), Ok(Some(600)));
+        assert!(since_seconds(Some("sinceSeconds=0")).is_err());
+        assert!(since_seconds(Some("sinceSeconds=-5")).is_err());
+        assert!(since_seconds(Some("sinceSeconds=1h")).is_err());
+    }
 
     fn log(name: &str, content: &'static str) -> SavedLog {
         SavedLog {

@@ -66,6 +66,8 @@ pub struct MemoryCluster {
     pub applied: Mutex<Vec<(String, String, String, serde_json::Value)>>,
     /// When set, every call fails as if the API were down.
     pub down: std::sync::atomic::AtomicBool,
+    /// The `since_seconds` of the last `saved_logs` call.
+    pub last_since: Mutex<Option<u64>>,
 }
 
 impl MemoryCluster {
@@ -189,9 +191,13 @@ impl Cluster for MemoryCluster {
     fn saved_logs<'a>(
         &'a self,
         container: &'a Container,
+        since_seconds: Option<u64>,
     ) -> BoxFuture<'a, Result<Vec<SavedLog>, ClusterError>> {
         Box::pin(async move {
             self.check_up()?;
+            // Lines carry no times here: the caller's `since` is recorded
+            // for the test to check, the kubelet's filtering is e2e-tested.
+            *self.last_since.lock().unwrap() = since_seconds;
             let uid = container.metadata.uid.clone().unwrap_or_default();
             Ok(self.saved.lock().unwrap().get(&uid).cloned().unwrap_or_default())
         })

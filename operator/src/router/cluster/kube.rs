@@ -245,11 +245,13 @@ impl KubeCluster {
         namespace: &str,
         pod: &str,
         stream: Option<&str>,
+        since_seconds: Option<u64>,
     ) -> Result<Option<Bytes>, kube::Error> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let params = LogParams {
             container: Some(WORKLOAD_CONTAINER.to_owned()),
             limit_bytes: Some(SAVED_LOG_LIMIT as i64),
+            since_seconds: since_seconds.map(|s| s.min(i64::MAX as u64) as i64),
             ..LogParams::default()
         };
         let mut request = kube::core::Request::new(pods.resource_url())
@@ -536,6 +538,7 @@ impl Cluster for KubeCluster {
     fn saved_logs<'a>(
         &'a self,
         container: &'a Container,
+        since_seconds: Option<u64>,
     ) -> BoxFuture<'a, Result<Vec<SavedLog>, ClusterError>> {
         Box::pin(async move {
             let Some(namespace) = container.metadata.namespace.as_deref() else {
@@ -578,11 +581,14 @@ impl Cluster for KubeCluster {
                 modified,
             };
             if self.config.split_log_streams {
-                match self.pod_log(namespace, pod_name, Some("Stdout")).await {
+                match self
+                    .pod_log(namespace, pod_name, Some("Stdout"), since_seconds)
+                    .await
+                {
                     Ok(None) => return Ok(Vec::new()),
                     Ok(Some(stdout)) => {
                         let Some(stderr) = self
-                            .pod_log(namespace, pod_name, Some("Stderr"))
+                            .pod_log(namespace, pod_name, Some("Stderr"), since_seconds)
                             .await
                             .map_err(api_error)?
                         else {
@@ -599,7 +605,11 @@ impl Cluster for KubeCluster {
                     Err(e) => return Err(api_error(e)),
                 }
             }
-            match self.pod_log(namespace, pod_name, None).await.map_err(api_error)? {
+            match self
+                .pod_log(namespace, pod_name, None, since_seconds)
+                .await
+                .map_err(api_error)?
+            {
                 // stdout and stderr interleaved: not honestly "stdout".
                 Some(combined) => Ok(vec![file("output.txt", combined)]),
                 None => Ok(Vec::new()),

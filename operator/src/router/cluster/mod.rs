@@ -74,11 +74,15 @@ pub trait Cluster: Send + Sync + 'static {
         status: serde_json::Value,
     ) -> BoxFuture<'a, Result<(), ClusterError>>;
 
-    /// The saved logs of a Container whose pod has finished (empty when
-    /// there are none, e.g. the pod is gone).
+    /// The logs the cluster kept of a Container's workload (its pod's, from
+    /// the kubelet): the saved logs once it has finished; with
+    /// `since_seconds`, only what was written in that many last seconds
+    /// (running or finished: the kubelet timestamps every line). Empty when
+    /// there are none, e.g. the pod is gone.
     fn saved_logs<'a>(
         &'a self,
         container: &'a Container,
+        since_seconds: Option<u64>,
     ) -> BoxFuture<'a, Result<Vec<SavedLog>, ClusterError>>;
 
     /// The base URLs (`https://ip:port`) of the router's replicas, from its
