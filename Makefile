@@ -2,11 +2,12 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test fmt-check clippy unit crd-check crds fmt static static-check
+.PHONY: test fmt-check clippy unit crd-check crds fmt static static-check chart-check
 
 ## test: everything that runs without a cluster (format, lints, the static
-## sidecar check, unit and in-process integration tests, generated-file drift)
-test: fmt-check clippy crd-check static-check unit
+## sidecar check, the chart's lint and render checks, unit and in-process
+## integration tests, generated-file drift)
+test: fmt-check clippy crd-check chart-check static-check unit
 
 fmt-check:
 	$(CARGO) fmt --all --check
@@ -14,14 +15,20 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-## crds: regenerate crds/ from the Rust types
+## crds: regenerate crds/ (and the chart's copy) from the Rust types
 crds:
 	$(CARGO) run --quiet --locked -p hatchway-api --bin crdgen -- crds/container.yaml
+	cp crds/container.yaml charts/hatchway/crds/container.yaml
 
 crd-check:
 	@tmp=$$(mktemp) && $(CARGO) run --quiet --locked -p hatchway-api --bin crdgen > $$tmp \
 	  && { diff -u crds/container.yaml $$tmp || { echo "crds/container.yaml is stale: run 'make crds' and commit it"; rm -f $$tmp; exit 1; }; }; \
 	  rc=$$?; rm -f $$tmp; exit $$rc
+
+## chart-check: helm lint and render checks of charts/hatchway (helm is
+## built from its Go module by e2e/cluster, cached)
+chart-check:
+	bash charts/check.sh "$$(e2e/cluster helm 2>/dev/null)"
 
 # Doc tests first; nextest last, so the run ends with its summary line.
 unit:
@@ -33,19 +40,35 @@ fmt:
 
 # The sidecar must run in any image (it is the workload's PID 1): a static
 # binary, built with its own target dir so the flag does not rebuild the
-# normal one. Images use it (ops: `make static PROFILE=release`).
+# normal one. The operator is built the same way for its FROM-scratch
+# image. Images use them (ops: `make static images PROFILE=release`).
 TARGET_TRIPLE := x86_64-unknown-linux-gnu
 PROFILE ?= dev
 STATIC_TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)/static
-STATIC_OUT := $(STATIC_TARGET_DIR)/$(TARGET_TRIPLE)/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
+STATIC_PROFILE_DIR := $(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
+STATIC_OUT := $(STATIC_TARGET_DIR)/$(TARGET_TRIPLE)/$(STATIC_PROFILE_DIR)
 static:
-	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked -p hatchway-sidecar \
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked -p hatchway-sidecar -p hatchway-operator \
 	  --profile $(PROFILE) --target $(TARGET_TRIPLE) --target-dir $(STATIC_TARGET_DIR)
 
 ## static-check: the static sidecar has no dynamic dependencies and runs,
 ## as itself and as the shim, in an empty root without libc
 static-check: static
 	sidecar/tests/static-check.sh $(STATIC_OUT)/hatchway-sidecar
+
+## images: the operator and sidecar images (operator/Dockerfile,
+## sidecar/Dockerfile) built with buildah from the static binaries and
+## imported into the e2e cluster's containerd (as localhost/hatchway/NAME:e2e)
+.PHONY: images demo
+images: static cluster-up
+	HATCHWAY_PROFILE_DIR=$(STATIC_PROFILE_DIR) e2e/cluster images
+
+## demo: the main job on a local cluster: the e2e cluster (or, with
+## HATCHWAY_USE_CURRENT_CLUSTER=1, the current kubeconfig's), the images,
+## `helm install`, a sample Container, and the commands to try next
+demo: static
+	$(CARGO) build --locked -p kubectl-hatch
+	HATCHWAY_PROFILE_DIR=$(STATIC_PROFILE_DIR) e2e/demo
 
 ## e2e: start (or reuse) the single-node e2e cluster (e2e/cluster up), then
 ## run the end-to-end suite against it. The cluster stays up for the next
@@ -56,7 +79,7 @@ e2e: static cluster-up
 	eval "$$(e2e/cluster env)" && $(CARGO) nextest run -p hatchway-e2e --locked --no-fail-fast
 
 cluster-up:
-	e2e/cluster up
+	HATCHWAY_PROFILE_DIR=$(STATIC_PROFILE_DIR) e2e/cluster up
 
 cluster-down:
 	e2e/cluster down

@@ -25,8 +25,10 @@ use crate::router::{self, RouterError, container_path};
 
 /// How often a followed log is polled.
 const POLL: Duration = Duration::from_millis(200);
-/// How long following waits for a router that went away.
+/// How long following waits for a router (or gateway) that went away.
 const RETRY_FOR: Duration = Duration::from_secs(60);
+/// How long such a wait goes unmentioned.
+const QUIET_FOR: Duration = Duration::from_secs(5);
 /// The first chunk read from the end for `--tail`.
 const TAIL_CHUNK: u64 = 64 * 1024;
 
@@ -196,7 +198,7 @@ pub async fn run(target: &Target, request: &LogsRequest) -> Result<(), RouterErr
             Stream::new("stderr.txt", true, request),
         ],
     };
-    let mut away_since: Option<Instant> = None;
+    let mut away_since: Option<(Instant, bool)> = None;
     loop {
         let mut printed_any = false;
         let mut failure = None;
@@ -213,18 +215,22 @@ pub async fn run(target: &Target, request: &LogsRequest) -> Result<(), RouterErr
             if !(request.follow && error.is_transient()) {
                 return Err(error);
             }
-            let since = *away_since.get_or_insert_with(|| {
-                eprintln!("kubectl-hatch: lost the router ({error}); reconnecting…");
-                Instant::now()
-            });
+            // A Container that is ending takes its gateway down a moment
+            // before status says so (503 until the saved logs answer): say
+            // nothing unless it lasts.
+            let (since, said) = away_since.get_or_insert((Instant::now(), false));
+            if !*said && since.elapsed() >= QUIET_FOR {
+                eprintln!("kubectl-hatch: {error}; retrying…");
+                *said = true;
+            }
             if since.elapsed() > RETRY_FOR {
                 return Err(error);
             }
-            tokio::time::sleep(POLL * 5).await;
+            tokio::time::sleep(POLL * 2).await;
             continue;
         }
-        if away_since.take().is_some() {
-            eprintln!("kubectl-hatch: reconnected to the router");
+        if let Some((_, true)) = away_since.take() {
+            eprintln!("kubectl-hatch: reading the logs again");
         }
         let saved = streams.iter().all(|s| s.source.as_deref() == Some("saved"));
         if saved && default_files && streams.len() == 2 && !streams.iter().any(|s| s.found) {

@@ -446,6 +446,47 @@ spec:
     )
 }
 
+/// Runs `command` (stdin empty) and kills it if it has not finished after
+/// `timeout`; the error then carries what it printed.
+pub fn run_within(mut command: Command, timeout: Duration) -> Result<std::process::Output> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {command:?}"))?;
+    let deadline = Instant::now() + timeout;
+    while child.try_wait()?.is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output()?;
+            bail!(
+                "{command:?} did not finish in {timeout:?}: stdout {} stderr {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(child.wait_with_output()?)
+}
+
+/// The node's InternalIP: pods reach this host there, and NodePorts and
+/// pod IPs are reachable from here.
+pub fn node_ip() -> Result<String> {
+    let ip = kubectl(&[
+        "get",
+        "node",
+        "-o",
+        "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
+    ])?;
+    let ip = ip.trim().to_owned();
+    if ip.is_empty() {
+        bail!("the node has no InternalIP");
+    }
+    Ok(ip)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,11 +14,11 @@
 
 mod common;
 
-use common::{client, ensure_crd, grant, runtime};
+use common::{client, ensure_crd, grant, hatch_binary, runtime, user_kubeconfig};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use futures::StreamExt;
 use hatchway_api::crd::{Container, Phase};
-use hatchway_e2e::{TestNamespace, WORKLOAD_IMAGE, kubectl, kubectl_json, wait_for};
+use hatchway_e2e::{TestNamespace, WORKLOAD_IMAGE, kubectl_json, node_ip, run_within, wait_for};
 use hatchway_operator::reconcile::controller::{self, ReconcileSettings};
 use hatchway_operator::reconcile::pod::PodSettings;
 use hatchway_operator::router::auth::cache::CachedAuth;
@@ -55,42 +55,6 @@ const START: Duration = Duration::from_secs(120);
 const SIDECAR_IMAGE: &str = "localhost/hatchway/sidecar:e2e";
 /// The web apps' wildcard domain (curl maps every name to this host).
 const APPS_DOMAIN: &str = "apps.hatchway.test";
-
-/// The node's InternalIP: pods reach this host there.
-fn node_ip() -> Result<String> {
-    let ip = kubectl(&[
-        "get",
-        "node",
-        "-o",
-        "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
-    ])?;
-    let ip = ip.trim().to_owned();
-    ensure!(!ip.is_empty(), "the node has no InternalIP");
-    Ok(ip)
-}
-
-/// Runs `command` and kills it if it has not finished after `timeout`.
-fn output_within(mut command: Command, timeout: Duration) -> Result<Output> {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {command:?}"))?;
-    let deadline = Instant::now() + timeout;
-    while child.try_wait()?.is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output()?;
-            bail!(
-                "{command:?} did not finish in {timeout:?}; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(child.wait_with_output()?)
-}
 
 /// One test's world: its namespace and user, and the router and the
 /// reconciler serving only that namespace.
@@ -243,7 +207,7 @@ impl Rig {
             .args(["-H", &format!("Authorization: Bearer {}", self.token)])
             .args(["-w", "\n%{http_code}"])
             .arg(format!("https://localhost:{}{path}", self.port));
-        let out = output_within(curl, Duration::from_secs(30))?;
+        let out = run_within(curl, Duration::from_secs(30))?;
         ensure!(
             out.status.success(),
             "curl {path}: {}",
@@ -465,7 +429,7 @@ impl Rig {
                 "tester@127.0.0.1",
                 command,
             ]);
-        let out = output_within(ssh, Duration::from_secs(60))?;
+        let out = run_within(ssh, Duration::from_secs(60))?;
         let relay_errors = errors.lock().unwrap().clone();
         ensure!(
             relay_errors.is_empty(),
@@ -1023,50 +987,6 @@ fn a_finished_container_is_deleted_after_its_ttl() -> Result<()> {
     Ok(())
 }
 
-/// The `kubectl-hatch` binary of this build (built on first use when the
-/// test runner did not build it).
-fn hatch_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("no target directory")?
-        .join("kubectl-hatch");
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "kubectl-hatch",
-                "--bin",
-                "kubectl-hatch",
-            ])
-            .status()?;
-        ensure!(status.success(), "building kubectl-hatch failed");
-    }
-    Ok(bin)
-}
-
-/// A kubeconfig for the rig's user: the cluster's server and CA, the
-/// user's token, the test namespace as the context's.
-fn user_kubeconfig(rig: &Rig, dir: &std::path::Path) -> Result<PathBuf> {
-    let admin = kubectl_json(&["config", "view", "--raw", "--minify", "--flatten", "-o", "json"])?;
-    let cluster = admin["clusters"][0]["cluster"].clone();
-    ensure!(cluster["server"].is_string(), "no cluster in {admin}");
-    let config = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "e2e", "cluster": cluster}],
-        "users": [{"name": "user", "user": {"token": rig.token}}],
-        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "user", "namespace": rig.ns.name}}],
-        "current-context": "e2e",
-    });
-    let path = dir.join("kubeconfig");
-    std::fs::write(&path, config.to_string())?;
-    Ok(path)
-}
-
 /// `kubectl hatch` as a user runs it, with only a kubeconfig: the router's
 /// URL and CA found in the `hatchway-client` ConfigMap (as the operator
 /// publishes it), `get`, a command through `shell` (the real ssh), and
@@ -1133,7 +1053,7 @@ subjects:
         .to_owned();
 
     let dir = tempfile::tempdir()?;
-    let kubeconfig = user_kubeconfig(&rig, dir.path())?;
+    let kubeconfig = user_kubeconfig(&rig.token, &rig.ns.name, dir.path())?;
     let bin = hatch_binary()?;
     let hatch = |args: &[&str]| {
         let mut command = Command::new(&bin);
@@ -1158,7 +1078,7 @@ subjects:
         )
     };
 
-    let out = output_within(hatch(&["get"]), WAIT)?;
+    let out = run_within(hatch(&["get"]), WAIT)?;
     ensure!(out.status.success(), "get: {}", show(&out));
     let table = String::from_utf8(out.stdout.clone())?;
     ensure!(
@@ -1169,7 +1089,7 @@ subjects:
         show(&out)
     );
 
-    let out = output_within(
+    let out = run_within(
         hatch(&["shell", "web", "--", "cat /www/index.html; exit 4"]),
         WAIT,
     )?;
@@ -1200,7 +1120,7 @@ exec curl -sS -f -L --max-time 20 --cacert {ca} --connect-to ::127.0.0.1:{port} 
     std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755))?;
     let mut open = hatch(&["open", "web", "8080", "--browser"]);
     open.env("BROWSER", &browser);
-    let out = output_within(open, WAIT)?;
+    let out = run_within(open, WAIT)?;
     ensure!(out.status.success(), "open: {}", show(&out));
     let stdout = String::from_utf8(out.stdout.clone())?;
     ensure!(
@@ -1216,7 +1136,7 @@ exec curl -sS -f -L --max-time 20 --cacert {ca} --connect-to ::127.0.0.1:{port} 
     let served = std::fs::read_to_string(&page)?;
     ensure!(served.contains("hatchway e2e workload"), "the page: {served}");
     // The plain URL alone is refused (the cookie step is what lets in).
-    let out = output_within(
+    let out = run_within(
         {
             let mut curl = Command::new("curl");
             curl.args([
@@ -1261,14 +1181,14 @@ exec curl -sS -f -L --max-time 20 --cacert {ca} --connect-to ::127.0.0.1:{port} 
             .collect()
     };
     wait_for("eight ticks", WAIT, POLL, || {
-        let out = output_within(hatch(&["logs", "ticker"]), WAIT)?;
+        let out = run_within(hatch(&["logs", "ticker"]), WAIT)?;
         ensure!(out.status.success(), "logs: {}", show(&out));
         Ok(ticks(&out).last().is_some_and(|t| *t >= 7).then_some(()))
     })?;
-    let out = output_within(hatch(&["logs", "ticker", "--since", "3s"]), WAIT)?;
+    let out = run_within(hatch(&["logs", "ticker", "--since", "3s"]), WAIT)?;
     ensure!(out.status.success(), "logs --since: {}", show(&out));
     let recent = ticks(&out);
-    let all = ticks(&output_within(hatch(&["logs", "ticker"]), WAIT)?);
+    let all = ticks(&run_within(hatch(&["logs", "ticker"]), WAIT)?);
     let last = *all.last().context("no ticks")?;
     ensure!(
         !recent.is_empty() && recent.iter().all(|t| *t + 6 >= last) && !recent.contains(&0),

@@ -25,6 +25,9 @@ pub enum Command {
     Crd,
     /// Serve the router until SIGTERM, then drain.
     Run(Box<RunArgs>),
+    /// Stop the operator and remove what it created (finalizers, its
+    /// Secrets, Lease and ConfigMap): the chart's pre-delete hook.
+    Uninstall(crate::uninstall::UninstallArgs),
 }
 
 /// Settings of `run`.

@@ -15,6 +15,8 @@ pub mod reconcile;
 pub mod router;
 /// `run`: wiring the router to the cluster and serving it.
 pub mod serve;
+/// `uninstall`: the chart's pre-delete hook.
+pub mod uninstall;
 
 use std::io::Write;
 

@@ -7,6 +7,11 @@ async fn main() -> anyhow::Result<()> {
     match args.command {
         Command::Crd => hatchway_operator::print_crd(&mut std::io::stdout().lock())?,
         Command::Run(run) => hatchway_operator::serve::run(*run).await?,
+        Command::Uninstall(uninstall) => {
+            hatchway_operator::serve::init_logging("text");
+            let client = kube::Client::try_default().await?;
+            hatchway_operator::uninstall::run(client, &uninstall).await?
+        }
     }
     Ok(())
 }

@@ -256,7 +256,7 @@ async fn wait_for_signal() {
     }
 }
 
-fn init_logging(format: &str) {
+pub fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HATCHWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -280,7 +280,7 @@ mod tests {
         argv.extend_from_slice(extra);
         match Args::try_parse_from(argv).unwrap().command {
             Command::Run(run) => *run,
-            Command::Crd => panic!("not run"),
+            Command::Crd | Command::Uninstall(_) => panic!("not run"),
         }
     }
 

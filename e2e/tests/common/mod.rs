@@ -80,3 +80,48 @@ subjects:
     ))?;
     Ok(())
 }
+
+/// The `kubectl-hatch` binary of this build (`make e2e` builds it; built
+/// here on first use otherwise).
+pub fn hatch_binary() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .ok_or_else(|| anyhow::anyhow!("no target directory"))?
+        .join("kubectl-hatch");
+    if !bin.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "kubectl-hatch",
+                "--bin",
+                "kubectl-hatch",
+            ])
+            .status()?;
+        anyhow::ensure!(status.success(), "building kubectl-hatch failed");
+    }
+    Ok(bin)
+}
+
+/// A kubeconfig for a user with `token`: the e2e cluster's server and CA,
+/// `namespace` as the context's. Written to `dir/kubeconfig`.
+pub fn user_kubeconfig(token: &str, namespace: &str, dir: &std::path::Path) -> Result<std::path::PathBuf> {
+    let admin =
+        hatchway_e2e::kubectl_json(&["config", "view", "--raw", "--minify", "--flatten", "-o", "json"])?;
+    let cluster = admin["clusters"][0]["cluster"].clone();
+    anyhow::ensure!(cluster["server"].is_string(), "no cluster in {admin}");
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "e2e", "cluster": cluster}],
+        "users": [{"name": "user", "user": {"token": token}}],
+        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "user", "namespace": namespace}}],
+        "current-context": "e2e",
+    });
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, config.to_string())?;
+    Ok(path)
+}

@@ -92,8 +92,10 @@ pub async fn run(
     });
     let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=hatchway-operator");
     Controller::new(Api::<Container>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Pod>::all(client.clone()), children.clone())
-        .owns(Api::<Secret>::all(client), children)
+        // Pods only: watching Secrets would need `list`/`watch` on every
+        // Secret in the cluster; a missing key Secret is recreated on the
+        // next reconcile of its Container.
+        .owns(Api::<Pod>::all(client), children)
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {

@@ -1,0 +1,318 @@
+#!/usr/bin/env bash
+# Lints and renders the Hatchway chart and checks the rendered objects.
+#
+#   bash charts/check.sh [HELM]
+#
+# HELM defaults to the e2e cluster's helm (`e2e/cluster helm`, built and
+# cached without a cluster). No cluster is needed. Prints one line per
+# check and ends with `chart checks: N passed`; exits non-zero at the first
+# failure.
+set -euo pipefail
+
+script_dir=$(cd "$(dirname "$0")" && pwd)
+if [[ $# -ge 1 && -n $1 ]]; then
+  helm=$1
+  # Keep a relative path working after the cd below.
+  if [[ $helm == */* && $helm != /* ]]; then helm="$PWD/$helm"; fi
+else
+  helm=$("$script_dir/../e2e/cluster" helm 2>/dev/null) || {
+    echo "cannot build helm with e2e/cluster helm; pass the helm binary as \$1" >&2
+    exit 1
+  }
+fi
+cd "$script_dir/.."
+
+chart=charts/hatchway
+# helm template defaults to Kubernetes v1.20, below the chart's kubeVersion.
+kube_version=1.34.0
+release=hw
+namespace=hatchway-system
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+passed=0
+ok() {
+  passed=$((passed + 1))
+  echo "ok   $*"
+}
+fail() {
+  echo "FAIL $*" >&2
+  exit 1
+}
+
+render() { # FILE ARGS...: helm template into FILE
+  local out=$1
+  shift
+  "$helm" template "$release" "$chart" --namespace "$namespace" --kube-version "$kube_version" "$@" >"$out"
+}
+
+# doc FILE KIND NAME: print the rendered object KIND/NAME (fails if absent).
+doc() {
+  python3 - "$@" <<'PY'
+import re, sys
+path, kind, name = sys.argv[1:4]
+text = open(path).read()
+for d in re.split(r"(?m)^---\s*$", text):
+    k = re.search(r"(?m)^kind:\s*(\S+)", d)
+    n = re.search(r"(?m)^metadata:\n(?:  .*\n)*?  name:\s*(\S+)", d)
+    if k and n and k.group(1) == kind and n.group(1).strip('"') == name:
+        sys.stdout.write(d)
+        sys.exit(0)
+sys.exit(1)
+PY
+}
+
+# has FILE KIND NAME: whether the object is rendered.
+has() { doc "$@" >/dev/null; }
+
+# contains TEXT REGEX...: every (extended) regex matches a line of TEXT.
+contains() {
+  local text=$1
+  shift
+  local re
+  for re in "$@"; do
+    grep -Eq -- "$re" <<<"$text" || return 1
+  done
+}
+
+# ---------------------------------------------------------------------------
+# 1. Lint.
+"$helm" lint --strict "$chart" >"$work/lint.txt" 2>&1 || { cat "$work/lint.txt" >&2; fail "helm lint --strict"; }
+ok "helm lint --strict (defaults)"
+"$helm" lint --strict "$chart" --set service.type=NodePort --set service.nodePort=30443 >"$work/lint.txt" 2>&1 ||
+  { cat "$work/lint.txt" >&2; fail "helm lint --strict (NodePort)"; }
+ok "helm lint --strict (NodePort 30443)"
+
+# ---------------------------------------------------------------------------
+# 2. Render: defaults, and a maximal set.
+render "$work/default.yaml" || fail "helm template (defaults)"
+ok "helm template (defaults) renders"
+max_args=(
+  --set service.type=NodePort --set service.nodePort=30443
+  --set ingress.enabled=true --set ingress.host=hatchway.example.com --set ingress.className=nginx
+  --set webApps.wildcardDomain=apps.example.com:30443
+  --set metrics.serviceMonitor.enabled=true
+  --set tls.secretName=router-tls --set 'tls.extraNames={10.0.0.1}'
+  --set 'watchNamespaces={a,b}'
+  --set publicUrl=https://hatchway.example.com
+)
+render "$work/max.yaml" "${max_args[@]}" || fail "helm template (maximal values)"
+ok "helm template (maximal values) renders"
+
+fullname="$release-hatchway"
+deploy=$(doc "$work/default.yaml" Deployment "$fullname") || fail "no Deployment $fullname"
+maxdeploy=$(doc "$work/max.yaml" Deployment "$fullname") || fail "no Deployment $fullname (maximal)"
+
+contains "$deploy" '^  replicas: 2$' || fail "Deployment replicas is not 2"
+ok "Deployment has 2 replicas"
+
+contains "$deploy" '^        runAsNonRoot: true$' '^        runAsUser: 65532$' '^        fsGroup: 65532$' \
+  '^          type: RuntimeDefault$' ||
+  fail "pod securityContext: runAsNonRoot/runAsUser/fsGroup/seccomp RuntimeDefault missing"
+ok "pod securityContext: runAsNonRoot, uid 65532, seccomp RuntimeDefault"
+
+contains "$deploy" '^            readOnlyRootFilesystem: true$' '^            allowPrivilegeEscalation: false$' \
+  '^              drop: \[ALL\]$' ||
+  fail "container securityContext: readOnlyRootFilesystem/allowPrivilegeEscalation/drop ALL missing"
+ok "container securityContext: readOnlyRootFilesystem, no privilege escalation, drop ALL"
+
+contains "$deploy" '^          args: \["run"\]$' '^            - name: https$' '^              containerPort: 8443$' \
+  'path: /healthz' 'path: /readyz' '^              scheme: HTTPS$' ||
+  fail "operator container: args run, port https 8443, HTTPS probes"
+ok "operator container runs \`run\` on port https/8443 with HTTPS probes"
+
+# Every env value is a quoted string.
+if grep -E '^ +value: ' <<<"$deploy" | grep -Ev '^ +value: "' >/dev/null; then
+  grep -E '^ +value: ' <<<"$deploy" | grep -Ev '^ +value: "' >&2
+  fail "unquoted env values in the Deployment"
+fi
+ok "Deployment env values are all quoted strings"
+
+env_value() { # TEXT NAME: the value of env NAME
+  python3 -c '
+import re, sys
+m = re.search(r"- name: " + re.escape(sys.argv[2]) + r"\n +value: (.*)\n", sys.argv[1])
+print(m.group(1) if m else "<unset>")' "$1" "$2"
+}
+svc_url="\"https://$fullname.$namespace.svc:443\""
+[[ $(env_value "$deploy" HATCHWAY_TUNNEL_URL) == "$svc_url" ]] || fail "HATCHWAY_TUNNEL_URL is not $svc_url"
+[[ $(env_value "$deploy" HATCHWAY_PUBLIC_URL) == "$svc_url" ]] || fail "default HATCHWAY_PUBLIC_URL is not $svc_url"
+[[ $(env_value "$deploy" HATCHWAY_TLS_DIR) == "<unset>" ]] || fail "HATCHWAY_TLS_DIR set without tls.secretName"
+[[ $(env_value "$deploy" HATCHWAY_SIDECAR_IMAGE) == '"localhost/hatchway/sidecar:0.1.0"' ]] || fail "sidecar image tag does not default to appVersion"
+ok "defaults: tunnel and public URL are the Service, no TLS dir, sidecar tag = appVersion"
+
+tls_names=$(env_value "$maxdeploy" HATCHWAY_TLS_NAMES)
+want="\"$fullname,$fullname.$namespace,$fullname.$namespace.svc,$fullname.$namespace.svc.cluster.local,hatchway.example.com,*.apps.example.com,10.0.0.1\""
+[[ $tls_names == "$want" ]] || fail "HATCHWAY_TLS_NAMES $tls_names, wanted $want"
+[[ $(env_value "$maxdeploy" HATCHWAY_NAMESPACES) == '"a,b"' ]] || fail "HATCHWAY_NAMESPACES is not a,b"
+[[ $(env_value "$maxdeploy" HATCHWAY_TLS_DIR) == '"/etc/hatchway/tls"' ]] || fail "HATCHWAY_TLS_DIR missing with tls.secretName"
+[[ $(env_value "$maxdeploy" HATCHWAY_WILDCARD_DOMAIN) == '"apps.example.com:30443"' ]] || fail "HATCHWAY_WILDCARD_DOMAIN"
+[[ $(env_value "$maxdeploy" HATCHWAY_PUBLIC_URL) == '"https://hatchway.example.com"' ]] || fail "HATCHWAY_PUBLIC_URL"
+contains "$maxdeploy" '^            secretName: router-tls$' '^            defaultMode: 0440$' \
+  '^              mountPath: /etc/hatchway/tls$' '^              readOnly: true$' ||
+  fail "tls.secretName volume/mount missing"
+ok "maximal: TLS names (ingress host, *.wildcard without port, public host, extra), namespaces a,b, TLS dir and volume"
+
+no_tunnel=$(render /dev/stdout --set router.tunnels=false --show-only templates/deployment.yaml)
+[[ $(env_value "$no_tunnel" HATCHWAY_TUNNEL_URL) == '""' ]] || fail "router.tunnels=false still sets HATCHWAY_TUNNEL_URL"
+ok "router.tunnels=false empties HATCHWAY_TUNNEL_URL"
+
+# Services.
+headless=$(doc "$work/default.yaml" Service "$fullname-replicas") || fail "no Service $fullname-replicas"
+contains "$headless" '^  clusterIP: None$' '^  publishNotReadyAddresses: false$' '^      port: 8443$' '^    - name: https$' ||
+  fail "headless Service: clusterIP None, publishNotReadyAddresses false, port https 8443"
+ok "headless Service $fullname-replicas: clusterIP None, ready endpoints only"
+
+svc=$(doc "$work/default.yaml" Service "$fullname") || fail "no Service $fullname"
+contains "$svc" '^  type: ClusterIP$' '^      port: 443$' '^      targetPort: https$' || fail "Service $fullname defaults"
+! grep -q nodePort <<<"$svc" || fail "ClusterIP Service renders a nodePort"
+maxsvc=$(doc "$work/max.yaml" Service "$fullname") || fail "no Service $fullname (maximal)"
+contains "$maxsvc" '^  type: NodePort$' '^      nodePort: 30443$' || fail "NodePort Service does not render nodePort 30443"
+ok "Service: ClusterIP 443 by default; NodePort renders nodePort 30443"
+
+# RBAC.
+edit=$(doc "$work/default.yaml" ClusterRole "$fullname-edit") || fail "no ClusterRole $fullname-edit"
+contains "$edit" 'rbac.authorization.k8s.io/aggregate-to-edit: "true"' 'rbac.authorization.k8s.io/aggregate-to-admin: "true"' ||
+  fail "ClusterRole $fullname-edit lacks aggregate-to-edit/admin labels"
+view=$(doc "$work/default.yaml" ClusterRole "$fullname-view") || fail "no ClusterRole $fullname-view"
+contains "$view" 'rbac.authorization.k8s.io/aggregate-to-view: "true"' || fail "ClusterRole $fullname-view lacks aggregate-to-view"
+! grep -q aggregate-to-edit <<<"$view" || fail "view ClusterRole aggregates into edit"
+ok "aggregated ClusterRoles: -edit into edit+admin, -view into view"
+
+unagg=$(render /dev/stdout --set rbac.aggregateToEdit=false --set rbac.aggregateToView=false --show-only templates/rbac.yaml)
+! grep -q 'aggregate-to-' <<<"$unagg" || fail "aggregation labels with aggregateToEdit/View false"
+ok "rbac.aggregateToEdit/View=false: no aggregation labels"
+
+# No Role or ClusterRole rule may list or watch Secrets (in any render).
+check_secrets() {
+  python3 - "$@" <<'PY'
+import re, sys
+bad = []
+for path in sys.argv[1:]:
+    for d in re.split(r"(?m)^---\s*$", open(path).read()):
+        if not re.search(r"(?m)^kind:\s*(Cluster)?Role\s*$", d):
+            continue
+        name = re.search(r"(?m)^  name:\s*(\S+)", d).group(1)
+        rules = d.split("\nrules:\n", 1)
+        if len(rules) < 2:
+            continue
+        for rule in re.split(r"(?m)^\s*- apiGroups:", rules[1])[1:]:
+            def field(key):
+                m = re.search(r"(?m)^\s*" + key + r":\s*\[(.*?)\]", rule)
+                if m:
+                    return [x.strip().strip('"') for x in m.group(1).split(",")]
+                m = re.search(r"(?m)^(\s*)" + key + r":\s*\n((?:\1\s*- .*\n?)+)", rule)
+                if m:
+                    return [x.strip()[2:].strip().strip('"') for x in m.group(2).splitlines()]
+                return []
+            resources, verbs = field("resources"), field("verbs")
+            if not verbs:
+                sys.exit(f"{path}: {name}: a rule whose verbs cannot be read")
+            if ({"secrets", "*"} & set(resources)) and ({"list", "watch", "*"} & set(verbs)):
+                bad.append(f"{path}: {name}: {resources} {verbs}")
+if bad:
+    sys.exit("rules granting list/watch on secrets:\n" + "\n".join(bad))
+PY
+}
+check_secrets "$work/default.yaml" "$work/max.yaml" || fail "a rule grants list or watch on secrets"
+ok "no Role/ClusterRole rule grants list or watch on secrets"
+
+contains "$(doc "$work/default.yaml" RoleBinding "$fullname-client-config")" '^    name: system:authenticated$' ||
+  fail "ConfigMap hatchway-client not readable by system:authenticated"
+contains "$(doc "$work/default.yaml" Role "$fullname-client-config")" 'resourceNames: \[hatchway-client\]' '^    verbs: \[get\]$' ||
+  fail "client-config Role is not get on hatchway-client only"
+ok "system:authenticated may get ConfigMap hatchway-client (and nothing else)"
+
+# Metrics: ServiceMonitor xor prometheus.io annotations.
+! has "$work/default.yaml" ServiceMonitor "$fullname" || fail "ServiceMonitor rendered while disabled"
+sm=$(doc "$work/max.yaml" ServiceMonitor "$fullname") || fail "ServiceMonitor not rendered while enabled"
+contains "$sm" '^      scheme: https$' '^      path: /metrics$' '^        serverName: hatchway-router$' '^        insecureSkipVerify: false$' ||
+  fail "ServiceMonitor endpoint: https /metrics, serverName hatchway-router, verified"
+ok "ServiceMonitor only when enabled (https, /metrics, verified as hatchway-router)"
+smca=$(render /dev/stdout --set metrics.serviceMonitor.enabled=true --show-only templates/servicemonitor.yaml)
+contains "$smca" "^            name: $fullname-router-ca$" '^            key: ca.crt$' || fail "ServiceMonitor CA is not $fullname-router-ca/ca.crt"
+ok "ServiceMonitor CA: $fullname-router-ca ca.crt (tls.secretName's when set)"
+
+contains "$deploy" '^        prometheus.io/scrape: "true"$' '^        prometheus.io/port: "8443"$' '^        prometheus.io/scheme: "https"$' ||
+  fail "prometheus.io annotations missing without ServiceMonitor"
+! grep -q 'prometheus.io/' <<<"$maxdeploy" || fail "prometheus.io annotations present with a ServiceMonitor"
+ok "prometheus.io pod annotations only without a ServiceMonitor"
+
+# PDB.
+has "$work/default.yaml" PodDisruptionBudget "$fullname" || fail "no PodDisruptionBudget with 2 replicas"
+one=$(render /dev/stdout --set replicaCount=1)
+! grep -q '^kind: PodDisruptionBudget' <<<"$one" || fail "PodDisruptionBudget with 1 replica"
+ok "PodDisruptionBudget only with more than one replica"
+
+# Ingress.
+! has "$work/default.yaml" Ingress "$fullname" || fail "Ingress rendered while disabled"
+ing=$(doc "$work/max.yaml" Ingress "$fullname") || fail "no Ingress (maximal)"
+contains "$ing" '^    - host: "hatchway.example.com"$' '^    - host: "\*.apps.example.com"$' '^  ingressClassName: nginx$' ||
+  fail "Ingress rules: API host and *.wildcard without port"
+ok "Ingress: API host and *.apps.example.com (port stripped) rules"
+
+# Uninstall hook.
+hook=$(doc "$work/default.yaml" Job "$fullname-uninstall") || fail "no uninstall Job"
+contains "$hook" '^    helm.sh/hook: pre-delete$' '^    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded$' \
+  '^          args: \["uninstall"\]$' '^      restartPolicy: Never$' '^        runAsNonRoot: true$' \
+  "^            - name: HATCHWAY_DEPLOYMENT_NAME\$" "^              value: \"$fullname\"\$" ||
+  fail "uninstall hook is not a pre-delete Job running \`uninstall\`"
+role=$(doc "$work/default.yaml" Role "$fullname") || fail "no Role $fullname"
+contains "$role" '^    resources: \[deployments/scale\]$' || fail "the hook may not scale the Deployment"
+nohook=$(render /dev/stdout --set uninstallHook.enabled=false)
+! grep -q 'helm.sh/hook' <<<"$nohook" || fail "uninstall hook rendered while disabled"
+ok "uninstall hook: pre-delete Job (\`uninstall\` of Deployment $fullname, which its Role may scale), only when enabled"
+
+# The chart must not create what the operator owns.
+if grep -Eq '^kind: (Secret|ConfigMap)$' "$work/default.yaml" "$work/max.yaml"; then
+  fail "the chart renders a Secret or ConfigMap (the operator owns them)"
+fi
+ok "no Secret or ConfigMap rendered (the operator owns them)"
+
+# Standard labels on every object.
+python3 - "$work/default.yaml" "$work/max.yaml" <<'PY' || fail "objects without the standard labels"
+import re, sys
+want = ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+        "app.kubernetes.io/managed-by", "helm.sh/chart", "app.kubernetes.io/component"]
+bad = []
+for path in sys.argv[1:]:
+    for d in re.split(r"(?m)^---\s*$", open(path).read()):
+        k = re.search(r"(?m)^kind:\s*(\S+)", d)
+        if not k:
+            continue
+        meta = re.search(r"(?m)^metadata:\n((?:  .*\n?)*)", d).group(1)
+        labels = re.search(r"(?m)^  labels:\n((?:    .*\n?)*)", meta)
+        keys = re.findall(r"(?m)^    ([^:\s]+):", labels.group(1)) if labels else []
+        missing = [w for w in want if w not in keys]
+        if missing:
+            bad.append(f"{path}: {k.group(1)}: {missing}")
+if bad:
+    sys.exit("\n".join(bad))
+PY
+ok "every rendered object carries the standard labels"
+
+# ---------------------------------------------------------------------------
+# Schema violations make rendering fail.
+schema_refuses() { # DESCRIPTION ARGS...
+  local what=$1
+  shift
+  if render "$work/bad.yaml" "$@" 2>"$work/bad.err"; then
+    fail "helm template accepted $what"
+  fi
+  grep -qi 'schema' "$work/bad.err" || { cat "$work/bad.err" >&2; fail "$what failed, but not on the schema"; }
+  ok "schema refuses $what"
+}
+schema_refuses "replicaCount=-1" --set replicaCount=-1
+schema_refuses "service.type=Bogus" --set service.type=Bogus
+schema_refuses "logFormat=xml" --set logFormat=xml
+schema_refuses "an unknown top-level value" --set bogus=1
+
+# ---------------------------------------------------------------------------
+# 3. The chart's CRD is the generated one.
+if ! cmp -s charts/hatchway/crds/container.yaml crds/container.yaml; then
+  diff -u crds/container.yaml charts/hatchway/crds/container.yaml >&2 || true
+  fail "charts/hatchway/crds/container.yaml differs from crds/container.yaml: cp crds/container.yaml charts/hatchway/crds/container.yaml"
+fi
+ok "charts/hatchway/crds/container.yaml is a copy of crds/container.yaml"
+
+echo "chart checks: $passed passed"

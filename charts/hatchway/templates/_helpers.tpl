@@ -1,0 +1,165 @@
+{{/*
+The chart name (app.kubernetes.io/name).
+*/}}
+{{- define "hatchway.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full name of every object. At most 54 characters, so that
+"<fullname>-replicas" (a Service: a DNS label) stays within 63.
+*/}}
+{{- define "hatchway.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 54 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 54 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 54 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+helm.sh/chart: name-version.
+*/}}
+{{- define "hatchway.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels of the operator pods. The component keeps the uninstall
+hook's pod out of the Deployment's and the Services' selection.
+*/}}
+{{- define "hatchway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "hatchway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/*
+Standard labels. Call with (dict "ctx" $ "component" "operator").
+*/}}
+{{- define "hatchway.labels" -}}
+{{- $ctx := .ctx -}}
+helm.sh/chart: {{ include "hatchway.chart" $ctx }}
+app.kubernetes.io/name: {{ include "hatchway.name" $ctx }}
+app.kubernetes.io/instance: {{ $ctx.Release.Name }}
+app.kubernetes.io/version: {{ $ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ $ctx.Release.Service }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/part-of: hatchway
+{{- end }}
+
+{{/*
+The operator's ServiceAccount.
+*/}}
+{{- define "hatchway.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "hatchway.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Image references; an empty tag means the chart's appVersion.
+*/}}
+{{- define "hatchway.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "hatchway.sidecarImage" -}}
+{{- printf "%s:%s" .Values.sidecar.image.repository (default .Chart.AppVersion .Values.sidecar.image.tag) }}
+{{- end }}
+
+{{/*
+The router's in-cluster URL (the Service), for sidecars' tunnels and the
+default public URL.
+*/}}
+{{- define "hatchway.internalUrl" -}}
+{{- printf "https://%s.%s.svc:%d" (include "hatchway.fullname" .) .Release.Namespace (int .Values.service.port) }}
+{{- end }}
+
+{{- define "hatchway.publicUrl" -}}
+{{- default (include "hatchway.internalUrl" .) .Values.publicUrl }}
+{{- end }}
+
+{{/*
+A host without its port (and IPv6 brackets): "a.example.com:30443" ->
+"a.example.com", "[::1]:443" -> "::1".
+*/}}
+{{- define "hatchway.hostOnly" -}}
+{{- regexReplaceAll ":[0-9]+$" . "" | trimPrefix "[" | trimSuffix "]" }}
+{{- end }}
+
+{{/*
+The web apps' wildcard domain without its port ("" when unset).
+*/}}
+{{- define "hatchway.wildcardHost" -}}
+{{- with .Values.webApps.wildcardDomain }}{{ include "hatchway.hostOnly" . }}{{ end }}
+{{- end }}
+
+{{/*
+Names in the generated serving certificate (HATCHWAY_TLS_NAMES), comma
+separated: the Service's DNS names, the Ingress host, the web apps'
+wildcard, the public URL's host and tls.extraNames.
+*/}}
+{{- define "hatchway.tlsNames" -}}
+{{- $fullname := include "hatchway.fullname" . }}
+{{- $ns := .Release.Namespace }}
+{{- $names := list $fullname (printf "%s.%s" $fullname $ns) (printf "%s.%s.svc" $fullname $ns) (printf "%s.%s.svc.cluster.local" $fullname $ns) }}
+{{- if .Values.ingress.host }}
+{{- $names = append $names .Values.ingress.host }}
+{{- end }}
+{{- with include "hatchway.wildcardHost" . }}
+{{- $names = append $names (printf "*.%s" .) }}
+{{- end }}
+{{- if .Values.publicUrl }}
+{{- $names = append $names (include "hatchway.hostOnly" (urlParse .Values.publicUrl).host) }}
+{{- end }}
+{{- $names = concat $names .Values.tls.extraNames }}
+{{- $names | uniq | join "," }}
+{{- end }}
+
+{{/*
+The operator pods' security context (also the uninstall hook's).
+*/}}
+{{- define "hatchway.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "hatchway.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
+{{- end }}
+
+{{/*
+Scheduling settings shared by the Deployment and the uninstall hook.
+*/}}
+{{- define "hatchway.podScheduling" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,986 @@
+//! Hatchway as users install and use it: `helm install` of charts/hatchway
+//! (the operator and sidecar images built from their Dockerfiles), then
+//! everything a user does, with the real `kubectl hatch`, OpenSSH, curl,
+//! Chromium and Prometheus, on the real cluster.
+//!
+//! Each test installs its own release (its own install namespace, serving
+//! only its own users' namespace, so releases and tests run side by side)
+//! and uninstalls it at the end. A [`Release`] is dropped before the
+//! namespaces (declared after them), so the uninstall hook releases the
+//! Containers before their namespace goes.
+
+mod common;
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use common::{hatch_binary, user_kubeconfig};
+use hatchway_e2e::{TestNamespace, WORKLOAD_IMAGE, kubectl, kubectl_json, node_ip, run_within, wait_for};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const POLL: Duration = Duration::from_millis(250);
+const WAIT: Duration = Duration::from_secs(90);
+/// Web apps' wildcard domain (every test maps its names to the node).
+const APPS: &str = "apps.hatchway.test";
+
+fn chart_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/hatchway")
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "{:?}: stdout {:?} stderr {:?}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A free local port (bound and released: the OS picks it).
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One helm release of the chart, uninstalled on drop.
+struct Release {
+    name: String,
+    ns: TestNamespace,
+    node_ip: String,
+    node_port: u16,
+}
+
+impl Release {
+    /// `helm install --wait` into a new namespace, serving `users` only,
+    /// with the e2e images, a NodePort, and the node IP in the certificate.
+    fn install(prefix: &str, users: &TestNamespace, extra: &[&str]) -> Result<Self> {
+        let ns = TestNamespace::new(prefix)?;
+        let name = format!("hw-{}", ns.name.rsplit('-').next().unwrap_or("x"));
+        let node_ip = node_ip()?;
+        let mut args: Vec<String> = [
+            "install",
+            &name,
+            &chart_dir().display().to_string(),
+            "--namespace",
+            &ns.name,
+            "--wait",
+            "--timeout",
+            "4m",
+            "--set",
+            "image.repository=localhost/hatchway/operator,image.tag=e2e,image.pullPolicy=Never",
+            "--set",
+            "sidecar.image.repository=localhost/hatchway/sidecar,sidecar.image.tag=e2e",
+            "--set",
+            "sidecar.image.pullPolicy=Never,service.type=NodePort,resources.requests.cpu=10m",
+            "--set",
+            &format!("watchNamespaces={{{}}},tls.extraNames={{{node_ip}}}", users.name),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let started = Instant::now();
+        let out = run_within(helm(&args), Duration::from_secs(300))?;
+        ensure!(
+            out.status.success(),
+            "helm install: {}\n{}",
+            show(&out),
+            ns.diagnostics()
+        );
+        eprintln!("helm install --wait: {:.1} s", started.elapsed().as_secs_f64());
+        let mut release = Release {
+            name,
+            ns,
+            node_ip,
+            node_port: 0,
+        };
+        let port = release.ns.kubectl(&[
+            "get",
+            "service",
+            &release.fullname(),
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ])?;
+        release.node_port = port.trim().parse().context("the Service's nodePort")?;
+        Ok(release)
+    }
+
+    /// The chart's object names (`<fullname>`), from the Deployment.
+    fn fullname(&self) -> String {
+        self.ns
+            .kubectl(&[
+                "get",
+                "deployment",
+                "-l",
+                &format!("app.kubernetes.io/instance={}", self.name),
+                "-o",
+                "jsonpath={.items[0].metadata.name}",
+            ])
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    }
+
+    fn server(&self) -> String {
+        format!("https://{}:{}", self.node_ip, self.node_port)
+    }
+
+    /// `helm upgrade --reuse-values --wait` with `extra`.
+    fn upgrade(&self, extra: &[&str]) -> Result<()> {
+        let mut args: Vec<String> = [
+            "upgrade",
+            &self.name,
+            &chart_dir().display().to_string(),
+            "--namespace",
+            &self.ns.name,
+            "--reuse-values",
+            "--wait",
+            "--timeout",
+            "4m",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = run_within(helm(&args), Duration::from_secs(300))?;
+        ensure!(
+            out.status.success(),
+            "helm upgrade: {}\n{}",
+            show(&out),
+            self.ns.diagnostics()
+        );
+        Ok(())
+    }
+
+    /// A Secret's data (base64 values) in the install namespace.
+    fn secret_data(&self, name: &str) -> Result<Value> {
+        Ok(kubectl_json(&["-n", &self.ns.name, "get", "secret", name, "-o", "json"])?["data"].clone())
+    }
+
+    /// The router CA (PEM) the operator published for clients.
+    fn ca_pem(&self) -> Result<String> {
+        let cm = kubectl_json(&[
+            "-n",
+            &self.ns.name,
+            "get",
+            "configmap",
+            "hatchway-client",
+            "-o",
+            "json",
+        ])?;
+        cm["data"]["ca.crt"]
+            .as_str()
+            .map(str::to_owned)
+            .context("hatchway-client has no ca.crt")
+    }
+
+    /// Ready operator pods: (name, IP).
+    fn pods(&self) -> Result<Vec<(String, String)>> {
+        let pods = kubectl_json(&[
+            "-n",
+            &self.ns.name,
+            "get",
+            "pods",
+            "-l",
+            &format!("app.kubernetes.io/instance={}", self.name),
+            "-o",
+            "json",
+        ])?;
+        Ok(pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter(|p| {
+                p["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+            .filter_map(|p| {
+                Some((
+                    p["metadata"]["name"].as_str()?.to_owned(),
+                    p["status"]["podIP"].as_str()?.to_owned(),
+                ))
+            })
+            .collect())
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if std::env::var_os("HATCHWAY_E2E_KEEP").is_none() {
+            let args = [
+                "uninstall",
+                &self.name,
+                "--namespace",
+                &self.ns.name,
+                "--wait",
+                "--timeout",
+                "3m",
+            ]
+            .map(str::to_owned);
+            let _ = run_within(helm(&args), Duration::from_secs(200));
+        }
+    }
+}
+
+fn helm(args: &[String]) -> Command {
+    let mut command = Command::new("helm");
+    command.args(args).stdin(Stdio::null());
+    command
+}
+
+/// A user of a namespace: a ServiceAccount (bound to `role` unless None),
+/// its token, a kubeconfig, and `kubectl hatch` set up for a release.
+struct User {
+    token: String,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    server: String,
+    install_ns: String,
+}
+
+impl User {
+    fn new(users: &TestNamespace, release: &Release, name: &str, role: Option<&str>) -> Result<Self> {
+        users.kubectl(&["create", "serviceaccount", name])?;
+        if let Some(role) = role {
+            users.kubectl(&[
+                "create",
+                "rolebinding",
+                &format!("{name}-{role}"),
+                &format!("--clusterrole={role}"),
+                &format!("--serviceaccount={}:{name}", users.name),
+            ])?;
+        }
+        let token = users
+            .kubectl(&["create", "token", name, "--duration=1h"])?
+            .trim()
+            .to_owned();
+        let dir = tempfile::tempdir()?;
+        let kubeconfig = user_kubeconfig(&token, &users.name, dir.path())?;
+        Ok(User {
+            token,
+            dir,
+            kubeconfig,
+            server: release.server(),
+            install_ns: release.ns.name.clone(),
+        })
+    }
+
+    /// `program` in this user's environment: the kubeconfig, the router
+    /// URL given, the CA found through ConfigMap hatchway-client (ssh and
+    /// scp run `kubectl-hatch connect-ssh` with it), the token for ssh.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("HATCHWAY_") {
+                command.env_remove(&key);
+            }
+        }
+        command
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("XDG_CACHE_HOME", self.dir.path())
+            .env("HATCHWAY_NAMESPACE", &self.install_ns)
+            .env("HATCHWAY_SERVER", &self.server)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// `kubectl-hatch ARGS` as this user.
+    fn hatch(&self, args: &[&str]) -> Result<Command> {
+        let mut command = self.command(hatch_binary()?);
+        command.args(args);
+        Ok(command)
+    }
+
+    fn run(&self, args: &[&str]) -> Result<Output> {
+        run_within(self.hatch(args)?, WAIT)
+    }
+
+    /// Waits until the user's rights are in force (RBAC caches catch up).
+    fn wait_rights(&self, container: &str) -> Result<()> {
+        wait_for("the user's rights", WAIT, POLL, || {
+            let out = self.run(&["logs", container, "--tail", "1"])?;
+            Ok(out.status.success().then_some(()))
+        })
+    }
+}
+
+/// Container `name` of `users` as JSON.
+fn get_container(users: &TestNamespace, name: &str) -> Result<Value> {
+    kubectl_json(&[
+        "-n",
+        &users.name,
+        "get",
+        "containers.hatchway.dev",
+        name,
+        "-o",
+        "json",
+    ])
+}
+
+/// A Container manifest.
+fn container(name: &str, script: &str, ports: Value) -> String {
+    json!({
+        "apiVersion": "hatchway.dev/v1alpha1",
+        "kind": "Container",
+        "metadata": { "name": name },
+        "spec": { "image": WORKLOAD_IMAGE, "command": ["sh", "-c", script], "publishedPorts": ports },
+    })
+    .to_string()
+}
+
+fn wait_phase(users: &TestNamespace, name: &str, phase: &str) -> Result<Value> {
+    wait_for(
+        &format!("{name} to be {phase}"),
+        Duration::from_secs(150),
+        POLL,
+        || {
+            let c = get_container(users, name)?;
+            Ok((c["status"]["phase"] == phase).then_some(c))
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e:#}\n{}", users.diagnostics()))
+}
+
+/// The web Container: pages on 8080 (private) and 8081 (public), a SHA-256
+/// server on 9000, and a log line a second.
+const WEB_SCRIPT: &str = "mkdir -p /tmp/pub && echo public page > /tmp/pub/index.html && \
+     httpd -p 8080 -h /www && httpd -p 8081 -h /tmp/pub && \
+     (nc -ll -p 9000 -e sha256sum &) && \
+     i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done";
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+#[test]
+fn the_chart_installs_upgrades_and_serves_everything_a_user_does() -> Result<()> {
+    let users = TestNamespace::new("chart-users")?;
+    let release = Release::install("chart", &users, &[])?;
+    let fullname = release.fullname();
+
+    // Installed: two ready replicas, the root secret and CA bootstrapped.
+    let ready = wait_for("two ready replicas", WAIT, POLL, || {
+        let pods = release.pods()?;
+        Ok((pods.len() == 2).then_some(pods))
+    })?;
+    eprintln!("replicas: {ready:?}");
+    let root = release.secret_data(&format!("{fullname}-root"))?;
+    ensure!(root["root-secret"].is_string(), "root secret: {root}");
+
+    let alice = User::new(&users, &release, "alice", Some("edit"))?;
+    let nobody = User::new(&users, &release, "nobody", None)?;
+    users.apply(&container(
+        "web",
+        WEB_SCRIPT,
+        json!([{"port": 8080}, {"port": 8081, "access": "public"}]),
+    ))?;
+    wait_phase(&users, "web", "Running")?;
+    // `kubectl get containers` columns.
+    let table = users.kubectl(&["get", "containers.hatchway.dev"])?;
+    let header: Vec<&str> = table.lines().next().unwrap_or("").split_whitespace().collect();
+    ensure!(
+        header == ["NAME", "PHASE", "GATEWAY", "AGE"],
+        "kubectl get: {table}"
+    );
+    ensure!(
+        table
+            .lines()
+            .any(|l| l.starts_with("web ") && l.contains("Running") && l.contains(":7443")),
+        "kubectl get: {table}"
+    );
+    alice.wait_rights("web")?;
+
+    // helm upgrade: the root secret stays, the Container stays reachable.
+    release.upgrade(&[
+        "--set",
+        &format!("webApps.wildcardDomain={APPS}:{}", release.node_port),
+    ])?;
+    ensure!(
+        release.secret_data(&format!("{fullname}-root"))? == root,
+        "the root secret changed in the upgrade"
+    );
+    let status = wait_for("the web app URLs after the upgrade", WAIT, POLL, || {
+        let c = get_container(&users, "web")?;
+        let urls: Vec<String> = c["status"]["publishedPorts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["url"].as_str().map(str::to_owned))
+            .collect();
+        Ok((urls.len() == 2 && urls.iter().all(|u| u.contains(APPS))).then_some(c["status"].clone()))
+    })?;
+
+    // A command through the shell: output and exit code.
+    let out = alice.run(&["shell", "web", "--", "cat /www/index.html; exit 3"])?;
+    ensure!(out.status.code() == Some(3), "shell: {}", show(&out));
+    ensure!(
+        stdout(&out).contains("hatchway e2e workload"),
+        "shell: {}",
+        show(&out)
+    );
+    ensure!(
+        status["interactiveSessionStarted"] == true || {
+            let c = get_container(&users, "web")?;
+            c["status"]["interactiveSessionStarted"] == true
+        },
+        "interactiveSessionStarted is not set after a shell"
+    );
+
+    // A terminal: script(1) gives kubectl-hatch (and so ssh) a tty.
+    let line = format!("{} shell web", hatch_binary()?.display());
+    let mut script = alice.command("script");
+    script
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .stdin(Stdio::piped());
+    let mut child = script.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    child
+        .stdin
+        .as_mut()
+        .context("stdin")?
+        .write_all(b"tty; exit 4\r")?;
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait()?.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if child.try_wait()?.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output()?;
+    ensure!(stdout(&out).contains("/dev/pts/"), "pty: {}", show(&out));
+    ensure!(out.status.code() == Some(4), "pty: {}", show(&out));
+
+    // config-ssh, then scp up and down, and ssh -L to the web server.
+    let ssh_config = alice.dir.path().join("ssh_config");
+    let out = alice.run(&["config-ssh", "--ssh-config", &ssh_config.display().to_string()])?;
+    ensure!(out.status.success(), "config-ssh: {}", show(&out));
+    let host = format!("web.{}.hatchway", users.name);
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let up = alice.dir.path().join("up.bin");
+    std::fs::write(&up, &data)?;
+    let back = alice.dir.path().join("back.bin");
+    let ssh_tool = |program: &str, args: &[String]| -> Result<Output> {
+        let mut command = alice.command(program);
+        command
+            .env("HATCHWAY_TOKEN", &alice.token)
+            .arg("-F")
+            .arg(&ssh_config)
+            .args(["-o", "BatchMode=yes"])
+            .args(args);
+        run_within(command, WAIT)
+    };
+    let out = ssh_tool(
+        "scp",
+        &[
+            "-q".into(),
+            up.display().to_string(),
+            format!("{host}:/tmp/up.bin"),
+        ],
+    )?;
+    ensure!(out.status.success(), "scp up: {}", show(&out));
+    let out = ssh_tool(
+        "scp",
+        &[
+            "-q".into(),
+            format!("{host}:/tmp/up.bin"),
+            back.display().to_string(),
+        ],
+    )?;
+    ensure!(out.status.success(), "scp down: {}", show(&out));
+    ensure!(
+        sha256_hex(&std::fs::read(&back)?) == sha256_hex(&data),
+        "scp round trip changed the file"
+    );
+    let out = ssh_tool("ssh", &[host.clone(), "sha256sum /tmp/up.bin".into()])?;
+    ensure!(
+        stdout(&out).starts_with(&sha256_hex(&data)),
+        "remote checksum: {}",
+        show(&out)
+    );
+
+    let local = free_port()?;
+    let mut forward = alice
+        .command("ssh")
+        .env("HATCHWAY_TOKEN", &alice.token)
+        .arg("-F")
+        .arg(&ssh_config)
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-N",
+            "-L",
+        ])
+        .arg(format!("127.0.0.1:{local}:127.0.0.1:8080"))
+        .arg(&host)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let page = wait_for("the page through ssh -L", WAIT, POLL, || {
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "--max-time", "5", &format!("http://127.0.0.1:{local}/")]);
+        let out = run_within(curl, WAIT)?;
+        Ok(out.status.success().then(|| stdout(&out)))
+    });
+    let _ = forward.kill();
+    let _ = forward.wait();
+    ensure!(page?.contains("hatchway e2e workload"), "ssh -L page");
+
+    // Logs: a Container that writes five lines and ends; `logs -f` prints
+    // them as they come and stops at the end; afterwards the same bytes
+    // are the saved logs; curl PROPFIND lists them.
+    users.apply(&container(
+        "job",
+        "for i in 1 2 3 4 5; do echo line $i; sleep 1; done; echo oops >&2",
+        json!([]),
+    ))?;
+    wait_phase(&users, "job", "Running")?;
+    let out = run_within(alice.hatch(&["logs", "job", "-f"])?, Duration::from_secs(120))?;
+    ensure!(out.status.success(), "logs -f: {}", show(&out));
+    let followed = stdout(&out);
+    ensure!(
+        followed == "line 1\nline 2\nline 3\nline 4\nline 5\n",
+        "logs -f: {}",
+        show(&out)
+    );
+    ensure!(
+        String::from_utf8_lossy(&out.stderr) == "oops\n",
+        "logs -f stderr: {}",
+        show(&out)
+    );
+    wait_phase(&users, "job", "Complete")?;
+    let out = alice.run(&["logs", "job", "stdout.txt"])?;
+    ensure!(stdout(&out) == followed, "saved logs: {}", show(&out));
+    let propfind = |path: &str| -> Result<Output> {
+        let mut curl = Command::new("curl");
+        curl.args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-X",
+            "PROPFIND",
+            "-H",
+            "Depth: 1",
+            "-u",
+        ])
+        .arg(format!("any:{}", alice.token))
+        .arg("--cacert")
+        .arg(ca_file(&release, alice.dir.path())?)
+        .arg(format!(
+            "{}/v1/namespaces/{}/containers/{path}",
+            release.server(),
+            users.name
+        ));
+        run_within(curl, WAIT)
+    };
+    let out = propfind("job/log/")?;
+    ensure!(
+        stdout(&out).contains("stdout.txt") && stdout(&out).contains("stderr.txt"),
+        "PROPFIND: {}",
+        show(&out)
+    );
+
+    // Web apps: the private one through the token→cookie step (curl, then
+    // headless Chromium), the public one without a token, no rights → 403.
+    let url = |port: u16| -> Result<String> {
+        status["publishedPorts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["port"] == port)
+            .and_then(|p| p["url"].as_str())
+            .map(str::to_owned)
+            .context("no URL")
+    };
+    let connect_to = format!("::{}:{}", release.node_ip, release.node_port);
+    let ca = ca_file(&release, alice.dir.path())?;
+    let curl = |args: &[&str]| -> Result<Output> {
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "--max-time", "20", "--connect-to", &connect_to, "--cacert"])
+            .arg(&ca)
+            .args(args);
+        run_within(curl, WAIT)
+    };
+    let private = url(8080)?;
+    let jar = alice.dir.path().join("cookies");
+    let jar = jar.display().to_string();
+    let login = format!("{private}?hatchway_token={}", alice.token);
+    let out = curl(&[
+        "-L",
+        "-c",
+        &jar,
+        "-b",
+        &jar,
+        "-w",
+        "\n%{num_redirects} %{url_effective}",
+        &login,
+    ])?;
+    let text = stdout(&out);
+    ensure!(
+        text.contains("hatchway e2e workload"),
+        "private app: {}",
+        show(&out)
+    );
+    ensure!(
+        text.ends_with(&format!("1 {private}")),
+        "one redirect to the plain URL: {text}"
+    );
+    let out = curl(&["-o", "/dev/null", "-w", "%{http_code}", &private])?;
+    ensure!(
+        stdout(&out) == "401",
+        "private app without the cookie: {}",
+        show(&out)
+    );
+    let out = curl(&["-w", "\n%{http_code}", &url(8081)?])?;
+    ensure!(
+        stdout(&out).contains("public page") && stdout(&out).ends_with("\n200"),
+        "public app: {}",
+        show(&out)
+    );
+    let out = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{private}?hatchway_token={}", nobody.token),
+    ])?;
+    ensure!(stdout(&out) == "403", "private app as nobody: {}", show(&out));
+
+    let chromium = {
+        let mut c = Command::new("chromium");
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            // The router's CA is not in Chromium's store; the pages and
+            // the cookie step are what is under test here.
+            "--ignore-certificate-errors",
+            &format!("--host-resolver-rules=MAP *.{APPS} {}", release.node_ip),
+            &format!("--user-data-dir={}", alice.dir.path().join("chromium").display()),
+            "--dump-dom",
+            &login,
+        ]);
+        run_within(c, Duration::from_secs(120))?
+    };
+    ensure!(
+        stdout(&chromium).contains("hatchway e2e workload"),
+        "chromium: {}",
+        show(&chromium)
+    );
+
+    // Port-forward: 50 MiB to the SHA-256 server, checksum compared.
+    let pf_out = alice.dir.path().join("pf.out");
+    let mut pf = alice.hatch(&["port-forward", "web", ":9000"])?;
+    pf.stdout(std::fs::File::create(&pf_out)?).stderr(Stdio::null());
+    let mut pf = pf.spawn()?;
+    let local: std::net::SocketAddr = wait_for("port-forward to listen", WAIT, POLL, || {
+        let text = std::fs::read_to_string(&pf_out)?;
+        Ok(text.split_whitespace().nth(2).and_then(|a| a.parse().ok()))
+    })?;
+    let data: Vec<u8> = (0..50 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let started = Instant::now();
+    let digest = {
+        use std::io::Read as _;
+        let mut conn = std::net::TcpStream::connect(local)?;
+        conn.set_read_timeout(Some(WAIT))?;
+        conn.write_all(&data)?;
+        conn.shutdown(std::net::Shutdown::Write)?;
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer)?;
+        answer
+    };
+    let _ = pf.kill();
+    let _ = pf.wait();
+    eprintln!("port-forward: 50 MiB in {:.2} s", started.elapsed().as_secs_f64());
+    ensure!(
+        digest.starts_with(&sha256_hex(&data)),
+        "port-forward digest {digest:?}"
+    );
+
+    // Security: no rights → 403 for shell, logs and port-forward; a bad
+    // token → 401; the workload cannot find its key.
+    for args in [&["shell", "web", "--", "true"][..], &["logs", "web"][..]] {
+        let out = nobody.run(args)?;
+        ensure!(out.status.code() == Some(2), "{args:?} as nobody: {}", show(&out));
+        ensure!(
+            String::from_utf8_lossy(&out.stderr).contains("403"),
+            "{args:?}: {}",
+            show(&out)
+        );
+    }
+    let mut pf = nobody.hatch(&["port-forward", "web", ":9000"])?;
+    let pf_out = nobody.dir.path().join("pf.out");
+    pf.stdout(std::fs::File::create(&pf_out)?).stderr(Stdio::piped());
+    let pf = pf.spawn()?;
+    let local: std::net::SocketAddr = wait_for("port-forward to listen", WAIT, POLL, || {
+        let text = std::fs::read_to_string(&pf_out)?;
+        Ok(text.split_whitespace().nth(2).and_then(|a| a.parse().ok()))
+    })?;
+    let _ = std::net::TcpStream::connect(local)?;
+    let out = pf.wait_with_output()?;
+    ensure!(
+        out.status.code() == Some(2)
+            && String::from_utf8_lossy(&out.stderr).contains("may not create containers/portforward"),
+        "port-forward as nobody: {}",
+        show(&out)
+    );
+    let mut bad = alice.hatch(&["logs", "web"])?;
+    bad.env("HATCHWAY_TOKEN", "not-a-token");
+    let out = run_within(bad, WAIT)?;
+    ensure!(
+        out.status.code() == Some(2) && String::from_utf8_lossy(&out.stderr).contains("401"),
+        "a bad token: {}",
+        show(&out)
+    );
+    let out = alice.run(&[
+        "shell",
+        "web",
+        "--",
+        "find / -xdev \\( -name ctr_key -o -name 'tls.key' -o -name ca.key \\) 2>/dev/null; \
+         ls /var/run/secrets 2>&1; echo done",
+    ])?;
+    ensure!(
+        stdout(&out).trim_end().ends_with("done")
+            && !stdout(&out).contains("ctr_key")
+            && !stdout(&out).contains(".key"),
+        "the workload sees key material: {}",
+        show(&out)
+    );
+
+    prometheus_scrapes(&release, &users)?;
+    Ok(())
+}
+
+/// The router CA in a file in `dir`.
+fn ca_file(release: &Release, dir: &Path) -> Result<PathBuf> {
+    let path = dir.join("router-ca.crt");
+    if !path.exists() {
+        std::fs::write(&path, release.ca_pem()?)?;
+    }
+    Ok(path)
+}
+
+/// Debian's Prometheus server, started here, scrapes both operator
+/// replicas (HTTPS, the router CA) and the web Container's sidecar; the
+/// expected series have values.
+fn prometheus_scrapes(release: &Release, users: &TestNamespace) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ca = ca_file(release, dir.path())?;
+    let operators: Vec<String> = release
+        .pods()?
+        .into_iter()
+        .map(|(_, ip)| format!("{ip}:8443"))
+        .collect();
+    let sidecar_ip = kubectl(&[
+        "-n",
+        &users.name,
+        "get",
+        "pods",
+        "-l",
+        "hatchway.dev/container=web",
+        "-o",
+        "jsonpath={.items[0].status.podIP}",
+    ])?;
+    let config = json!({
+        "global": {"scrape_interval": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "hatchway-operator",
+                "scheme": "https",
+                "tls_config": {"ca_file": ca, "server_name": "hatchway-router"},
+                "static_configs": [{"targets": operators}],
+            },
+            {
+                "job_name": "hatchway-sidecar",
+                "static_configs": [{"targets": [format!("{}:7444", sidecar_ip.trim())]}],
+            },
+        ],
+    });
+    let config_file = dir.path().join("prometheus.yml");
+    std::fs::write(&config_file, config.to_string())?;
+    let port = free_port()?;
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config_file.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting prometheus (Debian's prometheus package)")?;
+    let query = |q: &str| -> Result<Vec<Value>> {
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "--max-time", "5", "--data-urlencode"])
+            .arg(format!("query={q}"))
+            .arg(format!("http://127.0.0.1:{port}/api/v1/query"));
+        let out = run_within(curl, WAIT)?;
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
+    };
+    let result = wait_for(
+        "Prometheus to scrape the operator and the sidecar",
+        WAIT,
+        POLL,
+        || {
+            let up = query("up == 1")?;
+            let router = query("hatchway_router_sessions_total")?;
+            let sidecar = query("hatchway_sidecar_connections_total")?;
+            let jobs: Vec<&str> = up.iter().filter_map(|r| r["metric"]["job"].as_str()).collect();
+            let operators_up = jobs.iter().filter(|j| **j == "hatchway-operator").count();
+            let ok = operators_up == 2
+                && jobs.contains(&"hatchway-sidecar")
+                && !router.is_empty()
+                && !sidecar.is_empty();
+            if ok {
+                Ok(Some(()))
+            } else {
+                bail!(
+                    "up: {jobs:?}; router series {}; sidecar series {}",
+                    router.len(),
+                    sidecar.len()
+                )
+            }
+        },
+    );
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    result
+}
+
+/// Tunnels only (direct pod access off): shells go through the sidecar's
+/// tunnel; a request that lands on the replica without the tunnel is
+/// forwarded; killing the replica that holds the tunnel moves it to the
+/// other within seconds (measured).
+#[test]
+fn tunnels_only_forwarding_between_replicas_and_failover() -> Result<()> {
+    let users = TestNamespace::new("tunnel-users")?;
+    let release = Release::install("tunnel", &users, &["--set", "router.directAccess=false"])?;
+    let alice = User::new(&users, &release, "alice", Some("edit"))?;
+    users.apply(&container("web", WEB_SCRIPT, json!([])))?;
+    wait_phase(&users, "web", "Running")?;
+    let tunnel = wait_for("the tunnel in status", WAIT, POLL, || {
+        let c = get_container(&users, "web")?;
+        Ok(c["status"]["gateway"]["tunnel"].as_str().map(str::to_owned))
+    })?;
+    alice.wait_rights("web")?;
+    // Each replica directly (pod IPs are in their certificates): the one
+    // with the tunnel and the one that forwards to it.
+    let pods = release.pods()?;
+    ensure!(pods.len() == 2, "replicas: {pods:?}");
+    for (pod, ip) in &pods {
+        let mut cmd = alice.hatch(&["shell", "web", "--", "echo via $0"])?;
+        cmd.env("HATCHWAY_SERVER", format!("https://{ip}:8443"));
+        let out = run_within(cmd, WAIT)?;
+        ensure!(
+            out.status.success() && stdout(&out).contains("via"),
+            "shell via {pod}: {}",
+            show(&out)
+        );
+    }
+    // Kill the replica holding the tunnel; time until a shell works again.
+    let (holder, _) = pods
+        .iter()
+        .find(|(_, ip)| tunnel.contains(ip.as_str()))
+        .with_context(|| format!("no replica holds {tunnel}: {pods:?}"))?;
+    let killed = Instant::now();
+    release.ns.kubectl(&[
+        "delete",
+        "pod",
+        holder,
+        "--grace-period=0",
+        "--force",
+        "--wait=false",
+    ])?;
+    wait_for(
+        "a shell after the tunnel's replica died",
+        Duration::from_secs(60),
+        POLL,
+        || {
+            let out = alice.run(&["shell", "web", "--", "true"])?;
+            Ok(out.status.success().then_some(()))
+        },
+    )?;
+    eprintln!(
+        "tunnel failover: a shell works again {:.2} s after the replica holding the tunnel was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `helm uninstall` leaves nothing but the CRDs: the hook stops the
+/// operator, releases the Containers (no finalizer: they can be deleted)
+/// and removes what the operator created.
+#[test]
+fn uninstall_leaves_nothing_but_the_crds() -> Result<()> {
+    let users = TestNamespace::new("gone-users")?;
+    let mut release = Release::install("gone", &users, &["--set", "replicaCount=1"])?;
+    let fullname = release.fullname();
+    users.apply(&container("web", "sleep 3600", json!([])))?;
+    let c = wait_phase(&users, "web", "Running")?;
+    ensure!(
+        c["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty()),
+        "no finalizer while running: {c}"
+    );
+    let args = [
+        "uninstall",
+        &release.name,
+        "--namespace",
+        &release.ns.name,
+        "--wait",
+        "--timeout",
+        "3m",
+    ]
+    .map(str::to_owned);
+    let out = run_within(helm(&args), Duration::from_secs(200))?;
+    ensure!(out.status.success(), "helm uninstall: {}", show(&out));
+    // Nothing of it in its namespace…
+    let left = release.ns.kubectl(&[
+        "get",
+        "deployments,replicasets,pods,services,endpointslices,serviceaccounts,secrets,configmaps,roles,rolebindings,leases,jobs,poddisruptionbudgets",
+        "-o",
+        "name",
+    ])?;
+    let left: Vec<&str> = left
+        .lines()
+        .filter(|l| {
+            // Kubernetes' own in every namespace.
+            !matches!(*l, "serviceaccount/default" | "configmap/kube-root-ca.crt")
+        })
+        .collect();
+    ensure!(left.is_empty(), "left in {}: {left:?}", release.ns.name);
+    // …nor cluster-wide…
+    let cluster = kubectl(&["get", "clusterroles,clusterrolebindings", "-o", "name"])?;
+    let stale: Vec<&str> = cluster.lines().filter(|l| l.contains(&fullname)).collect();
+    ensure!(stale.is_empty(), "cluster-wide leftovers: {stale:?}");
+    // …the CRD stays, and the Container is released (it still runs).
+    kubectl(&["get", "crd", "containers.hatchway.dev", "-o", "name"])?;
+    let c = get_container(&users, "web")?;
+    ensure!(
+        c["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(|f| f.is_empty()),
+        "the Container keeps a finalizer: {c}"
+    );
+    // Already uninstalled: nothing for Drop to do.
+    release.name = format!("{}-done", release.name);
+    Ok(())
+}
