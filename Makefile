@@ -41,7 +41,7 @@ fmt:
 # The sidecar must run in any image (it is the workload's PID 1): a static
 # binary, built with its own target dir so the flag does not rebuild the
 # normal one. The operator is built the same way for its FROM-scratch
-# image. Images use them (ops: `make static images PROFILE=release`).
+# image, and the e2e workload image's WebSocket echo server (test tooling). Images use them (ops: `make static images PROFILE=release`).
 TARGET_TRIPLE := x86_64-unknown-linux-gnu
 PROFILE ?= dev
 STATIC_TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)/static
@@ -49,6 +49,8 @@ STATIC_PROFILE_DIR := $(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 STATIC_OUT := $(STATIC_TARGET_DIR)/$(TARGET_TRIPLE)/$(STATIC_PROFILE_DIR)
 static:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked -p hatchway-sidecar -p hatchway-operator \
+	  --profile $(PROFILE) --target $(TARGET_TRIPLE) --target-dir $(STATIC_TARGET_DIR)
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked -p hatchway-e2e --bin ws-echo \
 	  --profile $(PROFILE) --target $(TARGET_TRIPLE) --target-dir $(STATIC_TARGET_DIR)
 
 ## static-check: the static sidecar has no dynamic dependencies and runs,

@@ -352,11 +352,12 @@ fn wait_phase(users: &TestNamespace, name: &str, phase: &str) -> Result<Value> {
     .map_err(|e| anyhow::anyhow!("{e:#}\n{}", users.diagnostics()))
 }
 
-/// The web Container: pages on 8080 (private) and 8081 (public), a SHA-256
-/// server on 9000, and a log line a second.
+/// The web Container: pages on 8080 (private) and 8081 (public), a
+/// WebSocket echo server on 8082 (private), a SHA-256 server on 9000, and a
+/// log line a second.
 const WEB_SCRIPT: &str = "mkdir -p /tmp/pub && echo public page > /tmp/pub/index.html && \
      httpd -p 8080 -h /www && httpd -p 8081 -h /tmp/pub && \
-     (nc -ll -p 9000 -e sha256sum &) && \
+     (nc -ll -p 9000 -e sha256sum &) && (ws-echo 8082 &) && \
      i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done";
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -365,8 +366,19 @@ fn sha256_hex(data: &[u8]) -> String {
 
 #[test]
 fn the_chart_installs_upgrades_and_serves_everything_a_user_does() -> Result<()> {
-    let users = TestNamespace::new("chart-users")?;
-    let release = Release::install("chart", &users, &[])?;
+    everything_a_user_does("chart", &[])
+}
+
+/// The same with direct pod access off: every path goes through the
+/// sidecars' tunnels (and forwarding between the two replicas).
+#[test]
+fn with_tunnels_only_everything_a_user_does_still_works() -> Result<()> {
+    everything_a_user_does("tunneled", &["--set", "router.directAccess=false"])
+}
+
+fn everything_a_user_does(prefix: &str, values: &[&str]) -> Result<()> {
+    let users = TestNamespace::new(&format!("{prefix}-users"))?;
+    let release = Release::install(prefix, &users, values)?;
     let fullname = release.fullname();
 
     // Installed: two ready replicas, the root secret and CA bootstrapped.
@@ -383,7 +395,7 @@ fn the_chart_installs_upgrades_and_serves_everything_a_user_does() -> Result<()>
     users.apply(&container(
         "web",
         WEB_SCRIPT,
-        json!([{"port": 8080}, {"port": 8081, "access": "public"}]),
+        json!([{"port": 8080}, {"port": 8081, "access": "public"}, {"port": 8082}]),
     ))?;
     wait_phase(&users, "web", "Running")?;
     // `kubectl get containers` columns.
@@ -418,7 +430,7 @@ fn the_chart_installs_upgrades_and_serves_everything_a_user_does() -> Result<()>
             .flatten()
             .filter_map(|p| p["url"].as_str().map(str::to_owned))
             .collect();
-        Ok((urls.len() == 2 && urls.iter().all(|u| u.contains(APPS))).then_some(c["status"].clone()))
+        Ok((urls.len() == 3 && urls.iter().all(|u| u.contains(APPS))).then_some(c["status"].clone()))
     })?;
 
     // A command through the shell: output and exit code.
@@ -564,34 +576,29 @@ fn the_chart_installs_upgrades_and_serves_everything_a_user_does() -> Result<()>
     wait_phase(&users, "job", "Complete")?;
     let out = alice.run(&["logs", "job", "stdout.txt"])?;
     ensure!(stdout(&out) == followed, "saved logs: {}", show(&out));
-    let propfind = |path: &str| -> Result<Output> {
+    // A WebDAV client nobody here wrote: curl, with the token as the basic
+    // auth password, lists the directory and reads a file.
+    let webdav = |method: &str, path: &str| -> Result<Output> {
         let mut curl = Command::new("curl");
-        curl.args([
-            "-sS",
-            "--max-time",
-            "20",
-            "-X",
-            "PROPFIND",
-            "-H",
-            "Depth: 1",
-            "-u",
-        ])
-        .arg(format!("any:{}", alice.token))
-        .arg("--cacert")
-        .arg(ca_file(&release, alice.dir.path())?)
-        .arg(format!(
-            "{}/v1/namespaces/{}/containers/{path}",
-            release.server(),
-            users.name
-        ));
+        curl.args(["-sS", "--max-time", "20", "-X", method, "-H", "Depth: 1", "-u"])
+            .arg(format!("any:{}", alice.token))
+            .arg("--cacert")
+            .arg(ca_file(&release, alice.dir.path())?)
+            .arg(format!(
+                "{}/v1/namespaces/{}/containers/{path}",
+                release.server(),
+                users.name
+            ));
         run_within(curl, WAIT)
     };
-    let out = propfind("job/log/")?;
+    let out = webdav("PROPFIND", "job/log/")?;
     ensure!(
         stdout(&out).contains("stdout.txt") && stdout(&out).contains("stderr.txt"),
         "PROPFIND: {}",
         show(&out)
     );
+    let out = webdav("GET", "job/log/stdout.txt")?;
+    ensure!(stdout(&out) == followed, "GET stdout.txt: {}", show(&out));
 
     // Web apps: the private one through the token→cookie step (curl, then
     // headless Chromium), the public one without a token, no rights → 403.
@@ -658,6 +665,8 @@ fn the_chart_installs_upgrades_and_serves_everything_a_user_does() -> Result<()>
         &format!("{private}?hatchway_token={}", nobody.token),
     ])?;
     ensure!(stdout(&out) == "403", "private app as nobody: {}", show(&out));
+
+    websocket_echo(&release, &url(8082)?, &alice.token)?;
 
     let chromium = {
         let mut c = Command::new("chromium");
@@ -764,6 +773,60 @@ fn the_chart_installs_upgrades_and_serves_everything_a_user_does() -> Result<()>
 
     prometheus_scrapes(&release, &users)?;
     Ok(())
+}
+
+/// A WebSocket through the web-app proxy to the workload's echo server:
+/// TLS to the router (trusting its CA), the web-app cookie, messages back.
+fn websocket_echo(release: &Release, url: &str, token: &str) -> Result<()> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let host = url
+        .strip_prefix("https://")
+        .and_then(|rest| rest.split('/').next())
+        .context("a web-app URL")?
+        .to_owned();
+    let name = host.split(':').next().unwrap_or_default().to_owned();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(release.ca_pem()?.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(hatchway_api::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let addr = (release.node_ip.clone(), release.node_port);
+    common::runtime().block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+            .connect(rustls::pki_types::ServerName::try_from(name)?, tcp)
+            .await?;
+        let request = http::Request::builder()
+            .uri(format!("wss://{host}/"))
+            .header("host", &host)
+            .header("cookie", format!("hatchway_token={token}"))
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header(
+                "sec-websocket-key",
+                tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+            )
+            .body(())?;
+        let (mut ws, _) = tokio_tungstenite::client_async(request, tls)
+            .await
+            .context("the WebSocket handshake through the router")?;
+        for i in 0..3 {
+            let text = format!("cell {i}");
+            ws.send(Message::text(text.clone())).await?;
+            let echoed = tokio::time::timeout(WAIT, ws.next())
+                .await
+                .context("an echo in time")?
+                .context("the socket closed")??;
+            ensure!(echoed.to_text()? == text, "echoed {echoed:?}");
+        }
+        anyhow::Ok(())
+    })
 }
 
 /// The router CA in a file in `dir`.

@@ -11,7 +11,7 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -1089,4 +1089,36 @@ async fn an_idle_tunnel_costs_the_router_little() {
         per_tunnel <= 50 * 1024,
         "an idle tunnel costs the router {per_tunnel} bytes"
     );
+}
+
+#[tokio::test]
+async fn a_request_waits_briefly_for_a_tunnel_that_is_moving() {
+    let (cluster, auth) = world();
+    let grace = |s: &mut Settings| {
+        tunnels_only(s);
+        s.tunnel_grace = Duration::from_secs(10);
+    };
+    let a = TestRouter::start_with(cluster.clone(), auth.clone(), grace).await;
+    let b = TestRouter::start_with(cluster.clone(), auth, grace).await;
+    // B does not know A yet (its replica list lags a new pod's readiness).
+    cluster.set_replicas(vec![b.url.clone()]);
+    let uid = running(&cluster, "moving");
+    let port = echo_server().await;
+    let _sidecar = TestSidecar::start_tunnelled(&uid, &a.url).await;
+    let held_by_a = format!("tunnel {}", a.url);
+    eventually("status to name replica A", || async {
+        tunnel_of(&cluster, "moving").as_deref() == Some(held_by_a.as_str())
+    })
+    .await;
+    // A request to B waits; once B learns of A, it is forwarded there.
+    let learn = {
+        let (cluster, replicas) = (cluster.clone(), vec![a.url.clone(), b.url.clone()]);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cluster.set_replicas(replicas);
+        })
+    };
+    echo_through(&b, "moving", port).await;
+    learn.await.unwrap();
+    assert_eq!(b.router.metrics.forwards.with_label_values(&["ok"]).get(), 1);
 }

@@ -22,7 +22,7 @@ use super::auth::User;
 use super::cluster::SavedLog;
 use super::respond::{Body, empty_body, full_body, text};
 use super::select::{Purpose, RefusalKind, Route};
-use super::user::{choose, header_safe, request_id};
+use super::user::{choose_settled, header_safe, request_id};
 use super::{Router, api, forward, reach, relay};
 
 /// Request headers a WebDAV read passes on to the gateway.
@@ -106,7 +106,7 @@ async fn serve_inner(
         Ok(since) => since,
         Err(message) => return (None, text(StatusCode::BAD_REQUEST, message)),
     };
-    let route = choose(&router, &container, req.headers(), Purpose::Logs);
+    let (container, route) = choose_settled(&router, container, req.headers(), Purpose::Logs).await;
     if let (Some(since), Target::File(_)) = (since, &target)
         && !matches!(&route, Err(r) if r.kind == RefusalKind::NotRunningYet)
     {

@@ -38,6 +38,11 @@ pub struct Settings {
     pub max_connections: usize,
     /// Time a draining replica gives open requests on shutdown.
     pub drain_timeout: Duration,
+    /// How long a request waits for a tunnel that is moving (status names
+    /// a replica that is not known yet or gone, or a tunnel this replica
+    /// should hold and does not) before it is refused: a rolling upgrade or
+    /// a replica's death moves every tunnel within about a second.
+    pub tunnel_grace: Duration,
 }
 
 impl Settings {
@@ -58,6 +63,7 @@ impl Settings {
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
             drain_timeout: Duration::from_secs(30),
+            tunnel_grace: Duration::from_secs(3),
         }
     }
 }

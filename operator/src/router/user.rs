@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hatchway_api::crd::Container;
 use hatchway_api::wire;
@@ -17,7 +18,7 @@ use hyper::body::Incoming;
 use super::api::{Action, ContainerPath};
 use super::auth::{self, AuthError, Permission, User};
 use super::respond::{Body, empty_body, text};
-use super::select::{self, Purpose, Refusal, Route};
+use super::select::{self, Purpose, Refusal, RefusalKind, Route};
 use super::{Router, forward, reach, relay, status};
 
 /// Serves one user-API request.
@@ -86,7 +87,8 @@ pub async fn serve(router: Arc<Router>, req: Request<Incoming>, path: ContainerP
         return super::logs::serve(router, req, container, rest.clone(), user).await;
     }
 
-    let route = match choose(&router, &container, req.headers(), purpose) {
+    let (container, route) = choose_settled(&router, container, req.headers(), purpose).await;
+    let route = match route {
         Ok(route) => route,
         Err(refusal) => return text(refusal.status, refusal.message),
     };
@@ -248,6 +250,36 @@ pub async fn lookup(router: &Router, namespace: &str, name: &str) -> Result<Cont
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("cannot read container {namespace}/{name} right now: {error}"),
             ))
+        }
+    }
+}
+
+/// [`choose`], waiting up to the tunnel grace while the refusal is one a
+/// moving tunnel explains (rolling upgrades, a replica's death): the
+/// Container is read again from the cache each time. Returns the Container
+/// as last read with the choice.
+pub async fn choose_settled(
+    router: &Router,
+    container: Container,
+    headers: &HeaderMap,
+    purpose: Purpose,
+) -> (Container, Result<Route, Refusal>) {
+    let deadline = tokio::time::Instant::now() + router.settings.tunnel_grace;
+    let mut container = container;
+    loop {
+        let choice = choose(router, &container, headers, purpose);
+        let moving = matches!(
+            &choice,
+            Err(r) if matches!(r.kind, RefusalKind::TunnelDown | RefusalKind::UnknownReplica)
+        );
+        if !moving || tokio::time::Instant::now() >= deadline {
+            return (container, choice);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let namespace = container.metadata.namespace.clone().unwrap_or_default();
+        let name = container.metadata.name.clone().unwrap_or_default();
+        if let Ok(Some(fresh)) = router.cluster.container(&namespace, &name).await {
+            container = fresh;
         }
     }
 }

@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use super::auth::{self, Permission};
 use super::respond::{Body, empty_body, text};
 use super::select::{Purpose, Route};
-use super::user::{authenticate, authorize, choose, header_safe, request_id};
+use super::user::{authenticate, authorize, choose_settled, header_safe, request_id};
 use super::{Router, forward, reach, relay};
 
 /// A vhost's Container UID and port.
@@ -139,7 +139,8 @@ pub async fn serve(router: Arc<Router>, req: Request<Incoming>, vhost: Vhost) ->
         }
     }
 
-    let route = match choose(&router, &container, req.headers(), Purpose::Proxy) {
+    let (container, route) = choose_settled(&router, container, req.headers(), Purpose::Proxy).await;
+    let route = match route {
         Ok(route) => route,
         Err(refusal) => return text(refusal.status, refusal.message),
     };

@@ -384,6 +384,9 @@ impl TestRouter {
         let url = format!("https://{addr}");
         let mut settings = Settings::new(url.clone());
         settings.drain_timeout = Duration::from_secs(2);
+        // Refusals of a tunnel that is not there come quickly in tests (a
+        // test of the wait sets its own).
+        settings.tunnel_grace = Duration::from_millis(300);
         tweak(&mut settings);
         let tls = pki();
         let router = Router::new(
