@@ -72,6 +72,17 @@ demo: static
 	$(CARGO) build --locked -p kubectl-hatch
 	HATCHWAY_PROFILE_DIR=$(STATIC_PROFILE_DIR) e2e/demo
 
+## bench: Hatchway beside socat, stunnel, OpenSSH, kubectl port-forward and
+## nginx on this machine (bench/README.md): installs the tools, builds
+## optimized, writes bench/results/<date>.{md,json,png}
+.PHONY: bench
+BENCH_DIR := $(or $(CARGO_TARGET_DIR),target)/bench-opt
+bench: static cluster-up
+	bench/install-tools
+	$(CARGO) build --locked --profile bench-opt -p hatchway-bench -p kubectl-hatch -p hatchway-sidecar
+	eval "$$(e2e/cluster env)" && $(BENCH_DIR)/hatchway-bench run --out bench/results $(BENCH_ARGS)
+	/usr/bin/python3 bench/chart.py bench/results/$$(date +%Y-%m-%d).json
+
 ## e2e: start (or reuse) the single-node e2e cluster (e2e/cluster up), then
 ## run the end-to-end suite against it. The cluster stays up for the next
 ## run; `make cluster-down` stops it. nextest's summary is the last line.

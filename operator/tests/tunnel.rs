@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +17,7 @@ use futures::future::BoxFuture;
 use hatchway_api::control::{self, ControlMessage};
 use hatchway_api::crd::{Container, ContainerStatus, Phase};
 use hatchway_api::proof::CtrKey;
-use hatchway_api::tunnel::{EKM_LABEL, EKM_LEN, tunnel_proof};
+use hatchway_api::tunnel::{EKM_LEN, tunnel_proof};
 use hatchway_api::wire;
 use hatchway_operator::router::cluster::{Cluster, ClusterError, SavedLog};
 use hatchway_operator::router::select::Policy;
@@ -29,13 +28,10 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
 use sha2::{Digest, Sha256};
 use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsConnector;
-use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+use tokio::net::TcpListener;
 
 const NS: &str = "team-t";
 const TOKEN: &str = "alice-token";
@@ -283,101 +279,6 @@ async fn dial(
     build: impl FnOnce(&[u8; EKM_LEN]) -> Request<Full<Bytes>>,
 ) -> Response<Incoming> {
     dial_with(addr, client_tls(&[b"http/1.1"]), build).await
-}
-
-/// [`dial`] trusting what `tls` trusts.
-async fn dial_with(
-    addr: SocketAddr,
-    tls: Arc<rustls::ClientConfig>,
-    build: impl FnOnce(&[u8; EKM_LEN]) -> Request<Full<Bytes>>,
-) -> Response<Incoming> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let tls = TlsConnector::from(tls)
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
-    let ekm = tls
-        .get_ref()
-        .1
-        .export_keying_material([0u8; EKM_LEN], EKM_LABEL, None)
-        .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
-    sender.send_request(build(&ekm)).await.unwrap()
-}
-
-/// A well-formed tunnel request for `uid` with `proof`.
-fn tunnel_request(uid: &str, proof: &str) -> http::request::Builder {
-    request("POST", wire::TUNNEL_PATH, None)
-        .header("connection", "upgrade")
-        .header("upgrade", wire::UPGRADE_TUNNEL)
-        .header(wire::TUNNEL_VERSION, "1")
-        .header(wire::CONTAINER_UID, uid)
-        .header(wire::TUNNEL_PROOF, proof)
-}
-
-/// A tunnel client made by hand: it proves `uid` with `key`, opens the
-/// control stream and keeps the session going (refusing every stream the
-/// router opens) but never reconnects.
-struct FakeSidecar {
-    control: Compat<yamux::Stream>,
-    /// Ends when the router closes the session.
-    session: tokio::task::JoinHandle<()>,
-}
-
-impl FakeSidecar {
-    async fn connect(addr: SocketAddr, uid: &str, key: &CtrKey) -> Self {
-        Self::connect_with(addr, client_tls(&[b"http/1.1"]), uid, key).await
-    }
-
-    /// [`FakeSidecar::connect`] trusting what `tls` trusts.
-    async fn connect_with(addr: SocketAddr, tls: Arc<rustls::ClientConfig>, uid: &str, key: &CtrKey) -> Self {
-        let response = dial_with(addr, tls, |ekm| {
-            tunnel_request(uid, &tunnel_proof(key, ekm))
-                .body(empty())
-                .unwrap()
-        })
-        .await;
-        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
-        assert_eq!(response.headers()["upgrade"], wire::UPGRADE_TUNNEL);
-        let upgraded = hyper::upgrade::on(response).await.unwrap();
-        let mut connection = yamux::Connection::new(
-            TokioIo::new(upgraded).compat(),
-            yamux::Config::default(),
-            yamux::Mode::Client,
-        );
-        let control = poll_fn(|cx| connection.poll_new_outbound(cx)).await.unwrap();
-        let session = tokio::spawn(async move {
-            while let Some(Ok(_refused)) = poll_fn(|cx| connection.poll_next_inbound(cx)).await {}
-        });
-        Self {
-            control: control.compat(),
-            session,
-        }
-    }
-
-    async fn send_bytes(&mut self, bytes: &[u8]) {
-        self.control.write_all(bytes).await.unwrap();
-        self.control.flush().await.unwrap();
-    }
-
-    async fn send(&mut self, message: &ControlMessage) {
-        self.send_bytes(&control::encode(message).unwrap()).await;
-    }
-}
-
-fn fake_hello(uid: &str) -> ControlMessage {
-    ControlMessage::Hello {
-        container_uid: uid.to_owned(),
-        certificate_sha256: "00".repeat(32),
-        host_key: "ssh-ed25519 AAAAfake".to_owned(),
-        host_key_fingerprint: "SHA256:fake".to_owned(),
-        sidecar_version: "test".to_owned(),
-    }
 }
 
 // ------------------------------------------------------------ tests

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -14,21 +15,27 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use hatchway_api::control::{self, ControlMessage};
 use hatchway_api::crd::{Container, ContainerSpec, ContainerStatus, GatewayStatus, Phase};
+use hatchway_api::proof::CtrKey;
+use hatchway_api::tunnel::{EKM_LABEL, EKM_LEN, tunnel_proof};
+use hatchway_api::wire;
 use hatchway_operator::router::auth::{Auth, AuthError, Permission, User};
 use hatchway_operator::router::cluster::{Cluster, ClusterError, SavedLog};
 use hatchway_operator::router::tls::RouterTls;
 use hatchway_operator::router::{RootSecret, Router, Settings};
 use hatchway_sidecar::args::{Running, start_gateway};
 use hatchway_sidecar::config::GatewayArgs;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio_rustls::TlsConnector;
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 use tokio_util::sync::CancellationToken;
 
 pub const ROOT: &[u8] = b"router test root secret, 32 byte";
@@ -343,11 +350,19 @@ impl Auth for StaticAuth {
 /// The PKI every test router shares (one CA, one serving certificate for
 /// "hatchway-router", "localhost" and 127.0.0.1).
 pub fn pki() -> RouterTls {
-    static PKI: std::sync::OnceLock<RouterTls> = std::sync::OnceLock::new();
     PKI.get_or_init(|| {
         RouterTls::generate(&["hatchway-router".into(), "localhost".into(), "127.0.0.1".into()]).unwrap()
     })
     .clone()
+}
+
+static PKI: std::sync::OnceLock<RouterTls> = std::sync::OnceLock::new();
+
+/// Makes this process's routers use `tls` (before any is started), as
+/// replicas share one CA: a router process restarted by a benchmark keeps
+/// its clients' trust.
+pub fn use_pki(tls: RouterTls) -> bool {
+    PKI.set(tls).is_ok()
 }
 
 /// A router serving on 127.0.0.1:0.
@@ -626,9 +641,15 @@ impl Drop for TestSidecar {
 pub fn sidecar_binary() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
+        // Tests run from target/<profile>/deps, binaries (the benchmark)
+        // from target/<profile>.
         let exe = std::env::current_exe().unwrap();
-        let dir = exe.parent().unwrap().parent().unwrap();
-        let bin = dir.join("hatchway-sidecar");
+        let here = exe.parent().unwrap();
+        let bin = [here, here.parent().unwrap()]
+            .map(|d| d.join("hatchway-sidecar"))
+            .into_iter()
+            .find(|b| b.exists())
+            .unwrap_or_else(|| here.parent().unwrap().join("hatchway-sidecar"));
         if !bin.exists() {
             let status = std::process::Command::new(env!("CARGO"))
                 .args([
@@ -647,4 +668,132 @@ pub fn sidecar_binary() -> PathBuf {
         bin
     })
     .clone()
+}
+
+// ---------------------------------------------------------------- tunnels by hand
+
+/// Dials the router at `addr` over TLS (trusting what `tls` trusts) and
+/// sends the request `build` makes from the session's exported keying
+/// material.
+pub async fn dial_with(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    build: impl FnOnce(&[u8; EKM_LEN]) -> Request<Full<Bytes>>,
+) -> Response<Incoming> {
+    try_dial_with(addr, tls, build).await.unwrap()
+}
+
+/// [`dial_with`] that reports failures instead of panicking.
+pub async fn try_dial_with(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    build: impl FnOnce(&[u8; EKM_LEN]) -> Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let tls = TlsConnector::from(tls)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ekm = tls
+        .get_ref()
+        .1
+        .export_keying_material([0u8; EKM_LEN], EKM_LABEL, None)
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    sender.send_request(build(&ekm)).await.map_err(|e| e.to_string())
+}
+
+/// A well-formed tunnel request for `uid` with `proof`.
+pub fn tunnel_request(uid: &str, proof: &str) -> http::request::Builder {
+    request("POST", wire::TUNNEL_PATH, None)
+        .header("connection", "upgrade")
+        .header("upgrade", wire::UPGRADE_TUNNEL)
+        .header(wire::TUNNEL_VERSION, "1")
+        .header(wire::CONTAINER_UID, uid)
+        .header(wire::TUNNEL_PROOF, proof)
+}
+
+/// A tunnel client made by hand: it proves `uid` with `key`, opens the
+/// control stream and keeps the session going (refusing every stream the
+/// router opens) but never reconnects.
+pub struct FakeSidecar {
+    pub control: Compat<yamux::Stream>,
+    /// Ends when the router closes the session.
+    pub session: tokio::task::JoinHandle<()>,
+}
+
+impl FakeSidecar {
+    pub async fn connect(addr: SocketAddr, uid: &str, key: &CtrKey) -> Self {
+        Self::connect_with(addr, client_tls(&[b"http/1.1"]), uid, key).await
+    }
+
+    /// [`FakeSidecar::connect`] trusting what `tls` trusts.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        tls: Arc<rustls::ClientConfig>,
+        uid: &str,
+        key: &CtrKey,
+    ) -> Self {
+        Self::try_connect_with(addr, tls, uid, key).await.unwrap()
+    }
+
+    /// [`FakeSidecar::connect_with`] that reports failures instead of
+    /// panicking.
+    pub async fn try_connect_with(
+        addr: SocketAddr,
+        tls: Arc<rustls::ClientConfig>,
+        uid: &str,
+        key: &CtrKey,
+    ) -> Result<Self, String> {
+        let response = try_dial_with(addr, tls, |ekm| {
+            tunnel_request(uid, &tunnel_proof(key, ekm))
+                .body(empty())
+                .unwrap()
+        })
+        .await?;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(format!("the router answered {}", response.status()));
+        }
+        assert_eq!(response.headers()["upgrade"], wire::UPGRADE_TUNNEL);
+        let upgraded = hyper::upgrade::on(response).await.map_err(|e| e.to_string())?;
+        let mut connection = yamux::Connection::new(
+            TokioIo::new(upgraded).compat(),
+            yamux::Config::default(),
+            yamux::Mode::Client,
+        );
+        let control = poll_fn(|cx| connection.poll_new_outbound(cx))
+            .await
+            .map_err(|e| e.to_string())?;
+        let session = tokio::spawn(async move {
+            while let Some(Ok(_refused)) = poll_fn(|cx| connection.poll_next_inbound(cx)).await {}
+        });
+        Ok(Self {
+            control: control.compat(),
+            session,
+        })
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.control.write_all(bytes).await.unwrap();
+        self.control.flush().await.unwrap();
+    }
+
+    pub async fn send(&mut self, message: &ControlMessage) {
+        self.send_bytes(&control::encode(message).unwrap()).await;
+    }
+}
+
+pub fn fake_hello(uid: &str) -> ControlMessage {
+    ControlMessage::Hello {
+        container_uid: uid.to_owned(),
+        certificate_sha256: "00".repeat(32),
+        host_key: "ssh-ed25519 AAAAfake".to_owned(),
+        host_key_fingerprint: "SHA256:fake".to_owned(),
+        sidecar_version: "test".to_owned(),
+    }
 }

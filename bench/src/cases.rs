@@ -1,0 +1,485 @@
+//! The measured cases. Each returns rows: (workload, path, figure, unit,
+//! whether bigger is better); the report turns them into ratios against
+//! the references measured in the same run.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::rig::{APPS, Path, Rig, TOKEN};
+use crate::stats::{Figure, percentile};
+use crate::tools::{self, Bg, KubectlForward, Sshd, free_port};
+
+/// One measured line of the report.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub workload: String,
+    pub path: String,
+    pub figure: Figure,
+    pub unit: &'static str,
+    pub higher_is_better: bool,
+}
+
+fn row(workload: &str, path: &str, samples: Vec<f64>, unit: &'static str, higher: bool) -> Row {
+    Row {
+        workload: workload.to_owned(),
+        path: path.to_owned(),
+        figure: Figure::new(samples),
+        unit,
+        higher_is_better: higher,
+    }
+}
+
+pub fn progress(message: &str) {
+    eprintln!("bench: {message}");
+}
+
+/// Forwards on every path to `target` (a local port): (name, local port,
+/// what keeps it up).
+fn forwards(rig: &Rig, sshd: &Sshd, target: u16, with_stunnel: bool) -> Result<Vec<(String, u16, Vec<Bg>)>> {
+    let mut paths: Vec<(String, u16, Vec<Bg>)> = vec![("raw loopback".into(), target, Vec::new())];
+    let p = free_port()?;
+    paths.push(("socat relay".into(), p, vec![tools::socat_relay(p, target)?]));
+    if with_stunnel {
+        let p = free_port()?;
+        let dir = tempfile::tempdir_in(rig.dir.path())?;
+        paths.push((
+            "stunnel pair".into(),
+            p,
+            tools::stunnel_pair(&dir.keep(), p, target)?,
+        ));
+    }
+    let p = free_port()?;
+    paths.push(("OpenSSH -L".into(), p, vec![sshd.forward(p, target)?]));
+    for path in [Path::Direct, Path::Tunnel] {
+        let p = free_port()?;
+        paths.push((
+            format!("hatchway {}", path.name()),
+            p,
+            vec![rig.port_forward(path, p, target)?],
+        ));
+    }
+    Ok(paths)
+}
+
+/// Bulk TCP: iperf3 (1 and 8 streams) through every path where iperf3
+/// can run, then 256 MiB into a byte-counting sink through every path,
+/// `kubectl port-forward` included (iperf3 cannot finish through it: it
+/// drops the whole forward when iperf3's server resets a connection).
+pub fn bulk(rig: &Rig, sshd: &Sshd, repeats: usize, seconds: u32) -> Result<Vec<Row>> {
+    let server = free_port()?;
+    let _iperf = Bg::spawn(
+        "iperf3 server",
+        Command::new("iperf3").args(["-s", "-p", &server.to_string()]),
+    )?;
+    tools::wait_listening(server, "iperf3")?;
+    let paths = forwards(rig, sshd, server, true)?;
+    let mut rows = throughput(&paths, "bulk TCP (iperf3)", repeats, |_, port, streams| {
+        iperf3(port, streams, seconds)
+    })?;
+    drop(paths);
+
+    let sink = sink_server()?;
+    let mut paths = forwards(rig, sshd, sink, true)?;
+    let p = free_port()?;
+    let mut kubectl = KubectlForward::start(p)?;
+    if kubectl.is_some() {
+        paths.push(("kubectl port-forward".into(), p, Vec::new()));
+    } else {
+        progress("no e2e cluster (KUBECONFIG): kubectl port-forward is not measured");
+    }
+    const TOTAL: usize = 256 << 20;
+    rows.extend(throughput(
+        &paths,
+        "bulk TCP (256 MiB to a sink)",
+        repeats,
+        |name, port, streams| {
+            if name == "kubectl port-forward"
+                && let Some(k) = &mut kubectl
+            {
+                k.ensure_running()?;
+            }
+            sink_bulk(port, TOTAL, streams as usize)
+        },
+    )?);
+    Ok(rows)
+}
+
+/// `measure(path name, port, streams)` in bits per second, `repeats` times
+/// for 1 and 8 streams on every path, as rows in Gbit/s.
+fn throughput(
+    paths: &[(String, u16, Vec<Bg>)],
+    workload: &str,
+    repeats: usize,
+    mut measure: impl FnMut(&str, u16, u32) -> Result<f64>,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for streams in [1, 8] {
+        for (name, port, _) in paths {
+            let mut samples = Vec::new();
+            for _ in 0..repeats {
+                samples.push(measure(name, *port, streams)? / 1e9);
+            }
+            let r = row(
+                &format!("{workload}, {streams} stream(s)"),
+                name,
+                samples,
+                "Gbit/s",
+                true,
+            );
+            progress(&format!(
+                "{} via {}: {:.2} Gbit/s",
+                r.workload,
+                r.path,
+                r.figure.median()
+            ));
+            rows.push(r);
+        }
+    }
+    Ok(rows)
+}
+
+/// A sink on a free port: each connection sends `N\n` and N bytes; the
+/// sink answers `N\n` once it has them all (as the kubectl pod's busybox
+/// `read n; head -c $n; echo $n` does; no half-close, which kubectl
+/// port-forward does not pass on).
+fn sink_server() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut reader = std::io::BufReader::new(conn.try_clone()?);
+                let mut line = String::new();
+                std::io::BufRead::read_line(&mut reader, &mut line)?;
+                let want: u64 = line.trim().parse().unwrap_or(0);
+                let got = std::io::copy(&mut (&mut reader).take(want), &mut std::io::sink())?;
+                let mut conn = conn;
+                writeln!(conn, "{got}")
+            });
+        }
+    });
+    Ok(port)
+}
+
+/// `total` bytes over `streams` connections to a sink; bits per second
+/// from the first byte to the last count received (end to end).
+fn sink_bulk(port: u16, total: usize, streams: usize) -> Result<f64> {
+    let each = total / streams;
+    let started = Instant::now();
+    let workers: Vec<_> = (0..streams)
+        .map(|_| {
+            std::thread::spawn(move || -> Result<u64> {
+                let mut conn = TcpStream::connect(("127.0.0.1", port))?;
+                conn.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;
+                writeln!(conn, "{each}")?;
+                let chunk = vec![0x5au8; 256 * 1024];
+                let mut left = each;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    conn.write_all(&chunk[..n])?;
+                    left -= n;
+                }
+                let mut answer = String::new();
+                std::io::BufRead::read_line(&mut std::io::BufReader::new(&conn), &mut answer)?;
+                answer
+                    .trim()
+                    .parse::<u64>()
+                    .with_context(|| format!("sink answered {answer:?}"))
+            })
+        })
+        .collect();
+    let mut received = 0;
+    for worker in workers {
+        received += worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("a sender panicked"))??;
+    }
+    anyhow::ensure!(
+        received == (each * streams) as u64,
+        "the sink counted {received} bytes"
+    );
+    Ok(received as f64 * 8.0 / started.elapsed().as_secs_f64())
+}
+
+/// One iperf3 run: received bits per second. Tried twice: the server
+/// refuses a test while it is still tidying up the previous one (or the
+/// readiness probe's connection).
+fn iperf3(port: u16, streams: u32, seconds: u32) -> Result<f64> {
+    iperf3_once(port, streams, seconds).or_else(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        iperf3_once(port, streams, seconds)
+    })
+}
+
+fn iperf3_once(port: u16, streams: u32, seconds: u32) -> Result<f64> {
+    let mut command = Command::new("iperf3");
+    command
+        .args([
+            "-c",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-J",
+            "--connect-timeout",
+            "5000",
+        ])
+        .args(["-t", &seconds.to_string(), "-P", &streams.to_string()]);
+    // iperf3 waits forever for a server that stopped answering (kubectl
+    // port-forward dying mid-test): give up well after the run's length.
+    let out = tools::output_within(command, std::time::Duration::from_secs(u64::from(seconds) + 20))?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON")?;
+    json["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .with_context(|| format!("iperf3 on port {port}: {}", json["error"]))
+}
+
+/// An echo server thread on a free port (one thread per connection).
+fn echo_server() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let _ = conn.set_nodelay(true);
+                let mut conn = conn;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Ok(port)
+}
+
+/// New connection to first byte: `count` connections one after another
+/// (connect, send a byte, read the echo, close).
+pub fn connect(rig: &Rig, sshd: &Sshd, count: usize) -> Result<Vec<Row>> {
+    let echo = echo_server()?;
+    let mut paths: Vec<(String, u16, Vec<Bg>)> = vec![("raw loopback".into(), echo, Vec::new())];
+    let p = free_port()?;
+    paths.push(("socat relay".into(), p, vec![tools::socat_relay(p, echo)?]));
+    let p = free_port()?;
+    paths.push(("OpenSSH -L".into(), p, vec![sshd.forward(p, echo)?]));
+    for path in [Path::Direct, Path::Tunnel] {
+        let p = free_port()?;
+        paths.push((
+            format!("hatchway {}", path.name()),
+            p,
+            vec![rig.port_forward(path, p, echo)?],
+        ));
+    }
+    let mut rows = Vec::new();
+    for (name, port, _) in &paths {
+        let mut times = Vec::with_capacity(count);
+        for _ in 0..count {
+            let started = Instant::now();
+            let mut conn = TcpStream::connect(("127.0.0.1", *port))?;
+            conn.set_nodelay(true)?;
+            conn.write_all(b"x")?;
+            let mut byte = [0u8; 1];
+            conn.read_exact(&mut byte)?;
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        let p50 = percentile(&times, 50.0);
+        let p99 = percentile(&times, 99.0);
+        progress(&format!(
+            "connect to first byte via {name}: p50 {p50:.2} ms, p99 {p99:.2} ms"
+        ));
+        rows.push(row(
+            &format!("connect to first byte ({count}), p50"),
+            name,
+            vec![p50],
+            "ms",
+            false,
+        ));
+        rows.push(row(
+            &format!("connect to first byte ({count}), p99"),
+            name,
+            vec![p99],
+            "ms",
+            false,
+        ));
+    }
+    Ok(rows)
+}
+
+/// Interactive latency: 1-byte round trips through `cat` at the far end.
+pub fn shell_echo(rig: &Rig, sshd: &Sshd, count: usize) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let socat_port = free_port()?;
+    let _socat = tools::socat_echo(socat_port)?;
+    let mut hatch = rig.hatch(Path::Direct, &["shell", Path::Direct.name(), "--", "cat"])?;
+    let mut openssh = Command::new("ssh");
+    openssh.args(&sshd.args).args(["root@127.0.0.1", "cat"]);
+    for (name, command) in [
+        ("kubectl hatch shell", &mut hatch),
+        ("OpenSSH to sshd", &mut openssh),
+    ] {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut stdin = child.stdin.take().context("stdin")?;
+        let mut stdout = child.stdout.take().context("stdout")?;
+        let times = round_trips(&mut stdin, &mut stdout, count)?;
+        drop(stdin);
+        let _ = child.kill();
+        let _ = child.wait();
+        rows.extend(latency_rows(name, &times, count));
+    }
+    let mut conn = TcpStream::connect(("127.0.0.1", socat_port))?;
+    conn.set_nodelay(true)?;
+    let mut reader = conn.try_clone()?;
+    let times = round_trips(&mut conn, &mut reader, count)?;
+    rows.extend(latency_rows("socat TCP echo", &times, count));
+    Ok(rows)
+}
+
+fn latency_rows(name: &str, times: &[f64], count: usize) -> Vec<Row> {
+    let p50 = percentile(times, 50.0);
+    let p99 = percentile(times, 99.0);
+    progress(&format!(
+        "1-byte echo via {name}: p50 {p50:.3} ms, p99 {p99:.3} ms"
+    ));
+    vec![
+        row(
+            &format!("1-byte echo ({count}), p50"),
+            name,
+            vec![p50],
+            "ms",
+            false,
+        ),
+        row(
+            &format!("1-byte echo ({count}), p99"),
+            name,
+            vec![p99],
+            "ms",
+            false,
+        ),
+    ]
+}
+
+/// Warms up (the first byte may wait for the session), then times `count`
+/// single-byte round trips, in milliseconds.
+fn round_trips(out: &mut impl Write, input: &mut impl Read, count: usize) -> Result<Vec<f64>> {
+    let mut byte = [0u8; 1];
+    for _ in 0..10 {
+        out.write_all(b"x")?;
+        out.flush()?;
+        input.read_exact(&mut byte)?;
+    }
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        out.write_all(b"x")?;
+        out.flush()?;
+        input.read_exact(&mut byte)?;
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(times)
+}
+
+/// HTTP requests/s and latency with wrk: the page directly, the web app
+/// through each router path, and an nginx pair with the same TLS legs.
+pub fn http(rig: &Rig, repeats: usize, seconds: u32) -> Result<Vec<Row>> {
+    let page = free_port()?;
+    let _nginx = tools::nginx_page(rig.dir.path(), page)?;
+    let front = free_port()?;
+    let _pair = tools::nginx_pair(rig.dir.path(), front, page)?;
+    let mut targets: Vec<(String, String, Vec<String>)> = vec![
+        (
+            "page directly".into(),
+            format!("http://127.0.0.1:{page}/"),
+            Vec::new(),
+        ),
+        (
+            "nginx TLS pair".into(),
+            format!("https://127.0.0.1:{front}/"),
+            Vec::new(),
+        ),
+    ];
+    for path in [Path::Direct, Path::Tunnel] {
+        let host = format!("{}-{page}.{APPS}", rig.uid(path));
+        targets.push((
+            format!("hatchway {}", path.name()),
+            format!("{}/", rig.router(path).url),
+            vec![format!("Host: {host}"), format!("Cookie: hatchway_token={TOKEN}")],
+        ));
+    }
+    let mut rows = Vec::new();
+    for (name, url, headers) in &targets {
+        let (mut rps, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..repeats {
+            let (r, a, b) = wrk(url, headers, seconds)?;
+            rps.push(r);
+            p50.push(a);
+            p99.push(b);
+        }
+        let r = row("HTTP small page, requests/s", name, rps, "req/s", true);
+        progress(&format!("HTTP via {name}: {:.0} req/s", r.figure.median()));
+        rows.push(r);
+        rows.push(row("HTTP small page, p50", name, p50, "ms", false));
+        rows.push(row("HTTP small page, p99", name, p99, "ms", false));
+    }
+    Ok(rows)
+}
+
+/// One wrk run: (requests/s, p50 ms, p99 ms).
+fn wrk(url: &str, headers: &[String], seconds: u32) -> Result<(f64, f64, f64)> {
+    let mut command = Command::new("wrk");
+    command.args(["-t", "2", "-c", "16", "-d", &format!("{seconds}s"), "--latency"]);
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    let out = command.arg(url).output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(!text.contains("Non-2xx"), "wrk {url}: errors: {text}");
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("wrk {url}: {text}"))?;
+    let pct = |p: &str| -> Result<f64> {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(p))
+            .with_context(|| format!("no {p} in {text}"))?;
+        parse_wrk_time(line.split_whitespace().nth(1).unwrap_or(""))
+    };
+    Ok((rps, pct("50%")?, pct("99%")?))
+}
+
+/// wrk's `812.00us`, `1.23ms`, `2.00s` → milliseconds.
+pub fn parse_wrk_time(text: &str) -> Result<f64> {
+    let (number, scale) = if let Some(v) = text.strip_suffix("us") {
+        (v, 1e-3)
+    } else if let Some(v) = text.strip_suffix("ms") {
+        (v, 1.0)
+    } else if let Some(v) = text.strip_suffix('s') {
+        (v, 1e3)
+    } else {
+        anyhow::bail!("not a wrk time: {text:?}")
+    };
+    Ok(number.parse::<f64>()? * scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_times_are_read_in_milliseconds() {
+        assert_eq!(parse_wrk_time("812.00us").unwrap(), 0.812);
+        assert_eq!(parse_wrk_time("1.50ms").unwrap(), 1.5);
+        assert_eq!(parse_wrk_time("2.00s").unwrap(), 2000.0);
+        assert!(parse_wrk_time("fast").is_err());
+    }
+}

@@ -1,0 +1,106 @@
+//! `make bench`: Hatchway's data paths beside the tools people would use
+//! instead, measured in the same run on the same machine, reported as
+//! ratios to those references (medians over repeats, min–max shown).
+//! Writes `bench/results/<date>.md` and `.json` (the PNG chart is drawn
+//! from the JSON by bench/chart.py). Nothing here is a test assertion.
+
+#[path = "../../operator/tests/support/mod.rs"]
+mod support;
+
+mod cases;
+mod report;
+mod rig;
+mod stats;
+mod tools;
+mod tunnels;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// The benchmark harness.
+#[derive(Debug, Parser)]
+#[command(name = "hatchway-bench")]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run every case and write the report.
+    Run {
+        /// Where results go.
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+        /// Repeats of each throughput case.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Seconds per throughput run.
+        #[arg(long, default_value_t = 3)]
+        seconds: u32,
+        /// Tunnels for the memory and scale cases.
+        #[arg(long, default_value_t = 1000)]
+        tunnels: usize,
+        /// Only these cases (bulk, connect, echo, http, tunnels).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
+    /// (internal) A router in a process of its own for the memory cases.
+    Router {
+        #[arg(long)]
+        tunnels: usize,
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// A directory with tls.crt, tls.key and ca.crt to serve with.
+        #[arg(long)]
+        pki: Option<PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match args.command {
+        Cmd::Router { tunnels, port, pki } => runtime.block_on(tunnels::serve_router(tunnels, port, pki)),
+        Cmd::Run {
+            out,
+            repeats,
+            seconds,
+            tunnels,
+            only,
+        } => {
+            let wanted = |case: &str| only.is_empty() || only.iter().any(|o| o == case);
+            let mut rows = Vec::new();
+            let rig = runtime.block_on(rig::Rig::start())?;
+            let ssh_dir = tempfile::tempdir()?;
+            let sshd = tools::Sshd::start(ssh_dir.path())?;
+            // The blocking cases run on this thread while the routers and
+            // sidecars run on the runtime's workers.
+            if wanted("bulk") {
+                rows.extend(cases::bulk(&rig, &sshd, repeats, seconds)?);
+            }
+            if wanted("connect") {
+                rows.extend(cases::connect(&rig, &sshd, 1000)?);
+            }
+            if wanted("echo") {
+                rows.extend(cases::shell_echo(&rig, &sshd, 1000)?);
+            }
+            if wanted("http") {
+                rows.extend(cases::http(&rig, repeats, seconds)?);
+            }
+            if wanted("tunnels") {
+                rows.extend(runtime.block_on(tunnels::memory_and_scale(tunnels, 200))?);
+            }
+            drop(rig);
+            let written = report::write(&out, &rows)?;
+            eprintln!("bench: wrote {}", written.display());
+            runtime.shutdown_background();
+            Ok(())
+        }
+    }
+}

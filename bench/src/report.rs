@@ -1,0 +1,265 @@
+//! The report: every figure with its range, each Hatchway path as a ratio
+//! to each reference of its workload (≥ 1 means Hatchway is as good or
+//! better, whichever way the unit points), the goals, the machine.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::cases::Row;
+use crate::tools::version;
+
+fn is_ours(path: &str) -> bool {
+    path.starts_with("hatchway") || path.starts_with("kubectl hatch")
+}
+
+/// How `ours` compares to `reference`: > 1 is better.
+fn ratio(ours: &Row, reference: &Row) -> f64 {
+    let (a, b) = (ours.figure.median(), reference.figure.median());
+    if ours.higher_is_better { a / b } else { b / a }
+}
+
+fn find<'a>(rows: &'a [Row], workload: &str, path: &str) -> Option<&'a Row> {
+    rows.iter()
+        .find(|r| r.workload.starts_with(workload) && r.path == path)
+}
+
+/// The goals from the benchmark issue, with where we stand.
+fn goals(rows: &[Row]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let median = |w: &str, p: &str| find(rows, w, p).map(|r| r.figure.median());
+    for streams in ["1 stream", "8 stream"] {
+        let sink = format!("bulk TCP (256 MiB to a sink), {}", &streams[..1]);
+        if let (Some(d), Some(k)) = (
+            median(&sink, "hatchway direct"),
+            median(&sink, "kubectl port-forward"),
+        ) {
+            out.push((
+                format!("port-forward ≥ 3× kubectl port-forward ({streams}s)"),
+                format!("{:.2}×", d / k),
+            ));
+        }
+        let w = format!("bulk TCP (iperf3), {}", &streams[..1]);
+        let direct = median(&w, "hatchway direct");
+        let tunnel = median(&w, "hatchway tunnel");
+        if let (Some(d), Some(s)) = (direct, median(&w, "OpenSSH -L")) {
+            out.push((
+                format!("port-forward ≥ 1× OpenSSH -L ({streams}s)"),
+                format!("{:.2}×", d / s),
+            ));
+        }
+        if let (Some(d), Some(t)) = (direct, tunnel) {
+            out.push((
+                format!("tunnel ≥ 80% of direct ({streams}s)"),
+                format!("{:.0}%", 100.0 * t / d),
+            ));
+        }
+    }
+    if let (Some(h), Some(n)) = (
+        median("HTTP small page, requests/s", "hatchway direct"),
+        median("HTTP small page, requests/s", "nginx TLS pair"),
+    ) {
+        out.push((
+            "web-app requests/s ≥ the nginx pair".into(),
+            format!("{:.2}×", h / n),
+        ));
+    }
+    if let (Some(h), Some(d)) = (
+        median("HTTP small page, p99", "hatchway direct"),
+        median("HTTP small page, p99", "page directly"),
+    ) {
+        out.push(("web-app added p99 ≤ 1 ms".into(), format!("{:.2} ms", h - d)));
+    }
+    if let (Some(h), Some(s)) = (
+        median("1-byte echo (1000), p50", "kubectl hatch shell"),
+        median("1-byte echo (1000), p50", "OpenSSH to sshd"),
+    ) {
+        out.push(("shell echo p50 ≤ 3× OpenSSH".into(), format!("{:.2}×", h / s)));
+    }
+    if let Some(p99) = median("1-byte echo (1000), p99", "kubectl hatch shell") {
+        out.push(("shell echo p99 < 1 ms".into(), format!("{p99:.3} ms")));
+    }
+    if let Some(kib) = median("router memory per idle tunnel", "hatchway") {
+        out.push((
+            "≤ 50 KiB router memory per idle tunnel".into(),
+            format!("{kib:.1} KiB"),
+        ));
+    }
+    if let Some(kib) = median("router memory per open stream", "hatchway") {
+        out.push((
+            "≤ 8 KiB router memory per open stream".into(),
+            format!("{kib:.1} KiB"),
+        ));
+    }
+    if let Some(mib) = median("sidecar RSS, idle", "hatchway") {
+        out.push(("sidecar RSS ≤ 12 MiB idle".into(), format!("{mib:.1} MiB")));
+    }
+    if let Some(s) = rows
+        .iter()
+        .find(|r| r.workload.starts_with("reconnect storm") && r.path == "hatchway")
+    {
+        out.push((
+            format!("{}: all back within 5 s", s.workload),
+            format!("{:.2} s", s.figure.median()),
+        ));
+    }
+    out
+}
+
+fn machine() -> Vec<(String, String)> {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = version("uname", &["-r"]);
+    vec![
+        ("cores".into(), cores.to_string()),
+        ("kernel".into(), kernel),
+        ("hatchway".into(), env!("CARGO_PKG_VERSION").into()),
+        ("iperf3".into(), version("iperf3", &["--version"])),
+        ("wrk".into(), version("wrk", &["--version"])),
+        ("socat".into(), version("socat", &["-V"])),
+        ("stunnel".into(), version("stunnel4", &["-version"])),
+        ("OpenSSH".into(), version("ssh", &["-V"])),
+        ("nginx".into(), version("nginx", &["-v"])),
+        ("kubectl".into(), version("kubectl", &["version", "--client"])),
+    ]
+}
+
+/// The Markdown report.
+pub fn markdown(rows: &[Row], date: &str) -> String {
+    let mut md = format!("# Hatchway benchmarks, {date}\n\n");
+    md.push_str(
+        "Medians over repeats (min–max). **ratio** compares each Hatchway path with each reference \
+         measured in the same run: ≥ 1 means Hatchway is as good or better (for times and memory the \
+         reference is divided by ours).\n\n",
+    );
+    let mut by_workload: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+    let mut order = Vec::new();
+    for r in rows {
+        if !by_workload.contains_key(r.workload.as_str()) {
+            order.push(r.workload.as_str());
+        }
+        by_workload.entry(&r.workload).or_default().push(r);
+    }
+    md.push_str("| workload | path | median | min–max | ratio to references |\n|---|---|---|---|---|\n");
+    for workload in order {
+        let group = &by_workload[workload];
+        let references: Vec<&&Row> = group.iter().filter(|r| !is_ours(&r.path)).collect();
+        for r in group {
+            let ratios = if is_ours(&r.path) {
+                references
+                    .iter()
+                    .map(|reference| format!("{:.2}× {}", ratio(r, reference), reference.path))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.3} {} | {:.3}–{:.3} | {} |",
+                r.workload,
+                r.path,
+                r.figure.median(),
+                r.unit,
+                r.figure.min(),
+                r.figure.max(),
+                ratios
+            );
+        }
+    }
+    md.push_str("\n## Goals\n\n| goal | where we stand |\n|---|---|\n");
+    for (goal, now) in goals(rows) {
+        let _ = writeln!(md, "| {goal} | {now} |");
+    }
+    md.push_str("\n## Machine\n\n| | |\n|---|---|\n");
+    for (k, v) in machine() {
+        let _ = writeln!(md, "| {k} | {v} |");
+    }
+    md
+}
+
+/// Writes `<out>/<date>.md` and `<out>/<date>.json`; returns the Markdown
+/// file's path.
+pub fn write(out: &Path, rows: &[Row]) -> Result<PathBuf> {
+    std::fs::create_dir_all(out)?;
+    let date = std::process::Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|_| "today".into());
+    let md = out.join(format!("{date}.md"));
+    std::fs::write(&md, markdown(rows, &date))?;
+    let json: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "workload": r.workload, "path": r.path, "unit": r.unit,
+                "median": r.figure.median(), "min": r.figure.min(), "max": r.figure.max(),
+                "higher_is_better": r.higher_is_better, "ours": is_ours(&r.path),
+            })
+        })
+        .collect();
+    std::fs::write(
+        out.join(format!("{date}.json")),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Figure;
+
+    fn r(workload: &str, path: &str, v: f64, higher: bool) -> Row {
+        Row {
+            workload: workload.into(),
+            path: path.into(),
+            figure: Figure::new(vec![v]),
+            unit: "x",
+            higher_is_better: higher,
+        }
+    }
+
+    #[test]
+    fn ratios_point_the_same_way_for_rates_and_times() {
+        assert_eq!(
+            ratio(&r("w", "hatchway direct", 4.0, true), &r("w", "socat", 2.0, true)),
+            2.0
+        );
+        assert_eq!(
+            ratio(
+                &r("w", "hatchway direct", 4.0, false),
+                &r("w", "socat", 2.0, false)
+            ),
+            0.5
+        );
+    }
+
+    #[test]
+    fn the_report_has_ratios_goals_and_the_machine() {
+        let rows = vec![
+            r("bulk TCP (iperf3), 1 stream(s)", "OpenSSH -L", 2.0, true),
+            r("bulk TCP (iperf3), 1 stream(s)", "hatchway direct", 3.0, true),
+            r("bulk TCP (iperf3), 1 stream(s)", "hatchway tunnel", 2.7, true),
+        ];
+        let md = markdown(&rows, "2026-01-01");
+        assert!(
+            md.contains(
+                "| bulk TCP (iperf3), 1 stream(s) | hatchway direct | 3.000 x | 3.000–3.000 | 1.50× OpenSSH -L |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| port-forward ≥ 1× OpenSSH -L (1 streams) | 1.50× |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| tunnel ≥ 80% of direct (1 streams) | 90% |"),
+            "{md}"
+        );
+        assert!(md.contains("| cores |"), "{md}");
+    }
+}

@@ -1,0 +1,400 @@
+//! The reference tools, started as people would run them: a socat relay, an
+//! stunnel client+server pair, OpenSSH (a private sshd and `ssh -L`),
+//! `kubectl port-forward` on the e2e cluster, iperf3, wrk, nginx.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// A background process, killed on drop.
+pub struct Bg {
+    pub child: Child,
+}
+
+impl Bg {
+    pub fn spawn(what: &str, command: &mut Command) -> Result<Self> {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {what} ({command:?})"))?;
+        Ok(Self { child })
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `command` to completion, killing it after `timeout`.
+pub fn output_within(mut command: Command, timeout: Duration) -> Result<std::process::Output> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {command:?}"))?;
+    let deadline = Instant::now() + timeout;
+    while child.try_wait()?.is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{command:?} did not finish in {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child.wait_with_output()?)
+}
+
+/// A free local port (the OS picks it).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_listening(port: u16, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} does not listen on 127.0.0.1:{port}")
+}
+
+/// The version `program args` prints (its first line naming a version, for
+/// the report), or "missing".
+pub fn version(program: &str, args: &[&str]) -> String {
+    let Ok(out) = Command::new(program).args(args).output() else {
+        return "missing".to_owned();
+    };
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    lines
+        .iter()
+        .find(|l| l.to_ascii_lowercase().contains("version") || l.starts_with(program))
+        .or(lines.first())
+        .map_or_else(|| "missing".to_owned(), |l| (*l).to_owned())
+}
+
+/// `socat` relaying 127.0.0.1:`listen` to 127.0.0.1:`target`.
+pub fn socat_relay(listen: u16, target: u16) -> Result<Bg> {
+    let bg = Bg::spawn(
+        "socat relay",
+        Command::new("socat").args([
+            &format!("TCP-LISTEN:{listen},bind=127.0.0.1,fork,reuseaddr"),
+            &format!("TCP:127.0.0.1:{target}"),
+        ]),
+    )?;
+    wait_listening(listen, "socat")?;
+    Ok(bg)
+}
+
+/// `socat` echoing every connection (a TCP echo server).
+pub fn socat_echo(listen: u16) -> Result<Bg> {
+    let bg = Bg::spawn(
+        "socat echo",
+        Command::new("socat").args([
+            &format!("TCP-LISTEN:{listen},bind=127.0.0.1,fork,reuseaddr"),
+            "EXEC:cat",
+        ]),
+    )?;
+    wait_listening(listen, "socat echo")?;
+    Ok(bg)
+}
+
+/// A self-signed certificate and key (PEM) for `localhost`, in `dir`.
+pub fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+    let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&crt, cert.cert.pem())?;
+    std::fs::write(&key, cert.signing_key.serialize_pem())?;
+    Ok((crt, key))
+}
+
+/// An stunnel server (TLS on a free port → `target`) and client
+/// (`listen` → the server over TLS): the TLS legs a tunnel adds.
+pub fn stunnel_pair(dir: &Path, listen: u16, target: u16) -> Result<Vec<Bg>> {
+    let (crt, key) = self_signed(dir)?;
+    let middle = free_port()?;
+    let server = dir.join("stunnel-server.conf");
+    std::fs::write(
+        &server,
+        format!(
+            "foreground = yes\npid =\n[relay]\naccept = 127.0.0.1:{middle}\nconnect = 127.0.0.1:{target}\n\
+             cert = {}\nkey = {}\n",
+            crt.display(),
+            key.display()
+        ),
+    )?;
+    let client = dir.join("stunnel-client.conf");
+    std::fs::write(
+        &client,
+        format!(
+            "foreground = yes\npid =\n[relay]\nclient = yes\naccept = 127.0.0.1:{listen}\n\
+             connect = 127.0.0.1:{middle}\n"
+        ),
+    )?;
+    let a = Bg::spawn("stunnel server", Command::new("stunnel4").arg(&server))?;
+    wait_listening(middle, "stunnel server")?;
+    let b = Bg::spawn("stunnel client", Command::new("stunnel4").arg(&client))?;
+    wait_listening(listen, "stunnel client")?;
+    Ok(vec![a, b])
+}
+
+/// A private sshd on 127.0.0.1 (its own host key, root by key only) and
+/// the client arguments that reach it.
+pub struct Sshd {
+    _bg: Bg,
+    pub args: Vec<String>,
+}
+
+impl Sshd {
+    pub fn start(dir: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let keygen = |path: &Path| -> Result<()> {
+            let status = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(path)
+                .status()?;
+            anyhow::ensure!(status.success(), "ssh-keygen failed");
+            Ok(())
+        };
+        let host_key = dir.join("ssh_host_ed25519_key");
+        let user_key = dir.join("id_ed25519");
+        keygen(&host_key)?;
+        keygen(&user_key)?;
+        let authorized = dir.join("authorized_keys");
+        std::fs::copy(dir.join("id_ed25519.pub"), &authorized)?;
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 UsePAM no\nStrictModes no\nPidFile none\nLogLevel ERROR\n",
+                host_key.display(),
+                authorized.display()
+            ),
+        )?;
+        std::fs::create_dir_all("/run/sshd")?;
+        let bg = Bg::spawn(
+            "sshd",
+            Command::new("/usr/sbin/sshd")
+                .arg("-D")
+                .arg("-e")
+                .arg("-f")
+                .arg(&config),
+        )?;
+        wait_listening(port, "sshd")?;
+        let args = [
+            "-p",
+            &port.to_string(),
+            "-i",
+            &user_key.display().to_string(),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        Ok(Self { _bg: bg, args })
+    }
+
+    /// `ssh -N -L listen:127.0.0.1:target` through this sshd.
+    pub fn forward(&self, listen: u16, target: u16) -> Result<Bg> {
+        let bg = Bg::spawn(
+            "ssh -L",
+            Command::new("ssh")
+                .args(&self.args)
+                .args(["-N", "-L", &format!("127.0.0.1:{listen}:127.0.0.1:{target}")])
+                .arg("root@127.0.0.1"),
+        )?;
+        wait_listening(listen, "ssh -L")?;
+        Ok(bg)
+    }
+}
+
+/// `kubectl port-forward` on the e2e cluster to a byte-counting sink in a
+/// pod (busybox `nc -ll -e sh -c 'read n; head -c $n; echo $n'`): the API server, kubelet and containerd
+/// streaming path. `None` when no cluster is reachable (the report says
+/// so). (A host-network pod to this host's servers was refused by
+/// containerd's port-forward; iperf3 through kubectl port-forward never
+/// finishes: it drops the forward when iperf3's server resets.)
+pub struct KubectlForward {
+    bg: Option<Bg>,
+    namespace: String,
+    listen: u16,
+}
+
+impl KubectlForward {
+    pub fn start(listen: u16) -> Result<Option<Self>> {
+        let Some(kubeconfig) = std::env::var_os("KUBECONFIG") else {
+            return Ok(None);
+        };
+        let kubectl = |args: &[&str]| -> Result<String> {
+            let out = Command::new("kubectl")
+                .env("KUBECONFIG", &kubeconfig)
+                .args(args)
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "kubectl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        if kubectl(&["get", "nodes"]).is_err() {
+            return Ok(None);
+        }
+        let namespace = format!("hatchway-bench-{}", std::process::id());
+        kubectl(&["create", "namespace", &namespace])?;
+        let manifest = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "sink", "namespace": namespace},
+            "spec": {
+                "containers": [{
+                    "name": "sink", "image": "localhost/hatchway/workload:e2e", "imagePullPolicy": "Never",
+                    // The sink protocol of cases::sink_server in busybox:
+                    // `N\n`, N bytes, answered `N\n`.
+                    "command": ["nc", "-ll", "-p", TARGET.to_string(), "-e", "sh", "-c",
+                        "read n; head -c $n >/dev/null; echo $n"],
+                }],
+            },
+        })
+        .to_string();
+        let path = std::env::temp_dir().join(format!("{namespace}.json"));
+        std::fs::write(&path, manifest)?;
+        kubectl(&["apply", "-f", &path.display().to_string()])?;
+        kubectl(&[
+            "-n",
+            &namespace,
+            "wait",
+            "--for=condition=Ready",
+            "pod/sink",
+            "--timeout=120s",
+        ])?;
+        let mut forward = Self {
+            bg: None,
+            namespace,
+            listen,
+        };
+        forward.ensure_running()?;
+        Ok(Some(forward))
+    }
+
+    /// (Re)starts `kubectl port-forward` when it is not running: it exits
+    /// with "lost connection to pod" whenever the pod side resets a
+    /// connection, which iperf3's server does at the end of every test.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        if let Some(bg) = &mut self.bg
+            && bg.child.try_wait()?.is_none()
+        {
+            return Ok(());
+        }
+        self.bg = None;
+        self.bg = Some(Bg::spawn(
+            "kubectl port-forward",
+            Command::new("kubectl").args([
+                "-n",
+                &self.namespace,
+                "port-forward",
+                "--address",
+                "127.0.0.1",
+                "pod/sink",
+                &format!("{}:{TARGET}", self.listen),
+            ]),
+        )?);
+        wait_listening(self.listen, "kubectl port-forward")
+    }
+}
+
+/// The pod port of the sink behind `kubectl port-forward`.
+const TARGET: u16 = 5201;
+
+impl Drop for KubectlForward {
+    fn drop(&mut self) {
+        let _ = Command::new("kubectl")
+            .args(["delete", "namespace", &self.namespace, "--wait=false"])
+            .output();
+    }
+}
+
+/// nginx serving a small page on 127.0.0.1:`port`.
+pub fn nginx_page(dir: &Path, port: u16) -> Result<Bg> {
+    let root = dir.join("www");
+    std::fs::create_dir_all(&root)?;
+    std::fs::write(
+        root.join("index.html"),
+        "<html><body>hatchway bench page</body></html>\n",
+    )?;
+    let conf = format!(
+        "server {{ listen 127.0.0.1:{port}; access_log off; location / {{ root {}; }} }}",
+        root.display()
+    );
+    nginx(dir, "page", &conf, port)
+}
+
+/// An nginx pair doing the TLS legs a web-app request through the router
+/// takes: TLS front on `listen` → TLS back → the page on `page`.
+pub fn nginx_pair(dir: &Path, listen: u16, page: u16) -> Result<Vec<Bg>> {
+    let (crt, key) = self_signed(dir)?;
+    let back = free_port()?;
+    let tls = format!(
+        "ssl_certificate {}; ssl_certificate_key {};",
+        crt.display(),
+        key.display()
+    );
+    let back_conf = format!(
+        "server {{ listen 127.0.0.1:{back} ssl; {tls} access_log off; \
+         location / {{ proxy_pass http://127.0.0.1:{page}; }} }}"
+    );
+    let front_conf = format!(
+        "server {{ listen 127.0.0.1:{listen} ssl; {tls} access_log off; \
+         location / {{ proxy_pass https://127.0.0.1:{back}; }} }}"
+    );
+    Ok(vec![
+        nginx(dir, "back", &back_conf, back)?,
+        nginx(dir, "front", &front_conf, listen)?,
+    ])
+}
+
+fn nginx(dir: &Path, name: &str, server: &str, port: u16) -> Result<Bg> {
+    let prefix = dir.join(format!("nginx-{name}"));
+    std::fs::create_dir_all(prefix.join("logs"))?;
+    let conf = prefix.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; worker_processes 1; pid {pid}; error_log stderr error;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{ client_body_temp_path {tmp}; proxy_temp_path {tmp}; {server} }}\n",
+            pid = prefix.join("nginx.pid").display(),
+            tmp = prefix.display(),
+        ),
+    )?;
+    let bg = Bg::spawn(
+        &format!("nginx {name}"),
+        Command::new("nginx").arg("-p").arg(&prefix).arg("-c").arg(&conf),
+    )?;
+    wait_listening(port, "nginx")?;
+    Ok(bg)
+}

@@ -1,0 +1,458 @@
+//! Memory and scale of the router with many tunnels: the router runs in a
+//! process of its own (this binary's `router` command) so its resident
+//! memory is its own; a load generator here speaks the sidecar's tunnel
+//! protocol (TLS, the tunnel proof, yamux, a hello) for each of N
+//! Containers in one process; a real sidecar carries the streams.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use hatchway_operator::router::RootSecret;
+use hatchway_operator::router::auth::Permission;
+use hatchway_operator::router::select::Policy;
+
+use crate::cases::{Row, progress};
+use crate::rig::TOKEN;
+use crate::stats::Figure;
+use crate::support::{self, FakeSidecar, MemoryCluster, StaticAuth, TestRouter, container, fake_hello};
+use crate::tools::{Bg, free_port, wait_listening};
+
+const NS: &str = "bench-tunnels";
+/// The Container whose real sidecar carries the streams.
+const STREAMS_UID: &str = "00000000-0000-4000-8000-ffffffffffff";
+
+fn idle_uid(i: usize) -> String {
+    format!("00000000-0000-4000-8000-{i:012}")
+}
+
+/// The `router` command: a tunnels-only router on 127.0.0.1:`port` (0: any)
+/// knowing `tunnels` idle Containers and the streams one; prints `ROUTER
+/// <addr> <CA with | for newlines>` and serves until stdin closes.
+pub async fn serve_router(tunnels: usize, port: u16, pki: Option<std::path::PathBuf>) -> Result<()> {
+    if let Some(dir) = pki {
+        let read = |name: &str| std::fs::read_to_string(dir.join(name));
+        support::use_pki(hatchway_operator::router::tls::RouterTls {
+            cert_chain_pem: read("tls.crt")?,
+            key_pem: read("tls.key")?,
+            ca_pem: read("ca.crt")?,
+        });
+    }
+    let cluster = MemoryCluster::new();
+    let auth = StaticAuth::new();
+    auth.user(TOKEN, "bench");
+    auth.grant("bench", NS, Permission::PORTFORWARD);
+    for i in 0..tunnels {
+        let mut c = container(NS, &format!("idle-{i}"));
+        c.metadata.uid = Some(idle_uid(i));
+        cluster.insert(c);
+    }
+    let mut c = container(NS, "streams");
+    c.metadata.uid = Some(STREAMS_UID.to_owned());
+    cluster.insert(c);
+    let mut status = support::running_at("127.0.0.1:9".parse()?);
+    status.gateway.as_mut().context("a gateway")?.address = String::new();
+    cluster.set_status(NS, "streams", status);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let router = TestRouter::start_on(listener, cluster, auth, |s| {
+        s.policy = Policy {
+            prefer_tunnel: true,
+            direct_access: false,
+        };
+        s.max_tunnels = tunnels + 10;
+    })
+    .await;
+    println!(
+        "ROUTER {} {}",
+        router.addr,
+        support::pki().ca_pem.replace('\n', "|")
+    );
+    let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut tokio::io::sink()).await;
+    Ok(())
+}
+
+/// The router child process.
+struct RouterProcess {
+    child: Child,
+    addr: SocketAddr,
+    ca_pem: String,
+}
+
+impl RouterProcess {
+    fn start(tunnels: usize, port: u16, pki: &std::path::Path) -> Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args([
+                "router",
+                "--tunnels",
+                &tunnels.to_string(),
+                "--port",
+                &port.to_string(),
+            ])
+            .arg("--pki")
+            .arg(pki)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let line = lines.next().context("the router process printed nothing")??;
+        let rest = line.strip_prefix("ROUTER ").context("not a ROUTER line")?;
+        let (addr, ca) = rest.split_once(' ').context("an address and a CA")?;
+        Ok(Self {
+            child,
+            addr: addr.parse()?,
+            ca_pem: ca.replace('|', "\n"),
+        })
+    }
+
+    fn rss(&self) -> Result<u64> {
+        rss(self.child.id())
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RouterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS")?;
+    Ok(kb * 1024)
+}
+
+fn trusting(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(hatchway_api::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn key(uid: &str) -> hatchway_api::proof::CtrKey {
+    RootSecret::new(support::ROOT.to_vec()).ctr_key(uid)
+}
+
+/// A load-generated sidecar that reconnects as the real one does (its
+/// backoff schedule) and counts its connections.
+async fn keep_tunnel(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    uid: String,
+    connected: tokio::sync::mpsc::UnboundedSender<(usize, Instant)>,
+    index: usize,
+) {
+    let mut failures = 0u32;
+    loop {
+        match FakeSidecar::try_connect_with(addr, tls.clone(), &uid, &key(&uid)).await {
+            Ok(mut fake) => {
+                fake.send(&fake_hello(&uid)).await;
+                failures = 0;
+                let _ = connected.send((index, Instant::now()));
+                let _ = fake.session.await;
+            }
+            Err(_) => failures = failures.saturating_add(1),
+        }
+        tokio::time::sleep(hatchway_sidecar::tunnel::backoff(failures)).await;
+    }
+}
+
+/// Memory per idle tunnel and per open stream (slopes), and a reconnect
+/// storm of `count` tunnels after the router restarts.
+pub async fn memory_and_scale(count: usize, streams: usize) -> Result<Vec<Row>> {
+    let port = free_port()?;
+    // One CA and certificate for both router processes, as replicas share
+    // theirs: the sidecars' pinned trust survives the restart.
+    let pki_dir = tempfile::tempdir()?;
+    let pki = hatchway_operator::router::tls::RouterTls::generate(&["localhost".into(), "127.0.0.1".into()])?;
+    std::fs::write(pki_dir.path().join("tls.crt"), &pki.cert_chain_pem)?;
+    std::fs::write(pki_dir.path().join("tls.key"), &pki.key_pem)?;
+    std::fs::write(pki_dir.path().join("ca.crt"), &pki.ca_pem)?;
+    let router = RouterProcess::start(count, port, pki_dir.path())?;
+    let tls = trusting(&router.ca_pem)?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let warm = 20.min(count / 2);
+    let mut tasks = Vec::new();
+    let mut up = std::collections::HashSet::new();
+    let started = Instant::now();
+    let mut base = 0;
+    for (from, to) in [(0, warm), (warm, count)] {
+        for i in from..to {
+            tasks.push(tokio::spawn(keep_tunnel(
+                router.addr,
+                tls.clone(),
+                idle_uid(i),
+                tx.clone(),
+                i,
+            )));
+        }
+        while up.len() < to {
+            let (index, _) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+                .await
+                .context("tunnels connecting")?
+                .context("tunnels")?;
+            up.insert(index);
+        }
+        // Let the router finish the hellos' status writes.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        progress(&format!(
+            "{to} tunnels: router RSS {:.1} MiB",
+            router.rss()? as f64 / 1048576.0
+        ));
+        if to == warm {
+            base = router.rss()?;
+        }
+    }
+    let all_up = started.elapsed().as_secs_f64();
+    let after = router.rss()?;
+    // Slope from the warm point: the first tunnels pay one-time costs.
+    let per_tunnel = (after.saturating_sub(base)) as f64 / (count - warm) as f64;
+    progress(&format!(
+        "router memory: {:.1} KiB per idle tunnel ({count} tunnels up in {all_up:.2} s)",
+        per_tunnel / 1024.0
+    ));
+
+    // Streams: a real sidecar tunnelled to this router, `streams` port
+    // forwards held open through it.
+    let stream_rows = streams_memory(&router, streams).await?;
+
+    // The storm: kill the router, start it again on the same port, time
+    // until every tunnel is back.
+    router.kill();
+    let killed = Instant::now();
+    while rx.try_recv().is_ok() {}
+    let router = RouterProcess::start(count, port, pki_dir.path())?;
+    let restarted = killed.elapsed().as_secs_f64();
+    let mut back = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = Instant::now();
+    while back.len() < count && Instant::now() < deadline {
+        if let Ok(Some((index, at))) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            back.insert(index);
+            last = at;
+        }
+    }
+    let storm = last.duration_since(killed).as_secs_f64();
+    progress(&format!(
+        "reconnect storm: {}/{count} tunnels back {storm:.2} s after the kill (router up after {restarted:.2} s)",
+        back.len()
+    ));
+    for task in tasks {
+        task.abort();
+    }
+    drop(router);
+
+    // Reference: the same number of plain TCP connections to a fresh
+    // listener, all at once.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let acceptor = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().take(count) {
+            held.push(conn);
+        }
+        held.len()
+    });
+    let started = Instant::now();
+    let mut conns = Vec::new();
+    for _ in 0..count {
+        conns.push(tokio::net::TcpStream::connect(addr));
+    }
+    let conns = futures::future::join_all(conns).await;
+    let plain = started.elapsed().as_secs_f64();
+    let _ = acceptor.join();
+    drop(conns);
+    progress(&format!("{count} plain TCP connections: {plain:.3} s"));
+
+    let mut rows = vec![
+        row(
+            "router memory per idle tunnel",
+            "hatchway",
+            per_tunnel / 1024.0,
+            "KiB",
+            false,
+        ),
+        row(
+            &format!("{count} tunnels connected (one replica)"),
+            "hatchway",
+            all_up,
+            "s",
+            false,
+        ),
+        row(
+            &format!("reconnect storm, {count} tunnels"),
+            "hatchway",
+            storm,
+            "s",
+            false,
+        ),
+        row(
+            &format!("reconnect storm, {count} tunnels"),
+            "plain TCP connects",
+            plain,
+            "s",
+            false,
+        ),
+    ];
+    rows.extend(stream_rows);
+    Ok(rows)
+}
+
+fn row(workload: &str, path: &str, value: f64, unit: &'static str, higher: bool) -> Row {
+    Row {
+        workload: workload.to_owned(),
+        path: path.to_owned(),
+        figure: Figure::new(vec![value]),
+        unit,
+        higher_is_better: higher,
+    }
+}
+
+/// Router memory per open stream: `n` port-forwards held open through one
+/// tunnel (the client is `kubectl hatch`, in its own process); the
+/// sidecar's resident memory idle and with them open.
+async fn streams_memory(router: &RouterProcess, n: usize) -> Result<Vec<Row>> {
+    let dir = tempfile::tempdir()?;
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &router.ca_pem)?;
+    // The sidecar as it runs in a pod: its own process, tunnelled to the
+    // router, so its resident memory can be read too.
+    let key_file = dir.path().join("ctr_key");
+    std::fs::write(&key_file, format!("{}\n", key(STREAMS_UID).expose_hex()))?;
+    for sub in ["log", "audit"] {
+        std::fs::create_dir_all(dir.path().join(sub))?;
+    }
+    let sidecar_bin = std::env::current_exe()?
+        .parent()
+        .context("no directory")?
+        .join("hatchway-sidecar");
+    let mut command = Command::new(&sidecar_bin);
+    command
+        .arg("gateway")
+        .env("HATCHWAY_CONTAINER_UID", STREAMS_UID)
+        .env("HATCHWAY_KEY_FILE", &key_file)
+        .env("HATCHWAY_GATEWAY_ADDR", format!("127.0.0.1:{}", free_port()?))
+        .env("HATCHWAY_HEALTH_ADDR", format!("127.0.0.1:{}", free_port()?))
+        .env("HATCHWAY_LOG_DIR", dir.path().join("log"))
+        .env("HATCHWAY_AUDIT_DIR", dir.path().join("audit"))
+        .env("HATCHWAY_SPAWN_SOCKET", dir.path().join("no-shim.sock"))
+        .env("HATCHWAY_TUNNEL_URL", format!("https://{}", router.addr))
+        .env("HATCHWAY_ROUTER_CA_FILE", &ca_file);
+    let sidecar = Bg::spawn("hatchway-sidecar gateway", &mut command)?;
+    let sidecar_rss = || rss(sidecar.child.id());
+    // An idle TCP server in the "pod": accepts and holds.
+    let idle = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let idle_port = idle.local_addr()?.port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in idle.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let local = free_port()?;
+    let mut forward = Command::new(crate::rig::hatch_binary()?);
+    forward
+        .env("KUBECONFIG", dir.path().join("none"))
+        .env("HATCHWAY_SERVER", format!("https://{}", router.addr))
+        .env("HATCHWAY_CA_FILE", &ca_file)
+        .env("HATCHWAY_TOKEN", TOKEN)
+        .args([
+            "-n",
+            NS,
+            "port-forward",
+            "streams",
+            &format!("{local}:{idle_port}"),
+        ])
+        .stdout(Stdio::null());
+    let _forward = Bg::spawn("kubectl hatch port-forward", &mut forward)?;
+    wait_listening(local, "port-forward")?;
+    let mut held = Vec::new();
+    // The first stream waits for the sidecar's tunnel: the idle server never
+    // answers, so a read timeout means the stream is up and an immediate
+    // end means the port-forward was refused (not yet).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut c = TcpStream::connect(("127.0.0.1", local))?;
+        c.set_read_timeout(Some(Duration::from_millis(500)))?;
+        c.write_all(b"x")?;
+        let mut probe = [0u8; 1];
+        match c.read(&mut probe) {
+            Err(_) => {
+                held.push(c);
+                break;
+            }
+            Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            Ok(_) => anyhow::bail!("no stream through the sidecar's tunnel"),
+        }
+    }
+    let open = |held: &mut Vec<TcpStream>, k: usize| -> Result<()> {
+        for _ in 0..k {
+            let mut c = TcpStream::connect(("127.0.0.1", local))?;
+            c.write_all(b"x")?;
+            held.push(c);
+        }
+        Ok(())
+    };
+    let settle = || std::thread::sleep(Duration::from_millis(1500));
+    settle();
+    let sidecar_idle = sidecar_rss()?;
+    open(&mut held, 9)?;
+    settle();
+    let before = router.rss()?;
+    open(&mut held, n)?;
+    settle();
+    let after = router.rss()?;
+    let per_stream = after.saturating_sub(before) as f64 / n as f64;
+    let sidecar_loaded = sidecar_rss()?;
+    progress(&format!(
+        "router memory: {:.1} KiB per open stream ({n} streams); sidecar RSS {:.1} MiB idle, {:.1} MiB with them open",
+        per_stream / 1024.0,
+        sidecar_idle as f64 / 1048576.0,
+        sidecar_loaded as f64 / 1048576.0
+    ));
+    drop(held);
+    drop(sidecar);
+    Ok(vec![
+        row(
+            "router memory per open stream",
+            "hatchway",
+            per_stream / 1024.0,
+            "KiB",
+            false,
+        ),
+        row(
+            "sidecar RSS, idle (tunnel up)",
+            "hatchway",
+            sidecar_idle as f64 / 1048576.0,
+            "MiB",
+            false,
+        ),
+        row(
+            &format!("sidecar RSS, {n} streams open"),
+            "hatchway",
+            sidecar_loaded as f64 / 1048576.0,
+            "MiB",
+            false,
+        ),
+    ])
+}
