@@ -47,6 +47,9 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// (internal) A plain TCP server that accepts and holds connections
+    /// (the memory reference: what a raw connection costs a process).
+    Hold,
     /// (internal) A router in a process of its own for the memory cases.
     Router {
         #[arg(long)]
@@ -66,6 +69,7 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     match args.command {
+        Cmd::Hold => runtime.block_on(tunnels::hold()),
         Cmd::Router { tunnels, port, pki } => runtime.block_on(tunnels::serve_router(tunnels, port, pki)),
         Cmd::Run {
             out,

@@ -74,6 +74,58 @@ pub async fn serve_router(tunnels: usize, port: u16, pki: Option<std::path::Path
     Ok(())
 }
 
+/// The `hold` command: accepts TCP connections on 127.0.0.1 and keeps
+/// them (a tokio task each, reading, as the router's are); prints `HOLD
+/// <addr>`; serves until stdin closes.
+pub async fn hold() -> Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("HOLD {}", listener.local_addr()?);
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok(n) = tokio::io::AsyncReadExt::read(&mut conn, &mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut tokio::io::sink()).await;
+    Ok(())
+}
+
+/// Memory per held plain TCP connection in a process of its own (the
+/// reference for the router's per-tunnel figure), slope over `count`.
+fn plain_tcp_memory(count: usize) -> Result<f64> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("hold")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let line = lines.next().context("the hold process printed nothing")??;
+    let addr: SocketAddr = line.strip_prefix("HOLD ").context("not a HOLD line")?.parse()?;
+    let mut held = Vec::new();
+    let open = |held: &mut Vec<TcpStream>, k: usize| -> Result<()> {
+        for _ in 0..k {
+            held.push(TcpStream::connect(addr)?);
+        }
+        Ok(())
+    };
+    open(&mut held, 20)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss(child.id())?;
+    open(&mut held, count)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss(child.id())?;
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(after.saturating_sub(before) as f64 / count as f64)
+}
+
 /// The router child process.
 struct RouterProcess {
     child: Child,
@@ -284,11 +336,23 @@ pub async fn memory_and_scale(count: usize, streams: usize) -> Result<Vec<Row>> 
     drop(conns);
     progress(&format!("{count} plain TCP connections: {plain:.3} s"));
 
+    let held_tcp = plain_tcp_memory(count)?;
+    progress(&format!(
+        "a held plain TCP connection: {:.1} KiB",
+        held_tcp / 1024.0
+    ));
     let mut rows = vec![
         row(
             "router memory per idle tunnel",
             "hatchway",
             per_tunnel / 1024.0,
+            "KiB",
+            false,
+        ),
+        row(
+            "router memory per idle tunnel",
+            "held plain TCP connection",
+            held_tcp / 1024.0,
             "KiB",
             false,
         ),
@@ -360,13 +424,15 @@ async fn streams_memory(router: &RouterProcess, n: usize) -> Result<Vec<Row>> {
         .env("HATCHWAY_ROUTER_CA_FILE", &ca_file);
     let sidecar = Bg::spawn("hatchway-sidecar gateway", &mut command)?;
     let sidecar_rss = || rss(sidecar.child.id());
-    // An idle TCP server in the "pod": accepts and holds.
+    // A server in the "pod" that reads and discards what each connection
+    // sends, and never answers.
     let idle = std::net::TcpListener::bind("127.0.0.1:0")?;
     let idle_port = idle.local_addr()?.port();
     std::thread::spawn(move || {
-        let mut held = Vec::new();
         for conn in idle.incoming().flatten() {
-            held.push(conn);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut &conn, &mut std::io::sink());
+            });
         }
     });
     let local = free_port()?;
@@ -424,11 +490,33 @@ async fn streams_memory(router: &RouterProcess, n: usize) -> Result<Vec<Row>> {
     let after = router.rss()?;
     let per_stream = after.saturating_sub(before) as f64 / n as f64;
     let sidecar_loaded = sidecar_rss()?;
+    // Under load: 1 GiB through one more stream, the sidecar's RSS sampled
+    // while it flows (the peak).
+    let sender = std::thread::spawn(move || -> Result<()> {
+        let mut c = TcpStream::connect(("127.0.0.1", local))?;
+        let chunk = vec![0u8; 256 * 1024];
+        for _ in 0..4096 {
+            c.write_all(&chunk)?;
+        }
+        Ok(())
+    });
+    let mut sidecar_busy = 0;
+    while !sender.is_finished() {
+        sidecar_busy = sidecar_busy.max(sidecar_rss()?);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("the sender panicked"))??;
     progress(&format!(
         "router memory: {:.1} KiB per open stream ({n} streams); sidecar RSS {:.1} MiB idle, {:.1} MiB with them open",
         per_stream / 1024.0,
         sidecar_idle as f64 / 1048576.0,
         sidecar_loaded as f64 / 1048576.0
+    ));
+    progress(&format!(
+        "sidecar RSS during a 1 GiB transfer: {:.1} MiB",
+        sidecar_busy as f64 / 1048576.0
     ));
     drop(held);
     drop(sidecar);
@@ -451,6 +539,13 @@ async fn streams_memory(router: &RouterProcess, n: usize) -> Result<Vec<Row>> {
             &format!("sidecar RSS, {n} streams open"),
             "hatchway",
             sidecar_loaded as f64 / 1048576.0,
+            "MiB",
+            false,
+        ),
+        row(
+            "sidecar RSS, 1 GiB flowing (peak)",
+            "hatchway",
+            sidecar_busy as f64 / 1048576.0,
             "MiB",
             false,
         ),
