@@ -230,7 +230,7 @@ fn iperf3_once(port: u16, streams: u32, seconds: u32) -> Result<f64> {
         .args(["-t", &seconds.to_string(), "-P", &streams.to_string()]);
     // iperf3 waits forever for a server that stopped answering (kubectl
     // port-forward dying mid-test): give up well after the run's length.
-    let out = tools::output_within(command, std::time::Duration::from_secs(u64::from(seconds) + 20))?;
+    let out = hatchway_e2e::run_within(command, std::time::Duration::from_secs(u64::from(seconds) + 20))?;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON")?;
     json["end"]["sum_received"]["bits_per_second"]
         .as_f64()

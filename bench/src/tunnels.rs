@@ -117,10 +117,10 @@ fn plain_tcp_memory(count: usize) -> Result<f64> {
     };
     open(&mut held, 20)?;
     std::thread::sleep(Duration::from_millis(500));
-    let before = rss(child.id())?;
+    let before = support::rss(child.id())?;
     open(&mut held, count)?;
     std::thread::sleep(Duration::from_millis(500));
-    let after = rss(child.id())?;
+    let after = support::rss(child.id())?;
     let _ = child.kill();
     let _ = child.wait();
     Ok(after.saturating_sub(before) as f64 / count as f64)
@@ -161,7 +161,7 @@ impl RouterProcess {
     }
 
     fn rss(&self) -> Result<u64> {
-        rss(self.child.id())
+        Ok(support::rss(self.child.id())?)
     }
 
     fn kill(mut self) {
@@ -175,30 +175,6 @@ impl Drop for RouterProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The resident memory of process `pid`, in bytes.
-fn rss(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmRSS")?;
-    Ok(kb * 1024)
-}
-
-fn trusting(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert?)?;
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(hatchway_api::tls::provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
 }
 
 fn key(uid: &str) -> hatchway_api::proof::CtrKey {
@@ -241,7 +217,7 @@ pub async fn memory_and_scale(count: usize, streams: usize) -> Result<Vec<Row>> 
     std::fs::write(pki_dir.path().join("tls.key"), &pki.key_pem)?;
     std::fs::write(pki_dir.path().join("ca.crt"), &pki.ca_pem)?;
     let router = RouterProcess::start(count, port, pki_dir.path())?;
-    let tls = trusting(&router.ca_pem)?;
+    let tls = support::trusting(&router.ca_pem, &[b"http/1.1"]);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let warm = 20.min(count / 2);
     let mut tasks = Vec::new();
@@ -423,7 +399,7 @@ async fn streams_memory(router: &RouterProcess, n: usize) -> Result<Vec<Row>> {
         .env("HATCHWAY_TUNNEL_URL", format!("https://{}", router.addr))
         .env("HATCHWAY_ROUTER_CA_FILE", &ca_file);
     let sidecar = Bg::spawn("hatchway-sidecar gateway", &mut command)?;
-    let sidecar_rss = || rss(sidecar.child.id());
+    let sidecar_rss = || support::rss(sidecar.child.id());
     // A server in the "pod" that reads and discards what each connection
     // sends, and never answers.
     let idle = std::net::TcpListener::bind("127.0.0.1:0")?;

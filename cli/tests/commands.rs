@@ -417,31 +417,6 @@ async fn scp_goes_up_and_back_through_the_config() {
     assert_eq!(sha256(&local), sha256(&back));
 }
 
-/// A TCP server standing in for the app: answers each connection with the
-/// SHA-256 (hex) of everything it received.
-async fn hashing_server() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let (mut conn, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut hasher = Sha256::new();
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => hasher.update(&buf[..n]),
-                    }
-                }
-                let _ = conn.write_all(hex::encode(hasher.finalize()).as_bytes()).await;
-            });
-        }
-    });
-    port
-}
-
 /// Sends `len` pseudo-random bytes to `addr`, half-closes, and checks the
 /// server's digest against ours.
 async fn send_and_check(addr: std::net::SocketAddr, len: usize) {

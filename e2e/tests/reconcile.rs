@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{client, ensure_crd, grant, hatch_binary, runtime, user_kubeconfig};
+use common::{client, ensure_crd, grant, hatch_binary, runtime, user_command, user_kubeconfig};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -1056,17 +1056,8 @@ subjects:
     let kubeconfig = user_kubeconfig(&rig.token, &rig.ns.name, dir.path())?;
     let bin = hatch_binary()?;
     let hatch = |args: &[&str]| {
-        let mut command = Command::new(&bin);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("HATCHWAY_") {
-                command.env_remove(&key);
-            }
-        }
-        command
-            .env("KUBECONFIG", &kubeconfig)
-            .env("XDG_CACHE_HOME", dir.path())
-            .env("HATCHWAY_NAMESPACE", &rig.ns.name)
-            .args(args);
+        let mut command = user_command(&bin, &kubeconfig, dir.path(), &rig.ns.name);
+        command.args(args);
         command
     };
     let show = |out: &Output| {

@@ -126,31 +126,6 @@ async fn echo_server() -> u16 {
     port
 }
 
-/// A server that hashes everything it receives and answers the SHA-256 in
-/// hex once the client has finished sending; returns its port.
-async fn hashing_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut hash = Sha256::new();
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    match socket.read(&mut buf).await {
-                        Ok(0) => break,
-                        Ok(n) => hash.update(&buf[..n]),
-                        Err(_) => return,
-                    }
-                }
-                let _ = socket.write_all(hex::encode(hash.finalize()).as_bytes()).await;
-                let _ = socket.shutdown().await;
-            });
-        }
-    });
-    port
-}
-
 /// A server that sends [`VOLUME`] bytes of [`block`]s and closes; returns
 /// its port.
 async fn source_server() -> u16 {
@@ -866,32 +841,6 @@ async fn router_for_memory() {
     let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut tokio::io::sink()).await;
 }
 
-/// The resident memory of process `pid`, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status");
-    kb * 1024
-}
-
-/// A client configuration trusting only `ca_pem`.
-fn trusting(ca_pem: &str) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(hatchway_api::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
-}
-
 /// A sample of the router's metrics, by exact series name.
 async fn scrape(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>, series: &str) -> u64 {
     let response = dial_with(addr, tls.clone(), |_| {
@@ -958,7 +907,7 @@ async fn many_idle_tunnels_stay_held_and_their_memory_is_reported() {
                 let (addr, ca) = rest.trim().split_once(' ').expect("an address and a CA");
                 break (
                     addr.parse::<SocketAddr>().unwrap(),
-                    trusting(&ca.replace('|', "\n")),
+                    trusting(&ca.replace('|', "\n"), &[b"http/1.1"]),
                 );
             }
         }
@@ -969,7 +918,7 @@ async fn many_idle_tunnels_stay_held_and_their_memory_is_reported() {
 
     let mut held = Vec::new();
     connect_idle(addr, &tls, 0..WARM_TUNNELS, &mut held).await;
-    let before = rss(pid);
+    let before = rss(pid).unwrap();
     connect_idle(
         addr,
         &tls,
@@ -977,7 +926,7 @@ async fn many_idle_tunnels_stay_held_and_their_memory_is_reported() {
         &mut held,
     )
     .await;
-    let after = rss(pid);
+    let after = rss(pid).unwrap();
     let per_tunnel = after.saturating_sub(before) / MEASURED_TUNNELS as u64;
     eprintln!(
         "router memory per idle tunnel: {:.1} KiB (resident {:.1} -> {:.1} MiB for {MEASURED_TUNNELS} tunnels)",

@@ -125,3 +125,26 @@ pub fn user_kubeconfig(token: &str, namespace: &str, dir: &std::path::Path) -> R
     std::fs::write(&path, config.to_string())?;
     Ok(path)
 }
+
+/// `program` as a user with only `kubeconfig` runs it: no HATCHWAY_* from
+/// the test's environment, kubectl-hatch's cache in `cache_dir`, Hatchway
+/// found in `install_namespace`.
+pub fn user_command(
+    program: impl AsRef<std::ffi::OsStr>,
+    kubeconfig: &std::path::Path,
+    cache_dir: &std::path::Path,
+    install_namespace: &str,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(program);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("HATCHWAY_") {
+            command.env_remove(&key);
+        }
+    }
+    command
+        .env("KUBECONFIG", kubeconfig)
+        .env("XDG_CACHE_HOME", cache_dir)
+        .env("HATCHWAY_NAMESPACE", install_namespace)
+        .stdin(std::process::Stdio::null());
+    command
+}

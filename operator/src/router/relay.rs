@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hatchway_api::wire;
 use http::{HeaderMap, HeaderName, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
@@ -39,11 +38,9 @@ fn switch(
             response.headers_mut().insert(name, value.clone());
         }
     }
-    // WebSocket handshake answers (Sec-WebSocket-Accept, -Protocol,
-    // -Extensions), and the host key a peer replica reports for a shell it
-    // was forwarded (a direct shell's is set from status afterwards).
+    // WebSocket handshake answers (Sec-WebSocket-Accept, -Protocol, -Extensions).
     for (name, value) in upstream_headers {
-        if name.as_str().starts_with("sec-websocket-") || name.as_str() == wire::SSH_HOST_KEY {
+        if name.as_str().starts_with("sec-websocket-") {
             response.headers_mut().append(name.clone(), value.clone());
         }
     }

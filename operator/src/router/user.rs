@@ -92,11 +92,14 @@ pub async fn serve(router: Arc<Router>, req: Request<Incoming>, path: ContainerP
         Ok(route) => route,
         Err(refusal) => return text(refusal.status, refusal.message),
     };
-    if let Route::Forward(url) = &route {
-        return forward::forward(router.clone(), req, url, kind).await;
-    }
-    let mut response =
-        upgrade_to_gateway(router.clone(), req, &container, &route, &path.action, &user, kind).await;
+    let forwarded = matches!(route, Route::Forward(_));
+    let mut response = match &route {
+        // The peer holding the tunnel records the session itself.
+        Route::Forward(url) => forward::forward(router.clone(), req, url, kind).await,
+        _ => upgrade_to_gateway(router.clone(), req, &container, &route, &path.action, &user, kind).await,
+    };
+    // The host key for the CLI's known_hosts, from this replica's status
+    // (the same status a peer would read), whichever way the shell went.
     if purpose == Purpose::Shell
         && response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(key) = container
@@ -109,6 +112,7 @@ pub async fn serve(router: Arc<Router>, req: Request<Incoming>, path: ContainerP
         response.headers_mut().insert(wire::SSH_HOST_KEY, key);
     }
     if purpose == Purpose::Shell
+        && !forwarded
         && response.status() == StatusCode::SWITCHING_PROTOCOLS
         && !container
             .status

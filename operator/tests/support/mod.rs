@@ -460,8 +460,14 @@ impl Drop for TestRouter {
 
 /// A client TLS configuration that trusts the test router CA.
 pub fn client_tls(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    trusting(&pki().ca_pem, alpn)
+}
+
+/// A client TLS configuration that trusts only `ca_pem` (another
+/// process's routers).
+pub fn trusting(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(pki().ca_pem.as_bytes()) {
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
     let mut config = rustls::ClientConfig::builder_with_provider(hatchway_api::tls::provider())
@@ -471,6 +477,44 @@ pub fn client_tls(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
+}
+
+/// The resident memory of process `pid`, in bytes.
+pub fn rss(pid: u32) -> std::io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| std::io::Error::other(format!("no VmRSS in /proc/{pid}/status")))
+}
+
+/// A server that hashes everything it receives and answers the SHA-256 in
+/// hex once the client has finished sending; returns its port.
+pub async fn hashing_server() -> u16 {
+    use sha2::Digest as _;
+    use tokio::io::AsyncReadExt as _;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut hash = sha2::Sha256::new();
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    match socket.read(&mut buf).await {
+                        Ok(0) => break,
+                        Ok(n) => hash.update(&buf[..n]),
+                        Err(_) => return,
+                    }
+                }
+                let _ = socket.write_all(hex::encode(hash.finalize()).as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    port
 }
 
 /// One HTTP/1.1 connection to a router.
