@@ -41,7 +41,9 @@ pub struct Settings {
     /// How long a request waits for a tunnel that is moving (status names
     /// a replica that is not known yet or gone, or a tunnel this replica
     /// should hold and does not) before it is refused: a rolling upgrade or
-    /// a replica's death moves every tunnel within about a second.
+    /// a replica's death moves a tunnel within about a second, but the
+    /// sidecar's redial can meet the Service still routing to the dead pod
+    /// (kube-proxy lag) and back off for a few seconds more.
     pub tunnel_grace: Duration,
 }
 
@@ -63,7 +65,7 @@ impl Settings {
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
             drain_timeout: Duration::from_secs(30),
-            tunnel_grace: Duration::from_secs(3),
+            tunnel_grace: Duration::from_secs(10),
         }
     }
 }
