@@ -50,7 +50,7 @@ STATIC_OUT := $(STATIC_TARGET_DIR)/$(TARGET_TRIPLE)/$(STATIC_PROFILE_DIR)
 static:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked -p hatchway-sidecar -p hatchway-operator \
 	  --profile $(PROFILE) --target $(TARGET_TRIPLE) --target-dir $(STATIC_TARGET_DIR)
-	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked -p hatchway-e2e --bin ws-echo \
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked -p hatchway-e2e --bin ws-echo --bin attack \
 	  --profile $(PROFILE) --target $(TARGET_TRIPLE) --target-dir $(STATIC_TARGET_DIR)
 
 ## static-check: the static sidecar has no dynamic dependencies and runs,

@@ -183,7 +183,9 @@ unagg=$(render /dev/stdout --set rbac.aggregateToEdit=false --set rbac.aggregate
 ! grep -q 'aggregate-to-' <<<"$unagg" || fail "aggregation labels with aggregateToEdit/View false"
 ok "rbac.aggregateToEdit/View=false: no aggregation labels"
 
-# No Role or ClusterRole rule may list or watch Secrets (in any render).
+# No Role or ClusterRole rule may list or watch Secrets, or read one that
+# it does not name (in any render): the router faces the internet and
+# derives every key from the root secret, which it reads by name.
 check_secrets() {
   python3 - "$@" <<'PY'
 import re, sys
@@ -208,14 +210,17 @@ for path in sys.argv[1:]:
             resources, verbs = field("resources"), field("verbs")
             if not verbs:
                 sys.exit(f"{path}: {name}: a rule whose verbs cannot be read")
-            if ({"secrets", "*"} & set(resources)) and ({"list", "watch", "*"} & set(verbs)):
+            if not ({"secrets", "*"} & set(resources)):
+                continue
+            named = bool(field("resourceNames"))
+            if ({"list", "watch", "*"} & set(verbs)) or ("get" in verbs and not named):
                 bad.append(f"{path}: {name}: {resources} {verbs}")
 if bad:
-    sys.exit("rules granting list/watch on secrets:\n" + "\n".join(bad))
+    sys.exit("rules granting list/watch, or get without names, on secrets:\n" + "\n".join(bad))
 PY
 }
-check_secrets "$work/default.yaml" "$work/max.yaml" || fail "a rule grants list or watch on secrets"
-ok "no Role/ClusterRole rule grants list or watch on secrets"
+check_secrets "$work/default.yaml" "$work/max.yaml" || fail "a rule grants list/watch, or get without names, on secrets"
+ok "no Role/ClusterRole rule grants list or watch on secrets, or get on a Secret it does not name"
 
 contains "$(doc "$work/default.yaml" RoleBinding "$fullname-client-config")" '^    name: system:authenticated$' ||
   fail "ConfigMap hatchway-client not readable by system:authenticated"
@@ -223,17 +228,47 @@ contains "$(doc "$work/default.yaml" Role "$fullname-client-config")" 'resourceN
   fail "client-config Role is not get on hatchway-client only"
 ok "system:authenticated may get ConfigMap hatchway-client (and nothing else)"
 
+# The admission policy on Containers' references (docs/security.md).
+vap=$(doc "$work/default.yaml" ValidatingAdmissionPolicy "$fullname-container-references") ||
+  fail "no ValidatingAdmissionPolicy $fullname-container-references by default"
+contains "$vap" "check\\('get'\\)" "resource\\('secrets'\\)" "resource\\('configmaps'\\)" "resource\\('pods'\\)" "check\\('create'\\)" \
+  "\"$fullname-root\"" '^  failurePolicy: Fail$' || fail "the admission policy does not check secrets, configmaps, create pods and the root secret"
+contains "$(doc "$work/default.yaml" ValidatingAdmissionPolicyBinding "$fullname-container-references")" \
+  "^  policyName: $fullname-container-references$" '^  validationActions: \[Deny\]$' || fail "the admission policy is not bound with Deny"
+novap=$(render /dev/stdout --set rbac.admissionPolicy=false)
+! grep -q 'kind: ValidatingAdmissionPolicy' <<<"$novap" || fail "admission policy rendered with rbac.admissionPolicy=false"
+ok "ValidatingAdmissionPolicy on Containers' Secret/ConfigMap/ServiceAccount references, bound with Deny; off with rbac.admissionPolicy=false"
+
+# NetworkPolicies: the operator's own, and the setting for Containers' pods.
+np=$(doc "$work/default.yaml" NetworkPolicy "$fullname") || fail "no NetworkPolicy $fullname by default"
+contains "$np" '^        - port: https$' '^        - port: metrics$' '^  policyTypes: \[Ingress\]$' || fail "operator NetworkPolicy: https and metrics ports"
+contains "$deploy" '^            - name: HATCHWAY_NETWORK_POLICY$' '^              value: "true"$' \
+  "^              value: \"app.kubernetes.io/component=operator,app.kubernetes.io/instance=$release,app.kubernetes.io/name=hatchway\"$" ||
+  fail "HATCHWAY_NETWORK_POLICY / HATCHWAY_OPERATOR_POD_LABELS not set"
+nsnp=$(render /dev/stdout --set networkPolicy.metricsNamespaceLabels.team=monitoring)
+contains "$nsnp" '^              value: "team=monitoring"$' '^              team: monitoring$' || fail "metricsNamespaceLabels not passed on"
+! grep -q 'kind: NetworkPolicy' <<<"$(render /dev/stdout --set networkPolicy.enabled=false)" || fail "NetworkPolicy rendered while disabled"
+ok "NetworkPolicies: the operator's (https from all, metrics from the metrics namespaces) and Containers' pods' (HATCHWAY_NETWORK_POLICY)"
+
 # Metrics: ServiceMonitor xor prometheus.io annotations.
 ! has "$work/default.yaml" ServiceMonitor "$fullname" || fail "ServiceMonitor rendered while disabled"
 sm=$(doc "$work/max.yaml" ServiceMonitor "$fullname") || fail "ServiceMonitor not rendered while enabled"
-contains "$sm" '^      scheme: https$' '^      path: /metrics$' '^        serverName: hatchway-router$' '^        insecureSkipVerify: false$' ||
-  fail "ServiceMonitor endpoint: https /metrics, serverName hatchway-router, verified"
-ok "ServiceMonitor only when enabled (https, /metrics, verified as hatchway-router)"
+contains "$sm" '^    - port: metrics$' '^      scheme: https$' '^      path: /metrics$' '^        serverName: hatchway-router$' '^        insecureSkipVerify: false$' \
+  '^      app.kubernetes.io/component: router-replicas$' ||
+  fail "ServiceMonitor endpoint: the replicas' metrics port, https /metrics, serverName hatchway-router, verified"
+ok "ServiceMonitor only when enabled (the replicas' metrics port, https, /metrics, verified as hatchway-router)"
+# /metrics is off the user-facing listener: its own port, on the headless
+# Service only.
+contains "$deploy" '^            - name: metrics$' '^              containerPort: 9443$' '^              value: "0.0.0.0:9443"$' ||
+  fail "operator container: no metrics port 9443 (HATCHWAY_METRICS_LISTEN)"
+contains "$headless" '^    - name: metrics$' '^      port: 9443$' || fail "headless Service lacks the metrics port"
+! grep -q 'name: metrics' <<<"$svc" || fail "the user-facing Service exposes the metrics port"
+ok "metrics on their own port 9443: the pod and the headless Service, not the user-facing Service"
 smca=$(render /dev/stdout --set metrics.serviceMonitor.enabled=true --show-only templates/servicemonitor.yaml)
 contains "$smca" "^            name: $fullname-router-ca$" '^            key: ca.crt$' || fail "ServiceMonitor CA is not $fullname-router-ca/ca.crt"
 ok "ServiceMonitor CA: $fullname-router-ca ca.crt (tls.secretName's when set)"
 
-contains "$deploy" '^        prometheus.io/scrape: "true"$' '^        prometheus.io/port: "8443"$' '^        prometheus.io/scheme: "https"$' ||
+contains "$deploy" '^        prometheus.io/scrape: "true"$' '^        prometheus.io/port: "9443"$' '^        prometheus.io/scheme: "https"$' ||
   fail "prometheus.io annotations missing without ServiceMonitor"
 ! grep -q 'prometheus.io/' <<<"$maxdeploy" || fail "prometheus.io annotations present with a ServiceMonitor"
 ok "prometheus.io pod annotations only without a ServiceMonitor"

@@ -185,9 +185,11 @@ pub struct PublishedPort {
     #[schemars(length(max = 63))]
     pub label: Option<String>,
 
-    /// The path to open first, e.g. `/lab`. Must start with `/`.
+    /// The path to open first, e.g. `/lab`. Must start with one `/` and
+    /// hold no `#` fragment (a login link's code must reach the router, and
+    /// stay on the app's host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2048), regex(pattern = r"^/"))]
+    #[schemars(length(max = 2048), regex(pattern = r"^/([^/\#][^#]*)?$"))]
     pub initial_path: Option<String>,
 }
 

@@ -63,7 +63,9 @@ pub enum ProofError {
     MalformedKey,
 }
 
-fn hmac_hex(key: &[u8], msg: &[u8]) -> String {
+/// `hex(HMAC-SHA256(key, msg))`: every proof, and the router's signed
+/// web-app sessions and login codes.
+pub fn hmac_hex(key: &[u8], msg: &[u8]) -> String {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes a key of any length");
     mac.update(msg);
     hex::encode(mac.finalize().into_bytes())

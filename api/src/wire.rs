@@ -63,11 +63,25 @@ pub const PARAM_LOGIN_USERNAME: &str = "login_username";
 pub const PARAM_DETACH_KEYS: &str = "detach_keys";
 /// Query parameter: the port of a port-forward.
 pub const PARAM_PORT: &str = "port";
-/// Query parameter: a token given once to a web app's URL, exchanged for a
-/// cookie and never passed to the container.
-pub const PARAM_TOKEN: &str = "hatchway_token";
-/// The web-app cookie's name.
-pub const COOKIE_TOKEN: &str = "hatchway_token";
+/// Query parameter of a web app's login link: a one-time code (never the
+/// user's token), exchanged for the router's session cookie and never
+/// passed to the container.
+pub const PARAM_LOGIN_CODE: &str = "hatchway_code";
+/// The router's web-app session cookie (host-only: the `__Host-` prefix).
+pub const SESSION_COOKIE: &str = "__Host-hatchway_session";
+/// The user-API action that mints a login link: `POST
+/// /v1/namespaces/{ns}/containers/{name}/weblogin?port=N`.
+pub const ACTION_WEBLOGIN: &str = "weblogin";
+
+/// The answer to `weblogin`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebLogin {
+    /// The app's URL with the one-time code: open it in a browser.
+    pub url: String,
+    /// How long the code is good for.
+    pub expires_in_seconds: u64,
+}
 
 /// Default detach keys, as in Arvados: ctrl-] twice.
 pub const DEFAULT_DETACH_KEYS: &str = "ctrl-],ctrl-]";

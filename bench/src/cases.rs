@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::rig::{APPS, Path, Rig, TOKEN};
+use crate::rig::{APPS, Path, Rig};
 use crate::stats::{Figure, percentile};
 use crate::tools::{self, Bg, KubectlForward, Sshd, free_port};
 
@@ -391,6 +391,7 @@ fn round_trips(out: &mut impl Write, input: &mut impl Read, count: usize) -> Res
 /// through each router path, and an nginx pair with the same TLS legs.
 pub fn http(rig: &Rig, repeats: usize, seconds: u32) -> Result<Vec<Row>> {
     let page = free_port()?;
+    rig.publish(page);
     let _nginx = tools::nginx_page(rig.dir.path(), page)?;
     let front = free_port()?;
     let _pair = tools::nginx_pair(rig.dir.path(), front, page)?;
@@ -408,10 +409,20 @@ pub fn http(rig: &Rig, repeats: usize, seconds: u32) -> Result<Vec<Row>> {
     ];
     for path in [Path::Direct, Path::Tunnel] {
         let host = format!("{}-{page}.{APPS}", rig.uid(path));
+        // The router's own session for the bench user, as a login link
+        // would set it.
+        let user = hatchway_operator::router::auth::User {
+            username: "bench".into(),
+            ..Default::default()
+        };
+        let session = rig.router(path).router.sessions.mint_session(&user, &host);
         targets.push((
             format!("hatchway {}", path.name()),
             format!("{}/", rig.router(path).url),
-            vec![format!("Host: {host}"), format!("Cookie: hatchway_token={TOKEN}")],
+            vec![
+                format!("Host: {host}"),
+                format!("Cookie: {}={session}", hatchway_api::wire::SESSION_COOKIE),
+            ],
         ));
     }
     let mut rows = Vec::new();

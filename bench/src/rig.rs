@@ -43,6 +43,7 @@ pub struct Rig {
     pub tunnel_sidecar: TestSidecar,
     pub dir: tempfile::TempDir,
     pub ca_file: PathBuf,
+    pub cluster: std::sync::Arc<MemoryCluster>,
 }
 
 impl Rig {
@@ -102,7 +103,21 @@ impl Rig {
             tunnel_sidecar,
             dir,
             ca_file,
+            cluster,
         })
+    }
+
+    /// Publishes `port` (private) on both Containers: only published ports
+    /// are reachable as web apps.
+    pub fn publish(&self, port: u16) {
+        for path in [Path::Direct, Path::Tunnel] {
+            self.cluster.update(NS, path.name(), |c| {
+                c.spec.published_ports = vec![
+                    serde_json::from_value(serde_json::json!({"port": port, "access": "private"}))
+                        .expect("a published port"),
+                ];
+            });
+        }
     }
 
     pub fn router(&self, path: Path) -> &TestRouter {

@@ -351,7 +351,10 @@ async fn run_async(
             let app = open::web_app(&container, port)?;
             let login = if app.private {
                 let target = connection.target().await?;
-                open::login_url(&app.url, &target.token)
+                match open::login_link(&target, &namespace, &name, port).await {
+                    Ok(link) => link.url,
+                    Err(error) => return Ok(report::<()>(Err(error))),
+                }
             } else {
                 app.url.clone()
             };

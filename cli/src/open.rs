@@ -1,12 +1,18 @@
 //! `open NAME PORT`: the web-app URL of a published port, from the
-//! Container's status. A private port needs the token→cookie step: the
-//! router takes `?hatchway_token=` once, sets its cookie and redirects to
-//! the plain URL, so `--browser` opens that login link (the token never
-//! stays in the address bar) and `--login-url` prints it.
+//! Container's status. A private port needs a login: the router mints a
+//! one-time link (`POST …/weblogin?port=N`, a code good for 60 s, never the
+//! user's token), takes the code once, sets its own session cookie and
+//! redirects to the plain URL, so `--browser` opens that login link and
+//! `--login-url` prints it.
 
+use bytes::Bytes;
 use hatchway_api::crd::{Container, PortAccess};
 use hatchway_api::wire;
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use http::StatusCode;
+use http_body_util::{BodyExt, Empty};
+
+use crate::connection::Target;
+use crate::router::{RouterError, connect, container_path, refusal, request};
 
 /// Why there is no URL.
 #[derive(Debug, thiserror::Error)]
@@ -67,14 +73,33 @@ pub fn web_app(container: &Container, port: u16) -> Result<WebApp, OpenError> {
     })
 }
 
-/// `url` with the token parameter the router trades for its cookie.
-pub fn login_url(url: &str, token: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!(
-        "{url}{sep}{}={}",
-        wire::PARAM_TOKEN,
-        utf8_percent_encode(token, NON_ALPHANUMERIC)
-    )
+/// Asks the router for a one-time login link to published port `port`.
+pub async fn login_link(
+    target: &Target,
+    namespace: &str,
+    name: &str,
+    port: u16,
+) -> Result<wire::WebLogin, RouterError> {
+    let port = port.to_string();
+    let path = container_path(
+        &target.server.prefix,
+        namespace,
+        name,
+        wire::ACTION_WEBLOGIN,
+        &[(wire::PARAM_PORT, Some(&port))],
+    );
+    let mut sender = connect(target).await?;
+    let response = sender
+        .send_request(request(target, http::Method::POST, &path).body(Empty::<Bytes>::new())?)
+        .await?;
+    if response.status() != StatusCode::OK {
+        return Err(refusal(response).await);
+    }
+    let body = response.into_body().collect().await?.to_bytes();
+    serde_json::from_slice(&body).map_err(|e| RouterError::Refused {
+        status: StatusCode::BAD_GATEWAY,
+        message: format!("the router's login link is not JSON: {e}"),
+    })
 }
 
 /// Opens `url` with `$BROWSER`, else `xdg-open`.
@@ -140,17 +165,5 @@ mod tests {
         assert!(matches!(web_app(&c, 80), Err(OpenError::NoUrl { .. })));
         let e = web_app(&c, 9).unwrap_err().to_string();
         assert!(e.contains("published: 8888, 80"), "{e}");
-    }
-
-    #[test]
-    fn login_urls_carry_the_escaped_token() {
-        assert_eq!(
-            login_url("https://a.example/lab", "t.k/="),
-            "https://a.example/lab?hatchway_token=t%2Ek%2F%3D"
-        );
-        assert_eq!(
-            login_url("https://a.example/?x=1", "t"),
-            "https://a.example/?x=1&hatchway_token=t"
-        );
     }
 }

@@ -611,7 +611,18 @@ fn everything_a_user_does(prefix: &str, values: &[&str]) -> Result<()> {
     let private = url(8080)?;
     let jar = alice.dir.path().join("cookies");
     let jar = jar.display().to_string();
-    let login = format!("{private}?hatchway_token={}", alice.token);
+    // A one-time login link from the CLI (never the token in a URL).
+    let login_link = |user: &User, port: &str| -> Result<String> {
+        let out = user.run(&["open", "web", port, "--login-url"])?;
+        ensure!(out.status.success(), "open --login-url: {}", show(&out));
+        let link = stdout(&out).trim().to_owned();
+        ensure!(
+            link.contains("?hatchway_code=") && !link.contains(&user.token),
+            "login link {link}"
+        );
+        Ok(link)
+    };
+    let login = login_link(&alice, "8080")?;
     let out = curl(&[
         "-L",
         "-c",
@@ -644,16 +655,42 @@ fn everything_a_user_does(prefix: &str, values: &[&str]) -> Result<()> {
         "public app: {}",
         show(&out)
     );
+    // The code was used: the same link again is refused.
+    let out = curl(&["-o", "/dev/null", "-w", "%{http_code}", &login])?;
+    ensure!(stdout(&out) == "401", "a login link used twice: {}", show(&out));
+    // A login link for a user without `get containers/proxy`: refused.
+    let weblogin = format!(
+        "{}/v1/namespaces/{}/containers/web/weblogin?port=8080",
+        release.server(),
+        users.name
+    );
     let out = curl(&[
-        "-o",
-        "/dev/null",
+        "-X",
+        "POST",
+        "-H",
+        &format!("Authorization: Bearer {}", nobody.token),
         "-w",
-        "%{http_code}",
-        &format!("{private}?hatchway_token={}", nobody.token),
+        "\n%{http_code}",
+        &weblogin,
     ])?;
-    ensure!(stdout(&out) == "403", "private app as nobody: {}", show(&out));
+    ensure!(
+        stdout(&out).ends_with("\n403") && stdout(&out).contains("may not get containers/proxy"),
+        "a login link for nobody: {}",
+        show(&out)
+    );
 
-    websocket_echo(&release, &url(8082)?, &alice.token)?;
+    // A WebSocket with a session of its own vhost.
+    let out = curl(&["-o", "/dev/null", "-D", "-", &login_link(&alice, "8082")?])?;
+    let session = stdout(&out)
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("set-cookie")
+                .then(|| value.trim().split(';').next().unwrap_or_default().to_owned())
+        })
+        .with_context(|| format!("no session cookie: {}", show(&out)))?;
+    websocket_echo(&release, &url(8082)?, &session)?;
+    let login = login_link(&alice, "8080")?;
 
     let chromium = {
         let mut c = Command::new("chromium");
@@ -759,12 +796,132 @@ fn everything_a_user_does(prefix: &str, values: &[&str]) -> Result<()> {
     );
 
     prometheus_scrapes(&release, &users)?;
+    admission_policy_guards_references(&release, &users)?;
+    container_network_policy(&users)?;
+    Ok(())
+}
+
+/// The NetworkPolicy the operator gave Container `web`'s pod, as the API
+/// server stored it: the gateway port for the operator's pods only. (The
+/// e2e cluster's bridge CNI does not enforce policies.)
+fn container_network_policy(users: &TestNamespace) -> Result<()> {
+    let list = kubectl_json(&[
+        "-n",
+        &users.name,
+        "get",
+        "networkpolicies",
+        "-l",
+        "hatchway.dev/container=web",
+        "-o",
+        "json",
+    ])?;
+    let items = list["items"].as_array().context("items")?;
+    ensure!(items.len() == 1, "NetworkPolicies of web: {list}");
+    let rules = &items[0]["spec"]["ingress"];
+    ensure!(
+        rules[0]["ports"][0]["port"] == 7443
+            && rules[0]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+            && rules[2]["from"].is_null()
+            && rules[2]["ports"][0]["endPort"] == 7442,
+        "the policy: {rules}"
+    );
+    Ok(())
+}
+
+/// The chart's ValidatingAdmissionPolicy: a user who may create Containers
+/// but not read a Secret cannot have one read into a Container's env, nor
+/// run it as a ServiceAccount without `create pods`; with `get` on the
+/// Secret, the same Container is admitted.
+fn admission_policy_guards_references(release: &Release, users: &TestNamespace) -> Result<()> {
+    users.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "--from-literal=password=s3cret",
+    ])?;
+    users.kubectl(&[
+        "create",
+        "role",
+        "container-creator",
+        "--verb=create,get,list",
+        "--resource=containers.hatchway.dev",
+    ])?;
+    let creator = User::new(users, release, "creator", None)?;
+    users.kubectl(&[
+        "create",
+        "rolebinding",
+        "creator-containers",
+        "--role=container-creator",
+        &format!("--serviceaccount={}:creator", users.name),
+    ])?;
+    let create = |name: &str, extra: Value| -> Result<Output> {
+        let mut spec = json!({ "image": WORKLOAD_IMAGE, "command": ["true"] });
+        for (k, v) in extra.as_object().context("an object")? {
+            spec[k] = v.clone();
+        }
+        let manifest = json!({
+            "apiVersion": "hatchway.dev/v1alpha1",
+            "kind": "Container",
+            "metadata": { "name": name },
+            "spec": spec,
+        });
+        let file = creator.dir.path().join(format!("{name}.json"));
+        std::fs::write(&file, manifest.to_string())?;
+        let mut kubectl = creator.command("kubectl");
+        kubectl.args(["-n", &users.name, "create", "-f"]).arg(&file);
+        run_within(kubectl, WAIT)
+    };
+    let steal = json!({ "env": [{ "name": "P", "valueFrom": { "secretKeyRef": { "name": "db", "key": "password" } } }] });
+    // The Role may take a moment to apply: wait until plain Containers are
+    // admitted, then the attack must be refused.
+    wait_for("the creator may create Containers", WAIT, POLL, || {
+        Ok(create("plain", json!({}))?.status.success().then_some(()))
+    })?;
+    let out = create("steal", steal.clone())?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success()
+            && err.contains("spec.env refers to Secret db, which system:serviceaccount:")
+            && err.contains(":creator may not get"),
+        "a Container reading a Secret its creator may not: {}",
+        show(&out)
+    );
+    let out = create("as-sa", json!({ "pod": { "serviceAccountName": "default" } }))?;
+    ensure!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("that needs create pods"),
+        "a Container run as a ServiceAccount without create pods: {}",
+        show(&out)
+    );
+    // With the right to read the Secret, the same Container is admitted.
+    users.kubectl(&[
+        "create",
+        "role",
+        "read-db",
+        "--verb=get",
+        "--resource=secrets",
+        "--resource-name=db",
+    ])?;
+    users.kubectl(&[
+        "create",
+        "rolebinding",
+        "creator-read-db",
+        "--role=read-db",
+        &format!("--serviceaccount={}:creator", users.name),
+    ])?;
+    wait_for(
+        "the Container with the Secret's reader's rights",
+        WAIT,
+        POLL,
+        || Ok(create("steal", steal.clone())?.status.success().then_some(())),
+    )?;
     Ok(())
 }
 
 /// A WebSocket through the web-app proxy to the workload's echo server:
-/// TLS to the router (trusting its CA), the web-app cookie, messages back.
-fn websocket_echo(release: &Release, url: &str, token: &str) -> Result<()> {
+/// TLS to the router (trusting its CA), the web-app session cookie
+/// (`name=value`) and the app's own Origin, messages back.
+fn websocket_echo(release: &Release, url: &str, session: &str) -> Result<()> {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let host = url
@@ -791,7 +948,8 @@ fn websocket_echo(release: &Release, url: &str, token: &str) -> Result<()> {
         let request = http::Request::builder()
             .uri(format!("wss://{host}/"))
             .header("host", &host)
-            .header("cookie", format!("hatchway_token={token}"))
+            .header("cookie", session)
+            .header("origin", format!("https://{host}"))
             .header("connection", "Upgrade")
             .header("upgrade", "websocket")
             .header("sec-websocket-version", "13")
@@ -834,7 +992,8 @@ fn prometheus_scrapes(release: &Release, users: &TestNamespace) -> Result<()> {
     let operators: Vec<String> = release
         .pods()?
         .into_iter()
-        .map(|(_, ip)| format!("{ip}:8443"))
+        // The metrics port, not the user-facing one.
+        .map(|(_, ip)| format!("{ip}:9443"))
         .collect();
     let sidecar_ip = kubectl(&[
         "-n",

@@ -347,6 +347,19 @@ fn container_crd_applies_validates_and_keeps_spec_immutable() -> Result<()> {
         json!({ "image": WORKLOAD_IMAGE, "command": ["true"], "publishedPorts": [{ "port": 70000 }] }),
         "spec.publishedPorts[0].port",
     )?;
+    // A fragment or a second leading slash would carry a login link's code
+    // away from the router or off the app's host.
+    for (name, path) in [
+        ("fragment-path", "/lab#x"),
+        ("other-host-path", "//evil.example/"),
+    ] {
+        refused(
+            name,
+            json!({ "image": WORKLOAD_IMAGE, "command": ["true"],
+                    "publishedPorts": [{ "port": 8080, "initialPath": path }] }),
+            "spec.publishedPorts[0].initialPath",
+        )?;
+    }
     let listed = ns.kubectl(&["get", "containers.hatchway.dev", "-o", "name"])?;
     ensure!(
         listed.trim() == "container.hatchway.dev/valid",

@@ -158,6 +158,9 @@ impl Rig {
                     sidecar_image: SIDECAR_IMAGE.to_owned(),
                     sidecar_pull_policy: "Never".to_owned(),
                     shell_enabled: true,
+                    // The router runs on the host here, not in a pod a
+                    // policy could name (the chart's e2e checks the policy).
+                    gateway_policy: None,
                 },
                 tunnel_url: tunnels.then_some(url),
                 router_ca_pem: tls.ca_pem.clone(),
@@ -405,14 +408,23 @@ impl Rig {
         Ok((port, errors))
     }
 
-    /// Runs `command` with the real OpenSSH client through a relay to
-    /// Container `name`, checking the host key from its status.
-    fn ssh(&self, name: &str, host_key: &str, command: &str) -> Result<Output> {
+    /// Runs the real OpenSSH `program` (`ssh` or `sftp`) through a relay
+    /// to Container `name`, checking the host key from its status; `args`
+    /// follow the options and precede the destination.
+    fn openssh(
+        &self,
+        program: &str,
+        name: &str,
+        host_key: &str,
+        args: &[&str],
+        tail: &[&str],
+    ) -> Result<Output> {
         let (port, errors) = self.ssh_relay(name)?;
         let known_hosts = self._dir.path().join(format!("known_hosts-{port}"));
         std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_key}\n"))?;
-        let mut ssh = Command::new("ssh");
-        ssh.args(["-p", &port.to_string()])
+        let mut ssh = Command::new(program);
+        ssh.arg(if program == "sftp" { "-P" } else { "-p" })
+            .arg(port.to_string())
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
             .args([
@@ -426,17 +438,24 @@ impl Rig {
                 "ConnectTimeout=20",
                 "-F",
                 "/dev/null",
-                "tester@127.0.0.1",
-                command,
-            ]);
+            ])
+            .args(args)
+            .arg("tester@127.0.0.1")
+            .args(tail);
         let out = run_within(ssh, Duration::from_secs(60))?;
         let relay_errors = errors.lock().unwrap().clone();
         ensure!(
             relay_errors.is_empty(),
-            "the relay failed: {relay_errors:?}; ssh said: {}",
+            "the relay failed: {relay_errors:?}; {program} said: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         Ok(out)
+    }
+
+    /// Runs `command` with the real OpenSSH client through a relay to
+    /// Container `name`, checking the host key from its status.
+    fn ssh(&self, name: &str, host_key: &str, command: &str) -> Result<Output> {
+        self.openssh("ssh", name, host_key, &[], &[command])
     }
 }
 
@@ -1185,5 +1204,135 @@ exec curl -sS -f -L --max-time 20 --cacert {ca} --connect-to ::127.0.0.1:{port} 
         !recent.is_empty() && recent.iter().all(|t| *t + 6 >= last) && !recent.contains(&0),
         "--since 3s gave {recent:?}; all: {all:?}"
     );
+    Ok(())
+}
+
+/// The workload is the attacker (docs/security.md): as root in its own
+/// container it plants symlinks to the sidecar's Secret and audit trail, a
+/// FIFO, a directory and a forged `gateway.txt` in the log directory, tries
+/// to rename the log directory and to overwrite the shim's binary (which the
+/// SFTP helper used to be run from), to take the spawn socket's name, and to
+/// get a root session from the shim as the sidecar's uid (65532) and as
+/// root. Every attack fails, the log routes serve only the real files, the
+/// key appears in no answer, and shells and SFTP still work.
+#[test]
+fn a_hostile_workload_cannot_reach_what_the_sidecar_trusts() -> Result<()> {
+    let rig = Rig::start("rcsec", Policy::prefer(false), false)?;
+    let name = "hostile";
+    let script = r#"
+cd /hatchway/log || exit 9
+ln -s /run/hatchway/secret/ctr_key key.txt
+ln -s /run/hatchway/secret secret
+ln -s /run/hatchway/audit/gateway.txt audit.txt
+ln -s / root
+mkfifo fifo.txt
+mkdir sub && echo inner > sub/inner.txt
+echo FORGED-AUDIT > gateway.txt
+mv /hatchway/log /hatchway/log-moved 2>/dev/null && echo 'rename-log: MOVED' || echo 'rename-log: refused'
+echo evil > /hatchway/bin/hatchway-sidecar 2>/dev/null && echo 'overwrite-shim: WRITTEN' || echo 'overwrite-shim: refused'
+ls /run/hatchway/secret/ctr_key 2>/dev/null && echo 'secret-visible: YES' || echo 'secret-visible: no'
+/bin/attack bind-spawn
+/bin/attack spawn-as 65532
+/bin/attack spawn-as 0
+echo attacks-done
+until [ -e /tmp/stop ]; do sleep 1; done
+"#;
+    rig.create(name, &["sh", "-c", script])?;
+    let status = rig.wait_running(name)?;
+    let host_key = status["gateway"]["hostKey"]
+        .as_str()
+        .context("hostKey")?
+        .to_owned();
+    let stdout = rig.api(name, "log/stdout.txt");
+    let log = wait_for("the attacks to finish", WAIT, POLL, || {
+        let (code, body) = rig.curl("GET", &stdout)?;
+        ensure!(code == 200, "{code}: {body}");
+        Ok(body.contains("attacks-done").then_some(body))
+    })
+    .with_context(|| rig.diagnostics(name))?;
+    for expected in [
+        "rename-log: refused",
+        "overwrite-shim: refused",
+        "secret-visible: no",
+        "bind-spawn: refused: the name is taken",
+        "spawn-as 65532: refused: the spawn socket serves only the Hatchway gateway: this peer (pid ",
+        "spawn-as 0: refused: the spawn socket serves only the Hatchway gateway: this peer (pid ",
+    ] {
+        ensure!(
+            log.contains(expected),
+            "missing {expected:?} in the workload's log:\n{log}"
+        );
+    }
+
+    // The log routes: every planted name is 404, quickly (a FIFO never
+    // blocks), and the key is in no answer.
+    let pod = status["podName"].as_str().context("podName")?;
+    let key = kubectl_json(&["-n", &rig.ns.name, "get", "secret", pod, "-o", "json"])?["data"]["ctr_key"]
+        .as_str()
+        .context("ctr_key in the Container's Secret")?
+        .to_owned();
+    let mut decode = Command::new("sh");
+    decode.args(["-c", &format!("printf %s '{key}' | base64 -d")]);
+    let key = String::from_utf8(run_within(decode, Duration::from_secs(10))?.stdout)?;
+    ensure!(key.trim().len() == 64, "ctr_key: {key:?}");
+    let mut answers = Vec::new();
+    for file in [
+        "key.txt",
+        "audit.txt",
+        "fifo.txt",
+        "secret",
+        "secret/ctr_key",
+        "root/run/hatchway/secret/ctr_key",
+        "sub/inner.txt",
+        "..%2F..%2Frun%2Fhatchway%2Fsecret%2Fctr_key",
+    ] {
+        let (code, body) = rig.curl("GET", &rig.api(name, &format!("log/{file}")))?;
+        ensure!(code == 404, "GET log/{file}: {code} {body:?}");
+        answers.push(body);
+    }
+    let (code, audit) = rig.curl("GET", &rig.api(name, "log/gateway.txt"))?;
+    ensure!(
+        code == 200 && !audit.contains("FORGED"),
+        "gateway.txt: {code} {audit:?}"
+    );
+    let (code, listing) = rig.curl("PROPFIND", &rig.api(name, "log/"))?;
+    ensure!(code == 207, "PROPFIND: {code} {listing}");
+    for planted in ["key.txt", "audit.txt", "fifo.txt", "secret", "root", "sub/"] {
+        ensure!(
+            !listing.contains(&format!("/log/{planted}<")) && !listing.contains(&format!("/log/{planted}/<")),
+            "PROPFIND lists {planted}: {listing}"
+        );
+    }
+    answers.extend([audit, listing, log]);
+    ensure!(
+        answers.iter().all(|a| !a.contains(key.trim())),
+        "the container key appeared in an answer"
+    );
+
+    // What the user asked for still works: a shell, and SFTP (the helper
+    // runs from the shim's own binary, not from /hatchway/bin).
+    let out = rig.ssh(name, &host_key, "id -u; echo shell-ok")?;
+    let (out_text, err_text) = text(&out);
+    ensure!(
+        out.status.code() == Some(0) && out_text == "0\nshell-ok\n",
+        "ssh: {:?} {out_text:?} {err_text:?}",
+        out.status.code()
+    );
+    let batch = rig._dir.path().join("sftp-batch");
+    std::fs::write(&batch, "put /etc/hostname /tmp/uploaded\nls -l /tmp/uploaded\n")?;
+    let out = rig.openssh(
+        "sftp",
+        name,
+        &host_key,
+        &["-b", &batch.display().to_string()],
+        &[],
+    )?;
+    let (out_text, err_text) = text(&out);
+    ensure!(
+        out.status.code() == Some(0) && out_text.contains("/tmp/uploaded"),
+        "sftp: {:?} {out_text:?} {err_text:?}",
+        out.status.code()
+    );
+    rig.ssh(name, &host_key, "touch /tmp/stop")?;
     Ok(())
 }

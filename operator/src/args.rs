@@ -37,6 +37,11 @@ pub struct RunArgs {
     #[arg(long, env = "HATCHWAY_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
 
+    /// Address `/metrics` is served on (HTTPS, the same certificate): a
+    /// port of its own, never the user-facing one.
+    #[arg(long, env = "HATCHWAY_METRICS_LISTEN", default_value = "0.0.0.0:9443")]
+    pub metrics_listen: SocketAddr,
+
     /// This replica's internal base URL, recorded as a tunnel's address
     /// and used by peers to forward to it. Default: https://$POD_IP:<listen port>.
     #[arg(long, env = "HATCHWAY_SELF_URL")]
@@ -140,6 +145,41 @@ pub struct RunArgs {
     /// WebSockets are closed.
     #[arg(long, env = "HATCHWAY_IDLE_TIMEOUT_SECONDS", default_value_t = 3600)]
     pub idle_timeout_seconds: u64,
+
+    /// Most connections one client address may hold open at once.
+    #[arg(long, env = "HATCHWAY_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 1000)]
+    pub max_connections_per_client: usize,
+
+    /// Give every Container's pod a NetworkPolicy: its gateway port only
+    /// from the operator's pods (`--operator-pod-labels` in the operator's
+    /// namespace), its health port from them and `--metrics-namespace-labels`.
+    #[arg(long, env = "HATCHWAY_NETWORK_POLICY", default_value_t = false, action = clap::ArgAction::Set)]
+    pub network_policy: bool,
+
+    /// The operator pods' labels (`k=v`, comma-separated), for the
+    /// NetworkPolicy.
+    #[arg(
+        long,
+        env = "HATCHWAY_OPERATOR_POD_LABELS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub operator_pod_labels: Vec<String>,
+
+    /// Labels (`k=v`, comma-separated) of the namespaces Prometheus scrapes
+    /// sidecars from; empty: only the operator reaches the health port.
+    #[arg(
+        long,
+        env = "HATCHWAY_METRICS_NAMESPACE_LABELS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub metrics_namespace_labels: Vec<String>,
+
+    /// Hours a web-app session (the router's own cookie, after a one-time
+    /// login link) lasts.
+    #[arg(long, env = "HATCHWAY_WEB_SESSION_HOURS", default_value_t = 12)]
+    pub web_session_hours: u64,
 
     /// The TLS name in the replicas' certificate (peers are dialled by IP).
     #[arg(long, env = "HATCHWAY_PEER_SERVER_NAME", default_value = "hatchway-router")]

@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicBool;
 
 use crate::reconcile::controller::{self, ReconcileSettings};
 use crate::reconcile::leader::{self, LeaderConfig};
-use crate::reconcile::pod::PodSettings;
+use crate::reconcile::pod::{GatewayPolicy, PodSettings};
 use crate::{RunArgs, bootstrap};
 
 /// Why the operator could not run.
@@ -115,18 +115,35 @@ pub fn settings(args: &RunArgs) -> Result<Settings, ServeError> {
     };
     settings.max_tunnels = args.max_tunnels;
     settings.idle_timeout = Duration::from_secs(args.idle_timeout_seconds.max(1));
+    settings.web_session_lifetime = Duration::from_secs(args.web_session_hours.max(1) * 3600);
+    settings.max_connections_per_client = args.max_connections_per_client.max(1);
     settings.peer_server_name = args.peer_server_name.clone();
     settings.auth_cache_ttl = Duration::from_secs(args.auth_cache_seconds);
     Ok(settings)
 }
 
 /// The reconciler's settings from the flags.
+/// `k=v` pairs (empty ones left out) as a label map.
+fn parse_labels(pairs: &[String]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
 fn reconcile_settings(args: &RunArgs, router: &Router, tls: &RouterTls) -> ReconcileSettings {
     ReconcileSettings {
         pod: PodSettings {
             sidecar_image: args.sidecar_image.clone(),
             sidecar_pull_policy: args.sidecar_pull_policy.clone(),
             shell_enabled: args.shell,
+            gateway_policy: args.network_policy.then(|| GatewayPolicy {
+                operator_namespace: args.pod_namespace.clone(),
+                operator_labels: parse_labels(&args.operator_pod_labels),
+                metrics_namespace_labels: (!args.metrics_namespace_labels.is_empty())
+                    .then(|| parse_labels(&args.metrics_namespace_labels)),
+            }),
         },
         tunnel_url: (!args.tunnel_url.is_empty()).then(|| args.tunnel_url.clone()),
         router_ca_pem: tls.ca_pem.clone(),
@@ -224,8 +241,21 @@ pub async fn run(args: RunArgs) -> Result<(), ServeError> {
             addr: args.listen,
             source,
         })?;
+    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: args.metrics_listen,
+            source,
+        })?;
+    tokio::spawn(server::serve_metrics(
+        router.clone(),
+        metrics_listener,
+        tls.server_config()?,
+        shutdown.clone(),
+    ));
     tracing::info!(
         listen = %args.listen,
+        metrics = %args.metrics_listen,
         self_url = %router.settings.self_url,
         certificate = %tls.fingerprint()?,
         "router serving; waiting for the Container cache"

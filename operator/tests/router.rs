@@ -182,6 +182,10 @@ async fn start_web_app() -> u16 {
                     Ok::<_, std::convert::Infallible>(
                         http::Response::builder()
                             .header("x-app", "yes")
+                            // An app trying to set cookies for every app,
+                            // and one named like the router's session.
+                            .header("set-cookie", "app_sid=1; Domain=apps.hatchway.test; Path=/")
+                            .header("set-cookie", "__Host-hatchway_session=forged; Path=/; Secure")
                             .body(http_body_util::Full::new(bytes::Bytes::from(seen.join("\n"))))
                             .unwrap(),
                     )
@@ -202,26 +206,37 @@ const DOMAIN: &str = "apps.example.test";
 async fn web_rig(
     access: Option<hatchway_api::crd::PortAccess>,
 ) -> (TestRouter, std::sync::Arc<MemoryCluster>, TestSidecar, String) {
+    web_rig_with_auth(access).await.0
+}
+
+/// [`web_rig`], and the table of users it authenticates against.
+async fn web_rig_with_auth(
+    access: Option<hatchway_api::crd::PortAccess>,
+) -> (
+    (TestRouter, std::sync::Arc<MemoryCluster>, TestSidecar, String),
+    std::sync::Arc<StaticAuth>,
+) {
     let cluster = MemoryCluster::new();
     let auth = StaticAuth::new();
     auth.user("alice-token", "alice");
     auth.grant_all("alice", NS);
     auth.user("bob-token", "bob");
-    let router =
-        TestRouter::start_with(cluster.clone(), auth, |s| s.wildcard_domain = Some(DOMAIN.into())).await;
+    let router = TestRouter::start_with(cluster.clone(), auth.clone(), |s| {
+        s.wildcard_domain = Some(DOMAIN.into())
+    })
+    .await;
     let port = start_web_app().await;
+    let access = access.unwrap_or(hatchway_api::crd::PortAccess::Private);
     let c = container_with(NS, "notebook", |spec| {
-        if let Some(access) = access {
-            spec.published_ports =
-                vec![serde_json::from_value(serde_json::json!({"port": port, "access": access})).unwrap()];
-        }
+        spec.published_ports =
+            vec![serde_json::from_value(serde_json::json!({"port": port, "access": access})).unwrap()];
     });
     let uid = c.metadata.uid.clone().unwrap();
     let sidecar = TestSidecar::start(&uid).await;
     cluster.insert(c);
     cluster.set_status(NS, "notebook", running_at(sidecar.addr()));
     let host = format!("{uid}-{port}.{DOMAIN}");
-    (router, cluster, sidecar, host)
+    ((router, cluster, sidecar, host), auth)
 }
 
 fn vhost_get(host: &str, path: &str) -> http::request::Builder {
@@ -231,55 +246,154 @@ fn vhost_get(host: &str, path: &str) -> http::request::Builder {
         .header("host", host)
 }
 
+/// `POST …/weblogin?port=` as the holder of `token`: the status and body.
+async fn weblogin(client: &mut Client, token: Option<&str>, port: &str) -> (StatusCode, String) {
+    let mut request = http::Request::builder().method("POST").uri(format!(
+        "/v1/namespaces/{NS}/containers/notebook/weblogin?port={port}"
+    ));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = client.send(request.body(empty()).unwrap()).await;
+    let status = response.status();
+    (status, body_text(response).await)
+}
+
+/// A login link's code, for alice.
+async fn alice_code(client: &mut Client, host: &str) -> String {
+    let port = host
+        .split('.')
+        .next()
+        .unwrap()
+        .rsplit_once('-')
+        .unwrap()
+        .1
+        .to_owned();
+    let (status, body) = weblogin(client, Some("alice-token"), &port).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let link: hatchway_api::wire::WebLogin = serde_json::from_str(&body).unwrap();
+    assert_eq!(link.expires_in_seconds, 60);
+    assert!(
+        link.url.starts_with(&format!("https://{host}/?hatchway_code=")),
+        "{}",
+        link.url
+    );
+    link.url.rsplit_once("hatchway_code=").unwrap().1.to_owned()
+}
+
+/// `GET path` on vhost `host`.
+async fn vhost_send(client: &mut Client, host: &str, path: &str) -> http::Response<hyper::body::Incoming> {
+    client.send(vhost_get(host, path).body(empty()).unwrap()).await
+}
+
+/// Redeems alice's code on `host`: the session cookie's `name=value`.
+async fn alice_session(client: &mut Client, host: &str) -> String {
+    let code = alice_code(client, host).await;
+    let response = vhost_send(client, host, &format!("/?hatchway_code={code}")).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
 #[tokio::test]
-async fn a_private_web_app_takes_the_token_once_then_the_cookie() {
-    let (router, _cluster, _sidecar, host) = web_rig(None).await;
+async fn a_private_web_app_takes_a_one_time_code_then_the_routers_own_session() {
+    let ((router, _cluster, _sidecar, host), auth) = web_rig_with_auth(None).await;
     let mut client = router.client().await;
 
-    // No credentials: 401 with what to do.
-    let response = client.send(vhost_get(&host, "/").body(empty()).unwrap()).await;
+    // No session: one 401 that names nothing, the same for a UID that does
+    // not exist.
+    let response = vhost_send(&mut client, &host, "/").await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    assert!(body_text(response).await.contains("kubectl hatch open notebook"));
+    let private = body_text(response).await;
+    assert!(private.contains("kubectl hatch open NAME PORT"), "{private}");
+    assert!(
+        !private.contains("notebook") && !private.contains(NS),
+        "{private}"
+    );
+    let unknown = format!("{}-80.{DOMAIN}", uuid());
+    let response = vhost_send(&mut client, &unknown, "/").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(body_text(response).await, private);
 
-    // A wrong token: 401; a user without rights: 403.
-    let response = client
-        .send(vhost_get(&host, "/?hatchway_token=nope").body(empty()).unwrap())
-        .await;
+    // Minting a link: the user's token, `get containers/proxy`, a
+    // published port, POST.
+    let port = host
+        .split('.')
+        .next()
+        .unwrap()
+        .rsplit_once('-')
+        .unwrap()
+        .1
+        .to_owned();
+    assert_eq!(
+        weblogin(&mut client, None, &port).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, body) = weblogin(&mut client, Some("bob-token"), &port).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("may not get containers/proxy"), "{body}");
+    let (status, body) = weblogin(&mut client, Some("alice-token"), "1").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("port 1 of container"), "{body}");
+    assert!(body.contains("is not published"), "{body}");
+    assert_eq!(
+        weblogin(&mut client, Some("alice-token"), "x").await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    // A forged or foreign code: 401, and no TokenReview asked.
+    let reviews = auth.authentications.load(std::sync::atomic::Ordering::SeqCst);
+    for bad in ["nope", "eyJ4IjoxfQ.00", ""] {
+        let response = vhost_send(&mut client, &host, &format!("/?hatchway_code={bad}")).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{bad:?}");
+        assert!(body_text(response).await.contains("this login link is not valid"));
+    }
+    let code = alice_code(&mut client, &host).await;
+    let response = vhost_send(&mut client, &unknown, &format!("/?hatchway_code={code}")).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(body_text(response).await.contains("(issued for another host)"));
+    assert_eq!(
+        auth.authentications.load(std::sync::atomic::Ordering::SeqCst),
+        reviews + 1,
+        "only minting the link authenticated a token"
+    );
+
+    // The code: a session cookie (never the token) and a redirect to the
+    // same host without it; `//other.host` stays on this host.
     let response = client
         .send(
-            vhost_get(&host, "/?hatchway_token=bob-token")
-                .body(empty())
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    assert!(body_text(response).await.contains("may not get containers/proxy"));
-
-    // The token: a cookie and a redirect to the same URL without it.
-    let response = client
-        .send(
-            vhost_get(&host, "/tree?a=1&hatchway_token=alice-token&b=2")
-                .body(empty())
-                .unwrap(),
+            vhost_get(
+                &host,
+                &format!("//evil.example/tree?a=1&hatchway_code={code}&b=2"),
+            )
+            .body(empty())
+            .unwrap(),
         )
         .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    assert_eq!(response.headers()["location"], "/tree?a=1&b=2");
+    assert_eq!(response.headers()["location"], "/evil.example/tree?a=1&b=2");
     let cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(cookie.starts_with("hatchway_token=alice-token;"), "{cookie}");
+    assert!(cookie.starts_with("__Host-hatchway_session="), "{cookie}");
     for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
         assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
     }
-    assert!(!cookie.contains("Domain"), "host-only: {cookie}");
+    assert!(
+        !cookie.contains("Domain") && !cookie.contains("alice-token"),
+        "{cookie}"
+    );
+    // Once only.
+    let response = vhost_send(&mut client, &host, &format!("/?hatchway_code={code}")).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(body_text(response).await.contains("(already used)"));
 
-    // The cookie works; the app sees neither it nor the token, but sees its
-    // own cookie and Authorization header unchanged.
-    let name_value = cookie.split(';').next().unwrap();
+    // The session works; the app sees neither it nor a code, but sees its
+    // own cookie and Authorization header unchanged; its Set-Cookie is made
+    // host-only and cannot be named like ours.
+    let session = cookie.split(';').next().unwrap();
     let response = client
         .send(
             vhost_get(&host, "/tree?a=1&b=2")
-                .header("cookie", format!("app=1; {name_value}"))
+                .header("cookie", format!("app=1; {session}"))
                 .header("authorization", "Bearer the-apps-own")
                 .body(empty())
                 .unwrap(),
@@ -287,34 +401,79 @@ async fn a_private_web_app_takes_the_token_once_then_the_cookie() {
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["x-app"], "yes");
+    let set: Vec<_> = response.headers().get_all("set-cookie").iter().collect();
+    assert_eq!(set, ["app_sid=1; Path=/"]);
     let seen = body_text(response).await;
     assert!(seen.starts_with("GET /tree?a=1&b=2"), "{seen}");
     assert!(seen.contains("cookie: app=1\n"), "{seen}");
     assert!(seen.contains("authorization: Bearer the-apps-own"), "{seen}");
     assert!(
-        !seen.contains("alice-token") && !seen.contains("hatchway_token"),
+        !seen.contains("hatchway_session") && !seen.contains("hatchway_code"),
         "{seen}"
     );
     assert!(
         !seen.contains("x-hatchway-"),
         "the gateway strips its headers: {seen}"
     );
+
+    // A session is for its own host only.
+    let response = client
+        .send(
+            vhost_get(&unknown, "/")
+                .header("cookie", session)
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // Writes with the cookie need the app's own origin.
+    let post = |origin: Option<&str>| {
+        let mut r = http::Request::builder()
+            .method("POST")
+            .uri("/form")
+            .header("host", &host)
+            .header("cookie", session);
+        if let Some(origin) = origin {
+            r = r.header("origin", origin);
+        }
+        r.body(http_body_util::Full::new(bytes::Bytes::from_static(b"x=1")))
+            .unwrap()
+    };
+    for origin in [None, Some("https://evil.example"), Some("null")] {
+        let response = client.send(post(origin)).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{origin:?}");
+        assert!(body_text(response).await.contains("cross-site request refused"));
+    }
+    let same = format!("https://{host}");
+    let response = client.send(post(Some(&same))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(body_text(response).await.starts_with("POST /form"));
 }
 
 #[tokio::test]
-async fn a_public_web_app_needs_no_token_and_an_unknown_host_is_404() {
+async fn a_public_web_app_needs_no_session_and_an_unknown_host_is_the_private_401() {
     let (router, _cluster, _sidecar, host) = web_rig(Some(hatchway_api::crd::PortAccess::Public)).await;
     let mut client = router.client().await;
-    let response = client
-        .send(vhost_get(&host, "/hello").body(empty()).unwrap())
-        .await;
+    let response = vhost_send(&mut client, &host, "/hello").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(body_text(response).await.starts_with("GET /hello"));
 
     let unknown = format!("{}-80.{DOMAIN}", uuid());
-    let response = client.send(vhost_get(&unknown, "/").body(empty()).unwrap()).await;
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    assert!(body_text(response).await.starts_with("no container has the id"));
+    let response = vhost_send(&mut client, &unknown, "/").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        body_text(response)
+            .await
+            .starts_with("this web app is private (or does not exist)")
+    );
+
+    // An unpublished port of the same Container: 401 without a session, 404
+    // with one.
+    let (uid, _) = host.split_once('.').unwrap().0.rsplit_once('-').unwrap();
+    let unpublished = format!("{uid}-1.{DOMAIN}");
+    let response = vhost_send(&mut client, &unpublished, "/").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -322,6 +481,7 @@ async fn websockets_work_through_a_web_app() {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let (router, _cluster, _sidecar, host) = web_rig(None).await;
+    let session = alice_session(&mut router.client().await, &host).await;
     let tcp = tokio::net::TcpStream::connect(router.addr).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(client_tls(&[b"http/1.1"]))
         .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
@@ -330,7 +490,8 @@ async fn websockets_work_through_a_web_app() {
     let request = http::Request::builder()
         .uri(format!("wss://{host}/ws"))
         .header("host", &host)
-        .header("cookie", "hatchway_token=alice-token")
+        .header("cookie", &session)
+        .header("origin", format!("https://{host}"))
         .header("connection", "Upgrade")
         .header("upgrade", "websocket")
         .header("sec-websocket-version", "13")
@@ -931,4 +1092,84 @@ async fn shutdown_drains_requests_in_flight_and_takes_no_new_ones() {
     tokio::time::timeout(std::time::Duration::from_secs(10), router.stop())
         .await
         .expect("the drain ends once the last request is answered");
+}
+
+#[tokio::test]
+async fn one_client_address_cannot_take_every_connection() {
+    let router = TestRouter::start_with(MemoryCluster::new(), StaticAuth::new(), |s| {
+        s.max_connections_per_client = 2
+    })
+    .await;
+    // Two connections that never finish their handshake hold the
+    // address's share...
+    let held: Vec<_> = futures::future::join_all((0..2).map(|_| tokio::net::TcpStream::connect(router.addr)))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    // ...so a third is closed at once, before any TLS.
+    eventually("a third connection from the same address to be refused", || {
+        let addr = router.addr;
+        async move {
+            let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut buf = [0u8; 1];
+            matches!(
+                tokio::time::timeout(std::time::Duration::from_secs(2), third.read(&mut buf)).await,
+                Ok(Ok(0) | Err(_))
+            )
+        }
+    })
+    .await;
+    assert!(
+        router
+            .router
+            .metrics
+            .encode()
+            .contains("hatchway_router_auth_failures_total{reason=\"client_connection_limit\"}")
+    );
+    // Closing one frees its slot.
+    drop(held);
+    eventually("the address's connections to be served again", || {
+        let addr = router.addr;
+        async move {
+            let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else {
+                return false;
+            };
+            tokio_rustls::TlsConnector::from(client_tls(&[b"http/1.1"]))
+                .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn metrics_are_served_on_their_own_port_only() {
+    let router = TestRouter::start(MemoryCluster::new(), StaticAuth::new()).await;
+    let mut client = router.client().await;
+    let response = client
+        .send(http::Request::get("/metrics").body(empty()).unwrap())
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(body_text(response).await.contains("served on the metrics port"));
+    let mut metrics = Client::connect(router.metrics_addr).await;
+    let response = metrics
+        .send(http::Request::get("/metrics").body(empty()).unwrap())
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        body_text(response)
+            .await
+            .contains("hatchway_router_request_duration_seconds_count{route=\"metrics\"} 1")
+    );
+    // Nothing else is there.
+    let response = metrics
+        .send(
+            http::Request::get("/v1/namespaces/a/containers/b/log")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }

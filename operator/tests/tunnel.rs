@@ -837,7 +837,12 @@ async fn router_for_memory() {
     }
     let router = TestRouter::start_with(cluster, auth, tunnels_only).await;
     // The CA is made per process: the measuring process needs this one.
-    println!("ROUTER {} {}", router.addr, pki().ca_pem.replace('\n', "|"));
+    println!(
+        "ROUTER {} {} {}",
+        router.addr,
+        router.metrics_addr,
+        pki().ca_pem.replace('\n', "|")
+    );
     let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut tokio::io::sink()).await;
 }
 
@@ -856,7 +861,7 @@ async fn scrape(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>, series: &str)
 /// Connects tunnels `range` with a hello each, and waits until the router
 /// holds them all and has written their status.
 async fn connect_idle(
-    addr: SocketAddr,
+    (addr, metrics): (SocketAddr, SocketAddr),
     tls: &Arc<rustls::ClientConfig>,
     range: std::ops::Range<usize>,
     held: &mut Vec<FakeSidecar>,
@@ -871,8 +876,8 @@ async fn connect_idle(
         held.push(fake);
     }
     eventually("every tunnel held and reported", || async {
-        scrape(addr, tls, "hatchway_router_tunnels_connected").await == total
-            && scrape(addr, tls, "hatchway_router_status_writes_total{result=\"ok\"}").await == 2 * total
+        scrape(metrics, tls, "hatchway_router_tunnels_connected").await == total
+            && scrape(metrics, tls, "hatchway_router_status_writes_total{result=\"ok\"}").await == 2 * total
     })
     .await;
 }
@@ -904,9 +909,14 @@ async fn many_idle_tunnels_stay_held_and_their_memory_is_reported() {
                 .unwrap()
                 .expect("the router process prints its address");
             if let Some((_, rest)) = line.split_once("ROUTER ") {
-                let (addr, ca) = rest.trim().split_once(' ').expect("an address and a CA");
+                let mut fields = rest.trim().splitn(3, ' ');
+                let mut next = || fields.next().expect("two addresses and a CA");
+                let (addr, metrics, ca) = (next(), next(), next());
                 break (
-                    addr.parse::<SocketAddr>().unwrap(),
+                    (
+                        addr.parse::<SocketAddr>().unwrap(),
+                        metrics.parse::<SocketAddr>().unwrap(),
+                    ),
                     trusting(&ca.replace('|', "\n"), &[b"http/1.1"]),
                 );
             }

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, GatewayArgs};
 use crate::gateway::{Gateway, Limits};
+use crate::logdir::LogDir;
 use crate::metrics::Metrics;
 use crate::report::Reporter;
 use crate::ssh::SshServer;
@@ -112,6 +113,9 @@ pub async fn start_gateway(args: GatewayArgs) -> Result<Running, StartError> {
         install_self(target)?;
     }
     std::fs::create_dir_all(&args.audit_dir).map_err(io(format!("creating {}", args.audit_dir.display())))?;
+    // Opened once, now, before the workload starts (the pod starts it only
+    // once this sidecar is ready): every later read resolves beneath it.
+    let log_dir = Arc::new(LogDir::open(&args.log_dir).map_err(io("the log directory"))?);
 
     let metrics = Metrics::new();
     let reporter = Reporter::new(&args.audit_dir, metrics.clone());
@@ -130,7 +134,7 @@ pub async fn start_gateway(args: GatewayArgs) -> Result<Running, StartError> {
         ..Limits::default()
     };
     let tree = LogTree {
-        log_dir: args.log_dir.clone(),
+        log_dir: Arc::clone(&log_dir),
         audit_dir: args.audit_dir.clone(),
     };
     let gateway = Gateway::new(
@@ -159,7 +163,7 @@ pub async fn start_gateway(args: GatewayArgs) -> Result<Running, StartError> {
     let scanner = crate::ports::Scanner::proc([gateway_addr.port(), health_addr.port()]);
     let interval = Duration::from_secs(args.port_scan_seconds.max(1));
     let scan = tokio::spawn(scanner.run(reporter.clone(), interval));
-    let exit = tokio::spawn(crate::workload::watch(args.log_dir.clone(), reporter, interval));
+    let exit = tokio::spawn(crate::workload::watch(log_dir, reporter, interval));
     let stop = shutdown.clone();
     tokio::spawn(async move {
         stop.cancelled().await;

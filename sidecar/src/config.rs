@@ -19,8 +19,9 @@ pub struct GatewayArgs {
     #[arg(long, env = "HATCHWAY_CONTAINER_UID")]
     pub container_uid: String,
 
-    /// File holding the container key (`ctr_key`, 64 hex digits), from the mounted Secret.
-    #[arg(long, env = "HATCHWAY_KEY_FILE", default_value = "/hatchway/secret/ctr_key")]
+    /// File holding the container key (`ctr_key`, 64 hex digits), from the
+    /// mounted Secret (never inside the volume shared with the workload).
+    #[arg(long, env = "HATCHWAY_KEY_FILE", default_value = hatchway_api::pod::SECRET_DIR_KEY_FILE)]
     pub key_file: PathBuf,
 
     /// Address of the TLS gateway.
@@ -31,33 +32,29 @@ pub struct GatewayArgs {
     #[arg(long, env = "HATCHWAY_HEALTH_ADDR", default_value = "0.0.0.0:7444")]
     pub health_listen: SocketAddr,
 
-    /// The log directory shared with the workload's shim (stdout.txt, stderr.txt, usage.txt).
+    /// The log directory shared with the workload's shim (stdout.txt,
+    /// stderr.txt, usage.txt): opened once at start, every file in it
+    /// resolved beneath that handle without following symlinks.
     #[arg(long, env = "HATCHWAY_LOG_DIR", default_value = "/hatchway/log")]
     pub log_dir: PathBuf,
 
     /// The sidecar's own directory for gateway.txt, which the workload cannot write.
-    #[arg(long, env = "HATCHWAY_AUDIT_DIR", default_value = "/hatchway/audit")]
+    #[arg(long, env = "HATCHWAY_AUDIT_DIR", default_value = hatchway_api::pod::AUDIT_DIR)]
     pub audit_dir: PathBuf,
 
-    /// The shim's spawn socket (in the volume shared with the workload).
-    #[arg(
-        long,
-        env = "HATCHWAY_SPAWN_SOCKET",
-        default_value = "/hatchway/run/spawn.sock"
-    )]
-    pub spawn_socket: PathBuf,
+    /// The name of the shim's abstract spawn socket (in the pod's network
+    /// namespace; no file).
+    #[arg(long, env = "HATCHWAY_SPAWN_SOCKET", default_value = hatchway_shim::DEFAULT_SPAWN_SOCKET)]
+    pub spawn_socket: String,
 
     /// Copy this binary here at start so the workload container can run it as its shim.
     #[arg(long, env = "HATCHWAY_INSTALL_TO")]
     pub install_to: Option<PathBuf>,
 
-    /// The command that serves SFTP inside the workload container.
-    #[arg(
-        long,
-        env = "HATCHWAY_SFTP_COMMAND",
-        default_value = "/hatchway/bin/hatchway-sidecar sftp-server",
-        value_delimiter = ' '
-    )]
+    /// A program that serves SFTP inside the workload container instead of
+    /// the shim's own `sftp-server` (which the shim runs from its own
+    /// executable, never from a path the workload can write). Empty: ours.
+    #[arg(long, env = "HATCHWAY_SFTP_COMMAND", value_delimiter = ' ')]
     pub sftp_command: Vec<String>,
 
     /// The router's tunnel URL (`https://host:port`); with none, no tunnel is dialed.
@@ -68,7 +65,7 @@ pub struct GatewayArgs {
     #[arg(
         long,
         env = "HATCHWAY_TUNNEL_URL_FILE",
-        default_value = "/hatchway/secret/tunnel_url"
+        default_value = hatchway_api::pod::SECRET_DIR_TUNNEL_URL_FILE
     )]
     pub tunnel_url_file: PathBuf,
 
@@ -76,7 +73,7 @@ pub struct GatewayArgs {
     #[arg(
         long,
         env = "HATCHWAY_ROUTER_CA_FILE",
-        default_value = "/hatchway/secret/router_ca.crt"
+        default_value = hatchway_api::pod::SECRET_DIR_ROUTER_CA_FILE
     )]
     pub router_ca_file: PathBuf,
 
@@ -91,6 +88,12 @@ pub struct GatewayArgs {
     /// Seconds between scans of the listening ports.
     #[arg(long, env = "HATCHWAY_PORT_SCAN_SECONDS", default_value_t = 2)]
     pub port_scan_seconds: u64,
+}
+
+/// The spawn socket name [`GatewayArgs::local`] uses for `dir`: unique per
+/// directory, so tests running side by side never share a shim.
+pub fn local_spawn_socket(dir: &Path) -> String {
+    format!("hatchway-test{}", dir.display())
 }
 
 /// A setting that cannot be used.
@@ -128,8 +131,9 @@ pub fn read_setting(setting: &'static str, path: &Path) -> Result<Vec<u8>, Confi
 impl GatewayArgs {
     /// Settings for a gateway run by hand or in a test: loopback with
     /// ephemeral ports, every file under `dir` (`ctr_key`, `log/`,
-    /// `audit/`, `spawn.sock`, `tunnel_url`, `router_ca.crt`), no tunnel
-    /// unless those files exist, and a port scan every second.
+    /// `audit/`, `tunnel_url`, `router_ca.crt`), a spawn socket named after
+    /// `dir` (abstract names are machine-wide), no tunnel unless those
+    /// files exist, and a port scan every second.
     pub fn local(container_uid: &str, dir: &Path) -> Self {
         Self {
             container_uid: container_uid.to_owned(),
@@ -138,9 +142,9 @@ impl GatewayArgs {
             health_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             log_dir: dir.join("log"),
             audit_dir: dir.join("audit"),
-            spawn_socket: dir.join("spawn.sock"),
+            spawn_socket: local_spawn_socket(dir),
             install_to: None,
-            sftp_command: vec!["/hatchway/bin/hatchway-sidecar".into(), "sftp-server".into()],
+            sftp_command: Vec::new(),
             tunnel_url: None,
             tunnel_url_file: dir.join("tunnel_url"),
             router_ca_file: dir.join("router_ca.crt"),

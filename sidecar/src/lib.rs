@@ -20,6 +20,8 @@ pub mod config;
 pub mod gateway;
 /// `/healthz`, `/readyz`, `/metrics` on a plain port.
 pub mod health;
+/// The shared log directory, held open and read beneath its handle.
+pub mod logdir;
 /// Prometheus metrics.
 pub mod metrics;
 /// Raw TCP port-forward.

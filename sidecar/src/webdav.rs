@@ -4,10 +4,12 @@
 //! The tree is flat: the regular files directly in the log directory
 //! (`stdout.txt`, `stderr.txt`, `usage.txt`, rotations) plus `gateway.txt`
 //! from the sidecar's own audit directory. The log directory is shared with
-//! the workload, which could plant symlinks or FIFOs there, so files are
-//! opened with `O_NOFOLLOW | O_NONBLOCK` and served only if the opened file
-//! is a regular file; names with `/`, `..` or NUL never resolve. There is no
-//! path that leads outside the two directories.
+//! the workload, which may plant symlinks, FIFOs or directories there and
+//! swap them at any time, so every file is resolved beneath the directory
+//! handle the sidecar opened at its start ([`LogDir`]): no symlink at any
+//! depth, regular files only. A `gateway.txt` in the log directory is the
+//! workload's forgery and is never listed or served. There is no path that
+//! leads outside the two directories.
 //!
 //! URLs: a request path is `X-Webdav-Prefix` (default `/log`) followed by
 //! `/` or `/{name}`; hrefs in answers use the same prefix, so the router can
@@ -18,6 +20,7 @@ use std::fs::Metadata;
 use std::io::SeekFrom;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -29,6 +32,7 @@ use hyper::body::Frame;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::body::{Body, empty, full, text};
+use crate::logdir::{LogDir, LogEntry as Entry};
 use crate::report::AUDIT_FILE;
 
 /// The default `X-Webdav-Prefix`: the gateway's own path.
@@ -37,15 +41,10 @@ pub const DEFAULT_PREFIX: &str = "/log";
 /// Where the files are.
 #[derive(Clone, Debug)]
 pub struct LogTree {
-    /// The shared log directory the shim writes.
-    pub log_dir: PathBuf,
+    /// The shared log directory the shim writes, held open.
+    pub log_dir: Arc<LogDir>,
     /// The sidecar's private directory holding `gateway.txt`.
     pub audit_dir: PathBuf,
-}
-
-struct Entry {
-    name: String,
-    meta: Metadata,
 }
 
 /// Answers one WebDAV request. `path` is the request's path (still
@@ -107,52 +106,53 @@ fn options() -> Response<Body> {
         .unwrap()
 }
 
-/// Opens a file of the tree without following symlinks or blocking on a
-/// FIFO, and checks the opened file is a regular one.
+/// Opens a regular file of the tree: `gateway.txt` from the sidecar's own
+/// audit directory, anything else beneath the log directory's handle.
 async fn open(tree: &LogTree, name: &str) -> Option<(tokio::fs::File, Metadata)> {
-    let path = if name == AUDIT_FILE {
-        tree.audit_dir.join(name)
-    } else {
-        tree.log_dir.join(name)
-    };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
-    let meta = file.metadata().ok()?;
-    meta.is_file().then(|| (tokio::fs::File::from_std(file), meta))
+    let tree = tree.clone();
+    let name = name.to_owned();
+    let opened = tokio::task::spawn_blocking(move || {
+        if name == AUDIT_FILE {
+            // The audit directory is the sidecar's alone (no workload path
+            // reaches it); O_NOFOLLOW all the same.
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(tree.audit_dir.join(AUDIT_FILE))
+                .ok()?;
+            let meta = file.metadata().ok()?;
+            meta.is_file().then_some((file, meta))
+        } else {
+            tree.log_dir.open_file(&name)
+        }
+    })
+    .await
+    .ok()??;
+    Some((tokio::fs::File::from_std(opened.0), opened.1))
 }
 
 async fn entries(tree: &LogTree) -> Vec<Entry> {
-    let mut entries = Vec::new();
-    if let Ok(mut dir) = tokio::fs::read_dir(&tree.log_dir).await {
-        while let Ok(Some(item)) = dir.next_entry().await {
-            let Ok(name) = item.file_name().into_string() else {
-                continue;
-            };
-            if name.starts_with('.') || (name == AUDIT_FILE && tree.audit_dir != tree.log_dir) {
-                continue;
-            }
-            // symlink_metadata: a symlink is not a regular file and is skipped.
-            if let Ok(meta) = tokio::fs::symlink_metadata(item.path()).await
-                && meta.is_file()
-            {
-                entries.push(Entry { name, meta });
-            }
+    let tree = tree.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut entries: Vec<Entry> = tree
+            .log_dir
+            .entries()
+            .into_iter()
+            .filter(|entry| entry.name != AUDIT_FILE)
+            .collect();
+        if let Ok(meta) = std::fs::symlink_metadata(tree.audit_dir.join(AUDIT_FILE))
+            && meta.is_file()
+        {
+            entries.push(Entry {
+                name: AUDIT_FILE.to_owned(),
+                meta,
+            });
         }
-    }
-    if tree.audit_dir != tree.log_dir
-        && let Ok(meta) = tokio::fs::symlink_metadata(tree.audit_dir.join(AUDIT_FILE)).await
-        && meta.is_file()
-    {
-        entries.push(Entry {
-            name: AUDIT_FILE.to_owned(),
-            meta,
-        });
-    }
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    entries
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        entries
+    })
+    .await
+    .unwrap_or_default()
 }
 
 async fn list_plain(tree: &LogTree, head: bool) -> Response<Body> {

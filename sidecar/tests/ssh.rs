@@ -39,6 +39,32 @@ fn debian_sftp_server() -> Vec<String> {
     vec![DEBIAN_SFTP_SERVER.into()]
 }
 
+/// The real shim as in a pod: PID 1 of a PID namespace of its own (the
+/// gateway, here in the test's namespace, stands where the sidecar does),
+/// running `command`; killed with its namespace when dropped.
+async fn start_shim(gw: &TestGateway, command: &str) -> Child {
+    let socket = hatchway_sidecar::config::local_spawn_socket(gw.dir.path());
+    let shim = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(env!("CARGO_BIN_EXE_hatchway-sidecar"))
+        .arg("shim")
+        .arg("--log-dir")
+        .arg(gw.log_dir())
+        .arg("--spawn-socket")
+        .arg(&socket)
+        .args(["--usage-interval", "0", "--", "sh", "-c", command])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the shim starts (unshare needs root)");
+    eventually("the shim's spawn socket", || {
+        let socket = socket.clone();
+        async move { hatchway_shim::connect(&socket).is_ok() }
+    })
+    .await;
+    shim
+}
+
 /// A gateway, a real shim process serving its spawn socket, and a local
 /// TCP port that performs the router's handshake (TLS, proof, `POST /ssh`)
 /// and then relays raw SSH bytes: the OpenSSH client connects there.
@@ -58,33 +84,7 @@ impl Rig {
     /// A rig whose `sftp` subsystem runs `sftp_command`.
     async fn start_with_sftp(query: &'static str, sftp_command: Vec<String>) -> Self {
         let gw = TestGateway::start_with(|a| a.sftp_command = sftp_command).await;
-        let socket = gw.dir.path().join("spawn.sock");
-        let shim = Command::new(env!("CARGO_BIN_EXE_hatchway-sidecar"))
-            .arg("shim")
-            .arg("--log-dir")
-            .arg(gw.log_dir())
-            .arg("--spawn-socket")
-            .arg(&socket)
-            // The workload ends when the shim does (the shim is not PID 1
-            // here, so a killed shim would otherwise orphan it).
-            .args([
-                "--usage-interval",
-                "0",
-                "--",
-                "sh",
-                "-c",
-                "while kill -0 $PPID 2>/dev/null; do sleep 1; done",
-            ])
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the shim starts");
-        let probe = socket.clone();
-        eventually("the shim's spawn socket", || {
-            let probe = probe.clone();
-            async move { probe.exists() }
-        })
-        .await;
+        let shim = start_shim(&gw, "sleep 3600").await;
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();

@@ -163,3 +163,12 @@ tolerations:
 priorityClassName: {{ . }}
 {{- end }}
 {{- end }}
+
+{{/*
+A label map as comma-separated k=v pairs (for HATCHWAY_* variables).
+*/}}
+{{- define "hatchway.labelPairs" -}}
+{{- $pairs := list -}}
+{{- range $k, $v := . }}{{ $pairs = append $pairs (printf "%s=%s" $k $v) }}{{ end -}}
+{{- join "," $pairs -}}
+{{- end }}

@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use hatchway_api::crd::{Container, Phase};
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -162,7 +163,12 @@ async fn reconcile_one(container: &Container, context: &Context) -> Result<Actio
         if !has_finalizer {
             return Ok(Action::await_change());
         }
-        let pod = pods.get_opt(&child).await.map_err(api_err("reading the pod"))?;
+        // Someone else's pod of the same name is neither reported nor deleted.
+        let pod = pods
+            .get_opt(&child)
+            .await
+            .map_err(api_err("reading the pod"))?
+            .filter(|p| pod::is_controlled_by(&p.metadata, container));
         write_status(context, container, pod.as_ref(), None, None).await?;
         if pod.is_some() {
             pods.delete(&child, &DeleteParams::default())
@@ -203,6 +209,11 @@ async fn reconcile_one(container: &Container, context: &Context) -> Result<Actio
     }
 
     let mut pod = pods.get_opt(&child).await.map_err(api_err("reading the pod"))?;
+    if let Some(found) = &pod
+        && !pod::is_controlled_by(&found.metadata, container)
+    {
+        return refuse_foreign_pod(context, container, &child).await;
+    }
     let decision = status::decide(container, pod.as_ref());
     let ran_before = container.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running);
     if pod.is_none() && !decision.phase.is_finished() && !ran_before {
@@ -215,10 +226,34 @@ async fn reconcile_one(container: &Container, context: &Context) -> Result<Actio
             context.settings.tunnel_url.as_deref(),
         )
         .expect("a stored Container has a name and UID");
-        create(&secrets, &secret, "creating the Secret").await?;
-        let new_pod =
-            pod::pod(container, &context.settings.pod).expect("a stored Container has a name and UID");
+        // A generated name: nothing to collide with, nothing to read back.
+        let secret = secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .map_err(api_err("creating the Secret"))?;
+        let secret_name = secret.metadata.name.unwrap_or_default();
+        if let Some(policy) = &context.settings.pod.gateway_policy {
+            let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespace);
+            let np = pod::network_policy(container, policy).expect("a stored Container has a name and UID");
+            match policies.create(&PostParams::default(), &np).await {
+                Ok(_) => {}
+                // Made by an earlier reconcile whose status write failed.
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(source) => {
+                    return Err(ReconcileError::Api {
+                        action: "creating the NetworkPolicy",
+                        source,
+                    });
+                }
+            }
+        }
+        let new_pod = pod::pod(container, &context.settings.pod, &secret_name)
+            .expect("a stored Container has a name and UID");
         match create(&pods, &new_pod, "creating the pod").await {
+            Ok(created) if !pod::is_controlled_by(&created.metadata, container) => {
+                // 409, and the pod there is someone else's.
+                return refuse_foreign_pod(context, container, &child).await;
+            }
             Ok(created) => pod = Some(created),
             // The cluster will not run this pod as written (a missing
             // ServiceAccount, an admission policy, an invalid override):
@@ -274,6 +309,21 @@ async fn reconcile_one(container: &Container, context: &Context) -> Result<Actio
         return Ok(Action::await_change());
     }
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// A pod with the child's name exists and is not this Container's: say so
+/// in a condition and retry slowly; never adopt it.
+async fn refuse_foreign_pod(
+    context: &Context,
+    container: &Container,
+    child: &str,
+) -> Result<Action, ReconcileError> {
+    let why = format!(
+        "a pod named {child} exists and is not controlled by this Container: Hatchway will not adopt it (delete it, or re-create the Container)"
+    );
+    write_status(context, container, None, None, Some(&why)).await?;
+    tracing::warn!(container = %key(container), %why, "refused to adopt a pod");
+    Ok(Action::requeue(Duration::from_secs(60)))
 }
 
 async fn create<K>(api: &Api<K>, object: &K, action: &'static str) -> Result<K, ReconcileError>

@@ -5,11 +5,17 @@
 //! Layout of the pod:
 //! - the sidecar is a native sidecar (an init container with
 //!   `restartPolicy: Always`) with a startup probe on `/readyz`, so the
-//!   workload starts only once the gateway is up; it copies its own static
-//!   binary into the shared volume for the workload to run as its shim;
-//! - the workload runs `/hatchway/bin/hatchway-sidecar shim -- <command>`;
-//! - the per-Container Secret (`ctr_key`, router CA, tunnel URL) is mounted
-//!   into the sidecar only; the sidecar's audit directory is its own;
+//!   workload starts only once the gateway is up (and has opened the log
+//!   directory);
+//! - the workload is untrusted, so each volume it shares goes one way
+//!   (docs/security.md): `hatchway-bin` is written by the sidecar (its own
+//!   static binary) and read-only in the workload, which runs it as its
+//!   shim (`/hatchway/bin/hatchway-sidecar shim -- <command>`);
+//!   `hatchway-log` is written by the shim and read-only in the sidecar;
+//! - the per-Container Secret (`ctr_key`, router CA, tunnel URL) and the
+//!   audit trail are mounted into the sidecar only, under `/run/hatchway`,
+//!   no path of which the workload can reach;
+//! - the shim's spawn socket is an abstract socket: no file at all;
 //! - the workload gets no ServiceAccount token unless the spec asks.
 
 use std::collections::BTreeMap;
@@ -21,7 +27,10 @@ use k8s_openapi::api::core::v1::{
     Capabilities, Container as K8sContainer, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Pod,
     PodSpec, Probe, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
@@ -39,10 +48,11 @@ pub const LABEL_NAME: &str = "hatchway.dev/container";
 /// `app.kubernetes.io/managed-by` value.
 pub const MANAGED_BY: &str = "hatchway-operator";
 
-const SHARED_VOLUME: &str = "hatchway";
+const BIN_VOLUME: &str = "hatchway-bin";
+const LOG_VOLUME: &str = "hatchway-log";
 const SECRET_VOLUME: &str = "hatchway-secret";
 const AUDIT_VOLUME: &str = "hatchway-audit";
-const SHIM_PATH: &str = "/hatchway/bin/hatchway-sidecar";
+use hatchway_api::pod::{AUDIT_DIR, BIN_DIR, LOG_DIR, SECRET_DIR, SHIM_PATH};
 
 /// What the pod builder needs besides the Container.
 #[derive(Clone, Debug)]
@@ -53,6 +63,106 @@ pub struct PodSettings {
     pub sidecar_pull_policy: String,
     /// Shells allowed cluster-wide (off: the shim serves no spawn socket).
     pub shell_enabled: bool,
+    /// A NetworkPolicy per pod that keeps its gateway to the router (none:
+    /// the cluster's own policies only).
+    pub gateway_policy: Option<GatewayPolicy>,
+}
+
+/// Who may reach a pod's gateway and health ports (docs/security.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayPolicy {
+    /// The operator's namespace...
+    pub operator_namespace: String,
+    /// ...and its pods' labels: the only peers of the gateway port (the
+    /// router) and of the health port (the reconciler reads `/readyz`).
+    pub operator_labels: BTreeMap<String, String>,
+    /// Labels of the namespaces Prometheus scrapes from, which may also
+    /// reach the health port (`/metrics`); `None`: any namespace may.
+    pub metrics_namespace_labels: Option<BTreeMap<String, String>>,
+}
+
+/// The NetworkPolicy of a Container's pod: its gateway port only from the
+/// router's pods, its health port from them and Prometheus, and every other
+/// port (the workload's own) as before — a policy that selects a pod denies
+/// what it does not allow, so the rest is allowed by range.
+pub fn network_policy(container: &Container, policy: &GatewayPolicy) -> Result<NetworkPolicy, PodError> {
+    let uid = container.metadata.uid.clone().ok_or(PodError::Missing("uid"))?;
+    let tcp = |port: i32, end: Option<i32>| NetworkPolicyPort {
+        protocol: Some("TCP".to_owned()),
+        port: Some(IntOrString::Int(port)),
+        end_port: end,
+    };
+    let operator = NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_owned(),
+                policy.operator_namespace.clone(),
+            )])),
+            ..LabelSelector::default()
+        }),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(policy.operator_labels.clone()),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    let health_peers = policy.metrics_namespace_labels.as_ref().map(|labels| {
+        vec![
+            operator.clone(),
+            NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some(labels.clone()),
+                    ..LabelSelector::default()
+                }),
+                ..NetworkPolicyPeer::default()
+            },
+        ]
+    });
+    let everyone_else = NetworkPolicyIngressRule {
+        from: None,
+        ports: Some(vec![
+            tcp(1, Some(GATEWAY_PORT - 1)),
+            tcp(HEALTH_PORT + 1, Some(65535)),
+            NetworkPolicyPort {
+                protocol: Some("UDP".to_owned()),
+                port: Some(IntOrString::Int(1)),
+                end_port: Some(65535),
+            },
+            NetworkPolicyPort {
+                protocol: Some("SCTP".to_owned()),
+                port: Some(IntOrString::Int(1)),
+                end_port: Some(65535),
+            },
+        ]),
+    };
+    Ok(NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(child_name(container)?),
+            namespace: container.metadata.namespace.clone(),
+            labels: Some(labels(container)),
+            owner_references: Some(vec![owner(container)?]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(LABEL_UID.to_owned(), uid)])),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    from: Some(vec![operator]),
+                    ports: Some(vec![tcp(GATEWAY_PORT, None)]),
+                },
+                NetworkPolicyIngressRule {
+                    from: health_peers,
+                    ports: Some(vec![tcp(HEALTH_PORT, None)]),
+                },
+                everyone_else,
+            ]),
+            egress: None,
+        }),
+    })
 }
 
 /// Why a Container cannot become a pod (a condition on it, not a crash).
@@ -114,8 +224,25 @@ fn owner(container: &Container) -> Result<OwnerReference, PodError> {
     Ok(owner)
 }
 
+/// Whether `meta` (a pod or Secret) is controlled by `container`: the only
+/// children the reconciler uses. One that merely has the expected name was
+/// made by someone else, and adopting it would let them choose what the
+/// Container's status says (docs/security.md).
+pub fn is_controlled_by(meta: &ObjectMeta, container: &Container) -> bool {
+    let Some(uid) = container.metadata.uid.as_deref() else {
+        return false;
+    };
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.uid == uid && o.kind == "Container")
+}
+
 /// The per-Container Secret: `ctr_key`, the router CA the tunnel pins, and
-/// the router's tunnel URL (absent: no tunnel).
+/// the router's tunnel URL (absent: no tunnel). Its name is generated by
+/// the API server (`<child name>-xxxxx`): nobody can create it beforehand
+/// for the pod to mount, and the operator never needs to read a Secret it
+/// did not just create (it has no `get` on Secrets).
 pub fn secret(
     container: &Container,
     ctr_key_hex: &str,
@@ -134,7 +261,7 @@ pub fn secret(
     }
     Ok(Secret {
         metadata: ObjectMeta {
-            name: Some(child_name(container)?),
+            generate_name: Some(format!("{}-", child_name(container)?)),
             namespace: container.metadata.namespace.clone(),
             labels: Some(labels(container)),
             owner_references: Some(vec![owner(container)?]),
@@ -211,9 +338,10 @@ fn sidecar(container: &Container, settings: &PodSettings) -> Result<K8sContainer
         startup_probe: Some(ready_probe(1, 120)),
         readiness_probe: Some(ready_probe(5, 3)),
         volume_mounts: Some(vec![
-            mount(SHARED_VOLUME, "/hatchway", false),
-            mount(SECRET_VOLUME, "/hatchway/secret", true),
-            mount(AUDIT_VOLUME, "/hatchway/audit", false),
+            mount(BIN_VOLUME, BIN_DIR, false),
+            mount(LOG_VOLUME, LOG_DIR, true),
+            mount(SECRET_VOLUME, SECRET_DIR, true),
+            mount(AUDIT_VOLUME, AUDIT_DIR, false),
         ]),
         security_context: Some(SecurityContext {
             run_as_user: Some(SIDECAR_UID),
@@ -254,14 +382,17 @@ fn workload(container: &Container, settings: &PodSettings) -> K8sContainer {
         env: (!spec.env.is_empty()).then(|| spec.env.clone()),
         working_dir: spec.working_dir.clone(),
         resources: spec.resources.clone(),
-        // The shared volume only: never the Secret, never the audit log.
-        volume_mounts: Some(vec![mount(SHARED_VOLUME, "/hatchway", false)]),
+        // Never the Secret, never the audit log; the shim's binary read-only.
+        volume_mounts: Some(vec![
+            mount(BIN_VOLUME, BIN_DIR, true),
+            mount(LOG_VOLUME, LOG_DIR, false),
+        ]),
         ..K8sContainer::default()
     }
 }
 
-/// The Container's pod.
-pub fn pod(container: &Container, settings: &PodSettings) -> Result<Pod, PodError> {
+/// The Container's pod, mounting the Secret `secret_name` in its sidecar.
+pub fn pod(container: &Container, settings: &PodSettings, secret_name: &str) -> Result<Pod, PodError> {
     let name = child_name(container)?;
     let overrides = container.spec.pod.clone().unwrap_or_default();
     let annotations = BTreeMap::from([
@@ -297,7 +428,12 @@ pub fn pod(container: &Container, settings: &PodSettings) -> Result<Pod, PodErro
             enable_service_links: Some(false),
             volumes: Some(vec![
                 Volume {
-                    name: SHARED_VOLUME.to_owned(),
+                    name: BIN_VOLUME.to_owned(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Volume::default()
+                },
+                Volume {
+                    name: LOG_VOLUME.to_owned(),
                     empty_dir: Some(EmptyDirVolumeSource::default()),
                     ..Volume::default()
                 },
@@ -309,7 +445,7 @@ pub fn pod(container: &Container, settings: &PodSettings) -> Result<Pod, PodErro
                 Volume {
                     name: SECRET_VOLUME.to_owned(),
                     secret: Some(SecretVolumeSource {
-                        secret_name: Some(name),
+                        secret_name: Some(secret_name.to_owned()),
                         // Only the sidecar mounts it, and it runs as its own
                         // uid: the files must be readable by others.
                         default_mode: Some(0o444),
@@ -349,20 +485,92 @@ mod tests {
             sidecar_image: "localhost/hatchway/sidecar:e2e".into(),
             sidecar_pull_policy: "Never".into(),
             shell_enabled: true,
+            gateway_policy: None,
         }
     }
 
-    fn mounts(c: &K8sContainer) -> Vec<(String, String)> {
+    #[test]
+    fn the_gateway_port_is_for_the_router_and_the_workloads_ports_for_everyone() {
+        let c = container(|_| {});
+        let policy = GatewayPolicy {
+            operator_namespace: "hatchway-system".into(),
+            operator_labels: BTreeMap::from([("app.kubernetes.io/name".into(), "hatchway".into())]),
+            metrics_namespace_labels: Some(BTreeMap::from([("monitoring".into(), "true".into())])),
+        };
+        let np = network_policy(&c, &policy).unwrap();
+        assert_eq!(np.metadata.name.as_deref(), Some("job-1-0f3a9"));
+        let spec = np.spec.unwrap();
+        assert_eq!(
+            spec.pod_selector.unwrap().match_labels.unwrap()[LABEL_UID],
+            "0f3a9c2e-1111-2222-3333-444455556666"
+        );
+        let rules = spec.ingress.unwrap();
+        let ports = |r: &NetworkPolicyIngressRule| -> Vec<(String, i32, Option<i32>)> {
+            r.ports
+                .iter()
+                .flatten()
+                .map(|p| {
+                    let port = match p.port {
+                        Some(IntOrString::Int(n)) => n,
+                        _ => 0,
+                    };
+                    (p.protocol.clone().unwrap_or_default(), port, p.end_port)
+                })
+                .collect()
+        };
+        // 7443 from the operator's pods only.
+        assert_eq!(ports(&rules[0]), [("TCP".to_owned(), 7443, None)]);
+        let from = rules[0].from.as_ref().unwrap();
+        assert_eq!(from.len(), 1);
+        assert_eq!(
+            from[0]
+                .namespace_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["kubernetes.io/metadata.name"],
+            "hatchway-system"
+        );
+        assert!(from[0].pod_selector.is_some());
+        // 7444 from them and Prometheus' namespaces.
+        assert_eq!(ports(&rules[1]), [("TCP".to_owned(), 7444, None)]);
+        assert_eq!(rules[1].from.as_ref().unwrap().len(), 2);
+        // Everything else from anywhere, neither 7443 nor 7444 included.
+        assert!(rules[2].from.is_none());
+        let rest = ports(&rules[2]);
+        assert!(rest.contains(&("TCP".to_owned(), 1, Some(7442))));
+        assert!(rest.contains(&("TCP".to_owned(), 7445, Some(65535))));
+        assert!(rest.contains(&("UDP".to_owned(), 1, Some(65535))));
+        // Without Prometheus' namespaces, the health port is open to all.
+        let open = GatewayPolicy {
+            metrics_namespace_labels: None,
+            ..policy
+        };
+        let rules = network_policy(&c, &open).unwrap().spec.unwrap().ingress.unwrap();
+        assert!(rules[1].from.is_none());
+        assert_eq!(rules[0].from.as_ref().unwrap().len(), 1);
+        for (protocol, start, end) in rest.iter().filter(|(p, ..)| p == "TCP") {
+            let end = end.unwrap_or(*start);
+            assert!(
+                end < 7443 || *start > 7444,
+                "{protocol} {start}-{end} opens the gateway"
+            );
+        }
+    }
+
+    /// (volume, path, read-only) of each mount.
+    fn mounts(c: &K8sContainer) -> Vec<(&str, &str, bool)> {
         c.volume_mounts
             .iter()
             .flatten()
-            .map(|m| (m.name.clone(), m.mount_path.clone()))
+            .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only == Some(true)))
             .collect()
     }
 
     #[test]
     fn the_workload_runs_under_the_shim_and_never_mounts_the_secret() {
-        let pod = pod(&container(|_| {}), &settings()).unwrap();
+        let pod = pod(&container(|_| {}), &settings(), "job-1-0f3a9-abcde").unwrap();
         let spec = pod.spec.unwrap();
         let workload = &spec.containers[0];
         assert_eq!(workload.name, "workload");
@@ -382,7 +590,10 @@ mod tests {
         assert_eq!(workload.args, None);
         assert_eq!(
             mounts(workload),
-            [("hatchway".to_owned(), "/hatchway".to_owned())]
+            [
+                ("hatchway-bin", "/hatchway/bin", true),
+                ("hatchway-log", "/hatchway/log", false)
+            ]
         );
         assert_eq!(spec.automount_service_account_token, Some(false));
         assert_eq!(spec.share_process_namespace, Some(false));
@@ -391,7 +602,7 @@ mod tests {
 
     #[test]
     fn the_sidecar_is_a_native_sidecar_with_the_secret_and_a_startup_probe() {
-        let pod = pod(&container(|_| {}), &settings()).unwrap();
+        let pod = pod(&container(|_| {}), &settings(), "job-1-0f3a9-abcde").unwrap();
         let spec = pod.spec.unwrap();
         let sidecar = &spec.init_containers.as_ref().unwrap()[0];
         assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
@@ -401,7 +612,15 @@ mod tests {
             (probe.path.as_deref(), &probe.port),
             (Some("/readyz"), &IntOrString::Int(7444))
         );
-        assert!(mounts(sidecar).contains(&("hatchway-secret".to_owned(), "/hatchway/secret".to_owned())));
+        assert_eq!(
+            mounts(sidecar),
+            [
+                ("hatchway-bin", "/hatchway/bin", false),
+                ("hatchway-log", "/hatchway/log", true),
+                ("hatchway-secret", "/run/hatchway/secret", true),
+                ("hatchway-audit", "/run/hatchway/audit", false),
+            ]
+        );
         let env: Vec<_> = sidecar
             .env
             .iter()
@@ -433,7 +652,7 @@ mod tests {
                 .unwrap(),
             );
         });
-        let spec = pod(&c, &settings()).unwrap().spec.unwrap();
+        let spec = pod(&c, &settings(), "job-1-0f3a9-abcde").unwrap().spec.unwrap();
         assert!(
             spec.containers[0]
                 .command
@@ -449,7 +668,10 @@ mod tests {
             shell_enabled: false,
             ..settings()
         };
-        let spec = pod(&container(|_| {}), &off).unwrap().spec.unwrap();
+        let spec = pod(&container(|_| {}), &off, "job-1-0f3a9-abcde")
+            .unwrap()
+            .spec
+            .unwrap();
         assert!(
             spec.containers[0]
                 .command
@@ -462,13 +684,30 @@ mod tests {
     #[test]
     fn children_are_owned_labelled_and_named_per_run() {
         let c = container(|_| {});
-        let pod = pod(&c, &settings()).unwrap();
+        let pod = pod(&c, &settings(), "job-1-0f3a9-abcde").unwrap();
         assert_eq!(pod.metadata.name.as_deref(), Some("job-1-0f3a9"));
         let owner = &pod.metadata.owner_references.unwrap()[0];
         assert_eq!((owner.kind.as_str(), owner.controller), ("Container", Some(true)));
         assert_eq!(pod.metadata.labels.unwrap()[LABEL_NAME], "job-1");
         assert_eq!(pod.metadata.annotations.unwrap()["prometheus.io/port"], "7444");
         let secret = secret(&c, "ab".repeat(32).as_str(), "CA", Some("https://router:8443")).unwrap();
+        assert_eq!(
+            (
+                secret.metadata.name.as_deref(),
+                secret.metadata.generate_name.as_deref()
+            ),
+            (None, Some("job-1-0f3a9-"))
+        );
+        let mounted: Vec<_> = pod
+            .spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.secret.as_ref()?.secret_name.as_deref())
+            .collect();
+        assert_eq!(mounted, ["job-1-0f3a9-abcde"]);
         let data = secret.data.unwrap();
         assert_eq!(data["ctr_key"].0, "ab".repeat(32).as_bytes());
         assert_eq!(data["tunnel_url"].0, b"https://router:8443");
@@ -481,5 +720,22 @@ mod tests {
             child_name(&Container::new("x", c.spec.clone())),
             Err(PodError::Missing("uid"))
         );
+    }
+
+    #[test]
+    fn only_children_the_container_controls_are_its_own() {
+        let c = container(|_| {});
+        let ours = pod(&c, &settings(), "s").unwrap();
+        assert!(is_controlled_by(&ours.metadata, &c));
+        // Same name and labels, made by someone else: not adopted.
+        let mut foreign = ours.metadata.clone();
+        foreign.owner_references = None;
+        assert!(!is_controlled_by(&foreign, &c));
+        let mut other = ours.metadata.clone();
+        other.owner_references.as_mut().unwrap()[0].uid = "another-container".into();
+        assert!(!is_controlled_by(&other, &c));
+        let mut not_controller = ours.metadata;
+        not_controller.owner_references.as_mut().unwrap()[0].controller = Some(false);
+        assert!(!is_controlled_by(&not_controller, &c));
     }
 }

@@ -32,6 +32,8 @@ pub enum Action {
     PortForward,
     /// `…/log` and `…/log/{file}`: the rest after `log` (`""`, `/`, `/name`).
     Log(String),
+    /// `…/weblogin?port=N`: a one-time login link to a private web app.
+    WebLogin,
 }
 
 /// The path prefix of the user API.
@@ -55,6 +57,7 @@ pub fn parse_path(path: &str) -> Option<ContainerPath> {
         "ssh" => Action::Ssh,
         "portforward" => Action::PortForward,
         "log" => Action::Log(String::new()),
+        hatchway_api::wire::ACTION_WEBLOGIN => Action::WebLogin,
         _ => Action::Log(tail.strip_prefix("log/").map(|r| format!("/{r}"))?),
     };
     Some(ContainerPath {
@@ -126,6 +129,7 @@ impl Endpoint {
                 Action::Ssh => "ssh",
                 Action::PortForward => "portforward",
                 Action::Log(_) => "log",
+                Action::WebLogin => "weblogin",
             },
             Endpoint::Health => "health",
             Endpoint::Metrics => "metrics",
@@ -184,7 +188,25 @@ async fn dispatch(
             super::user::serve(router, req, path).await
         }
         Endpoint::Health => text(StatusCode::OK, "ok"),
-        Endpoint::Metrics if req.method() == Method::GET => {
+        Endpoint::Metrics => text(
+            StatusCode::NOT_FOUND,
+            "/metrics is served on the metrics port (--metrics-listen, 9443), not on the user-facing one",
+        ),
+        Endpoint::Other => text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no such endpoint {}: the API is {API_PREFIX}{{namespace}}/containers/{{name}}/(ssh|portforward|log/…|weblogin)",
+                req.uri().path()
+            ),
+        ),
+    }
+}
+
+/// The metrics port's one endpoint (and a health check): see
+/// [`super::server::serve_metrics`].
+pub fn metrics_endpoint<B>(router: &Router, req: &Request<B>) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
             let mut response = Response::new(full_body(router.metrics.encode()));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -192,12 +214,10 @@ async fn dispatch(
             );
             response
         }
-        Endpoint::Metrics | Endpoint::Other => text(
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+        (method, path) => text(
             StatusCode::NOT_FOUND,
-            format!(
-                "no such endpoint {}: the API is {API_PREFIX}{{namespace}}/containers/{{name}}/(ssh|portforward|log/…)",
-                req.uri().path()
-            ),
+            format!("{method} {path}: the metrics port serves GET /metrics only"),
         ),
     }
 }
@@ -215,6 +235,8 @@ mod tests {
         );
         let p = parse_path("/v1/namespaces/ns1/containers/web-1/portforward").unwrap();
         assert_eq!(p.action, Action::PortForward);
+        let p = parse_path("/v1/namespaces/ns1/containers/web-1/weblogin").unwrap();
+        assert_eq!(p.action, Action::WebLogin);
         assert_eq!(
             parse_path("/v1/namespaces/a/containers/b/log").unwrap().action,
             Action::Log(String::new())
@@ -244,6 +266,25 @@ mod tests {
             "/v1/namespaces/a/containers/b/sshx",
         ] {
             assert_eq!(parse_path(bad), None, "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn user_paths_parse_to_canonical_names_or_nothing(
+            path in "/v1/namespaces/\\PC{0,80}|/v1/namespaces/[a-z0-9.-]{0,10}/containers/[a-zA-Z0-9.-]{0,12}/(ssh|portforward|weblogin|log|log/|log/[a-z./%]{0,10}|exec|\\PC{0,6})"
+        ) {
+            if let Some(p) = parse_path(&path) {
+                proptest::prop_assert!(is_dns_label(&p.namespace) && is_dns_subdomain(&p.name), "{p:?}");
+                let action = match &p.action {
+                    Action::Ssh => "ssh".to_owned(),
+                    Action::PortForward => "portforward".to_owned(),
+                    Action::WebLogin => "weblogin".to_owned(),
+                    Action::Log(rest) if rest.is_empty() => "log".to_owned(),
+                    Action::Log(rest) => format!("log{rest}"),
+                };
+                proptest::prop_assert_eq!(path, format!("/v1/namespaces/{}/containers/{}/{action}", p.namespace, p.name));
+            }
         }
     }
 }

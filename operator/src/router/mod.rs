@@ -18,6 +18,7 @@ pub mod relay;
 pub mod respond;
 pub mod select;
 pub mod server;
+pub mod session;
 pub mod settings;
 pub mod status;
 pub mod tls;
@@ -71,6 +72,8 @@ pub struct Router {
     pub root: RootSecret,
     /// Verifies peer replicas when forwarding.
     pub peer_tls: Arc<ClientConfig>,
+    /// Web-app sessions and login codes, signed with keys from `root`.
+    pub sessions: session::Sessions,
 }
 
 impl Router {
@@ -83,7 +86,9 @@ impl Router {
         peer_tls: Arc<ClientConfig>,
     ) -> Arc<Self> {
         let tunnels = tunnel::Registry::new(settings.max_tunnels);
+        let sessions = session::Sessions::new(&root.0, settings.web_session_lifetime);
         Arc::new(Self {
+            sessions,
             settings,
             cluster,
             auth,

@@ -33,6 +33,57 @@ pub struct ConnectionInfo {
     pub ekm: Option<[u8; EKM_LEN]>,
 }
 
+/// Open connections per client address, bounded: one address (a
+/// misbehaving client, a scanner) cannot take every connection slot.
+#[derive(Clone, Debug)]
+pub struct PerClient {
+    limit: usize,
+    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// One connection counted against its address until dropped.
+#[derive(Debug)]
+pub struct ClientPermit {
+    ip: std::net::IpAddr,
+    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl PerClient {
+    /// At most `limit` open connections per address.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            open: Arc::default(),
+        }
+    }
+
+    /// A permit for one more connection from `ip`, or `None` at the limit.
+    pub fn acquire(&self, ip: std::net::IpAddr) -> Option<ClientPermit> {
+        let mut open = self.open.lock().expect("not poisoned");
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(ClientPermit {
+            ip,
+            open: Arc::clone(&self.open),
+        })
+    }
+}
+
+impl Drop for ClientPermit {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().expect("not poisoned");
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Accepts connections on `listener` until `shutdown`, then stops accepting
 /// and gives open requests `settings.drain_timeout` to finish. Upgraded
 /// connections (shells, port-forwards, tunnels) are not waited for: they
@@ -45,6 +96,7 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(router.settings.max_connections));
+    let per_client = PerClient::new(router.settings.max_connections_per_client);
     let tasks = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -63,6 +115,19 @@ pub async fn serve(
             tracing::warn!(%peer, limit = router.settings.max_connections, "connection limit reached; refusing");
             continue;
         };
+        let Some(client_permit) = per_client.acquire(peer.ip()) else {
+            router
+                .metrics
+                .auth_failures
+                .with_label_values(&["client_connection_limit"])
+                .inc();
+            tracing::warn!(
+                %peer,
+                limit = router.settings.max_connections_per_client,
+                "connection limit per client address reached; refusing"
+            );
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         // A tunnel or shell whose peer vanished (node lost, NAT timeout)
         // is found within about a minute instead of never.
@@ -75,7 +140,7 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let _permit = permit;
+            let _permits = (permit, client_permit);
             let timeout = router.settings.header_read_timeout;
             let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
@@ -127,6 +192,82 @@ pub async fn serve(
         tracing::warn!(
             ?drain,
             "requests still open after the drain timeout; closing them"
+        );
+    }
+}
+
+/// How many scrapes may be served at once on the metrics port.
+const METRICS_CONNECTIONS: usize = 16;
+
+/// Serves `GET /metrics` (and `/healthz`) on its own listener — HTTPS with
+/// the router's certificate, HTTP/1.1 — until `shutdown`: the metrics stay
+/// off the user-facing listener, so a NetworkPolicy or the Service can keep
+/// them to Prometheus.
+pub async fn serve_metrics(
+    router: Arc<Router>,
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let permits = Arc::new(Semaphore::new(METRICS_CONNECTIONS));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a metrics connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            continue;
+        };
+        let router = router.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let timeout = router.settings.header_read_timeout;
+            let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await else {
+                return tracing::debug!(%peer, "metrics TLS handshake failed or timed out");
+            };
+            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let router = router.clone();
+                async move { Ok::<_, std::convert::Infallible>(super::api::metrics_endpoint(&router, &req)) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .serve_connection(TokioIo::new(tls), service);
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "metrics connection ended with an error");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_address_gets_its_own_bounded_share() {
+        let limits = PerClient::new(2);
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        let first = limits.acquire(a).unwrap();
+        let _second = limits.acquire(a).unwrap();
+        assert!(limits.acquire(a).is_none(), "a third from one address");
+        assert!(limits.acquire(b).is_some(), "another address is not affected");
+        drop(first);
+        assert!(limits.acquire(a).is_some(), "a closed connection frees its slot");
+        assert_eq!(
+            limits.open.lock().unwrap().len(),
+            1,
+            "b's entry is gone with its permit"
         );
     }
 }

@@ -36,6 +36,9 @@ pub struct Settings {
     pub max_header_bytes: usize,
     /// Most client connections served at once.
     pub max_connections: usize,
+    /// Most connections served at once from one client address (behind a
+    /// proxy that does not keep the client's address, the proxy's).
+    pub max_connections_per_client: usize,
     /// Time a draining replica gives open requests on shutdown.
     pub drain_timeout: Duration,
     /// How long a request waits for a tunnel that is moving (status names
@@ -45,6 +48,9 @@ pub struct Settings {
     /// sidecar's redial can meet the Service still routing to the dead pod
     /// (kube-proxy lag) and back off for a few seconds more.
     pub tunnel_grace: Duration,
+    /// How long a web-app session (the router's own cookie, minted from a
+    /// one-time login code) lasts.
+    pub web_session_lifetime: Duration,
 }
 
 impl Settings {
@@ -64,8 +70,10 @@ impl Settings {
             header_read_timeout: Duration::from_secs(30),
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
+            max_connections_per_client: 1_000,
             drain_timeout: Duration::from_secs(30),
             tunnel_grace: Duration::from_secs(10),
+            web_session_lifetime: Duration::from_secs(12 * 3600),
         }
     }
 }

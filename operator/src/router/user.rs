@@ -27,6 +27,7 @@ pub async fn serve(router: Arc<Router>, req: Request<Incoming>, path: ContainerP
         Action::Ssh => (Purpose::Shell, Permission::SHELL, "shell"),
         Action::PortForward => (Purpose::PortForward, Permission::PORTFORWARD, "portforward"),
         Action::Log(_) => (Purpose::Logs, Permission::LOG, "logs"),
+        Action::WebLogin => (Purpose::Proxy, Permission::PROXY_GET, "weblogin"),
     };
     if let Err(response) = check_method(&req, &path.action) {
         return response;
@@ -86,6 +87,9 @@ pub async fn serve(router: Arc<Router>, req: Request<Incoming>, path: ContainerP
     if let Action::Log(rest) = &path.action {
         return super::logs::serve(router, req, container, rest.clone(), user).await;
     }
+    if path.action == Action::WebLogin {
+        return super::webapp::login_link(&router, &req, &container, &user);
+    }
 
     let (container, route) = choose_settled(&router, container, req.headers(), purpose).await;
     let route = match route {
@@ -129,6 +133,13 @@ fn check_method(req: &Request<Incoming>, action: &Action) -> Result<(), Response
     let method = req.method();
     let upgrade = relay::wants_upgrade(req.headers());
     let (protocol, what) = match action {
+        Action::WebLogin if method == Method::POST => return Ok(()),
+        Action::WebLogin => {
+            return Err(text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed: a web-app login link is minted with POST"),
+            ));
+        }
         Action::Ssh => (wire::UPGRADE_SSH, "a shell"),
         Action::PortForward => (wire::UPGRADE_TCP, "a port-forward"),
         Action::Log(_) => {
@@ -365,7 +376,12 @@ async fn upgrade_to_gateway(
             ),
             Err(response) => return response,
         },
-        Action::Log(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "logs are not an upgrade"),
+        Action::Log(_) | Action::WebLogin => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "logs and login links are not upgrades",
+            );
+        }
     };
     let request = Request::post(path)
         .header(header::CONNECTION, "upgrade")

@@ -90,6 +90,17 @@ impl MemoryCluster {
         self.containers.lock().unwrap().insert(key, container);
     }
 
+    /// Changes a stored Container in place (its spec, as a re-created one
+    /// with the same UID would have).
+    pub fn update(&self, namespace: &str, name: &str, change: impl FnOnce(&mut Container)) {
+        let mut containers = self.containers.lock().unwrap();
+        change(
+            containers
+                .get_mut(&(namespace.to_owned(), name.to_owned()))
+                .expect("the container exists"),
+        );
+    }
+
     pub fn set_status(&self, namespace: &str, name: &str, status: ContainerStatus) {
         let mut containers = self.containers.lock().unwrap();
         let container = containers
@@ -369,6 +380,8 @@ pub fn use_pki(tls: RouterTls) -> bool {
 pub struct TestRouter {
     pub router: Arc<Router>,
     pub addr: SocketAddr,
+    /// Where `/metrics` is served (its own port).
+    pub metrics_addr: SocketAddr,
     pub url: String,
     pub shutdown: CancellationToken,
     pub served: Option<tokio::task::JoinHandle<()>>,
@@ -412,6 +425,14 @@ impl TestRouter {
             tls.peer_client_config().unwrap(),
         );
         let shutdown = CancellationToken::new();
+        let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_addr = metrics.local_addr().unwrap();
+        tokio::spawn(hatchway_operator::router::server::serve_metrics(
+            router.clone(),
+            metrics,
+            tls.server_config().unwrap(),
+            shutdown.clone(),
+        ));
         let served = tokio::spawn(hatchway_operator::router::server::serve(
             router.clone(),
             listener,
@@ -421,6 +442,7 @@ impl TestRouter {
         Self {
             router,
             addr,
+            metrics_addr,
             url,
             shutdown,
             served: Some(served),
@@ -637,22 +659,25 @@ impl TestSidecar {
 
     /// Starts a real shim serving the spawn socket (needed for shells).
     pub async fn with_shim(mut self) -> Self {
-        let socket = self.dir.path().join("spawn.sock");
-        let shim = Command::new(sidecar_binary())
+        let socket = hatchway_sidecar::config::local_spawn_socket(self.dir.path());
+        // As in a pod: the shim is PID 1 of a PID namespace of its own and
+        // serves only peers outside it (the gateway, here in the test's).
+        let shim = Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child"])
+            .arg(sidecar_binary())
             .arg("shim")
             .arg("--log-dir")
             .arg(self.log_dir())
             .arg("--spawn-socket")
             .arg(&socket)
-            // The workload ends when the shim does (the shim is not PID 1
-            // here, so a killed shim would otherwise orphan it).
+            // The workload ends with the shim's namespace.
             .args([
                 "--usage-interval",
                 "0",
                 "--",
                 "sh",
                 "-c",
-                "echo workload started; while kill -0 $PPID 2>/dev/null; do sleep 1; done",
+                "echo workload started; sleep 3600",
             ])
             .stdout(Stdio::null())
             .kill_on_drop(true)
@@ -660,7 +685,11 @@ impl TestSidecar {
             .expect("the shim starts");
         eventually("the shim's spawn socket", || {
             let socket = socket.clone();
-            async move { socket.exists() }
+            async move {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(socket.as_bytes()).unwrap();
+                std::os::unix::net::UnixStream::connect_addr(&addr).is_ok()
+            }
         })
         .await;
         self.shim = Some(shim);

@@ -30,19 +30,28 @@ pub struct ShimArgs {
     #[arg(long, env = "HATCHWAY_USAGE_INTERVAL", default_value_t = 10)]
     pub usage_interval: u64,
 
-    /// Unix socket on which the gateway asks for shells and commands.
+    /// Name of the abstract unix socket (in the pod's network namespace,
+    /// so nothing in a shared volume can stand in for it) on which the
+    /// gateway asks for shells and commands. Bound before the command
+    /// starts: no workload process can take the name first.
     #[arg(
         long,
         env = "HATCHWAY_SPAWN_SOCKET",
         default_value = crate::DEFAULT_SPAWN_SOCKET
     )]
-    pub spawn_socket: PathBuf,
+    pub spawn_socket: String,
 
     /// Uids allowed to use the spawn socket besides root and the workload's
-    /// own uid (a sidecar running as a third uid), comma-separated. Makes
-    /// the socket mode 0666 instead of 0600: the uid check guards it.
+    /// own uid (a sidecar running as a third uid), comma-separated.
     #[arg(long, env = "HATCHWAY_SPAWN_ALLOWED_UIDS", value_delimiter = ',')]
     pub spawn_allowed_uids: Vec<u32>,
+
+    /// Serve only peers outside the shim's PID namespace (SO_PEERCRED pid
+    /// 0): the sidecar, never a workload process, whatever its uid. Not a
+    /// flag: always on for the shipped binary; only the tests' stand-alone
+    /// shim, which shares its PID namespace with the test, turns it off.
+    #[arg(skip = true)]
+    pub spawn_peer_outside_pid_namespace: bool,
 
     /// Serve no spawn socket at all (shell access forbidden).
     #[arg(long, env = "HATCHWAY_SPAWN_DISABLED")]

@@ -3,7 +3,8 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::Interest;
@@ -22,9 +23,9 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     /// The socket is missing or refuses connections: is the shim running?
-    #[error("cannot connect to the workload shim at {path}: {source}")]
+    #[error("cannot connect to the workload shim at @{name}: {source}")]
     Connect {
-        path: PathBuf,
+        name: String,
         #[source]
         source: io::Error,
     },
@@ -91,14 +92,20 @@ struct Reader {
     status: Option<ExitStatus>,
 }
 
-/// Asks the shim listening on `socket` to run `req`.
-pub async fn spawn(socket: &Path, req: &SpawnRequest) -> Result<Spawned, SpawnError> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|source| SpawnError::Connect {
-            path: socket.to_path_buf(),
-            source,
-        })?;
+/// Connects to the shim's abstract socket `name`.
+pub fn connect(name: &str) -> io::Result<UnixStream> {
+    let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
+    let stream = std::os::unix::net::UnixStream::connect_addr(&addr)?;
+    stream.set_nonblocking(true)?;
+    UnixStream::from_std(stream)
+}
+
+/// Asks the shim listening on the abstract socket `socket` to run `req`.
+pub async fn spawn(socket: &str, req: &SpawnRequest) -> Result<Spawned, SpawnError> {
+    let stream = connect(socket).map_err(|source| SpawnError::Connect {
+        name: socket.to_owned(),
+        source,
+    })?;
     let control = SpawnControl {
         stream,
         reader: Mutex::default(),

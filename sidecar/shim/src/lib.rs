@@ -42,8 +42,9 @@ pub use args::ShimArgs;
 
 /// Default log directory (`--log-dir`, `HATCHWAY_LOG_DIR`).
 pub const DEFAULT_LOG_DIR: &str = "/hatchway/log";
-/// Default spawn socket (`--spawn-socket`, `HATCHWAY_SPAWN_SOCKET`).
-pub const DEFAULT_SPAWN_SOCKET: &str = "/hatchway/run/spawn.sock";
+/// Default spawn socket (`--spawn-socket`, `HATCHWAY_SPAWN_SOCKET`): the
+/// name of an abstract unix socket.
+pub const DEFAULT_SPAWN_SOCKET: &str = "hatchway/spawn";
 /// The command's stdout, in the log directory (rotated to `stdout.txt.1`).
 pub const STDOUT_FILE: &str = "stdout.txt";
 /// The command's stderr, in the log directory (rotated to `stderr.txt.1`).
@@ -53,9 +54,9 @@ pub const USAGE_FILE: &str = "usage.txt";
 /// The command's exit code and a newline, in the log directory; written
 /// atomically once the command has exited and the logs are flushed.
 pub const EXIT_CODE_FILE: &str = "exit-code";
-pub use client::{RESPONSE_TIMEOUT, SpawnControl, SpawnError, Spawned, SpawnedIo, spawn};
+pub use client::{RESPONSE_TIMEOUT, SpawnControl, SpawnError, Spawned, SpawnedIo, connect, spawn};
 pub use fdio::FdStream;
-pub use protocol::{ExitStatus, MAX_REQUEST_BYTES, PtyRequest, SpawnRequest};
+pub use protocol::{ExitStatus, Helper, MAX_REQUEST_BYTES, PtyRequest, SpawnRequest};
 
 /// Runs the shim until the command exits; returns the exit code for the
 /// process to exit with (the command's, or 128 + the signal that killed

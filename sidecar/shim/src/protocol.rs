@@ -43,7 +43,33 @@ pub struct SpawnRequest {
     pub user: Option<String>,
     /// Allocate a pty (the child's controlling terminal) instead of pipes.
     pub pty: Option<PtyRequest>,
+    /// Run one of the shim's own helpers instead of `argv`/`command`: the
+    /// shim execs its own binary (`/proc/self/exe`, the file it was started
+    /// from, whatever the workload has since done to its path), never a
+    /// program found on a path the workload can write.
+    pub helper: Option<Helper>,
 }
+
+/// A program the shim's own binary provides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Helper {
+    /// `hatchway-sidecar sftp-server`: the SSH `sftp` subsystem.
+    SftpServer,
+}
+
+impl Helper {
+    /// The subcommand of the shim's binary that runs it.
+    pub fn subcommand(self) -> &'static str {
+        match self {
+            Helper::SftpServer => "sftp-server",
+        }
+    }
+}
+
+/// The shim's own executable, as a path that resolves in the spawned
+/// child (a fork of the shim) to the file the shim was started from.
+pub const OWN_EXECUTABLE: &str = "/proc/self/exe";
 
 /// A pty's initial settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

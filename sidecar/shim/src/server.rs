@@ -4,8 +4,8 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,43 +30,35 @@ pub(crate) struct Policy {
     /// Peers (by SO_PEERCRED uid) allowed besides root and the workload's
     /// own uid: a sidecar running as a third uid.
     pub allowed_uids: Vec<u32>,
+    /// Only peers outside the shim's PID namespace: in a pod that does not
+    /// share its process namespace, that is the sidecar and never a
+    /// workload process (docs/security.md).
+    pub peer_outside_pid_namespace: bool,
 }
 
-impl Policy {
-    fn allows(&self, uid: u32) -> bool {
-        uid == 0 || uid == self.workload.uid || self.allowed_uids.contains(&uid)
+/// Why a peer may not use the socket: the message it gets.
+pub(crate) fn refusal(policy: &Policy, uid: u32, pid: Option<i32>) -> Option<String> {
+    if policy.peer_outside_pid_namespace && pid != Some(0) {
+        // SO_PEERCRED gives 0 for a peer whose pid this namespace cannot
+        // name; every process of the workload container has one.
+        let pid = pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+        return Some(format!(
+            "the spawn socket serves only the Hatchway gateway: this peer (pid {pid}, uid {uid}) runs inside the workload container"
+        ));
+    }
+    if uid == 0 || uid == policy.workload.uid || policy.allowed_uids.contains(&uid) {
+        None
+    } else {
+        Some(format!("uid {uid} may not use the spawn socket"))
     }
 }
 
-/// Creates the socket at `path` with `mode`, replacing a stale one.
-///
-/// It is bound under a temporary name, given its mode, and only then
-/// renamed into place, so it is never reachable with the umask's looser
-/// permissions (and the process-wide umask need not change).
-pub(crate) fn bind(path: &Path, mode: u32) -> io::Result<UnixListener> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.exists() {
-        // Traversable by the sidecar even if it runs as another uid; the
-        // socket's own mode is what restricts access.
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let staging: PathBuf = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_file(&staging);
-    let listener = std::os::unix::net::UnixListener::bind(&staging)?;
-    let placed = std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(mode))
-        .and_then(|()| std::fs::rename(&staging, path));
-    if let Err(error) = placed {
-        let _ = std::fs::remove_file(&staging);
-        return Err(error);
-    }
+/// Binds the abstract unix socket `name` (no file: nothing in a volume the
+/// workload writes can replace or redirect it). A name already taken is
+/// an error, never shared.
+pub(crate) fn bind(name: &str) -> io::Result<UnixListener> {
+    let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
+    let listener = std::os::unix::net::UnixListener::bind_addr(&addr)?;
     listener.set_nonblocking(true)?;
     UnixListener::from_std(listener)
 }
@@ -96,17 +88,16 @@ pub(crate) async fn serve(listener: UnixListener, reaper: Arc<Reaper>, policy: A
 }
 
 async fn handle(stream: UnixStream, reaper: Arc<Reaper>, policy: Arc<Policy>) {
-    let peer_uid = match stream.peer_cred() {
-        Ok(cred) => cred.uid(),
+    let (peer_uid, peer_pid) = match stream.peer_cred() {
+        Ok(cred) => (cred.uid(), cred.pid()),
         Err(error) => {
             warn!(%error, "cannot read the spawn client's credentials");
             return;
         }
     };
     tracing::Span::current().record("peer_uid", peer_uid);
-    if !policy.allows(peer_uid) {
-        warn!("refused a spawn connection from a uid that may not use the socket");
-        let message = format!("uid {peer_uid} may not use the spawn socket");
+    if let Some(message) = refusal(&policy, peer_uid, peer_pid) {
+        warn!(peer_pid, "refused a spawn connection: {message}");
         let _ = send(&stream, &ServerMessage::Error { message }, &[]).await;
         return;
     }

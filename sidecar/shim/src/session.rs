@@ -152,6 +152,18 @@ pub(crate) fn resolve_argv(
     req: &SpawnRequest,
     shell: &str,
 ) -> Result<(String, Vec<String>, Option<String>), Refusal> {
+    if let Some(helper) = req.helper {
+        if req.argv.is_some() || req.command.is_some() {
+            return Err(Refusal::BadRequest(
+                "helper, argv and command are exclusive".into(),
+            ));
+        }
+        return Ok((
+            crate::protocol::OWN_EXECUTABLE.to_string(),
+            vec![helper.subcommand().to_string()],
+            Some(format!("hatchway-{}", helper.subcommand())),
+        ));
+    }
     match (&req.argv, &req.command) {
         (Some(_), Some(_)) => Err(Refusal::BadRequest("argv and command are exclusive".into())),
         (Some(argv), None) => match argv.split_first() {

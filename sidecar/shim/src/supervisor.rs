@@ -51,6 +51,7 @@ pub(crate) async fn supervise(args: ShimArgs) -> i32 {
         usage_interval,
         spawn_socket,
         spawn_allowed_uids,
+        spawn_peer_outside_pid_namespace,
         spawn_disabled,
         command,
     } = args;
@@ -67,6 +68,11 @@ pub(crate) async fn supervise(args: ShimArgs) -> i32 {
     let reaper = match Reaper::start() {
         Ok(reaper) => reaper,
         Err(error) => return fail(&log_dir, &format!("cannot handle SIGCHLD: {error}"), 1),
+    };
+    let listener = if spawn_disabled {
+        None
+    } else {
+        bind_spawn_socket(&spawn_socket)
     };
     let mut forwarders = Vec::new();
     for sig in FORWARDED {
@@ -129,11 +135,14 @@ pub(crate) async fn supervise(args: ShimArgs) -> i32 {
         ),
     };
 
-    let server = if spawn_disabled {
-        None
-    } else {
-        start_server(&spawn_socket, spawn_allowed_uids, Arc::clone(&reaper))
-    };
+    let server = listener.map(|listener| {
+        let policy = Policy {
+            workload: Workload::current(),
+            allowed_uids: spawn_allowed_uids,
+            peer_outside_pid_namespace: spawn_peer_outside_pid_namespace,
+        };
+        tokio::spawn(server::serve(listener, Arc::clone(&reaper), Arc::new(policy)))
+    });
 
     let forwarding: Vec<_> = forwarders
         .into_iter()
@@ -159,7 +168,6 @@ pub(crate) async fn supervise(args: ShimArgs) -> i32 {
     }
     if let Some(server) = server {
         server.abort();
-        let _ = std::fs::remove_file(&spawn_socket);
     }
     // Sessions end with the workload: hang them up as a closing terminal
     // would (as PID 1's exit would kill them anyway).
@@ -181,23 +189,15 @@ fn own_fd(fd: std::os::fd::BorrowedFd<'_>) -> Option<File> {
     fd.try_clone_to_owned().ok().map(File::from)
 }
 
-fn start_server(
-    socket: &Path,
-    allowed_uids: Vec<u32>,
-    reaper: Arc<Reaper>,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let mode = if allowed_uids.is_empty() { 0o600 } else { 0o666 };
-    match server::bind(socket, mode) {
-        Ok(listener) => {
-            let policy = Arc::new(Policy {
-                workload: Workload::current(),
-                allowed_uids,
-            });
-            Some(tokio::spawn(server::serve(listener, reaper, policy)))
-        }
+/// Binds the spawn socket's name, before the command starts: once the
+/// workload runs, the name is taken and no workload process can stand in
+/// for the shim.
+fn bind_spawn_socket(socket: &str) -> Option<tokio::net::UnixListener> {
+    match server::bind(socket) {
+        Ok(listener) => Some(listener),
         Err(error) => {
             // The workload must run even if sessions cannot.
-            warn!(%error, socket = %socket.display(), "cannot serve spawn requests: no shell sessions");
+            warn!(%error, socket, "cannot serve spawn requests: no shell sessions");
             None
         }
     }

@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
-
 use hatchway_shim::{FdStream, PtyRequest, SpawnError, SpawnRequest, Spawned, SpawnedIo, spawn};
 use support::{DEADLINE, Shim, is_root, wait_until_async};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -43,7 +41,7 @@ async fn read_all(reader: impl AsyncRead + Unpin) -> String {
 }
 
 /// Runs a pipes session to the end: (stdout, stderr, exit code).
-async fn run_pipes(socket: &std::path::Path, req: SpawnRequest, stdin: &[u8]) -> (String, String, i32) {
+async fn run_pipes(socket: &str, req: SpawnRequest, stdin: &[u8]) -> (String, String, i32) {
     let Spawned { io, control, .. } = spawn(socket, &req).await.unwrap();
     let SpawnedIo::Pipes {
         stdin: input,
@@ -72,7 +70,7 @@ async fn run_pipes(socket: &std::path::Path, req: SpawnRequest, stdin: &[u8]) ->
 }
 
 /// Runs a pty session to the end: (output, exit code).
-async fn run_pty(socket: &std::path::Path, req: SpawnRequest) -> (String, i32) {
+async fn run_pty(socket: &str, req: SpawnRequest) -> (String, i32) {
     let spawned = spawn(socket, &req).await.unwrap();
     let SpawnedIo::Pty { master } = spawned.io else {
         panic!("asked for a pty")
@@ -314,16 +312,22 @@ async fn the_session_runs_in_the_requested_directory() {
 }
 
 #[tokio::test]
-async fn the_socket_is_private_to_its_owner() {
+async fn no_other_process_can_take_the_socket_name_while_the_shim_holds_it() {
+    // What a workload process would try, to stand in for the shim: the name
+    // is bound before the command starts, and stays taken.
     let shim = idle_shim();
-    let mode = std::fs::metadata(shim.socket()).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o600);
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(shim.socket().as_bytes()).unwrap();
+    let error = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
+    // And there is no file anywhere to replace.
+    assert!(!shim.work().join("run").exists());
 }
 
 #[tokio::test]
 async fn an_oversized_request_is_refused_without_being_read() {
     let shim = idle_shim();
-    let mut stream = tokio::net::UnixStream::connect(shim.socket()).await.unwrap();
+    let mut stream = hatchway_shim::connect(&shim.socket()).unwrap();
     stream
         .write_all(&(64u32 * 1024 * 1024).to_be_bytes())
         .await
@@ -349,10 +353,10 @@ async fn an_oversized_request_is_refused_without_being_read() {
 #[tokio::test]
 async fn a_missing_socket_is_a_connect_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("nothing.sock");
+    let socket = format!("hatchway-test{}/nothing", dir.path().display());
     let error = spawn(&socket, &SpawnRequest::default()).await.unwrap_err();
     assert!(matches!(error, SpawnError::Connect { .. }));
-    assert!(error.to_string().contains("nothing.sock"));
+    assert!(error.to_string().contains(&format!("@{socket}")), "{error}");
 }
 
 #[tokio::test]
@@ -447,11 +451,7 @@ async fn only_root_the_workloads_uid_and_allowed_uids_may_use_the_socket() {
         .flag("--spawn-allowed-uids", "1234")
         .start(&["sleep", "60"]);
     shim.wait_for_socket();
-    // The socket is reachable by anyone (the allowed uid is a third one)...
-    std::fs::set_permissions(shim.work(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mode = std::fs::metadata(shim.socket()).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o666);
-    // ...so the peer credentials decide.
+    // An abstract socket has no file mode: the peer credentials decide.
     let socket = shim.socket();
     let (allowed, refused) = tokio::task::spawn_blocking(move || {
         (
@@ -482,5 +482,64 @@ async fn a_switched_users_terminal_belongs_to_that_user() {
     assert_eq!(
         (out.replace('\r', "").as_str(), code),
         ("nobody 620\nnobody\n", 0)
+    );
+}
+
+#[tokio::test]
+async fn in_a_pod_only_the_sidecar_outside_the_workloads_pid_namespace_gets_sessions() {
+    if !is_root() {
+        eprintln!("not root: cannot make PID namespaces here");
+        return;
+    }
+    // As in a pod: the shim is PID 1 of the workload's PID namespace and the
+    // sidecar's uid (65532) is allowed; the test stands where the sidecar
+    // does, outside that namespace.
+    let shim = Shim::builder()
+        .in_pod_pid_namespace()
+        .flag("--spawn-allowed-uids", "65532")
+        .start(&["sleep", "60"]);
+    shim.wait_for_socket();
+    let socket = shim.socket();
+    let req = SpawnRequest {
+        argv: argv(&["sh", "-c", "echo $$"]),
+        ..Default::default()
+    };
+    let (out, _, code) = run_pipes(&socket, req, b"").await;
+    assert_eq!(code, 0);
+    let session_pid: i32 = out.trim().parse().unwrap();
+    assert!(
+        session_pid > 1,
+        "the session runs in the shim's namespace (pid {session_pid})"
+    );
+
+    // The attack: a workload process running as the sidecar's uid asks for a
+    // session. It is refused, and a probe as the same uid from outside (the
+    // sidecar's place) is not: the namespace is what decides.
+    let inner = shim.inner_pid();
+    let (inside, outside) = tokio::task::spawn_blocking({
+        let socket = socket.clone();
+        move || {
+            (
+                support::probe_in_pid_namespace_of(inner, 65532, &socket),
+                support::probe_as(65532, &socket),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        inside.starts_with("error the spawn socket serves only the Hatchway gateway: this peer (pid ")
+            && inside.ends_with("uid 65532) runs inside the workload container"),
+        "{inside}"
+    );
+    assert_eq!(outside, "exited 0");
+    // Root inside the workload is refused the same way.
+    let root_inside =
+        tokio::task::spawn_blocking(move || support::probe_in_pid_namespace_of(inner, 0, &socket))
+            .await
+            .unwrap();
+    assert!(
+        root_inside.contains("runs inside the workload container"),
+        "{root_inside}"
     );
 }

@@ -37,10 +37,10 @@ pub struct SessionParams {
 pub struct SshServer {
     config: Arc<russh::server::Config>,
     host_key: PrivateKey,
-    /// The shim's spawn socket.
-    pub spawn_socket: std::path::PathBuf,
-    /// How to start the SFTP server inside the workload container (the
-    /// sidecar binary, which the shim's volume makes visible there).
+    /// The name of the shim's abstract spawn socket.
+    pub spawn_socket: String,
+    /// A program to serve SFTP inside the workload container; empty: the
+    /// shim's own `sftp-server` helper.
     pub sftp_command: Vec<String>,
     /// Audit trail and reports.
     pub reporter: Arc<Reporter>,
@@ -54,7 +54,7 @@ pub struct HostKeyError(#[from] russh::keys::ssh_key::Error);
 impl SshServer {
     /// A server with a fresh Ed25519 host key.
     pub fn new(
-        spawn_socket: std::path::PathBuf,
+        spawn_socket: String,
         sftp_command: Vec<String>,
         reporter: Arc<Reporter>,
     ) -> Result<Self, HostKeyError> {

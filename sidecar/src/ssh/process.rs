@@ -1,7 +1,6 @@
 //! A process started for an SSH channel, inside the workload container,
 //! through the shim's spawn socket; its I/O pumped to and from the channel.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -22,7 +21,7 @@ pub struct Job {
     pub pty: Option<PtySize>,
     pub env: Vec<(String, String)>,
     pub params: SessionParams,
-    pub spawn_socket: PathBuf,
+    pub spawn_socket: String,
     pub sftp_command: Vec<String>,
     pub reporter: Arc<Reporter>,
     pub handle: russh::server::Handle,
@@ -210,7 +209,11 @@ fn request_for(job: &Job) -> (&'static str, SpawnRequest, Option<String>) {
             ("exec", request, Some(command.clone()))
         }
         Launch::Sftp => {
-            request.argv = Some(job.sftp_command.clone());
+            if job.sftp_command.is_empty() {
+                request.helper = Some(hatchway_shim::Helper::SftpServer);
+            } else {
+                request.argv = Some(job.sftp_command.clone());
+            }
             ("sftp", request, None)
         }
     }

@@ -1,7 +1,8 @@
 //! Who may do what (DESIGN.md, "Trust model", users -> router).
 //!
-//! The router takes a token from the request (a bearer token, an HTTP basic
-//! password for WebDAV clients, or the web-app cookie), asks an [`Auth`] who
+//! The router takes a token from the request (a bearer token, or an HTTP
+//! basic password for WebDAV clients; web apps use the router's own session
+//! instead, see `router::session`), asks an [`Auth`] who
 //! it belongs to, and asks again whether that user holds the permission the
 //! request needs on the Container. The real implementation asks the
 //! Kubernetes API (TokenReview, SubjectAccessReview, [`kube`]); tests use a
@@ -97,10 +98,6 @@ pub enum CredentialSource {
     /// `Authorization: Basic …` (the password is the token; the user name
     /// is ignored).
     Basic,
-    /// The web-app cookie.
-    Cookie,
-    /// The one-time `?hatchway_token=` query parameter of a web app.
-    Query,
 }
 
 /// A token and where it came from. `Debug` never prints the token.
@@ -175,29 +172,6 @@ pub fn from_authorization(headers: &HeaderMap) -> Result<Option<Credential>, Cre
     ))
 }
 
-/// Reads the web-app cookie's token, if any `Cookie` header carries it.
-pub fn from_cookie(headers: &HeaderMap) -> Option<Credential> {
-    cookie_values(headers, hatchway_api::wire::COOKIE_TOKEN)
-        .find(|v| !v.is_empty())
-        .map(|token| Credential {
-            source: CredentialSource::Cookie,
-            // Set percent-encoded by the router (see `COOKIE_UNSAFE`).
-            token: percent_encoding::percent_decode_str(token)
-                .decode_utf8_lossy()
-                .into_owned(),
-        })
-}
-
-/// Bytes a cookie value may not hold (RFC 6265 cookie-octet), escaped when
-/// the router puts a token in its cookie.
-pub const COOKIE_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b',')
-    .add(b';')
-    .add(b'\\')
-    .add(b'%');
-
 /// Every value of cookie `name` in the request's `Cookie` headers.
 pub fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     headers
@@ -252,12 +226,33 @@ mod tests {
     }
 
     #[test]
-    fn the_cookie_token_is_found_among_others() {
-        let h = headers(&[("cookie", "a=1; hatchway_token=t0k%3Bx; b=2")]);
-        assert_eq!(from_cookie(&h).unwrap().token, "t0k;x");
-        assert!(from_cookie(&headers(&[("cookie", "a=1")])).is_none());
-        assert!(!format!("{:?}", from_cookie(&h).unwrap()).contains("t0k"));
-        let encoded = percent_encoding::utf8_percent_encode("a b;c", COOKIE_UNSAFE).to_string();
-        assert_eq!(encoded, "a%20b%3Bc");
+    fn cookie_values_are_found_among_others() {
+        let h = headers(&[("cookie", "a=1; s=v.1; b=2"), ("cookie", "s=\"v2\"")]);
+        assert_eq!(cookie_values(&h, "s").collect::<Vec<_>>(), ["v.1", "v2"]);
+        assert_eq!(cookie_values(&h, "c").count(), 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn cookie_values_never_span_pairs(header in "[ -~]{0,120}", name in "[a-z_]{1,8}") {
+            if let Ok(value) = HeaderValue::from_str(&header) {
+                let h = headers(&[("cookie", value.to_str().unwrap())]);
+                for v in cookie_values(&h, &name) {
+                    proptest::prop_assert!(!v.contains(';'), "{v:?}");
+                }
+            }
+        }
+
+        #[test]
+        fn authorization_headers_give_a_token_or_a_reason(header in "[ -~]{0,80}") {
+            if let Ok(value) = HeaderValue::from_str(&header) {
+                let h = headers(&[("authorization", value.to_str().unwrap())]);
+                match from_authorization(&h) {
+                    Ok(Some(credential)) => proptest::prop_assert!(!credential.token.is_empty()),
+                    Ok(None) => proptest::prop_assert!(false, "a header was there"),
+                    Err(error) => proptest::prop_assert!(!error.to_string().is_empty()),
+                }
+            }
+        }
     }
 }

@@ -21,7 +21,8 @@ fn the_definition_is_consistent() {
 fn defaults_match_the_documented_paths_and_limits() {
     let args = parse(&["--", "sleep", "1"]).unwrap();
     assert_eq!(args.log_dir, PathBuf::from("/hatchway/log"));
-    assert_eq!(args.spawn_socket, PathBuf::from("/hatchway/run/spawn.sock"));
+    assert_eq!(args.spawn_socket, "hatchway/spawn");
+    assert!(args.spawn_peer_outside_pid_namespace);
     assert_eq!(args.log_max_bytes, 64 * 1024 * 1024);
     assert_eq!(args.log_max_total_bytes, 1024 * 1024 * 1024);
     assert_eq!(args.usage_interval, 10);

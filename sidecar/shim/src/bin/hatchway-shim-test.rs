@@ -1,9 +1,14 @@
 //! A stand-alone shim for the tests (and for trying it by hand): the same
 //! `hatchway_shim::run` the sidecar's `shim` subcommand calls. Not shipped.
 //!
-//! With `HATCHWAY_SHIM_TEST_PROBE=<socket>` it is instead a one-shot spawn
-//! client that prints the shim's answer, so tests can connect as another
-//! uid.
+//! With `HATCHWAY_SHIM_TEST_PROBE=<socket name>` it is instead a one-shot
+//! spawn client that prints the shim's answer, so tests can connect as
+//! another uid or from another PID namespace.
+//!
+//! The tests share their PID namespace with this shim, so it serves peers
+//! inside its own PID namespace (the shipped shim never does) unless
+//! `HATCHWAY_SHIM_TEST_PIDNS_CHECK` is set: then it checks, as in a pod,
+//! and the test runs it as PID 1 of a namespace of its own.
 
 use clap::Parser;
 
@@ -15,8 +20,8 @@ struct Cli {
 }
 
 fn main() {
-    if let Some(socket) = std::env::var_os("HATCHWAY_SHIM_TEST_PROBE") {
-        probe(socket.as_ref());
+    if let Ok(socket) = std::env::var("HATCHWAY_SHIM_TEST_PROBE") {
+        probe(&socket);
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -25,12 +30,14 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let code = hatchway_shim::run(Cli::parse().shim);
+    let mut args = Cli::parse().shim;
+    args.spawn_peer_outside_pid_namespace = std::env::var_os("HATCHWAY_SHIM_TEST_PIDNS_CHECK").is_some();
+    let code = hatchway_shim::run(args);
     std::process::exit(code);
 }
 
 /// Asks the shim at `socket` to run `true` and prints the outcome.
-fn probe(socket: &std::path::Path) -> ! {
+fn probe(socket: &str) -> ! {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

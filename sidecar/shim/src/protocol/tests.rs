@@ -46,9 +46,23 @@ fn a_spawn_request_may_omit_every_field() {
             cols: 80,
             rows: 24,
         }),
+        helper: None,
     });
     let round: ClientMessage = serde_json::from_slice(&serde_json::to_vec(&full).unwrap()).unwrap();
     assert_eq!(round, full);
+}
+
+#[test]
+fn a_helper_is_named_in_kebab_case_and_unknown_helpers_are_refused() {
+    let parsed: ClientMessage = serde_json::from_str(r#"{"type":"spawn","helper":"sftp-server"}"#).unwrap();
+    assert_eq!(
+        parsed,
+        ClientMessage::Spawn(SpawnRequest {
+            helper: Some(Helper::SftpServer),
+            ..SpawnRequest::default()
+        })
+    );
+    assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"spawn","helper":"/bin/sh"}"#).is_err());
 }
 
 #[test]

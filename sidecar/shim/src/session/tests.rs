@@ -99,6 +99,30 @@ fn no_argv_runs_a_login_shell_and_command_runs_shell_dash_c() {
 }
 
 #[test]
+fn a_helper_runs_the_shims_own_binary_never_a_path_the_workload_writes() {
+    let req = SpawnRequest {
+        helper: Some(crate::protocol::Helper::SftpServer),
+        ..SpawnRequest::default()
+    };
+    assert_eq!(
+        resolve_argv(&req, "/bin/sh").unwrap(),
+        (
+            "/proc/self/exe".into(),
+            vec!["sftp-server".into()],
+            Some("hatchway-sftp-server".into())
+        )
+    );
+    let mixed = SpawnRequest {
+        argv: Some(vec!["/hatchway/bin/hatchway-sidecar".into()]),
+        ..req
+    };
+    assert!(matches!(
+        resolve_argv(&mixed, "/bin/sh"),
+        Err(Refusal::BadRequest(_))
+    ));
+}
+
+#[test]
 fn malformed_argv_requests_are_refused() {
     let empty = SpawnRequest {
         argv: Some(vec![]),

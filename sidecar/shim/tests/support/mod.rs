@@ -3,8 +3,8 @@
 //! anything.
 //!
 //! Layout of a test's directory (also exported to the command as `$WORK`):
-//! `log/` (the log directory), `run/spawn.sock` (the spawn socket), and
-//! whatever marker files a test's command creates.
+//! `log/` (the log directory) and whatever marker files a test's command
+//! creates. The spawn socket is abstract, named after the directory.
 
 #![allow(dead_code)] // each test file uses a different part
 
@@ -65,6 +65,7 @@ pub struct ShimBuilder {
     env: Vec<(String, String)>,
     uid: Option<u32>,
     usage_interval: u64,
+    pod_pid_namespace: bool,
 }
 
 impl ShimBuilder {
@@ -85,6 +86,15 @@ impl ShimBuilder {
         self
     }
 
+    /// Runs the shim as in a pod: PID 1 of a PID namespace of its own
+    /// (`unshare --pid --fork`; the test must be root), serving only peers
+    /// outside it. [`Shim::pid`] is then `unshare`'s pid, and
+    /// [`Shim::inner_pid`] the shim's.
+    pub fn in_pod_pid_namespace(mut self) -> Self {
+        self.pod_pid_namespace = true;
+        self
+    }
+
     /// Runs the shim as another user (the test must be root).
     pub fn run_as_uid(mut self, uid: u32) -> Self {
         self.uid = Some(uid);
@@ -102,16 +112,22 @@ impl ShimBuilder {
             std::fs::copy(&binary, &copy).unwrap();
             binary = copy;
             std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755)).unwrap();
-            for sub in ["log", "run"] {
-                std::fs::create_dir(work.join(sub)).unwrap();
-                nix::unistd::chown(&work.join(sub), Some(nix::unistd::Uid::from_raw(uid)), None).unwrap();
-            }
+            std::fs::create_dir(work.join("log")).unwrap();
+            nix::unistd::chown(&work.join("log"), Some(nix::unistd::Uid::from_raw(uid)), None).unwrap();
         }
-        let mut cmd = Command::new(&binary);
+        let mut cmd = if self.pod_pid_namespace {
+            let mut cmd = Command::new("unshare");
+            cmd.args(["--pid", "--fork", "--kill-child"])
+                .arg(&binary)
+                .env("HATCHWAY_SHIM_TEST_PIDNS_CHECK", "1");
+            cmd
+        } else {
+            Command::new(&binary)
+        };
         cmd.arg("--log-dir")
             .arg(work.join("log"))
             .arg("--spawn-socket")
-            .arg(work.join("run/spawn.sock"))
+            .arg(socket_name(&work))
             .arg("--usage-interval")
             .arg(self.usage_interval.to_string())
             .args(&self.flags)
@@ -179,6 +195,7 @@ impl Shim {
             env: vec![],
             uid: None,
             usage_interval: 0,
+            pod_pid_namespace: false,
         }
     }
 
@@ -194,8 +211,23 @@ impl Shim {
         self.dir.path()
     }
 
-    pub fn socket(&self) -> PathBuf {
-        self.dir.path().join("run/spawn.sock")
+    /// The spawn socket's abstract name.
+    pub fn socket(&self) -> String {
+        socket_name(self.dir.path())
+    }
+
+    /// The shim's own pid (in this test's namespace) when it runs in a PID
+    /// namespace of its own: `unshare`'s only child.
+    pub fn inner_pid(&self) -> i32 {
+        let pid = self.pid();
+        let mut inner = None;
+        wait_until("unshare has started the shim", || {
+            inner = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .ok()
+                .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()));
+            inner.is_some()
+        });
+        inner.unwrap()
     }
 
     pub fn log(&self, name: &str) -> String {
@@ -212,9 +244,11 @@ impl Shim {
         wait_until(&format!("{name} exists"), || path.exists());
     }
 
+    /// Waits until the spawn socket accepts connections (a bare connection
+    /// that sends nothing is harmless).
     pub fn wait_for_socket(&self) {
         let socket = self.socket();
-        wait_until("the spawn socket exists", || socket.exists());
+        wait_until("the spawn socket accepts connections", || socket_accepts(&socket));
     }
 
     pub fn kill(&self, sig: i32) {
@@ -273,18 +307,53 @@ impl Drop for Shim {
     }
 }
 
+/// The abstract spawn socket name of a test directory.
+pub fn socket_name(work: &Path) -> String {
+    format!("hatchway-test{}", work.display())
+}
+
+/// Whether something listens on the abstract socket `name`.
+pub fn socket_accepts(name: &str) -> bool {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    std::os::unix::net::UnixStream::connect_addr(&addr).is_ok()
+}
+
 /// Connects to `socket` as `uid` (the test must be root) through the test
 /// binary's probe mode; returns its one-line report (`exited N` or
 /// `error MESSAGE`).
-pub fn probe_as(uid: u32, socket: &Path) -> String {
+pub fn probe_as(uid: u32, socket: &str) -> String {
+    let (_dir, binary) = probe_binary();
+    probe(Command::new(&binary).uid(uid).gid(uid), socket)
+}
+
+/// Like [`probe_as`], from inside the PID namespace of process `pid` (as a
+/// workload process in a pod would be), as `uid`.
+pub fn probe_in_pid_namespace_of(pid: i32, uid: u32, socket: &str) -> String {
+    let (_dir, binary) = probe_binary();
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--target={pid}"))
+        .arg("--pid")
+        .arg(format!("--setuid={uid}"))
+        .arg(format!("--setgid={uid}"))
+        .arg("--")
+        .arg(&binary);
+    probe(&mut cmd, socket)
+}
+
+/// A copy of the test binary any user may run (the target dir may be under
+/// a private home).
+fn probe_binary() -> (TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let binary = dir.path().join("probe");
     std::fs::copy(env!("CARGO_BIN_EXE_hatchway-shim-test"), &binary).unwrap();
-    let mut child = Command::new(&binary)
+    (dir, binary)
+}
+
+fn probe(cmd: &mut Command, socket: &str) -> String {
+    let mut child = cmd
         .env("HATCHWAY_SHIM_TEST_PROBE", socket)
-        .uid(uid)
-        .gid(uid)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
