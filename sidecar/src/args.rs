@@ -131,6 +131,10 @@ pub async fn start_gateway(args: GatewayArgs) -> Result<Running, StartError> {
         max_connections: args.max_connections,
         handshake_timeout: timeout,
         header_timeout: timeout,
+        // Three quarters for web apps; shells, logs and port-forwards
+        // always have the last quarter.
+        max_web_requests: (args.max_connections * 3 / 4).max(1),
+        body_idle_timeout: Duration::from_millis(args.body_idle_timeout_ms.max(1)),
         ..Limits::default()
     };
     let tree = LogTree {

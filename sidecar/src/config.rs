@@ -85,6 +85,11 @@ pub struct GatewayArgs {
     #[arg(long, env = "HATCHWAY_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_timeout_ms: u64,
 
+    /// Milliseconds a web-app request body may send nothing before it is
+    /// cut off.
+    #[arg(long, env = "HATCHWAY_BODY_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub body_idle_timeout_ms: u64,
+
     /// Seconds between scans of the listening ports.
     #[arg(long, env = "HATCHWAY_PORT_SCAN_SECONDS", default_value_t = 2)]
     pub port_scan_seconds: u64,
@@ -151,6 +156,7 @@ impl GatewayArgs {
             max_connections: 512,
             port_scan_seconds: 1,
             header_timeout_ms: 10_000,
+            body_idle_timeout_ms: 60_000,
         }
     }
 

@@ -3,6 +3,8 @@
 //! (WebSockets) pass through; hop-by-hop and `X-Hatchway-*` headers are
 //! stripped; `X-Forwarded-*` are set.
 
+use std::time::Duration;
+
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -46,7 +48,14 @@ fn strip(headers: &mut HeaderMap) {
 }
 
 /// Proxies one request to a web app inside the pod.
-pub async fn serve(mut req: Request<Incoming>, port: u16) -> Response<Body> {
+/// `slot` is the request's share of the gateway's web-app capacity: held
+/// until the answer's body ends or the upgraded connection closes.
+pub async fn serve(
+    mut req: Request<Incoming>,
+    port: u16,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    body_idle_timeout: Duration,
+) -> Response<Body> {
     let Some(host) = req.headers().get(hatchway_api::wire::REQUEST_HOST).cloned() else {
         return text(
             StatusCode::BAD_GATEWAY,
@@ -94,7 +103,7 @@ pub async fn serve(mut req: Request<Incoming>, port: u16) -> Response<Body> {
         .unwrap_or("/")
         .parse()
         .unwrap_or_default();
-    let upstream_req = Request::from_parts(parts, body);
+    let upstream_req = Request::from_parts(parts, idle_limited(body, body_idle_timeout));
 
     let mut response = match sender.send_request(upstream_req).await {
         Ok(response) => response,
@@ -111,6 +120,7 @@ pub async fn serve(mut req: Request<Incoming>, port: u16) -> Response<Body> {
     {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         tokio::spawn(async move {
+            let _slot = slot;
             let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else {
                 return tracing::debug!(port, "web app upgrade failed");
             };
@@ -123,11 +133,73 @@ pub async fn serve(mut req: Request<Incoming>, port: u16) -> Response<Body> {
 
     let (mut parts, body) = response.into_parts();
     strip(&mut parts.headers);
-    Response::from_parts(parts, body.map_err(std::io::Error::other).boxed())
+    // The slot goes with the body: freed when the answer has been sent.
+    let body = body.map_err(move |error| {
+        let _slot = &slot;
+        std::io::Error::other(error)
+    });
+    Response::from_parts(parts, body.boxed())
+}
+
+/// `body`, cut off with an error when no frame arrives for `idle`: a
+/// client that starts a request and stops sending holds nothing for long.
+fn idle_limited<B>(body: B, idle: Duration) -> Body
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin + Send + Sync + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let frames = futures::stream::unfold(Some(body), move |body| async move {
+        let mut body = body?;
+        match tokio::time::timeout(idle, body.frame()).await {
+            Ok(Some(Ok(frame))) => Some((Ok(frame), Some(body))),
+            Ok(Some(Err(error))) => Some((Err(std::io::Error::other(error)), None)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the request body sent nothing for {idle:?}"),
+                )),
+                None,
+            )),
+        }
+    });
+    http_body_util::StreamBody::new(frames).boxed()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::idle_limited;
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_body_that_stalls_is_cut_off_and_one_that_flows_is_not() {
+        let (tx, rx) =
+            futures::channel::mpsc::channel::<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>(4);
+        let mut tx = tx;
+        use futures::SinkExt;
+        tx.send(Ok(hyper::body::Frame::data(bytes::Bytes::from_static(b"first"))))
+            .await
+            .unwrap();
+        let mut body = idle_limited(http_body_util::StreamBody::new(rx), Duration::from_millis(200));
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "first");
+        // Nothing more, and the sender still open: cut off.
+        let stalled = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("cut off long before 5 s")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(stalled.kind(), std::io::ErrorKind::TimedOut);
+        assert!(body.frame().await.is_none(), "nothing after the cut");
+        drop(tx);
+
+        let whole = idle_limited(
+            http_body_util::Full::new(bytes::Bytes::from_static(b"all")),
+            Duration::from_millis(200),
+        );
+        assert_eq!(whole.collect().await.unwrap().to_bytes(), "all");
+    }
     use super::*;
 
     #[test]

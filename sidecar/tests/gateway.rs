@@ -677,3 +677,66 @@ async fn a_missing_key_file_names_the_setting() {
         "{error}"
     );
 }
+
+/// A local app that accepts connections and never answers.
+async fn start_silent_app() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_flood_of_slow_web_requests_leaves_room_for_logs() {
+    // 12 connections: web apps may hold 9 of them.
+    let gw = TestGateway::start_with(|a| a.max_connections = 12).await;
+    std::fs::write(gw.log_dir().join("stdout.txt"), "hello\n").unwrap();
+    let port = start_silent_app().await;
+    let mut flood = Vec::new();
+    for _ in 0..9 {
+        let mut conn = GatewayConn::connect(gw.addr()).await;
+        let req = conn
+            .request("GET", "/slow", ProofMode::Valid)
+            .header(wire::TARGET_PORT, port.to_string())
+            .header(wire::REQUEST_HOST, "app.example")
+            .body(empty())
+            .unwrap();
+        flood.push(tokio::spawn(async move {
+            let _ = conn.sender.send_request(req).await;
+        }));
+    }
+    // The web apps' share is used up: the next web request is refused at
+    // once, with why...
+    eventually("the web-app share to be full", || async {
+        let mut conn = GatewayConn::connect(gw.addr()).await;
+        let req = conn
+            .request("GET", "/", ProofMode::Valid)
+            .header(wire::TARGET_PORT, port.to_string())
+            .header(wire::REQUEST_HOST, "app.example")
+            .body(empty())
+            .unwrap();
+        let response = conn.send_checked(req).await;
+        response.status() == StatusCode::SERVICE_UNAVAILABLE
+            && body_text(response)
+                .await
+                .contains("web apps already have 9 requests in flight")
+    })
+    .await;
+    // ...while logs (and shells, port-forwards) still get through.
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    let req = conn
+        .request("GET", "/log/stdout.txt", ProofMode::Valid)
+        .body(empty())
+        .unwrap();
+    let response = conn.send_checked(req).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body_text(response).await, "hello\n");
+    for request in flood {
+        request.abort();
+    }
+}

@@ -43,6 +43,13 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Largest request head, in bytes (at least 8192).
     pub max_header_bytes: usize,
+    /// Of `max_connections`, the most that web-app requests may hold at
+    /// once: the rest stays for shells, logs and port-forwards, so a flood
+    /// of slow requests to a public app cannot lock them out.
+    pub max_web_requests: usize,
+    /// A web-app request body with no bytes for this long is cut off (its
+    /// slot freed).
+    pub body_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -52,6 +59,8 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
+            max_web_requests: 384,
+            body_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -76,6 +85,8 @@ pub struct Gateway {
     pub ssh: Arc<crate::ssh::SshServer>,
     /// Caps concurrent connections.
     connections: Arc<Semaphore>,
+    /// Caps web-app requests within them.
+    web_requests: Arc<Semaphore>,
 }
 
 impl Gateway {
@@ -92,6 +103,7 @@ impl Gateway {
         ssh: Arc<crate::ssh::SshServer>,
     ) -> Arc<Self> {
         let connections = Arc::new(Semaphore::new(limits.max_connections));
+        let web_requests = Arc::new(Semaphore::new(limits.max_web_requests));
         Arc::new(Self {
             uid,
             key,
@@ -102,6 +114,7 @@ impl Gateway {
             limits,
             ssh,
             connections,
+            web_requests,
         })
     }
 
@@ -248,7 +261,20 @@ impl Gateway {
                 .and_then(|p| p.parse::<u16>().ok())
                 .filter(|p| *p > 0)
             {
-                Some(port) => crate::proxy::serve(req, port).await,
+                Some(port) => {
+                    let Ok(slot) = self.web_requests.clone().try_acquire_owned() else {
+                        self.metrics.connections_refused.inc();
+                        return text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!(
+                                "this container's web apps already have {} requests in flight, the most the \
+                                 gateway gives them (shells and logs keep the rest): try again",
+                                self.limits.max_web_requests
+                            ),
+                        );
+                    };
+                    crate::proxy::serve(req, port, slot, self.limits.body_idle_timeout).await
+                }
                 None => text(
                     StatusCode::BAD_REQUEST,
                     "X-Hatchway-Target-Port is not a TCP port (1-65535)",
