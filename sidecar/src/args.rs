@@ -36,6 +36,8 @@ pub struct Args {
 
 /// The sidecar's roles.
 #[derive(Debug, Subcommand)]
+// Parsed once at start: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the gateway: TLS server for the router (SSH, logs, web apps, ports) and the tunnel dialer.
     Gateway(GatewayArgs),
