@@ -232,7 +232,8 @@ ok "system:authenticated may get ConfigMap hatchway-client (and nothing else)"
 vap=$(doc "$work/default.yaml" ValidatingAdmissionPolicy "$fullname-container-references") ||
   fail "no ValidatingAdmissionPolicy $fullname-container-references by default"
 contains "$vap" "check\\('get'\\)" "resource\\('secrets'\\)" "resource\\('configmaps'\\)" "resource\\('pods'\\)" "check\\('create'\\)" \
-  "\"$fullname-root\"" '^  failurePolicy: Fail$' || fail "the admission policy does not check secrets, configmaps, create pods and the root secret"
+  "\"$fullname-root\"" '^  failurePolicy: Fail$' '^        operations: \[CREATE\]$' ||
+  fail "the admission policy does not check secrets, configmaps, create pods and the root secret at CREATE only"
 contains "$(doc "$work/default.yaml" ValidatingAdmissionPolicyBinding "$fullname-container-references")" \
   "^  policyName: $fullname-container-references$" '^  validationActions: \[Deny\]$' || fail "the admission policy is not bound with Deny"
 novap=$(render /dev/stdout --set rbac.admissionPolicy=false)
