@@ -882,8 +882,8 @@ fn admission_policy_guards_references(release: &Release, users: &TestNamespace) 
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(
         !out.status.success()
-            && err.contains("spec.env refers to Secret db, which system:serviceaccount:")
-            && err.contains(":creator may not get"),
+            && err.contains("spec.env refers to Secret(s) db, and system:serviceaccount:")
+            && err.contains(":creator may not get every one of them"),
         "a Container reading a Secret its creator may not: {}",
         show(&out)
     );

@@ -1266,8 +1266,18 @@ until [ -e /tmp/stop ]; do sleep 1; done
 
     // The log routes: every planted name is 404, quickly (a FIFO never
     // blocks), and the key is in no answer.
+    // The key Secret has a generated name: the one the pod mounts.
     let pod = status["podName"].as_str().context("podName")?;
-    let key = kubectl_json(&["-n", &rig.ns.name, "get", "secret", pod, "-o", "json"])?["data"]["ctr_key"]
+    let volumes =
+        kubectl_json(&["-n", &rig.ns.name, "get", "pod", pod, "-o", "json"])?["spec"]["volumes"].clone();
+    let secret = volumes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|v| v["secret"]["secretName"].as_str())
+        .context("the pod mounts no Secret")?
+        .to_owned();
+    let key = kubectl_json(&["-n", &rig.ns.name, "get", "secret", &secret, "-o", "json"])?["data"]["ctr_key"]
         .as_str()
         .context("ctr_key in the Container's Secret")?
         .to_owned();

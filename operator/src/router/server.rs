@@ -209,7 +209,10 @@ pub async fn serve_metrics(
     tls: Arc<ServerConfig>,
     shutdown: CancellationToken,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
+    // HTTP/1.1 only: a scraper offered h2 by ALPN would speak it.
+    let mut tls = (*tls).clone();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
     let permits = Arc::new(Semaphore::new(METRICS_CONNECTIONS));
     loop {
         let (stream, peer) = tokio::select! {
