@@ -610,7 +610,7 @@ async fn logs_follow_prints_lines_as_written_and_stops_at_the_end() {
     saved.extend_from_slice(b"the last line\n");
     rig.cluster.set_saved_logs(
         &rig.uid,
-        vec![hatchway_operator::router::cluster::SavedLog {
+        vec![support::SavedLog {
             name: "stdout.txt".into(),
             content: saved.into(),
             modified: None,
@@ -786,7 +786,7 @@ async fn logs_since_asks_the_cluster_by_time_then_follows_the_file() {
     // What the kubelet kept of the last ten minutes (the API's answer).
     rig.cluster.set_saved_logs(
         &rig.uid,
-        vec![hatchway_operator::router::cluster::SavedLog {
+        vec![support::SavedLog {
             name: "stdout.txt".into(),
             content: "recent 1\nrecent 2\n".into(),
             modified: None,

@@ -1133,6 +1133,202 @@ fn tunnels_only_forwarding_between_replicas_and_failover() -> Result<()> {
     Ok(())
 }
 
+/// Saved logs are streamed: 20 `view` users' parallel reads of a 60 MiB
+/// saved log (every byte checked) grow the replica's resident memory by
+/// less than 64 MiB (its peak, `VmHWM` reset first, read from the node's
+/// /proc), while the tunnel of a running Container stays connected and
+/// serves its logs throughout. Prints the figures.
+#[test]
+fn twenty_readers_of_a_sixty_mebibyte_saved_log_leave_the_replica_small() -> Result<()> {
+    const LINES: usize = 62_915; // × 1000 bytes: just over 60 MiB
+    const READERS: usize = 20;
+    let users = TestNamespace::new("biglog-users")?;
+    let release = Release::install(
+        "biglog",
+        &users,
+        &[
+            "--set",
+            "replicaCount=1,router.directAccess=false",
+            "--set",
+            &format!("router.maxSavedLogReads={READERS}"),
+        ],
+    )?;
+    let viewer = User::new(&users, &release, "viewer", Some("view"))?;
+    users.apply(&container(
+        "alive",
+        "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done",
+        json!([]),
+    ))?;
+    users.apply(&container(
+        "big",
+        &format!("line=$(printf '%0999d' 0); yes \"$line\" | head -n {LINES}"),
+        json!([]),
+    ))?;
+    wait_phase(&users, "alive", "Running")?;
+    let tunnel = wait_for("alive's tunnel in status", WAIT, POLL, || {
+        let c = get_container(&users, "alive")?;
+        Ok(c["status"]["gateway"]["tunnel"].as_str().map(str::to_owned))
+    })?;
+    wait_phase(&users, "big", "Complete")?;
+    viewer.wait_rights("alive")?;
+    let size = LINES * 1000;
+    let line = format!("{}\n", format_args!("{:0999}", 0));
+
+    let pods = release.pods()?;
+    ensure!(pods.len() == 1, "replicas: {pods:?}");
+    let (pod, ip) = &pods[0];
+    let pid = router_pid(&release, pod)?;
+    let metric = |name: &str| -> Result<f64> {
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "--max-time", "5", "--cacert"])
+            .arg(ca_file(&release, viewer.dir.path())?)
+            .args(["--resolve", &format!("hatchway-router:9443:{ip}")])
+            .arg("https://hatchway-router:9443/metrics");
+        let out = run_within(curl, WAIT)?;
+        let text = stdout(&out);
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    };
+    let attempts = metric("hatchway_router_tunnel_attempts_total")?;
+    ensure!(
+        metric("hatchway_router_tunnels_connected")? >= 1.0,
+        "no tunnel held"
+    );
+
+    // The size is counted once before the first byte is sent; warm that
+    // up so the measurement is the readers alone.
+    let url = format!(
+        "{}/v1/namespaces/{}/containers/big/log/stdout.txt",
+        release.server(),
+        users.name
+    );
+    // Each reader writes to a file (a pipe nobody reads while waiting
+    // would stop it).
+    let out_dir = tempfile::tempdir()?;
+    let reader = |i: usize| -> Result<(std::process::Child, PathBuf)> {
+        let file = out_dir.path().join(format!("reader-{i}"));
+        let child = Command::new("curl")
+            .args(["-sS", "--fail", "--max-time", "300", "-H"])
+            .arg(format!("Authorization: Bearer {}", viewer.token))
+            .arg("--cacert")
+            .arg(ca_file(&release, viewer.dir.path())?)
+            .arg("-o")
+            .arg(&file)
+            .arg(&url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        Ok((child, file))
+    };
+    let check = |(child, file): (std::process::Child, PathBuf)| -> Result<()> {
+        let out = child.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "a reader failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = std::fs::read(&file)?;
+        ensure!(
+            got.len() == size && got.chunks(1000).all(|c| c == line.as_bytes()),
+            "a reader got {} bytes, not {size} lines of zeros",
+            got.len()
+        );
+        std::fs::remove_file(&file)?;
+        Ok(())
+    };
+    check(reader(READERS)?)?;
+
+    let baseline = proc_status_kib(pid, "VmRSS")?;
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").context("resetting the router's peak RSS")?;
+    let started = Instant::now();
+    let readers: Vec<_> = (0..READERS).map(reader).collect::<Result<_>>()?;
+    // The running Container's logs through its tunnel, meanwhile.
+    let mut served = 0;
+    let mut waiting = readers;
+    let mut done = Vec::new();
+    while !waiting.is_empty() {
+        let out = viewer.run(&["logs", "alive", "--tail", "1"])?;
+        ensure!(
+            out.status.success() && stdout(&out).starts_with("tick"),
+            "the tunnel's logs during the reads: {}",
+            show(&out)
+        );
+        served += 1;
+        let (finished, running): (Vec<_>, Vec<_>) = waiting
+            .into_iter()
+            .map(|mut c| (c.0.try_wait().map(|s| s.is_some()).unwrap_or(true), c))
+            .partition(|(f, _)| *f);
+        done.extend(finished.into_iter().map(|(_, c)| c));
+        waiting = running.into_iter().map(|(_, c)| c).collect();
+        ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "the reads take over 5 minutes"
+        );
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let peak = proc_status_kib(pid, "VmHWM")?;
+    for child in done {
+        check(child)?;
+    }
+    let growth_mib = peak.saturating_sub(baseline) as f64 / 1024.0;
+    eprintln!(
+        "saved logs: {READERS} parallel reads of {:.1} MiB in {elapsed:.1} s ({:.0} MiB/s); \
+         router RSS {:.1} MiB before, peak {:.1} MiB: +{growth_mib:.1} MiB; \
+         {served} tunnel log reads meanwhile",
+        size as f64 / 1048576.0,
+        (READERS * size) as f64 / 1048576.0 / elapsed,
+        baseline as f64 / 1024.0,
+        peak as f64 / 1024.0,
+    );
+    ensure!(growth_mib < 64.0, "the replica's RSS grew by {growth_mib:.1} MiB");
+    // The tunnel never dropped: the same replica, no new attempt.
+    ensure!(
+        get_container(&users, "alive")?["status"]["gateway"]["tunnel"].as_str() == Some(tunnel.as_str()),
+        "the tunnel moved"
+    );
+    ensure!(
+        metric("hatchway_router_tunnel_attempts_total")? == attempts,
+        "the sidecar dialled again during the reads"
+    );
+    Ok(())
+}
+
+/// The PID, on this node, of the operator process in `pod` (found by the
+/// pod's UID in its cgroup path; not the pause process).
+fn router_pid(release: &Release, pod: &str) -> Result<u32> {
+    let uid = release
+        .ns
+        .kubectl(&["get", "pod", pod, "-o", "jsonpath={.metadata.uid}"])?
+        .trim()
+        .to_owned();
+    let forms = [format!("pod{uid}"), format!("pod{}", uid.replace('-', "_"))];
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if forms.iter().any(|f| cgroup.contains(f.as_str())) && comm.starts_with("hatchway") {
+            return Ok(pid);
+        }
+    }
+    bail!("no hatchway process in a cgroup of pod {pod} ({uid}) on this node")
+}
+
+/// A `kB` field of /proc/PID/status.
+fn proc_status_kib(pid: u32, field: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
 /// `helm uninstall` leaves nothing but the CRDs: the hook stops the
 /// operator, releases the Containers (no finalizer: they can be deleted)
 /// and removes what the operator created.

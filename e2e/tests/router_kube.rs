@@ -14,13 +14,14 @@ use common::{client, ensure_crd, grant, runtime};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail, ensure};
+use futures::StreamExt;
 use hatchway_api::crd::Container;
 use hatchway_e2e::{TestNamespace, WORKLOAD_IMAGE, kubectl_json, wait_for};
 use hatchway_operator::router::auth::cache::CachedAuth;
 use hatchway_operator::router::auth::kube::KubeAuth;
 use hatchway_operator::router::auth::{Auth, AuthError, Permission, User};
 use hatchway_operator::router::cluster::kube::{KubeCluster, KubeClusterConfig, ReplicaService};
-use hatchway_operator::router::cluster::{Cluster, ROUTER_FIELD_MANAGER, SavedLog};
+use hatchway_operator::router::cluster::{Cluster, ROUTER_FIELD_MANAGER, SavedLogs};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use serde_json::json;
@@ -467,10 +468,30 @@ fn with_pod_name(
         .context("job is gone")
 }
 
-fn files(logs: &[SavedLog]) -> Vec<(&str, String)> {
-    logs.iter()
-        .map(|l| (l.name.as_str(), String::from_utf8_lossy(&l.content).into_owned()))
-        .collect()
+/// Files' names and contents.
+type Files = Vec<(String, String)>;
+
+/// The saved logs of `job` read in full through `cluster`: the listing
+/// (empty when there are none) and each file's content.
+fn files(rt: &Runtime, cluster: &KubeCluster, job: &Container) -> Result<(Option<SavedLogs>, Files)> {
+    rt.block_on(async {
+        let Some(logs) = cluster.saved_logs(job).await? else {
+            return Ok((None, Vec::new()));
+        };
+        let mut files = Vec::new();
+        for file in &logs.files {
+            let mut stream = cluster
+                .saved_log_stream(&logs, file, None)
+                .await?
+                .with_context(|| format!("{file} is listed but cannot be opened"))?;
+            let mut content = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                content.extend_from_slice(&chunk?);
+            }
+            files.push((file.clone(), String::from_utf8_lossy(&content).into_owned()));
+        }
+        Ok((Some(logs), files))
+    })
 }
 
 #[test]
@@ -501,6 +522,7 @@ fn kube_cluster_serves_saved_logs_split_and_combined() -> Result<()> {
     let pod = rt.block_on(pods.get("job-pod"))?;
     let finished_at = pod
         .status
+        .clone()
         .and_then(|s| s.container_statuses)
         .and_then(|c| c.into_iter().find(|c| c.name == "workload"))
         .and_then(|c| c.state?.terminated?.finished_at)
@@ -508,34 +530,58 @@ fn kube_cluster_serves_saved_logs_split_and_combined() -> Result<()> {
     let finished_at = SystemTime::from(finished_at.0);
 
     let job = with_pod_name(&rt, &split, &ns, Some("job-pod"))?;
-    let logs = rt.block_on(split.saved_logs(&job, None))?;
+    let (logs, got) = files(&rt, &split, &job)?;
     ensure!(
-        files(&logs)
-            == [
-                ("stdout.txt", "out\n".to_owned()),
-                ("stderr.txt", "err\n".to_owned())
-            ],
-        "split: {:?} (is the PodLogsQuerySplitStreams feature gate on? `e2e/cluster status`)",
-        files(&logs)
+        got == [
+            ("stdout.txt".to_owned(), "out\n".to_owned()),
+            ("stderr.txt".to_owned(), "err\n".to_owned())
+        ],
+        "split: {got:?} (is the PodLogsQuerySplitStreams feature gate on? `e2e/cluster status`)",
     );
-    ensure!(logs.iter().all(|l| l.modified == Some(finished_at)), "{logs:?}");
+    let logs = logs.context("no saved logs")?;
+    ensure!(logs.modified == Some(finished_at) && logs.finished, "{logs:?}");
+    ensure!(
+        logs.pod_uid == pod.metadata.uid.clone().unwrap_or_default(),
+        "{logs:?}"
+    );
+    // A file alone is its own stream: stderr without stdout.
+    let only = rt.block_on(async {
+        let mut stream = split
+            .saved_log_stream(&logs, "stderr.txt", None)
+            .await?
+            .context("stderr.txt cannot be opened")?;
+        let mut content = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            content.extend_from_slice(&chunk?);
+        }
+        anyhow::Ok(content)
+    })?;
+    ensure!(
+        only == b"err\n",
+        "stderr alone: {:?}",
+        String::from_utf8_lossy(&only)
+    );
+    ensure!(
+        rt.block_on(split.saved_log_stream(&logs, "../secrets", None))?
+            .is_none(),
+        "only listed files can be opened"
+    );
 
-    let logs = rt.block_on(combined.saved_logs(&job, None))?;
-    let got = files(&logs);
+    let (logs, got) = files(&rt, &combined, &job)?;
     ensure!(got.len() == 1 && got[0].0 == "output.txt", "combined: {got:?}");
     // Both lines, in whatever order the runtime interleaved the streams.
     let mut lines: Vec<&str> = got[0].1.lines().collect();
     lines.sort();
     ensure!(lines == ["err", "out"], "combined: {got:?}");
-    ensure!(logs[0].modified == Some(finished_at));
+    ensure!(logs.context("no saved logs")?.modified == Some(finished_at));
 
     // No pod named, a pod that does not exist, a pod the Container does not
     // own: no saved logs, and no error.
     for pod in [None, Some("no-such-pod"), Some("stranger")] {
         let job = with_pod_name(&rt, &split, &ns, pod)?;
         for cluster in [&split, &combined] {
-            let logs = rt.block_on(cluster.saved_logs(&job, None))?;
-            ensure!(logs.is_empty(), "{pod:?}: {:?}", files(&logs));
+            let (logs, got) = files(&rt, cluster, &job)?;
+            ensure!(logs.is_none(), "{pod:?}: {logs:?} {got:?}");
         }
     }
     Ok(())

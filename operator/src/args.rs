@@ -176,6 +176,11 @@ pub struct RunArgs {
     )]
     pub metrics_namespace_labels: Vec<String>,
 
+    /// Most saved-log reads (streams from the Kubernetes API) one replica
+    /// serves at once; more wait up to 10 s for a turn, then get 503.
+    #[arg(long, env = "HATCHWAY_MAX_SAVED_LOG_READS", default_value_t = 16)]
+    pub max_saved_log_reads: usize,
+
     /// Hours a web-app session (the router's own cookie, after a one-time
     /// login link) lasts.
     #[arg(long, env = "HATCHWAY_WEB_SESSION_HOURS", default_value_t = 12)]

@@ -772,7 +772,7 @@ async fn logs_before_the_start_are_an_empty_directory_and_after_the_end_the_save
 
     cluster.set_saved_logs(
         &uid,
-        vec![hatchway_operator::router::cluster::SavedLog {
+        vec![support::SavedLog {
             name: "stdout.txt".into(),
             content: bytes::Bytes::from_static(b"saved output\n"),
             modified: None,
@@ -860,15 +860,28 @@ async fn a_gateway_gone_because_the_container_just_ended_falls_back_to_saved_log
         fn saved_logs<'a>(
             &'a self,
             c: &'a hatchway_api::crd::Container,
+        ) -> futures::future::BoxFuture<
+            'a,
+            Result<
+                Option<hatchway_operator::router::cluster::SavedLogs>,
+                hatchway_operator::router::cluster::ClusterError,
+            >,
+        > {
+            self.0.saved_logs(c)
+        }
+        fn saved_log_stream<'a>(
+            &'a self,
+            logs: &'a hatchway_operator::router::cluster::SavedLogs,
+            file: &'a str,
             since: Option<u64>,
         ) -> futures::future::BoxFuture<
             'a,
             Result<
-                Vec<hatchway_operator::router::cluster::SavedLog>,
+                Option<hatchway_operator::router::cluster::LogStream>,
                 hatchway_operator::router::cluster::ClusterError,
             >,
         > {
-            self.0.saved_logs(c, since)
+            self.0.saved_log_stream(logs, file, since)
         }
         fn replicas(&self) -> Vec<String> {
             self.0.replicas()
@@ -896,7 +909,7 @@ async fn a_gateway_gone_because_the_container_just_ended_falls_back_to_saved_log
     );
     memory.set_saved_logs(
         &uid,
-        vec![hatchway_operator::router::cluster::SavedLog {
+        vec![support::SavedLog {
             name: "stdout.txt".into(),
             content: bytes::Bytes::from_static(b"the end\n"),
             modified: None,
@@ -1172,4 +1185,158 @@ async fn metrics_are_served_on_their_own_port_only() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+/// A cluster with one Container, "ended" (Complete), whose saved logs are
+/// stdout.txt and stderr.txt with `content(name)`; alice may do anything.
+fn ended_with_saved_logs(
+    content: impl Fn(&str) -> bytes::Bytes,
+) -> (std::sync::Arc<MemoryCluster>, std::sync::Arc<StaticAuth>) {
+    let cluster = MemoryCluster::new();
+    let c = container(NS, "ended");
+    let uid = c.metadata.uid.clone().unwrap();
+    cluster.insert(c);
+    cluster.set_status(
+        NS,
+        "ended",
+        hatchway_api::crd::ContainerStatus {
+            phase: Some(hatchway_api::crd::Phase::Complete),
+            ..Default::default()
+        },
+    );
+    cluster.set_saved_logs(
+        &uid,
+        ["stdout.txt", "stderr.txt"]
+            .map(|name| support::SavedLog {
+                name: name.into(),
+                content: content(name),
+                modified: None,
+            })
+            .to_vec(),
+    );
+    let auth = StaticAuth::new();
+    auth.user("alice-token", "alice");
+    auth.grant_all("alice", NS);
+    (cluster, auth)
+}
+
+#[tokio::test]
+async fn saved_logs_are_streamed_one_file_at_a_time_and_a_bounded_number_at_once() {
+    use std::sync::atomic::Ordering;
+    // Larger than every buffer between the router and a client that does
+    // not read: its read stays in progress.
+    let big: bytes::Bytes = (0..48 * 1024 * 1024u32)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let (cluster, auth) = ended_with_saved_logs(|_| big.clone());
+    let router = TestRouter::start_with(cluster.clone(), auth, |s| {
+        s.max_saved_log_reads = 1;
+        s.saved_log_wait = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let get = |path: &str, range: Option<&str>| {
+        let mut builder = request("GET", &api_path(NS, "ended", path), Some("alice-token"));
+        if let Some(range) = range {
+            builder = builder.header("range", range);
+        }
+        builder.body(empty()).unwrap()
+    };
+    let opened = || cluster.streams.opened.lock().unwrap().clone();
+    let mut first = router.client().await;
+    let reading = first.send(get("log/stderr.txt", None)).await;
+    assert_eq!(reading.status(), StatusCode::OK);
+    assert_eq!(reading.headers()["content-length"], big.len().to_string());
+    // Only stderr was read: counted once, then opened to be sent.
+    assert_eq!(
+        opened(),
+        [("stderr.txt".to_owned(), None), ("stderr.txt".to_owned(), None)]
+    );
+    // A second reader while the first is still being sent waits for its
+    // turn, then gets 503.
+    let response = router.client().await.send(get("log/stdout.txt", None)).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "2");
+    assert!(
+        body_text(response)
+            .await
+            .contains("1 saved-log reads are in progress")
+    );
+    // Once the first is read (all of it, in order), the next is served.
+    assert!(
+        body_text(reading).await.as_bytes() == &big[..],
+        "the whole file, unchanged"
+    );
+    eventually("the reader's turn to come back", || {
+        let router = &router;
+        async move {
+            router
+                .client()
+                .await
+                .send(get("log/stdout.txt", Some("bytes=0-0")))
+                .await
+                .status()
+                == StatusCode::PARTIAL_CONTENT
+        }
+    })
+    .await;
+    // A range from the middle: the stream is skipped to its start; the
+    // size is not counted again.
+    let before = opened().len();
+    let response = router
+        .client()
+        .await
+        .send(get("log/stdout.txt", Some("bytes=1000000-1000009")))
+        .await;
+    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        response.headers()["content-range"],
+        format!("bytes 1000000-1000009/{}", big.len())
+    );
+    assert_eq!(body_text(response).await.as_bytes(), &big[1_000_000..1_000_010]);
+    assert_eq!(opened().len(), before + 1, "one stream, no count");
+    // A listing knows both sizes without reading anything again.
+    let before = opened().len();
+    let response = router.client().await.send(get("log/", None)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        body_text(response).await,
+        format!("stdout.txt\t{0}\nstderr.txt\t{0}\n", big.len())
+    );
+    assert_eq!(opened().len(), before);
+    // Never more than one stream open at once, and none left open.
+    assert_eq!(cluster.streams.most_open.load(Ordering::SeqCst), 1);
+    eventually("every stream to be closed", || async {
+        cluster.streams.open.load(Ordering::SeqCst) == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn lines_by_time_are_one_stream_sent_as_it_comes() {
+    let (cluster, auth) = ended_with_saved_logs(|name| bytes::Bytes::from(format!("{name} line\n")));
+    let router = TestRouter::start(cluster.clone(), auth).await;
+    let response = router
+        .client()
+        .await
+        .send(
+            request(
+                "GET",
+                &format!("{}?sinceSeconds=30", api_path(NS, "ended", "log/stdout.txt")),
+                Some("alice-token"),
+            )
+            .header("range", "bytes=0-3")
+            .body(empty())
+            .unwrap(),
+        )
+        .await;
+    // No count first (it could disagree with what is sent), no range.
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["hatchway-log-source"], "api");
+    assert!(response.headers().get("content-length").is_none());
+    assert_eq!(body_text(response).await, "stdout.txt line\n");
+    assert_eq!(
+        *cluster.streams.opened.lock().unwrap(),
+        [("stdout.txt".to_owned(), Some(30))]
+    );
 }

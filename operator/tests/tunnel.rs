@@ -19,7 +19,7 @@ use hatchway_api::crd::{Container, ContainerStatus, Phase};
 use hatchway_api::proof::CtrKey;
 use hatchway_api::tunnel::{EKM_LEN, tunnel_proof};
 use hatchway_api::wire;
-use hatchway_operator::router::cluster::{Cluster, ClusterError, SavedLog};
+use hatchway_operator::router::cluster::{Cluster, ClusterError, LogStream, SavedLogs};
 use hatchway_operator::router::select::Policy;
 use hatchway_operator::router::status::{MANAGER_EXIT, MANAGER_PORTS, MANAGER_SESSION, MANAGER_TUNNEL};
 use hatchway_operator::router::{RootSecret, Settings};
@@ -736,9 +736,17 @@ impl Cluster for FlakyCluster {
     fn saved_logs<'a>(
         &'a self,
         container: &'a Container,
+    ) -> BoxFuture<'a, Result<Option<SavedLogs>, ClusterError>> {
+        self.inner.saved_logs(container)
+    }
+
+    fn saved_log_stream<'a>(
+        &'a self,
+        logs: &'a SavedLogs,
+        file: &'a str,
         since_seconds: Option<u64>,
-    ) -> BoxFuture<'a, Result<Vec<SavedLog>, ClusterError>> {
-        self.inner.saved_logs(container, since_seconds)
+    ) -> BoxFuture<'a, Result<Option<LogStream>, ClusterError>> {
+        self.inner.saved_log_stream(logs, file, since_seconds)
     }
 
     fn replicas(&self) -> Vec<String> {

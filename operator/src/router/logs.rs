@@ -1,26 +1,23 @@
 //! The log tree of a Container, `…/log/…`, as read-only WebDAV.
 //!
 //! Running with a gateway: proxied to it (`X-Webdav-Prefix` makes its hrefs
-//! the user's paths). Ended: the saved logs (the finished pod's logs read
-//! through the Kubernetes API, under the same file names). Not started: an
+//! the user's paths). Ended: the saved logs (the finished pod's logs
+//! streamed from the Kubernetes API under the same file names: see
+//! [`super::saved`]). Not started: an
 //! empty directory. When the gateway fails, status is read again: if the
 //! Container has just ended, the saved logs answer instead of an error.
 //! Browsers get CORS headers (ours only: the gateway's are removed, so
 //! none is ever duplicated).
 
-use std::sync::Arc;
-use std::time::SystemTime;
-
-use bytes::Bytes;
 use hatchway_api::crd::Container;
-use hatchway_api::webdav::{self, ALLOW, FileProps, Target};
+use hatchway_api::webdav::{ALLOW, Target};
 use hatchway_api::wire;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+use std::sync::Arc;
 
 use super::auth::User;
-use super::cluster::SavedLog;
-use super::respond::{Body, empty_body, full_body, text};
+use super::respond::{Body, empty_body, text};
 use super::select::{Purpose, RefusalKind, Route};
 use super::user::{choose_settled, header_safe, request_id};
 use super::{Router, api, forward, reach, relay};
@@ -122,7 +119,7 @@ async fn serve_inner(
         Err(refusal) if refusal.kind == RefusalKind::NotRunningYet => {
             return (
                 Some("none"),
-                files(req.method(), req.headers(), &prefix, &target, &[]),
+                super::saved::directory(req.method(), req.headers(), &prefix, &target, &[]),
             );
         }
         Err(refusal) if refusal.kind == RefusalKind::Ended => {
@@ -209,7 +206,7 @@ async fn live(
     Ok(relay::pass_on(router.clone(), response, None, "logs"))
 }
 
-/// Serves the saved logs of an ended Container.
+/// Serves the saved logs of an ended Container (or lines by time).
 async fn saved(
     router: &Router,
     req: &Request<Incoming>,
@@ -218,123 +215,16 @@ async fn saved(
     target: &Target,
     since_seconds: Option<u64>,
 ) -> Response<Body> {
-    match router.cluster.saved_logs(container, since_seconds).await {
-        Ok(logs) => files(req.method(), req.headers(), prefix, target, &logs),
-        Err(error) => {
-            tracing::warn!(%error, "reading saved logs");
-            text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot read the container's saved logs right now: {error}"),
-            )
-        }
-    }
-}
-
-fn props(log: &SavedLog) -> FileProps {
-    FileProps {
-        name: log.name.clone(),
-        len: log.content.len() as u64,
-        modified: log.modified.unwrap_or(SystemTime::UNIX_EPOCH),
-    }
-}
-
-/// WebDAV over files held in memory (saved logs; none at all before the
-/// Container starts).
-fn files(
-    method: &Method,
-    headers: &HeaderMap,
-    prefix: &str,
-    target: &Target,
-    logs: &[SavedLog],
-) -> Response<Body> {
-    let all: Vec<FileProps> = logs.iter().map(props).collect();
-    match (method.as_str(), target) {
-        ("OPTIONS", _) => Response::builder()
-            .status(StatusCode::OK)
-            .header(header::ALLOW, ALLOW)
-            .header("dav", "1")
-            .body(empty_body())
-            .expect("a valid response"),
-        ("PROPFIND", _) => {
-            let depth = match webdav::check_depth(headers.get("depth").and_then(|v| v.to_str().ok())) {
-                Ok(depth) => depth,
-                Err(message) => return text(StatusCode::BAD_REQUEST, message),
-            };
-            match webdav::multistatus(prefix, target, depth, &all) {
-                Ok(body) => Response::builder()
-                    .status(StatusCode::MULTI_STATUS)
-                    .header(header::CONTENT_TYPE, "application/xml; charset=utf-8")
-                    .body(full_body(body))
-                    .expect("a valid response"),
-                Err(message) => text(StatusCode::NOT_FOUND, message),
-            }
-        }
-        ("GET" | "HEAD", Target::Root) => {
-            let listing = webdav::listing(&all);
-            let len = listing.len();
-            Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-                .header(header::CONTENT_LENGTH, len)
-                .body(if method == Method::HEAD {
-                    empty_body()
-                } else {
-                    full_body(listing)
-                })
-                .expect("a valid response")
-        }
-        ("GET" | "HEAD", Target::File(name)) => match logs.iter().find(|l| &l.name == name) {
-            Some(log) => file(method == Method::HEAD, headers, log),
-            None => text(StatusCode::NOT_FOUND, format!("no such log file {name:?}")),
-        },
-        _ => text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{method} is not allowed: the log tree is read-only"),
-        ),
-    }
-}
-
-fn file(head: bool, headers: &HeaderMap, log: &SavedLog) -> Response<Body> {
-    let size = log.content.len() as u64;
-    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        None => None,
-        Some(value) => match webdav::parse_range(value, size) {
-            Ok(range) => range,
-            Err(()) => {
-                let mut response = text(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    format!("range {value:?} is outside {} ({size} bytes)", log.name),
-                );
-                response.headers_mut().insert(
-                    header::CONTENT_RANGE,
-                    HeaderValue::from_str(&format!("bytes */{size}")).expect("a valid header"),
-                );
-                return response;
-            }
-        },
-    };
-    let (status, start, end) = match range {
-        Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end + 1),
-        None => (StatusCode::OK, 0, size),
-    };
-    let mut builder = Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header(header::CONTENT_LENGTH, end - start)
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(
-            header::LAST_MODIFIED,
-            httpdate::fmt_http_date(log.modified.unwrap_or(SystemTime::UNIX_EPOCH)),
-        );
-    if status == StatusCode::PARTIAL_CONTENT {
-        builder = builder.header(header::CONTENT_RANGE, format!("bytes {start}-{}/{size}", end - 1));
-    }
-    let body = if head {
-        empty_body()
-    } else {
-        full_body(Bytes::slice(&log.content, start as usize..end as usize))
-    };
-    builder.body(body).expect("a valid response")
+    super::saved::serve(
+        router,
+        req.method(),
+        req.headers(),
+        container,
+        prefix,
+        target,
+        since_seconds,
+    )
+    .await
 }
 
 /// Removes repeated identical values of a header (an upstream that sends
@@ -371,37 +261,6 @@ mod tests {
         assert!(since_seconds(Some("sinceSeconds=0")).is_err());
         assert!(since_seconds(Some("sinceSeconds=-5")).is_err());
         assert!(since_seconds(Some("sinceSeconds=1h")).is_err());
-    }
-
-    fn log(name: &str, content: &'static str) -> SavedLog {
-        SavedLog {
-            name: name.into(),
-            content: Bytes::from_static(content.as_bytes()),
-            modified: None,
-        }
-    }
-
-    #[test]
-    fn saved_files_answer_ranges() {
-        let logs = [log("stdout.txt", "0123456789")];
-        let mut h = HeaderMap::new();
-        h.insert(header::RANGE, HeaderValue::from_static("bytes=2-4"));
-        let target = Target::File("stdout.txt".into());
-        let r = files(&Method::GET, &h, "/p", &target, &logs);
-        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
-        assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes 2-4/10");
-        h.insert(header::RANGE, HeaderValue::from_static("bytes=20-"));
-        let r = files(&Method::GET, &h, "/p", &target, &logs);
-        assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
-        assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes */10");
-        let missing = files(
-            &Method::GET,
-            &HeaderMap::new(),
-            "/p",
-            &Target::File("x".into()),
-            &logs,
-        );
-        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod reach;
 pub mod relay;
 pub mod respond;
+pub mod saved;
 pub mod select;
 pub mod server;
 pub mod session;
@@ -74,6 +75,8 @@ pub struct Router {
     pub peer_tls: Arc<ClientConfig>,
     /// Web-app sessions and login codes, signed with keys from `root`.
     pub sessions: session::Sessions,
+    /// The saved-log reads served at once, and the sizes learnt.
+    pub saved_logs: saved::SavedLogReads,
 }
 
 impl Router {
@@ -87,8 +90,10 @@ impl Router {
     ) -> Arc<Self> {
         let tunnels = tunnel::Registry::new(settings.max_tunnels);
         let sessions = session::Sessions::new(&root.0, settings.web_session_lifetime);
+        let saved_logs = saved::SavedLogReads::new(settings.max_saved_log_reads, settings.saved_log_wait);
         Arc::new(Self {
             sessions,
+            saved_logs,
             settings,
             cluster,
             auth,

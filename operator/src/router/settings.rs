@@ -48,6 +48,11 @@ pub struct Settings {
     /// sidecar's redial can meet the Service still routing to the dead pod
     /// (kube-proxy lag) and back off for a few seconds more.
     pub tunnel_grace: Duration,
+    /// Most saved-log reads (streams from the Kubernetes API) served at
+    /// once by this replica.
+    pub max_saved_log_reads: usize,
+    /// How long a saved-log read waits for a turn before it is refused.
+    pub saved_log_wait: Duration,
     /// How long a web-app session (the router's own cookie, minted from a
     /// one-time login code) lasts.
     pub web_session_lifetime: Duration,
@@ -74,6 +79,8 @@ impl Settings {
             drain_timeout: Duration::from_secs(30),
             tunnel_grace: Duration::from_secs(10),
             web_session_lifetime: Duration::from_secs(12 * 3600),
+            max_saved_log_reads: 16,
+            saved_log_wait: Duration::from_secs(10),
         }
     }
 }

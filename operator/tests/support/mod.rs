@@ -21,7 +21,7 @@ use hatchway_api::proof::CtrKey;
 use hatchway_api::tunnel::{EKM_LABEL, EKM_LEN, tunnel_proof};
 use hatchway_api::wire;
 use hatchway_operator::router::auth::{Auth, AuthError, Permission, User};
-use hatchway_operator::router::cluster::{Cluster, ClusterError, SavedLog};
+use hatchway_operator::router::cluster::{Cluster, ClusterError, LogStream, SavedLogs};
 use hatchway_operator::router::tls::RouterTls;
 use hatchway_operator::router::{RootSecret, Router, Settings};
 use hatchway_sidecar::args::{Running, start_gateway};
@@ -61,20 +61,42 @@ where
 
 // ---------------------------------------------------------------- cluster
 
+/// One saved log file the [`MemoryCluster`] serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedLog {
+    pub name: String,
+    pub content: Bytes,
+    pub modified: Option<std::time::SystemTime>,
+}
+
+/// What the [`MemoryCluster`]'s saved-log streams have done.
+#[derive(Default)]
+pub struct StreamCounts {
+    /// Every stream opened: (file, since_seconds).
+    pub opened: Mutex<Vec<(String, Option<u64>)>>,
+    /// Streams open now (not yet dropped).
+    pub open: std::sync::atomic::AtomicUsize,
+    /// The most open at once.
+    pub most_open: std::sync::atomic::AtomicUsize,
+}
+
 /// Containers, saved logs and replicas in memory. `apply_status` merges the
 /// patch into the status (objects recursively, everything else replaced),
 /// which is what server-side apply does for the fields it names.
 #[derive(Default)]
 pub struct MemoryCluster {
     containers: Mutex<BTreeMap<(String, String), Container>>,
-    saved: Mutex<HashMap<String, Vec<SavedLog>>>,
+    /// Container UID → (how many times set, its files).
+    saved: Mutex<HashMap<String, (u64, Vec<SavedLog>)>>,
     replicas: Mutex<Vec<String>>,
     /// Every apply: (namespace, name, field manager, patch).
     pub applied: Mutex<Vec<(String, String, String, serde_json::Value)>>,
     /// When set, every call fails as if the API were down.
     pub down: std::sync::atomic::AtomicBool,
-    /// The `since_seconds` of the last `saved_logs` call.
+    /// The `since_seconds` of the last saved-log stream opened.
     pub last_since: Mutex<Option<u64>>,
+    /// The saved-log streams.
+    pub streams: Arc<StreamCounts>,
 }
 
 impl MemoryCluster {
@@ -117,8 +139,12 @@ impl MemoryCluster {
             .and_then(|c| c.status.clone())
     }
 
+    /// The saved logs of the Container `uid`; each call is a new pod (its
+    /// sizes are counted afresh).
     pub fn set_saved_logs(&self, uid: &str, logs: Vec<SavedLog>) {
-        self.saved.lock().unwrap().insert(uid.to_owned(), logs);
+        let mut saved = self.saved.lock().unwrap();
+        let generation = saved.get(uid).map_or(0, |(g, _)| g + 1);
+        saved.insert(uid.to_owned(), (generation, logs));
     }
 
     pub fn set_replicas(&self, replicas: Vec<String>) {
@@ -209,15 +235,75 @@ impl Cluster for MemoryCluster {
     fn saved_logs<'a>(
         &'a self,
         container: &'a Container,
-        since_seconds: Option<u64>,
-    ) -> BoxFuture<'a, Result<Vec<SavedLog>, ClusterError>> {
+    ) -> BoxFuture<'a, Result<Option<SavedLogs>, ClusterError>> {
         Box::pin(async move {
+            self.check_up()?;
+            let uid = container.metadata.uid.clone().unwrap_or_default();
+            let saved = self.saved.lock().unwrap();
+            let Some((generation, files)) = saved.get(&uid) else {
+                return Ok(None);
+            };
+            Ok(Some(SavedLogs {
+                namespace: container.metadata.namespace.clone().unwrap_or_default(),
+                pod: format!("pod-{uid}"),
+                pod_uid: format!("{uid}/{generation}"),
+                finished: true,
+                modified: files.first().and_then(|f| f.modified),
+                files: files.iter().map(|f| f.name.clone()).collect(),
+            }))
+        })
+    }
+
+    fn saved_log_stream<'a>(
+        &'a self,
+        logs: &'a SavedLogs,
+        file: &'a str,
+        since_seconds: Option<u64>,
+    ) -> BoxFuture<'a, Result<Option<LogStream>, ClusterError>> {
+        Box::pin(async move {
+            use futures::StreamExt;
+            use std::sync::atomic::Ordering;
             self.check_up()?;
             // Lines carry no times here: the caller's `since` is recorded
             // for the test to check, the kubelet's filtering is e2e-tested.
             *self.last_since.lock().unwrap() = since_seconds;
-            let uid = container.metadata.uid.clone().unwrap_or_default();
-            Ok(self.saved.lock().unwrap().get(&uid).cloned().unwrap_or_default())
+            let uid = logs.pod.strip_prefix("pod-").unwrap_or_default();
+            let content = {
+                let saved = self.saved.lock().unwrap();
+                let Some(found) = saved
+                    .get(uid)
+                    .and_then(|(_, files)| files.iter().find(|f| f.name == file))
+                else {
+                    return Ok(None);
+                };
+                found.content.clone()
+            };
+            let counts = self.streams.clone();
+            counts
+                .opened
+                .lock()
+                .unwrap()
+                .push((file.to_owned(), since_seconds));
+            let open = counts.open.fetch_add(1, Ordering::SeqCst) + 1;
+            counts.most_open.fetch_max(open, Ordering::SeqCst);
+            // Served in 64 KiB pieces, as the API server sends them; the
+            // guard counts the stream closed when it is dropped.
+            struct Open(Arc<StreamCounts>);
+            impl Drop for Open {
+                fn drop(&mut self) {
+                    self.0.open.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            let guard = Open(counts);
+            let pieces: Vec<Bytes> = (0..content.len())
+                .step_by(64 * 1024)
+                .map(|at| content.slice(at..(at + 64 * 1024).min(content.len())))
+                .collect();
+            let stream = futures::stream::iter(pieces).map(move |piece| {
+                let _ = &guard;
+                Ok(piece)
+            });
+            Ok(Some(stream.boxed()))
         })
     }
 

@@ -9,7 +9,9 @@
 //!   the kubelet through the API server, either as `stdout.txt` and
 //!   `stderr.txt` (Kubernetes ≥ 1.32 with the `PodLogsQuerySplitStreams`
 //!   feature gate on the API server and the kubelet) or combined as
-//!   `output.txt`.
+//!   `output.txt`. They are streamed as the user reads them, never held:
+//!   the kubelet serves only a container's current log file (see its
+//!   `containerLogMaxSize`), so its size is what a saved log can hold.
 //! - Replicas are the ready endpoints of the router's headless Service,
 //!   kept by a watcher over its EndpointSlices.
 //!
@@ -19,12 +21,13 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{AsyncReadExt, Stream, StreamExt};
+use futures::{AsyncBufRead, AsyncBufReadExt, Stream, StreamExt};
 use hatchway_api::crd::Container;
 use hatchway_api::pod::WORKLOAD_CONTAINER;
 use k8s_openapi::api::core::v1::Pod;
@@ -35,13 +38,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use tokio::task::JoinHandle;
 
-use super::{Cluster, ClusterError, SavedLog};
+use super::{Cluster, ClusterError, LogStream, SavedLogs};
 
-/// The most bytes read of each saved log file (`limitBytes` on the pod-log
-/// request, and a hard cut on our side: the kubelet may send a little more).
-/// The files are held in memory while served; the live gateway serves the
-/// complete files while the pod runs.
-pub const SAVED_LOG_LIMIT: u64 = 64 * 1024 * 1024;
+/// What is known of the cluster's support for split log streams.
+const SPLIT_UNKNOWN: u8 = 0;
+const SPLIT_SUPPORTED: u8 = 1;
+const SPLIT_REFUSED: u8 = 2;
 
 /// The label EndpointSlices carry with the name of their Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -85,6 +87,8 @@ pub struct KubeCluster {
     replicas: Arc<RwLock<Vec<String>>>,
     config: KubeClusterConfig,
     tasks: Vec<JoinHandle<()>>,
+    /// `SPLIT_*`: learnt from the first pod-log request with `stream=`.
+    split: AtomicU8,
 }
 
 /// One watcher's share of the Containers: all namespaces, or one.
@@ -203,6 +207,7 @@ impl KubeCluster {
             replicas,
             config,
             tasks,
+            split: AtomicU8::new(SPLIT_UNKNOWN),
         })
     }
 
@@ -238,20 +243,22 @@ impl KubeCluster {
         api.get_opt(name).await.map_err(api_error)
     }
 
-    /// The pod log of the workload container, `stream` `Stdout`, `Stderr`
-    /// or the combined log (`None`); `None` if the pod is gone.
+    /// Opens the pod log of the workload container, `stream` `Stdout`,
+    /// `Stderr` or the combined log (`None`), at most `limit_bytes`;
+    /// `None` if the pod is gone.
     async fn pod_log(
         &self,
         namespace: &str,
         pod: &str,
         stream: Option<&str>,
         since_seconds: Option<u64>,
-    ) -> Result<Option<Bytes>, kube::Error> {
+        limit_bytes: Option<i64>,
+    ) -> Result<Option<impl AsyncBufRead + use<>>, kube::Error> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let params = LogParams {
             container: Some(WORKLOAD_CONTAINER.to_owned()),
-            limit_bytes: Some(SAVED_LOG_LIMIT as i64),
             since_seconds: since_seconds.map(|s| s.min(i64::MAX as u64) as i64),
+            limit_bytes,
             ..LogParams::default()
         };
         let mut request = kube::core::Request::new(pods.resource_url())
@@ -265,19 +272,64 @@ impl KubeCluster {
                 .parse()
                 .map_err(|e: http::uri::InvalidUri| kube::Error::HttpError(e.into()))?;
         }
-        let body = match self.client.request_stream(request).await {
-            Ok(body) => body,
-            Err(kube::Error::Api(status)) if status.is_not_found() => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut limited = std::pin::pin!(body.take(SAVED_LOG_LIMIT));
-        let mut content = Vec::new();
-        limited
-            .read_to_end(&mut content)
-            .await
-            .map_err(kube::Error::ReadEvents)?;
-        Ok(Some(Bytes::from(content)))
+        match self.client.request_stream(request).await {
+            Ok(body) => Ok(Some(body)),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
+
+    /// Whether to list stdout and stderr apart: configured, and not
+    /// refused by the cluster (asked once, with a one-byte read of `pod`).
+    async fn split_streams(&self, namespace: &str, pod: &str) -> Result<bool, kube::Error> {
+        if !self.config.split_log_streams {
+            return Ok(false);
+        }
+        match self.split.load(Ordering::Relaxed) {
+            SPLIT_SUPPORTED => return Ok(true),
+            SPLIT_REFUSED => return Ok(false),
+            _ => {}
+        }
+        match self.pod_log(namespace, pod, Some("Stdout"), None, Some(1)).await {
+            Ok(_) => {
+                self.split.store(SPLIT_SUPPORTED, Ordering::Relaxed);
+                Ok(true)
+            }
+            Err(e) if split_streams_unsupported(&e) => {
+                self.refuse_split(&e);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn refuse_split(&self, error: &kube::Error) {
+        tracing::warn!(%error,
+            "split log streams are configured but the cluster refuses them \
+             (feature gate PodLogsQuerySplitStreams off on the API server or the kubelet): \
+             serving the combined log as output.txt");
+        self.split.store(SPLIT_REFUSED, Ordering::Relaxed);
+    }
+}
+
+/// Chunks of `reader` as they arrive (each a copy of what one read gave:
+/// nothing more is buffered than the reader's own buffer).
+fn chunks(reader: impl AsyncBufRead + Send + 'static) -> LogStream {
+    futures::stream::unfold(Box::pin(reader), |mut reader| async move {
+        match reader.fill_buf().await {
+            Ok([]) => None,
+            Ok(buf) => {
+                let chunk = Bytes::copy_from_slice(buf);
+                reader.as_mut().consume(chunk.len());
+                Some((Ok(chunk), reader))
+            }
+            Err(e) => Some((
+                Err(ClusterError::Api(format!("reading the pod log: {e}"))),
+                reader,
+            )),
+        }
+    })
+    .boxed()
 }
 
 impl Drop for KubeCluster {
@@ -538,11 +590,10 @@ impl Cluster for KubeCluster {
     fn saved_logs<'a>(
         &'a self,
         container: &'a Container,
-        since_seconds: Option<u64>,
-    ) -> BoxFuture<'a, Result<Vec<SavedLog>, ClusterError>> {
+    ) -> BoxFuture<'a, Result<Option<SavedLogs>, ClusterError>> {
         Box::pin(async move {
             let Some(namespace) = container.metadata.namespace.as_deref() else {
-                return Ok(Vec::new());
+                return Ok(None);
             };
             let Some(pod_name) = container
                 .status
@@ -550,16 +601,16 @@ impl Cluster for KubeCluster {
                 .and_then(|s| s.pod_name.as_deref())
                 .filter(|p| !p.is_empty())
             else {
-                return Ok(Vec::new());
+                return Ok(None);
             };
             if !valid_pod_name(pod_name) {
                 tracing::warn!(%namespace, container = ?container.metadata.name, pod = %pod_name,
                     "status.podName is not a valid pod name: no saved logs");
-                return Ok(Vec::new());
+                return Ok(None);
             }
             let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
             let Some(pod) = pods.get_opt(pod_name).await.map_err(api_error)? else {
-                return Ok(Vec::new());
+                return Ok(None);
             };
             // Status names the pod, but only the operator should write it;
             // reading the logs of a pod the Container does not own would
@@ -567,52 +618,59 @@ impl Cluster for KubeCluster {
             if !owned_by(&pod, container) {
                 tracing::warn!(%namespace, container = ?container.metadata.name, pod = %pod_name,
                     "status.podName names a pod the Container does not own: no saved logs");
-                return Ok(Vec::new());
+                return Ok(None);
             }
             let (ran, modified) = workload_state(&pod);
             if !ran {
                 // Never started (e.g. the image could not be pulled): the
                 // kubelet would answer 400 "waiting to start".
-                return Ok(Vec::new());
+                return Ok(None);
             }
-            let file = |name: &str, content: Bytes| SavedLog {
-                name: name.to_owned(),
-                content,
-                modified,
-            };
-            if self.config.split_log_streams {
-                match self
-                    .pod_log(namespace, pod_name, Some("Stdout"), since_seconds)
-                    .await
-                {
-                    Ok(None) => return Ok(Vec::new()),
-                    Ok(Some(stdout)) => {
-                        let Some(stderr) = self
-                            .pod_log(namespace, pod_name, Some("Stderr"), since_seconds)
-                            .await
-                            .map_err(api_error)?
-                        else {
-                            return Ok(Vec::new());
-                        };
-                        return Ok(vec![file("stdout.txt", stdout), file("stderr.txt", stderr)]);
-                    }
-                    Err(e) if split_streams_unsupported(&e) => {
-                        tracing::warn!(error = %e,
-                            "split log streams are configured but the cluster refuses them \
-                             (feature gate PodLogsQuerySplitStreams off on the API server or the kubelet): \
-                             serving the combined log as output.txt");
-                    }
-                    Err(e) => return Err(api_error(e)),
-                }
-            }
-            match self
-                .pod_log(namespace, pod_name, None, since_seconds)
-                .await
-                .map_err(api_error)?
-            {
+            let files = if self.split_streams(namespace, pod_name).await.map_err(api_error)? {
+                vec!["stdout.txt".to_owned(), "stderr.txt".to_owned()]
+            } else {
                 // stdout and stderr interleaved: not honestly "stdout".
-                Some(combined) => Ok(vec![file("output.txt", combined)]),
-                None => Ok(Vec::new()),
+                vec!["output.txt".to_owned()]
+            };
+            Ok(Some(SavedLogs {
+                namespace: namespace.to_owned(),
+                pod: pod_name.to_owned(),
+                pod_uid: pod.metadata.uid.clone().unwrap_or_default(),
+                finished: modified.is_some(),
+                modified,
+                files,
+            }))
+        })
+    }
+
+    fn saved_log_stream<'a>(
+        &'a self,
+        logs: &'a SavedLogs,
+        file: &'a str,
+        since_seconds: Option<u64>,
+    ) -> BoxFuture<'a, Result<Option<LogStream>, ClusterError>> {
+        Box::pin(async move {
+            if !logs.files.iter().any(|f| f == file) {
+                return Ok(None);
+            }
+            let stream = match file {
+                "stdout.txt" => Some("Stdout"),
+                "stderr.txt" => Some("Stderr"),
+                _ => None,
+            };
+            match self
+                .pod_log(&logs.namespace, &logs.pod, stream, since_seconds, None)
+                .await
+            {
+                Ok(reader) => Ok(reader.map(chunks)),
+                Err(e) => {
+                    if stream.is_some() && split_streams_unsupported(&e) {
+                        // A kubelet without the gate behind an API server
+                        // with it: the next listing names output.txt.
+                        self.refuse_split(&e);
+                    }
+                    Err(api_error(e))
+                }
             }
         })
     }

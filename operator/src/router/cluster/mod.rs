@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use hatchway_api::crd::Container;
 
 /// Why the cluster could not answer.
@@ -19,17 +20,28 @@ pub enum ClusterError {
     Api(String),
 }
 
-/// One saved log file of a finished Container, presented under the name the
-/// live gateway uses (`stdout.txt`, `stderr.txt`, …).
+/// The saved logs of a Container's pod: which files there are, under the
+/// names the live gateway uses (`stdout.txt`, `stderr.txt`, or the
+/// combined `output.txt`), and where they are read from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SavedLog {
-    /// The file name.
-    pub name: String,
-    /// The whole content.
-    pub content: Bytes,
-    /// When it last changed, if known.
+pub struct SavedLogs {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod whose workload container wrote them.
+    pub pod: String,
+    /// The pod's UID: a finished pod's logs never change, so what is
+    /// learnt of them (their sizes) is kept under it.
+    pub pod_uid: String,
+    /// Whether the workload container has ended (its logs will not grow).
+    pub finished: bool,
+    /// When they last changed, if known.
     pub modified: Option<SystemTime>,
+    /// The file names.
+    pub files: Vec<String>,
 }
+
+/// The bytes of one log file, in the order written, as they arrive.
+pub type LogStream = BoxStream<'static, Result<Bytes, ClusterError>>;
 
 /// The field manager for status fields the router owns (tunnel address,
 /// fingerprints reported over the tunnel, listening ports, session flag,
@@ -75,15 +87,24 @@ pub trait Cluster: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), ClusterError>>;
 
     /// The logs the cluster kept of a Container's workload (its pod's, from
-    /// the kubelet): the saved logs once it has finished; with
-    /// `since_seconds`, only what was written in that many last seconds
-    /// (running or finished: the kubelet timestamps every line). Empty when
-    /// there are none, e.g. the pod is gone.
+    /// the kubelet), `None` when there are none, e.g. the pod is gone or
+    /// never started. Nothing is read of the logs themselves.
     fn saved_logs<'a>(
         &'a self,
         container: &'a Container,
+    ) -> BoxFuture<'a, Result<Option<SavedLogs>, ClusterError>>;
+
+    /// Opens one of `logs.files` for reading from its start; with
+    /// `since_seconds`, only what was written in that many last seconds
+    /// (running or finished: the kubelet timestamps every line). `None`
+    /// when it is not there (any more). The stream is read as it is
+    /// consumed: nothing is held beyond what is in flight.
+    fn saved_log_stream<'a>(
+        &'a self,
+        logs: &'a SavedLogs,
+        file: &'a str,
         since_seconds: Option<u64>,
-    ) -> BoxFuture<'a, Result<Vec<SavedLog>, ClusterError>>;
+    ) -> BoxFuture<'a, Result<Option<LogStream>, ClusterError>>;
 
     /// The base URLs (`https://ip:port`) of the router's replicas, from its
     /// headless Service's endpoints.
