@@ -1,13 +1,32 @@
-# The only entry points: CI calls these, the README documents them.
+# The only entry points: CI calls these, the README documents them. Each
+# installs what it needs first (hack/deps: one list, says what and why).
 SHELL := /bin/bash
 CARGO ?= cargo
+# One target dir outside the clone for every build (test, demo, e2e, bench,
+# release): they reuse each other's work, and a fresh clone starts warm.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/hatchway/target
 
 .PHONY: test fmt-check clippy unit crd-check crds fmt static static-check chart-check
 
 ## test: everything that runs without a cluster (format, lints, the static
 ## sidecar check, the chart's lint and render checks, unit and in-process
 ## integration tests, generated-file drift)
-test: fmt-check clippy crd-check chart-check static-check unit
+test: deps-test fmt-check clippy crd-check chart-check static-check unit
+
+## deps-*: install what `make test`, `make demo`, `make e2e` need and this
+## machine lacks (hack/deps)
+.PHONY: deps-test deps-demo deps-e2e preflight
+deps-test:
+	@hack/deps test
+deps-demo:
+	@hack/deps test demo
+deps-e2e:
+	@hack/deps test e2e
+
+## preflight: the cluster's fast checks (root, kernel, swap, node IP, ports,
+## free disk), before any long build
+preflight:
+	@e2e/cluster preflight
 
 fmt-check:
 	$(CARGO) fmt --all --check
@@ -41,12 +60,14 @@ fmt:
 # The sidecar must run in any image (it is the workload's PID 1): a static
 # binary, built with its own target dir so the flag does not rebuild the
 # normal one. The operator is built the same way for its FROM-scratch
-# image, and the e2e workload image's WebSocket echo server (test tooling). Images use them (ops: `make static images PROFILE=release`).
+# image, and the e2e workload image's WebSocket echo server (test tooling).
+# Images use them (`make static images PROFILE=release`; `make demo` builds
+# release, what ships). Recursive variables: a target's own PROFILE counts.
 TARGET_TRIPLE := x86_64-unknown-linux-gnu
 PROFILE ?= dev
-STATIC_TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)/static
-STATIC_PROFILE_DIR := $(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
-STATIC_OUT := $(STATIC_TARGET_DIR)/$(TARGET_TRIPLE)/$(STATIC_PROFILE_DIR)
+STATIC_TARGET_DIR ?= $(CARGO_TARGET_DIR)/static
+STATIC_PROFILE_DIR = $(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
+STATIC_OUT = $(STATIC_TARGET_DIR)/$(TARGET_TRIPLE)/$(STATIC_PROFILE_DIR)
 static:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked -p hatchway-sidecar -p hatchway-operator \
 	  --profile $(PROFILE) --target $(TARGET_TRIPLE) --target-dir $(STATIC_TARGET_DIR)
@@ -67,9 +88,11 @@ images: static cluster-up
 
 ## demo: the main job on a local cluster: the e2e cluster (or, with
 ## HATCHWAY_USE_CURRENT_CLUSTER=1, the current kubeconfig's), the images,
-## `helm install`, a sample Container, and the commands to try next
-demo: static
-	$(CARGO) build --locked -p kubectl-hatch
+## `helm install`, a sample Container, and the commands to try next. Release
+## builds: what ships.
+demo: PROFILE = release
+demo: deps-demo preflight static
+	$(CARGO) build --locked -p kubectl-hatch --profile $(PROFILE)
 	HATCHWAY_PROFILE_DIR=$(STATIC_PROFILE_DIR) e2e/demo
 
 ## bench: Hatchway beside socat, stunnel, OpenSSH, kubectl port-forward and
@@ -77,7 +100,7 @@ demo: static
 ## optimized, writes bench/results/<date>.{md,json,png}
 .PHONY: bench
 BENCH_DIR := $(or $(CARGO_TARGET_DIR),target)/bench-opt
-bench: static cluster-up
+bench: deps-demo preflight static cluster-up
 	bench/install-tools
 	$(CARGO) build --locked --profile bench-opt -p hatchway-bench -p kubectl-hatch -p hatchway-sidecar
 	eval "$$(e2e/cluster env)" && $(BENCH_DIR)/hatchway-bench run --out bench/results $(BENCH_ARGS)
@@ -87,7 +110,7 @@ bench: static cluster-up
 ## run the end-to-end suite against it. The cluster stays up for the next
 ## run; `make cluster-down` stops it. nextest's summary is the last line.
 .PHONY: e2e cluster-up cluster-down cluster-status
-e2e: static cluster-up
+e2e: deps-e2e preflight static cluster-up
 	$(CARGO) build --locked -p kubectl-hatch
 	eval "$$(e2e/cluster env)" && $(CARGO) nextest run -p hatchway-e2e --locked --no-fail-fast
 

@@ -457,18 +457,16 @@ async fn a_missing_file_is_reported_as_no_such_file() {
 
 /// rsync does not use SFTP (it runs `rsync --server` over an exec
 /// channel), but it is what many users will point at a container: it must
-/// work through the gateway too. Skipped where rsync is not installed; it
-/// is no part of the product.
+/// work through the gateway too (`hack/deps test` installs it).
 #[tokio::test]
 async fn rsync_copies_a_tree_through_the_gateway() {
-    if std::process::Command::new("rsync")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("rsync is not installed: skipped");
-        return;
-    }
+    assert!(
+        std::process::Command::new("rsync")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "rsync is not installed: run hack/deps test"
+    );
     let rig = Rig::start("").await;
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
