@@ -15,11 +15,13 @@ test: deps-test fmt-check clippy crd-check chart-check static-check unit
 
 ## deps-*: install what `make test`, `make demo`, `make e2e` need and this
 ## machine lacks (hack/deps)
-.PHONY: deps-test deps-demo deps-e2e preflight
+.PHONY: deps-test deps-demo deps-e2e deps-release preflight
 deps-test:
 	@hack/deps test
+deps-release:
+	@hack/deps release
 deps-demo:
-	@hack/deps test demo
+	@hack/deps demo
 deps-e2e:
 	@hack/deps test e2e
 
@@ -68,11 +70,29 @@ PROFILE ?= dev
 STATIC_TARGET_DIR ?= $(CARGO_TARGET_DIR)/static
 STATIC_PROFILE_DIR = $(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 STATIC_OUT = $(STATIC_TARGET_DIR)/$(TARGET_TRIPLE)/$(STATIC_PROFILE_DIR)
+# The packages `static` builds in one cargo run (shared dependencies built
+# once, with one feature set); `make demo` and `make release` add the
+# kubectl plugin.
+STATIC_PACKAGES = -p hatchway-sidecar -p hatchway-operator
 static:
-	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked -p hatchway-sidecar -p hatchway-operator \
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked $(STATIC_PACKAGES) \
 	  --profile $(PROFILE) --target $(TARGET_TRIPLE) --target-dir $(STATIC_TARGET_DIR)
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked -p hatchway-e2e --bin ws-echo --bin attack \
-	  --profile $(PROFILE) --target $(TARGET_TRIPLE) --target-dir $(STATIC_TARGET_DIR)
+	  --profile dev --target $(TARGET_TRIPLE) --target-dir $(STATIC_TARGET_DIR)
+
+## release: dist/ — the operator and sidecar images as OCI archives, the
+## packaged chart, the static kubectl-hatch archive and its krew manifest,
+## SHA256SUMS (hack/release; docs/install.md)
+.PHONY: release push
+release: PROFILE = release
+release: STATIC_PACKAGES += -p kubectl-hatch
+release: deps-release static
+	HATCHWAY_PROFILE_DIR=$(STATIC_PROFILE_DIR) hack/release
+
+## push: the images in dist/ to any OCI registry: make push
+## REGISTRY=host[:port][/path] (PUSH_TLS_VERIFY=false for plain HTTP)
+push: deps-release
+	REGISTRY='$(REGISTRY)' hack/push
 
 ## static-check: the static sidecar has no dynamic dependencies and runs,
 ## as itself and as the shim, in an empty root without libc
@@ -91,8 +111,8 @@ images: static cluster-up
 ## `helm install`, a sample Container, and the commands to try next. Release
 ## builds: what ships.
 demo: PROFILE = release
+demo: STATIC_PACKAGES += -p kubectl-hatch
 demo: deps-demo preflight static
-	$(CARGO) build --locked -p kubectl-hatch --profile $(PROFILE)
 	HATCHWAY_PROFILE_DIR=$(STATIC_PROFILE_DIR) e2e/demo
 
 ## bench: Hatchway beside socat, stunnel, OpenSSH, kubectl port-forward and
@@ -112,7 +132,7 @@ bench: deps-demo preflight static cluster-up
 .PHONY: e2e cluster-up cluster-down cluster-status
 e2e: deps-e2e preflight static cluster-up
 	$(CARGO) build --locked -p kubectl-hatch
-	eval "$$(e2e/cluster env)" && $(CARGO) nextest run -p hatchway-e2e --locked --no-fail-fast
+	eval "$$(e2e/cluster env)" && HATCHWAY_PROFILE_DIR=$(STATIC_PROFILE_DIR) $(CARGO) nextest run -p hatchway-e2e --locked --no-fail-fast
 
 cluster-up:
 	HATCHWAY_PROFILE_DIR=$(STATIC_PROFILE_DIR) e2e/cluster up

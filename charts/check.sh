@@ -138,8 +138,23 @@ svc_url="\"https://$fullname.$namespace.svc:443\""
 [[ $(env_value "$deploy" HATCHWAY_TUNNEL_URL) == "$svc_url" ]] || fail "HATCHWAY_TUNNEL_URL is not $svc_url"
 [[ $(env_value "$deploy" HATCHWAY_PUBLIC_URL) == "$svc_url" ]] || fail "default HATCHWAY_PUBLIC_URL is not $svc_url"
 [[ $(env_value "$deploy" HATCHWAY_TLS_DIR) == "<unset>" ]] || fail "HATCHWAY_TLS_DIR set without tls.secretName"
-[[ $(env_value "$deploy" HATCHWAY_SIDECAR_IMAGE) == '"localhost/hatchway/sidecar:0.1.0"' ]] || fail "sidecar image tag does not default to appVersion"
-ok "defaults: tunnel and public URL are the Service, no TLS dir, sidecar tag = appVersion"
+version=$(awk '/^appVersion:/ { gsub(/"/, "", $2); print $2 }' "$chart/Chart.yaml")
+[[ $(env_value "$deploy" HATCHWAY_SIDECAR_IMAGE) == "\"ghcr.io/hatchway-dev/hatchway-sidecar:$version\"" ]] ||
+  fail "the sidecar image does not default to the published one, tagged appVersion"
+contains "$deploy" "^          image: \"ghcr.io/hatchway-dev/hatchway-operator:$version\"$" ||
+  fail "the operator image does not default to the published one, tagged appVersion"
+ok "defaults: tunnel and public URL are the Service, no TLS dir, images ghcr.io/hatchway-dev/*:$version"
+
+# A registry for both images (where `make push` put them), and none at all.
+render "$work/registry.yaml" --set global.imageRegistry=10.0.0.5:5000/mirror || fail "helm template (global.imageRegistry)"
+grep -q '^          image: "10.0.0.5:5000/mirror/hatchway-operator:' "$work/registry.yaml" &&
+  grep -q 'value: "10.0.0.5:5000/mirror/hatchway-sidecar:' "$work/registry.yaml" ||
+  fail "global.imageRegistry does not replace both images' registry"
+render "$work/noregistry.yaml" --set image.registry= --set image.repository=localhost/hatchway/operator --set image.tag=e2e ||
+  fail "helm template (no registry)"
+grep -q '^          image: "localhost/hatchway/operator:e2e"$' "$work/noregistry.yaml" ||
+  fail "an empty image.registry does not leave the repository as the whole name"
+ok "global.imageRegistry replaces both registries; an empty registry leaves the repository whole"
 
 tls_names=$(env_value "$maxdeploy" HATCHWAY_TLS_NAMES)
 want="\"$fullname,$fullname.$namespace,$fullname.$namespace.svc,$fullname.$namespace.svc.cluster.local,hatchway.example.com,*.apps.example.com,10.0.0.1\""
@@ -342,6 +357,7 @@ schema_refuses "replicaCount=-1" --set replicaCount=-1
 schema_refuses "service.type=Bogus" --set service.type=Bogus
 schema_refuses "logFormat=xml" --set logFormat=xml
 schema_refuses "an unknown top-level value" --set bogus=1
+schema_refuses "a registry with a scheme" --set global.imageRegistry=https://registry.example.com
 
 # ---------------------------------------------------------------------------
 # 3. The chart's CRD is the generated one.

@@ -62,31 +62,40 @@ impl Release {
     /// `helm install --wait` into a new namespace, serving `users` only,
     /// with the e2e images, a NodePort, and the node IP in the certificate.
     fn install(prefix: &str, users: &TestNamespace, extra: &[&str]) -> Result<Self> {
+        let images = [
+            "--set",
+            "global.imageRegistry=localhost/hatchway,image.repository=operator,image.tag=e2e,image.pullPolicy=Never",
+            "--set",
+            "sidecar.image.repository=sidecar,sidecar.image.tag=e2e,sidecar.image.pullPolicy=Never",
+        ];
+        let args: Vec<&str> = images.iter().chain(extra).copied().collect();
+        Self::install_chart(prefix, users, &chart_dir().display().to_string(), &args)
+    }
+
+    /// The same with `chart` (a directory or a packaged `.tgz`) and only
+    /// `values` for the images.
+    fn install_chart(prefix: &str, users: &TestNamespace, chart: &str, values: &[&str]) -> Result<Self> {
         let ns = TestNamespace::new(prefix)?;
         let name = format!("hw-{}", ns.name.rsplit('-').next().unwrap_or("x"));
         let node_ip = node_ip()?;
         let mut args: Vec<String> = [
             "install",
             &name,
-            &chart_dir().display().to_string(),
+            chart,
             "--namespace",
             &ns.name,
             "--wait",
             "--timeout",
             "4m",
             "--set",
-            "image.repository=localhost/hatchway/operator,image.tag=e2e,image.pullPolicy=Never",
-            "--set",
-            "sidecar.image.repository=localhost/hatchway/sidecar,sidecar.image.tag=e2e",
-            "--set",
-            "sidecar.image.pullPolicy=Never,service.type=NodePort,resources.requests.cpu=10m",
+            "service.type=NodePort,resources.requests.cpu=10m",
             "--set",
             &format!("watchNamespaces={{{}}},tls.extraNames={{{node_ip}}}", users.name),
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(values.iter().map(|s| s.to_string()));
         let started = Instant::now();
         let out = run_within(helm(&args), Duration::from_secs(300))?;
         ensure!(
@@ -1327,6 +1336,256 @@ fn proc_status_kib(pid: u32, field: &str) -> Result<u64> {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+/// The release path a platform team takes, end to end: `hack/release`
+/// writes dist/ (image archives, the packaged chart, the plugin archive, its
+/// krew manifest, SHA256SUMS), `hack/push` copies the images to a real OCI
+/// registry (Debian's docker-registry, the CNCF distribution registry) on
+/// the node, the cluster's containerd pulls them from there (no import),
+/// and `helm install` of the packaged chart with only `--set` values
+/// serves a shell, logs and a web app.
+#[test]
+fn a_release_pushed_to_a_registry_installs_with_set_values_only() -> Result<()> {
+    let users = TestNamespace::new("registry-users")?;
+    let repo = chart_dir().join("../..").canonicalize()?;
+    let version = stdout(&run_within(
+        {
+            let mut c = Command::new(repo.join("hack/version"));
+            c.stdin(Stdio::null());
+            c
+        },
+        WAIT,
+    )?)
+    .trim()
+    .to_owned();
+
+    // dist/ from the builds this suite runs with (the release profile
+    // changes nothing in the path).
+    let dist = tempfile::tempdir()?;
+    let mut release_cmd = Command::new(repo.join("hack/release"));
+    release_cmd
+        .env("HATCHWAY_DIST", dist.path())
+        .env(
+            "HATCHWAY_PROFILE_DIR",
+            std::env::var("HATCHWAY_PROFILE_DIR").unwrap_or_else(|_| "debug".into()),
+        )
+        .env("HATCHWAY_CLI_BIN", hatch_binary()?)
+        .env("HELM", which("helm")?)
+        .stdin(Stdio::null());
+    let out = run_within(release_cmd, Duration::from_secs(300))?;
+    ensure!(out.status.success(), "hack/release: {}", show(&out));
+    let chart = dist.path().join(format!("hatchway-{version}.tgz"));
+    for file in [
+        chart.clone(),
+        dist.path().join(format!("hatchway-operator-{version}.oci.tar")),
+        dist.path().join(format!("hatchway-sidecar-{version}.oci.tar")),
+        dist.path()
+            .join(format!("kubectl-hatch-{version}-linux-amd64.tar.gz")),
+    ] {
+        ensure!(file.is_file(), "{} is not in dist/", file.display());
+    }
+    // Every file's checksum is right, and the krew manifest names the
+    // plugin archive's.
+    let mut sums = Command::new("sha256sum");
+    sums.arg("--check").arg("SHA256SUMS").current_dir(dist.path());
+    let out = run_within(sums, WAIT)?;
+    ensure!(out.status.success(), "sha256sum --check: {}", show(&out));
+    let listed = std::fs::read_to_string(dist.path().join("SHA256SUMS"))?;
+    let plugin_sum = listed
+        .lines()
+        .find(|l| l.ends_with("-linux-amd64.tar.gz"))
+        .and_then(|l| l.split_whitespace().next())
+        .context("no plugin archive in SHA256SUMS")?;
+    let manifest = std::fs::read_to_string(dist.path().join("plugins/hatch.yaml"))?;
+    ensure!(
+        manifest.contains(&format!("sha256: {plugin_sum}"))
+            && manifest.contains(&format!("version: v{version}")),
+        "krew manifest: {manifest}"
+    );
+
+    // A registry on the node, over plain HTTP; containerd told so.
+    let registry = Registry::start()?;
+    let prefix = format!("{}/{}", registry.address, users.name);
+    let mut push = Command::new(repo.join("hack/push"));
+    push.env("REGISTRY", &prefix)
+        .env("PUSH_TLS_VERIFY", "false")
+        .env("HATCHWAY_DIST", dist.path())
+        .stdin(Stdio::null());
+    let out = run_within(push, Duration::from_secs(300))?;
+    ensure!(out.status.success(), "hack/push: {}", show(&out));
+
+    let global = format!("global.imageRegistry={prefix}");
+    let release = Release::install_chart(
+        "registry",
+        &users,
+        &chart.display().to_string(),
+        &["--set", &global],
+    )?;
+    let image = release.ns.kubectl(&[
+        "get",
+        "deployment",
+        &release.fullname(),
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ])?;
+    ensure!(
+        image.trim() == format!("{prefix}/hatchway-operator:{version}"),
+        "operator image {image}"
+    );
+    release.upgrade(&[
+        "--set",
+        &format!("webApps.wildcardDomain={APPS}:{}", release.node_port),
+    ])?;
+
+    let alice = User::new(&users, &release, "alice", Some("edit"))?;
+    users.apply(&container(
+        "web",
+        WEB_SCRIPT,
+        json!([{"port": 8081, "access": "public"}]),
+    ))?;
+    let status = wait_phase(&users, "web", "Running")?;
+    let sidecar_image = users.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "hatchway.dev/container=web",
+        "-o",
+        "jsonpath={.items[0].spec.initContainers[?(@.name==\"hatchway-sidecar\")].image}",
+    ])?;
+    ensure!(
+        sidecar_image.trim() == format!("{prefix}/hatchway-sidecar:{version}"),
+        "sidecar image {sidecar_image}"
+    );
+    alice.wait_rights("web")?;
+    let out = alice.run(&["shell", "web", "--", "echo from $0"])?;
+    ensure!(
+        out.status.success() && stdout(&out).starts_with("from"),
+        "shell: {}",
+        show(&out)
+    );
+    let out = alice.run(&["logs", "web", "--tail", "1"])?;
+    ensure!(
+        out.status.success() && stdout(&out).starts_with("tick"),
+        "logs: {}",
+        show(&out)
+    );
+    let url = wait_for("the web app's URL", WAIT, POLL, || {
+        let c = get_container(&users, "web")?;
+        Ok(c["status"]["publishedPorts"][0]["url"]
+            .as_str()
+            .map(str::to_owned))
+    })
+    .or_else(|_| {
+        status["status"]["publishedPorts"][0]["url"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no URL")
+    })?;
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "--max-time", "20", "--connect-to"])
+        .arg(format!("::{}:{}", release.node_ip, release.node_port))
+        .arg("--cacert")
+        .arg(ca_file(&release, alice.dir.path())?)
+        .arg(&url);
+    let out = run_within(curl, WAIT)?;
+    ensure!(
+        stdout(&out).contains("public page"),
+        "web app {url}: {}",
+        show(&out)
+    );
+    // Pulled, not imported: the registry served both images.
+    let catalog = registry.get("/v2/_catalog")?;
+    for name in ["hatchway-operator", "hatchway-sidecar"] {
+        ensure!(
+            catalog.contains(&format!("{}/{name}", users.name)),
+            "{name} not in the registry: {catalog}"
+        );
+    }
+    Ok(())
+}
+
+/// The path of `program` on PATH.
+fn which(program: &str) -> Result<PathBuf> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{program} is not on PATH"))
+}
+
+/// Debian's docker-registry (the CNCF distribution registry) on the node
+/// IP over plain HTTP, with containerd configured to pull from it (a
+/// hosts.toml under `$HATCHWAY_REGISTRY_HOSTS_DIR`); stopped and
+/// unconfigured on drop.
+struct Registry {
+    address: String,
+    child: std::process::Child,
+    hosts: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let address = format!("{}:{}", node_ip()?, free_port()?);
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
+                dir.path().join("data").display()
+            ),
+        )?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("registry.log"))?)
+            .spawn()
+            .context("starting docker-registry (Debian's docker-registry package)")?;
+        let hosts_root = std::env::var_os("HATCHWAY_REGISTRY_HOSTS_DIR")
+            .map(PathBuf::from)
+            .context("HATCHWAY_REGISTRY_HOSTS_DIR is unset: eval \"$(e2e/cluster env)\"")?;
+        let hosts = hosts_root.join(&address);
+        std::fs::create_dir_all(&hosts)?;
+        std::fs::write(
+            hosts.join("hosts.toml"),
+            format!(
+                "server = \"http://{address}\"\n\n[host.\"http://{address}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+            ),
+        )?;
+        let registry = Registry {
+            address,
+            child,
+            hosts,
+            _dir: dir,
+        };
+        wait_for("the registry to answer", WAIT, POLL, || {
+            Ok(registry.get("/v2/").is_ok().then_some(()))
+        })?;
+        Ok(registry)
+    }
+
+    /// GET `path` of the registry's API: the body of a 200.
+    fn get(&self, path: &str) -> Result<String> {
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "--fail", "--max-time", "5"])
+            .arg(format!("http://{}{path}", self.address));
+        let out = run_within(curl, WAIT)?;
+        ensure!(out.status.success(), "GET {path}: {}", show(&out));
+        Ok(stdout(&out))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.hosts);
+    }
 }
 
 /// `helm uninstall` leaves nothing but the CRDs: the hook stops the

@@ -68,11 +68,28 @@ The operator's ServiceAccount.
 Image references; an empty tag means the chart's appVersion.
 */}}
 {{- define "hatchway.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- include "hatchway.imageName" (list .Values.image .) }}
 {{- end }}
 
 {{- define "hatchway.sidecarImage" -}}
-{{- printf "%s:%s" .Values.sidecar.image.repository (default .Chart.AppVersion .Values.sidecar.image.tag) }}
+{{- include "hatchway.imageName" (list .Values.sidecar.image .) }}
+{{- end }}
+
+{{/*
+registry/repository:tag of an image's values (list IMAGE ROOT): the
+registry is global.imageRegistry when set, else the image's own; none: the
+repository alone. The tag defaults to the chart's appVersion.
+*/}}
+{{- define "hatchway.imageName" -}}
+{{- $image := index . 0 }}
+{{- $root := index . 1 }}
+{{- $registry := default $image.registry (($root.Values.global).imageRegistry) }}
+{{- $tag := default $root.Chart.AppVersion $image.tag }}
+{{- if $registry }}
+{{- printf "%s/%s:%s" $registry $image.repository $tag }}
+{{- else }}
+{{- printf "%s:%s" $image.repository $tag }}
+{{- end }}
 {{- end }}
 
 {{/*
