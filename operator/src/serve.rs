@@ -266,8 +266,8 @@ pub async fn run(args: RunArgs) -> Result<(), ServeError> {
     tracing::info!("Container cache ready");
 
     server::serve(router.clone(), listener, tls.server_config()?, shutdown).await;
-    // Tunnels end now rather than with the process: sidecars reconnect to
-    // another replica at once.
+    // `serve` let the tunnels go when the drain began; one that connected
+    // during the drain ends now rather than with the process.
     router.tunnels.close_all();
     if let Some(reconciler) = reconciler {
         // Stops reconciling and releases the Lease, so another replica

@@ -590,6 +590,69 @@ async fn a_sidecar_reconnects_to_a_restarted_router() {
     echo_through(&router, "phoenix", port).await;
 }
 
+/// A replica being deleted leaves its Service's endpoints at once, so its
+/// peers stop forwarding to it: its tunnels must move when its drain
+/// begins, not when the drain ends (a request still in flight can hold the
+/// drain for its whole timeout).
+#[tokio::test]
+async fn a_draining_replica_lets_its_tunnels_go_at_once() {
+    let (cluster, auth) = world();
+    let router = TestRouter::start_with(cluster.clone(), auth.clone(), |s| {
+        tunnels_only(s);
+        s.drain_timeout = std::time::Duration::from_secs(300);
+    })
+    .await;
+    let uid = running(&cluster, "mover");
+    let _sidecar = TestSidecar::start_tunnelled(&uid, &router.url).await;
+    until_held(&router, &uid).await;
+    // A request in flight through the drain: a saved log larger than every
+    // buffer, read by nobody.
+    let ended = container(NS, "ended");
+    let ended_uid = ended.metadata.uid.clone().unwrap();
+    cluster.insert(ended);
+    cluster.set_status(
+        NS,
+        "ended",
+        ContainerStatus {
+            phase: Some(Phase::Complete),
+            ..ContainerStatus::default()
+        },
+    );
+    cluster.set_saved_logs(
+        &ended_uid,
+        vec![SavedLog {
+            name: "stdout.txt".into(),
+            content: Bytes::from(vec![b'x'; 32 * 1024 * 1024]),
+            modified: None,
+        }],
+    );
+    let mut reader = router.client().await;
+    let in_flight = reader
+        .send(
+            request("GET", &api_path(NS, "ended", "log/stdout.txt"), Some(TOKEN))
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(in_flight.status(), StatusCode::OK);
+
+    router.shutdown.cancel();
+    let tunnels = &router.router.tunnels;
+    eventually("the draining replica to let its tunnel go", || async {
+        !tunnels.contains(&uid)
+    })
+    .await;
+    assert!(
+        router.served.as_ref().is_some_and(|s| !s.is_finished()),
+        "the drain still waits for the request in flight"
+    );
+    drop(in_flight);
+    drop(reader);
+    tokio::time::timeout(std::time::Duration::from_secs(20), router.stop())
+        .await
+        .expect("the drain ends once the request in flight is gone");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_are_forwarded_to_the_replica_holding_the_tunnel() {
     let (cluster, auth) = world();

@@ -84,10 +84,10 @@ impl Drop for ClientPermit {
     }
 }
 
-/// Accepts connections on `listener` until `shutdown`, then stops accepting
-/// and gives open requests `settings.drain_timeout` to finish. Upgraded
-/// connections (shells, port-forwards, tunnels) are not waited for: they
-/// end with the process, and tunnels reconnect to another replica.
+/// Accepts connections on `listener` until `shutdown`, then stops accepting,
+/// lets its tunnels go, and gives open requests `settings.drain_timeout` to
+/// finish. Upgraded connections (shells, port-forwards) are not waited for:
+/// they end with the process.
 pub async fn serve(
     router: Arc<Router>,
     listener: TcpListener,
@@ -186,6 +186,11 @@ pub async fn serve(
         });
     }
     drop(listener);
+    // The tunnels move now, not after the drain: a replica being deleted
+    // leaves its Service's endpoints at once, so its peers no longer know
+    // it and would refuse every request for a tunnel it kept draining.
+    // Sidecars redial through the Service to a replica that stays.
+    router.tunnels.close_all();
     tasks.close();
     let drain = router.settings.drain_timeout;
     if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
