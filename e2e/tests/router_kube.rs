@@ -468,6 +468,19 @@ fn with_pod_name(
         .context("job is gone")
 }
 
+/// One saved log file, read to its end through its own stream.
+async fn read_file(cluster: &KubeCluster, logs: &SavedLogs, file: &str) -> Result<Vec<u8>> {
+    let mut stream = cluster
+        .saved_log_stream(logs, file, None)
+        .await?
+        .with_context(|| format!("{file} cannot be opened"))?;
+    let mut content = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        content.extend_from_slice(&chunk?);
+    }
+    Ok(content)
+}
+
 /// Files' names and contents.
 type Files = Vec<(String, String)>;
 
@@ -480,14 +493,7 @@ fn files(rt: &Runtime, cluster: &KubeCluster, job: &Container) -> Result<(Option
         };
         let mut files = Vec::new();
         for file in &logs.files {
-            let mut stream = cluster
-                .saved_log_stream(&logs, file, None)
-                .await?
-                .with_context(|| format!("{file} is listed but cannot be opened"))?;
-            let mut content = Vec::new();
-            while let Some(chunk) = stream.next().await {
-                content.extend_from_slice(&chunk?);
-            }
+            let content = read_file(cluster, &logs, file).await?;
             files.push((file.clone(), String::from_utf8_lossy(&content).into_owned()));
         }
         Ok((Some(logs), files))
@@ -545,17 +551,7 @@ fn kube_cluster_serves_saved_logs_split_and_combined() -> Result<()> {
         "{logs:?}"
     );
     // A file alone is its own stream: stderr without stdout.
-    let only = rt.block_on(async {
-        let mut stream = split
-            .saved_log_stream(&logs, "stderr.txt", None)
-            .await?
-            .context("stderr.txt cannot be opened")?;
-        let mut content = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            content.extend_from_slice(&chunk?);
-        }
-        anyhow::Ok(content)
-    })?;
+    let only = rt.block_on(read_file(&split, &logs, "stderr.txt"))?;
     ensure!(
         only == b"err\n",
         "stderr alone: {:?}",

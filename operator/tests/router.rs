@@ -1193,27 +1193,8 @@ fn ended_with_saved_logs(
     content: impl Fn(&str) -> bytes::Bytes,
 ) -> (std::sync::Arc<MemoryCluster>, std::sync::Arc<StaticAuth>) {
     let cluster = MemoryCluster::new();
-    let c = container(NS, "ended");
-    let uid = c.metadata.uid.clone().unwrap();
-    cluster.insert(c);
-    cluster.set_status(
-        NS,
-        "ended",
-        hatchway_api::crd::ContainerStatus {
-            phase: Some(hatchway_api::crd::Phase::Complete),
-            ..Default::default()
-        },
-    );
-    cluster.set_saved_logs(
-        &uid,
-        ["stdout.txt", "stderr.txt"]
-            .map(|name| support::SavedLog {
-                name: name.into(),
-                content: content(name),
-                modified: None,
-            })
-            .to_vec(),
-    );
+    let files = ["stdout.txt", "stderr.txt"].map(|name| (name, content(name)));
+    cluster.insert_ended(NS, "ended", &files);
     let auth = StaticAuth::new();
     auth.user("alice-token", "alice");
     auth.grant_all("alice", NS);

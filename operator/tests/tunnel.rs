@@ -607,24 +607,10 @@ async fn a_draining_replica_lets_its_tunnels_go_at_once() {
     until_held(&router, &uid).await;
     // A request in flight through the drain: a saved log larger than every
     // buffer, read by nobody.
-    let ended = container(NS, "ended");
-    let ended_uid = ended.metadata.uid.clone().unwrap();
-    cluster.insert(ended);
-    cluster.set_status(
+    cluster.insert_ended(
         NS,
         "ended",
-        ContainerStatus {
-            phase: Some(Phase::Complete),
-            ..ContainerStatus::default()
-        },
-    );
-    cluster.set_saved_logs(
-        &ended_uid,
-        vec![SavedLog {
-            name: "stdout.txt".into(),
-            content: Bytes::from(vec![b'x'; 32 * 1024 * 1024]),
-            modified: None,
-        }],
+        &[("stdout.txt", Bytes::from(vec![b'x'; 32 * 1024 * 1024]))],
     );
     let mut reader = router.client().await;
     let in_flight = reader

@@ -139,6 +139,32 @@ impl MemoryCluster {
             .and_then(|c| c.status.clone())
     }
 
+    /// A Container `namespace/name` that has ended (Complete) and left the
+    /// saved logs `files` (name, content); its UID.
+    pub fn insert_ended(&self, namespace: &str, name: &str, files: &[(&str, Bytes)]) -> String {
+        let c = container(namespace, name);
+        let uid = c.metadata.uid.clone().unwrap();
+        self.insert(c);
+        self.set_status(
+            namespace,
+            name,
+            ContainerStatus {
+                phase: Some(Phase::Complete),
+                ..ContainerStatus::default()
+            },
+        );
+        let logs = files
+            .iter()
+            .map(|(file, content)| SavedLog {
+                name: (*file).to_owned(),
+                content: content.clone(),
+                modified: None,
+            })
+            .collect();
+        self.set_saved_logs(&uid, logs);
+        uid
+    }
+
     /// The saved logs of the Container `uid`; each call is a new pod (its
     /// sizes are counted afresh).
     pub fn set_saved_logs(&self, uid: &str, logs: Vec<SavedLog>) {
