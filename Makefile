@@ -62,30 +62,27 @@ fmt:
 # The sidecar must run in any image (it is the workload's PID 1): a static
 # binary, built with its own target dir so the flag does not rebuild the
 # normal one. The operator is built the same way for its FROM-scratch
-# image, and the e2e workload image's WebSocket echo server (test tooling).
-# Images use them (`make static images PROFILE=release`; `make demo` builds
-# release, what ships). Recursive variables: a target's own PROFILE counts.
+# image, with the kubectl plugin (the release archive's binary) and the e2e
+# workload image's test tools (ws-echo, attack). One cargo run, one package
+# set, one profile for every target that needs them (test's static check,
+# images, demo, e2e, release): each reuses what another built, and what is
+# tested is what ships. PROFILE=dev builds debug binaries instead (a quicker
+# edit-build cycle while working on e2e; the release target ignores it).
 TARGET_TRIPLE := x86_64-unknown-linux-gnu
-PROFILE ?= dev
+PROFILE ?= release
 STATIC_TARGET_DIR ?= $(CARGO_TARGET_DIR)/static
 STATIC_PROFILE_DIR = $(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 STATIC_OUT = $(STATIC_TARGET_DIR)/$(TARGET_TRIPLE)/$(STATIC_PROFILE_DIR)
-# The packages `static` builds in one cargo run (shared dependencies built
-# once, with one feature set); `make demo` and `make release` add the
-# kubectl plugin.
-STATIC_PACKAGES = -p hatchway-sidecar -p hatchway-operator
+STATIC_PACKAGES := -p hatchway-sidecar -p hatchway-operator -p kubectl-hatch -p hatchway-e2e
 static:
-	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked $(STATIC_PACKAGES) \
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked --bins $(STATIC_PACKAGES) \
 	  --profile $(PROFILE) --target $(TARGET_TRIPLE) --target-dir $(STATIC_TARGET_DIR)
-	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --locked -p hatchway-e2e --bin ws-echo --bin attack \
-	  --profile dev --target $(TARGET_TRIPLE) --target-dir $(STATIC_TARGET_DIR)
 
 ## release: dist/ — the operator and sidecar images as OCI archives, the
 ## packaged chart, the static kubectl-hatch archive and its krew manifest,
 ## SHA256SUMS (hack/release; docs/install.md)
 .PHONY: release push
 release: PROFILE = release
-release: STATIC_PACKAGES += -p kubectl-hatch
 release: deps-release static
 	HATCHWAY_PROFILE_DIR=$(STATIC_PROFILE_DIR) hack/release
 
@@ -110,8 +107,6 @@ images: static cluster-up
 ## HATCHWAY_USE_CURRENT_CLUSTER=1, the current kubeconfig's), the images,
 ## `helm install`, a sample Container, and the commands to try next. Release
 ## builds: what ships.
-demo: PROFILE = release
-demo: STATIC_PACKAGES += -p kubectl-hatch
 demo: deps-demo preflight static
 	HATCHWAY_PROFILE_DIR=$(STATIC_PROFILE_DIR) e2e/demo
 

@@ -2,9 +2,17 @@
 
 #[test]
 fn committed_crd_matches_the_types() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/container.yaml");
-    let committed = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {path}: {e}; run `make crds` to generate it"));
+    // Read where the test runs (cargo and nextest set the variable): a
+    // binary built from another clone sharing the target dir reads this one.
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from);
+    let path = dir.join("../crds/container.yaml");
+    let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}: {e}; run `make crds` to generate it",
+            path.display()
+        )
+    });
     let generated = hatchway_api::crd::crd_yaml();
     if committed != generated {
         let first = committed

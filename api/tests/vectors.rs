@@ -9,26 +9,38 @@ use hatchway_api::proof::{
     CtrKey, ctr_key, request_auth, respond_auth, verify_request_auth, verify_respond_auth,
 };
 use serde_json::Value;
+use std::path::PathBuf;
 
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/gateway-auth.json");
+/// This crate's directory when the test runs (cargo and nextest set
+/// `CARGO_MANIFEST_DIR`): a test binary built from another clone that
+/// shares the target dir still reads this clone's files.
+fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from)
+}
 
-/// The independently computed original, when the shared directory is
-/// beside the clone.
-const SHARED: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/test-vectors/gateway-auth.json"
-);
+fn vectors() -> PathBuf {
+    crate_dir().join("tests/vectors/gateway-auth.json")
+}
 
 #[test]
 fn the_copy_of_the_vectors_is_the_shared_original() {
-    let Ok(shared) = std::fs::read(SHARED) else {
-        eprintln!("{SHARED} is not here: only the repository's copy is checked");
+    // The independently computed original, when the shared directory is
+    // beside the clone.
+    let shared_path = crate_dir().join("../../shared/test-vectors/gateway-auth.json");
+    let Ok(shared) = std::fs::read(&shared_path) else {
+        eprintln!(
+            "{} is not here: only the repository's copy is checked",
+            shared_path.display()
+        );
         return;
     };
-    let copy = std::fs::read(VECTORS).unwrap_or_else(|e| panic!("cannot read {VECTORS}: {e}"));
+    let path = vectors();
+    let copy = std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     assert!(
         copy == shared,
-        "{VECTORS} differs from {SHARED}: copy the shared file over it"
+        "{} differs from {}: copy the shared file over it",
+        path.display(),
+        shared_path.display()
     );
 }
 
@@ -39,8 +51,9 @@ fn field<'a>(case: &'a Value, name: &str) -> Option<&'a str> {
 
 #[test]
 fn gateway_auth_vectors_match_byte_for_byte() {
-    let text = std::fs::read_to_string(VECTORS)
-        .unwrap_or_else(|e| panic!("cannot read the vectors at {VECTORS}: {e}"));
+    let path = vectors();
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read the vectors at {}: {e}", path.display()));
     let doc: Value = serde_json::from_str(&text).expect("vectors file is JSON");
     let cases = doc["cases"].as_array().expect("vectors file has a `cases` array");
     assert!(
@@ -87,7 +100,7 @@ fn gateway_auth_vectors_match_byte_for_byte() {
 
 #[test]
 fn proofs_from_one_case_never_verify_in_another() {
-    let text = std::fs::read_to_string(VECTORS).expect("vectors file is readable");
+    let text = std::fs::read_to_string(vectors()).expect("vectors file is readable");
     let doc: Value = serde_json::from_str(&text).unwrap();
     let cases = doc["cases"].as_array().unwrap();
     let with_cert: Vec<_> = cases

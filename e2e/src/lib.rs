@@ -25,6 +25,15 @@ pub const WORKLOAD_IMAGE: &str = "localhost/hatchway/workload:e2e";
 /// Text in the page the workload image serves.
 pub const WORKLOAD_PAGE: &str = "hatchway e2e workload";
 
+/// The repository's top directory, from `CARGO_MANIFEST_DIR` read when the
+/// test runs (cargo and nextest set it): a test binary built from another
+/// clone that shares the target dir still reads this clone's files.
+pub fn repo_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from)
+        .join("..")
+}
+
 /// The kubeconfig of the e2e cluster, or a clear failure.
 pub fn kubeconfig() -> PathBuf {
     match std::env::var_os("KUBECONFIG") {

@@ -2,7 +2,6 @@
 //! port-forward, TokenReview/SubjectAccessReview, and the Container CRD.
 //! Each test has its own namespace, so nextest runs them in parallel.
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -271,7 +270,7 @@ fn container_manifest(name: &str, spec: Value) -> String {
 
 #[test]
 fn container_crd_applies_validates_and_keeps_spec_immutable() -> Result<()> {
-    let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/container.yaml");
+    let crd = hatchway_e2e::repo_dir().join("crds/container.yaml");
     let crd = crd.to_str().context("path")?;
     kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crd])?;
     kubectl(&[

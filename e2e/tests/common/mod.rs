@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
@@ -38,7 +37,7 @@ pub fn ensure_crd() -> Result<()> {
     if DONE.get().is_some() {
         return Ok(());
     }
-    let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/container.yaml");
+    let crd = hatchway_e2e::repo_dir().join("crds/container.yaml");
     let crd = crd.to_str().context("path")?;
     kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crd])?;
     kubectl(&[
