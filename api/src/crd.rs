@@ -248,8 +248,11 @@ pub struct ContainerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
 
-    /// Conditions: `GatewayReady`, `TunnelConnected`, and `Valid` when the
-    /// object cannot be run as written.
+    /// Conditions, written by the reconciler: `GatewayReady` (the sidecar
+    /// answers at `gateway.address`), `Valid` (false when the cluster
+    /// refused the pod as written) and `Ready` (both: the Container can be
+    /// used; `kubectl wait --for=condition=Ready`). Whether a tunnel is held
+    /// is `gateway.tunnel`, written by the router replica that holds it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 

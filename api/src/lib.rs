@@ -12,15 +12,24 @@
 pub mod control;
 /// The `Container` custom resource: spec, status and the generated CRD.
 pub mod crd;
-/// Names in the pod the operator builds for a Container.
+/// What a hop does to HTTP headers: hop-by-hop and `X-Hatchway-*`
+/// stripped, upgrades recognised.
+pub mod headers;
+/// The pod contract: names, ports, paths, environment, Secret keys, the
+/// sidecar's command lines, log file names, the `/readyz` answer.
 pub mod pod;
 /// Router <-> gateway proofs: `ctr_key`, `request_auth`, `respond_auth`.
 pub mod proof;
+/// Who writes which part of a Container's status (field managers), the
+/// partial statuses they apply, tunnel addresses.
+pub mod status;
 /// TLS helpers both ends share: the crypto provider and the router's
 /// verifier for self-signed gateway certificates.
 pub mod tls;
 /// Sidecar -> router tunnel proof bound to the TLS session (RFC 5705).
 pub mod tunnel;
+/// Web apps' URLs and host names (`{uid}-{port}.{domain}`).
+pub mod webapp;
 /// Read-only WebDAV of a flat log tree: paths, ranges, PROPFIND answers.
 pub mod webdav;
 /// Header names, upgrade protocols, query parameters and URL paths.

@@ -1,4 +1,9 @@
-//! The router needs them too (e.g. to read a finished workload's saved logs).
+//! The pod contract: what the operator writes into a Container's pod and
+//! the sidecar (gateway and shim, one binary) reads back. Container names,
+//! ports, paths, environment variables, Secret keys, the command lines the
+//! operator gives the sidecar's binary, the log directory's file names and
+//! the `/readyz` answer. The router uses them too (a finished workload's
+//! saved logs, the gateway's port).
 
 /// The container that runs the user's command under the shim.
 pub const WORKLOAD_CONTAINER: &str = "workload";
@@ -29,9 +34,167 @@ pub const SECRET_DIR_TUNNEL_URL_FILE: &str = "/run/hatchway/secret/tunnel_url";
 /// The sidecar's audit trail (`gateway.txt`), in the sidecar only.
 pub const AUDIT_DIR: &str = "/run/hatchway/audit";
 
+/// The gateway's TLS port in the pod: the router dials it.
+pub const GATEWAY_PORT: u16 = 7443;
+/// The sidecar's plain-HTTP port: `/healthz`, `/readyz`, `/metrics` (the
+/// kubelet's probes, the reconciler, Prometheus).
+pub const HEALTH_PORT: u16 = 7444;
+/// The uid (and gid) the sidecar runs as: distroless "nonroot". The shim
+/// lets only this uid (and root) use its spawn socket.
+pub const SIDECAR_UID: u32 = 65532;
+
+/// Paths on the health port.
+pub mod health_path {
+    /// Liveness: `ok` while the process runs.
+    pub const HEALTHZ: &str = "/healthz";
+    /// Readiness: a [`Readyz`](super::Readyz) once the gateway serves.
+    pub const READYZ: &str = "/readyz";
+    /// Prometheus text format.
+    pub const METRICS: &str = "/metrics";
+}
+
+/// Environment variables the operator sets on the sidecar container (the
+/// sidecar's flags of the same meaning read them).
+pub mod env {
+    /// The Container's UID: the only one the gateway serves.
+    pub const CONTAINER_UID: &str = "HATCHWAY_CONTAINER_UID";
+    /// Where the sidecar copies its own binary for the workload's shim.
+    pub const INSTALL_TO: &str = "HATCHWAY_INSTALL_TO";
+}
+
+/// Keys of the per-Container Secret (files in [`SECRET_DIR`]).
+pub mod secret_key {
+    /// The container key, 64 hex digits (`proof::ctr_key`).
+    pub const CTR_KEY: &str = "ctr_key";
+    /// PEM of the CA the router's tunnel certificate chains to.
+    pub const ROUTER_CA: &str = "router_ca.crt";
+    /// The router URL the sidecar dials its tunnel to (absent: no tunnel).
+    pub const TUNNEL_URL: &str = "tunnel_url";
+}
+
+/// File names in the log directory ([`LOG_DIR`]), written by the shim and
+/// served read-only by the gateway and, once the pod is gone, by the router
+/// from the API server's saved container logs.
+pub mod log_file {
+    /// The command's stdout (rotated to `stdout.txt.1`).
+    pub const STDOUT: &str = "stdout.txt";
+    /// The command's stderr (rotated to `stderr.txt.1`).
+    pub const STDERR: &str = "stderr.txt";
+    /// Both streams in one file: what saved logs offer when the kubelet
+    /// cannot split them.
+    pub const OUTPUT: &str = "output.txt";
+    /// cgroup usage samples (docs/shim.md).
+    pub const USAGE: &str = "usage.txt";
+    /// The command's exit code and a newline, written atomically once it
+    /// has exited and the logs are flushed.
+    pub const EXIT_CODE: &str = "exit-code";
+    /// The gateway's audit trail, in [`AUDIT_DIR`](super::AUDIT_DIR) (not
+    /// the log directory: the workload cannot write it).
+    pub const AUDIT: &str = "gateway.txt";
+}
+
+/// The sidecar binary's subcommand that runs the gateway (the sidecar
+/// container's `args`).
+pub const GATEWAY_SUBCOMMAND: &str = "gateway";
+/// The sidecar binary's subcommand that runs the workload under the shim.
+pub const SHIM_SUBCOMMAND: &str = "shim";
+/// The shim's flag listing the uids that may use its spawn socket.
+pub const SHIM_SPAWN_ALLOWED_UIDS: &str = "--spawn-allowed-uids";
+/// The shim's flag that serves no spawn socket at all (no shells).
+pub const SHIM_SPAWN_DISABLED: &str = "--spawn-disabled";
+
+/// The workload container's command: the shim from [`SHIM_PATH`], then the
+/// user's command. With `shells`, the sidecar's uid may ask the shim for
+/// sessions; without, the shim serves no spawn socket.
+pub fn shim_command(shells: bool, command: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut argv = vec![SHIM_PATH.to_owned(), SHIM_SUBCOMMAND.to_owned()];
+    if shells {
+        argv.extend([SHIM_SPAWN_ALLOWED_UIDS.to_owned(), SIDECAR_UID.to_string()]);
+    } else {
+        argv.push(SHIM_SPAWN_DISABLED.to_owned());
+    }
+    argv.push("--".to_owned());
+    argv.extend(command);
+    argv
+}
+
+/// The sidecar's `/readyz` answer: how to verify this gateway. The
+/// fingerprints are public; the reconciler copies them into the
+/// Container's status, and clients check the gateway against them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Readyz {
+    /// Always `ready` (anything else is not a 200).
+    pub status: String,
+    /// The Container UID this gateway serves.
+    pub container_uid: String,
+    /// SHA-256 of the gateway's TLS certificate (DER), hex.
+    pub certificate_sha256: String,
+    /// The SSH host key, `TYPE BASE64`.
+    pub host_key: String,
+    /// The SSH host key's `SHA256:...` fingerprint.
+    pub host_key_fingerprint: String,
+}
+
+/// The largest `/readyz` body a reader accepts.
+pub const MAX_READYZ_BYTES: usize = 64 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_files_are_the_secret_keys_in_the_secret_dir() {
+        for (file, key) in [
+            (SECRET_DIR_KEY_FILE, secret_key::CTR_KEY),
+            (SECRET_DIR_ROUTER_CA_FILE, secret_key::ROUTER_CA),
+            (SECRET_DIR_TUNNEL_URL_FILE, secret_key::TUNNEL_URL),
+        ] {
+            assert_eq!(file, format!("{SECRET_DIR}/{key}"));
+        }
+        assert_eq!(SHIM_PATH, format!("{BIN_DIR}/hatchway-sidecar"));
+    }
+
+    #[test]
+    fn the_shim_command_runs_the_users_command_after_the_dashes() {
+        let argv = shim_command(
+            true,
+            ["sh".to_owned(), "-c".to_owned(), "--spawn-disabled".to_owned()],
+        );
+        assert_eq!(
+            argv,
+            [
+                SHIM_PATH,
+                "shim",
+                "--spawn-allowed-uids",
+                "65532",
+                "--",
+                "sh",
+                "-c",
+                "--spawn-disabled"
+            ]
+        );
+        let argv = shim_command(false, ["true".to_owned()]);
+        assert_eq!(argv, [SHIM_PATH, "shim", "--spawn-disabled", "--", "true"]);
+    }
+
+    #[test]
+    fn readyz_is_camel_case_json_both_ways() {
+        let r = Readyz {
+            status: "ready".into(),
+            container_uid: "u".into(),
+            certificate_sha256: "ab".into(),
+            host_key: "ssh-ed25519 AAA".into(),
+            host_key_fingerprint: "SHA256:x".into(),
+        };
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"status": "ready", "containerUid": "u", "certificateSha256": "ab",
+                "hostKey": "ssh-ed25519 AAA", "hostKeyFingerprint": "SHA256:x"})
+        );
+        assert_eq!(serde_json::from_value::<Readyz>(json).unwrap(), r);
+    }
 
     #[test]
     fn secret_files_are_in_the_secret_dir_and_nothing_private_is_under_a_shared_one() {

@@ -76,6 +76,35 @@ pub fn ctr_key(root_secret: &[u8], container_uid: &str) -> CtrKey {
     CtrKey(hmac_hex(root_secret, container_uid.as_bytes()))
 }
 
+/// The operator's root secret, from which every Container key derives.
+/// `Debug` never prints it.
+#[derive(Clone)]
+pub struct RootSecret(std::sync::Arc<[u8]>);
+
+impl RootSecret {
+    /// Wraps the secret's bytes.
+    pub fn new(bytes: impl Into<std::sync::Arc<[u8]>>) -> Self {
+        Self(bytes.into())
+    }
+
+    /// The key of the Container with `uid`.
+    pub fn ctr_key(&self, uid: &str) -> CtrKey {
+        ctr_key(&self.0, uid)
+    }
+
+    /// The secret's bytes, to derive other keys from (the router's web
+    /// sessions). Never log them.
+    pub fn expose_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RootSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RootSecret(..)")
+    }
+}
+
 /// `hex(HMAC-SHA256(ctr_key, server certificate DER))`, sent by the router.
 pub fn request_auth(key: &CtrKey, server_cert_der: &[u8]) -> String {
     hmac_hex(key.0.as_bytes(), server_cert_der)

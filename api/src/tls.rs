@@ -92,3 +92,76 @@ pub fn gateway_client_config() -> ClientConfig {
     config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
     config
 }
+
+/// Why a CA bundle cannot be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// A PEM block is malformed.
+    #[error("the CA is not valid PEM: {0}")]
+    Pem(String),
+    /// No certificate at all.
+    #[error("no PEM certificate found in the CA")]
+    Empty,
+    /// A certificate rustls cannot use as a trust anchor.
+    #[error("the CA certificate is not usable: {0}")]
+    Certificate(rustls::Error),
+}
+
+/// A TLS 1.3 client configuration that trusts exactly the certificates in
+/// `ca_pem` (every PEM block must parse: a damaged bundle is an error, not
+/// a silently smaller one), speaking HTTP/1.1. The one way any part trusts
+/// a CA: the router's peers, the sidecar's tunnel, the CLI.
+pub fn client_trusting(ca_pem: &[u8]) -> Result<ClientConfig, CaError> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|e| CaError::Pem(e.to_string()))?;
+        roots.add(cert).map_err(CaError::Certificate)?;
+    }
+    if roots.is_empty() {
+        return Err(CaError::Empty);
+    }
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("aws-lc-rs supports TLS 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca_pem() -> String {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap()
+            .pem()
+    }
+
+    #[test]
+    fn a_ca_is_trusted_whole_or_refused_with_a_reason() {
+        let pem = ca_pem();
+        let config = client_trusting(pem.as_bytes()).unwrap();
+        assert_eq!(config.alpn_protocols, [ALPN_HTTP1]);
+        assert!(matches!(client_trusting(b""), Err(CaError::Empty)));
+        assert!(matches!(
+            client_trusting(b"not a certificate"),
+            Err(CaError::Empty)
+        ));
+        // A good certificate followed by a damaged one: refused, not
+        // trusted as the good half.
+        let damaged = format!("{pem}-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n");
+        assert!(
+            matches!(client_trusting(damaged.as_bytes()), Err(CaError::Pem(_))),
+            "damaged"
+        );
+        // Parses as PEM but is no certificate.
+        let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(client_trusting(garbage.as_bytes()).is_err());
+    }
+}

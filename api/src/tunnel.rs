@@ -19,6 +19,9 @@ use sha2::Sha256;
 pub const EKM_LABEL: &[u8] = b"EXPORTER-hatchway-tunnel-v1";
 /// How many bytes of keying material both sides export.
 pub const EKM_LEN: usize = 32;
+/// Most yamux streams one tunnel carries at once; both ends configure it
+/// (a stream over the limit is refused by the side that counts it).
+pub const MAX_STREAMS: usize = 1024;
 
 /// The sidecar's proof for one TLS session, from the keying material it
 /// exported with [`EKM_LABEL`] and no context.

@@ -69,9 +69,76 @@ pub const PARAM_PORT: &str = "port";
 pub const PARAM_LOGIN_CODE: &str = "hatchway_code";
 /// The router's web-app session cookie (host-only: the `__Host-` prefix).
 pub const SESSION_COOKIE: &str = "__Host-hatchway_session";
+/// Query parameter of a log file request: only the lines of the last N
+/// seconds (answered from the API server, by the kubelet's timestamps).
+pub const PARAM_SINCE_SECONDS: &str = "sinceSeconds";
+
+/// The user API's path prefix: every user request is
+/// `/v1/namespaces/{ns}/containers/{name}/{action}` (see [`container_path`]).
+pub const USER_API_PREFIX: &str = "/v1/namespaces/";
+/// The user-API action of a shell: `POST` with `Upgrade: ssh`.
+pub const ACTION_SSH: &str = "ssh";
+/// The user-API action of a port-forward: `POST ?port=N` with `Upgrade: tcp`.
+pub const ACTION_PORTFORWARD: &str = "portforward";
+/// The user-API action of the log tree (WebDAV): `log`, `log/`,
+/// `log/{file}`.
+pub const ACTION_LOG: &str = "log";
 /// The user-API action that mints a login link: `POST
 /// /v1/namespaces/{ns}/containers/{name}/weblogin?port=N`.
 pub const ACTION_WEBLOGIN: &str = "weblogin";
+
+/// Characters escaped in the user API's path segments and query values.
+const ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The user-API path of `action` (which may go on: `log/stdout.txt`) on
+/// Container `namespace/name`, with query `params` (empty values left out),
+/// names and values percent-encoded.
+pub fn container_path(namespace: &str, name: &str, action: &str, params: &[(&str, Option<&str>)]) -> String {
+    use percent_encoding::utf8_percent_encode;
+    let mut path = format!(
+        "{USER_API_PREFIX}{}/containers/{}/{action}",
+        utf8_percent_encode(namespace, ESCAPE),
+        utf8_percent_encode(name, ESCAPE)
+    );
+    let mut sep = '?';
+    for (key, value) in params {
+        if let Some(value) = value.filter(|v| !v.is_empty()) {
+            path.push(sep);
+            path.push_str(key);
+            path.push('=');
+            path.extend(utf8_percent_encode(value, ESCAPE));
+            sep = '&';
+        }
+    }
+    path
+}
+
+/// Values of [`LOG_SOURCE`].
+pub mod log_source {
+    /// From the running Container's gateway.
+    pub const LIVE: &str = "live";
+    /// From the API server after the end: nothing more will come.
+    pub const SAVED: &str = "saved";
+    /// A `?sinceSeconds=` answer, from the API server.
+    pub const API: &str = "api";
+    /// Not started yet: nothing to read.
+    pub const NONE: &str = "none";
+}
+
+/// The ConfigMap (in the operator's namespace) where clients find the
+/// router: public information only, readable by every authenticated user.
+pub mod client_config {
+    /// Its name.
+    pub const NAME: &str = "hatchway-client";
+    /// The key holding the router's URL.
+    pub const SERVER: &str = "server";
+    /// The key holding the CA (PEM) the router's certificate chains to.
+    pub const CA: &str = "ca.crt";
+}
 
 /// The answer to `weblogin`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -100,3 +167,29 @@ pub mod gateway_path {
 
 /// Router path of the tunnel endpoint that sidecars dial.
 pub const TUNNEL_PATH: &str = "/v1/tunnel";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_paths_escape_names_and_skip_empty_params() {
+        assert_eq!(
+            container_path("team-a", "web.1", ACTION_SSH, &[(PARAM_LOGIN_USERNAME, None)]),
+            "/v1/namespaces/team-a/containers/web.1/ssh"
+        );
+        assert_eq!(
+            container_path(
+                "a b",
+                "x/y",
+                ACTION_SSH,
+                &[
+                    (PARAM_LOGIN_USERNAME, Some("root")),
+                    (PARAM_DETACH_KEYS, Some("ctrl-p,ctrl-q")),
+                    (PARAM_PORT, Some("")),
+                ]
+            ),
+            "/v1/namespaces/a%20b/containers/x%2Fy/ssh?login_username=root&detach_keys=ctrl-p%2Cctrl-q"
+        );
+    }
+}

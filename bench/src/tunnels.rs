@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use hatchway_operator::router::RootSecret;
+use hatchway_api::proof::RootSecret;
 use hatchway_operator::router::auth::Permission;
 use hatchway_operator::router::select::Policy;
 
@@ -190,18 +190,17 @@ async fn keep_tunnel(
     connected: tokio::sync::mpsc::UnboundedSender<(usize, Instant)>,
     index: usize,
 ) {
-    let mut failures = 0u32;
+    use backon::BackoffBuilder;
+    let mut delays = hatchway_sidecar::tunnel::BACKOFF.build();
     loop {
-        match FakeSidecar::try_connect_with(addr, tls.clone(), &uid, &key(&uid)).await {
-            Ok(mut fake) => {
-                fake.send(&fake_hello(&uid)).await;
-                failures = 0;
-                let _ = connected.send((index, Instant::now()));
-                let _ = fake.session.await;
-            }
-            Err(_) => failures = failures.saturating_add(1),
+        if let Ok(mut fake) = FakeSidecar::try_connect_with(addr, tls.clone(), &uid, &key(&uid)).await {
+            fake.send(&fake_hello(&uid)).await;
+            delays = hatchway_sidecar::tunnel::BACKOFF.build();
+            let _ = connected.send((index, Instant::now()));
+            let _ = fake.session.await;
         }
-        tokio::time::sleep(hatchway_sidecar::tunnel::backoff(failures)).await;
+        let delay = delays.next().unwrap_or(std::time::Duration::from_secs(20));
+        tokio::time::sleep(delay).await;
     }
 }
 

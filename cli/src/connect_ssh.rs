@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use hatchway_api::wire;
 
 use crate::connection::Target;
@@ -20,6 +21,12 @@ pub const HOST_SUFFIX: &str = ".hatchway";
 /// config-ssh block sets it as `User`, so `ssh NAME.NS.hatchway` logs in as
 /// the container's user and `ssh root@NAME.NS.hatchway` as root.
 pub const DEFAULT_LOGIN: &str = "_";
+/// The waits between asks while the Container is not ready: 250 ms
+/// doubling to 2 s.
+const WAIT_READY: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(250))
+    .with_max_delay(Duration::from_secs(2))
+    .without_max_times();
 
 /// `NAME.NS.hatchway` → (`NAME`, `NS`); anything else → `None`.
 pub fn parse_host(host: &str) -> Option<(&str, &str)> {
@@ -58,13 +65,13 @@ pub async fn open(target: &Target, ssh: &SshTarget<'_>) -> Result<Upgrade, Route
         &target.server.prefix,
         ssh.namespace,
         ssh.name,
-        "ssh",
+        wire::ACTION_SSH,
         &[
-            ("login_username", login(ssh.login)),
-            ("detach_keys", ssh.detach_keys),
+            (wire::PARAM_LOGIN_USERNAME, login(ssh.login)),
+            (wire::PARAM_DETACH_KEYS, ssh.detach_keys),
         ],
     );
-    upgrade(target, &path, "ssh").await
+    upgrade(target, &path, wire::UPGRADE_SSH).await
 }
 
 /// The gateway's host key the router sent with its `101`.
@@ -87,8 +94,9 @@ pub async fn open_when_ready(
 ) -> Result<Upgrade, RouterError> {
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
-    let mut delay = Duration::from_millis(250);
+    let mut delays = WAIT_READY.build();
     loop {
+        let delay = delays.next().unwrap_or(Duration::from_secs(2));
         match open(target, ssh).await {
             Err(e) if e.is_transient() && Instant::now() + delay < deadline => {
                 let message = e.to_string();
@@ -97,7 +105,6 @@ pub async fn open_when_ready(
                     last = message;
                 }
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
             }
             result => return result,
         }

@@ -8,15 +8,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use hatchway_api::wire::client_config;
 use rustls::ClientConfig;
 use sha2::Digest as _;
 
 use crate::exec_credential::{self, ExecError};
 use crate::kubeconfig::{Credential, Kubeconfig, KubeconfigError};
-
-/// The ConfigMap the operator publishes in its namespace (public: the
-/// router's URL and CA).
-pub const CLIENT_CONFIG_NAME: &str = "hatchway-client";
 
 /// The flags (and environment variables) every command accepts.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -55,9 +52,10 @@ pub enum ConnectionError {
     #[error("no router URL: pass --server or set HATCHWAY_SERVER")]
     NoServer,
     #[error(
-        "no router URL or CA given, and none found in ConfigMap {namespace}/{CLIENT_CONFIG_NAME} \
+        "no router URL or CA given, and none found in ConfigMap {namespace}/{config} \
          ({reason}): pass --server and --ca-file (or HATCHWAY_SERVER and HATCHWAY_CA_FILE), or \
-         --hatchway-namespace where Hatchway is installed"
+         --hatchway-namespace where Hatchway is installed",
+        config = client_config::NAME
     )]
     Discovery { namespace: String, reason: String },
     #[error("cannot keep the discovered router CA in {path}: {source}")]
@@ -71,8 +69,11 @@ pub enum ConnectionError {
     NoCa,
     #[error("cannot read the CA file {path}: {source}")]
     CaRead { path: PathBuf, source: std::io::Error },
-    #[error("the CA file {0} holds no usable PEM certificate")]
-    CaEmpty(PathBuf),
+    #[error("the CA file {path} cannot be trusted: {reason}")]
+    CaBad {
+        path: PathBuf,
+        reason: hatchway_api::tls::CaError,
+    },
     #[error("no token: pass --token, set HATCHWAY_TOKEN, or use a kubeconfig user with a token")]
     NoToken,
     #[error(
@@ -150,19 +151,8 @@ impl ConnectionArgs {
             path: path.clone(),
             source,
         })?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem).flatten() {
-            let _ = roots.add(cert);
-        }
-        if roots.is_empty() {
-            return Err(ConnectionError::CaEmpty(path));
-        }
-        let mut config = ClientConfig::builder_with_provider(hatchway_api::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|_| ConnectionError::CaEmpty(path))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = hatchway_api::tls::client_trusting(&pem)
+            .map_err(|reason| ConnectionError::CaBad { path, reason })?;
         Ok(Arc::new(config))
     }
 
@@ -201,18 +191,19 @@ impl ConnectionArgs {
             .map_err(|e| fail(format!("cannot reach the Kubernetes API: {e}")))?;
         let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(client, &namespace);
         let data = api
-            .get(CLIENT_CONFIG_NAME)
+            .get(client_config::NAME)
             .await
             .map_err(|e| fail(e.to_string()))?
             .data
             .unwrap_or_default();
         if !has(self.server.as_deref()) {
-            let server = data.get("server").filter(|s| !s.is_empty());
-            self.server = Some(server.ok_or_else(|| fail("it has no \"server\"".into()))?.clone());
+            let server = data.get(client_config::SERVER).filter(|s| !s.is_empty());
+            let missing = || fail(format!("it has no {:?}", client_config::SERVER));
+            self.server = Some(server.ok_or_else(missing)?.clone());
         }
         if !ca_given {
-            let pem = data.get("ca.crt").filter(|s| s.contains("-----BEGIN"));
-            let pem = pem.ok_or_else(|| fail("it has no PEM \"ca.crt\"".into()))?;
+            let pem = data.get(client_config::CA).filter(|s| s.contains("-----BEGIN"));
+            let pem = pem.ok_or_else(|| fail(format!("it has no PEM {:?}", client_config::CA)))?;
             let digest = sha2::Sha256::digest(pem.as_bytes());
             let path =
                 crate::known_hosts::cache_dir().join(format!("router-ca-{}.crt", hex::encode(&digest[..8])));

@@ -18,6 +18,7 @@ use http::{Method, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 
+use hatchway_api::pod::log_file;
 use hatchway_api::wire;
 
 use crate::connection::Target;
@@ -194,8 +195,8 @@ pub async fn run(target: &Target, request: &LogsRequest) -> Result<(), RouterErr
     let mut streams = match &request.file {
         Some(file) => vec![Stream::new(file, false, request)],
         None => vec![
-            Stream::new("stdout.txt", false, request),
-            Stream::new("stderr.txt", true, request),
+            Stream::new(log_file::STDOUT, false, request),
+            Stream::new(log_file::STDERR, true, request),
         ],
     };
     let mut away_since: Option<(Instant, bool)> = None;
@@ -232,17 +233,20 @@ pub async fn run(target: &Target, request: &LogsRequest) -> Result<(), RouterErr
         if let Some((_, true)) = away_since.take() {
             eprintln!("kubectl-hatch: reading the logs again");
         }
-        let saved = streams.iter().all(|s| s.source.as_deref() == Some("saved"));
+        let saved = streams
+            .iter()
+            .all(|s| s.source.as_deref() == Some(wire::log_source::SAVED));
         if saved && default_files && streams.len() == 2 && !streams.iter().any(|s| s.found) {
             // The cluster keeps stdout and stderr combined.
             if streams.iter().any(|s| s.offset > 0) {
                 eprintln!(
-                    "kubectl-hatch: the saved log combines stdout and stderr; see `kubectl hatch logs {} output.txt`",
-                    request.name
+                    "kubectl-hatch: the saved log combines stdout and stderr; see `kubectl hatch logs {} {}`",
+                    request.name,
+                    log_file::OUTPUT
                 );
                 return Ok(());
             }
-            streams = vec![Stream::new("output.txt", false, request)];
+            streams = vec![Stream::new(log_file::OUTPUT, false, request)];
             continue;
         }
         if !request.follow || saved {
@@ -266,7 +270,7 @@ async fn read(
         &target.server.prefix,
         &request.namespace,
         &request.name,
-        &format!("log/{}", stream.file),
+        &format!("{}/{}", wire::ACTION_LOG, stream.file),
         &[],
     );
     if let Some(since) = stream.since.take() {
@@ -335,8 +339,8 @@ async fn read_since(
         &target.server.prefix,
         &request.namespace,
         &request.name,
-        &format!("log/{}", stream.file),
-        &[("sinceSeconds", Some(&seconds))],
+        &format!("{}/{}", wire::ACTION_LOG, stream.file),
+        &[(wire::PARAM_SINCE_SECONDS, Some(&seconds))],
     );
     let answer = conn.get(&since_path, None).await?;
     note_source(stream, &answer);

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
+use hatchway_api::wire;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -22,6 +24,12 @@ use crate::router::{RouterError, container_path, upgrade};
 const BUFFER: usize = 256 * 1024;
 /// How long one local connection keeps trying to reach the router.
 const RETRY_FOR: Duration = Duration::from_secs(60);
+/// The waits between attempts to reach the router again: 100 ms doubling
+/// to 2 s.
+const RECONNECT: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(100))
+    .with_max_delay(Duration::from_secs(2))
+    .without_max_times();
 
 /// One `[LOCAL:]REMOTE` pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,13 +133,14 @@ async fn serve(state: Arc<State>, mut local: TcpStream, remote: u16) {
         &state.target.server.prefix,
         &state.namespace,
         &state.name,
-        "portforward",
-        &[("port", Some(&port))],
+        wire::ACTION_PORTFORWARD,
+        &[(wire::PARAM_PORT, Some(&port))],
     );
     let deadline = Instant::now() + RETRY_FOR;
-    let mut delay = Duration::from_millis(100);
+    let mut delays = RECONNECT.build();
     let mut upstream = loop {
-        match upgrade(&state.target, &path, "tcp").await {
+        let delay = delays.next().unwrap_or(Duration::from_secs(2));
+        match upgrade(&state.target, &path, wire::UPGRADE_TCP).await {
             Ok(upgraded) => {
                 if state.router_away.swap(false, Ordering::SeqCst) {
                     eprintln!("kubectl-hatch: reconnected to the router; forwarding again");
@@ -143,7 +152,6 @@ async fn serve(state: Arc<State>, mut local: TcpStream, remote: u16) {
                     eprintln!("kubectl-hatch: lost the router ({error}); reconnecting…");
                 }
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
             }
             Err(error) if error.exit_code() == 2 => {
                 // Will not change by retrying: end the whole forward.

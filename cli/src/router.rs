@@ -4,25 +4,18 @@
 //! its own sentence and map to exit codes.
 
 use bytes::Bytes;
+use hatchway_api::wire;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::connection::Target;
-
-/// Characters escaped in path segments and query values.
-const ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// Why the router did not give what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -70,8 +63,8 @@ impl RouterError {
     }
 }
 
-/// The path of `action` on Container `namespace/name`, with query `params`
-/// (empty values left out).
+/// The path of `action` on Container `namespace/name` (with query `params`,
+/// empty values left out) behind `prefix`, the path of the router's URL.
 pub fn container_path(
     prefix: &str,
     namespace: &str,
@@ -79,22 +72,10 @@ pub fn container_path(
     action: &str,
     params: &[(&str, Option<&str>)],
 ) -> String {
-    let mut path = format!(
-        "{prefix}/v1/namespaces/{}/containers/{}/{action}",
-        utf8_percent_encode(namespace, ESCAPE),
-        utf8_percent_encode(name, ESCAPE)
-    );
-    let mut sep = '?';
-    for (key, value) in params {
-        if let Some(value) = value.filter(|v| !v.is_empty()) {
-            path.push(sep);
-            path.push_str(key);
-            path.push('=');
-            path.push_str(&utf8_percent_encode(value, ESCAPE).to_string());
-            sep = '&';
-        }
-    }
-    path
+    format!(
+        "{prefix}{}",
+        wire::container_path(namespace, name, action, params)
+    )
 }
 
 /// The user agent of every request.
@@ -187,23 +168,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_escape_names_and_skip_empty_params() {
-        assert_eq!(
-            container_path("", "team-a", "web.1", "ssh", &[("login_username", None)]),
-            "/v1/namespaces/team-a/containers/web.1/ssh"
-        );
+    fn paths_go_behind_the_routers_own_path() {
         assert_eq!(
             container_path(
                 "/p",
                 "ns",
                 "a b",
-                "ssh",
-                &[
-                    ("login_username", Some("root")),
-                    ("detach_keys", Some("ctrl-p,ctrl-q"))
-                ]
+                wire::ACTION_SSH,
+                &[(wire::PARAM_LOGIN_USERNAME, Some("root"))]
             ),
-            "/p/v1/namespaces/ns/containers/a%20b/ssh?login_username=root&detach_keys=ctrl-p%2Cctrl-q"
+            "/p/v1/namespaces/ns/containers/a%20b/ssh?login_username=root"
         );
     }
 

@@ -1076,15 +1076,36 @@ fn prometheus_scrapes(release: &Release, users: &TestNamespace) -> Result<()> {
             let sidecar = query("hatchway_sidecar_connections_total")?;
             let jobs: Vec<&str> = up.iter().filter_map(|r| r["metric"]["job"].as_str()).collect();
             let operators_up = jobs.iter().filter(|j| **j == "hatchway-operator").count();
+            // One value of a query that sums to one series.
+            let value = |q: &str| -> Result<f64> {
+                let result = query(q)?;
+                let v = result.first().map(|r| r["value"][1].as_str().unwrap_or_default());
+                Ok(v.unwrap_or("NaN").parse().unwrap_or(f64::NAN))
+            };
+            // The reconciler ran (this release's Containers) and took time;
+            // exactly one replica leads; every replica says its version and
+            // its process figures.
+            let reconciles = value("sum(hatchway_reconcile_duration_seconds_count)")?;
+            let reconcile_seconds = value("sum(hatchway_reconcile_duration_seconds_sum)")?;
+            let leaders = value("sum(hatchway_leader)")?;
+            let builds = value("count(hatchway_build_info == 1)")?;
+            let memory = value("min(process_resident_memory_bytes{job=\"hatchway-operator\"})")?;
             let ok = operators_up == 2
                 && jobs.contains(&"hatchway-sidecar")
                 && !router.is_empty()
-                && !sidecar.is_empty();
+                && !sidecar.is_empty()
+                && reconciles >= 1.0
+                && reconcile_seconds > 0.0
+                && leaders == 1.0
+                && builds == 2.0
+                && memory > 0.0;
             if ok {
                 Ok(Some(()))
             } else {
                 bail!(
-                    "up: {jobs:?}; router series {}; sidecar series {}",
+                    "up: {jobs:?}; router series {}; sidecar series {}; reconciles {reconciles} \
+                     taking {reconcile_seconds} s; leaders {leaders}; build infos {builds}; \
+                     resident memory {memory}",
                     router.len(),
                     sidecar.len()
                 )

@@ -26,15 +26,17 @@ use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use futures::StreamExt;
 use hatchway_api::crd::{Container, Phase};
+use hatchway_api::proof::RootSecret;
 use hatchway_e2e::{TestNamespace, WORKLOAD_IMAGE, kubectl_json, node_ip, run_within, wait_for};
 use hatchway_operator::reconcile::controller::{self, ReconcileSettings};
+use hatchway_operator::reconcile::metrics::ReconcileMetrics;
 use hatchway_operator::reconcile::pod::PodSettings;
 use hatchway_operator::router::auth::cache::CachedAuth;
 use hatchway_operator::router::auth::kube::KubeAuth;
 use hatchway_operator::router::cluster::kube::{KubeCluster, KubeClusterConfig};
 use hatchway_operator::router::select::Policy;
 use hatchway_operator::router::tls::{RouterCa, RouterTls};
-use hatchway_operator::router::{RootSecret, Router, Settings, server};
+use hatchway_operator::router::{Router, Settings, server};
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -168,7 +170,14 @@ impl Rig {
                 default_ttl_seconds: None,
                 namespaces: vec![ns.name.clone()],
             };
-            tokio::spawn(controller::run(client.clone(), settings, root, shutdown.clone()));
+            let metrics = ReconcileMetrics::new(&router.metrics.operator);
+            tokio::spawn(controller::run(
+                client.clone(),
+                settings,
+                root,
+                metrics,
+                shutdown.clone(),
+            ));
             anyhow::Ok((router, port))
         })?;
         let rig = Rig {

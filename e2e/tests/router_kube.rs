@@ -15,13 +15,13 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail, ensure};
 use futures::StreamExt;
-use hatchway_api::crd::Container;
+use hatchway_api::crd::{Container, ContainerStatus, GatewayStatus, Phase};
 use hatchway_e2e::{TestNamespace, WORKLOAD_IMAGE, kubectl_json, wait_for};
 use hatchway_operator::router::auth::cache::CachedAuth;
 use hatchway_operator::router::auth::kube::KubeAuth;
 use hatchway_operator::router::auth::{Auth, AuthError, Permission, User};
 use hatchway_operator::router::cluster::kube::{KubeCluster, KubeClusterConfig, ReplicaService};
-use hatchway_operator::router::cluster::{Cluster, ROUTER_FIELD_MANAGER, SavedLogs};
+use hatchway_operator::router::cluster::{Cluster, SavedLogs};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use serde_json::json;
@@ -310,6 +310,8 @@ fn status_of(ns: &TestNamespace, name: &str) -> Result<serde_json::Value> {
 
 #[test]
 fn kube_cluster_applies_status_with_a_field_manager() -> Result<()> {
+    /// This test's own field manager.
+    const MANAGER: &str = "hatchway-e2e-router";
     ensure_crd()?;
     let rt = runtime();
     let client = client(&rt)?;
@@ -327,15 +329,19 @@ fn kube_cluster_applies_status_with_a_field_manager() -> Result<()> {
     rt.block_on(cluster.wait_until_ready());
 
     let tunnel = "tunnel https://10.244.0.99:8443";
+    let with_tunnel = |status: ContainerStatus| ContainerStatus {
+        gateway: Some(GatewayStatus {
+            tunnel: Some(tunnel.to_owned()),
+            ..GatewayStatus::default()
+        }),
+        interactive_session_started: true,
+        ..status
+    };
     rt.block_on(cluster.apply_status(
         &ns.name,
         "web",
-        ROUTER_FIELD_MANAGER,
-        json!({
-            "gateway": { "tunnel": tunnel },
-            "listeningPorts": [{ "port": 8080, "protocol": "TCP" }],
-            "interactiveSessionStarted": true,
-        }),
+        MANAGER,
+        with_tunnel(ContainerStatus::listening(&[8080])),
     ))?;
     let status = status_of(&ns, "web")?;
     ensure!(status["gateway"]["tunnel"] == tunnel, "{status}");
@@ -358,9 +364,9 @@ fn kube_cluster_applies_status_with_a_field_manager() -> Result<()> {
         .as_array()
         .context("managedFields")?;
     ensure!(
-        managers.iter().any(|m| m["manager"] == ROUTER_FIELD_MANAGER
-            && m["operation"] == "Apply"
-            && m["subresource"] == "status"),
+        managers
+            .iter()
+            .any(|m| m["manager"] == MANAGER && m["operation"] == "Apply" && m["subresource"] == "status"),
         "managers: {managers:?}"
     );
 
@@ -378,21 +384,15 @@ fn kube_cluster_applies_status_with_a_field_manager() -> Result<()> {
             .map(|_| ()))
     })?;
 
+    let running = ContainerStatus {
+        phase: Some(Phase::Running),
+        ..ContainerStatus::default()
+    };
     // Another manager's field stays when the router applies again; the
     // router's own fields it no longer names are removed (server-side
     // apply), and forcing takes over a field another manager owns.
-    rt.block_on(cluster.apply_status(
-        &ns.name,
-        "web",
-        "hatchway-e2e-other",
-        json!({ "phase": "Running" }),
-    ))?;
-    rt.block_on(cluster.apply_status(
-        &ns.name,
-        "web",
-        ROUTER_FIELD_MANAGER,
-        json!({ "gateway": { "tunnel": tunnel }, "interactiveSessionStarted": true, "exitCode": 3 }),
-    ))?;
+    rt.block_on(cluster.apply_status(&ns.name, "web", "hatchway-e2e-other", running.clone()))?;
+    rt.block_on(cluster.apply_status(&ns.name, "web", MANAGER, with_tunnel(ContainerStatus::exited(3))))?;
     let status = status_of(&ns, "web")?;
     ensure!(status["phase"] == "Running", "{status}");
     ensure!(status["exitCode"] == 3, "{status}");
@@ -400,18 +400,16 @@ fn kube_cluster_applies_status_with_a_field_manager() -> Result<()> {
     rt.block_on(cluster.apply_status(
         &ns.name,
         "web",
-        ROUTER_FIELD_MANAGER,
-        json!({ "phase": "Failed" }),
+        MANAGER,
+        ContainerStatus {
+            phase: Some(Phase::Failed),
+            ..ContainerStatus::default()
+        },
     ))?;
     ensure!(status_of(&ns, "web")?["phase"] == "Failed");
 
     // A missing Container is an error, not a silent no-op.
-    let err = rt.block_on(cluster.apply_status(
-        &ns.name,
-        "nope",
-        ROUTER_FIELD_MANAGER,
-        json!({ "phase": "Running" }),
-    ));
+    let err = rt.block_on(cluster.apply_status(&ns.name, "nope", MANAGER, running));
     ensure!(err.is_err(), "apply_status of a missing Container succeeded");
     Ok(())
 }
@@ -459,9 +457,9 @@ fn with_pod_name(
     ns: &TestNamespace,
     pod: Option<&str>,
 ) -> Result<Container> {
-    let status = match pod {
-        Some(pod) => json!({ "podName": pod }),
-        None => json!({}),
+    let status = ContainerStatus {
+        pod_name: pod.map(str::to_owned),
+        ..ContainerStatus::default()
     };
     rt.block_on(cluster.apply_status(&ns.name, "job", "hatchway-e2e-reconciler", status))?;
     rt.block_on(cluster.container_fresh(&ns.name, "job"))?
@@ -714,8 +712,9 @@ spec:
 /// case calls for, with the router's message.
 #[test]
 fn the_router_authenticates_and_authorizes_with_the_real_cluster() -> Result<()> {
+    use hatchway_api::proof::RootSecret;
     use hatchway_operator::router::tls::RouterTls;
-    use hatchway_operator::router::{RootSecret, Router, Settings, server};
+    use hatchway_operator::router::{Router, Settings, server};
 
     ensure_crd()?;
     let rt = runtime();

@@ -12,8 +12,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
-use crate::router::RootSecret;
 use crate::router::tls::{RouterCa, TlsError};
+use hatchway_api::proof::RootSecret;
+use hatchway_api::wire::client_config;
 
 /// The key of the root secret in its Secret.
 pub const ROOT_KEY: &str = "root-secret";
@@ -21,13 +22,6 @@ pub const ROOT_KEY: &str = "root-secret";
 pub const CA_CERT_KEY: &str = "ca.crt";
 /// The CA's private key.
 pub const CA_KEY_KEY: &str = "ca.key";
-/// The ConfigMap clients read to find the router (`kubectl hatch` without
-/// `--server`): public information only.
-pub const CLIENT_CONFIG_NAME: &str = "hatchway-client";
-/// Its key holding the router's URL.
-pub const CLIENT_SERVER_KEY: &str = "server";
-/// Its key holding the CA (PEM) the router's certificate chains to.
-pub const CLIENT_CA_KEY: &str = "ca.crt";
 /// Bytes of a generated root secret.
 pub const ROOT_BYTES: usize = 32;
 
@@ -179,25 +173,25 @@ pub async fn publish_client_config(
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": CLIENT_CONFIG_NAME,
+            "name": client_config::NAME,
             "labels": {"app.kubernetes.io/managed-by": "hatchway-operator"},
         },
-        "data": {CLIENT_SERVER_KEY: server, CLIENT_CA_KEY: ca_pem},
+        "data": {client_config::SERVER: server, client_config::CA: ca_pem},
     });
     api.patch(
-        CLIENT_CONFIG_NAME,
+        client_config::NAME,
         &PatchParams::apply("hatchway-operator").force(),
         &Patch::Apply(&config),
     )
     .await
     .map_err(|source| BootstrapError::Api {
         namespace: namespace.to_owned(),
-        name: CLIENT_CONFIG_NAME.to_owned(),
+        name: client_config::NAME.to_owned(),
         source,
     })?;
     tracing::info!(
         namespace,
-        name = CLIENT_CONFIG_NAME,
+        name = client_config::NAME,
         server,
         "published the client settings"
     );

@@ -1,6 +1,7 @@
-//! Hatchway's operator: one binary, two roles in every replica. The router
-//! (users' shells, logs, port-forwards, web apps; sidecars' tunnels) is
-//! served by `run`; the reconciler comes next.
+//! Hatchway's operator: one binary, two roles in every replica, both started
+//! by `run`: the router (users' shells, logs, port-forwards, web apps;
+//! sidecars' tunnels) in every replica, the reconciler (Containers into
+//! pods and status) in the one holding the leader Lease.
 
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]

@@ -9,11 +9,13 @@ use crate::router::auth::kube::KubeAuth;
 use crate::router::cluster::kube::{KubeCluster, KubeClusterConfig, ReplicaService};
 use crate::router::select::Policy;
 use crate::router::tls::{RouterTls, TlsError};
-use crate::router::{RootSecret, Router, Settings, server};
+use crate::router::{Router, Settings, server};
+use hatchway_api::proof::RootSecret;
 use std::sync::atomic::AtomicBool;
 
 use crate::reconcile::controller::{self, ReconcileSettings};
 use crate::reconcile::leader::{self, LeaderConfig};
+use crate::reconcile::metrics::ReconcileMetrics;
 use crate::reconcile::pod::{GatewayPolicy, PodSettings};
 use crate::{RunArgs, bootstrap};
 
@@ -227,12 +229,16 @@ pub async fn run(args: RunArgs) -> Result<(), ServeError> {
             .unwrap_or_else(|| format!("hatchway-operator-{:08x}", rand::random::<u32>()));
         let config = LeaderConfig::new(&args.pod_namespace, &args.lease_name, identity);
         let client = client.clone();
+        let metrics = ReconcileMetrics::new(&router.metrics.operator);
         tokio::spawn(leader::run_when_leader(
             client.clone(),
             config,
             Arc::new(AtomicBool::new(false)),
             shutdown.clone(),
-            move |token| controller::run(client.clone(), settings.clone(), root.clone(), token),
+            move |token| {
+                let (settings, root, metrics) = (settings.clone(), root.clone(), metrics.clone());
+                controller::run(client.clone(), settings, root, metrics, token)
+            },
         ))
     });
 

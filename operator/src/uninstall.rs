@@ -18,8 +18,8 @@ use kube::core::NamespaceResourceScope;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::bootstrap::CLIENT_CONFIG_NAME;
 use crate::reconcile::controller::FINALIZER;
+use hatchway_api::wire::client_config;
 
 /// Settings of `uninstall` (the Deployment's names, from the same
 /// environment variables).
@@ -106,7 +106,7 @@ pub async fn run(client: kube::Client, args: &UninstallArgs) -> Result<(), Unins
     delete::<Secret>(&client, ns, &args.root_secret_name).await?;
     delete::<Secret>(&client, ns, &args.ca_secret_name).await?;
     delete::<Lease>(&client, ns, &args.lease_name).await?;
-    delete::<ConfigMap>(&client, ns, CLIENT_CONFIG_NAME).await?;
+    delete::<ConfigMap>(&client, ns, client_config::NAME).await?;
     tracing::info!(namespace = %ns, "uninstalled");
     Ok(())
 }

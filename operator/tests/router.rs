@@ -852,7 +852,7 @@ async fn a_gateway_gone_because_the_container_just_ended_falls_back_to_saved_log
             ns: &'a str,
             name: &'a str,
             manager: &'a str,
-            status: serde_json::Value,
+            status: hatchway_api::crd::ContainerStatus,
         ) -> futures::future::BoxFuture<'a, Result<(), hatchway_operator::router::cluster::ClusterError>>
         {
             self.0.apply_status(ns, name, manager, status)

@@ -15,14 +15,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use hatchway_api::control::{self, ControlMessage};
-use hatchway_api::crd::{Container, ContainerStatus, Phase};
+use hatchway_api::crd::{Container, ContainerStatus, GatewayStatus, Phase};
 use hatchway_api::proof::CtrKey;
+use hatchway_api::proof::RootSecret;
+use hatchway_api::status::{MANAGER_EXIT, MANAGER_PORTS, MANAGER_SESSION, MANAGER_TUNNEL, tunnel_address};
 use hatchway_api::tunnel::{EKM_LEN, tunnel_proof};
 use hatchway_api::wire;
+use hatchway_operator::router::Settings;
 use hatchway_operator::router::cluster::{Cluster, ClusterError, LogStream, SavedLogs};
 use hatchway_operator::router::select::Policy;
-use hatchway_operator::router::status::{MANAGER_EXIT, MANAGER_PORTS, MANAGER_SESSION, MANAGER_TUNNEL};
-use hatchway_operator::router::{RootSecret, Settings};
 use hatchway_sidecar::report::Who;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
@@ -344,7 +345,13 @@ async fn a_port_forward_over_the_tunnel_moves_100_mib_intact() {
             NS,
             "bulk",
             "test-reconciler",
-            serde_json::json!({"gateway": {"address": sidecar.addr().to_string()}}),
+            ContainerStatus {
+                gateway: Some(GatewayStatus {
+                    address: sidecar.addr().to_string(),
+                    ..GatewayStatus::default()
+                }),
+                ..ContainerStatus::default()
+            },
         )
         .await
         .unwrap();
@@ -685,7 +692,13 @@ async fn requests_are_forwarded_to_the_replica_holding_the_tunnel() {
             NS,
             "shared",
             MANAGER_TUNNEL,
-            serde_json::json!({"gateway": {"tunnel": "tunnel https://127.0.0.1:9"}}),
+            ContainerStatus {
+                gateway: Some(GatewayStatus {
+                    tunnel: Some(tunnel_address("https://127.0.0.1:9")),
+                    ..GatewayStatus::default()
+                }),
+                ..ContainerStatus::default()
+            },
         )
         .await
         .unwrap();
@@ -770,7 +783,7 @@ impl Cluster for FlakyCluster {
         ns: &'a str,
         name: &'a str,
         manager: &'a str,
-        status: serde_json::Value,
+        status: ContainerStatus,
     ) -> BoxFuture<'a, Result<(), ClusterError>> {
         let fail = self
             .failures

@@ -217,3 +217,50 @@ pub async fn terminated() {
         _ = tokio::signal::ctrl_c() => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use hatchway_api::pod;
+
+    use super::*;
+
+    /// The command lines the operator writes into the pod parse as the
+    /// roles they mean: the pod contract, checked from this side.
+    #[test]
+    fn the_operators_command_lines_parse_as_the_gateway_and_the_shim() {
+        let argv = |args: Vec<String>| std::iter::once("hatchway-sidecar".to_owned()).chain(args);
+
+        let shim = Args::try_parse_from(argv(
+            pod::shim_command(true, ["sh".into(), "-c".into(), "--x".into()])[1..].to_vec(),
+        ))
+        .unwrap();
+        let Command::Shim(shim) = shim.command else {
+            panic!("not the shim: {shim:?}")
+        };
+        assert_eq!(shim.spawn_allowed_uids, [pod::SIDECAR_UID]);
+        assert!(!shim.spawn_disabled);
+        assert_eq!(shim.command, ["sh", "-c", "--x"]);
+
+        let closed =
+            Args::try_parse_from(argv(pod::shim_command(false, ["true".into()])[1..].to_vec())).unwrap();
+        let Command::Shim(closed) = closed.command else {
+            panic!("not the shim")
+        };
+        assert!(closed.spawn_disabled && closed.spawn_allowed_uids.is_empty());
+
+        let gateway = Args::try_parse_from(argv(vec![
+            pod::GATEWAY_SUBCOMMAND.to_owned(),
+            "--container-uid".to_owned(),
+            "u".to_owned(),
+        ]))
+        .unwrap();
+        let Command::Gateway(gateway) = gateway.command else {
+            panic!("not the gateway")
+        };
+        assert_eq!(gateway.listen.port(), pod::GATEWAY_PORT);
+        assert_eq!(gateway.health_listen.port(), pod::HEALTH_PORT);
+        assert_eq!(gateway.log_dir, std::path::Path::new(pod::LOG_DIR));
+        assert_eq!(gateway.key_file, std::path::Path::new(pod::SECRET_DIR_KEY_FILE));
+    }
+}

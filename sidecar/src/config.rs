@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use hatchway_api::pod;
 use hatchway_api::proof::CtrKey;
 
 /// Exit code for a bad setting.
@@ -16,30 +17,30 @@ pub const EXIT_CONFIG: i32 = 64;
 #[derive(Debug, Clone, Args)]
 pub struct GatewayArgs {
     /// The UID of the Container this pod runs; the only one this gateway serves.
-    #[arg(long, env = "HATCHWAY_CONTAINER_UID")]
+    #[arg(long, env = pod::env::CONTAINER_UID)]
     pub container_uid: String,
 
     /// File holding the container key (`ctr_key`, 64 hex digits), from the
     /// mounted Secret (never inside the volume shared with the workload).
-    #[arg(long, env = "HATCHWAY_KEY_FILE", default_value = hatchway_api::pod::SECRET_DIR_KEY_FILE)]
+    #[arg(long, env = "HATCHWAY_KEY_FILE", default_value = pod::SECRET_DIR_KEY_FILE)]
     pub key_file: PathBuf,
 
     /// Address of the TLS gateway.
-    #[arg(long, env = "HATCHWAY_GATEWAY_ADDR", default_value = "0.0.0.0:7443")]
+    #[arg(long, env = "HATCHWAY_GATEWAY_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], pod::GATEWAY_PORT)))]
     pub listen: SocketAddr,
 
     /// Address of the plain-HTTP /healthz, /readyz and /metrics port.
-    #[arg(long, env = "HATCHWAY_HEALTH_ADDR", default_value = "0.0.0.0:7444")]
+    #[arg(long, env = "HATCHWAY_HEALTH_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], pod::HEALTH_PORT)))]
     pub health_listen: SocketAddr,
 
     /// The log directory shared with the workload's shim (stdout.txt,
     /// stderr.txt, usage.txt): opened once at start, every file in it
     /// resolved beneath that handle without following symlinks.
-    #[arg(long, env = "HATCHWAY_LOG_DIR", default_value = "/hatchway/log")]
+    #[arg(long, env = "HATCHWAY_LOG_DIR", default_value = pod::LOG_DIR)]
     pub log_dir: PathBuf,
 
     /// The sidecar's own directory for gateway.txt, which the workload cannot write.
-    #[arg(long, env = "HATCHWAY_AUDIT_DIR", default_value = hatchway_api::pod::AUDIT_DIR)]
+    #[arg(long, env = "HATCHWAY_AUDIT_DIR", default_value = pod::AUDIT_DIR)]
     pub audit_dir: PathBuf,
 
     /// The name of the shim's abstract spawn socket (in the pod's network
@@ -48,7 +49,7 @@ pub struct GatewayArgs {
     pub spawn_socket: String,
 
     /// Copy this binary here at start so the workload container can run it as its shim.
-    #[arg(long, env = "HATCHWAY_INSTALL_TO")]
+    #[arg(long, env = pod::env::INSTALL_TO)]
     pub install_to: Option<PathBuf>,
 
     /// A program that serves SFTP inside the workload container instead of
@@ -65,7 +66,7 @@ pub struct GatewayArgs {
     #[arg(
         long,
         env = "HATCHWAY_TUNNEL_URL_FILE",
-        default_value = hatchway_api::pod::SECRET_DIR_TUNNEL_URL_FILE
+        default_value = pod::SECRET_DIR_TUNNEL_URL_FILE
     )]
     pub tunnel_url_file: PathBuf,
 
@@ -73,7 +74,7 @@ pub struct GatewayArgs {
     #[arg(
         long,
         env = "HATCHWAY_ROUTER_CA_FILE",
-        default_value = hatchway_api::pod::SECRET_DIR_ROUTER_CA_FILE
+        default_value = pod::SECRET_DIR_ROUTER_CA_FILE
     )]
     pub router_ca_file: PathBuf,
 

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use hatchway_api::pod::{Readyz, health_path};
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -43,21 +44,22 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cance
 
 fn answer(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
     match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok"),
-        "/readyz" => {
-            let body = serde_json::json!({
-                "status": "ready",
-                "containerUid": gateway.uid,
-                "certificateSha256": gateway.cert.sha256,
-                "hostKey": gateway.ssh.host_key_openssh(),
-                "hostKeyFingerprint": gateway.ssh.host_key_fingerprint(),
-            });
+        health_path::HEALTHZ => text(StatusCode::OK, "ok"),
+        health_path::READYZ => {
+            let body = Readyz {
+                status: "ready".to_owned(),
+                container_uid: gateway.uid.clone(),
+                certificate_sha256: gateway.cert.sha256.clone(),
+                host_key: gateway.ssh.host_key_openssh(),
+                host_key_fingerprint: gateway.ssh.host_key_fingerprint(),
+            };
+            let body = serde_json::to_string(&body).expect("a Readyz serializes");
             Response::builder()
                 .header(header::CONTENT_TYPE, "application/json")
-                .body(full(body.to_string()))
+                .body(full(body))
                 .unwrap()
         }
-        "/metrics" => Response::builder()
+        health_path::METRICS => Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(full(gateway.metrics.encode()))
             .unwrap(),

@@ -47,7 +47,7 @@ pub async fn connect_local(port: u16) -> Result<TcpStream, String> {
 
 /// Serves one port-forward request.
 pub async fn serve(mut req: Request<Incoming>, reporter: Arc<Reporter>, who: Who) -> Response<Body> {
-    if !crate::gateway::upgrade_is(&req, hatchway_api::wire::UPGRADE_TCP) {
+    if !hatchway_api::headers::upgrade_is(req.headers(), hatchway_api::wire::UPGRADE_TCP) {
         return text(
             StatusCode::BAD_REQUEST,
             "port-forward needs `Connection: upgrade` and `Upgrade: tcp`",

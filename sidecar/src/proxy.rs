@@ -13,38 +13,10 @@ use hyper_util::rt::TokioIo;
 use crate::body::{Body, text};
 use crate::portforward::connect_local;
 
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 /// Drops hop-by-hop headers, those named in `Connection`, and ours.
 fn strip(headers: &mut HeaderMap) {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
-        .collect();
-    for name in HOP_BY_HOP.iter().copied().chain(named.iter().map(String::as_str)) {
-        headers.remove(name);
-    }
-    let ours: Vec<_> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-hatchway-"))
-        .cloned()
-        .collect();
-    for name in ours {
-        headers.remove(name);
-    }
+    hatchway_api::headers::strip_hop_by_hop(headers, false);
+    hatchway_api::headers::strip_hatchway_headers(headers);
 }
 
 /// Proxies one request to a web app inside the pod.

@@ -14,12 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use hatchway_api::control::ControlMessage;
+use hatchway_api::pod::log_file;
 use tokio::sync::{broadcast, watch};
 
 use crate::metrics::Metrics;
-
-/// The audit trail's file name.
-pub const AUDIT_FILE: &str = "gateway.txt";
 
 /// Shared by every part of the gateway that has something to report.
 pub struct Reporter {
@@ -46,7 +44,7 @@ impl Reporter {
         let audit = match OpenOptions::new()
             .create(true)
             .append(true)
-            .open(audit_dir.join(AUDIT_FILE))
+            .open(audit_dir.join(log_file::AUDIT))
         {
             Ok(file) => Some(file),
             Err(error) => {
@@ -269,7 +267,7 @@ mod tests {
             session.bytes_in.fetch_add(5, Ordering::Relaxed);
             session.set_exit("0");
         }
-        let trail = std::fs::read_to_string(dir.path().join(AUDIT_FILE)).unwrap();
+        let trail = std::fs::read_to_string(dir.path().join(log_file::AUDIT)).unwrap();
         let lines: Vec<_> = trail.lines().collect();
         assert_eq!(lines.len(), 2, "{trail}");
         assert!(

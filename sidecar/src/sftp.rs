@@ -34,6 +34,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes};
+use hatchway_shim::passwd::UserDb;
 use russh_sftp::extensions::{LimitsExtension, Statvfs};
 use russh_sftp::protocol::{
     Attrs, Data, ExtendedReply, File as NameEntry, FileAttributes, Handle, Name, OpenFlags, Packet, Status,
@@ -180,71 +181,36 @@ struct Listing {
     entries: std::fs::ReadDir,
 }
 
-/// User and group names for long names, and home directories for `~user`.
-///
-/// Read from `/etc/passwd` and `/etc/group` directly: this static binary
-/// runs in arbitrary images where NSS cannot be used.
+/// User and group names for long names, and home directories for `~user`:
+/// the shim's parse of `/etc/passwd` and `/etc/group` (this static binary
+/// runs in arbitrary images where NSS cannot be used).
 #[derive(Debug, Default)]
-pub struct Accounts {
-    users: Vec<Account>,
-    groups: HashMap<u32, String>,
-}
-
-#[derive(Debug)]
-struct Account {
-    name: String,
-    uid: u32,
-    home: PathBuf,
-}
+pub struct Accounts(UserDb);
 
 impl Accounts {
     /// Reads `root/etc/passwd` and `root/etc/group`; missing files are empty.
     pub fn load(root: &Path) -> Self {
-        let read = |name: &str| std::fs::read_to_string(root.join("etc").join(name)).unwrap_or_default();
-        Self::parse(&read("passwd"), &read("group"))
+        Self(UserDb::load(root))
     }
 
     /// Parses `passwd` and `group` text; malformed lines are skipped.
     pub fn parse(passwd: &str, group: &str) -> Self {
-        let fields = |text: &str| -> Vec<Vec<String>> {
-            text.lines()
-                .filter(|line| !line.is_empty() && !line.starts_with(['#', '+', '-']))
-                .map(|line| line.split(':').map(str::to_owned).collect())
-                .collect()
-        };
-        let users = fields(passwd)
-            .into_iter()
-            .filter_map(|f| {
-                Some(Account {
-                    uid: f.get(2)?.parse().ok()?,
-                    home: PathBuf::from(f.get(5)?),
-                    name: f.into_iter().next()?,
-                })
-            })
-            .collect();
-        let groups = fields(group)
-            .into_iter()
-            .filter_map(|f| Some((f.get(2)?.parse().ok()?, f.into_iter().next()?)))
-            .collect();
-        Self { users, groups }
+        Self(UserDb::parse(passwd, group))
     }
 
     fn user_name(&self, uid: u32) -> String {
-        self.users
-            .iter()
-            .find(|u| u.uid == uid)
+        self.0
+            .by_uid(uid)
             .map_or_else(|| uid.to_string(), |u| u.name.clone())
     }
 
     fn group_name(&self, gid: u32) -> String {
-        self.groups.get(&gid).cloned().unwrap_or_else(|| gid.to_string())
+        let group = self.0.groups.iter().find(|g| g.gid == gid);
+        group.map_or_else(|| gid.to_string(), |g| g.name.clone())
     }
 
     fn home_of(&self, name: &str) -> Option<&Path> {
-        self.users
-            .iter()
-            .find(|u| u.name == name)
-            .map(|u| u.home.as_path())
+        self.0.by_name(name).map(|u| Path::new(u.home.as_str()))
     }
 }
 

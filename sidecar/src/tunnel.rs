@@ -15,14 +15,15 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use hatchway_api::control::{self, ControlMessage};
 use hatchway_api::proof::CtrKey;
 use hatchway_api::{tunnel as proof, wire};
 use http::{Request, StatusCode, header};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, RootCertStore};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -31,8 +32,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::gateway::Gateway;
 
-/// Most streams one tunnel carries at once.
-pub const MAX_STREAMS: usize = 1024;
 /// Time allowed to connect, handshake and upgrade.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -87,24 +86,8 @@ impl TunnelTarget {
             path.to_owned()
         };
 
-        let mut roots = RootCertStore::empty();
-        let mut found = 0;
-        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca_pem) {
-            let cert = cert.map_err(|e| TunnelConfigError::BadCa(e.to_string()))?;
-            roots
-                .add(cert)
-                .map_err(|e| TunnelConfigError::BadCa(e.to_string()))?;
-            found += 1;
-        }
-        if found == 0 {
-            return Err(TunnelConfigError::BadCa("no PEM certificate found".into()));
-        }
-        let mut tls = ClientConfig::builder_with_provider(hatchway_api::tls::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| TunnelConfigError::BadCa(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![hatchway_api::tls::ALPN_HTTP1.to_vec()];
+        let tls = hatchway_api::tls::client_trusting(ca_pem)
+            .map_err(|e| TunnelConfigError::BadCa(e.to_string()))?;
         Ok(Self {
             authority,
             server_name,
@@ -134,10 +117,19 @@ pub enum TunnelError {
     Yamux(#[from] yamux::ConnectionError),
 }
 
-/// Keeps a tunnel up until `shutdown`, reconnecting with jittered
-/// exponential backoff (250 ms doubling to 30 s) while dials fail.
+/// The waits between tunnel attempts while dials fail: 200 ms doubling to
+/// 20 s, each stretched by up to 100% at random so a router restart is not
+/// met by every sidecar at once.
+pub const BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(200))
+    .with_max_delay(Duration::from_secs(20))
+    .with_jitter()
+    .without_max_times();
+
+/// Keeps a tunnel up until `shutdown`, reconnecting with [`BACKOFF`] while
+/// dials fail.
 pub async fn run(gateway: Arc<Gateway>, target: TunnelTarget, key: CtrKey, shutdown: CancellationToken) {
-    let mut failures: u32 = 0;
+    let mut delays = BACKOFF.build();
     loop {
         let mut connected = false;
         let result = tokio::select! {
@@ -154,23 +146,15 @@ pub async fn run(gateway: Arc<Gateway>, target: TunnelTarget, key: CtrKey, shutd
         }
         // A tunnel that got established resets the backoff: after a router
         // restart the first retry comes within a few hundred milliseconds.
-        failures = if connected { 0 } else { failures.saturating_add(1) };
-        let delay = backoff(failures);
+        if connected {
+            delays = BACKOFF.build();
+        }
+        let delay = delays.next().unwrap_or(Duration::from_secs(20));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
     }
-}
-
-/// The delay before attempt `failures`: 250 ms · 2^n, at most 30 s, with
-/// ±50% jitter so a router restart is not met by every sidecar at once.
-pub fn backoff(failures: u32) -> Duration {
-    let base = Duration::from_millis(250)
-        .saturating_mul(1 << failures.min(7))
-        .min(Duration::from_secs(30));
-    let jitter: f64 = rand::random_range(0.5..1.5);
-    base.mul_f64(jitter)
 }
 
 async fn connect_and_serve(
@@ -188,7 +172,7 @@ async fn connect_and_serve(
     tracing::info!(router = %target.authority, "tunnel connected");
 
     let mut config = yamux::Config::default();
-    config.set_max_num_streams(MAX_STREAMS);
+    config.set_max_num_streams(hatchway_api::tunnel::MAX_STREAMS);
     let mut conn = yamux::Connection::new(TokioIo::new(upgraded).compat(), config, yamux::Mode::Client);
     let control = poll_fn(|cx| conn.poll_new_outbound(cx)).await?;
     let reporter = gateway.reporter.clone();
@@ -314,18 +298,19 @@ mod tests {
     #[test]
     fn backoff_grows_with_jitter_and_is_capped() {
         for _ in 0..100 {
-            let first = backoff(0);
+            let delays: Vec<Duration> = BACKOFF.build().take(40).collect();
+            let first = delays[0];
             assert!(
-                first >= Duration::from_millis(125) && first <= Duration::from_millis(375),
+                first >= Duration::from_millis(200) && first < Duration::from_millis(400),
                 "{first:?}"
             );
-            let late = backoff(40);
+            assert!(delays[3] >= Duration::from_millis(1600), "{:?}", delays[3]);
+            let late = delays[39];
             assert!(
-                late >= Duration::from_secs(15) && late <= Duration::from_secs(45),
+                late >= Duration::from_secs(20) && late < Duration::from_secs(40),
                 "{late:?}"
             );
         }
-        assert!(backoff(3).as_millis() >= 1000);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use hatchway_api::pod::log_file;
 use hatchway_api::webdav::{self, ALLOW, FileProps, Target, parse_range};
 use http::{HeaderMap, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
@@ -33,7 +34,6 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::body::{Body, empty, full, text};
 use crate::logdir::{LogDir, LogEntry as Entry};
-use crate::report::AUDIT_FILE;
 
 /// The default `X-Webdav-Prefix`: the gateway's own path.
 pub const DEFAULT_PREFIX: &str = "/log";
@@ -112,13 +112,13 @@ async fn open(tree: &LogTree, name: &str) -> Option<(tokio::fs::File, Metadata)>
     let tree = tree.clone();
     let name = name.to_owned();
     let opened = tokio::task::spawn_blocking(move || {
-        if name == AUDIT_FILE {
+        if name == log_file::AUDIT {
             // The audit directory is the sidecar's alone (no workload path
             // reaches it); O_NOFOLLOW all the same.
             let file = std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                .open(tree.audit_dir.join(AUDIT_FILE))
+                .open(tree.audit_dir.join(log_file::AUDIT))
                 .ok()?;
             let meta = file.metadata().ok()?;
             meta.is_file().then_some((file, meta))
@@ -138,13 +138,13 @@ async fn entries(tree: &LogTree) -> Vec<Entry> {
             .log_dir
             .entries()
             .into_iter()
-            .filter(|entry| entry.name != AUDIT_FILE)
+            .filter(|entry| entry.name != log_file::AUDIT)
             .collect();
-        if let Ok(meta) = std::fs::symlink_metadata(tree.audit_dir.join(AUDIT_FILE))
+        if let Ok(meta) = std::fs::symlink_metadata(tree.audit_dir.join(log_file::AUDIT))
             && meta.is_file()
         {
             entries.push(Entry {
-                name: AUDIT_FILE.to_owned(),
+                name: log_file::AUDIT.to_owned(),
                 meta,
             });
         }

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use hatchway_shim::EXIT_CODE_FILE;
+use hatchway_api::pod::log_file;
 
 use crate::logdir::LogDir;
 use crate::report::Reporter;
@@ -15,7 +15,7 @@ use crate::report::Reporter;
 /// the workload, so the file is resolved beneath the held directory without
 /// following any symlink, and only a short integer is accepted.
 pub fn read_exit_code(log_dir: &LogDir) -> Option<i32> {
-    let (file, _) = log_dir.open_file(EXIT_CODE_FILE)?;
+    let (file, _) = log_dir.open_file(log_file::EXIT_CODE)?;
     let mut text = String::new();
     file.take(16).read_to_string(&mut text).ok()?;
     text.trim().parse().ok()
@@ -43,13 +43,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = LogDir::open(dir.path()).unwrap();
         assert_eq!(read_exit_code(&log), None);
-        std::fs::write(dir.path().join(EXIT_CODE_FILE), "137\n").unwrap();
+        std::fs::write(dir.path().join(log_file::EXIT_CODE), "137\n").unwrap();
         assert_eq!(read_exit_code(&log), Some(137));
-        std::fs::write(dir.path().join(EXIT_CODE_FILE), "secret-key-material").unwrap();
+        std::fs::write(dir.path().join(log_file::EXIT_CODE), "secret-key-material").unwrap();
         assert_eq!(read_exit_code(&log), None);
-        std::fs::remove_file(dir.path().join(EXIT_CODE_FILE)).unwrap();
+        std::fs::remove_file(dir.path().join(log_file::EXIT_CODE)).unwrap();
         std::fs::write(dir.path().join("target"), "5\n").unwrap();
-        std::os::unix::fs::symlink(dir.path().join("target"), dir.path().join(EXIT_CODE_FILE)).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("target"), dir.path().join(log_file::EXIT_CODE)).unwrap();
         assert_eq!(read_exit_code(&log), None, "symlinks are not followed");
     }
 }

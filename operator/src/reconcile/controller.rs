@@ -1,7 +1,7 @@
 //! The reconcile loop: a kube-runtime Controller over Containers that owns
 //! their Pods and Secrets. For each Container: a finalizer (so deleting a
 //! running one is recorded as Cancelled before its pod goes), the Secret,
-//! the Pod, the status (server-side apply under [`status::MANAGER`]), an
+//! the Pod, the status (server-side apply under [`MANAGER_RECONCILER`]), an
 //! Event per phase change, `ttlSecondsAfterFinished`, and exponential
 //! requeues on errors. A Container that cannot become a pod gets a
 //! condition, never a crash loop.
@@ -10,25 +10,40 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::StreamExt;
 use hatchway_api::crd::{Container, Phase};
+use hatchway_api::pod::{HEALTH_PORT, MAX_READYZ_BYTES, Readyz, health_path};
+use hatchway_api::status::MANAGER_RECONCILER;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::wait::{await_condition, conditions::is_deleted};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
+use prometheus::IntGauge;
 use tokio_util::sync::CancellationToken;
 
+use super::metrics::ReconcileMetrics;
 use super::pod::{self, PodSettings};
 use super::status;
-use crate::router::RootSecret;
+use hatchway_api::proof::RootSecret;
 
 /// The finalizer that lets a deleted Container be recorded as Cancelled.
 pub const FINALIZER: &str = "hatchway.dev/cancel";
+/// The waits before retrying a Container whose reconcile failed: 1 s
+/// doubling to 5 min.
+const ERROR_BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_secs(1))
+    .with_max_delay(Duration::from_secs(300))
+    .without_max_times();
+/// How long one cleanup waits for a deleted pod to go (its grace period,
+/// 30 s by default, and a margin); after that it is retried.
+const POD_GONE_WAIT: Duration = Duration::from_secs(45);
 
 /// What the reconciler needs.
 #[derive(Clone, Debug)]
@@ -58,6 +73,20 @@ pub enum ReconcileError {
         /// Why it failed.
         source: kube::Error,
     },
+    /// Adding or removing the finalizer, or waiting for the pod to go,
+    /// did not finish.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl ReconcileError {
+    /// The `reason` label of `hatchway_reconcile_errors_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReconcileError::Api { .. } => "api",
+            ReconcileError::Finalizer(_) => "finalizer",
+        }
+    }
 }
 
 fn api_err(action: &'static str) -> impl FnOnce(kube::Error) -> ReconcileError {
@@ -70,7 +99,10 @@ pub struct Context {
     settings: ReconcileSettings,
     root: RootSecret,
     recorder: Recorder,
-    failures: Mutex<HashMap<String, u32>>,
+    /// The backoff of each Container whose reconciles fail, until one
+    /// succeeds.
+    failures: Mutex<HashMap<String, ExponentialBackoff>>,
+    metrics: ReconcileMetrics,
 }
 
 /// Runs the controller until `shutdown`.
@@ -78,8 +110,18 @@ pub async fn run(
     client: kube::Client,
     settings: ReconcileSettings,
     root: RootSecret,
+    metrics: ReconcileMetrics,
     shutdown: CancellationToken,
 ) {
+    // Leading from here until this returns (the Lease lost or shutdown).
+    metrics.leader.set(1);
+    struct NotLeading(IntGauge);
+    impl Drop for NotLeading {
+        fn drop(&mut self) {
+            self.0.set(0);
+        }
+    }
+    let _leading = NotLeading(metrics.leader.clone());
     let reporter = Reporter {
         controller: "hatchway-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -90,6 +132,7 @@ pub async fn run(
         settings,
         root,
         failures: Mutex::new(HashMap::new()),
+        metrics,
     });
     let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=hatchway-operator");
     Controller::new(Api::<Container>::all(client.clone()), watcher::Config::default())
@@ -116,12 +159,14 @@ fn key(container: &Container) -> String {
     )
 }
 
-/// Exponential backoff per Container: 1 s doubling to 5 min.
+/// [`ERROR_BACKOFF`] per Container, until a reconcile of it succeeds.
 fn error_policy(container: Arc<Container>, error: &ReconcileError, context: Arc<Context>) -> Action {
     let mut failures = context.failures.lock().expect("not poisoned");
-    let n = failures.entry(key(&container)).or_insert(0);
-    *n = n.saturating_add(1);
-    let delay = Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300));
+    let delays = failures
+        .entry(key(&container))
+        .or_insert_with(|| ERROR_BACKOFF.build());
+    let delay = delays.next().unwrap_or(Duration::from_secs(300));
+    context.metrics.errors.with_label_values(&[error.reason()]).inc();
     tracing::warn!(container = %key(&container), %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -132,81 +177,102 @@ async fn reconcile(container: Arc<Container>, context: Arc<Context>) -> Result<A
     if !settings.namespaces.is_empty() && !settings.namespaces.contains(&namespace) {
         return Ok(Action::await_change());
     }
-    let action = reconcile_one(&container, &context).await?;
+    let _timer = context.metrics.time();
+    let failure_key = key(&container);
+    let containers: Api<Container> = Api::namespaced(context.client.clone(), &namespace);
+    // The finalizer lets a deleted Container be recorded as Cancelled and
+    // its pod go first: added before anything is created, removed once
+    // `cleanup` has succeeded.
+    let action = finalizer(&containers, FINALIZER, container, |event| async {
+        match event {
+            finalizer::Event::Apply(container) => apply(&container, &context).await,
+            finalizer::Event::Cleanup(container) => cleanup(&container, &context).await,
+        }
+    })
+    .await
+    .map_err(|error| match error {
+        finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => error,
+        finalizer::Error::AddFinalizer(source) => ReconcileError::Api {
+            action: "adding the finalizer",
+            source,
+        },
+        finalizer::Error::RemoveFinalizer(source) => ReconcileError::Api {
+            action: "removing the finalizer",
+            source,
+        },
+        other => ReconcileError::Finalizer(other.to_string()),
+    })?;
     context
         .failures
         .lock()
         .expect("not poisoned")
-        .remove(&key(&container));
+        .remove(&failure_key);
     Ok(action)
 }
 
-async fn reconcile_one(container: &Container, context: &Context) -> Result<Action, ReconcileError> {
+/// The name of a Container's pod (and NetworkPolicy); `None`, logged, for
+/// an object that cannot have one (cannot happen for a stored object;
+/// never crash-loop on it).
+fn child_of(container: &Container) -> Option<String> {
+    match pod::child_name(container) {
+        Ok(child) => Some(child),
+        Err(error) => {
+            tracing::error!(container = %key(container), %error, "not reconcilable");
+            None
+        }
+    }
+}
+
+/// A deleted Container that had not finished: record it (Cancelled), delete
+/// its pod and wait for the pod to go.
+async fn cleanup(container: &Container, context: &Context) -> Result<Action, ReconcileError> {
+    let Some(child) = child_of(container) else {
+        return Ok(Action::await_change());
+    };
+    let pods: Api<Pod> = Api::namespaced(context.client.clone(), &container.namespace().unwrap_or_default());
+    // Someone else's pod of the same name is neither reported nor deleted.
+    let pod = pods
+        .get_opt(&child)
+        .await
+        .map_err(api_err("reading the pod"))?
+        .filter(|p| pod::is_controlled_by(&p.metadata, container));
+    write_status(context, container, pod.as_ref(), None, None).await?;
+    let Some(pod) = pod else {
+        return Ok(Action::await_change());
+    };
+    match pods.delete(&child, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(Action::await_change()),
+        Err(source) => {
+            return Err(ReconcileError::Api {
+                action: "deleting the pod",
+                source,
+            });
+        }
+    }
+    let uid = pod.metadata.uid.unwrap_or_default();
+    match tokio::time::timeout(POD_GONE_WAIT, await_condition(pods, &child, is_deleted(&uid))).await {
+        Ok(Ok(_)) => Ok(Action::await_change()),
+        Ok(Err(error)) => Err(ReconcileError::Finalizer(format!("watching the pod go: {error}"))),
+        // Still terminating: the reconcile is retried (with backoff).
+        Err(_) => Err(ReconcileError::Finalizer(format!(
+            "the pod {child} is still terminating after {POD_GONE_WAIT:?}"
+        ))),
+    }
+}
+
+/// The Secret, the Pod, the status, the TTL of a Container that is not
+/// being deleted.
+async fn apply(container: &Container, context: &Context) -> Result<Action, ReconcileError> {
     let client = &context.client;
     let namespace = container.namespace().unwrap_or_default();
     let name = container.name_any();
     let containers: Api<Container> = Api::namespaced(client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let has_finalizer = container.finalizers().iter().any(|f| f == FINALIZER);
-
-    let child = match pod::child_name(container) {
-        Ok(child) => child,
-        Err(error) => {
-            // Cannot happen for a stored object; never crash-loop on it.
-            tracing::error!(container = %key(container), %error, "not reconcilable");
-            return Ok(Action::await_change());
-        }
+    let Some(child) = child_of(container) else {
+        return Ok(Action::await_change());
     };
-
-    if container.meta().deletion_timestamp.is_some() {
-        if !has_finalizer {
-            return Ok(Action::await_change());
-        }
-        // Someone else's pod of the same name is neither reported nor deleted.
-        let pod = pods
-            .get_opt(&child)
-            .await
-            .map_err(api_err("reading the pod"))?
-            .filter(|p| pod::is_controlled_by(&p.metadata, container));
-        write_status(context, container, pod.as_ref(), None, None).await?;
-        if pod.is_some() {
-            pods.delete(&child, &DeleteParams::default())
-                .await
-                .map_err(api_err("deleting the pod"))?;
-            // Wait for the pod to go before letting the Container go.
-            return Ok(Action::requeue(Duration::from_secs(2)));
-        }
-        let remaining: Vec<String> = container
-            .finalizers()
-            .iter()
-            .filter(|f| *f != FINALIZER)
-            .cloned()
-            .collect();
-        containers
-            .patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": remaining}})),
-            )
-            .await
-            .map_err(api_err("removing the finalizer"))?;
-        return Ok(Action::await_change());
-    }
-    if !has_finalizer {
-        let mut finalizers = container.finalizers().to_vec();
-        finalizers.push(FINALIZER.to_owned());
-        containers
-            .patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
-            )
-            .await
-            .map_err(api_err("adding the finalizer"))?;
-        // The patch itself triggers the next reconcile.
-        return Ok(Action::await_change());
-    }
 
     let mut pod = pods.get_opt(&child).await.map_err(api_err("reading the pod"))?;
     if let Some(found) = &pod
@@ -343,27 +409,29 @@ where
 
 /// The sidecar's `/readyz` (fingerprints), plain HTTP on the pod's health
 /// port; `None` when it does not answer in time.
-async fn fetch_readyz(pod: &Pod) -> Option<serde_json::Value> {
+async fn fetch_readyz(pod: &Pod) -> Option<Readyz> {
     let ip = pod.status.as_ref()?.pod_ip.clone()?;
     let host = if ip.contains(':') { format!("[{ip}]") } else { ip };
     let fetch = async {
-        let tcp = tokio::net::TcpStream::connect(format!("{host}:{}", pod::HEALTH_PORT))
+        let tcp = tokio::net::TcpStream::connect(format!("{host}:{HEALTH_PORT}"))
             .await
             .ok()?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
             .await
             .ok()?;
         tokio::spawn(conn);
-        let request = http::Request::get("/readyz")
+        let request = http::Request::get(health_path::READYZ)
             .header(http::header::HOST, host.as_str())
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .ok()?;
         let response = sender.send_request(request).await.ok()?;
-        let body =
-            http_body_util::BodyExt::collect(http_body_util::Limited::new(response.into_body(), 64 * 1024))
-                .await
-                .ok()?
-                .to_bytes();
+        let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(
+            response.into_body(),
+            MAX_READYZ_BYTES,
+        ))
+        .await
+        .ok()?
+        .to_bytes();
         serde_json::from_slice(&body).ok()
     };
     tokio::time::timeout(Duration::from_secs(3), fetch)
@@ -377,7 +445,7 @@ async fn write_status(
     context: &Context,
     container: &Container,
     pod: Option<&Pod>,
-    readyz: Option<&serde_json::Value>,
+    readyz: Option<&Readyz>,
     refused: Option<&str>,
 ) -> Result<(), ReconcileError> {
     let observed = status::Observed {
@@ -390,15 +458,10 @@ async fn write_status(
     let before = container.status.as_ref().and_then(|s| s.phase);
     let namespace = container.namespace().unwrap_or_default();
     let api: Api<Container> = Api::namespaced(context.client.clone(), &namespace);
-    let body = json!({
-        "apiVersion": "hatchway.dev/v1alpha1",
-        "kind": "Container",
-        "status": patch,
-    });
     api.patch_status(
         &container.name_any(),
-        &PatchParams::apply(status::MANAGER).force(),
-        &Patch::Apply(&body),
+        &PatchParams::apply(MANAGER_RECONCILER).force(),
+        &Patch::Apply(&patch.apply_body()),
     )
     .await
     .map_err(api_err("writing status"))?;

@@ -1,8 +1,14 @@
 //! The reconciler: `Container` resources into pods with the sidecar, keys
-//! and status (DESIGN.md, "Operator reconciler"). Being built: so far the
-//! pod and Secret a Container becomes.
+//! and status (DESIGN.md, "Operator reconciler"). It runs in the replica
+//! that holds the leader Lease; the router runs in every replica.
 
+/// The reconcile loop: the Secret, the Pod, the status, Events, TTLs.
 pub mod controller;
+/// The leader Lease: one replica reconciles at a time.
 pub mod leader;
+/// `hatchway_reconcile_*` and `hatchway_leader`.
+pub mod metrics;
+/// The Pod, Secret and NetworkPolicy a Container becomes (pure).
 pub mod pod;
+/// The status a Container should have, from its pod (pure).
 pub mod status;

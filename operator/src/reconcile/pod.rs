@@ -21,7 +21,10 @@
 use std::collections::BTreeMap;
 
 use hatchway_api::crd::{Container, RestartPolicy};
-use hatchway_api::pod::{SIDECAR_CONTAINER, WORKLOAD_CONTAINER};
+use hatchway_api::pod::{
+    self, AUDIT_DIR, BIN_DIR, GATEWAY_PORT, HEALTH_PORT, LOG_DIR, SECRET_DIR, SHIM_PATH, SIDECAR_CONTAINER,
+    SIDECAR_UID, WORKLOAD_CONTAINER, secret_key,
+};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container as K8sContainer, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Pod,
@@ -34,13 +37,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
-/// The gateway's TLS port in the pod.
-pub const GATEWAY_PORT: i32 = 7443;
-/// The sidecar's plain health and metrics port.
-pub const HEALTH_PORT: i32 = 7444;
-/// The uid the sidecar runs as (distroless "nonroot").
-pub const SIDECAR_UID: i64 = 65532;
-
 /// Label with the Container's UID (names can exceed a label's 63 bytes).
 pub const LABEL_UID: &str = "hatchway.dev/container-uid";
 /// Label with the Container's name when it fits in a label value.
@@ -52,7 +48,6 @@ const BIN_VOLUME: &str = "hatchway-bin";
 const LOG_VOLUME: &str = "hatchway-log";
 const SECRET_VOLUME: &str = "hatchway-secret";
 const AUDIT_VOLUME: &str = "hatchway-audit";
-use hatchway_api::pod::{AUDIT_DIR, BIN_DIR, LOG_DIR, SECRET_DIR, SHIM_PATH};
 
 /// What the pod builder needs besides the Container.
 #[derive(Clone, Debug)]
@@ -121,8 +116,8 @@ pub fn network_policy(container: &Container, policy: &GatewayPolicy) -> Result<N
     let everyone_else = NetworkPolicyIngressRule {
         from: None,
         ports: Some(vec![
-            tcp(1, Some(GATEWAY_PORT - 1)),
-            tcp(HEALTH_PORT + 1, Some(65535)),
+            tcp(1, Some(i32::from(GATEWAY_PORT) - 1)),
+            tcp(i32::from(HEALTH_PORT) + 1, Some(65535)),
             NetworkPolicyPort {
                 protocol: Some("UDP".to_owned()),
                 port: Some(IntOrString::Int(1)),
@@ -152,11 +147,11 @@ pub fn network_policy(container: &Container, policy: &GatewayPolicy) -> Result<N
             ingress: Some(vec![
                 NetworkPolicyIngressRule {
                     from: Some(vec![operator]),
-                    ports: Some(vec![tcp(GATEWAY_PORT, None)]),
+                    ports: Some(vec![tcp(GATEWAY_PORT.into(), None)]),
                 },
                 NetworkPolicyIngressRule {
                     from: health_peers,
-                    ports: Some(vec![tcp(HEALTH_PORT, None)]),
+                    ports: Some(vec![tcp(HEALTH_PORT.into(), None)]),
                 },
                 everyone_else,
             ]),
@@ -250,14 +245,20 @@ pub fn secret(
     tunnel_url: Option<&str>,
 ) -> Result<Secret, PodError> {
     let mut data = BTreeMap::from([
-        ("ctr_key".to_owned(), ByteString(ctr_key_hex.as_bytes().to_vec())),
         (
-            "router_ca.crt".to_owned(),
+            secret_key::CTR_KEY.to_owned(),
+            ByteString(ctr_key_hex.as_bytes().to_vec()),
+        ),
+        (
+            secret_key::ROUTER_CA.to_owned(),
             ByteString(router_ca_pem.as_bytes().to_vec()),
         ),
     ]);
     if let Some(url) = tunnel_url {
-        data.insert("tunnel_url".to_owned(), ByteString(url.as_bytes().to_vec()));
+        data.insert(
+            secret_key::TUNNEL_URL.to_owned(),
+            ByteString(url.as_bytes().to_vec()),
+        );
     }
     Ok(Secret {
         metadata: ObjectMeta {
@@ -293,8 +294,8 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 fn ready_probe(period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
-            path: Some("/readyz".to_owned()),
-            port: IntOrString::Int(HEALTH_PORT),
+            path: Some(pod::health_path::READYZ.to_owned()),
+            port: IntOrString::Int(HEALTH_PORT.into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -314,10 +315,10 @@ fn sidecar(container: &Container, settings: &PodSettings) -> Result<K8sContainer
         name: SIDECAR_CONTAINER.to_owned(),
         image: Some(settings.sidecar_image.clone()),
         image_pull_policy: Some(settings.sidecar_pull_policy.clone()),
-        args: Some(vec!["gateway".to_owned()]),
+        args: Some(vec![pod::GATEWAY_SUBCOMMAND.to_owned()]),
         env: Some(vec![
-            env("HATCHWAY_CONTAINER_UID", uid),
-            env("HATCHWAY_INSTALL_TO", SHIM_PATH),
+            env(pod::env::CONTAINER_UID, uid),
+            env(pod::env::INSTALL_TO, SHIM_PATH),
         ]),
         // A native sidecar: started before the workload, kept running
         // beside it, stopped after it.
@@ -325,12 +326,12 @@ fn sidecar(container: &Container, settings: &PodSettings) -> Result<K8sContainer
         ports: Some(vec![
             ContainerPort {
                 name: Some("gateway".to_owned()),
-                container_port: GATEWAY_PORT,
+                container_port: GATEWAY_PORT.into(),
                 ..ContainerPort::default()
             },
             ContainerPort {
                 name: Some("metrics".to_owned()),
-                container_port: HEALTH_PORT,
+                container_port: HEALTH_PORT.into(),
                 ..ContainerPort::default()
             },
         ]),
@@ -344,8 +345,8 @@ fn sidecar(container: &Container, settings: &PodSettings) -> Result<K8sContainer
             mount(AUDIT_VOLUME, AUDIT_DIR, false),
         ]),
         security_context: Some(SecurityContext {
-            run_as_user: Some(SIDECAR_UID),
-            run_as_group: Some(SIDECAR_UID),
+            run_as_user: Some(SIDECAR_UID.into()),
+            run_as_group: Some(SIDECAR_UID.into()),
             run_as_non_root: Some(true),
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -365,16 +366,11 @@ fn sidecar(container: &Container, settings: &PodSettings) -> Result<K8sContainer
 
 fn workload(container: &Container, settings: &PodSettings) -> K8sContainer {
     let spec = &container.spec;
-    let mut command = vec![SHIM_PATH.to_owned(), "shim".to_owned()];
-    if settings.shell_enabled && spec.shell {
-        // The sidecar runs as its own uid: let it use the spawn socket.
-        command.extend(["--spawn-allowed-uids".to_owned(), SIDECAR_UID.to_string()]);
-    } else {
-        command.push("--spawn-disabled".to_owned());
-    }
-    command.push("--".to_owned());
-    command.extend(spec.command.iter().cloned());
-    command.extend(spec.args.iter().cloned());
+    // With shells, the sidecar (its own uid) may use the spawn socket.
+    let command = pod::shim_command(
+        settings.shell_enabled && spec.shell,
+        spec.command.iter().chain(&spec.args).cloned(),
+    );
     K8sContainer {
         name: WORKLOAD_CONTAINER.to_owned(),
         image: Some(spec.image.clone()),
@@ -398,7 +394,10 @@ pub fn pod(container: &Container, settings: &PodSettings, secret_name: &str) -> 
     let annotations = BTreeMap::from([
         ("prometheus.io/scrape".to_owned(), "true".to_owned()),
         ("prometheus.io/port".to_owned(), HEALTH_PORT.to_string()),
-        ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
+        (
+            "prometheus.io/path".to_owned(),
+            pod::health_path::METRICS.to_owned(),
+        ),
     ]);
     let restart_policy = match container.spec.restart_policy {
         RestartPolicy::Never => "Never",

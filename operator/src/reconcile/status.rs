@@ -3,16 +3,13 @@
 //! apply under its own field manager, so the router's fields (tunnel,
 //! listening ports, session flag) are never touched.
 
-use hatchway_api::crd::{Container, Phase, RestartPolicy};
-use hatchway_api::pod::{SIDECAR_CONTAINER, WORKLOAD_CONTAINER};
+use hatchway_api::crd::{
+    Container, ContainerStatus, GatewayStatus, Phase, PublishedPortStatus, RestartPolicy,
+};
+use hatchway_api::pod::{GATEWAY_PORT, Readyz, SIDECAR_CONTAINER, WORKLOAD_CONTAINER};
+use hatchway_api::webapp;
 use k8s_openapi::api::core::v1::{ContainerStatus as K8sContainerStatus, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use serde_json::{Value, json};
-
-use super::pod::GATEWAY_PORT;
-
-/// The reconciler's field manager for status.
-pub const MANAGER: &str = "hatchway-reconciler";
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// What the reconciler saw: the Container's pod (if any), and what the
 /// sidecar's `/readyz` reported (fingerprints), if it was asked.
@@ -20,9 +17,8 @@ pub const MANAGER: &str = "hatchway-reconciler";
 pub struct Observed<'a> {
     /// The pod, when it exists.
     pub pod: Option<&'a Pod>,
-    /// `/readyz` of the sidecar: `certificateSha256`, `hostKey`,
-    /// `hostKeyFingerprint`.
-    pub readyz: Option<&'a Value>,
+    /// `/readyz` of the sidecar (its fingerprints).
+    pub readyz: Option<&'a Readyz>,
     /// The wildcard domain of web apps, for published ports' URLs.
     pub wildcard_domain: Option<&'a str>,
     /// Why the API refused to create the pod (an invalid override, a
@@ -198,32 +194,29 @@ fn condition(
     reason: &str,
     message: &str,
     generation: Option<i64>,
-    now: &Time,
-) -> Value {
-    json!({
-        "type": type_,
-        "status": if ok { "True" } else { "False" },
-        "reason": reason,
-        "message": message,
-        "observedGeneration": generation,
-        "lastTransitionTime": now,
-    })
+    now: Time,
+) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: if ok { "True" } else { "False" }.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        observed_generation: generation,
+        last_transition_time: now,
+    }
 }
 
-/// The status patch (the reconciler's whole concern) for `container`.
+/// The reconciler's status for `container`: its whole concern, applied
+/// under [`MANAGER_RECONCILER`](hatchway_api::status::MANAGER_RECONCILER).
 /// `now` stamps conditions whose status changed; unchanged ones keep their
 /// transition time.
-pub fn patch(container: &Container, observed: &Observed<'_>, now: Time) -> Value {
+pub fn patch(container: &Container, observed: &Observed<'_>, now: Time) -> ContainerStatus {
     let decision = decide(container, observed.pod);
     let generation = container.metadata.generation;
-    let old_conditions = container
-        .status
-        .as_ref()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
+    let old = container.status.as_ref();
     let keep_time = |type_: &str, ok: bool| -> Time {
-        old_conditions
-            .iter()
+        old.into_iter()
+            .flat_map(|s| &s.conditions)
             .find(|c| c.type_ == type_ && (c.status == "True") == ok)
             .map(|c| c.last_transition_time.clone())
             .unwrap_or_else(|| now.clone())
@@ -238,6 +231,13 @@ pub fn patch(container: &Container, observed: &Observed<'_>, now: Time) -> Value
         Some(address) => format!("the gateway answers at {address}"),
         None => decision.message.clone(),
     };
+    // `Ready` sums the others up for tools that wait on it (`kubectl wait
+    // --for=condition=Ready`, kstatus): the workload runs, its gateway
+    // answers, and nothing is refused.
+    let (ready, ready_reason, ready_message) = match observed.refused {
+        Some(why) => (false, "PodRefused", format!("the cluster refused the pod: {why}")),
+        None => (gateway_ready, gateway_reason, gateway_message.clone()),
+    };
     let conditions = vec![
         condition(
             "GatewayReady",
@@ -245,7 +245,7 @@ pub fn patch(container: &Container, observed: &Observed<'_>, now: Time) -> Value
             gateway_reason,
             &gateway_message,
             generation,
-            &keep_time("GatewayReady", gateway_ready),
+            keep_time("GatewayReady", gateway_ready),
         ),
         match observed.refused {
             None => condition(
@@ -254,7 +254,7 @@ pub fn patch(container: &Container, observed: &Observed<'_>, now: Time) -> Value
                 "Accepted",
                 "the spec can be run",
                 generation,
-                &keep_time("Valid", true),
+                keep_time("Valid", true),
             ),
             Some(why) => condition(
                 "Valid",
@@ -262,83 +262,88 @@ pub fn patch(container: &Container, observed: &Observed<'_>, now: Time) -> Value
                 "PodRefused",
                 &format!("the cluster refused the pod: {why}"),
                 generation,
-                &keep_time("Valid", false),
+                keep_time("Valid", false),
             ),
         },
+        condition(
+            "Ready",
+            ready,
+            ready_reason,
+            &ready_message,
+            generation,
+            keep_time("Ready", ready),
+        ),
     ];
-    let mut status = json!({
-        "phase": decision.phase,
-        "observedGeneration": generation,
-        "conditions": conditions,
-    });
-    let s = status.as_object_mut().expect("an object");
-    if let Some(pod) = observed.pod.and_then(|p| p.metadata.name.clone()) {
-        s.insert("podName".into(), json!(pod));
-    } else if let Some(old) = container.status.as_ref().and_then(|st| st.pod_name.clone()) {
-        // Keep the name after the pod is gone: saved logs are looked up by it.
-        s.insert("podName".into(), json!(old));
-    }
-    if let Some(address) = &decision.gateway_address {
-        let mut gateway = json!({ "address": address });
+    // Keep the pod's name after it is gone: saved logs are looked up by it.
+    let pod_name = observed
+        .pod
+        .and_then(|p| p.metadata.name.clone())
+        .or_else(|| old.and_then(|s| s.pod_name.clone()));
+    let gateway = decision.gateway_address.as_ref().map(|address| {
+        let mut gateway = GatewayStatus {
+            address: address.clone(),
+            ..GatewayStatus::default()
+        };
         // Fresh from `/readyz`, else the ones already recorded for this
-        // address: `/readyz` is asked only while they are unknown, and an
-        // apply that leaves out fields this manager owns deletes them.
-        let recorded = container
-            .status
-            .as_ref()
+        // address: an apply that leaves out fields this manager owns
+        // deletes them.
+        if let Some(readyz) = observed.readyz {
+            gateway.certificate_sha256 = Some(readyz.certificate_sha256.clone());
+            gateway.host_key = Some(readyz.host_key.clone());
+            gateway.host_key_fingerprint = Some(readyz.host_key_fingerprint.clone());
+        } else if let Some(recorded) = old
             .and_then(|s| s.gateway.as_ref())
             .filter(|g| g.address == *address)
-            .map(|g| {
-                json!({
-                    "certificateSha256": g.certificate_sha256,
-                    "hostKey": g.host_key,
-                    "hostKeyFingerprint": g.host_key_fingerprint,
-                })
-            });
-        if let Some(source) = observed.readyz.or(recorded.as_ref()) {
-            for key in ["certificateSha256", "hostKey", "hostKeyFingerprint"] {
-                if let Some(value) = source.get(key).and_then(Value::as_str) {
-                    gateway[key] = json!(value);
-                }
-            }
+        {
+            gateway.certificate_sha256 = recorded.certificate_sha256.clone();
+            gateway.host_key = recorded.host_key.clone();
+            gateway.host_key_fingerprint = recorded.host_key_fingerprint.clone();
         }
-        s.insert("gateway".into(), gateway);
-    }
-    for (key, value) in [
-        ("startedAt", decision.started_at.as_ref().map(|t| json!(t))),
-        ("finishedAt", decision.finished_at.as_ref().map(|t| json!(t))),
-        ("exitCode", decision.exit_code.map(|c| json!(c))),
-    ] {
-        if let Some(value) = value {
-            s.insert(key.into(), value);
-        }
-    }
-    if let (Some(domain), Some(uid)) = (observed.wildcard_domain, container.metadata.uid.as_deref()) {
-        let ports: Vec<Value> = container
+        gateway
+    });
+    let published_ports = match (observed.wildcard_domain, container.metadata.uid.as_deref()) {
+        (Some(domain), Some(uid)) => container
             .spec
             .published_ports
             .iter()
-            .map(|p| {
-                let path = p.initial_path.as_deref().unwrap_or("/");
-                let url = crate::router::webapp::url(domain, uid, p.port as u16, path);
-                let mut entry = json!({ "port": p.port, "access": p.access, "url": url });
-                if let Some(label) = &p.label {
-                    entry["label"] = json!(label);
-                }
-                entry
+            .map(|p| PublishedPortStatus {
+                port: p.port,
+                access: p.access,
+                label: p.label.clone(),
+                url: webapp::url(
+                    domain,
+                    uid,
+                    p.port as u16,
+                    p.initial_path.as_deref().unwrap_or("/"),
+                ),
             })
-            .collect();
-        if !ports.is_empty() {
-            s.insert("publishedPorts".into(), json!(ports));
-        }
+            .collect(),
+        _ => Vec::new(),
+    };
+    ContainerStatus {
+        phase: Some(decision.phase),
+        pod_name,
+        gateway,
+        published_ports,
+        started_at: decision.started_at,
+        finished_at: decision.finished_at,
+        exit_code: decision.exit_code,
+        conditions,
+        observed_generation: generation,
+        ..ContainerStatus::default()
     }
-    status
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use hatchway_api::crd::ContainerSpec;
+    use serde_json::{Value, json};
+
+    /// The reconciler's status as it goes on the wire.
+    fn applied(container: &Container, observed: &Observed<'_>, now: Time) -> Value {
+        serde_json::to_value(patch(container, observed, now)).unwrap()
+    }
 
     fn container() -> Container {
         let spec: ContainerSpec = serde_json::from_value(json!({
@@ -450,7 +455,13 @@ mod tests {
     fn the_patch_carries_address_fingerprints_ports_and_stable_conditions() {
         let c = container();
         let p = pod("Running", true, running());
-        let readyz = json!({"certificateSha256": "ab", "hostKey": "ssh-ed25519 AAA", "hostKeyFingerprint": "SHA256:x"});
+        let readyz = Readyz {
+            status: "ready".into(),
+            container_uid: "uid-1".into(),
+            certificate_sha256: "ab".into(),
+            host_key: "ssh-ed25519 AAA".into(),
+            host_key_fingerprint: "SHA256:x".into(),
+        };
         let now = Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap());
         let observed = Observed {
             pod: Some(&p),
@@ -458,7 +469,7 @@ mod tests {
             wildcard_domain: Some("apps.example"),
             refused: None,
         };
-        let patch = patch(&c, &observed, now.clone());
+        let patch = applied(&c, &observed, now.clone());
         assert_eq!(patch["phase"], "Running");
         assert_eq!(patch["podName"], "job-uid1");
         assert_eq!(patch["gateway"]["address"], "10.244.0.9:7443");
@@ -469,12 +480,14 @@ mod tests {
         );
         assert_eq!(patch["conditions"][0]["type"], "GatewayReady");
         assert_eq!(patch["conditions"][0]["status"], "True");
+        assert_eq!(patch["conditions"][2]["type"], "Ready");
+        assert_eq!(patch["conditions"][2]["status"], "True");
 
         // Applied, then seen again later: the transition time stays.
         let mut again = c.clone();
         again.status = Some(serde_json::from_value(patch.clone()).unwrap());
         let later = Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_100).unwrap());
-        let second = super::patch(&again, &observed, later);
+        let second = applied(&again, &observed, later);
         assert_eq!(
             second["conditions"][0]["lastTransitionTime"],
             patch["conditions"][0]["lastTransitionTime"]
@@ -485,27 +498,29 @@ mod tests {
             readyz: None,
             ..observed.clone()
         };
-        let third = super::patch(&again, &without_readyz, now.clone());
+        let third = applied(&again, &without_readyz, now.clone());
         assert_eq!(third["gateway"], patch["gateway"]);
         // ... but only for the same address: another pod IP is another
         // gateway, whose fingerprints are not known yet.
         let mut moved = again.clone();
         moved.status.as_mut().unwrap().gateway.as_mut().unwrap().address = "10.244.0.1:7443".into();
-        let fourth = super::patch(&moved, &without_readyz, now.clone());
+        let fourth = applied(&moved, &without_readyz, now.clone());
         assert_eq!(fourth["gateway"], json!({"address": "10.244.0.9:7443"}));
         // The pod gone mid-run: Failed, and the name stays for saved logs.
         let refused = Observed {
             refused: Some("serviceaccount \"runner\" not found"),
             ..Observed::default()
         };
-        let invalid = super::patch(&c, &refused, now.clone());
+        let invalid = applied(&c, &refused, now.clone());
         assert_eq!(invalid["phase"], "Queued");
         assert_eq!(invalid["conditions"][1]["status"], "False");
+        assert_eq!(invalid["conditions"][2]["status"], "False");
+        assert_eq!(invalid["conditions"][2]["reason"], "PodRefused");
         assert_eq!(
             invalid["conditions"][1]["message"],
             "the cluster refused the pod: serviceaccount \"runner\" not found"
         );
-        let gone = super::patch(&again, &Observed::default(), now);
+        let gone = applied(&again, &Observed::default(), now);
         assert_eq!(gone["podName"], "job-uid1");
         assert_eq!(gone["phase"], "Failed");
         assert!(gone.get("gateway").is_none());

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use hatchway_api::wire;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tracing::Instrument;
@@ -36,13 +37,10 @@ pub enum Action {
     WebLogin,
 }
 
-/// The path prefix of the user API.
-pub const API_PREFIX: &str = "/v1/namespaces/";
-
 /// Parses `/v1/namespaces/{ns}/containers/{name}/{ssh|portforward|log…}`.
 /// `None` for any other path.
 pub fn parse_path(path: &str) -> Option<ContainerPath> {
-    let rest = path.strip_prefix(API_PREFIX)?;
+    let rest = path.strip_prefix(wire::USER_API_PREFIX)?;
     let mut parts = rest.splitn(4, '/');
     let namespace = parts.next()?;
     if parts.next()? != "containers" {
@@ -54,11 +52,15 @@ pub fn parse_path(path: &str) -> Option<ContainerPath> {
         return None;
     }
     let action = match tail {
-        "ssh" => Action::Ssh,
-        "portforward" => Action::PortForward,
-        "log" => Action::Log(String::new()),
-        hatchway_api::wire::ACTION_WEBLOGIN => Action::WebLogin,
-        _ => Action::Log(tail.strip_prefix("log/").map(|r| format!("/{r}"))?),
+        wire::ACTION_SSH => Action::Ssh,
+        wire::ACTION_PORTFORWARD => Action::PortForward,
+        wire::ACTION_LOG => Action::Log(String::new()),
+        wire::ACTION_WEBLOGIN => Action::WebLogin,
+        _ => Action::Log(
+            tail.strip_prefix(wire::ACTION_LOG)
+                .and_then(|r| r.strip_prefix('/'))
+                .map(|r| format!("/{r}"))?,
+        ),
     };
     Some(ContainerPath {
         namespace: namespace.to_owned(),
@@ -69,7 +71,7 @@ pub fn parse_path(path: &str) -> Option<ContainerPath> {
 
 /// The user-visible prefix of a Container's log tree (no trailing slash).
 pub fn log_prefix(namespace: &str, name: &str) -> String {
-    format!("{API_PREFIX}{namespace}/containers/{name}/log")
+    wire::container_path(namespace, name, wire::ACTION_LOG, &[])
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -107,7 +109,7 @@ impl Endpoint {
             return Endpoint::WebApp(vhost);
         }
         let path = req.uri().path();
-        if path == hatchway_api::wire::TUNNEL_PATH {
+        if path == wire::TUNNEL_PATH {
             return Endpoint::Tunnel;
         }
         match parse_path(path) {
@@ -126,10 +128,10 @@ impl Endpoint {
             Endpoint::WebApp(_) => "webapp",
             Endpoint::Tunnel => "tunnel",
             Endpoint::User(p) => match p.action {
-                Action::Ssh => "ssh",
-                Action::PortForward => "portforward",
-                Action::Log(_) => "log",
-                Action::WebLogin => "weblogin",
+                Action::Ssh => wire::ACTION_SSH,
+                Action::PortForward => wire::ACTION_PORTFORWARD,
+                Action::Log(_) => wire::ACTION_LOG,
+                Action::WebLogin => wire::ACTION_WEBLOGIN,
             },
             Endpoint::Health => "health",
             Endpoint::Metrics => "metrics",
@@ -195,8 +197,9 @@ async fn dispatch(
         Endpoint::Other => text(
             StatusCode::NOT_FOUND,
             format!(
-                "no such endpoint {}: the API is {API_PREFIX}{{namespace}}/containers/{{name}}/(ssh|portforward|log/…|weblogin)",
-                req.uri().path()
+                "no such endpoint {}: the API is {}{{namespace}}/containers/{{name}}/(ssh|portforward|log/…|weblogin)",
+                req.uri().path(),
+                wire::USER_API_PREFIX
             ),
         ),
     }

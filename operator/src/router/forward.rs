@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hatchway_api::headers;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -45,7 +46,7 @@ pub async fn forward(
     peer_url: &str,
     kind: &'static str,
 ) -> Response<Body> {
-    let upgrade = relay::wants_upgrade(req.headers());
+    let upgrade = headers::wants_upgrade(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     match send(&router, req, peer_url, upgrade.is_some()).await {
         Ok(response) => {
@@ -110,7 +111,7 @@ async fn send(
     {
         parts.headers.insert(header::HOST, value);
     }
-    relay::strip_hop_by_hop(&mut parts.headers, upgrade);
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     if upgrade {
         parts
             .headers

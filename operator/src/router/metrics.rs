@@ -1,4 +1,6 @@
-//! The router's Prometheus metrics (prefix `hatchway_router_`).
+//! The router's Prometheus metrics (prefix `hatchway_router_`), and the
+//! operator's registry for the rest of the process (`hatchway_*`: build
+//! info, process metrics, the reconciler's).
 
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -7,8 +9,12 @@ use prometheus::{
 /// Every metric the router exports, registered in one registry.
 #[derive(Clone)]
 pub struct Metrics {
-    /// The registry `/metrics` encodes.
+    /// The router's registry (every name prefixed `hatchway_router_`).
     pub registry: Registry,
+    /// The process's other metrics, unprefixed: `hatchway_build_info`,
+    /// `process_*`, and what the reconciler registers. `/metrics` encodes
+    /// both registries.
+    pub operator: Registry,
     /// Sidecar tunnels held by this replica now.
     pub tunnels_connected: IntGauge,
     /// Tunnel attempts, by result (`accepted`, `replaced`, `bad_request`,
@@ -59,7 +65,21 @@ impl Metrics {
                 IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
             )
         };
+        let operator = Registry::new();
+        let build_info = IntGaugeVec::new(
+            Opts::new("hatchway_build_info", "Always 1: the operator's version."),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        reg(&operator, build_info);
+        operator
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("metric names are unique");
         Self {
+            operator,
             tunnels_connected: reg(
                 &registry,
                 IntGauge::new("tunnels_connected", "Sidecar tunnels held by this replica now.")
@@ -142,7 +162,10 @@ impl Metrics {
         use prometheus::Encoder;
         let mut out = Vec::new();
         prometheus::TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
+            .encode(
+                &[self.registry.gather(), self.operator.gather()].concat(),
+                &mut out,
+            )
             .expect("text encoding cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
     }

@@ -21,7 +21,6 @@ pub mod select;
 pub mod server;
 pub mod session;
 pub mod settings;
-pub mod status;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;
@@ -30,32 +29,10 @@ pub mod webapp;
 
 use std::sync::Arc;
 
-use hatchway_api::proof::{self, CtrKey};
+use hatchway_api::proof::RootSecret;
 use rustls::ClientConfig;
 
 pub use settings::Settings;
-
-/// The root secret every Container key derives from. `Debug` never prints it.
-#[derive(Clone)]
-pub struct RootSecret(Arc<[u8]>);
-
-impl RootSecret {
-    /// Wraps the secret's bytes.
-    pub fn new(bytes: impl Into<Arc<[u8]>>) -> Self {
-        Self(bytes.into())
-    }
-
-    /// The key of the Container with `uid`.
-    pub fn ctr_key(&self, uid: &str) -> CtrKey {
-        proof::ctr_key(&self.0, uid)
-    }
-}
-
-impl std::fmt::Debug for RootSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RootSecret(..)")
-    }
-}
 
 /// Everything a replica's router shares between requests.
 pub struct Router {
@@ -89,7 +66,7 @@ impl Router {
         peer_tls: Arc<ClientConfig>,
     ) -> Arc<Self> {
         let tunnels = tunnel::Registry::new(settings.max_tunnels);
-        let sessions = session::Sessions::new(&root.0, settings.web_session_lifetime);
+        let sessions = session::Sessions::new(root.expose_bytes(), settings.web_session_lifetime);
         let saved_logs = saved::SavedLogReads::new(settings.max_saved_log_reads, settings.saved_log_wait);
         Arc::new(Self {
             sessions,

@@ -14,10 +14,8 @@
 use std::net::SocketAddr;
 
 use hatchway_api::crd::{ContainerStatus, Phase};
+use hatchway_api::status::tunnel_replica;
 use http::StatusCode;
-
-/// The prefix of a tunnel address in `status.gateway.address`.
-pub const TUNNEL_PREFIX: &str = "tunnel ";
 
 /// What the user asked the gateway for: it changes only the wording of
 /// refusals (and which refusals the caller handles itself, for logs).
@@ -184,7 +182,7 @@ pub fn select(
     // `address` may itself name a tunnel (the form DESIGN.md gives); the
     // router records its tunnels in `tunnel`, next to the direct address.
     let (direct, address_tunnel) = match address {
-        Some(a) => match a.strip_prefix(TUNNEL_PREFIX) {
+        Some(a) => match tunnel_replica(a) {
             Some(url) => (None, Some(url)),
             None => (Some(a), None),
         },
@@ -192,8 +190,7 @@ pub fn select(
     };
     let tunnel = gateway
         .and_then(|g| g.tunnel.as_deref())
-        .map(|t| t.trim())
-        .map(|t| t.strip_prefix(TUNNEL_PREFIX).unwrap_or(t))
+        .map(|t| tunnel_replica(t).unwrap_or(t.trim()))
         .filter(|t| !t.is_empty())
         .or(address_tunnel);
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, ServerConfig};
 
 /// Why the TLS material is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -156,25 +156,11 @@ impl RouterTls {
     /// The client configuration for forwarding to a peer replica: trusts
     /// only the router CA; HTTP/1.1 (forwarded requests may upgrade).
     pub fn peer_client_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
-            let cert = cert.map_err(|e| TlsError::Pem {
+        let config =
+            hatchway_api::tls::client_trusting(self.ca_pem.as_bytes()).map_err(|e| TlsError::Pem {
                 what: "CA",
                 reason: e.to_string(),
             })?;
-            roots.add(cert)?;
-        }
-        if roots.is_empty() {
-            return Err(TlsError::Pem {
-                what: "CA",
-                reason: "no PEM certificate found".into(),
-            });
-        }
-        let mut config = ClientConfig::builder_with_provider(hatchway_api::tls::provider())
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![hatchway_api::tls::ALPN_HTTP1.to_vec()];
         Ok(Arc::new(config))
     }
 }
@@ -207,7 +193,7 @@ mod tests {
         let leaf = a.chain().unwrap().remove(0);
         let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
             {
-                let mut roots = RootCertStore::empty();
+                let mut roots = rustls::RootCertStore::empty();
                 for c in CertificateDer::pem_slice_iter(b.ca_pem.as_bytes()) {
                     roots.add(c.unwrap()).unwrap();
                 }

@@ -10,7 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hatchway_api::crd::Container;
+use hatchway_api::crd::{Container, ContainerStatus};
+use hatchway_api::headers;
+use hatchway_api::status::MANAGER_SESSION;
 use hatchway_api::wire;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -19,7 +21,7 @@ use super::api::{Action, ContainerPath};
 use super::auth::{self, AuthError, Permission, User};
 use super::respond::{Body, empty_body, text};
 use super::select::{self, Purpose, Refusal, RefusalKind, Route};
-use super::{Router, forward, reach, relay, status};
+use super::{Router, forward, reach, relay};
 
 /// Serves one user-API request.
 pub async fn serve(router: Arc<Router>, req: Request<Incoming>, path: ContainerPath) -> Response<Body> {
@@ -131,7 +133,7 @@ pub async fn serve(router: Arc<Router>, req: Request<Incoming>, path: ContainerP
 /// Refuses methods and missing upgrades before anything is looked up.
 fn check_method(req: &Request<Incoming>, action: &Action) -> Result<(), Response<Body>> {
     let method = req.method();
-    let upgrade = relay::wants_upgrade(req.headers());
+    let upgrade = headers::wants_upgrade(req.headers());
     let (protocol, what) = match action {
         Action::WebLogin if method == Method::POST => return Ok(()),
         Action::WebLogin => {
@@ -429,8 +431,8 @@ fn record_session_started(router: Arc<Router>, namespace: &str, name: &str) {
             .apply_status(
                 &namespace,
                 &name,
-                status::MANAGER_SESSION,
-                status::session_started(),
+                MANAGER_SESSION,
+                ContainerStatus::session_started(),
             )
             .await;
         let label = if result.is_ok() { "ok" } else { "error" };

@@ -17,6 +17,7 @@
 use std::sync::Arc;
 
 use hatchway_api::crd::{Container, PortAccess};
+use hatchway_api::headers;
 use hatchway_api::wire;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -61,34 +62,8 @@ pub fn vhost<B>(router: &Router, req: &Request<B>) -> Option<Vhost> {
     // `apps.example:30443`); the Host header's port is not compared.
     let domain = router.settings.wildcard_domain.as_deref()?;
     let host = request_host(req)?;
-    let (uid, port) = parse_vhost(domain, &host)?;
+    let (uid, port) = hatchway_api::webapp::parse_host(domain, &host)?;
     Some(Vhost { uid, port, host })
-}
-
-/// The Container UID and port of `host` if it is `{uid}-{port}.{domain}`
-/// (`domain`'s own port, if any, is not part of a host).
-fn parse_vhost(domain: &str, host: &str) -> Option<(String, u16)> {
-    let domain = domain.rsplit_once(':').map_or(domain, |(host, _)| host);
-    let label = host.strip_suffix(domain)?.strip_suffix('.')?;
-    if label.contains('.') {
-        return None;
-    }
-    let (uid, port) = label.rsplit_once('-')?;
-    let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
-    if uid.is_empty() || !uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
-        return None;
-    }
-    Some((uid.to_owned(), port))
-}
-
-/// The URL of a web app.
-pub fn url(domain: &str, uid: &str, port: u16, path: &str) -> String {
-    let path = if path.starts_with('/') {
-        path.to_owned()
-    } else {
-        format!("/{path}")
-    };
-    format!("https://{uid}-{port}.{domain}{path}")
 }
 
 /// The one answer to a request without a valid session on a vhost that is
@@ -184,7 +159,7 @@ pub async fn serve(router: Arc<Router>, req: Request<Incoming>, vhost: Vhost) ->
         Ok(route) => route,
         Err(refusal) => return text(refusal.status, refusal.message),
     };
-    let kind = if relay::wants_upgrade(req.headers()).is_some() {
+    let kind = if headers::wants_upgrade(req.headers()).is_some() {
         "websocket"
     } else {
         "http"
@@ -223,7 +198,7 @@ fn same_origin(headers: &HeaderMap, vhost: &Vhost) -> bool {
 /// GET, HEAD and OPTIONS read; everything else (WebSockets included) writes.
 fn permission_for(method: &Method, headers: &HeaderMap) -> Permission {
     let reads = [Method::GET, Method::HEAD, Method::OPTIONS];
-    if reads.contains(method) && relay::wants_upgrade(headers).is_none() {
+    if reads.contains(method) && headers::wants_upgrade(headers).is_none() {
         Permission::PROXY_GET
     } else {
         Permission::PROXY_CREATE
@@ -392,7 +367,7 @@ pub fn login_link(
         .as_deref()
         .map(|p| p.split('#').next().unwrap_or_default())
         .unwrap_or("/");
-    let app = url(domain, uid, port, path);
+    let app = hatchway_api::webapp::url(domain, uid, port, path);
     let separator = if app.contains('?') { '&' } else { '?' };
     let body = wire::WebLogin {
         url: format!("{app}{separator}{}={code}", session::PARAM_CODE),
@@ -473,12 +448,12 @@ async fn proxy(
     vhost: &Vhost,
     kind: &'static str,
 ) -> Response<Body> {
-    let upgrade = relay::wants_upgrade(req.headers()).is_some();
+    let upgrade = headers::wants_upgrade(req.headers()).is_some();
     let client = upgrade.then(|| hyper::upgrade::on(&mut req));
     let id = request_id(req.headers());
     let (mut parts, body) = req.into_parts();
-    relay::strip_hop_by_hop(&mut parts.headers, upgrade);
-    relay::strip_hatchway_headers(&mut parts.headers);
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    headers::strip_hatchway_headers(&mut parts.headers);
     strip_our_cookie(&mut parts.headers);
     if upgrade {
         parts
@@ -626,15 +601,6 @@ mod tests {
     }
 
     proptest::proptest! {
-        #[test]
-        fn vhosts_parse_to_a_hex_uid_and_a_port_or_nothing(host in "\\PC{0,80}") {
-            if let Some((uid, port)) = parse_vhost("apps.example:30443", &host) {
-                proptest::prop_assert!(port > 0 && !uid.is_empty());
-                proptest::prop_assert!(uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'));
-                proptest::prop_assert_eq!(host, format!("{uid}-{port}.apps.example"));
-            }
-        }
-
         #[test]
         fn redirects_always_stay_on_the_host(path in "\\PC{0,40}") {
             let location = same_host_path(&path);

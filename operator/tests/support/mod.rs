@@ -18,12 +18,13 @@ use futures::future::BoxFuture;
 use hatchway_api::control::{self, ControlMessage};
 use hatchway_api::crd::{Container, ContainerSpec, ContainerStatus, GatewayStatus, Phase};
 use hatchway_api::proof::CtrKey;
+use hatchway_api::proof::RootSecret;
 use hatchway_api::tunnel::{EKM_LABEL, EKM_LEN, tunnel_proof};
 use hatchway_api::wire;
 use hatchway_operator::router::auth::{Auth, AuthError, Permission, User};
 use hatchway_operator::router::cluster::{Cluster, ClusterError, LogStream, SavedLogs};
 use hatchway_operator::router::tls::RouterTls;
-use hatchway_operator::router::{RootSecret, Router, Settings};
+use hatchway_operator::router::{Router, Settings};
 use hatchway_sidecar::args::{Running, start_gateway};
 use hatchway_sidecar::config::GatewayArgs;
 use http::{Request, Response, StatusCode};
@@ -82,7 +83,9 @@ pub struct StreamCounts {
 
 /// Containers, saved logs and replicas in memory. `apply_status` merges the
 /// patch into the status (objects recursively, everything else replaced),
-/// which is what server-side apply does for the fields it names.
+/// which is what server-side apply does for the fields it names, and drops
+/// the top-level fields the same manager applied last time and leaves out
+/// now (as server-side apply does for fields no other manager owns).
 #[derive(Default)]
 pub struct MemoryCluster {
     containers: Mutex<BTreeMap<(String, String), Container>>,
@@ -234,21 +237,36 @@ impl Cluster for MemoryCluster {
         namespace: &'a str,
         name: &'a str,
         field_manager: &'a str,
-        status: serde_json::Value,
+        status: ContainerStatus,
     ) -> BoxFuture<'a, Result<(), ClusterError>> {
         Box::pin(async move {
             self.check_up()?;
-            self.applied.lock().unwrap().push((
+            let status = serde_json::to_value(&status).unwrap();
+            let mut applied = self.applied.lock().unwrap();
+            let before = applied
+                .iter()
+                .rev()
+                .find(|(ns, n, m, _)| ns == namespace && n == name && m == field_manager)
+                .map(|(_, _, _, patch)| patch.clone());
+            applied.push((
                 namespace.to_owned(),
                 name.to_owned(),
                 field_manager.to_owned(),
                 status.clone(),
             ));
+            drop(applied);
             let mut containers = self.containers.lock().unwrap();
             let container = containers
                 .get_mut(&(namespace.to_owned(), name.to_owned()))
                 .ok_or_else(|| ClusterError::Api(format!("containers {name:?} not found")))?;
             let mut current = serde_json::to_value(container.status.clone().unwrap_or_default()).unwrap();
+            if let (Some(serde_json::Value::Object(before)), Some(current)) =
+                (before, current.as_object_mut())
+            {
+                for key in before.keys().filter(|k| status.get(k.as_str()).is_none()) {
+                    current.remove(key);
+                }
+            }
             merge(&mut current, status);
             container.status = Some(
                 serde_json::from_value(current)

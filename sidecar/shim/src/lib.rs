@@ -19,8 +19,9 @@ mod args;
 mod client;
 /// Async streams over passed fds (pty master, pipe ends).
 mod fdio;
-/// `/etc/passwd` and `/etc/group`, parsed without NSS.
-mod passwd;
+/// `/etc/passwd` and `/etc/group`, parsed without NSS (the shim's sessions
+/// and the SFTP server's names).
+pub mod passwd;
 /// The spawn protocol: messages, framing, limits.
 mod protocol;
 /// The one waiter for children: reaps orphans, routes statuses by pid.
@@ -41,19 +42,10 @@ mod usage;
 pub use args::ShimArgs;
 
 /// Default log directory (`--log-dir`, `HATCHWAY_LOG_DIR`).
-pub const DEFAULT_LOG_DIR: &str = "/hatchway/log";
+pub const DEFAULT_LOG_DIR: &str = hatchway_api::pod::LOG_DIR;
 /// Default spawn socket (`--spawn-socket`, `HATCHWAY_SPAWN_SOCKET`): the
 /// name of an abstract unix socket.
 pub const DEFAULT_SPAWN_SOCKET: &str = "hatchway/spawn";
-/// The command's stdout, in the log directory (rotated to `stdout.txt.1`).
-pub const STDOUT_FILE: &str = "stdout.txt";
-/// The command's stderr, in the log directory (rotated to `stderr.txt.1`).
-pub const STDERR_FILE: &str = "stderr.txt";
-/// cgroup usage samples, in the log directory (format in docs/shim.md).
-pub const USAGE_FILE: &str = "usage.txt";
-/// The command's exit code and a newline, in the log directory; written
-/// atomically once the command has exited and the logs are flushed.
-pub const EXIT_CODE_FILE: &str = "exit-code";
 pub use client::{RESPONSE_TIMEOUT, SpawnControl, SpawnError, Spawned, SpawnedIo, connect, spawn};
 pub use fdio::FdStream;
 pub use protocol::{ExitStatus, Helper, MAX_REQUEST_BYTES, PtyRequest, SpawnRequest};

@@ -10,27 +10,37 @@ use std::path::Path;
 
 /// One `/etc/passwd` entry (the fields the shim uses).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct User {
+pub struct User {
+    /// Login name.
     pub name: String,
+    /// User id.
     pub uid: u32,
+    /// Primary group id.
     pub gid: u32,
+    /// Home directory.
     pub home: String,
+    /// Login shell.
     pub shell: String,
 }
 
 /// One `/etc/group` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Group {
+pub struct Group {
+    /// Group name.
     pub name: String,
+    /// Group id.
     pub gid: u32,
+    /// Supplementary members' names.
     pub members: Vec<String>,
 }
 
 /// The workload's user database, as read once per lookup (the files can
 /// change while the workload runs, e.g. an entrypoint adding a user).
 #[derive(Debug, Default, Clone)]
-pub(crate) struct UserDb {
+pub struct UserDb {
+    /// `/etc/passwd`'s entries.
     pub users: Vec<User>,
+    /// `/etc/group`'s entries.
     pub groups: Vec<Group>,
 }
 
@@ -39,20 +49,28 @@ impl UserDb {
     /// file is an empty database, not an error.
     pub fn load(root: &Path) -> Self {
         let read = |name: &str| std::fs::read_to_string(root.join("etc").join(name)).unwrap_or_default();
+        Self::parse(&read("passwd"), &read("group"))
+    }
+
+    /// Parses `passwd` and `group` text; malformed lines are skipped.
+    pub fn parse(passwd: &str, group: &str) -> Self {
         Self {
-            users: parse_passwd(&read("passwd")),
-            groups: parse_group(&read("group")),
+            users: parse_passwd(passwd),
+            groups: parse_group(group),
         }
     }
 
+    /// The user named `name`.
     pub fn by_name(&self, name: &str) -> Option<&User> {
         self.users.iter().find(|u| u.name == name)
     }
 
+    /// The first user with `uid`.
     pub fn by_uid(&self, uid: u32) -> Option<&User> {
         self.users.iter().find(|u| u.uid == uid)
     }
 
+    /// The group named `name`.
     pub fn group_by_name(&self, name: &str) -> Option<&Group> {
         self.groups.iter().find(|g| g.name == name)
     }
@@ -85,7 +103,7 @@ fn records(text: &str, min_fields: usize) -> impl Iterator<Item = Vec<&str>> {
 
 /// Parses `/etc/passwd` text: `name:password:uid:gid:gecos:home:shell`.
 /// Comments, blank lines, NIS `+`/`-` lines and malformed lines are skipped.
-pub(crate) fn parse_passwd(text: &str) -> Vec<User> {
+pub fn parse_passwd(text: &str) -> Vec<User> {
     records(text, 7)
         .filter_map(|fields| {
             if fields[0].is_empty() {
@@ -103,7 +121,7 @@ pub(crate) fn parse_passwd(text: &str) -> Vec<User> {
 }
 
 /// Parses `/etc/group` text: `name:password:gid:member,member`.
-pub(crate) fn parse_group(text: &str) -> Vec<Group> {
+pub fn parse_group(text: &str) -> Vec<Group> {
     records(text, 4)
         .filter_map(|fields| {
             Some(Group {

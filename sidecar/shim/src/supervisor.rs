@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hatchway_api::pod::log_file;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::warn;
 
@@ -107,7 +108,7 @@ pub(crate) async fn supervise(args: ShimArgs) -> i32 {
         streams.push(Stream {
             pipe: Box::new(pipe),
             own,
-            name: crate::STDOUT_FILE,
+            name: log_file::STDOUT,
         });
     }
     if let Some(pipe) = child.stderr.take() {
@@ -115,7 +116,7 @@ pub(crate) async fn supervise(args: ShimArgs) -> i32 {
         streams.push(Stream {
             pipe: Box::new(pipe),
             own,
-            name: crate::STDERR_FILE,
+            name: log_file::STDERR,
         });
     }
     let limits = LogLimits {
@@ -129,7 +130,7 @@ pub(crate) async fn supervise(args: ShimArgs) -> i32 {
     let sampler = match usage_interval {
         0 => None,
         secs => Sampler::start(
-            log_dir.join(crate::USAGE_FILE),
+            log_dir.join(log_file::USAGE),
             Sources::for_self(),
             Duration::from_secs(secs),
         ),
@@ -208,7 +209,7 @@ fn bind_spawn_socket(socket: &str) -> Option<tokio::net::UnixListener> {
 fn fail(log_dir: &Path, message: &str, code: i32) -> i32 {
     let line = format!("hatchway-shim: {message}\n");
     eprint!("{line}");
-    let _ = std::fs::write(log_dir.join(crate::STDERR_FILE), &line);
+    let _ = std::fs::write(log_dir.join(log_file::STDERR), &line);
     write_exit_code(log_dir, code);
     code
 }
@@ -218,7 +219,7 @@ pub(crate) fn write_exit_code(log_dir: &Path, code: i32) {
     let tmp = log_dir.join(".exit-code.tmp");
     let result = std::fs::write(&tmp, format!("{code}\n"))
         .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)))
-        .and_then(|()| std::fs::rename(&tmp, log_dir.join(crate::EXIT_CODE_FILE)));
+        .and_then(|()| std::fs::rename(&tmp, log_dir.join(log_file::EXIT_CODE)));
     if let Err(error) = result {
         warn!(%error, dir = %log_dir.display(), "cannot record the exit code");
     }

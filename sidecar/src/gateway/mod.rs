@@ -331,15 +331,3 @@ fn route_name(req: &Request<Incoming>) -> &'static str {
         }
     }
 }
-
-/// True when the request asks to upgrade to `protocol`.
-pub fn upgrade_is<B>(req: &Request<B>, protocol: &str) -> bool {
-    let connection_upgrade = req
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
-    let upgrade = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok());
-    connection_upgrade && upgrade.is_some_and(|u| u.eq_ignore_ascii_case(protocol))
-}

@@ -99,7 +99,7 @@ impl SshServer {
     /// Answers `POST /ssh` with 101 and runs an SSH session on the
     /// upgraded connection.
     pub async fn serve(self: Arc<Self>, mut req: Request<Incoming>, who: Who) -> Response<Body> {
-        if !crate::gateway::upgrade_is(&req, hatchway_api::wire::UPGRADE_SSH) {
+        if !hatchway_api::headers::upgrade_is(req.headers(), hatchway_api::wire::UPGRADE_SSH) {
             return text(
                 StatusCode::BAD_REQUEST,
                 "SSH needs `Connection: upgrade` and `Upgrade: ssh`",

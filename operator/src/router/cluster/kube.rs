@@ -28,8 +28,8 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{AsyncBufRead, AsyncBufReadExt, Stream, StreamExt};
-use hatchway_api::crd::Container;
-use hatchway_api::pod::WORKLOAD_CONTAINER;
+use hatchway_api::crd::{Container, ContainerStatus};
+use hatchway_api::pod::{WORKLOAD_CONTAINER, log_file};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, LogParams, Patch, PatchParams};
@@ -567,19 +567,14 @@ impl Cluster for KubeCluster {
         namespace: &'a str,
         name: &'a str,
         field_manager: &'a str,
-        status: serde_json::Value,
+        status: ContainerStatus,
     ) -> BoxFuture<'a, Result<(), ClusterError>> {
         Box::pin(async move {
             let api: Api<Container> = Api::namespaced(self.client.clone(), namespace);
-            let patch = serde_json::json!({
-                "apiVersion": <Container as Resource>::api_version(&()),
-                "kind": <Container as Resource>::kind(&()),
-                "status": status,
-            });
             api.patch_status(
                 name,
                 &PatchParams::apply(field_manager).force(),
-                &Patch::Apply(&patch),
+                &Patch::Apply(&status.apply_body()),
             )
             .await
             .map_err(api_error)?;
@@ -627,10 +622,10 @@ impl Cluster for KubeCluster {
                 return Ok(None);
             }
             let files = if self.split_streams(namespace, pod_name).await.map_err(api_error)? {
-                vec!["stdout.txt".to_owned(), "stderr.txt".to_owned()]
+                vec![log_file::STDOUT.to_owned(), log_file::STDERR.to_owned()]
             } else {
                 // stdout and stderr interleaved: not honestly "stdout".
-                vec!["output.txt".to_owned()]
+                vec![log_file::OUTPUT.to_owned()]
             };
             Ok(Some(SavedLogs {
                 namespace: namespace.to_owned(),
@@ -654,8 +649,8 @@ impl Cluster for KubeCluster {
                 return Ok(None);
             }
             let stream = match file {
-                "stdout.txt" => Some("Stdout"),
-                "stderr.txt" => Some("Stderr"),
+                log_file::STDOUT => Some("Stdout"),
+                log_file::STDERR => Some("Stderr"),
                 _ => None,
             };
             match self

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use hatchway_api::crd::Container;
+use hatchway_api::crd::{Container, ContainerStatus};
 
 /// Why the cluster could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -43,11 +43,6 @@ pub struct SavedLogs {
 /// The bytes of one log file, in the order written, as they arrive.
 pub type LogStream = BoxStream<'static, Result<Bytes, ClusterError>>;
 
-/// The field manager for status fields the router owns (tunnel address,
-/// fingerprints reported over the tunnel, listening ports, session flag,
-/// exit code).
-pub const ROUTER_FIELD_MANAGER: &str = "hatchway-router";
-
 /// The cluster as the router sees it.
 pub trait Cluster: Send + Sync + 'static {
     /// The Container `namespace/name`, `None` when there is none.
@@ -75,15 +70,17 @@ pub trait Cluster: Send + Sync + 'static {
     fn container_by_uid<'a>(&'a self, uid: &'a str)
     -> BoxFuture<'a, Result<Option<Container>, ClusterError>>;
 
-    /// Server-side applies `status` (a partial `ContainerStatus` as JSON)
-    /// to the status subresource of `namespace/name` with `field_manager`,
-    /// forcing ownership of the fields it names.
+    /// Server-side applies `status` (a partial status: one writer's whole
+    /// concern, `hatchway_api::status`) to the status subresource of
+    /// `namespace/name` with `field_manager`, forcing ownership of the
+    /// fields it sets; the fields this manager set before and leaves out
+    /// now go away.
     fn apply_status<'a>(
         &'a self,
         namespace: &'a str,
         name: &'a str,
         field_manager: &'a str,
-        status: serde_json::Value,
+        status: ContainerStatus,
     ) -> BoxFuture<'a, Result<(), ClusterError>>;
 
     /// The logs the cluster kept of a Container's workload (its pod's, from

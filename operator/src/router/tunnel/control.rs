@@ -10,8 +10,10 @@
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use hatchway_api::control::{self as protocol, ControlError, ControlMessage};
-use serde_json::{Value, json};
+use hatchway_api::crd::ContainerStatus;
+use hatchway_api::status::{MANAGER_EXIT, MANAGER_PORTS, MANAGER_SESSION, MANAGER_TUNNEL};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
@@ -19,12 +21,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::Peer;
 use crate::router::Router;
-use crate::router::select::TUNNEL_PREFIX;
-use crate::router::status::{self, MANAGER_EXIT, MANAGER_PORTS, MANAGER_SESSION, MANAGER_TUNNEL};
 
-/// Attempts at one status write before it is given up (a newer report for
-/// the same concern starts again).
-const WRITE_ATTEMPTS: u32 = 5;
+/// The waits between attempts at one status write: 250 ms doubling, four
+/// retries, then it is given up (a newer report for the same concern
+/// starts again).
+const RETRIES: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(250))
+    .with_max_delay(Duration::from_secs(2))
+    .with_max_times(4);
 /// Reports waiting for the writer; when it is this far behind, reading
 /// waits (the sidecar's own buffers take the rest).
 const UPDATE_QUEUE: usize = 8;
@@ -44,16 +48,19 @@ enum ReadError {
 #[derive(Debug)]
 struct Update {
     manager: &'static str,
-    status: Value,
+    status: ContainerStatus,
+    /// The waits left before the next attempts.
+    retries: ExponentialBackoff,
     /// Failed attempts so far.
     failures: u32,
 }
 
 impl Update {
-    fn new(manager: &'static str, status: Value) -> Self {
+    fn new(manager: &'static str, status: ContainerStatus) -> Self {
         Self {
             manager,
             status,
+            retries: RETRIES.build(),
             failures: 0,
         }
     }
@@ -117,26 +124,22 @@ fn update_for(router: &Router, message: ControlMessage, session_recorded: &mut b
             ..
         } => Some(Update::new(
             MANAGER_TUNNEL,
-            json!({ "gateway": {
-                "tunnel": format!("{TUNNEL_PREFIX}{}", router.settings.self_url),
-                "certificateSha256": certificate_sha256,
-                "hostKeyFingerprint": host_key_fingerprint,
-                "hostKey": host_key,
-            }}),
+            ContainerStatus::tunnel_connected(
+                &router.settings.self_url,
+                certificate_sha256,
+                host_key_fingerprint,
+                host_key,
+            ),
         )),
         ControlMessage::ListeningPorts { ports } => {
-            let ports: Vec<Value> = ports
-                .iter()
-                .map(|port| json!({ "port": port, "protocol": "TCP" }))
-                .collect();
-            Some(Update::new(MANAGER_PORTS, json!({ "listeningPorts": ports })))
+            Some(Update::new(MANAGER_PORTS, ContainerStatus::listening(&ports)))
         }
         ControlMessage::SessionStarted { .. } if !*session_recorded => {
             *session_recorded = true;
-            Some(Update::new(MANAGER_SESSION, status::session_started()))
+            Some(Update::new(MANAGER_SESSION, ContainerStatus::session_started()))
         }
         ControlMessage::WorkloadExited { exit_code } => {
-            Some(Update::new(MANAGER_EXIT, json!({ "exitCode": exit_code })))
+            Some(Update::new(MANAGER_EXIT, ContainerStatus::exited(exit_code)))
         }
         ControlMessage::SessionStarted { .. }
         | ControlMessage::SessionEnded { .. }
@@ -209,12 +212,6 @@ fn queue(pending: &mut Vec<Update>, update: Update) {
     }
 }
 
-/// The wait before retrying after `failures` failed attempts: 250 ms
-/// doubling.
-fn retry_delay(failures: u32) -> Duration {
-    Duration::from_millis(250) * (1 << failures.min(4))
-}
-
 async fn write(router: &Router, peer: &Peer, mut updates: mpsc::Receiver<Update>, close: &CancellationToken) {
     // At most one per concern, oldest first.
     let mut pending: Vec<Update> = Vec::new();
@@ -229,7 +226,7 @@ async fn write(router: &Router, peer: &Peer, mut updates: mpsc::Receiver<Update>
         while let Ok(update) = updates.try_recv() {
             queue(&mut pending, update);
         }
-        let update = pending.remove(0);
+        let mut update = pending.remove(0);
         if update.manager == MANAGER_TUNNEL && close.is_cancelled() {
             tracing::debug!("the tunnel closed; not recording it in status");
             continue;
@@ -245,12 +242,11 @@ async fn write(router: &Router, peer: &Peer, mut updates: mpsc::Receiver<Update>
             continue;
         };
         let failures = update.failures + 1;
-        if failures >= WRITE_ATTEMPTS {
+        let Some(delay) = update.retries.next() else {
             tracing::warn!(%error, manager = update.manager, failures, "writing status failed; giving up");
             continue;
-        }
+        };
         tracing::warn!(%error, manager = update.manager, failures, "writing status failed; retrying");
-        let delay = retry_delay(failures - 1);
         queue_unless_newer(&mut pending, Update { failures, ..update });
         // Wait before retrying, taking newer reports meanwhile.
         let mut sleep = std::pin::pin!(tokio::time::sleep(delay));
@@ -283,22 +279,34 @@ mod tests {
     #[test]
     fn newer_reports_replace_queued_ones_of_their_concern() {
         let mut pending = Vec::new();
-        queue(&mut pending, Update::new(MANAGER_PORTS, json!(1)));
-        queue(&mut pending, Update::new(MANAGER_EXIT, json!(2)));
-        queue(&mut pending, Update::new(MANAGER_PORTS, json!(3)));
+        let ports = |p: u16| ContainerStatus::listening(&[p]);
+        queue(&mut pending, Update::new(MANAGER_PORTS, ports(1)));
+        queue(
+            &mut pending,
+            Update::new(MANAGER_EXIT, ContainerStatus::exited(2)),
+        );
+        queue(&mut pending, Update::new(MANAGER_PORTS, ports(3)));
         let got: Vec<_> = pending.iter().map(|u| (u.manager, u.status.clone())).collect();
-        assert_eq!(got, vec![(MANAGER_PORTS, json!(3)), (MANAGER_EXIT, json!(2))]);
-        queue_unless_newer(&mut pending, Update::new(MANAGER_PORTS, json!(0)));
-        assert_eq!(pending[0].status, json!(3));
-        queue_unless_newer(&mut pending, Update::new(MANAGER_SESSION, json!(4)));
+        assert_eq!(
+            got,
+            vec![
+                (MANAGER_PORTS, ports(3)),
+                (MANAGER_EXIT, ContainerStatus::exited(2))
+            ]
+        );
+        queue_unless_newer(&mut pending, Update::new(MANAGER_PORTS, ports(0)));
+        assert_eq!(pending[0].status, ports(3));
+        queue_unless_newer(
+            &mut pending,
+            Update::new(MANAGER_SESSION, ContainerStatus::session_started()),
+        );
         assert_eq!(pending.len(), 3);
     }
 
     #[test]
-    fn retries_back_off() {
-        assert_eq!(retry_delay(0), Duration::from_millis(250));
-        assert_eq!(retry_delay(2), Duration::from_secs(1));
-        assert_eq!(retry_delay(9), Duration::from_secs(4));
+    fn retries_back_off_then_give_up() {
+        let delays: Vec<Duration> = RETRIES.build().collect();
+        assert_eq!(delays, [250, 500, 1000, 2000].map(Duration::from_millis));
     }
 
     #[tokio::test]

@@ -28,8 +28,8 @@ use tracing::Instrument;
 pub use registry::{OPEN_TIMEOUT, Registry};
 
 use super::Router;
-use super::relay::wants_upgrade;
 use super::respond::{Body, empty_body, text};
+use hatchway_api::headers::wants_upgrade;
 
 /// A stream opened on a tunnel: a connection to the sidecar's gateway.
 pub type TunnelStream = Compat<yamux::Stream>;

@@ -25,8 +25,6 @@ use super::registry::{Full, Handle, OpenRequest, Registered};
 use super::{Peer, control};
 use crate::router::Router;
 
-/// Most streams open at once on one tunnel (the sidecar accepts as many).
-const MAX_STREAMS: usize = 1024;
 /// Stream requests waiting for the session's task.
 const OPEN_QUEUE: usize = 32;
 /// Time a closing session gets to tell the sidecar (yamux GoAway) before
@@ -56,7 +54,7 @@ pub(super) async fn run(router: Arc<Router>, upgrade: OnUpgrade, peer: Peer) {
         Err(error) => return tracing::debug!(%error, "the tunnel's upgrade failed"),
     };
     let mut config = yamux::Config::default();
-    config.set_max_num_streams(MAX_STREAMS);
+    config.set_max_num_streams(hatchway_api::tunnel::MAX_STREAMS);
     config.set_split_send_size(SPLIT_SEND_SIZE);
     let connection = yamux::Connection::new(
         Coalesce::new(TokioIo::new(upgraded)).compat(),
