@@ -4,8 +4,7 @@
 //! Writes `bench/results/<date>.md` and `.json` (the PNG chart is drawn
 //! from the JSON by bench/chart.py). Nothing here is a test assertion.
 
-#[path = "../../operator/tests/support/mod.rs"]
-mod support;
+use hatchway_testkit as support;
 
 mod cases;
 mod report;

@@ -11,20 +11,35 @@
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+/// The SSH client used when OpenSSH is missing.
 pub mod builtin_ssh;
+/// `connect-ssh`: the ProxyCommand, and opening a shell's upgrade.
 pub mod connect_ssh;
+/// Where the router is, its CA, and the user's token.
 pub mod connection;
+/// Listing Containers through the Kubernetes API.
 pub mod containers;
+/// kubeconfig exec plugins (ExecCredential).
 pub mod exec_credential;
+/// known_hosts entries for Containers' host keys.
 pub mod known_hosts;
+/// Reading the kubeconfig.
 pub mod kubeconfig;
+/// `logs`: live, saved, `--since`, `-f`.
 pub mod logs;
+/// `open`: web apps and their login links.
 pub mod open;
+/// `port-forward`.
 pub mod port_forward;
+/// Quoting a ProxyCommand for ssh_config.
 pub mod proxy_command;
+/// Talking to the router: requests, upgrades, refusals.
 pub mod router;
+/// `shell`: OpenSSH through the ProxyCommand.
 pub mod shell;
+/// `config-ssh`: the block in ~/.ssh/config.
 pub mod ssh_config;
+/// The table `get` prints.
 pub mod table;
 
 use std::io::Write;

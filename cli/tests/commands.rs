@@ -1,8 +1,7 @@
 //! The built `kubectl-hatch` against an in-process router and a real
 //! sidecar (with its shim), driving the real OpenSSH `ssh` and `scp`.
 
-#[path = "../../operator/tests/support/mod.rs"]
-mod support;
+use hatchway_testkit as support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -1,7 +1,7 @@
 //! The router end to end in one process: real TLS, real sidecar gateways,
 //! the user API's refusals and routes.
 
-mod support;
+use hatchway_testkit as support;
 
 use http::StatusCode;
 use support::*;

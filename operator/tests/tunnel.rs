@@ -5,7 +5,7 @@
 //! misbehaves, a hand-made tunnel client ([`FakeSidecar`]) plays the
 //! sidecar.
 
-mod support;
+use hatchway_testkit as support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,21 +1,14 @@
-//! The sidecar's command line, and starting the gateway.
+//! The sidecar's command line: its roles, and the gateway's settings —
+//! flags, each also an `HATCHWAY_*` environment variable, and the files
+//! mounted from the per-Container Secret. A missing or unreadable setting
+//! stops the sidecar with a message naming it (exit code 64, `EX_USAGE`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-use crate::config::{ConfigError, GatewayArgs};
-use crate::gateway::{Gateway, Limits};
-use crate::logdir::LogDir;
-use crate::metrics::Metrics;
-use crate::report::Reporter;
-use crate::ssh::SshServer;
-use crate::tls::GatewayCert;
-use crate::webdav::LogTree;
+use hatchway_api::pod;
+use hatchway_api::proof::CtrKey;
 
 /// Hatchway's per-pod sidecar.
 ///
@@ -51,170 +44,182 @@ pub enum Command {
     Version,
 }
 
-/// Why the gateway could not start.
+/// Exit code for a bad setting.
+pub const EXIT_CONFIG: i32 = 64;
+
+/// Flags of `hatchway-sidecar gateway`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayArgs {
+    /// The UID of the Container this pod runs; the only one this gateway serves.
+    #[arg(long, env = pod::env::CONTAINER_UID)]
+    pub container_uid: String,
+
+    /// File holding the container key (`ctr_key`, 64 hex digits), from the
+    /// mounted Secret (never inside the volume shared with the workload).
+    #[arg(long, env = "HATCHWAY_KEY_FILE", default_value = pod::SECRET_DIR_KEY_FILE)]
+    pub key_file: PathBuf,
+
+    /// Address of the TLS gateway.
+    #[arg(long, env = "HATCHWAY_GATEWAY_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], pod::GATEWAY_PORT)))]
+    pub listen: SocketAddr,
+
+    /// Address of the plain-HTTP /healthz, /readyz and /metrics port.
+    #[arg(long, env = "HATCHWAY_HEALTH_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], pod::HEALTH_PORT)))]
+    pub health_listen: SocketAddr,
+
+    /// The log directory shared with the workload's shim (stdout.txt,
+    /// stderr.txt, usage.txt): opened once at start, every file in it
+    /// resolved beneath that handle without following symlinks.
+    #[arg(long, env = "HATCHWAY_LOG_DIR", default_value = pod::LOG_DIR)]
+    pub log_dir: PathBuf,
+
+    /// The sidecar's own directory for gateway.txt, which the workload cannot write.
+    #[arg(long, env = "HATCHWAY_AUDIT_DIR", default_value = pod::AUDIT_DIR)]
+    pub audit_dir: PathBuf,
+
+    /// The name of the shim's abstract spawn socket (in the pod's network
+    /// namespace; no file).
+    #[arg(long, env = "HATCHWAY_SPAWN_SOCKET", default_value = hatchway_shim::DEFAULT_SPAWN_SOCKET)]
+    pub spawn_socket: String,
+
+    /// Copy this binary here at start so the workload container can run it as its shim.
+    #[arg(long, env = pod::env::INSTALL_TO)]
+    pub install_to: Option<PathBuf>,
+
+    /// A program that serves SFTP inside the workload container instead of
+    /// the shim's own `sftp-server` (which the shim runs from its own
+    /// executable, never from a path the workload can write). Empty: ours.
+    #[arg(long, env = "HATCHWAY_SFTP_COMMAND", value_delimiter = ' ')]
+    pub sftp_command: Vec<String>,
+
+    /// The router's tunnel URL (`https://host:port`); with none, no tunnel is dialed.
+    #[arg(long, env = "HATCHWAY_TUNNEL_URL")]
+    pub tunnel_url: Option<String>,
+
+    /// File holding the tunnel URL, read when --tunnel-url is not given and the file exists.
+    #[arg(
+        long,
+        env = "HATCHWAY_TUNNEL_URL_FILE",
+        default_value = pod::SECRET_DIR_TUNNEL_URL_FILE
+    )]
+    pub tunnel_url_file: PathBuf,
+
+    /// PEM file of the CA the router's tunnel certificate must chain to.
+    #[arg(
+        long,
+        env = "HATCHWAY_ROUTER_CA_FILE",
+        default_value = pod::SECRET_DIR_ROUTER_CA_FILE
+    )]
+    pub router_ca_file: PathBuf,
+
+    /// Most concurrent gateway connections (direct and tunnel streams together).
+    #[arg(long, env = "HATCHWAY_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+
+    /// Milliseconds allowed for a TLS handshake, and then for each request's headers.
+    #[arg(long, env = "HATCHWAY_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+
+    /// Milliseconds a web-app request body may send nothing before it is
+    /// cut off.
+    #[arg(long, env = "HATCHWAY_BODY_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub body_idle_timeout_ms: u64,
+
+    /// Seconds between scans of the listening ports.
+    #[arg(long, env = "HATCHWAY_PORT_SCAN_SECONDS", default_value_t = 2)]
+    pub port_scan_seconds: u64,
+}
+
+/// The spawn socket name [`GatewayArgs::local`] uses for `dir`: unique per
+/// directory, so tests running side by side never share a shim.
+pub fn local_spawn_socket(dir: &Path) -> String {
+    format!("hatchway-test{}", dir.display())
+}
+
+/// A setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A setting is missing or malformed.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// Binding, copying or another I/O step failed.
-    #[error("{what}: {source}")]
-    Io {
-        /// The step.
-        what: String,
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("{setting}: cannot read {path}: {source}")]
+    Unreadable {
+        /// The setting's environment variable.
+        setting: &'static str,
+        /// The file.
+        path: PathBuf,
         /// Why.
         source: std::io::Error,
     },
-    /// The certificate or host key could not be made.
-    #[error("{0}")]
-    Crypto(String),
+    /// A value is malformed.
+    #[error("{setting}: {message}")]
+    Invalid {
+        /// The setting's environment variable.
+        setting: &'static str,
+        /// What is wrong.
+        message: String,
+    },
 }
 
-impl StartError {
-    /// The process exit code for this error.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            StartError::Config(_) => crate::config::EXIT_CONFIG,
-            _ => 1,
-        }
-    }
-}
-
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
-    let what = what.into();
-    move |source| StartError::Io { what, source }
-}
-
-/// A started gateway.
-pub struct Running {
-    /// The gateway itself.
-    pub gateway: Arc<Gateway>,
-    /// Where the TLS gateway listens.
-    pub gateway_addr: SocketAddr,
-    /// Where the health port listens.
-    pub health_addr: SocketAddr,
-    /// Cancelling it stops every server and the tunnel.
-    pub shutdown: CancellationToken,
-}
-
-/// Reads the settings, binds the listeners and starts every task.
-pub async fn start_gateway(args: GatewayArgs) -> Result<Running, StartError> {
-    let key = args.key()?;
-    let tunnel = match args.tunnel()? {
-        Some((url, ca)) => {
-            Some(
-                crate::tunnel::TunnelTarget::new(&url, &ca).map_err(|e| ConfigError::Invalid {
-                    setting: "HATCHWAY_TUNNEL_URL",
-                    message: e.to_string(),
-                })?,
-            )
-        }
-        None => None,
-    };
-    if let Some(target) = &args.install_to {
-        install_self(target)?;
-    }
-    std::fs::create_dir_all(&args.audit_dir).map_err(io(format!("creating {}", args.audit_dir.display())))?;
-    // Opened once, now, before the workload starts (the pod starts it only
-    // once this sidecar is ready): every later read resolves beneath it.
-    let log_dir = Arc::new(LogDir::open(&args.log_dir).map_err(io("the log directory"))?);
-
-    let metrics = Metrics::new();
-    let reporter = Reporter::new(&args.audit_dir, metrics.clone());
-    let cert = GatewayCert::generate("hatchway-gateway").map_err(|e| StartError::Crypto(e.to_string()))?;
-    let ssh = SshServer::new(
-        args.spawn_socket.clone(),
-        args.sftp_command.clone(),
-        reporter.clone(),
-    )
-    .map_err(|e| StartError::Crypto(e.to_string()))?;
-    let timeout = Duration::from_millis(args.header_timeout_ms.max(1));
-    let limits = Limits {
-        max_connections: args.max_connections,
-        handshake_timeout: timeout,
-        header_timeout: timeout,
-        // Three quarters for web apps; shells, logs and port-forwards
-        // always have the last quarter.
-        max_web_requests: (args.max_connections * 3 / 4).max(1),
-        body_idle_timeout: Duration::from_millis(args.body_idle_timeout_ms.max(1)),
-        ..Limits::default()
-    };
-    let tree = LogTree {
-        log_dir: Arc::clone(&log_dir),
-        audit_dir: args.audit_dir.clone(),
-    };
-    let gateway = Gateway::new(
-        args.container_uid.clone(),
-        key.clone(),
-        cert,
-        tree,
-        reporter.clone(),
-        metrics,
-        limits,
-        Arc::new(ssh),
-    );
-
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(io(format!("binding the gateway on {}", args.listen)))?;
-    let health = TcpListener::bind(args.health_listen)
-        .await
-        .map_err(io(format!("binding the health port on {}", args.health_listen)))?;
-    let gateway_addr = listener.local_addr().map_err(io("gateway address"))?;
-    let health_addr = health.local_addr().map_err(io("health address"))?;
-    let shutdown = CancellationToken::new();
-
-    tokio::spawn(gateway.clone().serve(listener, shutdown.clone()));
-    tokio::spawn(crate::health::serve(health, gateway.clone(), shutdown.clone()));
-    let scanner = crate::ports::Scanner::proc([gateway_addr.port(), health_addr.port()]);
-    let interval = Duration::from_secs(args.port_scan_seconds.max(1));
-    let scan = tokio::spawn(scanner.run(reporter.clone(), interval));
-    let exit = tokio::spawn(crate::workload::watch(log_dir, reporter, interval));
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        stop.cancelled().await;
-        scan.abort();
-        exit.abort();
-    });
-    if let Some(target) = tunnel {
-        tokio::spawn(crate::tunnel::run(gateway.clone(), target, key, shutdown.clone()));
-    }
-    tracing::info!(
-        container = %gateway.uid,
-        %gateway_addr,
-        %health_addr,
-        certificate_sha256 = %gateway.cert.sha256,
-        host_key = %gateway.ssh.host_key_fingerprint(),
-        "gateway started"
-    );
-    Ok(Running {
-        gateway,
-        gateway_addr,
-        health_addr,
-        shutdown,
+/// Reads a file named by a setting.
+pub fn read_setting(setting: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError::Unreadable {
+        setting,
+        path: path.to_owned(),
+        source,
     })
 }
 
-/// Copies the running executable to `target` (atomically) so the workload
-/// container can run it as its shim.
-fn install_self(target: &std::path::Path) -> Result<(), StartError> {
-    let me = std::env::current_exe().map_err(io("finding this executable"))?;
-    if let Some(dir) = target.parent() {
-        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+impl GatewayArgs {
+    /// Settings for a gateway run by hand or in a test: loopback with
+    /// ephemeral ports, every file under `dir` (`ctr_key`, `log/`,
+    /// `audit/`, `tunnel_url`, `router_ca.crt`), a spawn socket named after
+    /// `dir` (abstract names are machine-wide), no tunnel unless those
+    /// files exist, and a port scan every second.
+    pub fn local(container_uid: &str, dir: &Path) -> Self {
+        Self {
+            container_uid: container_uid.to_owned(),
+            key_file: dir.join("ctr_key"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            health_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log_dir: dir.join("log"),
+            audit_dir: dir.join("audit"),
+            spawn_socket: local_spawn_socket(dir),
+            install_to: None,
+            sftp_command: Vec::new(),
+            tunnel_url: None,
+            tunnel_url_file: dir.join("tunnel_url"),
+            router_ca_file: dir.join("router_ca.crt"),
+            max_connections: 512,
+            port_scan_seconds: 1,
+            header_timeout_ms: 10_000,
+            body_idle_timeout_ms: 60_000,
+        }
     }
-    let tmp = target.with_extension("tmp");
-    std::fs::copy(&me, &tmp).map_err(io(format!("copying {} to {}", me.display(), tmp.display())))?;
-    std::fs::rename(&tmp, target).map_err(io(format!("installing {}", target.display())))?;
-    Ok(())
-}
 
-/// Waits for SIGTERM or SIGINT.
-pub async fn terminated() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    /// The container key from its file.
+    pub fn key(&self) -> Result<CtrKey, ConfigError> {
+        let text = read_setting("HATCHWAY_KEY_FILE", &self.key_file)?;
+        CtrKey::from_hex(&String::from_utf8_lossy(&text)).map_err(|e| ConfigError::Invalid {
+            setting: "HATCHWAY_KEY_FILE",
+            message: format!("{}: {e}", self.key_file.display()),
+        })
+    }
+
+    /// The tunnel URL and CA, if a tunnel is configured.
+    pub fn tunnel(&self) -> Result<Option<(String, Vec<u8>)>, ConfigError> {
+        let url = match &self.tunnel_url {
+            Some(url) => url.trim().to_owned(),
+            None if self.tunnel_url_file.exists() => {
+                String::from_utf8_lossy(&read_setting("HATCHWAY_TUNNEL_URL_FILE", &self.tunnel_url_file)?)
+                    .trim()
+                    .to_owned()
+            }
+            None => return Ok(None),
+        };
+        if url.is_empty() {
+            return Ok(None);
+        }
+        let ca = read_setting("HATCHWAY_ROUTER_CA_FILE", &self.router_ca_file)?;
+        Ok(Some((url, ca)))
     }
 }
 

@@ -10,16 +10,16 @@
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
-/// Command-line arguments and dispatch.
+/// The command line: roles and the gateway's flags and settings.
 pub mod args;
 /// Response bodies and small helpers.
 pub mod body;
-/// The gateway's settings and the files they name.
-pub mod config;
 /// The TLS gateway: proof checks and routing.
 pub mod gateway;
 /// `/healthz`, `/readyz`, `/metrics` on a plain port.
 pub mod health;
+/// Connecting to a port inside the pod.
+pub mod local;
 /// The shared log directory, held open and read beneath its handle.
 pub mod logdir;
 /// Prometheus metrics.
@@ -38,6 +38,8 @@ pub mod report;
 pub mod sftp;
 /// The SSH server.
 pub mod ssh;
+/// Starting the gateway from its settings; waiting for a signal.
+pub mod start;
 /// The gateway's self-signed certificate.
 pub mod tls;
 /// The tunnel dialer.

@@ -18,14 +18,14 @@ fn main() {
         Command::Gateway(args) => tokio::runtime::Runtime::new()
             .expect("starting the runtime")
             .block_on(async {
-                let running = match hatchway_sidecar::args::start_gateway(args).await {
+                let running = match hatchway_sidecar::start::start_gateway(args).await {
                     Ok(running) => running,
                     Err(error) => {
                         eprintln!("hatchway-sidecar: {error}");
                         return error.exit_code();
                     }
                 };
-                hatchway_sidecar::args::terminated().await;
+                hatchway_sidecar::start::terminated().await;
                 tracing::info!("terminating: no new connections; open sessions end with the pod");
                 running.shutdown.cancel();
                 0

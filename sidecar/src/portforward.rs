@@ -2,18 +2,13 @@
 //! `127.0.0.1:N` inside the pod, half-close respected.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use crate::body::{Body, empty, text};
 use crate::report::{Reporter, Who};
-
-/// How long to wait for a local port to accept.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Parses `port=N` from a query string.
 pub fn port_param(query: Option<&str>) -> Result<u16, String> {
@@ -25,23 +20,6 @@ pub fn port_param(query: Option<&str>) -> Result<u16, String> {
     match value.parse::<u16>() {
         Ok(port) if port > 0 => Ok(port),
         _ => Err(format!("port {value:?} is not a TCP port (1-65535)")),
-    }
-}
-
-/// Connects to a port inside the pod, with a message a person understands
-/// when nothing listens there.
-pub async fn connect_local(port: u16) -> Result<TcpStream, String> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(("127.0.0.1", port))).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
-        Ok(Err(error)) => Err(format!(
-            "cannot connect to port {port} inside the container: {error}"
-        )),
-        Err(_) => Err(format!(
-            "port {port} inside the container did not accept within {CONNECT_TIMEOUT:?}"
-        )),
     }
 }
 
@@ -57,7 +35,7 @@ pub async fn serve(mut req: Request<Incoming>, reporter: Arc<Reporter>, who: Who
         Ok(port) => port,
         Err(message) => return text(StatusCode::BAD_REQUEST, message),
     };
-    let upstream = match connect_local(port).await {
+    let upstream = match crate::local::connect(port).await {
         Ok(stream) => stream,
         Err(message) => return text(StatusCode::BAD_GATEWAY, message),
     };

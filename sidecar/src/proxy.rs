@@ -11,7 +11,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::body::{Body, text};
-use crate::portforward::connect_local;
 
 /// Drops hop-by-hop headers, those named in `Connection`, and ours.
 fn strip(headers: &mut HeaderMap) {
@@ -35,7 +34,7 @@ pub async fn serve(
         );
     };
     let upgrade = req.headers().get(header::UPGRADE).cloned();
-    let stream = match connect_local(port).await {
+    let stream = match crate::local::connect(port).await {
         Ok(stream) => stream,
         Err(message) => return text(StatusCode::BAD_GATEWAY, message),
     };

@@ -645,12 +645,12 @@ async fn the_health_port_answers_without_auth() {
 #[tokio::test]
 async fn a_missing_key_file_names_the_setting() {
     let dir = tempfile::tempdir().unwrap();
-    let args = hatchway_sidecar::config::GatewayArgs {
+    let args = hatchway_sidecar::args::GatewayArgs {
         key_file: dir.path().join("absent"),
         tunnel_url: Some("https://router:8443".into()),
-        ..hatchway_sidecar::config::GatewayArgs::local(UID, dir.path())
+        ..hatchway_sidecar::args::GatewayArgs::local(UID, dir.path())
     };
-    let error = hatchway_sidecar::args::start_gateway(args.clone())
+    let error = hatchway_sidecar::start::start_gateway(args.clone())
         .await
         .err()
         .expect("refused");
@@ -660,13 +660,13 @@ async fn a_missing_key_file_names_the_setting() {
         "{error}"
     );
     std::fs::write(dir.path().join("absent"), "not hex").unwrap();
-    let error = hatchway_sidecar::args::start_gateway(args.clone())
+    let error = hatchway_sidecar::start::start_gateway(args.clone())
         .await
         .err()
         .expect("refused");
     assert!(error.to_string().contains("64 lowercase hex"), "{error}");
     std::fs::write(dir.path().join("absent"), key().expose_hex()).unwrap();
-    let error = hatchway_sidecar::args::start_gateway(args)
+    let error = hatchway_sidecar::start::start_gateway(args)
         .await
         .err()
         .expect("refused");

@@ -43,7 +43,7 @@ fn debian_sftp_server() -> Vec<String> {
 /// gateway, here in the test's namespace, stands where the sidecar does),
 /// running `command`; killed with its namespace when dropped.
 async fn start_shim(gw: &TestGateway, command: &str) -> Child {
-    let socket = hatchway_sidecar::config::local_spawn_socket(gw.dir.path());
+    let socket = hatchway_sidecar::args::local_spawn_socket(gw.dir.path());
     let shim = Command::new("unshare")
         .args(["--pid", "--fork", "--kill-child"])
         .arg(env!("CARGO_BIN_EXE_hatchway-sidecar"))

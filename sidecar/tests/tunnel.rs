@@ -196,7 +196,7 @@ async fn accept_tunnel(
 
 async fn gateway_for(
     router: &Router,
-    tweak: impl FnOnce(&mut hatchway_sidecar::config::GatewayArgs),
+    tweak: impl FnOnce(&mut hatchway_sidecar::args::GatewayArgs),
 ) -> TestGateway {
     let url = format!("https://localhost:{}", router.addr.port());
     let ca = router.ca_pem.clone();

@@ -29,6 +29,7 @@ use prometheus::IntGauge;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::ReconcileMetrics;
+use super::plan::{self, PodStep, TtlStep};
 use super::pod::{self, PodSettings};
 use super::status;
 use hatchway_api::proof::RootSecret;
@@ -275,14 +276,12 @@ async fn apply(container: &Container, context: &Context) -> Result<Action, Recon
     };
 
     let mut pod = pods.get_opt(&child).await.map_err(api_err("reading the pod"))?;
-    if let Some(found) = &pod
-        && !pod::is_controlled_by(&found.metadata, container)
-    {
+    let decision = status::decide(container, pod.as_ref());
+    let step = plan::pod_step(container, pod.as_ref(), &decision);
+    if step == PodStep::RefuseForeign {
         return refuse_foreign_pod(context, container, &child).await;
     }
-    let decision = status::decide(container, pod.as_ref());
-    let ran_before = container.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running);
-    if pod.is_none() && !decision.phase.is_finished() && !ran_before {
+    if step == PodStep::Create {
         let uid = container.uid().unwrap_or_default();
         let ctr_key = context.root.ctr_key(&uid);
         let secret = pod::secret(
@@ -346,35 +345,21 @@ async fn apply(container: &Container, context: &Context) -> Result<Action, Recon
     };
     write_status(context, container, pod.as_ref(), readyz.as_ref(), None).await?;
 
-    if decision.phase.is_finished() {
-        let ttl = container
-            .spec
-            .ttl_seconds_after_finished
-            .or(context.settings.default_ttl_seconds);
-        if let Some(ttl) = ttl {
-            let finished = decision
-                .finished_at
-                .clone()
-                .or_else(|| container.status.as_ref().and_then(|s| s.finished_at.clone()));
-            let finished = finished
-                .map(|t| t.0)
-                .unwrap_or_else(k8s_openapi::jiff::Timestamp::now);
-            let expires = finished + k8s_openapi::jiff::SignedDuration::from_secs(ttl.max(0));
-            let now = k8s_openapi::jiff::Timestamp::now();
-            if expires <= now {
-                tracing::info!(container = %key(container), ttl, "ttlSecondsAfterFinished reached: deleting");
-                containers
-                    .delete(&name, &DeleteParams::background())
-                    .await
-                    .map_err(api_err("deleting after its TTL"))?;
-                return Ok(Action::await_change());
-            }
-            let left = expires.duration_since(now).unsigned_abs();
-            return Ok(Action::requeue(left.min(Duration::from_secs(3600))));
+    let now = k8s_openapi::jiff::Timestamp::now();
+    match plan::ttl_step(container, &decision, context.settings.default_ttl_seconds, now) {
+        TtlStep::Delete => {
+            tracing::info!(container = %key(container), "ttlSecondsAfterFinished reached: deleting");
+            containers
+                .delete(&name, &DeleteParams::background())
+                .await
+                .map_err(api_err("deleting after its TTL"))?;
+            Ok(Action::await_change())
         }
-        return Ok(Action::await_change());
+        TtlStep::RecheckIn(wait) => Ok(Action::requeue(wait)),
+        TtlStep::None if decision.phase.is_finished() => Ok(Action::await_change()),
+        // Running: look again now and then even without a change.
+        TtlStep::None => Ok(Action::requeue(Duration::from_secs(300))),
     }
-    Ok(Action::requeue(Duration::from_secs(300)))
 }
 
 /// A pod with the child's name exists and is not this Container's: say so

@@ -8,6 +8,8 @@ pub mod controller;
 pub mod leader;
 /// `hatchway_reconcile_*` and `hatchway_leader`.
 pub mod metrics;
+/// The reconciler's decisions, pure: the pod step and the TTL step.
+pub mod plan;
 /// The Pod, Secret and NetworkPolicy a Container becomes (pure).
 pub mod pod;
 /// The status a Container should have, from its pod (pure).

@@ -7,24 +7,43 @@
 //! here, or by forwarding to the replica that holds it), with the proof
 //! exchange of [`upstream`] on every gateway connection.
 
+/// The front door: classifies each request and sends it on.
 pub mod api;
+/// Who may do what: TokenReview and SubjectAccessReview, cached.
 pub mod auth;
+/// What the router reads and writes in the cluster (the `Cluster` trait).
 pub mod cluster;
+/// Forwarding a request to the replica that holds a tunnel.
 pub mod forward;
+/// A Container's log tree (WebDAV), live or saved.
 pub mod logs;
+/// `hatchway_router_*`, and the operator's registry.
 pub mod metrics;
+/// Opening a gateway connection along a chosen route.
 pub mod reach;
+/// Relaying upgraded connections, counted.
 pub mod relay;
+/// Response bodies and refusals.
 pub mod respond;
+/// Saved logs after the end, streamed from the API server.
 pub mod saved;
+/// The one decision of how to reach a gateway.
 pub mod select;
+/// Serving: TLS, HTTP/1.1 and h2, limits, draining.
 pub mod server;
+/// The router's own web-app sessions and login codes.
 pub mod session;
+/// The router's settings.
 pub mod settings;
+/// The router's certificate and CA.
 pub mod tls;
+/// Sidecars' tunnels: the endpoint and the registry.
 pub mod tunnel;
+/// One gateway connection with the proof exchange.
 pub mod upstream;
+/// The user API on a Container: shell, port-forward, logs, login links.
 pub mod user;
+/// Web apps on their own hosts.
 pub mod webapp;
 
 use std::sync::Arc;

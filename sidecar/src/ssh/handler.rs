@@ -129,7 +129,7 @@ impl russh::server::Handler for Connection {
                 return Ok(());
             }
         };
-        let upstream = match crate::portforward::connect_local(port).await {
+        let upstream = match crate::local::connect(port).await {
             Ok(stream) => stream,
             Err(message) => {
                 tracing::debug!(%message, "direct-tcpip refused");

@@ -1,9 +1,9 @@
-//! Shared by the router's integration tests: an in-memory cluster and
-//! auth table behind the router's two small interfaces, a router on
-//! 127.0.0.1:0 with real TLS, real sidecar gateways (with a real shim
-//! process when shells are needed) and an HTTPS client.
-
-#![allow(dead_code)]
+//! Test rigs shared by the operator's and the CLI's tests and the
+//! benchmark: an in-memory cluster and auth table behind the router's two
+//! small interfaces, a router on 127.0.0.1:0 with real TLS, real sidecar
+//! gateways (with a real shim process when shells are needed), fake
+//! sidecars dialing tunnels by hand, an HTTPS client, and
+//! [`eventually`], the one wait with a deadline.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::poll_fn;
@@ -25,8 +25,8 @@ use hatchway_operator::router::auth::{Auth, AuthError, Permission, User};
 use hatchway_operator::router::cluster::{Cluster, ClusterError, LogStream, SavedLogs};
 use hatchway_operator::router::tls::RouterTls;
 use hatchway_operator::router::{Router, Settings};
-use hatchway_sidecar::args::{Running, start_gateway};
-use hatchway_sidecar::config::GatewayArgs;
+use hatchway_sidecar::args::GatewayArgs;
+use hatchway_sidecar::start::{Running, start_gateway};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -618,15 +618,7 @@ pub fn client_tls(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
 /// A client TLS configuration that trusts only `ca_pem` (another
 /// process's routers).
 pub fn trusting(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(hatchway_api::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = hatchway_api::tls::client_trusting(ca_pem.as_bytes()).expect("the test CA is valid PEM");
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
@@ -789,7 +781,7 @@ impl TestSidecar {
 
     /// Starts a real shim serving the spawn socket (needed for shells).
     pub async fn with_shim(mut self) -> Self {
-        let socket = hatchway_sidecar::config::local_spawn_socket(self.dir.path());
+        let socket = hatchway_sidecar::args::local_spawn_socket(self.dir.path());
         // As in a pod: the shim is PID 1 of a PID namespace of its own and
         // serves only peers outside it (the gateway, here in the test's).
         let shim = Command::new("unshare")
