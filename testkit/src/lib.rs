@@ -722,7 +722,7 @@ pub async fn body_text(response: Response<Incoming>) -> String {
 
 /// The user-API path of `action` on `namespace/name`.
 pub fn api_path(namespace: &str, name: &str, action: &str) -> String {
-    format!("/v1/namespaces/{namespace}/containers/{name}/{action}")
+    wire::container_path(namespace, name, action, &[])
 }
 
 // ---------------------------------------------------------------- sidecar

@@ -14,7 +14,7 @@ use hatchway_api::wire;
 use hatchway_sidecar::args::GatewayArgs;
 use hatchway_sidecar::start::{Running, start_gateway};
 use http::{Request, Response};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -181,30 +181,10 @@ impl GatewayConn {
     }
 }
 
-pub fn empty() -> Full<Bytes> {
-    Full::new(Bytes::new())
-}
-
-pub async fn body_text(response: Response<Incoming>) -> String {
-    let bytes = response.into_body().collect().await.expect("body").to_bytes();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// Waits for `check` with a deadline.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// The waits and bodies every in-process test shares (not every test file
+/// here uses each).
+#[allow(unused_imports)]
+pub use hatchway_testkit::{body_text, empty, eventually};
 
 #[allow(unused)]
 fn _unused(_: Empty<Bytes>) {}
