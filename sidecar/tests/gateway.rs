@@ -424,7 +424,7 @@ async fn sessions_are_recorded_in_gateway_txt_which_webdav_serves() {
 #[tokio::test]
 async fn port_forward_moves_100_mib_with_half_close() {
     let gw = TestGateway::start().await;
-    let port = hashing_sink().await;
+    let port = hashing_server().await;
     let stream = port_forward(GatewayConn::connect(gw.addr()).await, port).await;
     // The sink answers only after our half-close reaches it.
     let elapsed = push_100_mib(stream).await;

@@ -344,7 +344,7 @@ async fn port_forward_through_the_tunnel_moves_100_mib() {
     let mut router = Router::start(0).await;
     let gw = gateway_for(&router, |_| {}).await;
     let tunnel = router.next_tunnel().await;
-    let port = hashing_sink().await;
+    let port = hashing_server().await;
 
     let raw = push_100_mib(TcpStream::connect(("127.0.0.1", port)).await.unwrap()).await;
 

@@ -184,38 +184,10 @@ impl GatewayConn {
 /// The waits and bodies every in-process test shares (not every test file
 /// here uses each).
 #[allow(unused_imports)]
-pub use hatchway_testkit::{body_text, empty, eventually};
+pub use hatchway_testkit::{body_text, empty, eventually, hashing_server};
 
 #[allow(unused)]
 fn _unused(_: Empty<Bytes>) {}
-
-/// A TCP sink on 127.0.0.1 that reads each connection to EOF and answers
-/// the SHA-256 (hex) of what it read.
-pub async fn hashing_sink() -> u16 {
-    use sha2::Digest;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut hasher = sha2::Sha256::new();
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    let n = s.read(&mut buf).await.unwrap();
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.update(&buf[..n]);
-                }
-                s.write_all(hex::encode(hasher.finalize()).as_bytes())
-                    .await
-                    .unwrap();
-            });
-        }
-    });
-    port
-}
 
 /// Sends 100 MiB, half-closes, and checks the sink's SHA-256 answer;
 /// returns the time it took.
