@@ -199,7 +199,7 @@ async fn keep_tunnel(
             let _ = connected.send((index, Instant::now()));
             let _ = fake.session.await;
         }
-        let delay = delays.next().unwrap_or(std::time::Duration::from_secs(20));
+        let delay = delays.next().unwrap_or(hatchway_sidecar::tunnel::BACKOFF_CEILING);
         tokio::time::sleep(delay).await;
     }
 }

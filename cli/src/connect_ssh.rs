@@ -21,11 +21,13 @@ pub const HOST_SUFFIX: &str = ".hatchway";
 /// config-ssh block sets it as `User`, so `ssh NAME.NS.hatchway` logs in as
 /// the container's user and `ssh root@NAME.NS.hatchway` as root.
 pub const DEFAULT_LOGIN: &str = "_";
+/// The longest wait between asks while the Container is not ready.
+const WAIT_READY_CEILING: Duration = Duration::from_secs(2);
 /// The waits between asks while the Container is not ready: 250 ms
 /// doubling to 2 s.
 const WAIT_READY: ExponentialBuilder = ExponentialBuilder::new()
     .with_min_delay(Duration::from_millis(250))
-    .with_max_delay(Duration::from_secs(2))
+    .with_max_delay(WAIT_READY_CEILING)
     .without_max_times();
 
 /// `NAME.NS.hatchway` → (`NAME`, `NS`); anything else → `None`.
@@ -96,7 +98,7 @@ pub async fn open_when_ready(
     let mut last = String::new();
     let mut delays = WAIT_READY.build();
     loop {
-        let delay = delays.next().unwrap_or(Duration::from_secs(2));
+        let delay = delays.next().unwrap_or(WAIT_READY_CEILING);
         match open(target, ssh).await {
             Err(e) if e.is_transient() && Instant::now() + delay < deadline => {
                 let message = e.to_string();

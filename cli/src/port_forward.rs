@@ -24,11 +24,13 @@ use crate::router::{RouterError, container_path, upgrade};
 const BUFFER: usize = 256 * 1024;
 /// How long one local connection keeps trying to reach the router.
 const RETRY_FOR: Duration = Duration::from_secs(60);
+/// The longest wait between attempts to reach the router again.
+const RETRY_CEILING: Duration = Duration::from_secs(2);
 /// The waits between attempts to reach the router again: 100 ms doubling
 /// to 2 s.
 const RECONNECT: ExponentialBuilder = ExponentialBuilder::new()
     .with_min_delay(Duration::from_millis(100))
-    .with_max_delay(Duration::from_secs(2))
+    .with_max_delay(RETRY_CEILING)
     .without_max_times();
 
 /// One `[LOCAL:]REMOTE` pair.
@@ -139,7 +141,7 @@ async fn serve(state: Arc<State>, mut local: TcpStream, remote: u16) {
     let deadline = Instant::now() + RETRY_FOR;
     let mut delays = RECONNECT.build();
     let mut upstream = loop {
-        let delay = delays.next().unwrap_or(Duration::from_secs(2));
+        let delay = delays.next().unwrap_or(RETRY_CEILING);
         match upgrade(&state.target, &path, wire::UPGRADE_TCP).await {
             Ok(upgraded) => {
                 if state.router_away.swap(false, Ordering::SeqCst) {

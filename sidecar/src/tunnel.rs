@@ -117,12 +117,14 @@ pub enum TunnelError {
     Yamux(#[from] yamux::ConnectionError),
 }
 
+/// The longest wait between tunnel attempts (before its random stretch).
+pub const BACKOFF_CEILING: Duration = Duration::from_secs(20);
 /// The waits between tunnel attempts while dials fail: 200 ms doubling to
 /// 20 s, each stretched by up to 100% at random so a router restart is not
 /// met by every sidecar at once.
 pub const BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
     .with_min_delay(Duration::from_millis(200))
-    .with_max_delay(Duration::from_secs(20))
+    .with_max_delay(BACKOFF_CEILING)
     .with_jitter()
     .without_max_times();
 
@@ -149,7 +151,7 @@ pub async fn run(gateway: Arc<Gateway>, target: TunnelTarget, key: CtrKey, shutd
         if connected {
             delays = BACKOFF.build();
         }
-        let delay = delays.next().unwrap_or(Duration::from_secs(20));
+        let delay = delays.next().unwrap_or(BACKOFF_CEILING);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}

@@ -25,7 +25,6 @@ use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::wait::{await_condition, conditions::is_deleted};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use prometheus::IntGauge;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::ReconcileMetrics;
@@ -36,11 +35,13 @@ use hatchway_api::proof::RootSecret;
 
 /// The finalizer that lets a deleted Container be recorded as Cancelled.
 pub const FINALIZER: &str = "hatchway.dev/cancel";
+/// The longest wait before retrying a Container whose reconcile failed.
+const ERROR_BACKOFF_CEILING: Duration = Duration::from_secs(300);
 /// The waits before retrying a Container whose reconcile failed: 1 s
 /// doubling to 5 min.
 const ERROR_BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
     .with_min_delay(Duration::from_secs(1))
-    .with_max_delay(Duration::from_secs(300))
+    .with_max_delay(ERROR_BACKOFF_CEILING)
     .without_max_times();
 /// How long one cleanup waits for a deleted pod to go (its grace period,
 /// 30 s by default, and a margin); after that it is retried.
@@ -115,14 +116,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     // Leading from here until this returns (the Lease lost or shutdown).
-    metrics.leader.set(1);
-    struct NotLeading(IntGauge);
-    impl Drop for NotLeading {
-        fn drop(&mut self) {
-            self.0.set(0);
-        }
-    }
-    let _leading = NotLeading(metrics.leader.clone());
+    let _leading = metrics.leading();
     let reporter = Reporter {
         controller: "hatchway-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -166,7 +160,7 @@ fn error_policy(container: Arc<Container>, error: &ReconcileError, context: Arc<
     let delays = failures
         .entry(key(&container))
         .or_insert_with(|| ERROR_BACKOFF.build());
-    let delay = delays.next().unwrap_or(Duration::from_secs(300));
+    let delay = delays.next().unwrap_or(ERROR_BACKOFF_CEILING);
     context.metrics.errors.with_label_values(&[error.reason()]).inc();
     tracing::warn!(container = %key(&container), %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)

@@ -57,6 +57,13 @@ impl ReconcileMetrics {
         }
     }
 
+    /// Sets `hatchway_leader` to 1 until the guard drops (the Lease lost,
+    /// or shutdown).
+    pub fn leading(&self) -> LeaderGuard {
+        self.leader.set(1);
+        LeaderGuard(self.leader.clone())
+    }
+
     /// Times a reconcile until the guard drops (on every path out,
     /// errors and panics included).
     pub fn time(&self) -> DurationGuard {
@@ -64,6 +71,15 @@ impl ReconcileMetrics {
             histogram: self.duration.clone(),
             start: Instant::now(),
         }
+    }
+}
+
+/// Sets `hatchway_leader` back to 0 when dropped.
+pub struct LeaderGuard(IntGauge);
+
+impl Drop for LeaderGuard {
+    fn drop(&mut self) {
+        self.0.set(0);
     }
 }
 

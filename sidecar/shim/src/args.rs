@@ -11,7 +11,7 @@ use std::path::PathBuf;
 pub struct ShimArgs {
     /// Directory for stdout.txt, stderr.txt, usage.txt and exit-code
     /// (created if missing).
-    #[arg(long, env = "HATCHWAY_LOG_DIR", default_value = crate::DEFAULT_LOG_DIR)]
+    #[arg(long, env = "HATCHWAY_LOG_DIR", default_value = hatchway_api::pod::LOG_DIR)]
     pub log_dir: PathBuf,
 
     /// Rotate stdout.txt and stderr.txt to NAME.1 (one older file is kept)

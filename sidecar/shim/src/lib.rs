@@ -41,8 +41,6 @@ mod usage;
 
 pub use args::ShimArgs;
 
-/// Default log directory (`--log-dir`, `HATCHWAY_LOG_DIR`).
-pub const DEFAULT_LOG_DIR: &str = hatchway_api::pod::LOG_DIR;
 /// Default spawn socket (`--spawn-socket`, `HATCHWAY_SPAWN_SOCKET`): the
 /// name of an abstract unix socket.
 pub const DEFAULT_SPAWN_SOCKET: &str = "hatchway/spawn";

@@ -103,7 +103,7 @@ fn records(text: &str, min_fields: usize) -> impl Iterator<Item = Vec<&str>> {
 
 /// Parses `/etc/passwd` text: `name:password:uid:gid:gecos:home:shell`.
 /// Comments, blank lines, NIS `+`/`-` lines and malformed lines are skipped.
-pub fn parse_passwd(text: &str) -> Vec<User> {
+pub(crate) fn parse_passwd(text: &str) -> Vec<User> {
     records(text, 7)
         .filter_map(|fields| {
             if fields[0].is_empty() {
@@ -121,7 +121,7 @@ pub fn parse_passwd(text: &str) -> Vec<User> {
 }
 
 /// Parses `/etc/group` text: `name:password:gid:member,member`.
-pub fn parse_group(text: &str) -> Vec<Group> {
+pub(crate) fn parse_group(text: &str) -> Vec<Group> {
     records(text, 4)
         .filter_map(|fields| {
             Some(Group {
