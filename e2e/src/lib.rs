@@ -456,28 +456,106 @@ spec:
 }
 
 /// Runs `command` (stdin empty) and kills it if it has not finished after
-/// `timeout`; the error then carries what it printed.
+/// `timeout` (with the processes it started: it runs in a process group of
+/// its own); the error then carries what it printed. Its output is read
+/// while it runs, so a chatty command cannot stall on a full pipe.
 pub fn run_within(mut command: Command, timeout: Duration) -> Result<std::process::Output> {
-    let mut child = command
+    use std::os::unix::process::CommandExt as _;
+    let child = command
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("running {command:?}"))?;
-    let deadline = Instant::now() + timeout;
-    while child.try_wait()?.is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output()?;
+    let group = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    match finished.recv_timeout(timeout) {
+        Ok(out) => Ok(out?),
+        Err(_) => {
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            let out = finished.recv()??;
             bail!(
                 "{command:?} did not finish in {timeout:?}: stdout {} stderr {}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(child.wait_with_output()?)
+}
+
+/// Runs `command` like [`run_within`], in a network namespace of its own
+/// whose only interface is loopback, where `127.0.0.1:port` relays to `to`
+/// on this host's network.
+///
+/// Why: Chromium aborts a page load with `ERR_NETWORK_CHANGED` whenever an
+/// address or link changes on the host, and the cluster adds and removes a
+/// veth for every pod that starts or ends, which parallel tests do at any
+/// moment. In a namespace of its own it sees no such change. (Retrying
+/// instead lost three times in a row on a busy run.)
+pub fn run_isolated_from_host_network(
+    command: Command,
+    port: u16,
+    to: std::net::SocketAddr,
+    timeout: Duration,
+) -> Result<std::process::Output> {
+    let (listening, listener) = mpsc::channel();
+    // Network namespaces are per thread: this one moves into a new one,
+    // binds there and spawns the command (children inherit it); the relay
+    // threads stay on the host's network, and a socket works from any
+    // thread in the namespace it was made in.
+    let isolated = std::thread::spawn(move || -> Result<std::process::Output> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .context("a network namespace of its own (needs root)")?;
+        let mut up = Command::new("ip");
+        up.args(["link", "set", "lo", "up"]);
+        let out = run_within(up, Duration::from_secs(10))?;
+        anyhow::ensure!(out.status.success(), "ip link set lo up: {out:?}");
+        let bound = std::net::TcpListener::bind(("127.0.0.1", port))
+            .with_context(|| format!("binding 127.0.0.1:{port} in the new namespace"));
+        let bound_ok = bound.is_ok();
+        let _ = listening.send(bound);
+        anyhow::ensure!(bound_ok, "no listener in the new namespace");
+        run_within(command, timeout)
+    });
+    let listener = match listener.recv() {
+        Ok(bound) => bound?,
+        Err(_) => {
+            return isolated
+                .join()
+                .map_err(|_| anyhow!("the isolated thread panicked"))?;
+        }
+    };
+    std::thread::spawn(move || {
+        for inside in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let Ok(outside) = TcpStream::connect_timeout(&to, Duration::from_secs(10)) else {
+                    return;
+                };
+                splice_until_closed(inside, outside);
+            });
+        }
+    });
+    isolated
+        .join()
+        .map_err(|_| anyhow!("the isolated thread panicked"))?
+}
+
+/// Copies bytes both ways between two connections until either side ends.
+fn splice_until_closed(a: TcpStream, b: TcpStream) {
+    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
+    let forward = std::thread::spawn(move || {
+        let (mut from, mut to) = (a, b);
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut from, mut to) = (b2, a2);
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(std::net::Shutdown::Write);
+    let _ = forward.join();
 }
 
 /// The node's InternalIP: pods reach this host there, and NodePorts and

@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use hatchway_api::proof::{self, CtrKey};
 use hatchway_api::wire;
-use hatchway_operator::router::upstream::{self, GatewayConnection, UpstreamError, connect_tcp, empty_body};
+use hatchway_operator::router::respond::{Body, empty_body};
+use hatchway_operator::router::upstream::{self, GatewayConnection, UpstreamError, connect_tcp};
 use hatchway_sidecar::args::GatewayArgs;
 use hatchway_sidecar::start::{Running, start_gateway};
 use hatchway_sidecar::tls::GatewayCert;
@@ -63,7 +64,7 @@ async fn connect_to(addr: SocketAddr, key: &CtrKey) -> Result<GatewayConnection,
     upstream::connect(tcp, UID, key).await
 }
 
-fn get(path: &str) -> Request<upstream::UpstreamBody> {
+fn get(path: &str) -> Request<Body> {
     Request::builder()
         .method("GET")
         .uri(path)
@@ -73,7 +74,7 @@ fn get(path: &str) -> Request<upstream::UpstreamBody> {
 
 async fn send(
     conn: &mut GatewayConnection,
-    req: Request<upstream::UpstreamBody>,
+    req: Request<Body>,
 ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
     tokio::time::timeout(LIMIT, conn.send(req))
         .await

@@ -19,7 +19,7 @@ use tokio_rustls::TlsConnector;
 
 use super::Router;
 use super::relay;
-use super::respond::{Body, text};
+use super::respond::{Body, RequestBody, text};
 
 /// Time allowed to connect to a peer and finish TLS.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,7 +42,7 @@ enum ForwardError {
 /// Sends `req` to the replica at `peer_url` and relays its answer.
 pub async fn forward(
     router: Arc<Router>,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     peer_url: &str,
     kind: &'static str,
 ) -> Response<Body> {
@@ -68,7 +68,7 @@ pub async fn forward(
 
 async fn send(
     router: &Router,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     peer_url: &str,
     upgrade: bool,
 ) -> Result<Response<Incoming>, ForwardError> {

@@ -12,15 +12,15 @@
 use hatchway_api::crd::Container;
 use hatchway_api::webdav::{ALLOW, Target};
 use hatchway_api::wire;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use std::sync::Arc;
 
+use super::Router;
+use super::access::{choose_settled, log_prefix};
 use super::auth::User;
-use super::respond::{Body, empty_body, text};
+use super::reach::{self, GatewayRequest, header_safe, request_id};
+use super::respond::{Body, RequestBody, empty_body, text};
 use super::select::{Purpose, RefusalKind, Route};
-use super::user::{choose_settled, header_safe, request_id};
-use super::{Router, api, forward, reach, relay};
 
 /// Request headers a WebDAV read passes on to the gateway.
 const PASSED: [HeaderName; 5] = [
@@ -62,7 +62,7 @@ fn add_cors(headers: &mut HeaderMap) {
 /// Serves the log tree of `container`; `rest` follows `…/log`.
 pub async fn serve(
     router: Arc<Router>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     container: Container,
     rest: String,
     user: User,
@@ -87,18 +87,20 @@ pub async fn serve(
 
 async fn serve_inner(
     router: Arc<Router>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     container: Container,
     rest: String,
     user: User,
 ) -> (Option<&'static str>, Response<Body>) {
     let namespace = container.metadata.namespace.clone().unwrap_or_default();
     let name = container.metadata.name.clone().unwrap_or_default();
-    let prefix = api::log_prefix(&namespace, &name);
+    let prefix = log_prefix(&namespace, &name);
     let target = match Target::parse(&rest) {
         Ok(target) => target,
         Err(message) => return (None, text(StatusCode::NOT_FOUND, message)),
     };
+    // What the saved logs read of the request.
+    let (method, headers) = (req.method().clone(), req.headers().clone());
     let since = match since_seconds(req.uri().query()) {
         Ok(since) => since,
         Err(message) => return (None, text(StatusCode::BAD_REQUEST, message)),
@@ -111,7 +113,16 @@ async fn serve_inner(
         // these come from the API whether the Container runs or has ended.
         return (
             Some("api"),
-            saved(&router, &req, &container, &prefix, &target, Some(since)).await,
+            super::saved::serve(
+                &router,
+                &method,
+                &headers,
+                &container,
+                &prefix,
+                &target,
+                Some(since),
+            )
+            .await,
         );
     }
     let route = match route {
@@ -119,22 +130,24 @@ async fn serve_inner(
         Err(refusal) if refusal.kind == RefusalKind::NotRunningYet => {
             return (
                 Some("none"),
-                super::saved::directory(req.method(), req.headers(), &prefix, &target, &[]),
+                super::saved::directory(&method, &headers, &prefix, &target, &[]),
             );
         }
         Err(refusal) if refusal.kind == RefusalKind::Ended => {
             return (
                 Some("saved"),
-                saved(&router, &req, &container, &prefix, &target, None).await,
+                super::saved::serve(&router, &method, &headers, &container, &prefix, &target, None).await,
             );
         }
         Err(refusal) => return (None, text(refusal.status, refusal.message)),
     };
-    if let Route::Forward(url) = &route {
+    let sent = reach::send(&router, req, &container, &route, "logs", |req| {
+        webdav_request(req.method(), req.uri(), req.headers(), &prefix, &user)
+    })
+    .await;
+    match sent {
         // The peer names the source itself.
-        return (None, forward::forward(router.clone(), req, url, "logs").await);
-    }
-    match live(&router, &req, &container, &route, &prefix, &user).await {
+        Ok(response) if matches!(route, Route::Forward(_)) => (None, response),
         Ok(response) => (Some("live"), response),
         Err(failure) => {
             // The race Arvados handles: the gateway went away because the
@@ -148,10 +161,9 @@ async fn serve_inner(
                         .is_some_and(|p| p.is_finished()) =>
                 {
                     tracing::info!("gateway gone and the container has ended: serving saved logs");
-                    (
-                        Some("saved"),
-                        saved(&router, &req, &fresh, &prefix, &target, None).await,
-                    )
+                    let saved =
+                        super::saved::serve(&router, &method, &headers, &fresh, &prefix, &target, None).await;
+                    (Some("saved"), saved)
                 }
                 _ => (None, failure),
             }
@@ -176,55 +188,34 @@ fn since_seconds(query: Option<&str>) -> Result<Option<u64>, String> {
     }
 }
 
-/// Proxies one WebDAV request to the gateway. `Err` carries the refusal to
-/// give if re-reading status does not explain the failure.
-async fn live(
-    router: &Arc<Router>,
-    req: &Request<Incoming>,
-    container: &Container,
-    route: &Route,
+/// The WebDAV read the gateway gets: the user's method, path and the
+/// headers a read needs, with the prefix its hrefs use.
+fn webdav_request(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
     prefix: &str,
     user: &User,
-) -> Result<Response<Body>, Response<Body>> {
-    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+) -> GatewayRequest {
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut builder = Request::builder()
-        .method(req.method().clone())
+        .method(method.clone())
         .uri(path)
         .header(wire::WEBDAV_PREFIX, prefix)
         .header(wire::REQUEST_USER, header_safe(&user.username))
-        .header(wire::REQUEST_ID, request_id(req.headers()));
+        .header(wire::REQUEST_ID, request_id(headers));
     for name in PASSED
         .iter()
         .chain(std::iter::once(&HeaderName::from_static("depth")))
     {
-        if let Some(value) = req.headers().get(name) {
+        if let Some(value) = headers.get(name) {
             builder = builder.header(name, value);
         }
     }
-    let request = builder.body(empty_body()).expect("a valid request");
-    let response = reach::exchange(router, container, route, request).await?;
-    Ok(relay::pass_on(router.clone(), response, None, "logs"))
-}
-
-/// Serves the saved logs of an ended Container (or lines by time).
-async fn saved(
-    router: &Router,
-    req: &Request<Incoming>,
-    container: &Container,
-    prefix: &str,
-    target: &Target,
-    since_seconds: Option<u64>,
-) -> Response<Body> {
-    super::saved::serve(
-        router,
-        req.method(),
-        req.headers(),
-        container,
-        prefix,
-        target,
-        since_seconds,
-    )
-    .await
+    GatewayRequest {
+        request: builder.body(empty_body()).expect("a valid request"),
+        client: None,
+    }
 }
 
 /// Removes repeated identical values of a header (an upstream that sends

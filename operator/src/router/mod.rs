@@ -1,14 +1,17 @@
 //! The router: the user-facing side of every replica (DESIGN.md, "Router").
 //!
-//! A request arrives at [`server`], which hands it to [`api`]: tunnels go to
-//! [`tunnel`]; user requests are authenticated and authorized ([`auth`]),
-//! the Container is looked up ([`cluster`]), [`select`] decides how to reach
-//! its gateway, and [`reach`] connects there (directly, through a tunnel held
-//! here, or by forwarding to the replica that holds it), with the proof
-//! exchange of [`upstream`] on every gateway connection.
+//! A request arrives at [`server`], which hands it to the route table
+//! ([`routes`]): tunnels go to [`tunnel`], web apps to [`webapp`], the user
+//! API to [`user`] after [`access`] has authenticated and authorized it
+//! ([`auth`]) and looked the Container up ([`cluster`]); [`select`]
+//! decides how to reach its gateway, and [`reach`] sends the request there
+//! (directly, through a tunnel held here, or by forwarding to the replica
+//! that holds it), with the proof exchange of [`upstream`] on every
+//! gateway connection.
 
-/// The front door: classifies each request and sends it on.
-pub mod api;
+/// The user-API checks: path, method, authentication, authorization, the
+/// Container, the route to its gateway.
+pub mod access;
 /// Who may do what: TokenReview and SubjectAccessReview, cached.
 pub mod auth;
 /// What the router reads and writes in the cluster (the `Cluster` trait).
@@ -19,12 +22,14 @@ pub mod forward;
 pub mod logs;
 /// `hatchway_router_*`, and the operator's registry.
 pub mod metrics;
-/// Opening a gateway connection along a chosen route.
+/// Sending a request along a chosen route, and passing the answer on.
 pub mod reach;
 /// Relaying upgraded connections, counted.
 pub mod relay;
-/// Response bodies and refusals.
+/// Bodies and refusals.
 pub mod respond;
+/// The route table and the layers around it.
+pub mod routes;
 /// Saved logs after the end, streamed from the API server.
 pub mod saved;
 /// The one decision of how to reach a gateway.

@@ -1,18 +1,78 @@
-//! Opening a connection to a Container's gateway along a route from
-//! [`super::select`]: a TCP connection to its address, or a stream on the
-//! tunnel this replica holds; either way TLS and the proof exchange of
-//! [`super::upstream`]. (Forwarding to another replica is
-//! [`super::forward`].)
+//! Sending a user's request along a route from [`super::select`]: to the
+//! replica that holds the tunnel ([`super::forward`]), or to the gateway
+//! itself over a TCP connection to its address or a stream on the tunnel
+//! this replica holds, either way with TLS and the proof exchange of
+//! [`super::upstream`]; the answer goes back through [`super::relay`].
+
+// A refusal is the response itself, returned once per request: boxing it
+// would buy nothing.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
 
 use hatchway_api::crd::Container;
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 
 use super::Router;
-use super::respond::{Body, text};
+use super::respond::{Body, RequestBody, text};
 use super::select::Route;
 use super::tunnel::TunnelError;
-use super::upstream::{self, GatewayConnection, UpstreamBody, UpstreamError};
+use super::upstream::{self, GatewayConnection, UpstreamError};
+use super::{forward, relay};
+
+/// A request made for a gateway, and the client's side of the upgrade it
+/// asks for (if any).
+pub struct GatewayRequest {
+    /// What the gateway gets.
+    pub request: Request<Body>,
+    /// The client's connection once it switches protocols.
+    pub client: Option<OnUpgrade>,
+}
+
+/// Sends `req` along `route` and answers the client: to another replica
+/// as it came (it checks and sends it itself), or — made into the
+/// gateway's request by `to_gateway` — to the gateway, whose answer passes
+/// on (an upgrade becomes a relay, counted as `kind`). `Err` is the refusal
+/// when the gateway could not be reached or did not prove itself: the
+/// caller may have a better answer (the log tree's saved logs).
+pub async fn send(
+    router: &Arc<Router>,
+    req: Request<RequestBody>,
+    container: &Container,
+    route: &Route,
+    kind: &'static str,
+    to_gateway: impl FnOnce(Request<RequestBody>) -> GatewayRequest,
+) -> Result<Response<Body>, Response<Body>> {
+    if let Route::Forward(url) = route {
+        return Ok(forward::forward(router.clone(), req, url, kind).await);
+    }
+    let GatewayRequest { request, client } = to_gateway(req);
+    let response = exchange(router, container, route, request).await?;
+    Ok(relay::pass_on(router.clone(), response, client, kind))
+}
+
+/// A header value from arbitrary text (user names are UTF-8; header values
+/// are not): non-ASCII is percent-escaped.
+pub fn header_safe(s: &str) -> HeaderValue {
+    let escaped = percent_encoding::utf8_percent_encode(s, percent_encoding::CONTROLS).to_string();
+    HeaderValue::from_str(&escaped).unwrap_or_else(|_| HeaderValue::from_static("?"))
+}
+
+/// The request's id: the client's `X-Hatchway-Request-Id` if it sent a
+/// sane one, else a fresh one. (The route table's layer puts it on every
+/// request, so a request keeps one id from the router to the gateway.)
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(hatchway_api::wire::REQUEST_ID)
+        .filter(|v| v.len() <= 64 && v.to_str().is_ok_and(|s| s.bytes().all(|b| b.is_ascii_graphic())))
+        .cloned()
+        .unwrap_or_else(|| {
+            let id: u128 = rand::random();
+            HeaderValue::from_str(&format!("{id:032x}")).expect("hex is a valid header value")
+        })
+}
 
 /// Why the gateway could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -64,11 +124,11 @@ impl ReachError {
 
 /// Connects along `route` and sends `request`: the gateway's answer, or the
 /// refusal to give the user (failures counted and logged).
-pub async fn exchange(
+async fn exchange(
     router: &Router,
     container: &Container,
     route: &Route,
-    request: Request<UpstreamBody>,
+    request: Request<Body>,
 ) -> Result<Response<Incoming>, Response<Body>> {
     let refuse = |(status, message): (StatusCode, String)| text(status, message);
     let mut connection = connect(router, container, route)
@@ -87,7 +147,7 @@ pub async fn exchange(
 
 /// Connects to the gateway of `container` along `route` (direct or local
 /// tunnel; `Forward` is not a gateway connection and is refused here).
-pub async fn connect(
+async fn connect(
     router: &Router,
     container: &Container,
     route: &Route,
@@ -122,5 +182,35 @@ async fn connect_inner(
             Ok(upstream::connect(stream, uid, &key).await?)
         }
         Route::Forward(_) => Err(ReachError::NotDirect),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_when_sane_and_made_otherwise() {
+        let mut h = HeaderMap::new();
+        assert_eq!(request_id(&h).len(), 32);
+        h.insert(
+            hatchway_api::wire::REQUEST_ID,
+            HeaderValue::from_static("abc-123"),
+        );
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert(
+            hatchway_api::wire::REQUEST_ID,
+            HeaderValue::from_static("has space"),
+        );
+        assert_eq!(request_id(&h).len(), 32);
+    }
+
+    #[test]
+    fn user_names_become_safe_header_values() {
+        assert_eq!(
+            header_safe("system:serviceaccount:a:b"),
+            "system:serviceaccount:a:b"
+        );
+        assert_eq!(header_safe("zoë\n"), "zo%C3%AB%0A");
     }
 }

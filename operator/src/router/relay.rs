@@ -77,7 +77,7 @@ pub fn pass_on(
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
     headers::strip_hatchway_headers(&mut parts.headers);
-    Response::from_parts(parts, body.map_err(Into::into).boxed())
+    Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
 }
 
 /// Copies both ways until both sides are done, or neither sent a byte for

@@ -335,26 +335,7 @@ fn body(stream: LogStream, skip: u64, len: Option<u64>, turn: OwnedSemaphorePerm
             return Some((Ok(Frame::data(chunk)), Some(state)));
         }
     });
-    BodyExt::boxed(StreamBody::new(Exclusive(std::sync::Mutex::new(Box::pin(
-        frames,
-    )))))
-}
-
-/// A stream that is `Sync` because it is only ever reached through `&mut`
-/// (a body is polled by one task; the router's body type must be `Sync`,
-/// the pod-log stream is not). `Mutex::get_mut` takes no lock.
-struct Exclusive<S>(std::sync::Mutex<std::pin::Pin<Box<S>>>);
-
-impl<S: futures::Stream> futures::Stream for Exclusive<S> {
-    type Item = S::Item;
-
-    fn poll_next(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        let inner = self.get_mut().0.get_mut().unwrap_or_else(|e| e.into_inner());
-        inner.as_mut().poll_next(cx)
-    }
+    BodyExt::boxed_unsync(StreamBody::new(frames))
 }
 
 /// WebDAV over a directory of `files` whose sizes are known (the saved

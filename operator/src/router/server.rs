@@ -4,9 +4,9 @@
 //! The tunnel proof binds to the TLS session through exported keying
 //! material, and hyper owns the stream once it parses requests: so the
 //! keying material is exported here, right after the handshake, and handed
-//! to every request of the connection in [`ConnectionInfo`].
+//! to every request of the connection in [`ConnectionInfo`]. Requests are
+//! then answered by the route table ([`super::routes`]).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,18 +20,10 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
 
 use super::Router;
-
-/// What a request knows about its connection.
-#[derive(Clone, Debug)]
-pub struct ConnectionInfo {
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// Keying material exported from this TLS session (label
-    /// [`EKM_LABEL`], no context): what a tunnel's proof covers.
-    pub ekm: Option<[u8; EKM_LEN]>,
-}
+use super::routes::{self, ConnectionInfo};
 
 /// Open connections per client address, bounded: one address (a
 /// misbehaving client, a scanner) cannot take every connection slot.
@@ -95,6 +87,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let table = routes::table(router.clone());
     let permits = Arc::new(Semaphore::new(router.settings.max_connections));
     let per_client = PerClient::new(router.settings.max_connections_per_client);
     let tasks = TaskTracker::new();
@@ -137,6 +130,7 @@ pub async fn serve(
             .with_retries(3);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         let router = router.clone();
+        let table = table.clone();
         let acceptor = acceptor.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -153,11 +147,9 @@ pub async fn serve(
                 .export_keying_material([0u8; EKM_LEN], EKM_LABEL, None)
                 .ok();
             let info = Arc::new(ConnectionInfo { peer, ekm });
-            let service_router = router.clone();
-            let service = service_fn(move |req| {
-                let router = service_router.clone();
-                let info = info.clone();
-                async move { Ok::<_, std::convert::Infallible>(super::api::handle(router, req, info).await) }
+            let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(info.clone());
+                table.clone().oneshot(req)
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
@@ -218,6 +210,7 @@ pub async fn serve_metrics(
     let mut tls = (*tls).clone();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let table = routes::metrics_table(router.clone());
     let permits = Arc::new(Semaphore::new(METRICS_CONNECTIONS));
     loop {
         let (stream, peer) = tokio::select! {
@@ -235,6 +228,7 @@ pub async fn serve_metrics(
             continue;
         };
         let router = router.clone();
+        let table = table.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _permit = permit;
@@ -242,10 +236,8 @@ pub async fn serve_metrics(
             let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await else {
                 return tracing::debug!(%peer, "metrics TLS handshake failed or timed out");
             };
-            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let router = router.clone();
-                async move { Ok::<_, std::convert::Infallible>(super::api::metrics_endpoint(&router, &req)) }
-            });
+            let service =
+                service_fn(move |req: http::Request<hyper::body::Incoming>| table.clone().oneshot(req));
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(timeout)

@@ -16,13 +16,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use hatchway_api::proof::{self, CtrKey};
 use hatchway_api::wire;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -31,6 +28,8 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+use super::respond::Body;
 
 /// How long the TLS and HTTP/1.1 handshakes may take in [`connect`]: a
 /// gateway (or a tunnel stream) that accepts bytes but never answers must not
@@ -44,23 +43,6 @@ pub const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the gateway may take to answer a request's headers by default
 /// (bodies stream afterwards without this limit; upgrades are long-lived).
 pub const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The error type of request bodies sent upstream.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The body type of requests sent to a gateway: any body, boxed, so a user's
-/// streamed request body and a router-made empty body both fit.
-pub type UpstreamBody = BoxBody<Bytes, BoxError>;
-
-/// An empty request body.
-pub fn empty_body() -> UpstreamBody {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
-}
-
-/// A request body of the given bytes.
-pub fn full_body(bytes: impl Into<Bytes>) -> UpstreamBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
-}
 
 /// What can go wrong reaching a gateway or exchanging proofs with it.
 #[derive(Debug, thiserror::Error)]
@@ -193,7 +175,7 @@ static TLS_CONFIG: LazyLock<Arc<ClientConfig>> =
 /// proof exchange. Requests go one at a time (HTTP/1.1); an upgraded
 /// response (`hyper::upgrade::on`) takes the connection over.
 pub struct GatewayConnection {
-    sender: http1::SendRequest<UpstreamBody>,
+    sender: http1::SendRequest<Body>,
     uid: HeaderValue,
     key: CtrKey,
     request_auth: String,
@@ -299,10 +281,7 @@ impl GatewayConnection {
     /// carried: a user must not smuggle their own) and returns the response
     /// only if it carries a valid response proof. The proof header is
     /// removed from the returned response: it concerns this hop only.
-    pub async fn send(
-        &mut self,
-        mut req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(&mut self, mut req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
         let headers = req.headers_mut();
         headers.insert(HeaderName::from_static(wire::CONTAINER_UID), self.uid.clone());
         headers.insert(

@@ -20,15 +20,13 @@ use hatchway_api::crd::{Container, PortAccess};
 use hatchway_api::headers;
 use hatchway_api::wire;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
+use super::access::{authorize, choose_settled};
 use super::auth::{self, Permission, User};
-use super::respond::{Body, empty_body, full_body, text};
+use super::reach::{self, GatewayRequest, header_safe, request_id};
+use super::respond::{Body, RequestBody, empty_body, full_body, stream_body, text};
 use super::select::{Purpose, Route};
-use super::session;
-use super::user::{authorize, choose_settled, header_safe, request_id};
-use super::{Router, forward, reach, relay};
+use super::{Router, forward, session};
 
 /// A vhost's Container UID and port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,7 +74,7 @@ fn private_app() -> Response<Body> {
 }
 
 /// Serves a web-app request for `vhost` (its host already matched).
-pub async fn serve(router: Arc<Router>, req: Request<Incoming>, vhost: Vhost) -> Response<Body> {
+pub async fn serve(router: Arc<Router>, req: Request<RequestBody>, vhost: Vhost) -> Response<Body> {
     let container = match router.cluster.container_by_uid(&vhost.uid).await {
         Ok(container) => container,
         Err(error) => {
@@ -164,10 +162,20 @@ pub async fn serve(router: Arc<Router>, req: Request<Incoming>, vhost: Vhost) ->
     } else {
         "http"
     };
-    if let Route::Forward(url) = &route {
-        return forward::forward(router.clone(), req, url, kind).await;
+    let forwarded = matches!(route, Route::Forward(_));
+    let sent = reach::send(&router, req, &container, &route, kind, |req| {
+        app_request(req, &vhost)
+    })
+    .await;
+    match sent {
+        // The peer filtered the app's cookies already.
+        Ok(response) if forwarded => response,
+        Ok(mut response) => {
+            filter_set_cookies(response.headers_mut());
+            response
+        }
+        Err(refusal) => refusal,
     }
-    proxy(router, req, &container, &route, &vhost, kind).await
 }
 
 /// The user of a valid session cookie for this vhost.
@@ -236,7 +244,7 @@ fn same_host_path(path: &str) -> String {
 /// code costs no TokenReview.
 async fn redeem(
     router: Arc<Router>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     vhost: &Vhost,
     container: Option<Container>,
     code: &str,
@@ -319,7 +327,7 @@ async fn redeem(
 /// `{"url": …, "expiresInSeconds": 60}`.
 pub fn login_link(
     router: &Router,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     container: &Container,
     user: &User,
 ) -> Response<Body> {
@@ -440,14 +448,9 @@ fn filter_set_cookies(headers: &mut HeaderMap) {
     }
 }
 
-async fn proxy(
-    router: Arc<Router>,
-    mut req: Request<Incoming>,
-    container: &Container,
-    route: &Route,
-    vhost: &Vhost,
-    kind: &'static str,
-) -> Response<Body> {
+/// The request the app gets: the user's, without hop-by-hop headers, ours
+/// or our cookie, naming the port and the host it came for.
+fn app_request(mut req: Request<RequestBody>, vhost: &Vhost) -> GatewayRequest {
     let upgrade = headers::wants_upgrade(req.headers()).is_some();
     let client = upgrade.then(|| hyper::upgrade::on(&mut req));
     let id = request_id(req.headers());
@@ -473,13 +476,10 @@ async fn proxy(
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     parts.uri = path.parse().expect("a path and query re-parse");
     parts.version = http::Version::HTTP_11;
-    let request = Request::from_parts(parts, body.map_err(Into::into).boxed());
-    let mut response = match reach::exchange(&router, container, route, request).await {
-        Ok(response) => response,
-        Err(refusal) => return refusal,
-    };
-    filter_set_cookies(response.headers_mut());
-    relay::pass_on(router, response, client, kind)
+    GatewayRequest {
+        request: Request::from_parts(parts, stream_body(body)),
+        client,
+    }
 }
 
 #[cfg(test)]

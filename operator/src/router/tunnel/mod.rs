@@ -21,14 +21,13 @@ use std::sync::Arc;
 use hatchway_api::tunnel::{EKM_LEN, verify_tunnel_proof};
 use hatchway_api::{control as protocol, wire};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use tokio_util::compat::Compat;
 use tracing::Instrument;
 
 pub use registry::{OPEN_TIMEOUT, Registry};
 
 use super::Router;
-use super::respond::{Body, empty_body, text};
+use super::respond::{Body, RequestBody, empty_body, text};
 use hatchway_api::headers::wants_upgrade;
 
 /// A stream opened on a tunnel: a connection to the sidecar's gateway.
@@ -61,7 +60,7 @@ struct Peer {
 /// handshake.
 pub async fn accept(
     router: Arc<Router>,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     ekm: Option<[u8; EKM_LEN]>,
 ) -> Response<Body> {
     let refuse = |result: &str, status: StatusCode, message: String| {

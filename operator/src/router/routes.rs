@@ -1,0 +1,199 @@
+//! The route table: everything the router's user-facing port answers, in
+//! one place, and the layers every request passes through.
+//!
+//! A request first gets its span, metrics and request id ([`observe`],
+//! [`request_id`]); a request for a web app's host goes to
+//! [`super::webapp`] whatever its path ([`web_apps`]); anything else is
+//! routed by path. User-API handlers ([`super::user`]) take
+//! [`super::access::Granted`], which authenticates and authorizes first.
+//! Connection limits, TLS and header-read timeouts act earlier, on the
+//! connection, in [`super::server`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, any};
+use hatchway_api::tunnel::EKM_LEN;
+use hatchway_api::wire;
+use http::{HeaderValue, Method, StatusCode, header};
+use tracing::Instrument;
+
+use super::Router;
+use super::access::no_such_endpoint;
+use super::reach::request_id as sane_request_id;
+use super::respond::{Body, full_body, text};
+use super::{tunnel, user, webapp};
+
+/// What a request knows about its connection (a request extension).
+#[derive(Clone, Debug)]
+pub struct ConnectionInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Keying material exported from this TLS session (label
+    /// [`hatchway_api::tunnel::EKM_LABEL`], no context): what a tunnel's
+    /// proof covers.
+    pub ekm: Option<[u8; EKM_LEN]>,
+}
+
+/// The route a response came from, for metrics (bounded cardinality).
+#[derive(Clone, Copy, Debug)]
+struct RouteLabel(&'static str);
+
+/// The user-facing port's routes.
+pub fn table(router: Arc<Router>) -> axum::Router {
+    let container = |action: &str| {
+        format!(
+            "{}{{namespace}}/containers/{{name}}/{action}",
+            wire::USER_API_PREFIX
+        )
+    };
+    axum::Router::new()
+        .route(wire::TUNNEL_PATH, labelled("tunnel", any(tunnel_endpoint)))
+        .route(
+            &container(wire::ACTION_SSH),
+            labelled(wire::ACTION_SSH, any(user::shell)),
+        )
+        .route(
+            &container(wire::ACTION_PORTFORWARD),
+            labelled(wire::ACTION_PORTFORWARD, any(user::port_forward)),
+        )
+        .route(
+            &container(wire::ACTION_LOG),
+            labelled(wire::ACTION_LOG, any(user::log)),
+        )
+        .route(&container("log/"), labelled(wire::ACTION_LOG, any(user::log)))
+        .route(
+            &container("log/{*file}"),
+            labelled(wire::ACTION_LOG, any(user::log)),
+        )
+        .route(
+            &container(wire::ACTION_WEBLOGIN),
+            labelled(wire::ACTION_WEBLOGIN, any(user::web_login)),
+        )
+        .route("/healthz", labelled("health", any(health)))
+        .route("/readyz", labelled("health", any(health)))
+        .route("/metrics", labelled("metrics", any(metrics_elsewhere)))
+        .fallback(other)
+        .layer(middleware::from_fn_with_state(router.clone(), web_apps))
+        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(router.clone(), observe))
+        .with_state(router)
+}
+
+/// The metrics port's routes: `GET /metrics` and `GET /healthz` (see
+/// [`super::server::serve_metrics`]).
+pub fn metrics_table(router: Arc<Router>) -> axum::Router {
+    axum::Router::new().fallback(metrics_port).with_state(router)
+}
+
+/// Marks the responses of `route` with `label` (and the request's span).
+fn labelled(label: &'static str, route: MethodRouter<Arc<Router>>) -> MethodRouter<Arc<Router>> {
+    route.layer(middleware::from_fn(move |req: Request, next: Next| async move {
+        tracing::Span::current().record("route", label);
+        let mut response = next.run(req).await;
+        response.extensions_mut().insert(RouteLabel(label));
+        response
+    }))
+}
+
+/// The request's span (method, route, peer; handlers add namespace,
+/// container and user), its duration in `hatchway_router_request_duration_seconds`,
+/// and a log line for every refusal.
+async fn observe(State(router): State<Arc<Router>>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let peer = req
+        .extensions()
+        .get::<Arc<ConnectionInfo>>()
+        .map(|c| c.peer.to_string())
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        route = tracing::field::Empty,
+        peer = %peer,
+        request_id = tracing::field::Empty,
+        namespace = tracing::field::Empty,
+        container = tracing::field::Empty,
+        user = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    let response = next.run(req).instrument(span.clone()).await;
+    let route = response.extensions().get::<RouteLabel>().map_or("other", |l| l.0);
+    let status = response.status();
+    span.record("route", route);
+    span.record("status", status.as_u16());
+    router
+        .metrics
+        .request_duration
+        .with_label_values(&[route])
+        .observe(started.elapsed().as_secs_f64());
+    if status.is_client_error() || status.is_server_error() {
+        span.in_scope(|| tracing::info!(status = status.as_u16(), "request refused"));
+    }
+    response
+}
+
+/// Every request carries one sane `X-Hatchway-Request-Id` from here on
+/// (the client's, or a fresh one), which goes on to the gateway.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = sane_request_id(req.headers());
+    tracing::Span::current().record("request_id", id.to_str().unwrap_or_default());
+    req.headers_mut().insert(wire::REQUEST_ID, id);
+    next.run(req).await
+}
+
+/// A request for a web app's host (`{uid}-{port}.{domain}`) is the app's,
+/// whatever its path.
+async fn web_apps(State(router): State<Arc<Router>>, req: Request, next: Next) -> Response {
+    let Some(vhost) = webapp::vhost(&router, &req) else {
+        return next.run(req).await;
+    };
+    tracing::Span::current().record("route", "webapp");
+    let mut response = webapp::serve(router, req, vhost).await.into_response();
+    response.extensions_mut().insert(RouteLabel("webapp"));
+    response
+}
+
+/// `POST /v1/tunnel`: a sidecar's tunnel, proven over this connection's
+/// keying material.
+async fn tunnel_endpoint(State(router): State<Arc<Router>>, req: Request) -> http::Response<Body> {
+    let ekm = req.extensions().get::<Arc<ConnectionInfo>>().and_then(|c| c.ekm);
+    tunnel::accept(router, req, ekm).await
+}
+
+async fn health() -> http::Response<Body> {
+    text(StatusCode::OK, "ok")
+}
+
+async fn metrics_elsewhere() -> http::Response<Body> {
+    text(
+        StatusCode::NOT_FOUND,
+        "/metrics is served on the metrics port (--metrics-listen, 9443), not on the user-facing one",
+    )
+}
+
+async fn other(req: Request) -> http::Response<Body> {
+    no_such_endpoint(req.uri().path())
+}
+
+/// The metrics port's one endpoint (and a health check).
+async fn metrics_port(State(router): State<Arc<Router>>, req: Request) -> http::Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            let mut response = http::Response::new(full_body(router.metrics.encode()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            response
+        }
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+        (method, path) => text(
+            StatusCode::NOT_FOUND,
+            format!("{method} {path}: the metrics port serves GET /metrics only"),
+        ),
+    }
+}
