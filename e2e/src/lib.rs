@@ -587,4 +587,37 @@ mod tests {
         assert_eq!(parse_forwarding_line("Forwarding from [::1]:40123 -> 8080"), None);
         assert_eq!(parse_forwarding_line("Handling connection for 40123"), None);
     }
+
+    #[test]
+    fn an_isolated_command_sees_only_loopback_and_reaches_the_host_through_the_relay() {
+        // A server on this host's loopback, which the isolated namespace's
+        // own loopback cannot reach except through the relay.
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = server.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for mut conn in server.incoming().flatten() {
+                let mut request = [0u8; 1024];
+                let _ = conn.read(&mut request);
+                let _ =
+                    conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
+            }
+        });
+        let port = 31_000;
+        let mut links = Command::new("ip");
+        links.args(["-o", "link"]);
+        let out = run_isolated_from_host_network(links, port, host, Duration::from_secs(10)).unwrap();
+        let links = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(links.lines().count(), 1, "only loopback: {links}");
+        assert!(links.contains("lo:") && links.contains("UP"), "{links}");
+
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "--max-time", "10", &format!("http://127.0.0.1:{port}/")]);
+        let out = run_isolated_from_host_network(curl, port, host, Duration::from_secs(20)).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "hello",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
