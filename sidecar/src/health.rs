@@ -6,19 +6,27 @@
 
 use std::sync::Arc;
 
+use axum::extract::{Request, State};
+use axum::routing::any;
 use hatchway_api::pod::{Readyz, health_path};
-use http::{Request, Response, StatusCode, header};
-use hyper::body::Incoming;
+use http::{Response, StatusCode, header};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
 
 use crate::body::{Body, full, text};
 use crate::gateway::Gateway;
 
 /// Serves the health port until `shutdown`.
 pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: CancellationToken) {
+    let table = axum::Router::new()
+        .route(health_path::HEALTHZ, any(|| async { text(StatusCode::OK, "ok") }))
+        .route(health_path::READYZ, any(readyz))
+        .route(health_path::METRICS, any(metrics))
+        .fallback(other)
+        .with_state(gateway);
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -27,12 +35,10 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cance
                 Err(_) => continue,
             },
         };
-        let gateway = gateway.clone();
+        let table = table.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let gateway = gateway.clone();
-                async move { Ok::<_, std::convert::Infallible>(answer(&gateway, &req)) }
-            });
+            let service =
+                service_fn(move |req: http::Request<hyper::body::Incoming>| table.clone().oneshot(req));
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(5))
@@ -42,30 +48,35 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cance
     }
 }
 
-fn answer(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
-    match req.uri().path() {
-        health_path::HEALTHZ => text(StatusCode::OK, "ok"),
-        health_path::READYZ => {
-            let body = Readyz {
-                status: "ready".to_owned(),
-                container_uid: gateway.uid.clone(),
-                certificate_sha256: gateway.cert.sha256.clone(),
-                host_key: gateway.ssh.host_key_openssh(),
-                host_key_fingerprint: gateway.ssh.host_key_fingerprint(),
-            };
-            let body = serde_json::to_string(&body).expect("a Readyz serializes");
-            Response::builder()
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(full(body))
-                .unwrap()
-        }
-        health_path::METRICS => Response::builder()
-            .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-            .body(full(gateway.metrics.encode()))
-            .unwrap(),
-        other => text(
-            StatusCode::NOT_FOUND,
-            format!("no route for {other}: try /healthz, /readyz or /metrics"),
+/// How to verify this gateway (public: fingerprints, not keys).
+async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
+    let body = Readyz {
+        status: "ready".to_owned(),
+        container_uid: gateway.uid.clone(),
+        certificate_sha256: gateway.cert.sha256.clone(),
+        host_key: gateway.ssh.host_key_openssh(),
+        host_key_fingerprint: gateway.ssh.host_key_fingerprint(),
+    };
+    let body = serde_json::to_string(&body).expect("a Readyz serializes");
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(body))
+        .expect("static response parts are valid")
+}
+
+async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .body(full(gateway.metrics.encode()))
+        .expect("static response parts are valid")
+}
+
+async fn other(req: Request) -> Response<Body> {
+    text(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route for {}: try /healthz, /readyz or /metrics",
+            req.uri().path()
         ),
-    }
+    )
 }

@@ -4,10 +4,9 @@
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{Body, empty, text};
+use crate::body::{Body, RequestBody, empty, text};
 use crate::report::{Reporter, Who};
 
 /// Parses `port=N` from a query string.
@@ -24,7 +23,7 @@ pub fn port_param(query: Option<&str>) -> Result<u16, String> {
 }
 
 /// Serves one port-forward request.
-pub async fn serve(mut req: Request<Incoming>, reporter: Arc<Reporter>, who: Who) -> Response<Body> {
+pub async fn serve(mut req: Request<RequestBody>, reporter: Arc<Reporter>, who: Who) -> Response<Body> {
     if !hatchway_api::headers::upgrade_is(req.headers(), hatchway_api::wire::UPGRADE_TCP) {
         return text(
             StatusCode::BAD_REQUEST,

@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{Body, text};
+use crate::body::{Body, RequestBody, text};
 
 /// Drops hop-by-hop headers, those named in `Connection`, and ours.
 fn strip(headers: &mut HeaderMap) {
@@ -22,7 +21,7 @@ fn strip(headers: &mut HeaderMap) {
 /// `slot` is the request's share of the gateway's web-app capacity: held
 /// until the answer's body ends or the upgraded connection closes.
 pub async fn serve(
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     port: u16,
     slot: tokio::sync::OwnedSemaphorePermit,
     body_idle_timeout: Duration,
@@ -109,14 +108,14 @@ pub async fn serve(
         let _slot = &slot;
         std::io::Error::other(error)
     });
-    Response::from_parts(parts, body.boxed())
+    Response::from_parts(parts, body.boxed_unsync())
 }
 
 /// `body`, cut off with an error when no frame arrives for `idle`: a
 /// client that starts a request and stops sending holds nothing for long.
 fn idle_limited<B>(body: B, idle: Duration) -> Body
 where
-    B: hyper::body::Body<Data = bytes::Bytes> + Unpin + Send + Sync + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let frames = futures::stream::unfold(Some(body), move |body| async move {
@@ -134,7 +133,7 @@ where
             )),
         }
     });
-    http_body_util::StreamBody::new(frames).boxed()
+    http_body_util::StreamBody::new(frames).boxed_unsync()
 }
 
 #[cfg(test)]

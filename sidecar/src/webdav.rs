@@ -218,7 +218,9 @@ async fn get_file(tree: &LogTree, name: &str, headers: &HeaderMap, head: bool) -
     }
     // The file may grow while it is read: send exactly the length announced.
     let stream = tokio_util::io::ReaderStream::new(file.take(len)).map_ok(Frame::data);
-    builder.body(BodyExt::boxed(StreamBody::new(stream))).unwrap()
+    builder
+        .body(BodyExt::boxed_unsync(StreamBody::new(stream)))
+        .unwrap()
 }
 
 fn props(entry: &Entry) -> FileProps {

@@ -9,15 +9,18 @@
 //! Limits: a TLS handshake must finish and request headers must arrive
 //! within their timeouts, headers are size-limited, and the number of
 //! concurrent connections is capped; a slow or hostile client cannot pin
-//! resources.
+//! resources. The routes, and the proof check as their layer, are in
+//! [`routes`].
+
+/// The route table and the proof layer.
+pub mod routes;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hatchway_api::proof::{self, CtrKey};
 use hatchway_api::wire;
-use http::{HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
+use http::{HeaderMap, HeaderValue, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -25,10 +28,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
 
-use crate::body::{Body, full, text};
 use crate::metrics::Metrics;
-use crate::report::{Reporter, Who};
+use crate::report::Reporter;
 use crate::tls::GatewayCert;
 use crate::webdav::LogTree;
 
@@ -163,11 +166,8 @@ impl Gateway {
             Ok(Err(error)) => return tracing::debug!(%error, source, "TLS handshake failed"),
             Err(_) => return tracing::debug!(source, "TLS handshake timed out"),
         };
-        let gateway = self.clone();
-        let service = service_fn(move |req| {
-            let gateway = gateway.clone();
-            async move { Ok::<_, std::convert::Infallible>(gateway.handle(req).await) }
-        });
+        let table = routes::table(self.clone());
+        let service = service_fn(move |req: http::Request<hyper::body::Incoming>| table.clone().oneshot(req));
         let result = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(self.limits.header_timeout)
@@ -180,36 +180,9 @@ impl Gateway {
         }
     }
 
-    /// Checks the proof, routes, and adds the response proof.
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
-        let route = route_name(&req);
-        let response = match self.authorize(&req) {
-            Err((status, reason, message)) => {
-                self.metrics.auth_failures.with_label_values(&[reason]).inc();
-                tracing::info!(reason, route, "gateway request refused");
-                text(status, message)
-            }
-            Ok(answer) => {
-                let mut response = self.route(req).await;
-                response
-                    .headers_mut()
-                    .insert(wire::AUTHORIZATION_RESPONSE, answer);
-                response
-            }
-        };
-        self.metrics
-            .requests
-            .with_label_values(&[route, response.status().as_str()])
-            .inc();
-        response
-    }
-
     /// The UID and proof checks; returns the response proof.
-    fn authorize(&self, req: &Request<Incoming>) -> Result<HeaderValue, (StatusCode, &'static str, String)> {
-        let uid = req
-            .headers()
-            .get(wire::CONTAINER_UID)
-            .and_then(|v| v.to_str().ok());
+    fn authorize(&self, headers: &HeaderMap) -> Result<HeaderValue, (StatusCode, &'static str, String)> {
+        let uid = headers.get(wire::CONTAINER_UID).and_then(|v| v.to_str().ok());
         match uid {
             None => {
                 return Err((
@@ -227,11 +200,7 @@ impl Gateway {
             }
             Some(_) => {}
         }
-        let Some(presented) = req
-            .headers()
-            .get(wire::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
+        let Some(presented) = headers.get(wire::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
             return Err((
                 StatusCode::UNAUTHORIZED,
                 "missing_proof",
@@ -247,87 +216,5 @@ impl Gateway {
         }
         let answer = proof::respond_auth(&self.key, presented);
         Ok(HeaderValue::from_str(&answer).expect("hex is a valid header value"))
-    }
-
-    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
-        let who = Who {
-            user: header_string(&req, wire::REQUEST_USER),
-            request_id: header_string(&req, wire::REQUEST_ID),
-        };
-        if let Some(port) = req.headers().get(wire::TARGET_PORT) {
-            return match port
-                .to_str()
-                .ok()
-                .and_then(|p| p.parse::<u16>().ok())
-                .filter(|p| *p > 0)
-            {
-                Some(port) => {
-                    let Ok(slot) = self.web_requests.clone().try_acquire_owned() else {
-                        self.metrics.connections_refused.inc();
-                        return text(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!(
-                                "this container's web apps already have {} requests in flight, the most the \
-                                 gateway gives them (shells and logs keep the rest): try again",
-                                self.limits.max_web_requests
-                            ),
-                        );
-                    };
-                    crate::proxy::serve(req, port, slot, self.limits.body_idle_timeout).await
-                }
-                None => text(
-                    StatusCode::BAD_REQUEST,
-                    "X-Hatchway-Target-Port is not a TCP port (1-65535)",
-                ),
-            };
-        }
-        let path = req.uri().path().to_owned();
-        if req.headers().contains_key(wire::WEBDAV_PREFIX)
-            || path == "/log"
-            || path.starts_with(wire::gateway_path::LOG)
-        {
-            return crate::webdav::serve(&self.tree, req.method(), &path, req.headers()).await;
-        }
-        match path.as_str() {
-            wire::gateway_path::SSH => self.ssh.clone().serve(req, who).await,
-            wire::gateway_path::PORTFORWARD => {
-                crate::portforward::serve(req, self.reporter.clone(), who).await
-            }
-            wire::gateway_path::PORTS => {
-                let ports = self.reporter.ports().borrow().clone();
-                let body = serde_json::json!({ "ports": ports }).to_string();
-                let mut response = Response::new(full(body));
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                response
-            }
-            _ => text(StatusCode::NOT_FOUND, format!("no route for {path}")),
-        }
-    }
-}
-
-fn header_string(req: &Request<Incoming>, name: &str) -> String {
-    req.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned()
-}
-
-/// The route label for metrics (bounded cardinality).
-fn route_name(req: &Request<Incoming>) -> &'static str {
-    let path = req.uri().path();
-    if req.headers().contains_key(wire::TARGET_PORT) {
-        "proxy"
-    } else if req.headers().contains_key(wire::WEBDAV_PREFIX) || path.starts_with("/log") {
-        "log"
-    } else {
-        match path {
-            wire::gateway_path::SSH => "ssh",
-            wire::gateway_path::PORTFORWARD => "portforward",
-            wire::gateway_path::PORTS => "ports",
-            _ => "other",
-        }
     }
 }

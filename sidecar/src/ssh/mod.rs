@@ -15,11 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use russh::keys::{Algorithm, HashAlg, PrivateKey};
 
-use crate::body::{Body, empty, text};
+use crate::body::{Body, RequestBody, empty, text};
 use crate::report::{Reporter, Who};
 
 /// Settings of SSH sessions that come from the request.
@@ -98,7 +97,7 @@ impl SshServer {
 
     /// Answers `POST /ssh` with 101 and runs an SSH session on the
     /// upgraded connection.
-    pub async fn serve(self: Arc<Self>, mut req: Request<Incoming>, who: Who) -> Response<Body> {
+    pub async fn serve(self: Arc<Self>, mut req: Request<RequestBody>, who: Who) -> Response<Body> {
         if !hatchway_api::headers::upgrade_is(req.headers(), hatchway_api::wire::UPGRADE_SSH) {
             return text(
                 StatusCode::BAD_REQUEST,

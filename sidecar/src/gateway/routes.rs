@@ -1,0 +1,173 @@
+//! The gateway's route table: what the router may ask of this pod, and
+//! the layers every request passes through.
+//!
+//! Every request is proven first ([`prove`]: the container UID and the
+//! router's proof, then the response proof and the request count); a web
+//! app's request (`X-Hatchway-Target-Port`) or a log-tree read the router
+//! prefixed (`X-Webdav-Prefix`) is routed by that header whatever its
+//! path ([`by_header`]); anything else by path.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use hatchway_api::wire;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+
+use super::Gateway;
+use crate::body::{Body, full, text};
+use crate::report::Who;
+
+/// The gateway's routes.
+pub fn table(gateway: Arc<Gateway>) -> axum::Router {
+    axum::Router::new()
+        .route(wire::gateway_path::SSH, any(shell))
+        .route(wire::gateway_path::PORTFORWARD, any(port_forward))
+        .route(wire::gateway_path::PORTS, any(ports))
+        .route("/log", any(log_tree))
+        .route(wire::gateway_path::LOG, any(log_tree))
+        .route(&format!("{}{{*file}}", wire::gateway_path::LOG), any(log_tree))
+        .fallback(other)
+        .layer(middleware::from_fn_with_state(gateway.clone(), by_header))
+        .layer(middleware::from_fn_with_state(gateway.clone(), prove))
+        .with_state(gateway)
+}
+
+/// Refuses a request without this container's UID or a valid proof;
+/// answers the others with the response proof. Counts every request by
+/// route and status.
+async fn prove(State(gateway): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    let route = route_name(req.uri().path(), req.headers());
+    let response = match gateway.authorize(req.headers()) {
+        Err((status, reason, message)) => {
+            gateway.metrics.auth_failures.with_label_values(&[reason]).inc();
+            tracing::info!(reason, route, "gateway request refused");
+            text(status, message).into_response()
+        }
+        Ok(answer) => {
+            let mut response = next.run(req).await;
+            response
+                .headers_mut()
+                .insert(wire::AUTHORIZATION_RESPONSE, answer);
+            response
+        }
+    };
+    gateway
+        .metrics
+        .requests
+        .with_label_values(&[route, response.status().as_str()])
+        .inc();
+    response
+}
+
+/// Web apps and router-prefixed log reads, by their header.
+async fn by_header(State(gateway): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    if let Some(port) = req.headers().get(wire::TARGET_PORT) {
+        let port = port
+            .to_str()
+            .ok()
+            .and_then(|p| p.parse::<u16>().ok())
+            .filter(|p| *p > 0);
+        return match port {
+            Some(port) => web_app(&gateway, req, port).await,
+            None => text(
+                StatusCode::BAD_REQUEST,
+                "X-Hatchway-Target-Port is not a TCP port (1-65535)",
+            ),
+        }
+        .into_response();
+    }
+    if req.headers().contains_key(wire::WEBDAV_PREFIX) {
+        return log_tree(State(gateway), req).await.into_response();
+    }
+    next.run(req).await
+}
+
+/// A web-app request, within the share of connections web apps may hold.
+async fn web_app(gateway: &Gateway, req: Request, port: u16) -> http::Response<Body> {
+    let Ok(slot) = gateway.web_requests.clone().try_acquire_owned() else {
+        gateway.metrics.connections_refused.inc();
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "this container's web apps already have {} requests in flight, the most the \
+                 gateway gives them (shells and logs keep the rest): try again",
+                gateway.limits.max_web_requests
+            ),
+        );
+    };
+    crate::proxy::serve(req, port, slot, gateway.limits.body_idle_timeout).await
+}
+
+/// `POST /ssh`: an SSH session on the upgraded connection.
+async fn shell(State(gateway): State<Arc<Gateway>>, who: Who, req: Request) -> http::Response<Body> {
+    gateway.ssh.clone().serve(req, who).await
+}
+
+/// `POST /portforward?port=N`: a TCP connection to port N, relayed.
+async fn port_forward(State(gateway): State<Arc<Gateway>>, who: Who, req: Request) -> http::Response<Body> {
+    crate::portforward::serve(req, gateway.reporter.clone(), who).await
+}
+
+/// `GET /ports`: the ports listening in the pod.
+async fn ports(State(gateway): State<Arc<Gateway>>) -> http::Response<Body> {
+    let ports = gateway.reporter.ports().borrow().clone();
+    let body = serde_json::json!({ "ports": ports }).to_string();
+    let mut response = http::Response::new(full(body));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The log tree, read-only WebDAV.
+async fn log_tree(State(gateway): State<Arc<Gateway>>, req: Request) -> http::Response<Body> {
+    crate::webdav::serve(&gateway.tree, req.method(), req.uri().path(), req.headers()).await
+}
+
+async fn other(req: Request) -> http::Response<Body> {
+    text(
+        StatusCode::NOT_FOUND,
+        format!("no route for {}", req.uri().path()),
+    )
+}
+
+/// Who the router says asked (informational: the proof shows the router
+/// sent it).
+impl<S: Sync> FromRequestParts<S> for Who {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        Ok(Who {
+            user: header(wire::REQUEST_USER),
+            request_id: header(wire::REQUEST_ID),
+        })
+    }
+}
+
+/// The route label for metrics (bounded cardinality).
+fn route_name(path: &str, headers: &HeaderMap) -> &'static str {
+    if headers.contains_key(wire::TARGET_PORT) {
+        "proxy"
+    } else if headers.contains_key(wire::WEBDAV_PREFIX) || path.starts_with("/log") {
+        "log"
+    } else {
+        match path {
+            wire::gateway_path::SSH => "ssh",
+            wire::gateway_path::PORTFORWARD => "portforward",
+            wire::gateway_path::PORTS => "ports",
+            _ => "other",
+        }
+    }
+}
