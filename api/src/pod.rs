@@ -139,6 +139,18 @@ pub struct Readyz {
 /// The largest `/readyz` body a reader accepts.
 pub const MAX_READYZ_BYTES: usize = 64 * 1024;
 
+/// Waits until the process is told to stop: SIGTERM (how the kubelet
+/// stops every container of a pod, the operator's and the sidecar's alike)
+/// or SIGINT (a terminal's Ctrl-C). Both parts drain on it.
+pub async fn stopped() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

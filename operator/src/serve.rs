@@ -217,7 +217,7 @@ pub async fn run(args: RunArgs) -> Result<(), ServeError> {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        hatchway_api::pod::stopped().await;
         tracing::info!("signal received: draining");
         signal.cancel();
     });
@@ -282,15 +282,6 @@ pub async fn run(args: RunArgs) -> Result<(), ServeError> {
     }
     tracing::info!("drained; exiting");
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
 
 pub fn init_logging(format: &str) {

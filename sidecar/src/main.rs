@@ -25,7 +25,7 @@ fn main() {
                         return error.exit_code();
                     }
                 };
-                hatchway_sidecar::start::terminated().await;
+                hatchway_api::pod::stopped().await;
                 tracing::info!("terminating: no new connections; open sessions end with the pod");
                 running.shutdown.cancel();
                 0

@@ -173,13 +173,3 @@ fn install_self(target: &std::path::Path) -> Result<(), StartError> {
     std::fs::rename(&tmp, target).map_err(io(format!("installing {}", target.display())))?;
     Ok(())
 }
-
-/// Waits for SIGTERM or SIGINT.
-pub async fn terminated() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
