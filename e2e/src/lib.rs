@@ -160,10 +160,13 @@ pub fn wait_for<T>(
     }
 }
 
-/// A namespace of its own for one test, deleted (without waiting) on drop
-/// unless `HATCHWAY_E2E_KEEP` is set.
+/// A namespace of its own for one test. Dropped after [`passed`](Self::passed),
+/// it is deleted (without waiting) unless `HATCHWAY_E2E_KEEP` is set;
+/// dropped without it (the test returned an error or panicked), it is kept
+/// for a look and what is in it goes to the test's output.
 pub struct TestNamespace {
     pub name: String,
+    passed: std::sync::atomic::AtomicBool,
 }
 
 impl TestNamespace {
@@ -180,7 +183,10 @@ impl TestNamespace {
         );
         let name = format!("e2e-{prefix}-{unique}");
         kubectl(&["create", "namespace", &name])?;
-        let ns = TestNamespace { name };
+        let ns = TestNamespace {
+            name,
+            passed: false.into(),
+        };
         wait_for(
             "the default ServiceAccount",
             Duration::from_secs(60),
@@ -188,6 +194,11 @@ impl TestNamespace {
             || Ok(kubectl(&["-n", &ns.name, "get", "serviceaccount", "default", "-o", "name"]).ok()),
         )?;
         Ok(ns)
+    }
+
+    /// Says the test got to its end: the namespace may go.
+    pub fn passed(&self) {
+        self.passed.store(true, Ordering::Relaxed);
     }
 
     /// `kubectl -n NS <args>`.
@@ -244,7 +255,13 @@ impl TestNamespace {
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        if std::env::var_os("HATCHWAY_E2E_KEEP").is_none() {
+        if !self.passed.load(Ordering::Relaxed) || std::thread::panicking() {
+            eprintln!(
+                "the test did not pass: keeping namespace {0} (kubectl delete namespace {0})\n{1}",
+                self.name,
+                self.diagnostics()
+            );
+        } else if std::env::var_os("HATCHWAY_E2E_KEEP").is_none() {
             let _ = kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
         }
     }

@@ -815,6 +815,8 @@ fn everything_a_user_does(prefix: &str, values: &[&str]) -> Result<()> {
     prometheus_scrapes(&release, &users)?;
     admission_policy_guards_references(&release, &users)?;
     container_network_policy(&users)?;
+    users.passed();
+    release.ns.passed();
     Ok(())
 }
 
@@ -1168,6 +1170,8 @@ fn tunnels_only_forwarding_between_replicas_and_failover() -> Result<()> {
         "tunnel failover: a shell works again {:.2} s after the replica holding the tunnel was killed",
         killed.elapsed().as_secs_f64()
     );
+    users.passed();
+    release.ns.passed();
     Ok(())
 }
 
@@ -1331,6 +1335,8 @@ fn twenty_readers_of_a_sixty_mebibyte_saved_log_leave_the_replica_small() -> Res
         metric("hatchway_router_tunnel_attempts_total")? == attempts,
         "the sidecar dialled again during the reads"
     );
+    users.passed();
+    release.ns.passed();
     Ok(())
 }
 
@@ -1530,6 +1536,8 @@ fn a_release_pushed_to_a_registry_installs_with_set_values_only() -> Result<()> 
             "{name} not in the registry: {catalog}"
         );
     }
+    users.passed();
+    release.ns.passed();
     Ok(())
 }
 
@@ -1674,5 +1682,7 @@ fn uninstall_leaves_nothing_but_the_crds() -> Result<()> {
     );
     // Already uninstalled: nothing for Drop to do.
     release.name = format!("{}-done", release.name);
+    users.passed();
+    release.ns.passed();
     Ok(())
 }

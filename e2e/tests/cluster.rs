@@ -75,6 +75,7 @@ fn deployment_runs_and_exec_works() -> Result<()> {
         None,
     )?;
     ensure!(err.contains("exit code 3"), "exec of `exit 3` said: {err}");
+    ns.passed();
     Ok(())
 }
 
@@ -135,6 +136,7 @@ fn service_is_reachable_by_dns_name_from_another_pod() -> Result<()> {
         out.contains(WORKLOAD_PAGE),
         "hairpin through the Service gave {out:?}"
     );
+    ns.passed();
     Ok(())
 }
 
@@ -159,6 +161,7 @@ fn port_forward_reaches_the_http_server() -> Result<()> {
     ensure!(status == 200, "second request: status {status}");
     let (status, _) = http_get(forward.local_port, "/no-such-page")?;
     ensure!(status == 404, "missing page: status {status}");
+    ns.passed();
     Ok(())
 }
 
@@ -255,6 +258,7 @@ fn token_review_and_subject_access_review() -> Result<()> {
         !access_review(&user, "kube-system", "get", "pods")?,
         "get pods in kube-system allowed"
     );
+    ns.passed();
     Ok(())
 }
 
@@ -382,6 +386,7 @@ fn container_crd_applies_validates_and_keeps_spec_immutable() -> Result<()> {
     ensure!(err.contains("spec is immutable"), "spec update said: {err}");
     // Metadata is not: labels may change.
     ns.kubectl(&["label", "containers.hatchway.dev", "valid", "team=e2e"])?;
+    ns.passed();
     Ok(())
 }
 
@@ -447,5 +452,6 @@ fn helm_installs_a_chart() -> Result<()> {
         kubectl_fails(&["-n", &ns.name, "get", "configmap", "probe-probe"], None)?.contains("NotFound"),
         "ConfigMap still there after uninstall"
     );
+    ns.passed();
     Ok(())
 }

@@ -232,6 +232,7 @@ fn a_released_lease_is_taken_over_at_once() -> Result<()> {
         holder(&released).is_none_or(str::is_empty),
         "b did not release: {released:?}"
     );
+    ns.passed();
     Ok(())
 }
 
@@ -283,5 +284,6 @@ fn a_crashed_leader_is_replaced_once_its_lease_expires() -> Result<()> {
     wait_for("d's election to end", WAIT, POLL, || {
         Ok(d.task.is_finished().then_some(()))
     })?;
+    ns.passed();
     Ok(())
 }

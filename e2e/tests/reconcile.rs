@@ -430,27 +430,9 @@ impl Rig {
     ) -> Result<Output> {
         let (port, errors) = self.ssh_relay(name)?;
         let known_hosts = self._dir.path().join(format!("known_hosts-{port}"));
-        std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_key}\n"))?;
-        let mut ssh = Command::new(program);
-        ssh.arg(if program == "sftp" { "-P" } else { "-p" })
-            .arg(port.to_string())
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-            .args([
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "LogLevel=ERROR",
-                "-o",
-                "ConnectTimeout=20",
-                "-F",
-                "/dev/null",
-            ])
-            .args(args)
-            .arg("tester@127.0.0.1")
-            .args(tail);
+        hatchway_testkit::write_known_hosts(&known_hosts, port, host_key)?;
+        let mut ssh = hatchway_testkit::openssh(program, port, &known_hosts);
+        ssh.args(args).arg("tester@127.0.0.1").args(tail);
         let out = run_within(ssh, Duration::from_secs(60))?;
         let relay_errors = errors.lock().unwrap().clone();
         ensure!(
@@ -789,6 +771,7 @@ fn a_container_runs_serves_logs_and_a_shell_then_completes() -> Result<()> {
         secs(to_running),
         secs(to_complete)
     );
+    rig.ns.passed();
     Ok(())
 }
 
@@ -823,6 +806,7 @@ fn a_failing_command_ends_failed_with_its_code() -> Result<()> {
         "saved stderr: {code} {body:?}"
     );
     eprintln!("timings: apply -> Failed {}", secs(to_failed));
+    rig.ns.passed();
     Ok(())
 }
 
@@ -899,6 +883,7 @@ fn deleting_a_running_container_cancels_it() -> Result<()> {
         secs(to_cancelled),
         secs(to_gone)
     );
+    rig.ns.passed();
     Ok(())
 }
 
@@ -965,6 +950,7 @@ fn shell_through_the_tunnel_only() -> Result<()> {
         _ => Ok(false),
     })?;
     eprintln!("timings: apply -> tunnel in status {}", secs(to_tunnel));
+    rig.ns.passed();
     Ok(())
 }
 
@@ -1012,6 +998,7 @@ fn a_finished_container_is_deleted_after_its_ttl() -> Result<()> {
         Ok((!pods.contains(&pod)).then_some(()))
     })?;
     eprintln!("timings: Complete -> deleted {}", secs(after));
+    rig.ns.passed();
     Ok(())
 }
 
@@ -1213,6 +1200,7 @@ exec curl -sS -f -L --max-time 20 --cacert {ca} --connect-to ::127.0.0.1:{port} 
         !recent.is_empty() && recent.iter().all(|t| *t + 6 >= last) && !recent.contains(&0),
         "--since 3s gave {recent:?}; all: {all:?}"
     );
+    rig.ns.passed();
     Ok(())
 }
 
@@ -1353,5 +1341,6 @@ until [ -e /tmp/stop ]; do sleep 1; done
         out.status.code()
     );
     rig.ssh(name, &host_key, "touch /tmp/stop")?;
+    rig.ns.passed();
     Ok(())
 }

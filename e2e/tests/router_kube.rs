@@ -161,6 +161,7 @@ fn kube_auth_reviews_tokens_and_access() -> Result<()> {
         authn == 4 && authz == 6,
         "cached {authn} authentications, {authz} authorizations"
     );
+    ns.passed();
     Ok(())
 }
 
@@ -185,6 +186,7 @@ fn kube_auth_checks_audiences() -> Result<()> {
     ensure!(rt.block_on(plain.authenticate(&apiservers))?.username == robot);
     let err = rt.block_on(plain.authenticate(&ours)).unwrap_err();
     ensure!(matches!(err, AuthError::Unauthenticated(_)), "{err:?}");
+    ns.passed();
     Ok(())
 }
 
@@ -292,6 +294,8 @@ fn kube_cluster_finds_containers_by_name_and_uid() -> Result<()> {
             .then_some(()))
     })?;
     ensure!(rt.block_on(only_ns.container(&ns.name, "web"))?.is_none());
+    ns.passed();
+    other.passed();
     Ok(())
 }
 
@@ -411,6 +415,7 @@ fn kube_cluster_applies_status_with_a_field_manager() -> Result<()> {
     // A missing Container is an error, not a silent no-op.
     let err = rt.block_on(cluster.apply_status(&ns.name, "nope", MANAGER, running));
     ensure!(err.is_err(), "apply_status of a missing Container succeeded");
+    ns.passed();
     Ok(())
 }
 
@@ -578,6 +583,7 @@ fn kube_cluster_serves_saved_logs_split_and_combined() -> Result<()> {
             ensure!(logs.is_none(), "{pod:?}: {logs:?} {got:?}");
         }
     }
+    ns.passed();
     Ok(())
 }
 
@@ -701,6 +707,7 @@ spec:
     // Without a replica Service there are no replicas.
     let none = rt.block_on(async { KubeCluster::start(client, KubeClusterConfig::default()) });
     ensure!(none.replicas().is_empty());
+    ns.passed();
     Ok(())
 }
 
@@ -808,5 +815,6 @@ fn the_router_authenticates_and_authorizes_with_the_real_cluster() -> Result<()>
         "forged: {code} {body:?}"
     );
     shutdown.cancel();
+    ns.passed();
     Ok(())
 }

@@ -546,22 +546,8 @@ async fn ssh_relay(router: std::net::SocketAddr, path: String, token: &'static s
 }
 
 fn openssh(port: u16, known_hosts: &std::path::Path, command: &[&str]) -> std::process::Command {
-    let mut ssh = std::process::Command::new("ssh");
-    ssh.args(["-p", &port.to_string()])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-            "-F",
-            "/dev/null",
-            "tester@127.0.0.1",
-        ])
-        .args(command);
+    let mut ssh = hatchway_testkit::openssh("ssh", port, known_hosts);
+    ssh.arg("tester@127.0.0.1").args(command);
     ssh
 }
 
@@ -578,7 +564,7 @@ async fn the_openssh_client_runs_a_command_through_the_router() {
     let port = ssh_relay(router.addr, api_path(NS, "job", "ssh"), "alice-token").await;
     let known_hosts = sidecar.dir.path().join("known_hosts");
     let host_key = sidecar.running.gateway.ssh.host_key_openssh();
-    std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_key}\n")).unwrap();
+    hatchway_testkit::write_known_hosts(&known_hosts, port, &host_key).unwrap();
 
     let output = tokio::task::spawn_blocking(move || {
         openssh(port, &known_hosts, &["echo hello from ssh; exit 7"])

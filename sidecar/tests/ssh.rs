@@ -118,7 +118,7 @@ impl Rig {
         // gateway reports, and StrictHostKeyChecking=yes.
         let known_hosts = gw.dir.path().join("known_hosts");
         let host_key = gw.running.gateway.ssh.host_key_openssh();
-        std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_key}\n")).unwrap();
+        hatchway_testkit::write_known_hosts(&known_hosts, port, &host_key).unwrap();
         Rig {
             gw,
             _shim: shim,
@@ -128,23 +128,7 @@ impl Rig {
     }
 
     fn ssh_args(&self) -> Vec<String> {
-        [
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            &format!("UserKnownHostsFile={}", self.known_hosts.display()),
-            "-o",
-            &format!("Port={}", self.port),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        hatchway_testkit::openssh_options(self.port, &self.known_hosts)
     }
 
     async fn ssh(&self, extra: &[&str], remote: &str) -> std::process::Output {
@@ -495,13 +479,10 @@ async fn rsync_copies_a_tree_through_the_gateway() {
 async fn a_wrong_host_key_is_refused_by_openssh() {
     let rig = Rig::start("").await;
     let other = russh::keys::PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519).unwrap();
-    std::fs::write(
+    hatchway_testkit::write_known_hosts(
         &rig.known_hosts,
-        format!(
-            "[127.0.0.1]:{} {}\n",
-            rig.port,
-            other.public_key().to_openssh().unwrap()
-        ),
+        rig.port,
+        &other.public_key().to_openssh().unwrap(),
     )
     .unwrap();
     let out = rig.ssh(&[], "true").await;

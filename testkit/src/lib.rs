@@ -2,7 +2,8 @@
 //! benchmark: an in-memory cluster and auth table behind the router's two
 //! small interfaces, a router on 127.0.0.1:0 with real TLS, real sidecar
 //! gateways (with a real shim process when shells are needed), fake
-//! sidecars dialing tunnels by hand, an HTTPS client, and
+//! sidecars dialing tunnels by hand, an HTTPS client, the real OpenSSH
+//! client set up as strictly as a user's ([`openssh`]), and
 //! [`eventually`], the one wait with a deadline.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -991,4 +992,41 @@ pub fn fake_hello(uid: &str) -> ControlMessage {
         host_key_fingerprint: "SHA256:fake".to_owned(),
         sidecar_version: "test".to_owned(),
     }
+}
+
+/// Options for the real OpenSSH client (`ssh`, `scp`, `sftp`, or
+/// `rsync -e`) to 127.0.0.1:`port`, as strict as a user's: the host key
+/// must be the one in `known_hosts`, no prompts, no user config.
+pub fn openssh_options(port: u16, known_hosts: &std::path::Path) -> Vec<String> {
+    [
+        "-F".to_owned(),
+        "/dev/null".to_owned(),
+        "-o".to_owned(),
+        format!("Port={port}"),
+        "-o".to_owned(),
+        format!("UserKnownHostsFile={}", known_hosts.display()),
+        "-o".to_owned(),
+        "StrictHostKeyChecking=yes".to_owned(),
+        "-o".to_owned(),
+        "BatchMode=yes".to_owned(),
+        "-o".to_owned(),
+        "LogLevel=ERROR".to_owned(),
+        "-o".to_owned(),
+        "ConnectTimeout=20".to_owned(),
+    ]
+    .into()
+}
+
+/// `program` (`ssh`, `scp` or `sftp`) with [`openssh_options`]; the caller
+/// adds the destination (`tester@127.0.0.1`) and the rest.
+pub fn openssh(program: &str, port: u16, known_hosts: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(program);
+    command.args(openssh_options(port, known_hosts));
+    command
+}
+
+/// Writes a known_hosts file that trusts `host_key` (OpenSSH format) for
+/// 127.0.0.1:`port` only.
+pub fn write_known_hosts(path: &std::path::Path, port: u16, host_key: &str) -> std::io::Result<()> {
+    std::fs::write(path, format!("[127.0.0.1]:{port} {}\n", host_key.trim()))
 }
