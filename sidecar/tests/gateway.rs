@@ -44,7 +44,7 @@ fn routes() -> Vec<Route> {
 
 #[tokio::test]
 async fn every_route_refuses_a_wrong_or_missing_proof_with_401() {
-    let gw = TestGateway::start().await;
+    let gw = TestSidecar::start(UID).await;
     for mode in [ProofMode::WrongKey, ProofMode::Missing] {
         for (method, path, headers) in routes() {
             let mut conn = GatewayConn::connect(gw.addr()).await;
@@ -72,7 +72,7 @@ async fn every_route_refuses_a_wrong_or_missing_proof_with_401() {
 
 #[tokio::test]
 async fn a_missing_or_foreign_container_uid_is_refused_with_403() {
-    let gw = TestGateway::start().await;
+    let gw = TestSidecar::start(UID).await;
     let mut conn = GatewayConn::connect(gw.addr()).await;
     let req = http::Request::get("/ports")
         .header(wire::AUTHORIZATION, &conn.request_auth)
@@ -98,7 +98,7 @@ async fn a_missing_or_foreign_container_uid_is_refused_with_403() {
 
 #[tokio::test]
 async fn a_valid_proof_is_answered_with_a_response_proof_on_every_route() {
-    let gw = TestGateway::start().await;
+    let gw = TestSidecar::start(UID).await;
     for (method, path, headers) in routes() {
         let mut conn = GatewayConn::connect(gw.addr()).await;
         let mut req = conn.request(method, path, ProofMode::Valid);
@@ -138,7 +138,7 @@ async fn start_mitm_relay(gateway: std::net::SocketAddr) -> std::net::SocketAddr
 
 #[tokio::test]
 async fn a_man_in_the_middle_with_another_certificate_is_detected() {
-    let gw = TestGateway::start().await;
+    let gw = TestSidecar::start(UID).await;
     let relay = start_mitm_relay(gw.addr()).await;
     let mut conn = GatewayConn::connect(relay).await;
     assert_ne!(conn.cert_der, {
@@ -159,7 +159,7 @@ async fn a_man_in_the_middle_with_another_certificate_is_detected() {
 
 #[tokio::test]
 async fn oversized_headers_are_refused_with_431() {
-    let gw = TestGateway::start().await;
+    let gw = TestSidecar::start(UID).await;
     let mut conn = GatewayConn::connect(gw.addr()).await;
     let big = "x".repeat(64 * 1024);
     let req = conn
@@ -173,7 +173,7 @@ async fn oversized_headers_are_refused_with_431() {
 
 #[tokio::test]
 async fn a_client_that_never_sends_headers_is_disconnected() {
-    let gw = TestGateway::start_with(|a| a.header_timeout_ms = 300).await;
+    let gw = TestSidecar::start_with(UID, |a| a.header_timeout_ms = 300).await;
     let tcp = TcpStream::connect(gw.addr()).await.unwrap();
     let (mut tls, _) = tls_connect(tcp).await;
     tls.write_all(b"GET /ports HTTP/1.1\r\n").await.unwrap();
@@ -190,7 +190,7 @@ async fn a_client_that_never_sends_headers_is_disconnected() {
 
 #[tokio::test]
 async fn connections_beyond_the_limit_are_refused() {
-    let gw = TestGateway::start_with(|a| a.max_connections = 2).await;
+    let gw = TestSidecar::start_with(UID, |a| a.max_connections = 2).await;
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut conn = GatewayConn::connect(gw.addr()).await;
@@ -224,7 +224,7 @@ async fn connections_beyond_the_limit_are_refused() {
 
 #[tokio::test]
 async fn webdav_lists_reads_and_ranges_the_logs() {
-    let gw = TestGateway::start().await;
+    let gw = TestSidecar::start(UID).await;
     std::fs::write(gw.log_dir().join("stdout.txt"), "line one\nline two\n").unwrap();
     std::fs::write(gw.log_dir().join("stderr.txt"), "").unwrap();
     std::fs::create_dir(gw.log_dir().join("subdir")).unwrap();
@@ -316,7 +316,7 @@ async fn webdav_lists_reads_and_ranges_the_logs() {
 
 #[tokio::test]
 async fn webdav_honours_the_router_prefix() {
-    let gw = TestGateway::start().await;
+    let gw = TestSidecar::start(UID).await;
     std::fs::write(gw.log_dir().join("stdout.txt"), "hi\n").unwrap();
     let mut conn = GatewayConn::connect(gw.addr()).await;
     let prefix = "/v1/namespaces/lab/containers/web-1/log";
@@ -341,7 +341,7 @@ async fn webdav_honours_the_router_prefix() {
 
 #[tokio::test]
 async fn webdav_cannot_leave_the_log_directory() {
-    let gw = TestGateway::start().await;
+    let gw = TestSidecar::start(UID).await;
     // The workload can write the shared log directory: it plants a symlink
     // to the sidecar's key and a FIFO.
     std::os::unix::fs::symlink(gw.dir.path().join("ctr_key"), gw.log_dir().join("key.txt")).unwrap();
@@ -376,7 +376,7 @@ async fn webdav_cannot_leave_the_log_directory() {
 
 #[tokio::test]
 async fn sessions_are_recorded_in_gateway_txt_which_webdav_serves() {
-    let gw = TestGateway::start().await;
+    let gw = TestSidecar::start(UID).await;
     let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = echo.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -423,7 +423,7 @@ async fn sessions_are_recorded_in_gateway_txt_which_webdav_serves() {
 
 #[tokio::test]
 async fn port_forward_moves_100_mib_with_half_close() {
-    let gw = TestGateway::start().await;
+    let gw = TestSidecar::start(UID).await;
     let port = hashing_server().await;
     let stream = port_forward(GatewayConn::connect(gw.addr()).await, port).await;
     // The sink answers only after our half-close reaches it.
@@ -436,7 +436,7 @@ async fn port_forward_moves_100_mib_with_half_close() {
 
 #[tokio::test]
 async fn port_forward_to_a_closed_port_says_so() {
-    let gw = TestGateway::start().await;
+    let gw = TestSidecar::start(UID).await;
     let closed = TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap()
@@ -529,7 +529,7 @@ async fn start_web_app() -> u16 {
 
 #[tokio::test]
 async fn the_proxy_serves_web_apps_with_the_requested_host() {
-    let gw = TestGateway::start().await;
+    let gw = TestSidecar::start(UID).await;
     let port = start_web_app().await;
     let mut conn = GatewayConn::connect(gw.addr()).await;
     let req = conn
@@ -570,7 +570,7 @@ async fn the_proxy_serves_web_apps_with_the_requested_host() {
 
 #[tokio::test]
 async fn the_proxy_carries_websocket_upgrades() {
-    let gw = TestGateway::start().await;
+    let gw = TestSidecar::start(UID).await;
     let port = start_web_app().await;
     let mut conn = GatewayConn::connect(gw.addr()).await;
     let req = conn
@@ -592,7 +592,7 @@ async fn the_proxy_carries_websocket_upgrades() {
 
 #[tokio::test]
 async fn listening_ports_are_served() {
-    let gw = TestGateway::start().await;
+    let gw = TestSidecar::start(UID).await;
     let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = app.local_addr().unwrap().port();
     let addr = gw.addr();
@@ -612,7 +612,7 @@ async fn listening_ports_are_served() {
 
 #[tokio::test]
 async fn the_health_port_answers_without_auth() {
-    let gw = TestGateway::start().await;
+    let gw = TestSidecar::start(UID).await;
     let health = gw.running.health_addr;
     let get = |path: &'static str| async move {
         let mut s = TcpStream::connect(health).await.unwrap();
@@ -694,7 +694,7 @@ async fn start_silent_app() -> u16 {
 #[tokio::test]
 async fn a_flood_of_slow_web_requests_leaves_room_for_logs() {
     // 12 connections: web apps may hold 9 of them.
-    let gw = TestGateway::start_with(|a| a.max_connections = 12).await;
+    let gw = TestSidecar::start_with(UID, |a| a.max_connections = 12).await;
     std::fs::write(gw.log_dir().join("stdout.txt"), "hello\n").unwrap();
     let port = start_silent_app().await;
     let mut flood = Vec::new();

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 /// Where Debian's OpenSSH keeps its SFTP server: run inside the "workload"
 /// (here: this machine) through the shim, to compare ours with.
@@ -39,38 +39,11 @@ fn debian_sftp_server() -> Vec<String> {
     vec![DEBIAN_SFTP_SERVER.into()]
 }
 
-/// The real shim as in a pod: PID 1 of a PID namespace of its own (the
-/// gateway, here in the test's namespace, stands where the sidecar does),
-/// running `command`; killed with its namespace when dropped.
-async fn start_shim(gw: &TestGateway, command: &str) -> Child {
-    let socket = hatchway_sidecar::args::local_spawn_socket(gw.dir.path());
-    let shim = Command::new("unshare")
-        .args(["--pid", "--fork", "--kill-child"])
-        .arg(env!("CARGO_BIN_EXE_hatchway-sidecar"))
-        .arg("shim")
-        .arg("--log-dir")
-        .arg(gw.log_dir())
-        .arg("--spawn-socket")
-        .arg(&socket)
-        .args(["--usage-interval", "0", "--", "sh", "-c", command])
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the shim starts (unshare needs root)");
-    eventually("the shim's spawn socket", || {
-        let socket = socket.clone();
-        async move { hatchway_shim::connect(&socket).is_ok() }
-    })
-    .await;
-    shim
-}
-
 /// A gateway, a real shim process serving its spawn socket, and a local
 /// TCP port that performs the router's handshake (TLS, proof, `POST /ssh`)
 /// and then relays raw SSH bytes: the OpenSSH client connects there.
 struct Rig {
-    gw: TestGateway,
-    _shim: Child,
+    gw: TestSidecar,
     port: u16,
     known_hosts: PathBuf,
 }
@@ -83,8 +56,10 @@ impl Rig {
 
     /// A rig whose `sftp` subsystem runs `sftp_command`.
     async fn start_with_sftp(query: &'static str, sftp_command: Vec<String>) -> Self {
-        let gw = TestGateway::start_with(|a| a.sftp_command = sftp_command).await;
-        let shim = start_shim(&gw, "sleep 3600").await;
+        let gw = TestSidecar::start_with(UID, |a| a.sftp_command = sftp_command)
+            .await
+            .with_shim_running("sleep 3600")
+            .await;
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -121,7 +96,6 @@ impl Rig {
         hatchway_testkit::write_known_hosts(&known_hosts, port, &host_key).unwrap();
         Rig {
             gw,
-            _shim: shim,
             port,
             known_hosts,
         }
@@ -678,7 +652,7 @@ async fn an_unknown_login_username_is_a_clear_error() {
 
 #[tokio::test]
 async fn a_malformed_login_username_is_refused_before_the_upgrade() {
-    let gw = TestGateway::start().await;
+    let gw = TestSidecar::start(UID).await;
     let mut conn = GatewayConn::connect(gw.addr()).await;
     let req = conn
         .request("POST", "/ssh?login_username=a%3Brm", ProofMode::Valid)

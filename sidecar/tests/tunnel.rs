@@ -197,10 +197,10 @@ async fn accept_tunnel(
 async fn gateway_for(
     router: &Router,
     tweak: impl FnOnce(&mut hatchway_sidecar::args::GatewayArgs),
-) -> TestGateway {
+) -> TestSidecar {
     let url = format!("https://localhost:{}", router.addr.port());
     let ca = router.ca_pem.clone();
-    TestGateway::start_with(move |a| {
+    TestSidecar::start_with(UID, move |a| {
         let ca_file = a.log_dir.parent().unwrap().join("router-ca.pem");
         std::fs::write(&ca_file, ca).unwrap();
         a.router_ca_file = ca_file;
@@ -304,7 +304,7 @@ async fn a_router_certificate_from_another_ca_is_refused() {
     let mut router = Router::start(0).await;
     let impostor_ca = pki().ca_pem;
     let url = format!("https://localhost:{}", router.addr.port());
-    let gw = TestGateway::start_with(move |a| {
+    let gw = TestSidecar::start_with(UID, move |a| {
         let ca_file = a.log_dir.parent().unwrap().join("router-ca.pem");
         std::fs::write(&ca_file, impostor_ca).unwrap();
         a.router_ca_file = ca_file;

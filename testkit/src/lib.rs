@@ -780,8 +780,18 @@ impl TestSidecar {
         self.dir.path().join("log")
     }
 
+    /// Where the gateway writes its audit trail.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.dir.path().join("audit")
+    }
+
     /// Starts a real shim serving the spawn socket (needed for shells).
-    pub async fn with_shim(mut self) -> Self {
+    pub async fn with_shim(self) -> Self {
+        self.with_shim_running("echo workload started; sleep 3600").await
+    }
+
+    /// The same, with the workload running `command` (`sh -c`).
+    pub async fn with_shim_running(mut self, command: &str) -> Self {
         let socket = hatchway_sidecar::args::local_spawn_socket(self.dir.path());
         // As in a pod: the shim is PID 1 of a PID namespace of its own and
         // serves only peers outside it (the gateway, here in the test's).
@@ -794,14 +804,7 @@ impl TestSidecar {
             .arg("--spawn-socket")
             .arg(&socket)
             // The workload ends with the shim's namespace.
-            .args([
-                "--usage-interval",
-                "0",
-                "--",
-                "sh",
-                "-c",
-                "echo workload started; sleep 3600",
-            ])
+            .args(["--usage-interval", "0", "--", "sh", "-c", command])
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()

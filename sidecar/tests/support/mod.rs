@@ -1,18 +1,15 @@
-//! Test support: a started gateway in a temp dir, and the router's side of
+//! Test support: the testkit's sidecar for [`UID`], and the router's side of
 //! the gateway protocol (TLS to the self-signed certificate, the proof, the
 //! response-proof check) over real sockets.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use hatchway_api::proof::{self, CtrKey};
 use hatchway_api::wire;
-use hatchway_sidecar::args::GatewayArgs;
-use hatchway_sidecar::start::{Running, start_gateway};
 use http::{Request, Response};
 use http_body_util::{Empty, Full};
 use hyper::body::Incoming;
@@ -22,56 +19,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-pub const UID: &str = "7c1e9a52-5b7e-4f0e-9d3a-2b8f6c4d1e90";
-pub const ROOT: &[u8] = b"test root secret, 32 bytes long!";
+pub use hatchway_testkit::TestSidecar;
 
+pub const UID: &str = "7c1e9a52-5b7e-4f0e-9d3a-2b8f6c4d1e90";
+pub const ROOT: &[u8] = hatchway_testkit::ROOT;
+
+/// The key the testkit's sidecars hold for [`UID`].
 pub fn key() -> CtrKey {
     proof::ctr_key(ROOT, UID)
-}
-
-/// A gateway on 127.0.0.1:0 with its own temp directories.
-pub struct TestGateway {
-    pub running: Running,
-    pub dir: tempfile::TempDir,
-}
-
-impl TestGateway {
-    pub async fn start() -> Self {
-        Self::start_with(|_| {}).await
-    }
-
-    pub async fn start_with(tweak: impl FnOnce(&mut GatewayArgs)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let key_file = dir.path().join("ctr_key");
-        std::fs::write(&key_file, format!("{}\n", key().expose_hex())).unwrap();
-        std::fs::create_dir_all(dir.path().join("log")).unwrap();
-        let mut args = GatewayArgs {
-            sftp_command: vec!["false".into()],
-            max_connections: 64,
-            ..GatewayArgs::local(UID, dir.path())
-        };
-        tweak(&mut args);
-        let running = start_gateway(args).await.expect("gateway starts");
-        Self { running, dir }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.running.gateway_addr
-    }
-
-    pub fn log_dir(&self) -> PathBuf {
-        self.dir.path().join("log")
-    }
-
-    pub fn audit_dir(&self) -> PathBuf {
-        self.dir.path().join("audit")
-    }
-}
-
-impl Drop for TestGateway {
-    fn drop(&mut self) {
-        self.running.shutdown.cancel();
-    }
 }
 
 /// How the client proves itself.
