@@ -149,7 +149,7 @@ impl FromRequestParts<Arc<Router>> for Granted {
         span.record("container", path.name.as_str());
         check_method(&parts.method, &parts.headers, &path.action)?;
         if matches!(path.action, Action::Log(_)) && is_cors_preflight(&parts.method, &parts.headers) {
-            return Err(super::logs::cors_preflight());
+            return Err(super::cors::preflight());
         }
         let (purpose, permission) = path.action.needs();
         if purpose == Purpose::Shell && !router.settings.shell_enabled {

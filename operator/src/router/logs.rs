@@ -10,17 +10,17 @@
 //! none is ever duplicated).
 
 use hatchway_api::crd::Container;
-use hatchway_api::webdav::{ALLOW, Target};
+use hatchway_api::webdav::Target;
 use hatchway_api::wire;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use std::sync::Arc;
 
-use super::Router;
 use super::access::{choose_settled, log_prefix};
 use super::auth::User;
 use super::reach::{self, GatewayRequest, header_safe, request_id};
 use super::respond::{Body, RequestBody, empty_body, text};
 use super::select::{Purpose, RefusalKind, Route};
+use super::{Router, cors};
 
 /// Request headers a WebDAV read passes on to the gateway.
 const PASSED: [HeaderName; 5] = [
@@ -30,34 +30,6 @@ const PASSED: [HeaderName; 5] = [
     header::IF_RANGE,
     header::ACCEPT,
 ];
-
-/// Answers a CORS preflight for the log tree.
-pub fn cors_preflight() -> Response<Body> {
-    let mut response = Response::new(empty_body());
-    *response.status_mut() = StatusCode::NO_CONTENT;
-    add_cors(response.headers_mut());
-    let h = response.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static(ALLOW),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Authorization, Depth, Range, Content-Type, X-Hatchway-Request-Id"),
-    );
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
-    response
-}
-
-/// Our CORS headers: any origin may read with a bearer token (no cookies
-/// are involved, so credentials mode is not allowed).
-fn add_cors(headers: &mut HeaderMap) {
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    headers.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Content-Length, Content-Range, Accept-Ranges, Last-Modified, DAV"),
-    );
-}
 
 /// Serves the log tree of `container`; `rest` follows `…/log`.
 pub async fn serve(
@@ -81,7 +53,7 @@ pub async fn serve(
         headers.remove(name);
     }
     dedupe(headers);
-    add_cors(headers);
+    cors::add(headers);
     response
 }
 

@@ -16,6 +16,8 @@ pub mod access;
 pub mod auth;
 /// What the router reads and writes in the cluster (the `Cluster` trait).
 pub mod cluster;
+/// CORS for the log tree.
+pub mod cors;
 /// Forwarding a request to the replica that holds a tunnel.
 pub mod forward;
 /// A Container's log tree (WebDAV), live or saved.

@@ -7,7 +7,7 @@
 //! routed by path. User-API handlers ([`super::user`]) take
 //! [`super::access::Granted`], which authenticates and authorizes first.
 //! Connection limits, TLS and header-read timeouts act earlier, on the
-//! connection, in [`super::server`].
+//! connection, in the `server` module (which serves this table).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -83,8 +83,8 @@ pub fn table(router: Arc<Router>) -> axum::Router {
         .with_state(router)
 }
 
-/// The metrics port's routes: `GET /metrics` and `GET /healthz` (see
-/// [`super::server::serve_metrics`]).
+/// The metrics port's routes: `GET /metrics` and `GET /healthz` (served
+/// on a listener of its own by the `server` module).
 pub fn metrics_table(router: Arc<Router>) -> axum::Router {
     axum::Router::new().fallback(metrics_port).with_state(router)
 }
