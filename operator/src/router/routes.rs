@@ -1,10 +1,9 @@
 //! The route table: everything the router's user-facing port answers, in
 //! one place, and the layers every request passes through.
 //!
-//! A request first gets its span, metrics and request id ([`observe`],
-//! [`request_id`]); a request for a web app's host goes to
-//! [`super::webapp`] whatever its path ([`web_apps`]); anything else is
-//! routed by path. User-API handlers ([`super::user`]) take
+//! A request first gets its span, metrics and request id, and a request
+//! for a web app's host goes to [`super::webapp`] whatever its path (one
+//! layer: [`front`]); anything else is routed by path. User-API handlers ([`super::user`]) take
 //! [`super::access::Granted`], which authenticates and authorizes first.
 //! Connection limits, TLS and header-read timeouts act earlier, on the
 //! connection, in the `server` module (which serves this table).
@@ -77,9 +76,7 @@ pub fn table(router: Arc<Router>) -> axum::Router {
         .route("/readyz", labelled("health", any(health)))
         .route("/metrics", labelled("metrics", any(metrics_elsewhere)))
         .fallback(other)
-        .layer(middleware::from_fn_with_state(router.clone(), web_apps))
-        .layer(middleware::from_fn(request_id))
-        .layer(middleware::from_fn_with_state(router.clone(), observe))
+        .layer(middleware::from_fn_with_state(router.clone(), front))
         .with_state(router)
 }
 
@@ -99,28 +96,40 @@ fn labelled(label: &'static str, route: MethodRouter<Arc<Router>>) -> MethodRout
     }))
 }
 
-/// The request's span (method, route, peer; handlers add namespace,
-/// container and user), its duration in `hatchway_router_request_duration_seconds`,
-/// and a log line for every refusal.
-async fn observe(State(router): State<Arc<Router>>, req: Request, next: Next) -> Response {
+/// The request's span (method, route, peer, request id; handlers add
+/// namespace, container and user), its duration in
+/// `hatchway_router_request_duration_seconds`, a log line for every
+/// refusal; one sane `X-Hatchway-Request-Id` on every request from here on
+/// (the client's, or a fresh one), which goes on to the gateway; and web
+/// apps' hosts sent to [`webapp`].
+async fn front(State(router): State<Arc<Router>>, mut req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let peer = req
-        .extensions()
-        .get::<Arc<ConnectionInfo>>()
-        .map(|c| c.peer.to_string())
-        .unwrap_or_default();
+    let peer = req.extensions().get::<Arc<ConnectionInfo>>().map(|c| c.peer);
+    let id = sane_request_id(req.headers());
     let span = tracing::info_span!(
         "request",
         method = %req.method(),
         route = tracing::field::Empty,
-        peer = %peer,
-        request_id = tracing::field::Empty,
+        peer = ?peer,
+        request_id = id.to_str().unwrap_or_default(),
         namespace = tracing::field::Empty,
         container = tracing::field::Empty,
         user = tracing::field::Empty,
         status = tracing::field::Empty,
     );
-    let response = next.run(req).instrument(span.clone()).await;
+    req.headers_mut().insert(wire::REQUEST_ID, id);
+    let response = match webapp::vhost(&router, &req) {
+        Some(vhost) => {
+            span.record("route", "webapp");
+            let mut response = webapp::serve(router.clone(), req, vhost)
+                .instrument(span.clone())
+                .await
+                .into_response();
+            response.extensions_mut().insert(RouteLabel("webapp"));
+            response
+        }
+        None => next.run(req).instrument(span.clone()).await,
+    };
     let route = response.extensions().get::<RouteLabel>().map_or("other", |l| l.0);
     let status = response.status();
     span.record("route", route);
@@ -133,27 +142,6 @@ async fn observe(State(router): State<Arc<Router>>, req: Request, next: Next) ->
     if status.is_client_error() || status.is_server_error() {
         span.in_scope(|| tracing::info!(status = status.as_u16(), "request refused"));
     }
-    response
-}
-
-/// Every request carries one sane `X-Hatchway-Request-Id` from here on
-/// (the client's, or a fresh one), which goes on to the gateway.
-async fn request_id(mut req: Request, next: Next) -> Response {
-    let id = sane_request_id(req.headers());
-    tracing::Span::current().record("request_id", id.to_str().unwrap_or_default());
-    req.headers_mut().insert(wire::REQUEST_ID, id);
-    next.run(req).await
-}
-
-/// A request for a web app's host (`{uid}-{port}.{domain}`) is the app's,
-/// whatever its path.
-async fn web_apps(State(router): State<Arc<Router>>, req: Request, next: Next) -> Response {
-    let Some(vhost) = webapp::vhost(&router, &req) else {
-        return next.run(req).await;
-    };
-    tracing::Span::current().record("route", "webapp");
-    let mut response = webapp::serve(router, req, vhost).await.into_response();
-    response.extensions_mut().insert(RouteLabel("webapp"));
     response
 }
 

@@ -90,6 +90,8 @@ pub struct Gateway {
     connections: Arc<Semaphore>,
     /// Caps web-app requests within them.
     web_requests: Arc<Semaphore>,
+    /// The routes (built once: see [`routes`]).
+    table: axum::Router,
 }
 
 impl Gateway {
@@ -118,6 +120,7 @@ impl Gateway {
             ssh,
             connections,
             web_requests,
+            table: routes::table(),
         })
     }
 
@@ -166,8 +169,11 @@ impl Gateway {
             Ok(Err(error)) => return tracing::debug!(%error, source, "TLS handshake failed"),
             Err(_) => return tracing::debug!(source, "TLS handshake timed out"),
         };
-        let table = routes::table(self.clone());
-        let service = service_fn(move |req: http::Request<hyper::body::Incoming>| table.clone().oneshot(req));
+        let gateway = self.clone();
+        let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(gateway.clone());
+            gateway.table.clone().oneshot(req)
+        });
         let result = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(self.limits.header_timeout)

@@ -1,15 +1,20 @@
 //! The gateway's route table: what the router may ask of this pod, and
 //! the layers every request passes through.
 //!
-//! Every request is proven first ([`prove`]: the container UID and the
+//! Every request is proven first ([`front`]: the container UID and the
 //! router's proof, then the response proof and the request count); a web
 //! app's request (`X-Hatchway-Target-Port`) or a log-tree read the router
 //! prefixed (`X-Webdav-Prefix`) is routed by that header whatever its
-//! path ([`by_header`]); anything else by path.
+//! path; anything else by path.
+//!
+//! The table is built once per gateway and holds no state: each request
+//! carries its [`Gateway`] as an extension (a router dials a new gateway
+//! connection per request, so nothing may be built per connection).
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::Extension;
+use axum::extract::{FromRequestParts, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -21,8 +26,9 @@ use super::Gateway;
 use crate::body::{Body, full, text};
 use crate::report::Who;
 
-/// The gateway's routes.
-pub fn table(gateway: Arc<Gateway>) -> axum::Router {
+/// The gateway's routes; every request must carry an `Arc<Gateway>`
+/// extension.
+pub fn table() -> axum::Router {
     axum::Router::new()
         .route(wire::gateway_path::SSH, any(shell))
         .route(wire::gateway_path::PORTFORWARD, any(port_forward))
@@ -31,15 +37,13 @@ pub fn table(gateway: Arc<Gateway>) -> axum::Router {
         .route(wire::gateway_path::LOG, any(log_tree))
         .route(&format!("{}{{*file}}", wire::gateway_path::LOG), any(log_tree))
         .fallback(other)
-        .layer(middleware::from_fn_with_state(gateway.clone(), by_header))
-        .layer(middleware::from_fn_with_state(gateway.clone(), prove))
-        .with_state(gateway)
+        .layer(middleware::from_fn(front))
 }
 
 /// Refuses a request without this container's UID or a valid proof;
-/// answers the others with the response proof. Counts every request by
-/// route and status.
-async fn prove(State(gateway): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+/// sends web apps and prefixed log reads on by their header; answers with
+/// the response proof. Counts every request by route and status.
+async fn front(Extension(gateway): Extension<Arc<Gateway>>, req: Request, next: Next) -> Response {
     let route = route_name(req.uri().path(), req.headers());
     let response = match gateway.authorize(req.headers()) {
         Err((status, reason, message)) => {
@@ -48,7 +52,7 @@ async fn prove(State(gateway): State<Arc<Gateway>>, req: Request, next: Next) ->
             text(status, message).into_response()
         }
         Ok(answer) => {
-            let mut response = next.run(req).await;
+            let mut response = by_header(&gateway, req, next).await;
             response
                 .headers_mut()
                 .insert(wire::AUTHORIZATION_RESPONSE, answer);
@@ -63,8 +67,8 @@ async fn prove(State(gateway): State<Arc<Gateway>>, req: Request, next: Next) ->
     response
 }
 
-/// Web apps and router-prefixed log reads, by their header.
-async fn by_header(State(gateway): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+/// Web apps and router-prefixed log reads by their header; the rest by path.
+async fn by_header(gateway: &Arc<Gateway>, req: Request, next: Next) -> Response {
     if let Some(port) = req.headers().get(wire::TARGET_PORT) {
         let port = port
             .to_str()
@@ -72,7 +76,7 @@ async fn by_header(State(gateway): State<Arc<Gateway>>, req: Request, next: Next
             .and_then(|p| p.parse::<u16>().ok())
             .filter(|p| *p > 0);
         return match port {
-            Some(port) => web_app(&gateway, req, port).await,
+            Some(port) => web_app(gateway, req, port).await,
             None => text(
                 StatusCode::BAD_REQUEST,
                 "X-Hatchway-Target-Port is not a TCP port (1-65535)",
@@ -81,7 +85,7 @@ async fn by_header(State(gateway): State<Arc<Gateway>>, req: Request, next: Next
         .into_response();
     }
     if req.headers().contains_key(wire::WEBDAV_PREFIX) {
-        return log_tree(State(gateway), req).await.into_response();
+        return log_tree(Extension(gateway.clone()), req).await.into_response();
     }
     next.run(req).await
 }
@@ -103,17 +107,21 @@ async fn web_app(gateway: &Gateway, req: Request, port: u16) -> http::Response<B
 }
 
 /// `POST /ssh`: an SSH session on the upgraded connection.
-async fn shell(State(gateway): State<Arc<Gateway>>, who: Who, req: Request) -> http::Response<Body> {
+async fn shell(Extension(gateway): Extension<Arc<Gateway>>, who: Who, req: Request) -> http::Response<Body> {
     gateway.ssh.clone().serve(req, who).await
 }
 
 /// `POST /portforward?port=N`: a TCP connection to port N, relayed.
-async fn port_forward(State(gateway): State<Arc<Gateway>>, who: Who, req: Request) -> http::Response<Body> {
+async fn port_forward(
+    Extension(gateway): Extension<Arc<Gateway>>,
+    who: Who,
+    req: Request,
+) -> http::Response<Body> {
     crate::portforward::serve(req, gateway.reporter.clone(), who).await
 }
 
 /// `GET /ports`: the ports listening in the pod.
-async fn ports(State(gateway): State<Arc<Gateway>>) -> http::Response<Body> {
+async fn ports(Extension(gateway): Extension<Arc<Gateway>>) -> http::Response<Body> {
     let ports = gateway.reporter.ports().borrow().clone();
     let body = serde_json::json!({ "ports": ports }).to_string();
     let mut response = http::Response::new(full(body));
@@ -124,7 +132,7 @@ async fn ports(State(gateway): State<Arc<Gateway>>) -> http::Response<Body> {
 }
 
 /// The log tree, read-only WebDAV.
-async fn log_tree(State(gateway): State<Arc<Gateway>>, req: Request) -> http::Response<Body> {
+async fn log_tree(Extension(gateway): Extension<Arc<Gateway>>, req: Request) -> http::Response<Body> {
     crate::webdav::serve(&gateway.tree, req.method(), req.uri().path(), req.headers()).await
 }
 
