@@ -137,28 +137,7 @@ fn run_kubectl(args: &[&str], input: Option<&str>) -> Result<(bool, String, Stri
     ))
 }
 
-/// Polls `check` every `every` until it returns `Ok(Some(_))` or `timeout`
-/// passes; the error then names `what` and the last error seen.
-pub fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    every: Duration,
-    mut check: impl FnMut() -> Result<Option<T>>,
-) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::from("condition not met");
-    loop {
-        match check() {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => {}
-            Err(err) => last = format!("{err:#}"),
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}: {last}");
-        }
-        std::thread::sleep(every);
-    }
-}
+pub use hatchway_testkit::wait_until;
 
 /// A namespace of its own for one test. Dropped after [`passed`](Self::passed),
 /// it is deleted (without waiting) unless `HATCHWAY_E2E_KEEP` is set;
@@ -187,7 +166,7 @@ impl TestNamespace {
             name,
             passed: false.into(),
         };
-        wait_for(
+        wait_until(
             "the default ServiceAccount",
             Duration::from_secs(60),
             Duration::from_millis(200),

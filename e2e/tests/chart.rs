@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail, ensure};
 use common::{hatch_binary, user_command, user_kubeconfig};
 use hatchway_e2e::{
     TestNamespace, WORKLOAD_IMAGE, kubectl, kubectl_json, node_ip, run_isolated_from_host_network,
-    run_within, wait_for,
+    run_within, wait_until,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -310,7 +310,7 @@ impl User {
 
     /// Waits until the user's rights are in force (RBAC caches catch up).
     fn wait_rights(&self, container: &str) -> Result<()> {
-        wait_for("the user's rights", WAIT, POLL, || {
+        wait_until("the user's rights", WAIT, POLL, || {
             let out = self.run(&["logs", container, "--tail", "1"])?;
             Ok(out.status.success().then_some(()))
         })
@@ -342,7 +342,7 @@ fn container(name: &str, script: &str, ports: Value) -> String {
 }
 
 fn wait_phase(users: &TestNamespace, name: &str, phase: &str) -> Result<Value> {
-    wait_for(
+    wait_until(
         &format!("{name} to be {phase}"),
         Duration::from_secs(150),
         POLL,
@@ -384,7 +384,7 @@ fn everything_a_user_does(prefix: &str, values: &[&str]) -> Result<()> {
     let fullname = release.fullname();
 
     // Installed: two ready replicas, the root secret and CA bootstrapped.
-    let ready = wait_for("two ready replicas", WAIT, POLL, || {
+    let ready = wait_until("two ready replicas", WAIT, POLL, || {
         let pods = release.pods()?;
         Ok((pods.len() == 2).then_some(pods))
     })?;
@@ -424,7 +424,7 @@ fn everything_a_user_does(prefix: &str, values: &[&str]) -> Result<()> {
         release.secret_data(&format!("{fullname}-root"))? == root,
         "the root secret changed in the upgrade"
     );
-    let status = wait_for("the web app URLs after the upgrade", WAIT, POLL, || {
+    let status = wait_until("the web app URLs after the upgrade", WAIT, POLL, || {
         let c = get_container(&users, "web")?;
         let urls: Vec<String> = c["status"]["publishedPorts"]
             .as_array()
@@ -540,7 +540,7 @@ fn everything_a_user_does(prefix: &str, values: &[&str]) -> Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    let page = wait_for("the page through ssh -L", WAIT, POLL, || {
+    let page = wait_until("the page through ssh -L", WAIT, POLL, || {
         let mut curl = Command::new("curl");
         curl.args(["-sS", "--max-time", "5", &format!("http://127.0.0.1:{local}/")]);
         let out = run_within(curl, WAIT)?;
@@ -736,7 +736,7 @@ fn everything_a_user_does(prefix: &str, values: &[&str]) -> Result<()> {
     let mut pf = alice.hatch(&["port-forward", "web", ":9000"])?;
     pf.stdout(std::fs::File::create(&pf_out)?).stderr(Stdio::null());
     let mut pf = pf.spawn()?;
-    let local: std::net::SocketAddr = wait_for("port-forward to listen", WAIT, POLL, || {
+    let local: std::net::SocketAddr = wait_until("port-forward to listen", WAIT, POLL, || {
         let text = std::fs::read_to_string(&pf_out)?;
         Ok(text.split_whitespace().nth(2).and_then(|a| a.parse().ok()))
     })?;
@@ -777,7 +777,7 @@ fn everything_a_user_does(prefix: &str, values: &[&str]) -> Result<()> {
     let pf_out = nobody.dir.path().join("pf.out");
     pf.stdout(std::fs::File::create(&pf_out)?).stderr(Stdio::piped());
     let pf = pf.spawn()?;
-    let local: std::net::SocketAddr = wait_for("port-forward to listen", WAIT, POLL, || {
+    let local: std::net::SocketAddr = wait_until("port-forward to listen", WAIT, POLL, || {
         let text = std::fs::read_to_string(&pf_out)?;
         Ok(text.split_whitespace().nth(2).and_then(|a| a.parse().ok()))
     })?;
@@ -894,7 +894,7 @@ fn admission_policy_guards_references(release: &Release, users: &TestNamespace) 
     let steal = json!({ "env": [{ "name": "P", "valueFrom": { "secretKeyRef": { "name": "db", "key": "password" } } }] });
     // The Role may take a moment to apply: wait until plain Containers are
     // admitted, then the attack must be refused.
-    wait_for("the creator may create Containers", WAIT, POLL, || {
+    wait_until("the creator may create Containers", WAIT, POLL, || {
         Ok(create("plain", json!({}))?.status.success().then_some(()))
     })?;
     let out = create("steal", steal.clone())?;
@@ -928,7 +928,7 @@ fn admission_policy_guards_references(release: &Release, users: &TestNamespace) 
         "--role=read-db",
         &format!("--serviceaccount={}:creator", users.name),
     ])?;
-    wait_for(
+    wait_until(
         "the Container with the Secret's reader's rights",
         WAIT,
         POLL,
@@ -1062,7 +1062,7 @@ fn prometheus_scrapes(release: &Release, users: &TestNamespace) -> Result<()> {
         let v: Value = serde_json::from_slice(&out.stdout)?;
         Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
     };
-    let result = wait_for(
+    let result = wait_until(
         "Prometheus to scrape the operator and the sidecar",
         WAIT,
         POLL,
@@ -1124,7 +1124,7 @@ fn tunnels_only_forwarding_between_replicas_and_failover() -> Result<()> {
     let alice = User::new(&users, &release, "alice", Some("edit"))?;
     users.apply(&container("web", WEB_SCRIPT, json!([])))?;
     wait_phase(&users, "web", "Running")?;
-    let tunnel = wait_for("the tunnel in status", WAIT, POLL, || {
+    let tunnel = wait_until("the tunnel in status", WAIT, POLL, || {
         let c = get_container(&users, "web")?;
         Ok(c["status"]["gateway"]["tunnel"].as_str().map(str::to_owned))
     })?;
@@ -1157,7 +1157,7 @@ fn tunnels_only_forwarding_between_replicas_and_failover() -> Result<()> {
         "--force",
         "--wait=false",
     ])?;
-    wait_for(
+    wait_until(
         "a shell after the tunnel's replica died",
         Duration::from_secs(60),
         POLL,
@@ -1207,7 +1207,7 @@ fn twenty_readers_of_a_sixty_mebibyte_saved_log_leave_the_replica_small() -> Res
         json!([]),
     ))?;
     wait_phase(&users, "alive", "Running")?;
-    let tunnel = wait_for("alive's tunnel in status", WAIT, POLL, || {
+    let tunnel = wait_until("alive's tunnel in status", WAIT, POLL, || {
         let c = get_container(&users, "alive")?;
         Ok(c["status"]["gateway"]["tunnel"].as_str().map(str::to_owned))
     })?;
@@ -1504,7 +1504,7 @@ fn a_release_pushed_to_a_registry_installs_with_set_values_only() -> Result<()> 
         "logs: {}",
         show(&out)
     );
-    let url = wait_for("the web app's URL", WAIT, POLL, || {
+    let url = wait_until("the web app's URL", WAIT, POLL, || {
         let c = get_container(&users, "web")?;
         Ok(c["status"]["publishedPorts"][0]["url"]
             .as_str()
@@ -1599,7 +1599,7 @@ impl Registry {
             hosts,
             _dir: dir,
         };
-        wait_for("the registry to answer", WAIT, POLL, || {
+        wait_until("the registry to answer", WAIT, POLL, || {
             Ok(registry.get("/v2/").is_ok().then_some(()))
         })?;
         Ok(registry)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use hatchway_e2e::{
     PortForward, TestNamespace, WORKLOAD_IMAGE, WORKLOAD_PAGE, client_pod_manifest, http_get, kubectl,
-    kubectl_fails, kubectl_json, kubectl_stdin, wait_for, web_manifest,
+    kubectl_fails, kubectl_json, kubectl_stdin, wait_until, web_manifest,
 };
 use serde_json::{Value, json};
 
@@ -24,7 +24,7 @@ fn node_is_ready() -> Result<()> {
         .context("node name")?
         .to_string();
 
-    let node = wait_for("the node to be Ready", Duration::from_secs(60), POLL, || {
+    let node = wait_until("the node to be Ready", Duration::from_secs(60), POLL, || {
         let node = kubectl_json(&["get", "node", &name, "-o", "json"])?;
         let ready = node["status"]["conditions"]
             .as_array()
@@ -95,7 +95,7 @@ fn service_is_reachable_by_dns_name_from_another_pod() -> Result<()> {
     let fqdn = format!("web.{}.svc.cluster.local", ns.name);
 
     // CoreDNS (itself behind the kube-dns ClusterIP) answers with the ClusterIP.
-    let lookup = wait_for(
+    let lookup = wait_until(
         "the Service's DNS name to resolve",
         Duration::from_secs(60),
         POLL,
@@ -114,7 +114,7 @@ fn service_is_reachable_by_dns_name_from_another_pod() -> Result<()> {
     // program the rules a moment after the endpoint turns ready: poll.
     // (busybox wget's own -T option crashes this build; `timeout` bounds it.)
     let url = format!("http://{fqdn}/");
-    let body = wait_for(
+    let body = wait_until(
         "the Service to answer by DNS name",
         Duration::from_secs(60),
         POLL,
@@ -147,7 +147,7 @@ fn port_forward_reaches_the_http_server() -> Result<()> {
     ns.wait_rollout("web", ROLLOUT)?;
 
     let forward = PortForward::start(&ns.name, "deployment/web", 8080)?;
-    let (status, body) = wait_for(
+    let (status, body) = wait_until(
         "a page through kubectl port-forward",
         Duration::from_secs(30),
         POLL,
@@ -240,7 +240,7 @@ fn token_review_and_subject_access_review() -> Result<()> {
 
     // SubjectAccessReview: allowed by the RoleBinding (the RBAC authorizer
     // sees a new binding a moment later: poll), denied otherwise.
-    wait_for(
+    wait_until(
         "SubjectAccessReview to allow get pods",
         Duration::from_secs(30),
         POLL,
@@ -294,7 +294,7 @@ fn container_crd_applies_validates_and_keeps_spec_immutable() -> Result<()> {
         "publishedPorts": [{ "port": 8080, "label": "Web" }],
     });
     let manifest = container_manifest("valid", spec.clone());
-    wait_for(
+    wait_until(
         "the Container kind to be served",
         Duration::from_secs(30),
         POLL,

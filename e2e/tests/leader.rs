@@ -4,7 +4,7 @@
 //!
 //! Electors run on a runtime the test owns; their work records when it
 //! starts and stops, and a shared counter catches two works running at
-//! once. The test thread waits on those with `wait_for` deadlines.
+//! once. The test thread waits on those with `wait_until` deadlines.
 
 mod common;
 
@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use hatchway_e2e::{TestNamespace, wait_for};
+use hatchway_e2e::{TestNamespace, wait_until};
 use hatchway_operator::reconcile::leader::{LeaderConfig, run_when_leader};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
@@ -110,7 +110,7 @@ impl Elector {
 
     /// Waits until this elector leads and its work runs.
     fn wait_leading(&self, timeout: Duration) -> Result<Instant> {
-        wait_for(&format!("{} to lead", self.name), timeout, POLL, || {
+        wait_until(&format!("{} to lead", self.name), timeout, POLL, || {
             Ok(self.started().filter(|_| self.leading()))
         })
     }
@@ -148,7 +148,7 @@ fn follower_stays_out(
     renewals: usize,
 ) -> Result<()> {
     let mut seen = Vec::new();
-    wait_for(
+    wait_until(
         &format!("{renewals} renewals by {}", leader.name),
         WAIT,
         API_POLL,
@@ -200,7 +200,7 @@ fn a_released_lease_is_taken_over_at_once() -> Result<()> {
     let b_started = b.wait_leading(WAIT)?;
     let takeover = b_started - asked;
     eprintln!("released lease: b took over {takeover:?} after a's shutdown");
-    wait_for("a's election to end", WAIT, POLL, || {
+    wait_until("a's election to end", WAIT, POLL, || {
         Ok(a.task.is_finished().then_some(()))
     })?;
     ensure!(!a.leading(), "a still says it leads");
@@ -224,7 +224,7 @@ fn a_released_lease_is_taken_over_at_once() -> Result<()> {
     );
 
     b.shutdown.cancel();
-    wait_for("b's election to end", WAIT, POLL, || {
+    wait_until("b's election to end", WAIT, POLL, || {
         Ok(b.task.is_finished().then_some(()))
     })?;
     let released = leases.get()?;
@@ -252,7 +252,7 @@ fn a_crashed_leader_is_replaced_once_its_lease_expires() -> Result<()> {
     // cancels c's work, as a dead process's work stops too.)
     let crashed = Instant::now();
     c.task.abort();
-    wait_for("c's work to stop", WAIT, POLL, || Ok(c.stopped()))?;
+    wait_until("c's work to stop", WAIT, POLL, || Ok(c.stopped()))?;
     ensure!(!c.leading(), "c still says it leads");
     ensure!(
         holder(&leases.get()?) == Some("c"),
@@ -281,7 +281,7 @@ fn a_crashed_leader_is_replaced_once_its_lease_expires() -> Result<()> {
     );
 
     d.shutdown.cancel();
-    wait_for("d's election to end", WAIT, POLL, || {
+    wait_until("d's election to end", WAIT, POLL, || {
         Ok(d.task.is_finished().then_some(()))
     })?;
     ns.passed();

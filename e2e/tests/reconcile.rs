@@ -10,7 +10,7 @@
 //! and the reconciler, both scoped to that namespace. Tests are plain
 //! `#[test]`s that own a tokio runtime: the router and reconciler run on its
 //! workers while the test thread runs kubectl, curl and ssh and polls with
-//! `wait_for` (deadlines, never bare sleeps).
+//! `wait_until` (deadlines, never bare sleeps).
 
 mod common;
 
@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use hatchway_api::crd::{Container, Phase};
 use hatchway_api::proof::RootSecret;
-use hatchway_e2e::{TestNamespace, WORKLOAD_IMAGE, kubectl_json, node_ip, run_within, wait_for};
+use hatchway_e2e::{TestNamespace, WORKLOAD_IMAGE, kubectl_json, node_ip, run_within, wait_until};
 use hatchway_operator::reconcile::controller::{self, ReconcileSettings};
 use hatchway_operator::reconcile::metrics::ReconcileMetrics;
 use hatchway_operator::reconcile::pod::PodSettings;
@@ -194,7 +194,7 @@ impl Rig {
         };
         // The RBAC authorizer sees the new binding a moment later: wait
         // until the user gets past authorization (404: no such Container).
-        wait_for("the user's rights to apply", WAIT, POLL, || {
+        wait_until("the user's rights to apply", WAIT, POLL, || {
             let (code, body) = rig.curl("GET", &rig.api("nobody-here", "log/"))?;
             match code {
                 404 => Ok(Some(())),
@@ -240,7 +240,7 @@ impl Rig {
             "spec": { "image": WORKLOAD_IMAGE, "command": command },
         })
         .to_string();
-        wait_for("the Container kind to be served", WAIT, POLL, || {
+        wait_until("the Container kind to be served", WAIT, POLL, || {
             Ok(Some(self.ns.apply(&manifest)?))
         })?;
         Ok(Instant::now())
@@ -288,7 +288,7 @@ impl Rig {
         mut check: impl FnMut(&Value) -> Result<bool>,
     ) -> Result<Value> {
         let mut fatal = None;
-        let result = wait_for(what, timeout, POLL, || {
+        let result = wait_until(what, timeout, POLL, || {
             let status = self.get(name)?["status"].clone();
             match check(&status) {
                 Ok(true) => Ok(Some(status)),
@@ -325,7 +325,7 @@ impl Rig {
     /// Waits for the pod's own phase (the sidecar has stopped too once it
     /// is Succeeded or Failed).
     fn wait_pod_phase(&self, name: &str, pod: &str, phase: &str) -> Result<()> {
-        wait_for(&format!("pod {pod} to be {phase}"), WAIT, POLL, || {
+        wait_until(&format!("pod {pod} to be {phase}"), WAIT, POLL, || {
             let got = self
                 .ns
                 .kubectl(&["get", "pod", pod, "-o", "jsonpath={.status.phase}"])?;
@@ -361,7 +361,7 @@ impl Rig {
 
     /// Waits until events with each of `reasons` are recorded for `name`.
     fn wait_events(&self, name: &str, reasons: &[&str]) -> Result<Vec<(String, String)>> {
-        wait_for(&format!("events {reasons:?} for {name}"), WAIT, POLL, || {
+        wait_until(&format!("events {reasons:?} for {name}"), WAIT, POLL, || {
             let events = self.events(name)?;
             if reasons
                 .iter()
@@ -699,7 +699,7 @@ fn a_container_runs_serves_logs_and_a_shell_then_completes() -> Result<()> {
 
     // The live log, from the gateway through the router.
     let log = rig.api(name, "log/stdout.txt");
-    wait_for("the live log through the router", WAIT, POLL, || {
+    wait_until("the live log through the router", WAIT, POLL, || {
         let (code, body) = rig.curl("GET", &log)?;
         ensure!(code == 200, "{code}: {body}");
         Ok(body.contains("hello-from-workload").then_some(()))
@@ -822,7 +822,7 @@ fn deleting_a_running_container_cancels_it() -> Result<()> {
     // Every phase the API server shows (the Cancelled window is as short
     // as the pod's termination).
     let watch = Watch::start(&rig, name);
-    wait_for("the watch to see the Container", WAIT, POLL, || {
+    wait_until("the watch to see the Container", WAIT, POLL, || {
         Ok(watch
             .phases()
             .iter()
@@ -833,7 +833,7 @@ fn deleting_a_running_container_cancels_it() -> Result<()> {
     let deleted = Instant::now();
     rig.ns
         .kubectl(&["delete", "containers.hatchway.dev", name, "--wait=false"])?;
-    wait_for("phase Cancelled", WAIT, POLL, || {
+    wait_until("phase Cancelled", WAIT, POLL, || {
         let seen = watch.phases();
         if seen.iter().any(|p| p == "Some(Cancelled) finalizer=true") {
             Ok(Some(()))
@@ -843,7 +843,7 @@ fn deleting_a_running_container_cancels_it() -> Result<()> {
     })
     .map_err(|e| anyhow::anyhow!("{e:#}\n{}", rig.diagnostics(name)))?;
     let to_cancelled = deleted.elapsed();
-    wait_for("the Container to go", WAIT, POLL, || {
+    wait_until("the Container to go", WAIT, POLL, || {
         let seen = watch.phases();
         if seen.last().is_some_and(|p| p == "deleted") {
             Ok(Some(()))
@@ -971,7 +971,7 @@ fn a_finished_container_is_deleted_after_its_ttl() -> Result<()> {
         },
     })
     .to_string();
-    wait_for("the Container kind to be served", WAIT, POLL, || {
+    wait_until("the Container kind to be served", WAIT, POLL, || {
         Ok(Some(rig.ns.apply(&manifest)?))
     })?;
     let status = rig.wait_status(name, "phase Complete", START, |s| match s["phase"].as_str() {
@@ -981,7 +981,7 @@ fn a_finished_container_is_deleted_after_its_ttl() -> Result<()> {
     })?;
     let finished = Instant::now();
     let pod = status["podName"].as_str().context("no podName")?.to_owned();
-    wait_for("the Container to be deleted after its TTL", WAIT, POLL, || {
+    wait_until("the Container to be deleted after its TTL", WAIT, POLL, || {
         let left = rig
             .ns
             .kubectl(&["get", "containers.hatchway.dev", "-o", "name"])?;
@@ -993,7 +993,7 @@ fn a_finished_container_is_deleted_after_its_ttl() -> Result<()> {
         after >= Duration::from_secs(1),
         "deleted {after:?} after Complete"
     );
-    wait_for("its pod to go too", WAIT, POLL, || {
+    wait_until("its pod to go too", WAIT, POLL, || {
         let pods = rig.ns.kubectl(&["get", "pods", "-o", "name"])?;
         Ok((!pods.contains(&pod)).then_some(()))
     })?;
@@ -1053,7 +1053,7 @@ subjects:
         },
     })
     .to_string();
-    wait_for("the Container kind to be served", WAIT, POLL, || {
+    wait_until("the Container kind to be served", WAIT, POLL, || {
         Ok(Some(rig.ns.apply(&manifest)?))
     })?;
     rig.wait_running("web")?;
@@ -1186,7 +1186,7 @@ exec curl -sS -f -L --max-time 20 --cacert {ca} --connect-to ::127.0.0.1:{port} 
             .filter_map(|l| l.strip_prefix("tick ")?.parse().ok())
             .collect()
     };
-    wait_for("eight ticks", WAIT, POLL, || {
+    wait_until("eight ticks", WAIT, POLL, || {
         let out = run_within(hatch(&["logs", "ticker"]), WAIT)?;
         ensure!(out.status.success(), "logs: {}", show(&out));
         Ok(ticks(&out).last().is_some_and(|t| *t >= 7).then_some(()))
@@ -1241,7 +1241,7 @@ until [ -e /tmp/stop ]; do sleep 1; done
         .context("hostKey")?
         .to_owned();
     let stdout = rig.api(name, "log/stdout.txt");
-    let log = wait_for("the attacks to finish", WAIT, POLL, || {
+    let log = wait_until("the attacks to finish", WAIT, POLL, || {
         let (code, body) = rig.curl("GET", &stdout)?;
         ensure!(code == 200, "{code}: {body}");
         Ok(body.contains("attacks-done").then_some(body))

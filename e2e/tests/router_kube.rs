@@ -5,7 +5,7 @@
 //!
 //! Tests are plain `#[test]`s that own a tokio runtime: `KubeCluster`'s
 //! watchers run on its worker threads while the test thread runs kubectl
-//! and polls with `wait_for` (conditions with deadlines, never bare sleeps).
+//! and polls with `wait_until` (conditions with deadlines, never bare sleeps).
 
 mod common;
 
@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail, ensure};
 use futures::StreamExt;
 use hatchway_api::crd::{Container, ContainerStatus, GatewayStatus, Phase};
-use hatchway_e2e::{TestNamespace, WORKLOAD_IMAGE, kubectl_json, wait_for};
+use hatchway_e2e::{TestNamespace, WORKLOAD_IMAGE, kubectl_json, wait_until};
 use hatchway_operator::router::auth::cache::CachedAuth;
 use hatchway_operator::router::auth::kube::KubeAuth;
 use hatchway_operator::router::auth::{Auth, AuthError, Permission, User};
@@ -40,7 +40,7 @@ fn create_container(ns: &TestNamespace, name: &str) -> Result<String> {
         "spec": { "image": WORKLOAD_IMAGE, "command": ["sh", "-c", "echo hello"] },
     })
     .to_string();
-    wait_for("the Container kind to be served", WAIT, POLL, || {
+    wait_until("the Container kind to be served", WAIT, POLL, || {
         Ok(Some(ns.apply(&manifest)?))
     })?;
     let uid = ns.kubectl(&[
@@ -110,7 +110,7 @@ fn check_auth(
         user.groups
     );
     // The RBAC authorizer sees a new binding a moment later: poll.
-    wait_for("the shell permission to be granted", WAIT, POLL, || {
+    wait_until("the shell permission to be granted", WAIT, POLL, || {
         Ok(rt
             .block_on(auth.authorize(&user, &ns.name, "web", Permission::SHELL))?
             .then_some(()))
@@ -242,7 +242,7 @@ fn kube_cluster_finds_containers_by_name_and_uid() -> Result<()> {
     ensure!(found.metadata.uid.as_deref() == Some(uid.as_str()));
     ensure!(rt.block_on(only_ns.container(&ns.name, "nope"))?.is_none());
     // By UID: once the watcher has it.
-    let found = wait_for("the store to know web's UID", WAIT, POLL, || {
+    let found = wait_until("the store to know web's UID", WAIT, POLL, || {
         Ok(rt.block_on(only_ns.container_by_uid(&uid))?)
     })?;
     ensure!(
@@ -287,7 +287,7 @@ fn kube_cluster_finds_containers_by_name_and_uid() -> Result<()> {
 
     // A deleted Container leaves the store and the UID index.
     ns.kubectl(&["delete", "containers.hatchway.dev", "web", "--wait=true"])?;
-    wait_for("web to leave the store", WAIT, POLL, || {
+    wait_until("web to leave the store", WAIT, POLL, || {
         Ok(rt
             .block_on(only_ns.container_by_uid(&uid))?
             .is_none()
@@ -381,7 +381,7 @@ fn kube_cluster_applies_status_with_a_field_manager() -> Result<()> {
     let fresh_status = fresh.status.context("status")?;
     ensure!(fresh_status.interactive_session_started);
     ensure!(fresh_status.listening_ports.len() == 1);
-    wait_for("the store to see the status", WAIT, POLL, || {
+    wait_until("the store to see the status", WAIT, POLL, || {
         let c = rt.block_on(cluster.container(&ns.name, "web"))?;
         Ok(c.and_then(|c| c.status)
             .filter(|s| s.interactive_session_started)
@@ -446,7 +446,7 @@ spec:
     command: [sh, -c, "echo out; echo err >&2"]
 "#
     ))?;
-    wait_for("the pod to finish", WAIT, POLL, || {
+    wait_until("the pod to finish", WAIT, POLL, || {
         let phase = ns.kubectl(&["get", "pod", pod, "-o", "jsonpath={.status.phase}"])?;
         match phase.as_str() {
             "Succeeded" => Ok(Some(())),
@@ -652,13 +652,13 @@ spec:
     let ip = ns.kubectl(&["get", "pod", "ready", "-o", "jsonpath={.status.podIP}"])?;
     ensure!(!ip.is_empty(), "no pod IP");
     let expected = vec![format!("https://{ip}:8080")];
-    wait_for("the ready replica to be listed", WAIT, POLL, || {
+    wait_until("the ready replica to be listed", WAIT, POLL, || {
         Ok((cluster.replicas() == expected).then_some(()))
     })
     .with_context(|| format!("replicas {:?}", cluster.replicas()))?;
 
     // The unready pod is in the slice (ready: false) but not a replica.
-    wait_for("both pods in the EndpointSlice", WAIT, POLL, || {
+    wait_until("both pods in the EndpointSlice", WAIT, POLL, || {
         let slices = kubectl_json(&[
             "-n",
             &ns.name,
@@ -693,14 +693,14 @@ spec:
             },
         )
     });
-    wait_for("a fresh watcher to list the replica", WAIT, POLL, || {
+    wait_until("a fresh watcher to list the replica", WAIT, POLL, || {
         Ok((fresh.replicas() == expected).then_some(()))
     })?;
     ensure!(cluster.replicas() == expected, "{:?}", cluster.replicas());
 
     // The replica goes away.
     ns.kubectl(&["delete", "pod", "ready", "--wait=false"])?;
-    wait_for("the replica list to empty", WAIT, POLL, || {
+    wait_until("the replica list to empty", WAIT, POLL, || {
         Ok(cluster.replicas().is_empty().then_some(()))
     })?;
 

@@ -3,8 +3,8 @@
 //! small interfaces, a router on 127.0.0.1:0 with real TLS, real sidecar
 //! gateways (with a real shim process when shells are needed), fake
 //! sidecars dialing tunnels by hand, an HTTPS client, the real OpenSSH
-//! client set up as strictly as a user's ([`openssh`]), and
-//! [`eventually`], the one wait with a deadline.
+//! client set up as strictly as a user's ([`openssh`]), and the one wait
+//! with a deadline: [`eventually`] (async) and [`wait_until`] (blocking).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::poll_fn;
@@ -41,6 +41,31 @@ use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompat
 use tokio_util::sync::CancellationToken;
 
 pub const ROOT: &[u8] = b"router test root secret, 32 byte";
+
+/// Polls `check` every `every` until it returns `Ok(Some(_))` or `timeout`
+/// passes; the error then names `what` and the last error seen. The
+/// blocking form of [`eventually`], for tests that drive processes (the e2e
+/// suite); never a bare sleep.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = String::from("condition not met");
+    loop {
+        match check() {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(err) => last = format!("{err:#}"),
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}: {last}");
+        }
+        std::thread::sleep(every);
+    }
+}
 
 /// Waits until `check` holds, failing after 20 s.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
