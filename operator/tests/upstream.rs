@@ -10,53 +10,21 @@ use hatchway_api::proof::{self, CtrKey};
 use hatchway_api::wire;
 use hatchway_operator::router::respond::{Body, empty_body};
 use hatchway_operator::router::upstream::{self, GatewayConnection, UpstreamError, connect_tcp};
-use hatchway_sidecar::args::GatewayArgs;
-use hatchway_sidecar::start::{Running, start_gateway};
 use hatchway_sidecar::tls::GatewayCert;
+use hatchway_testkit::TestSidecar;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 const UID: &str = "7c1e9a52-5b7e-4f0e-9d3a-2b8f6c4d1e90";
-const ROOT: &[u8] = b"test root secret, 32 bytes long!";
+/// The key the testkit's sidecars hold for [`UID`].
+const ROOT: &[u8] = hatchway_testkit::ROOT;
 const LIMIT: Duration = Duration::from_secs(20);
 
 fn key() -> CtrKey {
     proof::ctr_key(ROOT, UID)
-}
-
-/// A real sidecar gateway on 127.0.0.1:0 in a temp dir.
-struct TestGateway {
-    running: Running,
-    _dir: tempfile::TempDir,
-}
-
-impl TestGateway {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let key_file = dir.path().join("ctr_key");
-        std::fs::write(&key_file, format!("{}\n", key().expose_hex())).unwrap();
-        std::fs::create_dir_all(dir.path().join("log")).unwrap();
-        let args = GatewayArgs {
-            sftp_command: vec!["false".into()],
-            max_connections: 64,
-            ..GatewayArgs::local(UID, dir.path())
-        };
-        let running = start_gateway(args).await.expect("gateway starts");
-        Self { running, _dir: dir }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.running.gateway_addr
-    }
-}
-
-impl Drop for TestGateway {
-    fn drop(&mut self) {
-        self.running.shutdown.cancel();
-    }
 }
 
 async fn connect_to(addr: SocketAddr, key: &CtrKey) -> Result<GatewayConnection, UpstreamError> {
@@ -88,7 +56,7 @@ async fn body_text(response: Response<hyper::body::Incoming>) -> String {
 
 #[tokio::test]
 async fn a_get_of_ports_succeeds_with_a_verified_response_proof() {
-    let gw = TestGateway::start().await;
+    let gw = TestSidecar::start(UID).await;
     let mut conn = connect_to(gw.addr(), &key()).await.expect("connects");
     assert_eq!(conn.certificate_sha256().len(), 64);
     let response = send(&mut conn, get(wire::gateway_path::PORTS))
@@ -108,7 +76,7 @@ async fn a_get_of_ports_succeeds_with_a_verified_response_proof() {
 
 #[tokio::test]
 async fn a_wrong_key_is_refused_by_the_gateway_and_maps_to_502() {
-    let gw = TestGateway::start().await;
+    let gw = TestSidecar::start(UID).await;
     let other = proof::ctr_key(ROOT, "0d4f3b21-8c6a-4e1f-a2b7-5e9c0f1d2a33");
     let mut conn = connect_to(gw.addr(), &other).await.expect("TLS still works");
     let err = send(&mut conn, get(wire::gateway_path::PORTS))
@@ -129,36 +97,10 @@ async fn a_wrong_key_is_refused_by_the_gateway_and_maps_to_502() {
     );
 }
 
-/// A relay that terminates TLS with its own certificate and forwards the
-/// plaintext to the real gateway over a second TLS connection.
-async fn start_mitm_relay(gateway: SocketAddr) -> SocketAddr {
-    let relay_cert = GatewayCert::generate("attacker").unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(relay_cert.server_config.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut client) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let connector =
-                    tokio_rustls::TlsConnector::from(Arc::new(hatchway_api::tls::gateway_client_config()));
-                let tcp = TcpStream::connect(gateway).await.unwrap();
-                let name = rustls::pki_types::ServerName::try_from("gateway").unwrap();
-                let mut upstream = connector.connect(name, tcp).await.unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn a_man_in_the_middle_with_another_certificate_never_gets_a_success() {
-    let gw = TestGateway::start().await;
-    let relay = start_mitm_relay(gw.addr()).await;
+    let gw = TestSidecar::start(UID).await;
+    let relay = hatchway_testkit::mitm_relay(gw.addr()).await;
     let real = connect_to(gw.addr(), &key()).await.unwrap();
     let mut conn = connect_to(relay, &key()).await.expect("TLS to the relay works");
     assert_ne!(conn.certificate_sha256(), real.certificate_sha256());
@@ -388,7 +330,7 @@ async fn echo_server() -> u16 {
 
 #[tokio::test]
 async fn a_port_forward_upgrade_through_the_connection_carries_bytes_both_ways() {
-    let gw = TestGateway::start().await;
+    let gw = TestSidecar::start(UID).await;
     let port = echo_server().await;
     let mut conn = connect_to(gw.addr(), &key()).await.unwrap();
     let req = Request::builder()

@@ -116,30 +116,10 @@ async fn a_valid_proof_is_answered_with_a_response_proof_on_every_route() {
     }
 }
 
-/// A relay that terminates TLS with its own certificate and forwards the
-/// plaintext to the real gateway over a second TLS connection.
-async fn start_mitm_relay(gateway: std::net::SocketAddr) -> std::net::SocketAddr {
-    let relay_cert = hatchway_sidecar::tls::GatewayCert::generate("attacker").unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(relay_cert.server_config.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let mut client = acceptor.accept(stream).await.unwrap();
-                let (mut upstream, _) = tls_connect(TcpStream::connect(gateway).await.unwrap()).await;
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn a_man_in_the_middle_with_another_certificate_is_detected() {
     let gw = TestSidecar::start(UID).await;
-    let relay = start_mitm_relay(gw.addr()).await;
+    let relay = hatchway_testkit::mitm_relay(gw.addr()).await;
     let mut conn = GatewayConn::connect(relay).await;
     assert_ne!(conn.cert_der, {
         let (_, real) = tls_connect(TcpStream::connect(gw.addr()).await.unwrap()).await;

@@ -1022,6 +1022,37 @@ pub fn fake_hello(uid: &str) -> ControlMessage {
     }
 }
 
+/// A man in the middle of a gateway connection: it terminates TLS with a
+/// certificate of its own and relays the plaintext to the real `gateway`
+/// over a second TLS connection. A router must never accept what comes
+/// back through it.
+pub async fn mitm_relay(gateway: SocketAddr) -> SocketAddr {
+    let relay_cert = hatchway_sidecar::tls::GatewayCert::generate("attacker").unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(relay_cert.server_config.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut client) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let connector = TlsConnector::from(Arc::new(hatchway_api::tls::gateway_client_config()));
+                let Ok(tcp) = TcpStream::connect(gateway).await else {
+                    return;
+                };
+                let name = ServerName::try_from("gateway").unwrap();
+                let Ok(mut upstream) = connector.connect(name, tcp).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    addr
+}
+
 /// Options for the real OpenSSH client (`ssh`, `scp`, `sftp`, or
 /// `rsync -e`) to 127.0.0.1:`port`, as strict as a user's: the host key
 /// must be the one in `known_hosts`, no prompts, no user config.
