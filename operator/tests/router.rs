@@ -83,6 +83,19 @@ async fn refusals_have_status_codes_and_messages() {
             StatusCode::NOT_FOUND,
             "no such endpoint /v1/nothing",
         ),
+        (
+            // A name smuggled in percent-encoded is not decoded into a
+            // valid one: the route table and the checks see the raw path.
+            request(
+                "POST",
+                "/v1/namespaces/ns1/containers/job%2Ex/ssh",
+                Some("alice-token"),
+            )
+            .body(empty())
+            .unwrap(),
+            StatusCode::NOT_FOUND,
+            "no such endpoint /v1/namespaces/ns1/containers/job%2Ex/ssh",
+        ),
     ];
     for (req, status, message) in cases {
         let uri = req.uri().clone();

@@ -104,13 +104,16 @@ fn labelled(label: &'static str, route: MethodRouter<Arc<Router>>) -> MethodRout
 /// apps' hosts sent to [`webapp`].
 async fn front(State(router): State<Arc<Router>>, mut req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let peer = req.extensions().get::<Arc<ConnectionInfo>>().map(|c| c.peer);
+    let peer = req
+        .extensions()
+        .get::<Arc<ConnectionInfo>>()
+        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.peer);
     let id = sane_request_id(req.headers());
     let span = tracing::info_span!(
         "request",
         method = %req.method(),
         route = tracing::field::Empty,
-        peer = ?peer,
+        peer = %peer,
         request_id = id.to_str().unwrap_or_default(),
         namespace = tracing::field::Empty,
         container = tracing::field::Empty,
