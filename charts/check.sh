@@ -157,7 +157,7 @@ grep -q '^          image: "localhost/hatchway/operator:e2e"$' "$work/noregistry
 ok "global.imageRegistry replaces both registries; an empty registry leaves the repository whole"
 
 tls_names=$(env_value "$maxdeploy" HATCHWAY_TLS_NAMES)
-want="\"$fullname,$fullname.$namespace,$fullname.$namespace.svc,$fullname.$namespace.svc.cluster.local,hatchway.example.com,*.apps.example.com,10.0.0.1\""
+want="\"$fullname,$fullname.$namespace,$fullname.$namespace.svc,$fullname.$namespace.svc.cluster.local,$fullname-api.$namespace.svc,hatchway.example.com,*.apps.example.com,10.0.0.1\""
 [[ $tls_names == "$want" ]] || fail "HATCHWAY_TLS_NAMES $tls_names, wanted $want"
 [[ $(env_value "$maxdeploy" HATCHWAY_NAMESPACES) == '"a,b"' ]] || fail "HATCHWAY_NAMESPACES is not a,b"
 [[ $(env_value "$maxdeploy" HATCHWAY_TLS_DIR) == '"/etc/hatchway/tls"' ]] || fail "HATCHWAY_TLS_DIR missing with tls.secretName"
@@ -171,6 +171,17 @@ ok "maximal: TLS names (ingress host, *.wildcard without port, public host, extr
 no_tunnel=$(render /dev/stdout --set router.tunnels=false --show-only templates/deployment.yaml)
 [[ $(env_value "$no_tunnel" HATCHWAY_TUNNEL_URL) == '""' ]] || fail "router.tunnels=false still sets HATCHWAY_TUNNEL_URL"
 ok "router.tunnels=false empties HATCHWAY_TUNNEL_URL"
+
+all_default=$(render /dev/stdout)
+contains "$all_default" '^kind: APIService$' '^  name: v1alpha1.access.hatchway.dev$' '^  groupPriorityMinimum: 100$' \
+  '^  name: .*-front-proxy-reader$' '^  namespace: kube-system$' '^  name: extension-apiserver-authentication-reader$' \
+  'value: "0.0.0.0:8444"' '^    resources: \[containers/exec, containers/portforward, containers/weblogin\]$' ||
+  fail "the aggregated API (APIService, front-proxy reader binding, port 8444, user rules) is missing by default"
+no_api=$(render /dev/stdout --set aggregatedApi.enabled=false)
+if grep -qE 'APIService|8444|access\.hatchway\.dev|kube-system' <<<"$no_api"; then
+  fail "aggregatedApi.enabled=false still renders parts of the aggregated API"
+fi
+ok "aggregatedApi: APIService, Service, port, RBAC by default; none of it when disabled"
 
 # Services.
 headless=$(doc "$work/default.yaml" Service "$fullname-replicas") || fail "no Service $fullname-replicas"

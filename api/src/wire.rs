@@ -98,23 +98,115 @@ const ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
 /// Container `namespace/name`, with query `params` (empty values left out),
 /// names and values percent-encoded.
 pub fn container_path(namespace: &str, name: &str, action: &str, params: &[(&str, Option<&str>)]) -> String {
-    use percent_encoding::utf8_percent_encode;
-    let mut path = format!(
-        "{USER_API_PREFIX}{}/containers/{}/{action}",
-        utf8_percent_encode(namespace, ESCAPE),
-        utf8_percent_encode(name, ESCAPE)
-    );
-    let mut sep = '?';
-    for (key, value) in params {
-        if let Some(value) = value.filter(|v| !v.is_empty()) {
-            path.push(sep);
-            path.push_str(key);
-            path.push('=');
-            path.extend(utf8_percent_encode(value, ESCAPE));
-            sep = '&';
+    Api::Router.container_path(namespace, name, action, params)
+}
+
+/// The two ways to the user API: the router's own URL, and the aggregated
+/// API the Kubernetes API server proxies to the router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Api {
+    /// `https://ROUTER/v1/namespaces/{ns}/containers/{name}/{action}`.
+    Router,
+    /// `https://APISERVER/apis/access.hatchway.dev/v1alpha1/namespaces/{ns}/containers/{name}/{subresource}`.
+    Aggregated,
+}
+
+impl Api {
+    /// Where Container paths begin (ends with `namespaces/`).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Api::Router => USER_API_PREFIX,
+            Api::Aggregated => access_api::PREFIX,
         }
     }
-    path
+
+    /// The path segment of a user-API action (`ssh`, `portforward`, `log`,
+    /// `weblogin`) in this API. The aggregated API names the shell `exec`:
+    /// see [`access_api::SHELL`].
+    pub fn segment(self, action: &str) -> &str {
+        match (self, action) {
+            (Api::Aggregated, ACTION_SSH) => access_api::SHELL,
+            _ => action,
+        }
+    }
+
+    /// The user-API action of a path segment, if this API has it.
+    pub fn action(self, segment: &str) -> Option<&'static str> {
+        let actions = [ACTION_SSH, ACTION_PORTFORWARD, ACTION_LOG, ACTION_WEBLOGIN];
+        actions.into_iter().find(|a| self.segment(a) == segment)
+    }
+
+    /// The path of `action` (which may go on: `log/stdout.txt`) on
+    /// Container `namespace/name`, with query `params` (empty values left
+    /// out), names and values percent-encoded.
+    pub fn container_path(
+        self,
+        namespace: &str,
+        name: &str,
+        action: &str,
+        params: &[(&str, Option<&str>)],
+    ) -> String {
+        use percent_encoding::utf8_percent_encode;
+        let (head, rest) = match action.split_once('/') {
+            Some((head, rest)) => (head, Some(rest)),
+            None => (action, None),
+        };
+        let mut path = format!(
+            "{}{}/containers/{}/{}",
+            self.prefix(),
+            utf8_percent_encode(namespace, ESCAPE),
+            utf8_percent_encode(name, ESCAPE),
+            self.segment(head),
+        );
+        if let Some(rest) = rest {
+            path.push('/');
+            path.push_str(rest);
+        }
+        let mut sep = '?';
+        for (key, value) in params {
+            if let Some(value) = value.filter(|v| !v.is_empty()) {
+                path.push(sep);
+                path.push_str(key);
+                path.push('=');
+                path.extend(utf8_percent_encode(value, ESCAPE));
+                sep = '&';
+            }
+        }
+        path
+    }
+}
+
+/// The aggregated API (`APIService` `v1alpha1.access.hatchway.dev`): the
+/// user API through the Kubernetes API server, which authenticates the
+/// user (any kubeconfig: client certificates, OIDC, exec plugins), checks
+/// RBAC on these subresources, and proxies to the router's aggregated port
+/// with the user in `X-Remote-User`/`-Group`/`-Extra-*`.
+pub mod access_api {
+    /// The API group (the CRD keeps `hatchway.dev`).
+    pub const GROUP: &str = "access.hatchway.dev";
+    /// Its one version.
+    pub const VERSION: &str = "v1alpha1";
+    /// `GROUP/VERSION`.
+    pub const GROUP_VERSION: &str = "access.hatchway.dev/v1alpha1";
+    /// The `APIService` object's name.
+    pub const APISERVICE: &str = "v1alpha1.access.hatchway.dev";
+    /// Where Container paths begin.
+    pub const PREFIX: &str = "/apis/access.hatchway.dev/v1alpha1/namespaces/";
+    /// Discovery: `GET /apis/access.hatchway.dev/v1alpha1`.
+    pub const DISCOVERY: &str = "/apis/access.hatchway.dev/v1alpha1";
+    /// The resource the subresources hang off.
+    pub const RESOURCE: &str = "containers";
+    /// The shell's subresource. Not `ssh`: the API server treats only
+    /// `exec`, `attach`, `portforward`, `log` and `proxy` subresources as
+    /// long-running; any other request is cut at `--request-timeout`
+    /// (60 s) and holds a priority-and-fairness seat while it lasts.
+    pub const SHELL: &str = "exec";
+    /// The port-forward's subresource.
+    pub const PORTFORWARD: &str = "portforward";
+    /// The log tree's subresource.
+    pub const LOG: &str = "log";
+    /// The login link's subresource.
+    pub const WEBLOGIN: &str = "weblogin";
 }
 
 /// Values of [`LOG_SOURCE`].
@@ -191,5 +283,25 @@ mod tests {
             ),
             "/v1/namespaces/a%20b/containers/x%2Fy/ssh?login_username=root&detach_keys=ctrl-p%2Cctrl-q"
         );
+    }
+
+    #[test]
+    fn the_aggregated_api_names_the_shell_exec_and_keeps_the_rest() {
+        assert_eq!(
+            Api::Aggregated.container_path("ns", "web", ACTION_SSH, &[(PARAM_LOGIN_USERNAME, Some("root"))]),
+            "/apis/access.hatchway.dev/v1alpha1/namespaces/ns/containers/web/exec?login_username=root"
+        );
+        assert_eq!(
+            Api::Aggregated.container_path("ns", "web", "log/stdout.txt", &[]),
+            "/apis/access.hatchway.dev/v1alpha1/namespaces/ns/containers/web/log/stdout.txt"
+        );
+        assert_eq!(
+            Api::Router.container_path("ns", "web", "log/", &[]),
+            "/v1/namespaces/ns/containers/web/log/"
+        );
+        assert_eq!(Api::Aggregated.action("exec"), Some(ACTION_SSH));
+        assert_eq!(Api::Aggregated.action("ssh"), None);
+        assert_eq!(Api::Router.action("exec"), None);
+        assert_eq!(Api::Router.action("portforward"), Some(ACTION_PORTFORWARD));
     }
 }

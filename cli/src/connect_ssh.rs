@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use hatchway_api::wire;
 
-use crate::connection::Target;
 use crate::known_hosts;
-use crate::router::{RouterError, Upgrade, container_path, upgrade};
+use crate::router::{Endpoint, RouterError, Upgrade};
 
 /// The host-name suffix of Hatchway Containers in ssh: `NAME.NS.hatchway`.
 pub const HOST_SUFFIX: &str = ".hatchway";
@@ -62,9 +61,8 @@ impl SshTarget<'_> {
 }
 
 /// Opens the SSH upgrade (also the probe `shell` makes before running ssh).
-pub async fn open(target: &Target, ssh: &SshTarget<'_>) -> Result<Upgrade, RouterError> {
-    let path = container_path(
-        &target.server.prefix,
+pub async fn open(endpoint: &Endpoint, ssh: &SshTarget<'_>) -> Result<Upgrade, RouterError> {
+    let path = endpoint.path(
         ssh.namespace,
         ssh.name,
         wire::ACTION_SSH,
@@ -73,7 +71,7 @@ pub async fn open(target: &Target, ssh: &SshTarget<'_>) -> Result<Upgrade, Route
             (wire::PARAM_DETACH_KEYS, ssh.detach_keys),
         ],
     );
-    upgrade(target, &path, wire::UPGRADE_SSH).await
+    endpoint.upgrade(&path, wire::UPGRADE_SSH).await
 }
 
 /// The gateway's host key the router sent with its `101`.
@@ -90,7 +88,7 @@ pub fn host_key(upgrade: &Upgrade) -> Option<&str> {
 /// the router's answer changes) while the Container is not running yet or
 /// its gateway not reachable, up to `timeout`.
 pub async fn open_when_ready(
-    target: &Target,
+    endpoint: &Endpoint,
     ssh: &SshTarget<'_>,
     timeout: Duration,
 ) -> Result<Upgrade, RouterError> {
@@ -99,7 +97,7 @@ pub async fn open_when_ready(
     let mut delays = WAIT_READY.build();
     loop {
         let delay = delays.next().unwrap_or(WAIT_READY_CEILING);
-        match open(target, ssh).await {
+        match open(endpoint, ssh).await {
             Err(e) if e.is_transient() && Instant::now() + delay < deadline => {
                 let message = e.to_string();
                 if message != last {
@@ -117,11 +115,11 @@ pub async fn open_when_ready(
 /// closes it. With `known_hosts`, first records the host key the router
 /// sent for this Container's alias there.
 pub async fn relay(
-    target: &Target,
+    endpoint: &Endpoint,
     ssh: &SshTarget<'_>,
     known_hosts: Option<&Path>,
 ) -> Result<(), RouterError> {
-    let mut upgraded = open(target, ssh).await?;
+    let mut upgraded = open(endpoint, ssh).await?;
     if let (Some(path), Some(key)) = (known_hosts, host_key(&upgraded))
         && let Err(error) = known_hosts::record(path, &ssh.alias(), key)
     {

@@ -1,39 +1,86 @@
-//! Connection settings shared by every command that talks to the router:
-//! its URL, the CA that signs its certificate, the user's token and the
-//! namespace. Flags first, then environment variables, then the cluster:
-//! the router URL and CA from ConfigMap `hatchway-client` in the install
-//! namespace (read with the kubeconfig's credentials), the token and
-//! namespace from the kubeconfig (a token, a token file or an exec plugin).
+//! Connection settings shared by every command: which way to the Hatchway
+//! API, and as whom.
+//!
+//! Two ways ([`Endpoint`]): the aggregated API through the Kubernetes API
+//! server (`access.hatchway.dev`, with the kubeconfig exactly as kubectl
+//! uses it: client certificates, tokens, exec and auth-provider plugins,
+//! all through `kube`), or the router's own URL (`--direct`; a bearer token
+//! the router checks with TokenReview). By default the aggregated API when
+//! the cluster serves it, else the router's URL; `--server`, `--token` or
+//! `--direct` choose the router's URL. The kubeconfig is kubectl's:
+//! `--kubeconfig`, else `$KUBECONFIG` (a list, merged), else
+//! `~/.kube/config`, narrowed by `--context`, `--cluster`, `--user`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use hatchway_api::wire::client_config;
+use hatchway_api::wire::{self, client_config};
+use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use rustls::ClientConfig;
 use sha2::Digest as _;
 
-use crate::exec_credential::{self, ExecError};
-use crate::kubeconfig::{Credential, Kubeconfig, KubeconfigError};
+use crate::router::{Endpoint, Target};
+
+/// Which way to the Hatchway API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApiChoice {
+    /// The aggregated API when the cluster serves it, else the router's URL.
+    #[default]
+    Auto,
+    /// Through the Kubernetes API server (access.hatchway.dev).
+    Aggregated,
+    /// The router's own URL.
+    Direct,
+}
 
 /// The flags (and environment variables) every command accepts.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ConnectionArgs {
-    /// The Hatchway router's URL, e.g. `https://hatchway.example.com`.
+    /// Namespace; default: the kubeconfig context's, else `default`.
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+
+    /// The kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).
+    #[arg(long, env = "HATCHWAY_KUBECONFIG", global = true)]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context (default: its current context).
+    #[arg(long, env = "HATCHWAY_CONTEXT", global = true)]
+    pub context: Option<String>,
+
+    /// The kubeconfig cluster (default: the context's).
+    #[arg(long, env = "HATCHWAY_CLUSTER", global = true)]
+    pub cluster: Option<String>,
+
+    /// The kubeconfig user (default: the context's).
+    #[arg(long, env = "HATCHWAY_KUBE_USER", global = true)]
+    pub user: Option<String>,
+
+    /// Which way to the Hatchway API: through the Kubernetes API server
+    /// (any kubeconfig), or the router's own URL (faster for bulk, needed
+    /// for web apps in browsers).
+    #[arg(long, env = "HATCHWAY_API", global = true, value_enum, default_value_t)]
+    pub api: ApiChoice,
+
+    /// Use the router's own URL (`--api direct`).
+    #[arg(long, global = true)]
+    pub direct: bool,
+
+    /// The Hatchway router's URL, e.g. `https://hatchway.example.com`
+    /// (implies --direct).
     #[arg(long, env = "HATCHWAY_SERVER", global = true)]
     pub server: Option<String>,
 
     /// PEM file with the CA certificate(s) that sign the router's
-    /// certificate. Required: TLS verification is never skipped.
+    /// certificate. TLS verification is never skipped.
     #[arg(long, env = "HATCHWAY_CA_FILE", global = true)]
     pub ca_file: Option<PathBuf>,
 
-    /// Bearer token; default: the current kubeconfig user's token.
+    /// Bearer token for the router (implies --direct); default: the
+    /// kubeconfig user's token (a token, a token file, an exec or
+    /// auth-provider plugin).
     #[arg(long, env = "HATCHWAY_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
-
-    /// Namespace; default: the kubeconfig context's, else `default`.
-    #[arg(short = 'n', long, global = true)]
-    pub namespace: Option<String>,
 
     /// Where Hatchway is installed: without --server/--ca-file, both are
     /// read from ConfigMap `hatchway-client` there.
@@ -74,17 +121,35 @@ pub enum ConnectionError {
         path: PathBuf,
         reason: hatchway_api::tls::CaError,
     },
-    #[error("no token: pass --token, set HATCHWAY_TOKEN, or use a kubeconfig user with a token")]
-    NoToken,
     #[error(
-        "the kubeconfig user authenticates with {0}, which kubectl-hatch cannot use: \
-         pass --token or set HATCHWAY_TOKEN (e.g. from `kubectl create token`)"
+        "no token for the router: pass --token, set HATCHWAY_TOKEN, or use a kubeconfig user with a \
+         token, token file or plugin{hint}"
     )]
-    UnsupportedCredential(&'static str),
-    #[error(transparent)]
-    Exec(#[from] ExecError),
-    #[error(transparent)]
+    NoToken { hint: &'static str },
+    #[error("the kubeconfig user's credentials: {0}")]
+    Credentials(String),
+    #[error("the kubeconfig: {0}")]
     Kubeconfig(#[from] KubeconfigError),
+    #[error(
+        "no kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config) and not in a pod: give one to go \
+         through the Kubernetes API server, or the router's URL with --server, --ca-file and --token"
+    )]
+    NoKubeconfig,
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    #[error(
+        "the aggregated API {group} is not served by this cluster (Hatchway is not installed, or \
+         installed with aggregatedApi.enabled=false): use the router's URL (--direct)",
+        group = wire::access_api::GROUP_VERSION
+    )]
+    NotServed,
+    #[error(
+        "the aggregated API {group} is registered but not answering ({0}): check the \
+         operator's pods and `kubectl get apiservice {name}`, or use the router's URL (--direct)",
+        group = wire::access_api::GROUP_VERSION,
+        name = wire::access_api::APISERVICE
+    )]
+    Unavailable(String),
 }
 
 /// The router's address, parsed from its URL.
@@ -123,15 +188,91 @@ impl Server {
     }
 }
 
+fn given(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
 impl ConnectionArgs {
+    /// Whether the router's own URL was asked for.
+    pub fn wants_direct(&self) -> bool {
+        self.direct
+            || self.api == ApiChoice::Direct
+            || (self.api == ApiChoice::Auto
+                && (given(&self.server).is_some() || given(&self.token).is_some()))
+    }
+
+    /// The kubeconfig as kubectl reads it; `None` when there is none.
+    pub fn kubeconfig(&self) -> Result<Option<Kubeconfig>, ConnectionError> {
+        let read = match &self.kubeconfig {
+            Some(path) => Kubeconfig::read_from(path),
+            None => Kubeconfig::read(),
+        };
+        match read {
+            Ok(config) => Ok(Some(config)),
+            Err(KubeconfigError::FindPath) => Ok(None),
+            Err(KubeconfigError::ReadConfig(e, _)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn options(&self) -> KubeConfigOptions {
+        KubeConfigOptions {
+            context: given(&self.context).map(str::to_owned),
+            cluster: given(&self.cluster).map(str::to_owned),
+            user: given(&self.user).map(str::to_owned),
+        }
+    }
+
+    /// The context in use, from the kubeconfig.
+    fn context(&self, config: &Kubeconfig) -> Option<kube::config::Context> {
+        let name = given(&self.context)
+            .map(str::to_owned)
+            .or_else(|| config.current_context.clone())?;
+        config
+            .contexts
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.context.clone())
+    }
+
+    /// The name of the context in use (for per-context ssh host names).
+    pub fn context_name(&self) -> Result<Option<String>, ConnectionError> {
+        if let Some(name) = given(&self.context) {
+            return Ok(Some(name.to_owned()));
+        }
+        Ok(self.kubeconfig()?.and_then(|c| c.current_context))
+    }
+
+    /// The namespace: flag, else the kubeconfig context's, else `default`.
+    pub fn namespace(&self) -> Result<String, ConnectionError> {
+        if let Some(ns) = given(&self.namespace) {
+            return Ok(ns.to_owned());
+        }
+        let from_context = self
+            .kubeconfig()?
+            .and_then(|config| self.context(&config))
+            .and_then(|c| c.namespace)
+            .filter(|n| !n.is_empty());
+        Ok(from_context.unwrap_or_else(|| "default".to_owned()))
+    }
+
+    /// The Kubernetes client configuration: the kubeconfig (narrowed by
+    /// the flags), else the in-cluster service account.
+    pub async fn kube_config(&self) -> Result<kube::Config, ConnectionError> {
+        match self.kubeconfig()? {
+            Some(config) => Ok(kube::Config::from_custom_kubeconfig(config, &self.options()).await?),
+            None => kube::Config::incluster().map_err(|_| ConnectionError::NoKubeconfig),
+        }
+    }
+
+    /// A Kubernetes client as the kubeconfig says.
+    pub async fn kube_client(&self) -> Result<kube::Client, ConnectionError> {
+        kube::Client::try_from(self.kube_config().await?).map_err(ConnectionError::Kube)
+    }
+
     /// The router's URL.
     pub fn server(&self) -> Result<Server, ConnectionError> {
-        let url = self
-            .server
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .ok_or(ConnectionError::NoServer)?;
-        Server::parse(url)
+        Server::parse(given(&self.server).ok_or(ConnectionError::NoServer)?)
     }
 
     /// The CA file, absolute (it is passed on to ssh's ProxyCommand).
@@ -156,18 +297,41 @@ impl ConnectionArgs {
         Ok(Arc::new(config))
     }
 
-    /// The bearer token: flag or environment, else the kubeconfig's (its
-    /// token, token file or exec plugin).
+    /// The bearer token for the router: flag or environment, else what the
+    /// kubeconfig user sends the API server (a token, a token file, an exec
+    /// or auth-provider plugin: `kube` works it out, as for any request).
     pub async fn token(&self) -> Result<String, ConnectionError> {
-        if let Some(token) = self.token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        if let Some(token) = given(&self.token) {
             return Ok(token.to_owned());
         }
-        let config = Kubeconfig::load()?;
-        match config.credential()? {
-            Credential::Token(token) if !token.is_empty() => Ok(token),
-            Credential::Exec(exec) => Ok(exec_credential::token(&exec, config.dir.as_deref()).await?),
-            Credential::Unsupported(what) => Err(ConnectionError::UnsupportedCredential(what)),
-            _ => Err(ConnectionError::NoToken),
+        let Some(kubeconfig) = self.kubeconfig()? else {
+            return Err(ConnectionError::NoToken { hint: "" });
+        };
+        // Only the user matters here: no cluster entry is needed.
+        let user_name = given(&self.user)
+            .map(str::to_owned)
+            .or_else(|| self.context(&kubeconfig).and_then(|c| c.user));
+        let auth_info = user_name.and_then(|name| {
+            kubeconfig
+                .auth_infos
+                .iter()
+                .find(|a| a.name == name)
+                .and_then(|a| a.auth_info.clone())
+        });
+        let Some(auth_info) = auth_info else {
+            return Err(ConnectionError::NoToken { hint: "" });
+        };
+        let has_certificate =
+            auth_info.client_certificate.is_some() || auth_info.client_certificate_data.is_some();
+        let mut config = kube::Config::new(http::Uri::from_static("https://kubernetes.invalid"));
+        config.auth_info = auth_info;
+        match bearer_token(&config).await? {
+            Some(token) => Ok(token),
+            None if has_certificate => Err(ConnectionError::NoToken {
+                hint: ". This user has a client certificate, which only the Kubernetes API server can \
+                       check: use the aggregated API (without --direct/--server/--token)",
+            }),
+            None => Err(ConnectionError::NoToken { hint: "" }),
         }
     }
 
@@ -176,9 +340,8 @@ impl ConnectionArgs {
     /// kept in the cache directory (named by its digest), so ssh's
     /// ProxyCommand can be handed a file.
     pub async fn discover(&mut self) -> Result<(), ConnectionError> {
-        let has = |v: Option<&str>| v.is_some_and(|v| !v.is_empty());
         let ca_given = self.ca_file.as_ref().is_some_and(|p| !p.as_os_str().is_empty());
-        if has(self.server.as_deref()) && ca_given {
+        if given(&self.server).is_some() && ca_given {
             return Ok(());
         }
         let namespace = self.hatchway_namespace.clone();
@@ -186,7 +349,8 @@ impl ConnectionArgs {
             namespace: namespace.clone(),
             reason,
         };
-        let client = kube::Client::try_default()
+        let client = self
+            .kube_client()
             .await
             .map_err(|e| fail(format!("cannot reach the Kubernetes API: {e}")))?;
         let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(client, &namespace);
@@ -196,7 +360,7 @@ impl ConnectionArgs {
             .map_err(|e| fail(e.to_string()))?
             .data
             .unwrap_or_default();
-        if !has(self.server.as_deref()) {
+        if given(&self.server).is_none() {
             let server = data.get(client_config::SERVER).filter(|s| !s.is_empty());
             let missing = || fail(format!("it has no {:?}", client_config::SERVER));
             self.server = Some(server.ok_or_else(missing)?.clone());
@@ -223,16 +387,8 @@ impl ConnectionArgs {
         Ok(())
     }
 
-    /// The namespace: flag, else the kubeconfig context's, else `default`.
-    pub fn namespace(&self) -> Result<String, ConnectionError> {
-        if let Some(ns) = self.namespace.as_deref().filter(|n| !n.is_empty()) {
-            return Ok(ns.to_owned());
-        }
-        Ok(Kubeconfig::load()?.namespace().unwrap_or("default").to_owned())
-    }
-
-    /// Everything needed to open a request to the router (discovering the
-    /// router first when needed).
+    /// Everything needed to talk to the router directly (discovering it
+    /// first when needed).
     pub async fn target(&mut self) -> Result<Target, ConnectionError> {
         self.discover().await?;
         Ok(Target {
@@ -241,14 +397,93 @@ impl ConnectionArgs {
             token: self.token().await?,
         })
     }
+
+    /// The way to the Hatchway API these settings choose.
+    pub async fn endpoint(&mut self) -> Result<Endpoint, ConnectionError> {
+        if self.wants_direct() {
+            return Ok(Endpoint::Direct(self.target().await?));
+        }
+        let client = self.kube_client().await?;
+        match aggregated_api_served(&client).await {
+            Ok(()) => Ok(Endpoint::Aggregated(client)),
+            Err(ConnectionError::NotServed) if self.api == ApiChoice::Auto => {
+                Ok(Endpoint::Direct(self.target().await?))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The flags that make a child `kubectl-hatch` (ssh's ProxyCommand)
+    /// go the same way as `endpoint` went, without asking again. The
+    /// token, if any, is not among them: it travels in the environment.
+    pub fn pinned(&self, endpoint: &Endpoint) -> Result<Vec<String>, ConnectionError> {
+        let mut args = Vec::new();
+        let mut push = |flag: &str, value: Option<String>| {
+            if let Some(value) = value {
+                args.extend([flag.to_owned(), value]);
+            }
+        };
+        push(
+            "--kubeconfig",
+            self.kubeconfig
+                .as_ref()
+                .map(|p| std::path::absolute(p).unwrap_or(p.clone()).display().to_string()),
+        );
+        push("--context", given(&self.context).map(str::to_owned));
+        push("--cluster", given(&self.cluster).map(str::to_owned));
+        push("--user", given(&self.user).map(str::to_owned));
+        match endpoint {
+            Endpoint::Aggregated(_) => push("--api", Some("aggregated".into())),
+            Endpoint::Direct(target) => {
+                push("--api", Some("direct".into()));
+                push("--server", Some(target.server.url.clone()));
+                push("--ca-file", Some(self.ca_file()?.display().to_string()));
+            }
+        }
+        Ok(args)
+    }
 }
 
-/// A router to talk to, as whom.
-#[derive(Clone)]
-pub struct Target {
-    pub server: Server,
-    pub tls: Arc<ClientConfig>,
-    pub token: String,
+/// Whether the cluster serves the aggregated API: its discovery answers.
+async fn aggregated_api_served(client: &kube::Client) -> Result<(), ConnectionError> {
+    let request = http::Request::get(wire::access_api::DISCOVERY)
+        .body(Vec::new())
+        .expect("a valid request");
+    match client.request_text(request).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(ConnectionError::NotServed),
+        Err(kube::Error::Api(status)) => Err(ConnectionError::Unavailable(format!(
+            "{} {}",
+            status.code, status.message
+        ))),
+        Err(e) => Err(ConnectionError::Kube(e)),
+    }
+}
+
+/// The bearer token `config`'s user sends, if it sends one: the request
+/// `kube` would make, caught before it leaves.
+async fn bearer_token(config: &kube::Config) -> Result<Option<String>, ConnectionError> {
+    use kube::client::ConfigExt as _;
+    use tower::{Layer as _, ServiceExt as _};
+    let fail = |e: &dyn std::fmt::Display| ConnectionError::Credentials(e.to_string());
+    let Some(layer) = config.auth_layer().map_err(|e| fail(&e))? else {
+        return Ok(None);
+    };
+    let catch = tower::service_fn(|req: http::Request<kube::client::Body>| async move {
+        // (tower-http's layer wants an http::Response back.)
+        let header = req.headers().get(http::header::AUTHORIZATION).cloned();
+        Ok::<_, tower::BoxError>(http::Response::new(header))
+    });
+    let header = layer
+        .layer(catch)
+        .oneshot(http::Request::new(kube::client::Body::empty()))
+        .await
+        .map_err(|e| fail(&e))?
+        .into_body();
+    Ok(header
+        .and_then(|v| v.to_str().ok().map(str::to_owned))
+        .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_owned()))
+        .filter(|t| !t.is_empty()))
 }
 
 #[cfg(test)]
@@ -277,5 +512,114 @@ mod tests {
         let args = ConnectionArgs::default();
         assert!(matches!(args.tls(), Err(ConnectionError::NoCa)));
         assert!(args.tls().err().unwrap().to_string().contains("--ca-file"));
+    }
+
+    #[test]
+    fn a_router_url_or_token_chooses_the_direct_way() {
+        let mut args = ConnectionArgs::default();
+        assert!(!args.wants_direct());
+        args.server = Some("https://r".into());
+        assert!(args.wants_direct());
+        args.api = ApiChoice::Aggregated;
+        assert!(!args.wants_direct(), "an explicit --api wins");
+        let args = ConnectionArgs {
+            token: Some("t".into()),
+            ..ConnectionArgs::default()
+        };
+        assert!(args.wants_direct());
+        let args = ConnectionArgs {
+            direct: true,
+            ..ConnectionArgs::default()
+        };
+        assert!(args.wants_direct());
+    }
+
+    fn kubeconfig_file(dir: &std::path::Path, text: &str) -> PathBuf {
+        let path = dir.join("config");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    const CONFIG: &str = r#"
+apiVersion: v1
+kind: Config
+current-context: dev
+clusters:
+- name: c
+  cluster: {server: "https://127.0.0.1:1"}
+contexts:
+- name: dev
+  context: {cluster: c, user: alice, namespace: team-a}
+- name: other
+  context: {cluster: c, user: bob}
+- name: certs
+  context: {cluster: c, user: carol}
+users:
+- name: alice
+  user: {token: alice-token}
+- name: bob
+  user: {token: bob-token}
+- name: carol
+  user: {client-certificate-data: "AAAA", client-key-data: "AAAA"}
+"#;
+
+    #[tokio::test]
+    async fn namespace_and_token_follow_the_context_and_user_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = ConnectionArgs {
+            kubeconfig: Some(kubeconfig_file(dir.path(), CONFIG)),
+            ..ConnectionArgs::default()
+        };
+        assert_eq!(args.namespace().unwrap(), "team-a");
+        assert_eq!(args.token().await.unwrap(), "alice-token");
+        assert_eq!(args.context_name().unwrap().as_deref(), Some("dev"));
+        args.context = Some("other".into());
+        assert_eq!(args.namespace().unwrap(), "default");
+        assert_eq!(args.token().await.unwrap(), "bob-token");
+        args.user = Some("alice".into());
+        assert_eq!(args.token().await.unwrap(), "alice-token");
+        args.context = Some("certs".into());
+        args.user = None;
+        let err = args.token().await.unwrap_err().to_string();
+        assert!(
+            err.contains("client certificate") && err.contains("aggregated"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_exec_plugin_gives_the_token() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = dir.path().join("plugin");
+        std::fs::write(
+            &plugin,
+            "#!/bin/sh\necho '{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\
+             \"status\":{\"token\":\"from-plugin\"}}'\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let text = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+             contexts: [{{name: c, context: {{cluster: k, user: u}}}}]\n\
+             users: [{{name: u, user: {{exec: {{apiVersion: client.authentication.k8s.io/v1, command: {}}}}}}}]\n",
+            plugin.display()
+        );
+        let args = ConnectionArgs {
+            kubeconfig: Some(kubeconfig_file(dir.path(), &text)),
+            ..ConnectionArgs::default()
+        };
+        assert_eq!(args.token().await.unwrap(), "from-plugin");
+    }
+
+    #[test]
+    fn no_kubeconfig_is_no_namespace_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = ConnectionArgs {
+            kubeconfig: Some(dir.path().join("absent")),
+            ..ConnectionArgs::default()
+        };
+        assert_eq!(args.namespace().unwrap(), "default");
+        assert!(args.kubeconfig().unwrap().is_none());
     }
 }

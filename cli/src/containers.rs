@@ -4,25 +4,28 @@
 use hatchway_api::crd::Container;
 use kube::api::{Api, ListParams};
 
+use crate::connection::{ConnectionArgs, ConnectionError};
+
 /// Why the API could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainersError {
-    #[error("cannot reach the Kubernetes API: {0}")]
-    Client(#[source] kube::Error),
+    #[error(transparent)]
+    Client(#[from] ConnectionError),
     #[error("cannot read Containers in {namespace}: {source}")]
     Api { namespace: String, source: kube::Error },
 }
 
-async fn api(namespace: &str) -> Result<Api<Container>, ContainersError> {
-    let client = kube::Client::try_default()
-        .await
-        .map_err(ContainersError::Client)?;
-    Ok(Api::namespaced(client, namespace))
+async fn api(connection: &ConnectionArgs, namespace: &str) -> Result<Api<Container>, ContainersError> {
+    Ok(Api::namespaced(connection.kube_client().await?, namespace))
 }
 
 /// One Container, or every Container of the namespace.
-pub async fn list(namespace: &str, name: Option<&str>) -> Result<Vec<Container>, ContainersError> {
-    let api = api(namespace).await?;
+pub async fn list(
+    connection: &ConnectionArgs,
+    namespace: &str,
+    name: Option<&str>,
+) -> Result<Vec<Container>, ContainersError> {
+    let api = api(connection, namespace).await?;
     let err = |source| ContainersError::Api {
         namespace: namespace.to_owned(),
         source,
@@ -34,8 +37,12 @@ pub async fn list(namespace: &str, name: Option<&str>) -> Result<Vec<Container>,
 }
 
 /// One Container.
-pub async fn get(namespace: &str, name: &str) -> Result<Container, ContainersError> {
-    api(namespace)
+pub async fn get(
+    connection: &ConnectionArgs,
+    namespace: &str,
+    name: &str,
+) -> Result<Container, ContainersError> {
+    api(connection, namespace)
         .await?
         .get(name)
         .await

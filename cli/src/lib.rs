@@ -15,16 +15,13 @@
 pub mod builtin_ssh;
 /// `connect-ssh`: the ProxyCommand, and opening a shell's upgrade.
 pub mod connect_ssh;
-/// Where the router is, its CA, and the user's token.
+/// Which way to the Hatchway API (the aggregated API or the router's
+/// URL), and as whom (the kubeconfig, as kubectl reads it).
 pub mod connection;
 /// Listing Containers through the Kubernetes API.
 pub mod containers;
-/// kubeconfig exec plugins (ExecCredential).
-pub mod exec_credential;
 /// known_hosts entries for Containers' host keys.
 pub mod known_hosts;
-/// Reading the kubeconfig.
-pub mod kubeconfig;
 /// `logs`: live, saved, `--since`, `-f`.
 pub mod logs;
 /// `open`: web apps and their login links.
@@ -243,7 +240,7 @@ async fn run_async(
                 Some((name, ns)) => (name.to_owned(), ns.to_owned()),
                 None => (name.clone(), connection.namespace()?),
             };
-            let target = connection.target().await?;
+            let endpoint = connection.endpoint().await?;
             let ssh = SshTarget {
                 namespace: &namespace,
                 name: &name,
@@ -251,7 +248,7 @@ async fn run_async(
                 detach_keys: detach_keys.as_deref(),
             };
             Ok(report(
-                connect_ssh::relay(&target, &ssh, known_hosts.as_deref()).await,
+                connect_ssh::relay(&endpoint, &ssh, known_hosts.as_deref()).await,
             ))
         }
         Command::Shell {
@@ -266,7 +263,7 @@ async fn run_async(
         } => {
             let (login, name) = shell::parse_destination(&destination);
             let namespace = connection.namespace()?;
-            let target = connection.target().await?;
+            let endpoint = connection.endpoint().await?;
             let probe = SshTarget {
                 namespace: &namespace,
                 name,
@@ -276,9 +273,9 @@ async fn run_async(
             // A refusal now gives the router's message, not ssh's noise;
             // the answer carries the host key to record.
             let opened = if wait {
-                connect_ssh::open_when_ready(&target, &probe, Duration::from_secs(wait_timeout)).await
+                connect_ssh::open_when_ready(&endpoint, &probe, Duration::from_secs(wait_timeout)).await
             } else {
-                connect_ssh::open(&target, &probe).await
+                connect_ssh::open(&endpoint, &probe).await
             };
             let upgraded = match opened {
                 Ok(upgraded) => upgraded,
@@ -301,6 +298,7 @@ async fn run_async(
             known_hosts::record(&known_hosts, &host_alias(name, &namespace), &host_key)
                 .with_context(|| format!("cannot write {}", known_hosts.display()))?;
             let exe = std::env::current_exe().context("cannot find this program")?;
+            let pinned = connection.pinned(&endpoint)?;
             let mut ssh = shell::ssh_command(
                 &ssh,
                 &shell::SshInvocation {
@@ -310,12 +308,14 @@ async fn run_async(
                     login,
                     detach_keys: detach_keys.as_deref(),
                     known_hosts: &known_hosts,
+                    connection: &pinned,
                     command: &command,
                 },
             );
-            ssh.env("HATCHWAY_SERVER", &target.server.url)
-                .env("HATCHWAY_CA_FILE", connection.ca_file()?)
-                .env("HATCHWAY_TOKEN", &target.token);
+            // The token stays out of the process list.
+            if let router::Endpoint::Direct(target) = &endpoint {
+                ssh.env("HATCHWAY_TOKEN", &target.token);
+            }
             let status = ssh
                 .status()
                 .with_context(|| format!("cannot run {:?}", ssh.get_program()))?;
@@ -326,14 +326,14 @@ async fn run_async(
         }
         Command::PortForward { name, ports, address } => {
             let namespace = connection.namespace()?;
-            let target = connection.target().await?;
+            let endpoint = connection.endpoint().await?;
             let forward = port_forward::Forward {
                 namespace,
                 name,
                 addresses: address,
                 mappings: ports,
             };
-            let ended = port_forward::run(target, forward).await?;
+            let ended = port_forward::run(endpoint, forward).await?;
             Ok(report::<()>(Err(ended)))
         }
         Command::Logs {
@@ -344,7 +344,7 @@ async fn run_async(
             since,
         } => {
             let namespace = connection.namespace()?;
-            let target = connection.target().await?;
+            let endpoint = connection.endpoint().await?;
             let request = logs::LogsRequest {
                 namespace,
                 name,
@@ -353,7 +353,7 @@ async fn run_async(
                 tail,
                 since,
             };
-            Ok(report(logs::run(&target, &request).await))
+            Ok(report(logs::run(&endpoint, &request).await))
         }
         Command::Open {
             name,
@@ -362,11 +362,11 @@ async fn run_async(
             login_url,
         } => {
             let namespace = connection.namespace()?;
-            let container = containers::get(&namespace, &name).await?;
+            let container = containers::get(&connection, &namespace, &name).await?;
             let app = open::web_app(&container, port)?;
             let login = if app.private {
-                let target = connection.target().await?;
-                match open::login_link(&target, &namespace, &name, port).await {
+                let endpoint = connection.endpoint().await?;
+                match open::login_link(&endpoint, &namespace, &name, port).await {
                     Ok(link) => link.url,
                     Err(error) => return Ok(report::<()>(Err(error))),
                 }
@@ -388,7 +388,7 @@ async fn run_async(
         }
         Command::Get { name } => {
             let namespace = connection.namespace()?;
-            let items = containers::list(&namespace, name.as_deref()).await?;
+            let items = containers::list(&connection, &namespace, name.as_deref()).await?;
             let rows: Vec<_> = items
                 .iter()
                 .map(|c| table::row(c.metadata.name.as_deref().unwrap_or(""), c.status.as_ref()))

@@ -15,14 +15,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http1::SendRequest;
+use http_body_util::BodyExt;
 
 use hatchway_api::pod::log_file;
 use hatchway_api::wire;
 
-use crate::connection::Target;
-use crate::router::{self, RouterError, container_path};
+use crate::router::{self, Endpoint, RouterError, Session};
 
 /// How often a followed log is polled.
 const POLL: Duration = Duration::from_millis(200);
@@ -115,10 +113,10 @@ impl Stream {
     }
 }
 
-/// One connection to the router, opened again when it fails.
+/// The requests of one `logs` run, in order (over one connection where
+/// the way allows).
 struct Connection<'a> {
-    target: &'a Target,
-    sender: Option<SendRequest<Empty<Bytes>>>,
+    session: Session<'a>,
 }
 
 /// An answer, read whole.
@@ -130,23 +128,14 @@ struct Answer {
 
 impl Connection<'_> {
     async fn get(&mut self, path: &str, range: Option<String>) -> Result<Answer, RouterError> {
-        let mut sender = match self.sender.take() {
-            Some(sender) if !sender.is_closed() => sender,
-            _ => router::connect(self.target).await?,
-        };
-        let mut request = router::request(self.target, Method::GET, path);
-        if let Some(range) = range {
-            request = request.header(header::RANGE, range);
-        }
-        sender.ready().await?;
-        let response = sender.send_request(request.body(Empty::new())?).await?;
+        let headers: Vec<_> = range.into_iter().map(|r| (header::RANGE, r)).collect();
+        let response = self.session.send(Method::GET, path, &headers).await?;
         let status = response.status();
         if !matches!(status.as_u16(), 200 | 206 | 404 | 416) {
             return Err(router::refusal(response).await);
         }
         let (parts, body) = response.into_parts();
-        let body = body.collect().await?.to_bytes();
-        self.sender = Some(sender);
+        let body = body.collect().await.map_err(RouterError::Body)?.to_bytes();
         Ok(Answer {
             status,
             headers: parts.headers,
@@ -189,8 +178,10 @@ pub fn tail_start(text: &[u8], n: usize) -> Option<usize> {
 
 /// Prints the logs; with `follow`, until the Container has ended and its
 /// saved logs are printed to their end.
-pub async fn run(target: &Target, request: &LogsRequest) -> Result<(), RouterError> {
-    let mut conn = Connection { target, sender: None };
+pub async fn run(endpoint: &Endpoint, request: &LogsRequest) -> Result<(), RouterError> {
+    let mut conn = Connection {
+        session: endpoint.session(),
+    };
     let default_files = request.file.is_none();
     let mut streams = match &request.file {
         Some(file) => vec![Stream::new(file, false, request)],
@@ -204,7 +195,7 @@ pub async fn run(target: &Target, request: &LogsRequest) -> Result<(), RouterErr
         let mut printed_any = false;
         let mut failure = None;
         for stream in &mut streams {
-            match read(&mut conn, target, request, stream).await {
+            match read(&mut conn, endpoint, request, stream).await {
                 Ok(printed) => printed_any |= printed,
                 Err(error) => {
                     failure = Some(error);
@@ -262,19 +253,18 @@ pub async fn run(target: &Target, request: &LogsRequest) -> Result<(), RouterErr
 /// was printed.
 async fn read(
     conn: &mut Connection<'_>,
-    target: &Target,
+    endpoint: &Endpoint,
     request: &LogsRequest,
     stream: &mut Stream,
 ) -> Result<bool, RouterError> {
-    let path = container_path(
-        &target.server.prefix,
+    let path = endpoint.path(
         &request.namespace,
         &request.name,
         &format!("{}/{}", wire::ACTION_LOG, stream.file),
         &[],
     );
     if let Some(since) = stream.since.take() {
-        return read_since(conn, target, request, &path, stream, since).await;
+        return read_since(conn, endpoint, request, &path, stream, since).await;
     }
     if let Some(n) = stream.tail {
         return read_tail(conn, &path, stream, n).await;
@@ -318,7 +308,7 @@ async fn read(
 /// then the lines of the last `since` from the API, `--tail` applied.
 async fn read_since(
     conn: &mut Connection<'_>,
-    target: &Target,
+    endpoint: &Endpoint,
     request: &LogsRequest,
     path: &str,
     stream: &mut Stream,
@@ -335,8 +325,7 @@ async fn read_since(
         0
     };
     let seconds = since.as_secs().max(1).to_string();
-    let since_path = container_path(
-        &target.server.prefix,
+    let since_path = endpoint.path(
         &request.namespace,
         &request.name,
         &format!("{}/{}", wire::ACTION_LOG, stream.file),

@@ -5,14 +5,12 @@
 //! redirects to the plain URL, so `--browser` opens that login link and
 //! `--login-url` prints it.
 
-use bytes::Bytes;
 use hatchway_api::crd::{Container, PortAccess};
 use hatchway_api::wire;
 use http::StatusCode;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 
-use crate::connection::Target;
-use crate::router::{RouterError, connect, container_path, refusal, request};
+use crate::router::{Endpoint, RouterError, refusal};
 
 /// Why there is no URL.
 #[derive(Debug, thiserror::Error)]
@@ -75,27 +73,28 @@ pub fn web_app(container: &Container, port: u16) -> Result<WebApp, OpenError> {
 
 /// Asks the router for a one-time login link to published port `port`.
 pub async fn login_link(
-    target: &Target,
+    endpoint: &Endpoint,
     namespace: &str,
     name: &str,
     port: u16,
 ) -> Result<wire::WebLogin, RouterError> {
     let port = port.to_string();
-    let path = container_path(
-        &target.server.prefix,
+    let path = endpoint.path(
         namespace,
         name,
         wire::ACTION_WEBLOGIN,
         &[(wire::PARAM_PORT, Some(&port))],
     );
-    let mut sender = connect(target).await?;
-    let response = sender
-        .send_request(request(target, http::Method::POST, &path).body(Empty::<Bytes>::new())?)
-        .await?;
+    let response = endpoint.session().send(http::Method::POST, &path, &[]).await?;
     if response.status() != StatusCode::OK {
         return Err(refusal(response).await);
     }
-    let body = response.into_body().collect().await?.to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(RouterError::Body)?
+        .to_bytes();
     serde_json::from_slice(&body).map_err(|e| RouterError::Refused {
         status: StatusCode::BAD_GATEWAY,
         message: format!("the router's login link is not JSON: {e}"),

@@ -16,8 +16,7 @@ use hatchway_api::wire;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::connection::Target;
-use crate::router::{RouterError, container_path, upgrade};
+use crate::router::{Endpoint, RouterError};
 
 /// Relay buffer per direction: large enough that bulk copies are not
 /// bounded by it.
@@ -80,7 +79,7 @@ pub struct Forward {
 /// (so "reconnecting" and "reconnected" are said once per outage), and the
 /// channel a permanent refusal ends the forward through.
 struct State {
-    target: Target,
+    endpoint: Endpoint,
     namespace: String,
     name: String,
     router_away: AtomicBool,
@@ -89,10 +88,10 @@ struct State {
 
 /// Binds every listener, prints where each forwards, and serves until a
 /// permanent refusal (returned) or the process is stopped.
-pub async fn run(target: Target, forward: Forward) -> anyhow::Result<RouterError> {
+pub async fn run(endpoint: Endpoint, forward: Forward) -> anyhow::Result<RouterError> {
     let (fatal, mut fatal_rx) = mpsc::channel(1);
     let state = Arc::new(State {
-        target,
+        endpoint,
         namespace: forward.namespace,
         name: forward.name,
         router_away: AtomicBool::new(false),
@@ -131,8 +130,7 @@ async fn accept(state: Arc<State>, listener: TcpListener, remote: u16) {
 /// router is away), then relay until both sides are done.
 async fn serve(state: Arc<State>, mut local: TcpStream, remote: u16) {
     let port = remote.to_string();
-    let path = container_path(
-        &state.target.server.prefix,
+    let path = state.endpoint.path(
         &state.namespace,
         &state.name,
         wire::ACTION_PORTFORWARD,
@@ -142,7 +140,7 @@ async fn serve(state: Arc<State>, mut local: TcpStream, remote: u16) {
     let mut delays = RECONNECT.build();
     let mut upstream = loop {
         let delay = delays.next().unwrap_or(RETRY_CEILING);
-        match upgrade(&state.target, &path, wire::UPGRADE_TCP).await {
+        match state.endpoint.upgrade(&path, wire::UPGRADE_TCP).await {
             Ok(upgraded) => {
                 if state.router_away.swap(false, Ordering::SeqCst) {
                     eprintln!("kubectl-hatch: reconnected to the router; forwarding again");

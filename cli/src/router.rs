@@ -1,13 +1,15 @@
-//! Talking to the router: one TLS connection (TCP_NODELAY) per use, plain
-//! requests (logs) and upgraded ones (`POST` with `Connection: upgrade`:
-//! shells, port-forwards), and the router's refusals as errors that carry
-//! its own sentence and map to exit codes.
+//! Talking to the Hatchway API, either way ([`Endpoint`]): the router's
+//! own URL (one TLS connection, TCP_NODELAY, per use) or the aggregated API
+//! through the Kubernetes API server (`kube`'s client, the kubeconfig's
+//! credentials). Plain requests (logs) and upgraded ones (`POST` with
+//! `Connection: upgrade`: shells, port-forwards); refusals become errors
+//! that carry the server's own sentence (the router's text, or a
+//! Kubernetes `Status` message) and map to exit codes.
 
 use bytes::Bytes;
 use hatchway_api::wire;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -15,7 +17,153 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::connection::Target;
+use crate::connection::Server;
+
+/// A router to talk to directly, as whom.
+#[derive(Clone)]
+pub struct Target {
+    pub server: Server,
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
+    pub token: String,
+}
+
+/// The way to the Hatchway API.
+#[derive(Clone)]
+pub enum Endpoint {
+    /// The router's own URL, with a bearer token.
+    Direct(Target),
+    /// The aggregated API (`access.hatchway.dev`) through the Kubernetes
+    /// API server, as the kubeconfig's user.
+    Aggregated(kube::Client),
+}
+
+/// A response body from either way.
+pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Endpoint {
+    /// The path of `action` (which may go on: `log/stdout.txt`) on
+    /// Container `namespace/name`, with query `params`.
+    pub fn path(&self, namespace: &str, name: &str, action: &str, params: &[(&str, Option<&str>)]) -> String {
+        match self {
+            Endpoint::Direct(target) => format!(
+                "{}{}",
+                target.server.prefix,
+                wire::Api::Router.container_path(namespace, name, action, params)
+            ),
+            Endpoint::Aggregated(_) => wire::Api::Aggregated.container_path(namespace, name, action, params),
+        }
+    }
+
+    /// Which way, in words (for messages).
+    pub fn describe(&self) -> String {
+        match self {
+            Endpoint::Direct(target) => format!("the router at {}", target.server.url),
+            Endpoint::Aggregated(_) => {
+                format!("the Kubernetes API server ({})", wire::access_api::GROUP_VERSION)
+            }
+        }
+    }
+
+    /// A session: requests in order, over one connection where it can.
+    pub fn session(&self) -> Session<'_> {
+        Session {
+            endpoint: self,
+            sender: None,
+        }
+    }
+
+    /// Sends `POST path` with `Upgrade: protocol` and returns the upgraded
+    /// stream.
+    pub async fn upgrade(&self, path: &str, protocol: &str) -> Result<Upgrade, RouterError> {
+        let request = |builder: http::request::Builder| {
+            builder
+                .header(header::CONNECTION, "upgrade")
+                .header(header::UPGRADE, protocol)
+        };
+        let mut response = match self {
+            Endpoint::Direct(target) => {
+                let mut sender = connect(target).await?;
+                let request =
+                    request(direct_request(target, http::Method::POST, path)).body(Empty::<Bytes>::new())?;
+                sender.send_request(request).await?.map(box_body)
+            }
+            Endpoint::Aggregated(client) => {
+                let request = request(Request::post(path).header(header::USER_AGENT, USER_AGENT))
+                    .body(kube::client::Body::empty())?;
+                client
+                    .send(request)
+                    .await
+                    .map_err(RouterError::Kube)?
+                    .map(box_body)
+            }
+        };
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(refusal(response).await);
+        }
+        let headers = std::mem::take(response.headers_mut());
+        Ok(Upgrade {
+            io: TokioIo::new(hyper::upgrade::on(response).await?),
+            headers,
+        })
+    }
+}
+
+/// Requests to an endpoint in order; the direct way keeps its connection
+/// between them.
+pub struct Session<'a> {
+    endpoint: &'a Endpoint,
+    sender: Option<SendRequest<Empty<Bytes>>>,
+}
+
+impl Session<'_> {
+    /// Sends `method path` with `headers`; the answer whatever its status.
+    pub async fn send(
+        &mut self,
+        method: http::Method,
+        path: &str,
+        headers: &[(header::HeaderName, String)],
+    ) -> Result<Response<ResponseBody>, RouterError> {
+        match self.endpoint {
+            Endpoint::Direct(target) => {
+                let mut sender = match self.sender.take() {
+                    Some(sender) if !sender.is_closed() => sender,
+                    _ => connect(target).await?,
+                };
+                let mut request = direct_request(target, method, path);
+                for (name, value) in headers {
+                    request = request.header(name, value);
+                }
+                sender.ready().await?;
+                let response = sender.send_request(request.body(Empty::new())?).await?;
+                self.sender = Some(sender);
+                Ok(response.map(box_body))
+            }
+            Endpoint::Aggregated(client) => {
+                let mut request = Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .header(header::USER_AGENT, USER_AGENT);
+                for (name, value) in headers {
+                    request = request.header(name, value);
+                }
+                let response = client
+                    .send(request.body(kube::client::Body::empty())?)
+                    .await
+                    .map_err(RouterError::Kube)?;
+                Ok(response.map(box_body))
+            }
+        }
+    }
+}
+
+fn box_body<B>(body: B) -> ResponseBody
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
 
 /// Why the router did not give what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +176,10 @@ pub enum RouterError {
     Tls(std::io::Error),
     #[error("HTTP to the router failed: {0}")]
     Http(#[from] hyper::Error),
+    #[error("the Kubernetes API: {0}")]
+    Kube(kube::Error),
+    #[error("reading the answer failed: {0}")]
+    Body(Box<dyn std::error::Error + Send + Sync>),
     #[error("the connection through the router failed: {0}")]
     Relay(std::io::Error),
     #[error("invalid request: {0}")]
@@ -57,25 +209,14 @@ impl RouterError {
     pub fn is_transient(&self) -> bool {
         match self {
             RouterError::Connect { .. } | RouterError::Tls(_) | RouterError::Http(_) => true,
+            // The API server unreachable (restarting, a network blip).
+            RouterError::Kube(kube::Error::HyperError(_) | kube::Error::Service(_)) => true,
+            RouterError::Kube(_) => false,
+            RouterError::Body(_) => true,
             RouterError::Refused { status, .. } => matches!(status.as_u16(), 502..=504),
             RouterError::Name(_) | RouterError::Relay(_) | RouterError::Request(_) => false,
         }
     }
-}
-
-/// The path of `action` on Container `namespace/name` (with query `params`,
-/// empty values left out) behind `prefix`, the path of the router's URL.
-pub fn container_path(
-    prefix: &str,
-    namespace: &str,
-    name: &str,
-    action: &str,
-    params: &[(&str, Option<&str>)],
-) -> String {
-    format!(
-        "{prefix}{}",
-        wire::container_path(namespace, name, action, params)
-    )
 }
 
 /// The user agent of every request.
@@ -108,7 +249,7 @@ pub async fn connect(target: &Target) -> Result<SendRequest<Empty<Bytes>>, Route
 }
 
 /// A request to the router with the user's token.
-pub fn request(target: &Target, method: http::Method, path: &str) -> http::request::Builder {
+fn direct_request(target: &Target, method: http::Method, path: &str) -> http::request::Builder {
     Request::builder()
         .method(method)
         .uri(path)
@@ -117,9 +258,10 @@ pub fn request(target: &Target, method: http::Method, path: &str) -> http::reque
         .header(header::USER_AGENT, USER_AGENT)
 }
 
-/// The router's refusal in `response` (its plain-text sentence, or the
-/// status when it sent none).
-pub async fn refusal(response: Response<Incoming>) -> RouterError {
+/// The refusal in `response`: the router's plain-text sentence, a
+/// Kubernetes `Status` message (the API server's own refusals, e.g. RBAC),
+/// or the status when neither came.
+pub async fn refusal(response: Response<ResponseBody>) -> RouterError {
     let status = response.status();
     let body = response
         .into_body()
@@ -127,15 +269,24 @@ pub async fn refusal(response: Response<Incoming>) -> RouterError {
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let text = String::from_utf8_lossy(&body[..body.len().min(64 * 1024)])
-        .trim()
-        .to_owned();
+    let body = &body[..body.len().min(64 * 1024)];
+    let text =
+        kubernetes_status_message(body).unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
     let message = if text.is_empty() {
-        format!("the router answered {status}")
+        format!("the server answered {status}")
     } else {
         format!("{text} ({status})")
     };
     RouterError::Refused { status, message }
+}
+
+/// The message of a `metav1.Status` body.
+fn kubernetes_status_message(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    (value.get("kind")?.as_str()? == "Status")
+        .then(|| value.get("message")?.as_str().map(str::to_owned))
+        .flatten()
+        .filter(|m| !m.is_empty())
 }
 
 /// An upgraded connection and the headers of the router's `101`.
@@ -144,40 +295,46 @@ pub struct Upgrade {
     pub headers: HeaderMap,
 }
 
-/// Sends `POST path` with `Upgrade: protocol` and returns the upgraded
-/// stream.
-pub async fn upgrade(target: &Target, path: &str, protocol: &str) -> Result<Upgrade, RouterError> {
-    let mut sender = connect(target).await?;
-    let request = request(target, http::Method::POST, path)
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, protocol)
-        .body(Empty::<Bytes>::new())?;
-    let mut response = sender.send_request(request).await?;
-    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Err(refusal(response).await);
-    }
-    let headers = std::mem::take(response.headers_mut());
-    Ok(Upgrade {
-        io: TokioIo::new(hyper::upgrade::on(response).await?),
-        headers,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn paths_go_behind_the_routers_own_path() {
+        let target = Target {
+            server: Server::parse("https://r.example/p").unwrap(),
+            tls: std::sync::Arc::new(
+                rustls::ClientConfig::builder_with_provider(hatchway_api::tls::provider())
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            ),
+            token: String::new(),
+        };
         assert_eq!(
-            container_path(
-                "/p",
+            Endpoint::Direct(target).path(
                 "ns",
                 "a b",
                 wire::ACTION_SSH,
                 &[(wire::PARAM_LOGIN_USERNAME, Some("root"))]
             ),
             "/p/v1/namespaces/ns/containers/a%20b/ssh?login_username=root"
+        );
+    }
+
+    #[test]
+    fn kubernetes_status_messages_are_the_refusal() {
+        let body = br#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"containers.access.hatchway.dev \"web\" is forbidden: User \"bob\" cannot create resource \"containers/exec\"","reason":"Forbidden","code":403}"#;
+        let message = kubernetes_status_message(body).unwrap();
+        assert!(
+            message.starts_with("containers.access.hatchway.dev \"web\" is forbidden"),
+            "{message}"
+        );
+        assert_eq!(kubernetes_status_message(b"user x may not create shell"), None);
+        assert_eq!(
+            kubernetes_status_message(br#"{"kind":"Other","message":"m"}"#),
+            None
         );
     }
 

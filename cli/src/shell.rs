@@ -25,11 +25,13 @@ pub struct SshInvocation<'a> {
     pub login: Option<&'a str>,
     pub detach_keys: Option<&'a str>,
     pub known_hosts: &'a Path,
+    /// The flags that pin the way and the kubeconfig context.
+    pub connection: &'a [String],
     pub command: &'a [String],
 }
 
-/// The `ssh` command line (the connection settings travel in the
-/// environment, so the token never shows in a process list).
+/// The `ssh` command line (the way and context are pinned by flags; a
+/// token travels in the environment, so it never shows in a process list).
 pub fn ssh_command(program: &str, ssh: &SshInvocation<'_>) -> Command {
     let alias = host_alias(ssh.name, ssh.namespace);
     let mut args = vec!["-n".to_owned(), ssh.namespace.to_owned()];
@@ -39,6 +41,7 @@ pub fn ssh_command(program: &str, ssh: &SshInvocation<'_>) -> Command {
     if let Some(keys) = ssh.detach_keys {
         args.extend(["--detach-keys".to_owned(), keys.to_owned()]);
     }
+    args.extend(ssh.connection.iter().cloned());
     let proxy = proxy_command::connect_ssh(ssh.exe, &proxy_command::sh_quote(ssh.name), &args);
     let mut command = Command::new(program);
     command
@@ -81,6 +84,12 @@ mod tests {
                 login: Some("root"),
                 detach_keys: None,
                 known_hosts: Path::new("/k/known_hosts"),
+                connection: &[
+                    "--context".into(),
+                    "dev".into(),
+                    "--api".into(),
+                    "aggregated".into(),
+                ],
                 command: &["echo hi".into()],
             },
         );
@@ -92,7 +101,7 @@ mod tests {
             args,
             [
                 "-o",
-                "ProxyCommand=/bin/kubectl-hatch connect-ssh web-1 -n team-a --login root",
+                "ProxyCommand=/bin/kubectl-hatch connect-ssh web-1 -n team-a --login root --context dev --api aggregated",
                 "-o",
                 "UserKnownHostsFile=/k/known_hosts",
                 "-o",

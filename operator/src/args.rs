@@ -42,6 +42,19 @@ pub struct RunArgs {
     #[arg(long, env = "HATCHWAY_METRICS_LISTEN", default_value = "0.0.0.0:9443")]
     pub metrics_listen: SocketAddr,
 
+    /// Address the aggregated API (access.hatchway.dev, proxied by the
+    /// Kubernetes API server) is served on: HTTPS with the same
+    /// certificate, believing only the API server's front proxy. Unset: not
+    /// served.
+    #[arg(long, env = "HATCHWAY_AGGREGATED_LISTEN")]
+    pub aggregated_listen: Option<SocketAddr>,
+
+    /// The APIService whose caBundle this replica keeps set to the router
+    /// CA (so the API server trusts the aggregated port), e.g.
+    /// `v1alpha1.access.hatchway.dev`. Empty: left alone.
+    #[arg(long, env = "HATCHWAY_APISERVICE", default_value = "")]
+    pub apiservice: String,
+
     /// This replica's internal base URL, recorded as a tunnel's address
     /// and used by peers to forward to it. Default: https://$POD_IP:<listen port>.
     #[arg(long, env = "HATCHWAY_SELF_URL")]

@@ -197,3 +197,39 @@ pub async fn publish_client_config(
     );
     Ok(())
 }
+
+/// Sets the caBundle of APIService `name` to the router CA (server-side
+/// apply of that one field), so the API server verifies the aggregated
+/// port. Every replica writes the same value.
+pub async fn set_apiservice_ca(client: kube::Client, name: &str, ca_pem: &str) -> Result<(), BootstrapError> {
+    use base64::Engine as _;
+    let api: Api<kube::api::DynamicObject> = Api::all_with(
+        client,
+        &kube::api::ApiResource {
+            group: "apiregistration.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "apiregistration.k8s.io/v1".into(),
+            kind: "APIService".into(),
+            plural: "apiservices".into(),
+        },
+    );
+    let patch = serde_json::json!({
+        "apiVersion": "apiregistration.k8s.io/v1",
+        "kind": "APIService",
+        "metadata": {"name": name},
+        "spec": {"caBundle": base64::engine::general_purpose::STANDARD.encode(ca_pem)},
+    });
+    api.patch(
+        name,
+        &PatchParams::apply("hatchway-operator").force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| BootstrapError::Api {
+        namespace: String::new(),
+        name: name.to_owned(),
+        source,
+    })?;
+    tracing::info!(apiservice = name, "the APIService trusts the router CA");
+    Ok(())
+}

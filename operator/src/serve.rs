@@ -122,6 +122,7 @@ pub fn settings(args: &RunArgs) -> Result<Settings, ServeError> {
     settings.max_saved_log_reads = args.max_saved_log_reads.max(1);
     settings.peer_server_name = args.peer_server_name.clone();
     settings.auth_cache_ttl = Duration::from_secs(args.auth_cache_seconds);
+    settings.aggregated_port = args.aggregated_listen.map(|a| a.port());
     Ok(settings)
 }
 
@@ -270,6 +271,19 @@ pub async fn run(args: RunArgs) -> Result<(), ServeError> {
     // Requests before the cache is filled would wrongly answer 404.
     cluster.wait_until_ready().await;
     tracing::info!("Container cache ready");
+    if let Some(addr) = args.aggregated_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Listen { addr, source })?;
+        tokio::spawn(serve_aggregated(
+            router.clone(),
+            client.clone(),
+            listener,
+            tls.clone(),
+            args.apiservice.clone(),
+            shutdown.clone(),
+        ));
+    }
 
     server::serve(router.clone(), listener, tls.server_config()?, shutdown).await;
     // `serve` let the tunnels go when the drain began; one that connected
@@ -282,6 +296,57 @@ pub async fn run(args: RunArgs) -> Result<(), ServeError> {
     }
     tracing::info!("drained; exiting");
     Ok(())
+}
+
+/// Serves the aggregated API once the API server's front-proxy settings
+/// are read (retried until they are: a cluster without them cannot proxy
+/// to it anyway, and says so in the log), after pointing the APIService's
+/// caBundle at the router CA.
+async fn serve_aggregated(
+    router: Arc<Router>,
+    client: kube::Client,
+    listener: tokio::net::TcpListener,
+    tls: RouterTls,
+    apiservice: String,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use crate::router::apiservice::{self, FrontProxy};
+    let mut delay = Duration::from_secs(1);
+    let front = loop {
+        match FrontProxy::load(client.clone()).await {
+            Ok(front) => break front,
+            Err(error) => {
+                tracing::warn!(%error, "the aggregated API waits for the API server's front-proxy settings");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        }
+    };
+    let config = front
+        .verifier()
+        .map_err(|e| e.to_string())
+        .and_then(|verifier| tls.server_config_verifying(verifier).map_err(|e| e.to_string()));
+    let config = match config {
+        Ok(config) => config,
+        Err(error) => return tracing::error!(%error, "the aggregated API cannot be served"),
+    };
+    if !apiservice.is_empty()
+        && let Err(error) = bootstrap::set_apiservice_ca(client, &apiservice, &tls.ca_pem).await
+    {
+        // The API server then cannot verify this port; users see it in
+        // the APIService's Available condition.
+        tracing::error!(%error, apiservice, "setting the APIService's caBundle");
+    }
+    tracing::info!(
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        front_proxy_names = ?front.allowed_names,
+        "serving the aggregated API"
+    );
+    let table = apiservice::table(router.clone(), Arc::new(front));
+    server::serve_aggregated(router, listener, config, table, shutdown).await;
 }
 
 pub fn init_logging(format: &str) {

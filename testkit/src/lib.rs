@@ -22,6 +22,7 @@ use hatchway_api::proof::CtrKey;
 use hatchway_api::proof::RootSecret;
 use hatchway_api::tunnel::{EKM_LABEL, EKM_LEN, tunnel_proof};
 use hatchway_api::wire;
+use hatchway_operator::router::apiservice::FrontProxy;
 use hatchway_operator::router::auth::{Auth, AuthError, Permission, User};
 use hatchway_operator::router::cluster::{Cluster, ClusterError, LogStream, SavedLogs};
 use hatchway_operator::router::tls::RouterTls;
@@ -436,6 +437,9 @@ pub struct StaticAuth {
     /// (username, namespace, permission) granted, on every Container there.
     grants: Mutex<HashSet<(String, String, Permission)>>,
     pub authentications: std::sync::atomic::AtomicUsize,
+    /// The user of the latest authorization asked (groups and extras as
+    /// they reached it).
+    pub last_authorized: Mutex<Option<User>>,
     /// When set, every call fails as if the API were down.
     pub down: std::sync::atomic::AtomicBool,
 }
@@ -503,6 +507,7 @@ impl Auth for StaticAuth {
         permission: Permission,
     ) -> BoxFuture<'a, Result<bool, AuthError>> {
         Box::pin(async move {
+            *self.last_authorized.lock().unwrap() = Some(user.clone());
             Ok(self.grants.lock().unwrap().contains(&(
                 user.username.clone(),
                 namespace.to_owned(),
@@ -532,12 +537,111 @@ pub fn use_pki(tls: RouterTls) -> bool {
     PKI.set(tls).is_ok()
 }
 
+// ------------------------------------------------ the API server's front proxy
+
+/// The Kubernetes API server's front proxy as tests play it: a
+/// request-header CA, client certificates it signs, and the settings
+/// ConfigMap `kube-system/extension-apiserver-authentication` would hold
+/// (kubeadm's: allowed name `front-proxy-client`, `X-Remote-*` headers).
+pub struct FrontProxyPki {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The settings the router reads.
+    pub settings: FrontProxy,
+}
+
+impl FrontProxyPki {
+    /// A fresh CA and the settings naming it.
+    pub fn new() -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "front-proxy-ca");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        let data: BTreeMap<String, String> = [
+            ("requestheader-client-ca-file", cert.pem()),
+            ("requestheader-allowed-names", r#"["front-proxy-client"]"#.into()),
+            ("requestheader-username-headers", r#"["X-Remote-User"]"#.into()),
+            ("requestheader-group-headers", r#"["X-Remote-Group"]"#.into()),
+            (
+                "requestheader-extra-headers-prefix",
+                r#"["X-Remote-Extra-"]"#.into(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Self {
+            issuer: rcgen::Issuer::new(params, key),
+            settings: FrontProxy::from_data(&data).unwrap(),
+        }
+    }
+
+    /// A client TLS configuration presenting a certificate with common
+    /// name `cn` signed by this CA (`None`: no certificate), trusting the
+    /// test router CA.
+    pub fn client_tls(&self, cn: Option<&str>) -> Arc<rustls::ClientConfig> {
+        let builder = rustls::ClientConfig::builder_with_provider(hatchway_api::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(router_roots());
+        let mut config = match cn {
+            None => builder.with_no_client_auth(),
+            Some(cn) => {
+                let (chain, key) = self.issue(cn);
+                builder.with_client_auth_cert(chain, key).unwrap()
+            }
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+
+    /// A client certificate with common name `cn` (client auth usage).
+    pub fn issue(
+        &self,
+        cn: &str,
+    ) -> (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        (vec![cert.der().clone()], der)
+    }
+}
+
+impl Default for FrontProxyPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn router_roots() -> rustls::RootCertStore {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pki().ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    roots
+}
+
 /// A router serving on 127.0.0.1:0.
 pub struct TestRouter {
     pub router: Arc<Router>,
     pub addr: SocketAddr,
     /// Where `/metrics` is served (its own port).
     pub metrics_addr: SocketAddr,
+    /// Where the aggregated API is served, when it is.
+    pub aggregated_addr: Option<SocketAddr>,
     pub url: String,
     pub shutdown: CancellationToken,
     pub served: Option<tokio::task::JoinHandle<()>>,
@@ -599,10 +703,45 @@ impl TestRouter {
             router,
             addr,
             metrics_addr,
+            aggregated_addr: None,
             url,
             shutdown,
             served: Some(served),
         }
+    }
+
+    /// A router on `ip` (any port) that also serves the aggregated API on
+    /// `ip:aggregated_port` (0: any), believing `front`. Replicas share
+    /// one aggregated port, so tests of forwarding between them put each
+    /// on its own loopback address.
+    pub async fn start_aggregated(
+        ip: std::net::IpAddr,
+        aggregated_port: u16,
+        cluster: Arc<dyn Cluster>,
+        auth: Arc<dyn Auth>,
+        front: &FrontProxy,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
+        let aggregated = TcpListener::bind((ip, aggregated_port)).await.unwrap();
+        let aggregated_addr = aggregated.local_addr().unwrap();
+        let mut router = Self::start_on(listener, cluster, auth, |settings| {
+            settings.aggregated_port = Some(aggregated_addr.port());
+            tweak(settings);
+        })
+        .await;
+        let tls = pki().server_config_verifying(front.verifier().unwrap()).unwrap();
+        let table =
+            hatchway_operator::router::apiservice::table(router.router.clone(), Arc::new(front.clone()));
+        tokio::spawn(hatchway_operator::router::server::serve_aggregated(
+            router.router.clone(),
+            aggregated,
+            tls,
+            table,
+            router.shutdown.clone(),
+        ));
+        router.aggregated_addr = Some(aggregated_addr);
+        router
     }
 
     /// An HTTPS client connection to this router (HTTP/1.1).

@@ -128,6 +128,9 @@ wildcard, the public URL's host and tls.extraNames.
 {{- $fullname := include "hatchway.fullname" . }}
 {{- $ns := .Release.Namespace }}
 {{- $names := list $fullname (printf "%s.%s" $fullname $ns) (printf "%s.%s.svc" $fullname $ns) (printf "%s.%s.svc.cluster.local" $fullname $ns) }}
+{{- if .Values.aggregatedApi.enabled }}
+{{- $names = append $names (printf "%s-api.%s.svc" $fullname $ns) }}
+{{- end }}
 {{- if .Values.ingress.host }}
 {{- $names = append $names .Values.ingress.host }}
 {{- end }}

@@ -25,6 +25,8 @@ use super::select::{self, Purpose, Refusal, RefusalKind, Route};
 /// What a user-API path names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerPath {
+    /// Which way it came: the router's own API or the aggregated one.
+    pub api: wire::Api,
     /// The Container's namespace.
     pub namespace: String,
     /// The Container's name.
@@ -36,7 +38,7 @@ pub struct ContainerPath {
 /// The user API's actions on a Container.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// `…/ssh`
+    /// `…/ssh` (`…/exec` in the aggregated API)
     Ssh,
     /// `…/portforward`
     PortForward,
@@ -59,10 +61,14 @@ impl Action {
     }
 }
 
-/// Parses `/v1/namespaces/{ns}/containers/{name}/{ssh|portforward|log…}`
+/// Parses `/v1/namespaces/{ns}/containers/{name}/{ssh|portforward|log…|weblogin}`
+/// or its aggregated twin
+/// `/apis/access.hatchway.dev/v1alpha1/namespaces/{ns}/containers/{name}/{exec|portforward|log…|weblogin}`
 /// as it came (not percent-decoded). `None` for any other path.
 pub fn parse_path(path: &str) -> Option<ContainerPath> {
-    let rest = path.strip_prefix(wire::USER_API_PREFIX)?;
+    let (api, rest) = [wire::Api::Router, wire::Api::Aggregated]
+        .into_iter()
+        .find_map(|api| path.strip_prefix(api.prefix()).map(|rest| (api, rest)))?;
     let mut parts = rest.splitn(4, '/');
     let namespace = parts.next()?;
     if parts.next()? != "containers" {
@@ -73,18 +79,20 @@ pub fn parse_path(path: &str) -> Option<ContainerPath> {
     if !is_dns_label(namespace) || !is_dns_subdomain(name) {
         return None;
     }
-    let action = match tail {
-        wire::ACTION_SSH => Action::Ssh,
-        wire::ACTION_PORTFORWARD => Action::PortForward,
-        wire::ACTION_LOG => Action::Log(String::new()),
-        wire::ACTION_WEBLOGIN => Action::WebLogin,
-        _ => Action::Log(
-            tail.strip_prefix(wire::ACTION_LOG)
-                .and_then(|r| r.strip_prefix('/'))
-                .map(|r| format!("/{r}"))?,
-        ),
+    let (segment, more) = match tail.split_once('/') {
+        Some((segment, more)) => (segment, Some(more)),
+        None => (tail, None),
+    };
+    let action = match (api.action(segment)?, more) {
+        (wire::ACTION_SSH, None) => Action::Ssh,
+        (wire::ACTION_PORTFORWARD, None) => Action::PortForward,
+        (wire::ACTION_WEBLOGIN, None) => Action::WebLogin,
+        (wire::ACTION_LOG, None) => Action::Log(String::new()),
+        (wire::ACTION_LOG, Some(more)) => Action::Log(format!("/{more}")),
+        _ => return None,
     };
     Some(ContainerPath {
+        api,
         namespace: namespace.to_owned(),
         name: name.to_owned(),
         action,
@@ -92,8 +100,8 @@ pub fn parse_path(path: &str) -> Option<ContainerPath> {
 }
 
 /// The user-visible prefix of a Container's log tree (no trailing slash).
-pub fn log_prefix(namespace: &str, name: &str) -> String {
-    wire::container_path(namespace, name, wire::ACTION_LOG, &[])
+pub fn log_prefix(api: wire::Api, namespace: &str, name: &str) -> String {
+    api.container_path(namespace, name, wire::ACTION_LOG, &[])
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -158,8 +166,15 @@ impl FromRequestParts<Arc<Router>> for Granted {
                 "shell access is disabled on this cluster (the router's shell setting is off)",
             ));
         }
-        let token = credentials(router, &parts.headers)?;
-        let user = authenticate(router, &token).await?;
+        let user = match (path.api, parts.extensions.get::<ProxiedUser>()) {
+            // Only the aggregated port sets it, after checking the caller.
+            (wire::Api::Aggregated, Some(ProxiedUser(user))) => user.clone(),
+            (wire::Api::Router, None) => {
+                let token = credentials(router, &parts.headers)?;
+                authenticate(router, &token).await?
+            }
+            _ => return Err(no_such_endpoint(parts.uri.path())),
+        };
         span.record("user", user.username.as_str());
         authorize(router, &user, &path.namespace, &path.name, permission).await?;
         let container = lookup(router, &path.namespace, &path.name).await?;
@@ -179,6 +194,13 @@ impl FromRequestParts<Arc<Router>> for Granted {
         })
     }
 }
+
+/// The user as the Kubernetes API server authenticated them: a request
+/// extension that only the aggregated port's front layer sets, after it
+/// has checked that the caller is the API server's front proxy (or a peer
+/// replica passing such a request on).
+#[derive(Clone, Debug)]
+pub struct ProxiedUser(pub User);
 
 /// Refuses methods and missing upgrades before anything is looked up.
 fn check_method(method: &Method, headers: &HeaderMap, action: &Action) -> Result<(), Response<Body>> {
@@ -410,8 +432,17 @@ mod tests {
     fn user_paths_parse() {
         let p = parse_path("/v1/namespaces/ns1/containers/web-1/ssh").unwrap();
         assert_eq!(
-            (p.namespace.as_str(), p.name.as_str(), p.action),
-            ("ns1", "web-1", Action::Ssh)
+            (p.api, p.namespace.as_str(), p.name.as_str(), p.action),
+            (wire::Api::Router, "ns1", "web-1", Action::Ssh)
+        );
+        let p =
+            parse_path("/apis/access.hatchway.dev/v1alpha1/namespaces/ns1/containers/web-1/exec").unwrap();
+        assert_eq!((p.api, p.action), (wire::Api::Aggregated, Action::Ssh));
+        let p = parse_path("/apis/access.hatchway.dev/v1alpha1/namespaces/a/containers/b/log/stdout.txt")
+            .unwrap();
+        assert_eq!(
+            (p.api, p.action),
+            (wire::Api::Aggregated, Action::Log("/stdout.txt".into()))
         );
         let p = parse_path("/v1/namespaces/ns1/containers/web-1/portforward").unwrap();
         assert_eq!(p.action, Action::PortForward);
@@ -445,6 +476,11 @@ mod tests {
             "/v2/namespaces/a/containers/b/ssh",
             "/v1/namespaces/a/containers/b/sshx",
             "/v1/namespaces/a/containers/b%2Ec/ssh",
+            "/v1/namespaces/a/containers/b/ssh/",
+            "/v1/namespaces/a/containers/b/portforward/x",
+            "/apis/access.hatchway.dev/v1alpha1/namespaces/a/containers/b/ssh",
+            "/apis/access.hatchway.dev/v1/namespaces/a/containers/b/exec",
+            "/apis/hatchway.dev/v1alpha1/namespaces/a/containers/b/exec",
         ] {
             assert_eq!(parse_path(bad), None, "{bad}");
         }
@@ -453,18 +489,18 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn user_paths_parse_to_canonical_names_or_nothing(
-            path in "/v1/namespaces/\\PC{0,80}|/v1/namespaces/[a-z0-9.-]{0,10}/containers/[a-zA-Z0-9.-]{0,12}/(ssh|portforward|weblogin|log|log/|log/[a-z./%]{0,10}|exec|\\PC{0,6})"
+            path in "/v1/namespaces/\\PC{0,80}|(/v1|/apis/access.hatchway.dev/v1alpha1)/namespaces/[a-z0-9.-]{0,10}/containers/[a-zA-Z0-9.-]{0,12}/(ssh|exec|portforward|weblogin|log|log/|log/[a-z./%]{0,10}|\\PC{0,6})"
         ) {
             if let Some(p) = parse_path(&path) {
                 proptest::prop_assert!(is_dns_label(&p.namespace) && is_dns_subdomain(&p.name), "{p:?}");
                 let action = match &p.action {
-                    Action::Ssh => "ssh".to_owned(),
+                    Action::Ssh => wire::ACTION_SSH.to_owned(),
                     Action::PortForward => "portforward".to_owned(),
                     Action::WebLogin => "weblogin".to_owned(),
                     Action::Log(rest) if rest.is_empty() => "log".to_owned(),
                     Action::Log(rest) => format!("log{rest}"),
                 };
-                proptest::prop_assert_eq!(path, format!("/v1/namespaces/{}/containers/{}/{action}", p.namespace, p.name));
+                proptest::prop_assert_eq!(path, p.api.container_path(&p.namespace, &p.name, &action, &[]));
             }
         }
     }

@@ -5,6 +5,10 @@
 //! `X-Hatchway-No-Forward` so the peer never forwards it on, over TLS that
 //! trusts only the router CA and checks the name the replicas'
 //! certificate carries (peers are dialled by IP). Upgrades are relayed.
+//! A request the API server proxied (the aggregated API) has no
+//! credentials of its own: it goes to the peer's aggregated port with the
+//! user the API server named and a proof over the TLS session that a
+//! replica sent it ([`peer::peer_headers`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +21,12 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::Router;
+use hatchway_api::tunnel::{EKM_LABEL, EKM_LEN};
+
+use super::access::ProxiedUser;
 use super::relay;
 use super::respond::{Body, RequestBody, text};
+use super::{Router, peer};
 
 /// Time allowed to connect to a peer and finish TLS.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,6 +44,8 @@ enum ForwardError {
     Timeout(Duration),
     #[error("HTTP: {0}")]
     Http(#[from] hyper::Error),
+    #[error("this replica does not know the peers' aggregated port (--aggregated-listen)")]
+    NoAggregatedPort,
 }
 
 /// Sends `req` to the replica at `peer_url` and relays its answer.
@@ -80,7 +89,14 @@ async fn send(
         .filter(|_| uri.scheme_str() == Some("https"))
         .ok_or_else(|| ForwardError::BadUrl(peer_url.to_owned()))?
         .clone();
-    let port = authority.port_u16().unwrap_or(443);
+    // A request the API server proxied goes to the peer's aggregated port,
+    // with the user it named and the proof that a replica sends it.
+    let proxied = req.extensions().get::<ProxiedUser>().map(|p| p.0.clone());
+    let port = match (&proxied, router.settings.aggregated_port) {
+        (None, _) => authority.port_u16().unwrap_or(443),
+        (Some(_), Some(port)) => port,
+        (Some(_), None) => return Err(ForwardError::NoAggregatedPort),
+    };
     let host = authority.host().trim_start_matches('[').trim_end_matches(']');
     let server_name = ServerName::try_from(router.settings.peer_server_name.clone())
         .map_err(|_| ForwardError::BadUrl(router.settings.peer_server_name.clone()))?;
@@ -96,6 +112,17 @@ async fn send(
         .await
         .map_err(|_| ForwardError::Timeout(CONNECT_TIMEOUT))?
         .map_err(ForwardError::Connect)?;
+    let peer_headers = match &proxied {
+        Some(user) => {
+            let mut ekm = [0u8; EKM_LEN];
+            tls.get_ref()
+                .1
+                .export_keying_material(&mut ekm, EKM_LABEL, None)
+                .map_err(|e| ForwardError::Connect(std::io::Error::other(e)))?;
+            Some(peer::peer_headers(router.root.expose_bytes(), &ekm, user))
+        }
+        None => None,
+    };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(async move {
         if let Err(error) = conn.with_upgrades().await {
@@ -120,6 +147,9 @@ async fn send(
     parts
         .headers
         .insert(hatchway_api::wire::NO_FORWARD, HeaderValue::from_static("1"));
+    for (name, value) in peer_headers.into_iter().flatten() {
+        parts.headers.insert(name, value);
+    }
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     parts.uri = path.parse().expect("a path and query re-parse");
     parts.version = http::Version::HTTP_11;

@@ -31,15 +31,17 @@ const PASSED: [HeaderName; 5] = [
     header::ACCEPT,
 ];
 
-/// Serves the log tree of `container`; `rest` follows `…/log`.
+/// Serves the log tree of `container` as `api` names it; `rest` follows
+/// `…/log`.
 pub async fn serve(
     router: Arc<Router>,
+    api: wire::Api,
     req: Request<RequestBody>,
     container: Container,
     rest: String,
     user: User,
 ) -> Response<Body> {
-    let (source, mut response) = serve_inner(router, req, container, rest, user).await;
+    let (source, mut response) = serve_inner(router, api, req, container, rest, user).await;
     let headers = response.headers_mut();
     if let Some(source) = source {
         headers.insert(wire::LOG_SOURCE, HeaderValue::from_static(source));
@@ -59,6 +61,7 @@ pub async fn serve(
 
 async fn serve_inner(
     router: Arc<Router>,
+    api: wire::Api,
     req: Request<RequestBody>,
     container: Container,
     rest: String,
@@ -66,7 +69,7 @@ async fn serve_inner(
 ) -> (Option<&'static str>, Response<Body>) {
     let namespace = container.metadata.namespace.clone().unwrap_or_default();
     let name = container.metadata.name.clone().unwrap_or_default();
-    let prefix = log_prefix(&namespace, &name);
+    let prefix = log_prefix(api, &namespace, &name);
     let target = match Target::parse(&rest) {
         Ok(target) => target,
         Err(message) => return (None, text(StatusCode::NOT_FOUND, message)),

@@ -12,6 +12,8 @@
 /// The user-API checks: path, method, authentication, authorization, the
 /// Container, the route to its gateway.
 pub mod access;
+/// The aggregated API: the user API behind the Kubernetes API server.
+pub mod apiservice;
 /// Who may do what: TokenReview and SubjectAccessReview, cached.
 pub mod auth;
 /// What the router reads and writes in the cluster (the `Cluster` trait).
@@ -24,6 +26,8 @@ pub mod forward;
 pub mod logs;
 /// `hatchway_router_*`, and the operator's registry.
 pub mod metrics;
+/// Proofs between replicas passing proxied requests on.
+pub mod peer;
 /// Sending a request along a chosen route, and passing the answer on.
 pub mod reach;
 /// Relaying upgraded connections, counted.

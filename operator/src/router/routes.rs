@@ -35,6 +35,9 @@ pub struct ConnectionInfo {
     /// [`hatchway_api::tunnel::EKM_LABEL`], no context): what a tunnel's
     /// proof covers.
     pub ekm: Option<[u8; EKM_LEN]>,
+    /// The client's certificate, when it presented one the TLS layer
+    /// verified (only the aggregated port asks for one).
+    pub client_cert: Option<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// The route a response came from, for metrics (bounded cardinality).
@@ -87,7 +90,7 @@ pub fn metrics_table(router: Arc<Router>) -> axum::Router {
 }
 
 /// Marks the responses of `route` with `label` (and the request's span).
-fn labelled(label: &'static str, route: MethodRouter<Arc<Router>>) -> MethodRouter<Arc<Router>> {
+pub(super) fn labelled(label: &'static str, route: MethodRouter<Arc<Router>>) -> MethodRouter<Arc<Router>> {
     route.layer(middleware::from_fn(move |req: Request, next: Next| async move {
         tracing::Span::current().record("route", label);
         let mut response = next.run(req).await;
@@ -102,7 +105,16 @@ fn labelled(label: &'static str, route: MethodRouter<Arc<Router>>) -> MethodRout
 /// refusal; one sane `X-Hatchway-Request-Id` on every request from here on
 /// (the client's, or a fresh one), which goes on to the gateway; and web
 /// apps' hosts sent to [`webapp`].
-async fn front(State(router): State<Arc<Router>>, mut req: Request, next: Next) -> Response {
+async fn front(State(router): State<Arc<Router>>, req: Request, next: Next) -> Response {
+    front_of(router, req, next, true).await
+}
+
+/// [`front`] without web apps: the aggregated port's layer.
+pub(super) async fn front_api(State(router): State<Arc<Router>>, req: Request, next: Next) -> Response {
+    front_of(router, req, next, false).await
+}
+
+async fn front_of(router: Arc<Router>, mut req: Request, next: Next, web_apps: bool) -> Response {
     let started = std::time::Instant::now();
     let peer = req
         .extensions()
@@ -121,7 +133,12 @@ async fn front(State(router): State<Arc<Router>>, mut req: Request, next: Next) 
         status = tracing::field::Empty,
     );
     req.headers_mut().insert(wire::REQUEST_ID, id);
-    let response = match webapp::vhost(&router, &req) {
+    let vhost = if web_apps {
+        webapp::vhost(&router, &req)
+    } else {
+        None
+    };
+    let response = match vhost {
         Some(vhost) => {
             span.record("route", "webapp");
             let mut response = webapp::serve(router.clone(), req, vhost)

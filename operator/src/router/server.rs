@@ -86,11 +86,57 @@ pub async fn serve(
     tls: Arc<ServerConfig>,
     shutdown: CancellationToken,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
+    let tasks = TaskTracker::new();
     let table = routes::table(router.clone());
+    accept(&router, listener, tls, table, &shutdown, &tasks).await;
+    // The tunnels move now, not after the drain: a replica being deleted
+    // leaves its Service's endpoints at once, so its peers no longer know
+    // it and would refuse every request for a tunnel it kept draining.
+    // Sidecars redial through the Service to a replica that stays.
+    router.tunnels.close_all();
+    drain(&router, tasks).await;
+}
+
+/// Serves the aggregated API's `table` on `listener` (TLS asking for the
+/// front proxy's client certificate) until `shutdown`, then drains as
+/// [`serve`] does.
+pub async fn serve_aggregated(
+    router: Arc<Router>,
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    table: axum::Router,
+    shutdown: CancellationToken,
+) {
+    let tasks = TaskTracker::new();
+    accept(&router, listener, tls, table, &shutdown, &tasks).await;
+    drain(&router, tasks).await;
+}
+
+async fn drain(router: &Router, tasks: TaskTracker) {
+    tasks.close();
+    let drain = router.settings.drain_timeout;
+    if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
+        tracing::warn!(
+            ?drain,
+            "requests still open after the drain timeout; closing them"
+        );
+    }
+}
+
+/// The accept loop: limits, TLS, keying material, HTTP/1.1 and h2 with
+/// upgrades, `table` answering every request; returns when `shutdown`
+/// fires (connections go on in `tasks`, finishing what is in flight).
+async fn accept(
+    router: &Arc<Router>,
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    table: axum::Router,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+) {
+    let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(router.settings.max_connections));
     let per_client = PerClient::new(router.settings.max_connections_per_client);
-    let tasks = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -146,7 +192,17 @@ pub async fn serve(
                 .1
                 .export_keying_material([0u8; EKM_LEN], EKM_LABEL, None)
                 .ok();
-            let info = Arc::new(ConnectionInfo { peer, ekm });
+            let client_cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|cert| cert.clone().into_owned());
+            let info = Arc::new(ConnectionInfo {
+                peer,
+                ekm,
+                client_cert,
+            });
             let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(info.clone());
                 table.clone().oneshot(req)
@@ -176,20 +232,6 @@ pub async fn serve(
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
         });
-    }
-    drop(listener);
-    // The tunnels move now, not after the drain: a replica being deleted
-    // leaves its Service's endpoints at once, so its peers no longer know
-    // it and would refuse every request for a tunnel it kept draining.
-    // Sidecars redial through the Service to a replica that stays.
-    router.tunnels.close_all();
-    tasks.close();
-    let drain = router.settings.drain_timeout;
-    if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
-        tracing::warn!(
-            ?drain,
-            "requests still open after the drain timeout; closing them"
-        );
     }
 }
 

@@ -56,6 +56,9 @@ pub struct Settings {
     /// How long a web-app session (the router's own cookie, minted from a
     /// one-time login code) lasts.
     pub web_session_lifetime: Duration,
+    /// The port every replica serves the aggregated API on (peers forward
+    /// proxied requests there); `None` when it is not served.
+    pub aggregated_port: Option<u16>,
 }
 
 impl Settings {
@@ -81,6 +84,7 @@ impl Settings {
             web_session_lifetime: Duration::from_secs(12 * 3600),
             max_saved_log_reads: 16,
             saved_log_wait: Duration::from_secs(10),
+            aggregated_port: None,
         }
     }
 }

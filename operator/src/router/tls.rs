@@ -141,13 +141,32 @@ impl RouterTls {
 
     /// The server configuration: TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        self.server_config_with(Arc::new(rustls::server::NoClientAuth))
+    }
+
+    /// The aggregated port's server configuration: as [`Self::server_config`],
+    /// asking every client for a certificate that `clients` verifies (the
+    /// API server's front proxy; a client without one may still connect,
+    /// and is refused per request with a sentence rather than a failed
+    /// handshake).
+    pub fn server_config_verifying(
+        &self,
+        clients: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
+        self.server_config_with(clients)
+    }
+
+    fn server_config_with(
+        &self,
+        clients: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
         let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|e| TlsError::Pem {
             what: "private key",
             reason: e.to_string(),
         })?;
         let mut config = ServerConfig::builder_with_provider(hatchway_api::tls::provider())
             .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
+            .with_client_cert_verifier(clients)
             .with_single_cert(self.chain()?, key)?;
         config.alpn_protocols = vec![b"h2".to_vec(), hatchway_api::tls::ALPN_HTTP1.to_vec()];
         Ok(Arc::new(config))

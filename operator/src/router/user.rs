@@ -103,7 +103,7 @@ pub async fn log(State(router): State<Arc<Router>>, granted: Granted, req: Reque
     let Action::Log(rest) = path.action else {
         return access::no_such_endpoint(req.uri().path());
     };
-    logs::serve(router, req, container, rest, user).await
+    logs::serve(router, path.api, req, container, rest, user).await
 }
 
 /// `POST …/weblogin?port=N`: a one-time login link to a web app.

@@ -17,8 +17,9 @@ use std::fmt;
 use futures::future::BoxFuture;
 use http::{HeaderMap, header};
 
-/// An authenticated user, as TokenReview reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+/// An authenticated user, as TokenReview (or the API server's front
+/// proxy) reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct User {
     /// The user name (`system:serviceaccount:ns:name` for a ServiceAccount).
     pub username: String,
