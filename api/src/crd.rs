@@ -33,6 +33,7 @@ pub const VERSION: &str = "v1alpha1";
     plural = "containers",
     singular = "container",
     shortname = "hctr",
+    category = "hatchway",
     doc = "A run-to-completion workload that people may get into: a shell over SSH, its logs, its ports and web apps, through the Hatchway router.",
     namespaced,
     status = "ContainerStatus",
@@ -253,7 +254,9 @@ pub struct ContainerStatus {
     /// refused the pod as written) and `Ready` (both: the Container can be
     /// used; `kubectl wait --for=condition=Ready`). Whether a tunnel is held
     /// is `gateway.tunnel`, written by the router replica that holds it.
+    /// A map keyed by `type` (server-side apply merges per condition).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 
     /// The `metadata.generation` this status describes.

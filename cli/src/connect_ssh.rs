@@ -13,8 +13,11 @@ use hatchway_api::wire;
 use crate::known_hosts;
 use crate::router::{Endpoint, RouterError, Upgrade};
 
-/// The host-name suffix of Hatchway Containers in ssh: `NAME.NS.hatchway`.
-pub const HOST_SUFFIX: &str = ".hatchway";
+/// The host-name suffix of Hatchway Containers in ssh without a
+/// kubeconfig context: `NAME.NS.hatchway`. With one, `NAME.NS.CONTEXT.hatchway`
+/// ([`host_suffix`]), so two clusters never share a name (or a
+/// known_hosts entry).
+pub const HOST_SUFFIX: &str = "hatchway";
 
 /// The ssh user name that means "the container's default user": the
 /// config-ssh block sets it as `User`, so `ssh NAME.NS.hatchway` logs in as
@@ -29,16 +32,35 @@ const WAIT_READY: ExponentialBuilder = ExponentialBuilder::new()
     .with_max_delay(WAIT_READY_CEILING)
     .without_max_times();
 
-/// `NAME.NS.hatchway` → (`NAME`, `NS`); anything else → `None`.
-pub fn parse_host(host: &str) -> Option<(&str, &str)> {
-    let rest = host.strip_suffix(HOST_SUFFIX)?;
+/// The ssh host-name suffix for kubeconfig context `context`:
+/// `CONTEXT.hatchway` with the context's name made a DNS label (lowercase;
+/// anything but letters, digits and `-` becomes `-`), or `hatchway`
+/// without a context.
+pub fn host_suffix(context: Option<&str>) -> String {
+    let label: String = context
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let label = label.trim_matches('-');
+    if label.is_empty() {
+        HOST_SUFFIX.to_owned()
+    } else {
+        format!("{label}.{HOST_SUFFIX}")
+    }
+}
+
+/// `NAME.NS.SUFFIX` → (`NAME`, `NS`); anything else → `None`.
+pub fn parse_host<'a>(host: &'a str, suffix: &str) -> Option<(&'a str, &'a str)> {
+    let rest = host.strip_suffix(suffix)?.strip_suffix('.')?;
     let (name, namespace) = rest.rsplit_once('.')?;
     (!name.is_empty() && !namespace.is_empty()).then_some((name, namespace))
 }
 
-/// The ssh host alias of Container `namespace/name`.
-pub fn host_alias(name: &str, namespace: &str) -> String {
-    format!("{name}.{namespace}{HOST_SUFFIX}")
+/// The ssh host alias of Container `namespace/name`: `NAME.NS.SUFFIX`.
+pub fn host_alias(name: &str, namespace: &str, suffix: &str) -> String {
+    format!("{name}.{namespace}.{suffix}")
 }
 
 /// The login to ask for: none for the default marker or an empty name.
@@ -48,6 +70,8 @@ pub fn login(login: Option<&str>) -> Option<&str> {
 
 /// What to connect to.
 pub struct SshTarget<'a> {
+    /// The host-name suffix (for the known_hosts alias).
+    pub suffix: &'a str,
     pub namespace: &'a str,
     pub name: &'a str,
     pub login: Option<&'a str>,
@@ -56,7 +80,7 @@ pub struct SshTarget<'a> {
 
 impl SshTarget<'_> {
     pub fn alias(&self) -> String {
-        host_alias(self.name, self.namespace)
+        host_alias(self.name, self.namespace, self.suffix)
     }
 }
 
@@ -140,11 +164,26 @@ mod tests {
 
     #[test]
     fn hosts_name_a_container_and_namespace() {
-        assert_eq!(parse_host("web-1.team-a.hatchway"), Some(("web-1", "team-a")));
-        assert_eq!(parse_host("a.b.team-a.hatchway"), Some(("a.b", "team-a")));
-        assert_eq!(parse_host("web-1.hatchway"), None);
-        assert_eq!(parse_host("web-1.team-a"), None);
-        assert_eq!(host_alias("web-1", "team-a"), "web-1.team-a.hatchway");
+        assert_eq!(
+            parse_host("web-1.team-a.hatchway", "hatchway"),
+            Some(("web-1", "team-a"))
+        );
+        assert_eq!(
+            parse_host("a.b.team-a.hatchway", "hatchway"),
+            Some(("a.b", "team-a"))
+        );
+        assert_eq!(parse_host("web-1.hatchway", "hatchway"), None);
+        assert_eq!(parse_host("web-1.team-a", "hatchway"), None);
+        assert_eq!(parse_host("web-1.team-axhatchway", "hatchway"), None);
+        assert_eq!(host_alias("web-1", "team-a", "hatchway"), "web-1.team-a.hatchway");
+        let suffix = host_suffix(Some("kubernetes-admin@Kind_1"));
+        assert_eq!(suffix, "kubernetes-admin-kind-1.hatchway");
+        assert_eq!(
+            parse_host("a.b.team-a.kubernetes-admin-kind-1.hatchway", &suffix),
+            Some(("a.b", "team-a"))
+        );
+        assert_eq!(host_suffix(None), "hatchway");
+        assert_eq!(host_suffix(Some("@@")), "hatchway");
     }
 
     #[test]

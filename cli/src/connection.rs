@@ -413,32 +413,40 @@ impl ConnectionArgs {
         }
     }
 
+    /// The flags naming the kubeconfig file (when given) and `context`
+    /// (when there is one): what a ProxyCommand written now keeps using.
+    pub fn pinned_kubeconfig(&self, context: Option<&str>) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(path) = &self.kubeconfig {
+            let path = std::path::absolute(path).unwrap_or(path.clone());
+            args.extend(["--kubeconfig".to_owned(), path.display().to_string()]);
+        }
+        if let Some(context) = context {
+            args.extend(["--context".to_owned(), context.to_owned()]);
+        }
+        for (flag, value) in [("--cluster", &self.cluster), ("--user", &self.user)] {
+            if let Some(value) = given(value) {
+                args.extend([flag.to_owned(), value.to_owned()]);
+            }
+        }
+        args
+    }
+
     /// The flags that make a child `kubectl-hatch` (ssh's ProxyCommand)
     /// go the same way as `endpoint` went, without asking again. The
     /// token, if any, is not among them: it travels in the environment.
     pub fn pinned(&self, endpoint: &Endpoint) -> Result<Vec<String>, ConnectionError> {
-        let mut args = Vec::new();
-        let mut push = |flag: &str, value: Option<String>| {
-            if let Some(value) = value {
-                args.extend([flag.to_owned(), value]);
-            }
-        };
-        push(
-            "--kubeconfig",
-            self.kubeconfig
-                .as_ref()
-                .map(|p| std::path::absolute(p).unwrap_or(p.clone()).display().to_string()),
-        );
-        push("--context", given(&self.context).map(str::to_owned));
-        push("--cluster", given(&self.cluster).map(str::to_owned));
-        push("--user", given(&self.user).map(str::to_owned));
+        let mut args = self.pinned_kubeconfig(given(&self.context));
         match endpoint {
-            Endpoint::Aggregated(_) => push("--api", Some("aggregated".into())),
-            Endpoint::Direct(target) => {
-                push("--api", Some("direct".into()));
-                push("--server", Some(target.server.url.clone()));
-                push("--ca-file", Some(self.ca_file()?.display().to_string()));
-            }
+            Endpoint::Aggregated(_) => args.extend(["--api".to_owned(), "aggregated".to_owned()]),
+            Endpoint::Direct(target) => args.extend([
+                "--api".to_owned(),
+                "direct".to_owned(),
+                "--server".to_owned(),
+                target.server.url.clone(),
+                "--ca-file".to_owned(),
+                self.ca_file()?.display().to_string(),
+            ]),
         }
         Ok(args)
     }

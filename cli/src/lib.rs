@@ -71,8 +71,12 @@ pub enum Command {
     /// ssh's ProxyCommand: relay stdin/stdout to the Container's SSH server
     /// through the router.
     ConnectSsh {
-        /// The Container: `NAME`, or `NAME.NS.hatchway` (as ssh's `%n`).
+        /// The Container: `NAME`, or `NAME.NS.SUFFIX` (as ssh's `%n`).
         name: String,
+        /// The host-name suffix of `NAME.NS.SUFFIX` (config-ssh writes it:
+        /// `CONTEXT.hatchway`, or `hatchway` without a context).
+        #[arg(long, default_value = connect_ssh::HOST_SUFFIX)]
+        host_suffix: String,
         /// The user the shell runs as inside the container.
         #[arg(long)]
         login: Option<String>,
@@ -116,9 +120,13 @@ pub enum Command {
         command: Vec<String>,
     },
 
-    /// Add (or remove) a `Host *.hatchway` block in ~/.ssh/config, so ssh,
-    /// scp, sftp and rsync reach `NAME.NS.hatchway`.
+    /// Add (or remove) a `Host *.CONTEXT.hatchway` block in ~/.ssh/config,
+    /// so ssh, scp, sftp and rsync reach `NAME.NS.CONTEXT.hatchway` (one
+    /// block per kubeconfig context; `NAME.NS.hatchway` without one).
     ConfigSsh {
+        /// The host-name suffix (default: `CONTEXT.hatchway`).
+        #[arg(long)]
+        host_suffix: Option<String>,
         /// Print the block instead of writing it.
         #[arg(long)]
         dry_run: bool,
@@ -202,11 +210,20 @@ pub fn run(args: Args, out: &mut dyn Write) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::ConfigSsh {
+            host_suffix,
             dry_run,
             remove,
             ssh_config,
             known_hosts,
-        } => config_ssh(&connection, dry_run, remove, ssh_config, known_hosts, out),
+        } => config_ssh(
+            &connection,
+            host_suffix,
+            dry_run,
+            remove,
+            ssh_config,
+            known_hosts,
+            out,
+        ),
         command => {
             let runtime = runtime()?;
             let result = runtime.block_on(run_async(connection, command, out));
@@ -232,16 +249,18 @@ async fn run_async(
     match command {
         Command::ConnectSsh {
             name,
+            host_suffix,
             login,
             detach_keys,
             known_hosts,
         } => {
-            let (name, namespace) = match parse_host(&name) {
+            let (name, namespace) = match parse_host(&name, &host_suffix) {
                 Some((name, ns)) => (name.to_owned(), ns.to_owned()),
                 None => (name.clone(), connection.namespace()?),
             };
             let endpoint = connection.endpoint().await?;
             let ssh = SshTarget {
+                suffix: &host_suffix,
                 namespace: &namespace,
                 name: &name,
                 login: login.as_deref(),
@@ -264,7 +283,9 @@ async fn run_async(
             let (login, name) = shell::parse_destination(&destination);
             let namespace = connection.namespace()?;
             let endpoint = connection.endpoint().await?;
+            let suffix = connect_ssh::host_suffix(connection.context_name()?.as_deref());
             let probe = SshTarget {
+                suffix: &suffix,
                 namespace: &namespace,
                 name,
                 login,
@@ -295,7 +316,7 @@ async fn run_async(
             }
             drop(upgraded);
             let known_hosts = known_hosts.unwrap_or_else(known_hosts::default_path);
-            known_hosts::record(&known_hosts, &host_alias(name, &namespace), &host_key)
+            known_hosts::record(&known_hosts, &host_alias(name, &namespace, &suffix), &host_key)
                 .with_context(|| format!("cannot write {}", known_hosts.display()))?;
             let exe = std::env::current_exe().context("cannot find this program")?;
             let pinned = connection.pinned(&endpoint)?;
@@ -303,6 +324,7 @@ async fn run_async(
                 &ssh,
                 &shell::SshInvocation {
                     exe: &exe,
+                    suffix: &suffix,
                     name,
                     namespace: &namespace,
                     login,
@@ -417,6 +439,7 @@ fn report<T>(result: Result<T, router::RouterError>) -> i32 {
 
 fn config_ssh(
     connection: &ConnectionArgs,
+    host_suffix: Option<String>,
     dry_run: bool,
     remove: bool,
     ssh_config: Option<PathBuf>,
@@ -431,9 +454,12 @@ fn config_ssh(
     };
     let known_hosts = known_hosts.unwrap_or_else(known_hosts::default_path);
     let known_hosts = std::path::absolute(&known_hosts).unwrap_or(known_hosts);
-    // The router and CA go into the block when given now; the token never
-    // does (it comes from HATCHWAY_TOKEN or the kubeconfig at each use).
-    let mut args = Vec::new();
+    // The context (and kubeconfig) the block is for, the router and CA when
+    // given now; the token never (it comes from HATCHWAY_TOKEN or the
+    // kubeconfig at each use).
+    let context = connection.context_name()?;
+    let suffix = host_suffix.unwrap_or_else(|| connect_ssh::host_suffix(context.as_deref()));
+    let mut args = connection.pinned_kubeconfig(context.as_deref());
     if let Some(server) = connection.server.as_deref().filter(|s| !s.is_empty()) {
         connection.server()?;
         args.extend(["--server".to_owned(), server.to_owned()]);
@@ -445,7 +471,7 @@ fn config_ssh(
         ]);
     }
     let exe = std::env::current_exe().context("cannot find this program")?;
-    let block = ssh_config::block(&exe, &args, &known_hosts);
+    let block = ssh_config::block(&exe, &suffix, &args, &known_hosts);
     if dry_run {
         if remove {
             writeln!(out, "would remove the hatchway block from {}", path.display())?;
@@ -455,9 +481,9 @@ fn config_ssh(
         return Ok(0);
     }
     let changed = if remove {
-        ssh_config::update(&path, ssh_config::without_block)
+        ssh_config::update(&path, |config| ssh_config::without_block(config, &suffix))
     } else {
-        ssh_config::update(&path, |config| ssh_config::with_block(config, &block))
+        ssh_config::update(&path, |config| ssh_config::with_block(config, &suffix, &block))
     }
     .with_context(|| format!("cannot update {}", path.display()))?;
     let what = match (remove, changed) {

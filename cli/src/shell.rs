@@ -20,6 +20,8 @@ pub fn parse_destination(destination: &str) -> (Option<&str>, &str) {
 /// What ssh is run with.
 pub struct SshInvocation<'a> {
     pub exe: &'a Path,
+    /// The host-name suffix (for the known_hosts alias).
+    pub suffix: &'a str,
     pub name: &'a str,
     pub namespace: &'a str,
     pub login: Option<&'a str>,
@@ -33,7 +35,7 @@ pub struct SshInvocation<'a> {
 /// The `ssh` command line (the way and context are pinned by flags; a
 /// token travels in the environment, so it never shows in a process list).
 pub fn ssh_command(program: &str, ssh: &SshInvocation<'_>) -> Command {
-    let alias = host_alias(ssh.name, ssh.namespace);
+    let alias = host_alias(ssh.name, ssh.namespace, ssh.suffix);
     let mut args = vec!["-n".to_owned(), ssh.namespace.to_owned()];
     if let Some(login) = ssh.login {
         args.extend(["--login".to_owned(), login.to_owned()]);
@@ -79,6 +81,7 @@ mod tests {
             "ssh",
             &SshInvocation {
                 exe: Path::new("/bin/kubectl-hatch"),
+                suffix: "dev.hatchway",
                 name: "web-1",
                 namespace: "team-a",
                 login: Some("root"),
@@ -107,10 +110,10 @@ mod tests {
                 "-o",
                 "StrictHostKeyChecking=yes",
                 "-o",
-                "HostKeyAlias=web-1.team-a.hatchway",
+                "HostKeyAlias=web-1.team-a.dev.hatchway",
                 "-l",
                 "root",
-                "web-1.team-a.hatchway",
+                "web-1.team-a.dev.hatchway",
                 "echo hi"
             ]
         );

@@ -5,20 +5,23 @@
 
 use std::path::Path;
 
-use crate::connect_ssh::DEFAULT_LOGIN;
+use crate::connect_ssh::{DEFAULT_LOGIN, HOST_SUFFIX};
 use crate::proxy_command;
 
 pub const BEGIN: &str = "# BEGIN hatchway";
 pub const END: &str = "# END hatchway";
 
-/// The block (with a trailing newline).
+/// The block for hosts `*.SUFFIX` (with a trailing newline).
 ///
-/// `User _` is the container's default user: `ssh NAME.NS.hatchway` logs in
-/// as it, `ssh root@NAME.NS.hatchway` as root (ssh passes the user as
-/// `%r`). `connect-ssh` writes the host key the router reports into the
-/// known_hosts file before ssh checks it.
-pub fn block(exe: &Path, connection_args: &[String], known_hosts: &Path) -> String {
+/// `User _` is the container's default user: `ssh NAME.NS.SUFFIX` logs in
+/// as it, `ssh root@NAME.NS.SUFFIX` as root (ssh passes the user as `%r`).
+/// `connect-ssh` writes the host key the router reports into the
+/// known_hosts file before ssh checks it. `connection_args` pin the way
+/// and the kubeconfig context the block was written for.
+pub fn block(exe: &Path, suffix: &str, connection_args: &[String], known_hosts: &Path) -> String {
     let mut args = vec![
+        "--host-suffix".to_owned(),
+        suffix.to_owned(),
         "--known-hosts".to_owned(),
         known_hosts.to_string_lossy().into_owned(),
     ];
@@ -26,33 +29,44 @@ pub fn block(exe: &Path, connection_args: &[String], known_hosts: &Path) -> Stri
     let proxy = proxy_command::connect_ssh(exe, "%n --login %r", &args);
     let known_hosts = proxy_command::escape_percent(&known_hosts.to_string_lossy());
     format!(
-        "{BEGIN} (written by `kubectl hatch config-ssh`; changes here are replaced)\n\
-         Host *.hatchway\n\
+        "{BEGIN} *.{suffix} (written by `kubectl hatch config-ssh`; changes here are replaced)\n\
+         Host *.{suffix}\n\
          \x20   User {DEFAULT_LOGIN}\n\
          \x20   ProxyCommand {proxy}\n\
          \x20   UserKnownHostsFile \"{known_hosts}\"\n\
          \x20   StrictHostKeyChecking yes\n\
-         {END}\n"
+         {END} *.{suffix}\n"
     )
 }
 
-/// `config` without the hatchway block (and without the blank line that
-/// followed it).
-pub fn without_block(config: &str) -> String {
-    let mut out = String::new();
-    let mut inside = false;
+/// The suffix a block's first line names (`None`: the first line of a
+/// block written before blocks had one, which served `*.hatchway`).
+fn block_suffix(begin_line: &str) -> Option<&str> {
+    let rest = begin_line.trim().strip_prefix(BEGIN)?.trim_start();
+    let suffix = rest.strip_prefix("*.")?;
+    Some(suffix.split_whitespace().next().unwrap_or_default())
+}
+
+/// Splits `config` into its hatchway blocks (suffix, text) and the rest
+/// (without the blank line that followed each block).
+fn split(config: &str) -> (Vec<(String, String)>, String) {
+    let mut blocks = Vec::new();
+    let mut rest = String::new();
+    let mut current: Option<(String, String)> = None;
     let mut just_removed = false;
     for line in config.split_inclusive('\n') {
         let trimmed = line.trim();
-        if !inside && trimmed.starts_with(BEGIN) {
-            inside = true;
-            continue;
-        }
-        if inside {
-            if trimmed == END {
-                inside = false;
+        if let Some((_, text)) = current.as_mut() {
+            text.push_str(line);
+            if trimmed.starts_with(END) {
+                blocks.push(current.take().expect("inside a block"));
                 just_removed = true;
             }
+            continue;
+        }
+        if trimmed.starts_with(BEGIN) {
+            let suffix = block_suffix(trimmed).unwrap_or(HOST_SUFFIX).to_owned();
+            current = Some((suffix, line.to_owned()));
             continue;
         }
         if just_removed && trimmed.is_empty() {
@@ -60,19 +74,45 @@ pub fn without_block(config: &str) -> String {
             continue;
         }
         just_removed = false;
-        out.push_str(line);
+        rest.push_str(line);
     }
+    // An unterminated block: keep what was there, as it was.
+    if let Some((_, text)) = current {
+        rest.push_str(&text);
+    }
+    (blocks, rest)
+}
+
+/// Puts `blocks` first, `*.hatchway` (which also matches every
+/// per-context name) last among them: ssh takes the first value it finds.
+fn join(mut blocks: Vec<(String, String)>, rest: &str) -> String {
+    blocks.sort_by_key(|(suffix, _)| suffix == HOST_SUFFIX);
+    let mut out: String = blocks
+        .iter()
+        .map(|(_, text)| text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    if !out.is_empty() && !rest.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(rest);
     out
 }
 
-/// `config` with `block` first, replacing any earlier block.
-pub fn with_block(config: &str, block: &str) -> String {
-    let rest = without_block(config);
-    if rest.is_empty() {
-        block.to_owned()
-    } else {
-        format!("{block}\n{rest}")
-    }
+/// `config` without the block for `*.suffix`.
+pub fn without_block(config: &str, suffix: &str) -> String {
+    let (mut blocks, rest) = split(config);
+    blocks.retain(|(s, _)| s != suffix);
+    join(blocks, &rest)
+}
+
+/// `config` with `block` (for `*.suffix`) among the hatchway blocks at the
+/// top, replacing any earlier block for the same suffix.
+pub fn with_block(config: &str, suffix: &str, block: &str) -> String {
+    let (mut blocks, rest) = split(config);
+    blocks.retain(|(s, _)| s != suffix);
+    blocks.insert(0, (suffix.to_owned(), block.to_owned()));
+    join(blocks, &rest)
 }
 
 /// Reads `path` (absent: empty), applies `change`, writes it back when it
@@ -110,9 +150,10 @@ pub fn update(path: &Path, change: impl FnOnce(&str) -> String) -> std::io::Resu
 mod tests {
     use super::*;
 
-    fn sample() -> String {
+    fn sample(suffix: &str) -> String {
         block(
             Path::new("/bin/kubectl-hatch"),
+            suffix,
             &["--server".into(), "https://r:8443".into()],
             Path::new("/k/known_hosts"),
         )
@@ -120,32 +161,68 @@ mod tests {
 
     #[test]
     fn the_block_proxies_hatchway_hosts_and_checks_keys() {
-        let b = sample();
-        assert!(b.starts_with(BEGIN), "{b}");
-        assert!(b.contains("Host *.hatchway\n"), "{b}");
+        let b = sample("dev.hatchway");
+        assert!(b.starts_with("# BEGIN hatchway *.dev.hatchway "), "{b}");
+        assert!(b.contains("Host *.dev.hatchway\n"), "{b}");
         assert!(b.contains("    User _\n"), "{b}");
         assert!(
             b.contains(
-                "ProxyCommand /bin/kubectl-hatch connect-ssh %n --login %r --known-hosts /k/known_hosts \
-                 --server https://r:8443\n"
+                "ProxyCommand /bin/kubectl-hatch connect-ssh %n --login %r --host-suffix dev.hatchway \
+                 --known-hosts /k/known_hosts --server https://r:8443\n"
             ),
             "{b}"
         );
         assert!(b.contains("UserKnownHostsFile \"/k/known_hosts\"\n"), "{b}");
         assert!(b.contains("StrictHostKeyChecking yes\n"), "{b}");
-        assert!(b.ends_with(&format!("{END}\n")), "{b}");
+        assert!(b.ends_with("# END hatchway *.dev.hatchway\n"), "{b}");
     }
 
     #[test]
     fn adding_is_idempotent_and_removing_restores_the_rest() {
         let user = "Host example\n    User me\n";
-        let once = with_block(user, &sample());
-        let twice = with_block(&once, &sample());
+        let once = with_block(user, "hatchway", &sample("hatchway"));
+        let twice = with_block(&once, "hatchway", &sample("hatchway"));
         assert_eq!(once, twice);
         assert_eq!(once.matches(BEGIN).count(), 1);
         assert!(once.starts_with(BEGIN));
-        assert_eq!(without_block(&twice), user);
-        assert_eq!(with_block("", &sample()), sample());
-        assert_eq!(without_block(&sample()), "");
+        assert_eq!(without_block(&twice, "hatchway"), user);
+        assert_eq!(
+            with_block("", "hatchway", &sample("hatchway")),
+            sample("hatchway")
+        );
+        assert_eq!(without_block(&sample("hatchway"), "hatchway"), "");
+    }
+
+    #[test]
+    fn each_context_has_its_block_and_the_catch_all_comes_last() {
+        let user = "Host *\n    ForwardAgent no\n";
+        let config = with_block(user, "hatchway", &sample("hatchway"));
+        let config = with_block(&config, "dev.hatchway", &sample("dev.hatchway"));
+        let config = with_block(&config, "prod.hatchway", &sample("prod.hatchway"));
+        let order: Vec<&str> = config.lines().filter(|l| l.starts_with("Host ")).collect();
+        assert_eq!(
+            order,
+            [
+                "Host *.prod.hatchway",
+                "Host *.dev.hatchway",
+                "Host *.hatchway",
+                "Host *"
+            ]
+        );
+        let config = without_block(&config, "dev.hatchway");
+        assert!(
+            !config.contains("*.dev.hatchway") && config.contains("*.prod.hatchway"),
+            "{config}"
+        );
+        assert!(config.ends_with(user), "{config}");
+    }
+
+    #[test]
+    fn a_block_written_before_contexts_is_the_catch_all_one() {
+        let legacy = "# BEGIN hatchway (written by `kubectl hatch config-ssh`; changes here are replaced)\n\
+                      Host *.hatchway\n    User _\n# END hatchway\n\nHost x\n";
+        let config = with_block(legacy, "hatchway", &sample("hatchway"));
+        assert_eq!(config.matches(BEGIN).count(), 1, "{config}");
+        assert!(config.ends_with("Host x\n"), "{config}");
     }
 }

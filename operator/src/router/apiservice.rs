@@ -386,7 +386,8 @@ fn json(code: StatusCode, body: &serde_json::Value) -> Response {
 /// `GET /apis/access.hatchway.dev/v1alpha1`: what `kubectl api-resources`
 /// lists. `containers` is there so the group shows at all (kubectl lists
 /// no group whose resources are all subresources); the Containers
-/// themselves are read from `hatchway.dev`.
+/// themselves are read from `hatchway.dev`. No categories: `kubectl get
+/// hatchway` must list the CRD's Containers, not ask this API.
 async fn resource_list() -> Response {
     let resource = |name: &str, verbs: &[&str]| {
         serde_json::json!({
@@ -395,7 +396,6 @@ async fn resource_list() -> Response {
             "namespaced": true,
             "kind": "Container",
             "verbs": verbs,
-            "categories": if name.contains('/') { serde_json::json!([]) } else { serde_json::json!(["hatchway"]) },
         })
     };
     json(
