@@ -1,12 +1,13 @@
 //! kubectl hatch: shells, logs, ports and web apps of Hatchway Containers.
 //!
 //! Commands: `shell`, `connect-ssh` (ssh's ProxyCommand), `config-ssh`,
-//! `port-forward`, `logs`, `open`, `get`, `version`. Exit codes: 0 success;
-//! 1 a local problem
-//! (settings, network, TLS); 2 the router refused the request (4xx: no
-//! credentials, forbidden, no such Container, ended); 3 the router could
-//! not serve it (5xx: not running yet, gateway unreachable); `shell` exits
-//! with ssh's code (the remote command's, 255 for ssh's own errors).
+//! `port-forward`, `logs`, `open`, `get`, `version`, `completion`. Exit
+//! codes: 0 success; 1 a local problem (settings, network, TLS); 2 the
+//! server refused the request (4xx: no credentials, forbidden, no such
+//! Container, ended); 3 it could not serve it (5xx: not running yet,
+//! gateway unreachable); 64 a usage error (unknown flag, missing
+//! argument); `shell` exits with ssh's code (the remote command's, 255 for
+//! ssh's own errors).
 
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
@@ -50,9 +51,13 @@ use clap::{Parser, Subcommand};
 use crate::connect_ssh::{SshTarget, host_alias, parse_host};
 use crate::connection::ConnectionArgs;
 
+/// The exit code of a usage error (sysexits' `EX_USAGE`): never one a
+/// refusal uses.
+pub const EXIT_USAGE: i32 = 64;
+
 /// kubectl hatch: shells, logs, ports and web apps of Hatchway Containers.
 #[derive(Debug, Parser)]
-#[command(name = "kubectl-hatch", version)]
+#[command(name = "kubectl-hatch", bin_name = "kubectl hatch", version)]
 pub struct Args {
     #[command(flatten)]
     pub connection: ConnectionArgs,
@@ -67,6 +72,13 @@ pub struct Args {
 pub enum Command {
     /// Print this binary's version and the protocol versions it speaks.
     Version,
+
+    /// Print a shell completion script (`source <(kubectl-hatch completion
+    /// bash)`).
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 
     /// ssh's ProxyCommand: relay stdin/stdout to the Container's SSH server
     /// through the router.
@@ -188,11 +200,23 @@ pub enum Command {
         login_url: bool,
     },
 
-    /// List Containers (or one) with their phase, gateway, ports and
-    /// whether anyone opened a session.
+    /// List Containers (or one) with their phase, gateway, ports, whether
+    /// anyone opened a session, and age.
     Get {
         /// One Container.
         name: Option<String>,
+        /// table, wide, json, yaml or name.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: table::Output,
+        /// Every namespace.
+        #[arg(short = 'A', long, conflicts_with = "name")]
+        all_namespaces: bool,
+        /// Only Containers with these labels (`app=web,tier!=db`).
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        /// After the list, print each change as it happens.
+        #[arg(short, long)]
+        watch: bool,
     },
 }
 
@@ -207,6 +231,11 @@ pub fn run(args: Args, out: &mut dyn Write) -> anyhow::Result<i32> {
                 env!("CARGO_PKG_VERSION"),
                 hatchway_api::control::PROTOCOL_VERSION
             )?;
+            Ok(0)
+        }
+        Command::Completion { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Args::command(), "kubectl-hatch", out);
             Ok(0)
         }
         Command::ConfigSsh {
@@ -408,22 +437,111 @@ async fn run_async(
             }
             Ok(0)
         }
-        Command::Get { name } => {
-            let namespace = connection.namespace()?;
-            let items = containers::list(&connection, &namespace, name.as_deref()).await?;
-            let rows: Vec<_> = items
-                .iter()
-                .map(|c| table::row(c.metadata.name.as_deref().unwrap_or(""), c.status.as_ref()))
-                .collect();
-            if rows.is_empty() {
-                writeln!(out, "No Containers in {namespace}.")?;
-            } else {
-                out.write_all(table::format(&rows).as_bytes())?;
-            }
-            Ok(0)
+        Command::Get {
+            name,
+            output,
+            all_namespaces,
+            selector,
+            watch,
+        } => {
+            let selection = containers::Selection {
+                namespace: (!all_namespaces).then(|| connection.namespace()).transpose()?,
+                name,
+                labels: selector,
+            };
+            get(&connection, &selection, output, watch, out).await
         }
-        Command::Version | Command::ConfigSsh { .. } => unreachable!("run handles these"),
+        Command::Version | Command::Completion { .. } | Command::ConfigSsh { .. } => {
+            unreachable!("run handles these")
+        }
     }
+}
+
+/// `get`: the list (or one), then with `watch` every change.
+async fn get(
+    connection: &ConnectionArgs,
+    selection: &containers::Selection,
+    output: table::Output,
+    watch: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    use table::Output;
+    let items = containers::list(connection, selection).await?;
+    let columns = table::Columns {
+        namespace: selection.namespace.is_none(),
+        wide: output == Output::Wide,
+    };
+    let now = jiff::Timestamp::now();
+    let header = table::header(columns);
+    let rows: Vec<Vec<String>> = items.iter().map(|c| table::row(c, columns, now)).collect();
+    let mut widths = {
+        let all: Vec<&[String]> = std::iter::once(header.as_slice())
+            .chain(rows.iter().map(Vec::as_slice))
+            .collect();
+        table::widths(&all)
+    };
+    match output {
+        Output::Table | Output::Wide if rows.is_empty() && !watch => match &selection.namespace {
+            Some(namespace) => writeln!(out, "No Containers in {namespace}.")?,
+            None => writeln!(out, "No Containers.")?,
+        },
+        Output::Table | Output::Wide => {
+            out.write_all(table::format(&header, &rows).as_bytes())?;
+        }
+        Output::Name => {
+            for c in &items {
+                writeln!(out, "{}", object_name(c))?;
+            }
+        }
+        Output::Json | Output::Yaml => {
+            let value = if selection.name.is_some() && selection.labels.is_none() && items.len() == 1 {
+                serde_json::to_value(&items[0])?
+            } else {
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items, "metadata": {}})
+            };
+            if output == Output::Json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+            } else {
+                out.write_all(serde_norway::to_string(&value)?.as_bytes())?;
+            }
+        }
+    }
+    out.flush()?;
+    if !watch {
+        return Ok(0);
+    }
+    containers::watch(connection, selection, |c, _deleted| {
+        match output {
+            Output::Table | Output::Wide => {
+                let row = table::row(c, columns, jiff::Timestamp::now());
+                for (w, cell) in widths.iter_mut().zip(&row) {
+                    *w = (*w).max(cell.chars().count());
+                }
+                out.write_all(table::format_lines(&[row.as_slice()], &widths).as_bytes())?;
+            }
+            Output::Name => writeln!(out, "{}", object_name(c))?,
+            Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(c)?)?,
+            Output::Yaml => {
+                writeln!(out, "---")?;
+                out.write_all(
+                    serde_norway::to_string(c)
+                        .map_err(std::io::Error::other)?
+                        .as_bytes(),
+                )?;
+            }
+        }
+        out.flush()
+    })
+    .await?;
+    Ok(0)
+}
+
+/// `container.hatchway.dev/NAME`, as `kubectl get -o name` prints it.
+fn object_name(c: &hatchway_api::crd::Container) -> String {
+    format!(
+        "container.hatchway.dev/{}",
+        c.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 /// Prints a refusal (the router's own words) and maps it to an exit code.
@@ -511,6 +629,26 @@ mod tests {
         let out = String::from_utf8(out).unwrap();
         assert!(out.starts_with("kubectl-hatch 0."), "{out}");
         assert!(out.contains("control protocol v1"), "{out}");
+    }
+
+    #[test]
+    fn completion_scripts_name_the_commands() {
+        let mut out = Vec::new();
+        let args = Args::try_parse_from(["kubectl-hatch", "completion", "bash"]).unwrap();
+        assert_eq!(run(args, &mut out).unwrap(), 0);
+        let script = String::from_utf8(out).unwrap();
+        assert!(
+            script.contains("port-forward") && script.contains("config-ssh"),
+            "{script}"
+        );
+        assert!(Args::try_parse_from(["kubectl-hatch", "completion", "tcsh"]).is_err());
+    }
+
+    #[test]
+    fn usage_speaks_of_kubectl_hatch() {
+        use clap::CommandFactory as _;
+        let help = Args::command().render_usage().to_string();
+        assert!(help.contains("kubectl hatch"), "{help}");
     }
 
     #[test]

@@ -810,7 +810,7 @@ async fn logs_since_asks_the_cluster_by_time_then_follows_the_file() {
     assert_eq!(next_line(&mut lines).await.as_deref(), Some("after"));
     let _ = child.kill().await;
 
-    // A bad duration is the CLI's own error.
+    // A bad duration is a usage error (not a refusal's exit code).
     let output = rig
         .hatch()
         .args(["logs", "job", "--since", "soon"])
@@ -818,10 +818,36 @@ async fn logs_since_asks_the_cluster_by_time_then_follows_the_file() {
         .output()
         .await
         .unwrap();
-    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    assert_eq!(output.status.code(), Some(64), "{}", text(&output.stderr));
     assert!(
         text(&output.stderr).contains("30s, 10m"),
         "{}",
         text(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_usage_error_has_its_own_exit_code_and_help_succeeds() {
+    let rig = rig().await;
+    let output = rig.hatch().args(["logs"]).output().await.unwrap();
+    assert_eq!(output.status.code(), Some(64), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("Usage: kubectl hatch logs"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = rig
+        .hatch()
+        .args(["port-forward", "web", "--nonsense"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64), "{}", text(&output.stderr));
+    let output = rig.hatch().args(["--help"]).output().await.unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        text(&output.stdout).contains("Usage: kubectl hatch"),
+        "{}",
+        text(&output.stdout)
     );
 }

@@ -99,6 +99,11 @@ impl Release {
         .map(|s| s.to_string())
         .collect();
         args.extend(values.iter().map(|s| s.to_string()));
+        // The APIService is cluster-wide: one release at a time may hold
+        // it, so only the test of the aggregated API turns it on.
+        if !values.iter().any(|v| v.contains("aggregatedApi")) {
+            args.extend(["--set".to_owned(), "aggregatedApi.enabled=false".to_owned()]);
+        }
         let started = Instant::now();
         let out = run_within(helm(&args), Duration::from_secs(300))?;
         ensure!(
@@ -339,6 +344,295 @@ impl User {
             Ok(out.status.success().then_some(()))
         })
     }
+}
+
+/// A user whose kubeconfig has a client certificate the cluster CA signed
+/// (through a CertificateSigningRequest for
+/// `kubernetes.io/kube-apiserver-client`), like kind's, k3d's, minikube's
+/// and kubeadm's admin.conf: no token anywhere, so only the aggregated API
+/// can serve them.
+struct CertUser {
+    /// The user name (the certificate's common name).
+    name: String,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    install_ns: String,
+}
+
+impl CertUser {
+    fn new(users: &TestNamespace, release: &Release, name: &str, role: Option<&str>) -> Result<Self> {
+        use base64::Engine as _;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let cn = format!("{name}-{}", users.name);
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(rcgen::DnType::CommonName, &cn);
+        let csr = params.serialize_request(&key)?.pem()?;
+        let request = json!({
+            "apiVersion": "certificates.k8s.io/v1",
+            "kind": "CertificateSigningRequest",
+            "metadata": {"name": cn},
+            "spec": {
+                "request": b64(csr.as_bytes()),
+                "signerName": "kubernetes.io/kube-apiserver-client",
+                "expirationSeconds": 3600,
+                "usages": ["client auth"],
+            },
+        });
+        hatchway_e2e::kubectl_stdin(&["apply", "-f", "-"], Some(&request.to_string()))?;
+        kubectl(&["certificate", "approve", &cn])?;
+        let certificate = wait_until("the cluster CA to sign the certificate", WAIT, POLL, || {
+            let out = kubectl(&["get", "csr", &cn, "-o", "jsonpath={.status.certificate}"])?;
+            Ok((!out.trim().is_empty()).then(|| out.trim().to_owned()))
+        })?;
+        let _ = kubectl(&["delete", "csr", &cn, "--wait=false"]);
+        if let Some(role) = role {
+            users.kubectl(&[
+                "create",
+                "rolebinding",
+                &format!("{name}-{role}"),
+                &format!("--clusterrole={role}"),
+                &format!("--user={cn}"),
+            ])?;
+        }
+        let admin = kubectl_json(&["config", "view", "--raw", "--minify", "--flatten", "-o", "json"])?;
+        let cluster = admin["clusters"][0]["cluster"].clone();
+        let dir = tempfile::tempdir()?;
+        let config = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "e2e", "cluster": cluster}],
+            "users": [{"name": cn, "user": {
+                "client-certificate-data": certificate,
+                "client-key-data": b64(key.serialize_pem().as_bytes()),
+            }}],
+            "contexts": [{"name": "e2e-certs", "context": {"cluster": "e2e", "user": cn, "namespace": users.name}}],
+            "current-context": "e2e-certs",
+        });
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, config.to_string())?;
+        Ok(CertUser {
+            name: cn,
+            dir,
+            kubeconfig,
+            install_ns: release.ns.name.clone(),
+        })
+    }
+
+    /// `program` with only this user's kubeconfig: no router URL, no
+    /// token, no CA.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        user_command(program, &self.kubeconfig, self.dir.path(), &self.install_ns)
+    }
+
+    fn hatch(&self, args: &[&str]) -> Result<Command> {
+        let mut command = self.command(hatch_binary()?);
+        command.args(args);
+        Ok(command)
+    }
+
+    fn run(&self, args: &[&str]) -> Result<Output> {
+        run_within(self.hatch(args)?, WAIT)
+    }
+}
+
+/// A user with a client certificate (no token the router could review)
+/// shells, copies, forwards and reads logs through the aggregated API;
+/// one without rights is refused by the API server's RBAC; a caller
+/// forging the front proxy's headers is refused; `kubectl api-resources`
+/// and `kubectl wait --for=condition=Ready` see Hatchway.
+#[test]
+fn the_aggregated_api_serves_a_client_certificate_user() -> Result<()> {
+    let users = TestNamespace::new("agg-users")?;
+    let release = Release::install("agg", &users, &["--set", "aggregatedApi.enabled=true"])?;
+    let apiservice = hatchway_api::wire::access_api::APISERVICE;
+    wait_until("the APIService to be Available", WAIT, POLL, || {
+        let service = kubectl_json(&["get", "apiservice", apiservice, "-o", "json"])?;
+        let available = service["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Available" && c["status"] == "True");
+        Ok(available.then_some(()))
+    })
+    .with_context(|| kubectl(&["get", "apiservice", apiservice, "-o", "yaml"]).unwrap_or_default())?;
+    let resources = kubectl(&["api-resources", "--api-group=access.hatchway.dev"])?;
+    ensure!(
+        resources
+            .lines()
+            .any(|l| l.starts_with("containers ") && l.contains("access.hatchway.dev/v1alpha1")),
+        "kubectl api-resources: {resources}"
+    );
+    // `containers` still means the CRD's.
+    let table = users.kubectl(&["get", "containers"])?;
+    ensure!(
+        table.is_empty() || table.starts_with("NAME"),
+        "kubectl get containers: {table}"
+    );
+
+    let carol = CertUser::new(&users, &release, "carol", Some("edit"))?;
+    let dave = CertUser::new(&users, &release, "dave", None)?;
+    users.apply(&container("web", WEB_SCRIPT, json!([{"port": 8080}])))?;
+    wait_phase(&users, "web", "Running")?;
+    users.kubectl(&["wait", "--for=condition=Ready", "container/web", "--timeout=90s"])?;
+    wait_until("carol's rights", WAIT, POLL, || {
+        let out = carol.run(&["logs", "web", "--tail", "1"])?;
+        Ok(out.status.success().then_some(()))
+    })?;
+
+    // A command through the shell: output and exit code.
+    let out = carol.run(&["shell", "web", "--", "echo via the API server; exit 5"])?;
+    ensure!(out.status.code() == Some(5), "shell: {}", show(&out));
+    ensure!(
+        stdout(&out).contains("via the API server"),
+        "shell: {}",
+        show(&out)
+    );
+
+    // config-ssh writes a block for this context; scp up and back.
+    let ssh_config = carol.dir.path().join("ssh_config");
+    let out = carol.run(&["config-ssh", "--ssh-config", &ssh_config.display().to_string()])?;
+    ensure!(out.status.success(), "config-ssh: {}", show(&out));
+    let block = std::fs::read_to_string(&ssh_config)?;
+    ensure!(
+        block.contains("Host *.e2e-certs.hatchway") && block.contains("--context e2e-certs"),
+        "config-ssh block: {block}"
+    );
+    let host = format!("web.{}.e2e-certs.hatchway", users.name);
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let up = carol.dir.path().join("up.bin");
+    std::fs::write(&up, &data)?;
+    let back = carol.dir.path().join("back.bin");
+    for (from, to) in [
+        (up.display().to_string(), format!("{host}:/tmp/up.bin")),
+        (format!("{host}:/tmp/up.bin"), back.display().to_string()),
+    ] {
+        let mut scp = carol.command("scp");
+        scp.arg("-F")
+            .arg(&ssh_config)
+            .args(["-o", "BatchMode=yes", "-q", &from, &to]);
+        let out = run_within(scp, WAIT)?;
+        ensure!(out.status.success(), "scp {from} {to}: {}", show(&out));
+    }
+    ensure!(
+        sha256_hex(&std::fs::read(&back)?) == sha256_hex(&data),
+        "scp round trip changed the file"
+    );
+
+    // Port-forward: 50 MiB to the SHA-256 server, checksum compared.
+    let seconds = forward_50_mib(carol.hatch(&["port-forward", "web", ":9000"])?, carol.dir.path())?;
+    eprintln!("port-forward through the API server: 50 MiB in {seconds:.2} s");
+
+    // logs -f of a Container that writes five lines and ends.
+    users.apply(&container(
+        "job",
+        "for i in 1 2 3 4 5; do echo line $i; sleep 1; done",
+        json!([]),
+    ))?;
+    wait_phase(&users, "job", "Running")?;
+    let out = run_within(carol.hatch(&["logs", "job", "-f"])?, Duration::from_secs(120))?;
+    ensure!(
+        out.status.success() && stdout(&out) == "line 1\nline 2\nline 3\nline 4\nline 5\n",
+        "logs -f: {}",
+        show(&out)
+    );
+
+    // No rights: the API server's RBAC refuses, in its words.
+    let out = dave.run(&["shell", "web", "--", "true"])?;
+    ensure!(
+        out.status.code() == Some(2)
+            && String::from_utf8_lossy(&out.stderr).contains(&format!(
+                "User \"{}\" cannot create resource \"containers/exec\" in API group \"access.hatchway.dev\"",
+                dave.name
+            )),
+        "shell as dave: {}",
+        show(&out)
+    );
+
+    // Forged front-proxy headers: refused on the aggregated port (no
+    // certificate) and ignored on the router's own port (no token).
+    let (_, pod_ip) = release.pods()?.into_iter().next().context("no ready replica")?;
+    let path = format!(
+        "/apis/access.hatchway.dev/v1alpha1/namespaces/{}/containers/web/exec",
+        users.name
+    );
+    for (url, status, words) in [
+        (
+            format!("https://{pod_ip}:8444{path}"),
+            "401",
+            "this port serves only the Kubernetes API server",
+        ),
+        (
+            format!(
+                "{}/v1/namespaces/{}/containers/web/ssh",
+                release.server(),
+                users.name
+            ),
+            "401",
+            "authentication required",
+        ),
+    ] {
+        let mut curl = Command::new("curl");
+        curl.args(["-sk", "--max-time", "20", "-X", "POST", "-w", "\n%{http_code}"])
+            .args([
+                "-H",
+                "X-Remote-User: system:admin",
+                "-H",
+                "X-Remote-Group: system:masters",
+            ])
+            .args(["-H", "Connection: upgrade", "-H", "Upgrade: ssh"])
+            .arg(&url);
+        let out = run_within(curl, WAIT)?;
+        let text = stdout(&out);
+        ensure!(
+            text.ends_with(&format!("\n{status}")) && text.contains(words),
+            "forged X-Remote-User at {url}: {}",
+            show(&out)
+        );
+    }
+    users.passed();
+    release.ns.passed();
+    Ok(())
+}
+
+/// Runs `port_forward` (`kubectl-hatch port-forward web :9000`, its
+/// output kept in `dir`), sends 50 MiB through it to the SHA-256 server
+/// and checks the digest; returns the seconds it took.
+fn forward_50_mib(mut port_forward: Command, dir: &Path) -> Result<f64> {
+    let pf_out = dir.join("pf.out");
+    port_forward
+        .stdout(std::fs::File::create(&pf_out)?)
+        .stderr(Stdio::null());
+    let mut pf = port_forward.spawn()?;
+    let local: std::net::SocketAddr = wait_until("port-forward to listen", WAIT, POLL, || {
+        let text = std::fs::read_to_string(&pf_out)?;
+        Ok(text.split_whitespace().nth(2).and_then(|a| a.parse().ok()))
+    })?;
+    let data: Vec<u8> = (0..50 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let started = Instant::now();
+    let digest = (|| -> Result<String> {
+        use std::io::Read as _;
+        let mut conn = std::net::TcpStream::connect(local)?;
+        conn.set_read_timeout(Some(WAIT))?;
+        conn.write_all(&data)?;
+        conn.shutdown(std::net::Shutdown::Write)?;
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer)?;
+        Ok(answer)
+    })();
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = pf.kill();
+    let _ = pf.wait();
+    let digest = digest?;
+    ensure!(
+        digest.starts_with(&sha256_hex(&data)),
+        "port-forward digest {digest:?}"
+    );
+    Ok(seconds)
 }
 
 /// Container `name` of `users` as JSON.
@@ -756,35 +1050,8 @@ fn everything_a_user_does(prefix: &str, values: &[&str]) -> Result<()> {
     );
 
     // Port-forward: 50 MiB to the SHA-256 server, checksum compared.
-    let pf_out = alice.dir.path().join("pf.out");
-    let mut pf = alice.hatch(&["port-forward", "web", ":9000"])?;
-    pf.stdout(std::fs::File::create(&pf_out)?).stderr(Stdio::null());
-    let mut pf = pf.spawn()?;
-    let local: std::net::SocketAddr = wait_until("port-forward to listen", WAIT, POLL, || {
-        let text = std::fs::read_to_string(&pf_out)?;
-        Ok(text.split_whitespace().nth(2).and_then(|a| a.parse().ok()))
-    })?;
-    let data: Vec<u8> = (0..50 * 1024 * 1024u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
-        .collect();
-    let started = Instant::now();
-    let digest = {
-        use std::io::Read as _;
-        let mut conn = std::net::TcpStream::connect(local)?;
-        conn.set_read_timeout(Some(WAIT))?;
-        conn.write_all(&data)?;
-        conn.shutdown(std::net::Shutdown::Write)?;
-        let mut answer = String::new();
-        conn.read_to_string(&mut answer)?;
-        answer
-    };
-    let _ = pf.kill();
-    let _ = pf.wait();
-    eprintln!("port-forward: 50 MiB in {:.2} s", started.elapsed().as_secs_f64());
-    ensure!(
-        digest.starts_with(&sha256_hex(&data)),
-        "port-forward digest {digest:?}"
-    );
+    let seconds = forward_50_mib(alice.hatch(&["port-forward", "web", ":9000"])?, alice.dir.path())?;
+    eprintln!("port-forward: 50 MiB in {seconds:.2} s");
 
     // Security: no rights → 403 for shell, logs and port-forward; a bad
     // token → 401; the workload cannot find its key.
