@@ -53,6 +53,11 @@ pub const TUNNEL_VERSION: &str = "x-hatchway-tunnel-version";
 pub const UPGRADE_SSH: &str = "ssh";
 /// `Upgrade:` value of a raw TCP port-forward.
 pub const UPGRADE_TCP: &str = "tcp";
+/// A port-forward whose stream is in frames ([`crate::frames`]), so a
+/// half-close survives a proxy that ends the connection at the first one
+/// (the Kubernetes API server's): what the CLI asks for through the
+/// aggregated API.
+pub const UPGRADE_TCP_FRAMED: &str = "hatchway-tcp-frames";
 /// `Upgrade:` value of a sidecar's tunnel to the router.
 pub const UPGRADE_TUNNEL: &str = "hatchway-tunnel";
 

@@ -67,9 +67,16 @@ fn forwards(rig: &Rig, sshd: &Sshd, target: u16, with_stunnel: bool) -> Result<V
 
 /// Bulk TCP: iperf3 (1 and 8 streams) through every path where iperf3
 /// can run, then 256 MiB into a byte-counting sink through every path,
-/// `kubectl port-forward` included (iperf3 cannot finish through it: it
+/// `kubectl port-forward` and the aggregated API (through the cluster's
+/// API server) included (iperf3 cannot finish through it: it
 /// drops the whole forward when iperf3's server resets a connection).
-pub fn bulk(rig: &Rig, sshd: &Sshd, repeats: usize, seconds: u32) -> Result<Vec<Row>> {
+pub fn bulk(
+    rig: &Rig,
+    sshd: &Sshd,
+    aggregated: Option<&crate::aggregated::Aggregated>,
+    repeats: usize,
+    seconds: u32,
+) -> Result<Vec<Row>> {
     let server = free_port()?;
     let _iperf = Bg::spawn(
         "iperf3 server",
@@ -90,6 +97,18 @@ pub fn bulk(rig: &Rig, sshd: &Sshd, repeats: usize, seconds: u32) -> Result<Vec<
         paths.push(("kubectl port-forward".into(), p, Vec::new()));
     } else {
         progress("no e2e cluster (KUBECONFIG): kubectl port-forward is not measured");
+    }
+    // Through the cluster's API server (the aggregated API), beside the
+    // router's own URL and kubectl port-forward.
+    if let Some(aggregated) = aggregated {
+        let p = free_port()?;
+        paths.push((
+            "hatchway aggregated".into(),
+            p,
+            vec![aggregated.port_forward(rig, p, sink)?],
+        ));
+    } else {
+        progress("no aggregated API to register: the path through the API server is not measured");
     }
     const TOTAL: usize = 256 << 20;
     rows.extend(throughput(

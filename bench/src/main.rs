@@ -6,6 +6,7 @@
 
 use hatchway_testkit as support;
 
+mod aggregated;
 mod cases;
 mod report;
 mod rig;
@@ -79,13 +80,22 @@ fn main() -> Result<()> {
         } => {
             let wanted = |case: &str| only.is_empty() || only.iter().any(|o| o == case);
             let mut rows = Vec::new();
+            // The routers' certificate also names the bench's APIService
+            // Service, so the cluster's API server can verify it.
+            support::use_pki(hatchway_operator::router::tls::RouterTls::generate(&[
+                "hatchway-router".into(),
+                "localhost".into(),
+                "127.0.0.1".into(),
+                aggregated::SERVICE_DNS.into(),
+            ])?);
             let rig = runtime.block_on(rig::Rig::start())?;
             let ssh_dir = tempfile::tempdir()?;
             let sshd = tools::Sshd::start(ssh_dir.path())?;
             // The blocking cases run on this thread while the routers and
             // sidecars run on the runtime's workers.
             if wanted("bulk") {
-                rows.extend(cases::bulk(&rig, &sshd, repeats, seconds)?);
+                let aggregated = runtime.block_on(aggregated::Aggregated::start(&rig))?;
+                rows.extend(cases::bulk(&rig, &sshd, aggregated.as_ref(), repeats, seconds)?);
             }
             if wanted("connect") {
                 rows.extend(cases::connect(&rig, &sshd, 1000)?);

@@ -44,6 +44,7 @@ pub struct Rig {
     pub dir: tempfile::TempDir,
     pub ca_file: PathBuf,
     pub cluster: std::sync::Arc<MemoryCluster>,
+    pub auth: std::sync::Arc<StaticAuth>,
 }
 
 impl Rig {
@@ -62,7 +63,7 @@ impl Rig {
         }
         let apps = |s: &mut hatchway_operator::router::Settings| s.wildcard_domain = Some(APPS.into());
         let direct = TestRouter::start_with(cluster.clone(), auth.clone(), apps).await;
-        let tunnel = TestRouter::start_with(cluster.clone(), auth, |s| {
+        let tunnel = TestRouter::start_with(cluster.clone(), auth.clone(), |s| {
             apps(s);
             s.policy = Policy {
                 prefer_tunnel: true,
@@ -104,6 +105,7 @@ impl Rig {
             dir,
             ca_file,
             cluster,
+            auth,
         })
     }
 

@@ -16,6 +16,8 @@ use hatchway_api::wire;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use hatchway_api::frames::Framed;
+
 use crate::router::{Endpoint, RouterError};
 
 /// Relay buffer per direction: large enough that bulk copies are not
@@ -136,11 +138,19 @@ async fn serve(state: Arc<State>, mut local: TcpStream, remote: u16) {
         wire::ACTION_PORTFORWARD,
         &[(wire::PARAM_PORT, Some(&port))],
     );
+    // Through the API server the stream goes in frames: its proxy ends the
+    // connection at the first half-close, frames carry one through.
+    let framed = matches!(state.endpoint, Endpoint::Aggregated(_));
+    let protocol = if framed {
+        wire::UPGRADE_TCP_FRAMED
+    } else {
+        wire::UPGRADE_TCP
+    };
     let deadline = Instant::now() + RETRY_FOR;
     let mut delays = RECONNECT.build();
     let mut upstream = loop {
         let delay = delays.next().unwrap_or(RETRY_CEILING);
-        match state.endpoint.upgrade(&path, wire::UPGRADE_TCP).await {
+        match state.endpoint.upgrade(&path, protocol).await {
             Ok(upgraded) => {
                 if state.router_away.swap(false, Ordering::SeqCst) {
                     eprintln!("kubectl-hatch: reconnected to the router; forwarding again");
@@ -164,7 +174,13 @@ async fn serve(state: Arc<State>, mut local: TcpStream, remote: u16) {
             }
         }
     };
-    match tokio::io::copy_bidirectional_with_sizes(&mut local, &mut upstream, BUFFER, BUFFER).await {
+    let copied = if framed {
+        let mut upstream = Framed::new(upstream);
+        tokio::io::copy_bidirectional_with_sizes(&mut local, &mut upstream, BUFFER, BUFFER).await
+    } else {
+        tokio::io::copy_bidirectional_with_sizes(&mut local, &mut upstream, BUFFER, BUFFER).await
+    };
+    match copied {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
         Err(error) => eprintln!("kubectl-hatch: port {remote}: the connection ended: {error}"),

@@ -205,6 +205,28 @@ async fn the_front_proxy_reaches_containers_as_the_user_it_names() {
     )
     .await;
 
+    // The same in frames (as the CLI asks through the API server, whose
+    // proxy would end the connection at a raw half-close): the end frame
+    // is the half-close, the answer still comes.
+    let mut framed_conn = connect(addr, front.client_tls(Some("front-proxy-client")))
+        .await
+        .unwrap();
+    let response = send(
+        &mut framed_conn,
+        upgrade(proxied("POST", &pf, Some("alice")), wire::UPGRADE_TCP_FRAMED),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(response.headers()["upgrade"], wire::UPGRADE_TCP_FRAMED);
+    let io = TokioIo::new(hyper::upgrade::on(response).await.unwrap());
+    let mut io = hatchway_api::frames::Framed::new(io);
+    io.write_all(b"hash me").await.unwrap();
+    io.shutdown().await.unwrap();
+    let mut answer = String::new();
+    io.read_to_string(&mut answer).await.unwrap();
+    use sha2::Digest as _;
+    assert_eq!(answer, hex::encode(sha2::Sha256::digest(b"hash me")));
+
     // The shell (`exec`): the gateway's SSH server greets, and the 101
     // carries no host key yet (status has none) but is a 101.
     let mut shell_conn = connect(addr, front.client_tls(Some("front-proxy-client")))

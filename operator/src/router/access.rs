@@ -231,7 +231,10 @@ fn check_method(method: &Method, headers: &HeaderMap, action: &Action) -> Result
             return Err(response);
         }
     };
-    if *method != Method::POST || upgrade.as_deref() != Some(protocol) {
+    // A port-forward may also come in frames (through the API server).
+    let framed =
+        matches!(action, Action::PortForward) && upgrade.as_deref() == Some(wire::UPGRADE_TCP_FRAMED);
+    if *method != Method::POST || (upgrade.as_deref() != Some(protocol) && !framed) {
         return Err(text(
             StatusCode::BAD_REQUEST,
             format!(

@@ -60,7 +60,8 @@ pub async fn forward(
     match send(&router, req, peer_url, upgrade.is_some()).await {
         Ok(response) => {
             router.metrics.forwards.with_label_values(&["ok"]).inc();
-            relay::pass_on(router, response, client_upgrade, kind)
+            // The peer unframes a framed stream itself: bytes as they come.
+            relay::pass_on(router, response, client_upgrade, relay::ClientStream::Raw, kind)
         }
         Err(error) => {
             router.metrics.forwards.with_label_values(&["error"]).inc();

@@ -20,7 +20,7 @@ use super::auth::User;
 use super::reach::{self, GatewayRequest, header_safe, request_id};
 use super::respond::{Body, RequestBody, empty_body, text};
 use super::select::{Purpose, RefusalKind, Route};
-use super::{Router, cors};
+use super::{Router, cors, relay};
 
 /// Request headers a WebDAV read passes on to the gateway.
 const PASSED: [HeaderName; 5] = [
@@ -190,6 +190,7 @@ fn webdav_request(
     GatewayRequest {
         request: builder.body(empty_body()).expect("a valid request"),
         client: None,
+        framing: relay::ClientStream::Raw,
     }
 }
 

@@ -29,6 +29,8 @@ pub struct GatewayRequest {
     pub request: Request<Body>,
     /// The client's connection once it switches protocols.
     pub client: Option<OnUpgrade>,
+    /// How the client's side carries bytes.
+    pub framing: relay::ClientStream,
 }
 
 /// Sends `req` along `route` and answers the client: to another replica
@@ -48,9 +50,13 @@ pub async fn send(
     if let Route::Forward(url) = route {
         return Ok(forward::forward(router.clone(), req, url, kind).await);
     }
-    let GatewayRequest { request, client } = to_gateway(req);
+    let GatewayRequest {
+        request,
+        client,
+        framing,
+    } = to_gateway(req);
     let response = exchange(router, container, route, request).await?;
-    Ok(relay::pass_on(router.clone(), response, client, kind))
+    Ok(relay::pass_on(router.clone(), response, client, framing, kind))
 }
 
 /// A header value from arbitrary text (user names are UTF-8; header values

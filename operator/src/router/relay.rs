@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hatchway_api::frames::Framed;
 use hatchway_api::headers;
 use http::{HeaderMap, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -22,12 +23,24 @@ use super::respond::{Body, empty_body};
 /// Size of each direction's copy buffer: large enough for bulk transfers.
 const BUFFER: usize = 64 * 1024;
 
+/// How the client's side of an upgraded connection carries bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientStream {
+    /// As they are.
+    #[default]
+    Raw,
+    /// In frames ([`hatchway_api::frames`], `Upgrade:
+    /// hatchway-tcp-frames`): a half-close through the API server's proxy.
+    Framed,
+}
+
 /// The 101 answer to the client, carrying the upstream's upgrade headers,
 /// and a task that relays once both sides have upgraded. `kind` labels the
 /// session in metrics and logs.
 fn switch(
     router: Arc<Router>,
     client: OnUpgrade,
+    framing: ClientStream,
     upstream: OnUpgrade,
     upstream_headers: &HeaderMap,
     kind: &'static str,
@@ -38,6 +51,12 @@ fn switch(
         if let Some(value) = upstream_headers.get(&name) {
             response.headers_mut().insert(name, value.clone());
         }
+    }
+    if framing == ClientStream::Framed {
+        response.headers_mut().insert(
+            header::UPGRADE,
+            http::HeaderValue::from_static(hatchway_api::wire::UPGRADE_TCP_FRAMED),
+        );
     }
     // WebSocket handshake answers (Sec-WebSocket-Accept, -Protocol, -Extensions).
     for (name, value) in upstream_headers {
@@ -52,7 +71,13 @@ fn switch(
                 Ok(pair) => pair,
                 Err(error) => return tracing::debug!(%error, kind, "upgrade failed"),
             };
-            relay(&router, TokioIo::new(client), TokioIo::new(upstream), kind).await;
+            let upstream = TokioIo::new(upstream);
+            match framing {
+                ClientStream::Raw => relay(&router, TokioIo::new(client), upstream, kind).await,
+                ClientStream::Framed => {
+                    relay(&router, Framed::new(TokioIo::new(client)), upstream, kind).await
+                }
+            };
         },
         span,
     ));
@@ -66,13 +91,14 @@ pub fn pass_on(
     router: Arc<Router>,
     mut response: Response<hyper::body::Incoming>,
     client: Option<OnUpgrade>,
+    framing: ClientStream,
     kind: &'static str,
 ) -> Response<Body> {
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client) = client
     {
         let upstream = hyper::upgrade::on(&mut response);
-        return switch(router, client, upstream, response.headers(), kind);
+        return switch(router, client, framing, upstream, response.headers(), kind);
     }
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);

@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use hatchway_api::crd::ContainerStatus;
+use hatchway_api::headers;
 use hatchway_api::status::MANAGER_SESSION;
 use hatchway_api::wire;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::access::{self, Action, Granted, choose_settled};
 use super::reach::{self, GatewayRequest, header_safe, request_id};
+use super::relay::ClientStream;
 use super::respond::{Body, RequestBody, empty_body, text};
 use super::select::{Purpose, Route};
 use super::{Router, logs, webapp};
@@ -86,8 +88,17 @@ pub async fn port_forward(
         Err(refusal) => return refusal,
     };
     let path = format!("{}?port={port}", wire::gateway_path::PORTFORWARD);
+    // The gateway always gets raw TCP; a client that asked for frames
+    // (through the API server's proxy) gets them from here.
+    let framing = if headers::wants_upgrade(req.headers()).as_deref() == Some(wire::UPGRADE_TCP_FRAMED) {
+        ClientStream::Framed
+    } else {
+        ClientStream::Raw
+    };
     reach::send(&router, req, &container, &route, "portforward", |req| {
-        upgrade_request(req, path, wire::UPGRADE_TCP, &user.username)
+        let mut request = upgrade_request(req, path, wire::UPGRADE_TCP, &user.username);
+        request.framing = framing;
+        request
     })
     .await
     .unwrap_or_else(|refusal| refusal)
@@ -129,6 +140,7 @@ fn upgrade_request(
     GatewayRequest {
         request,
         client: Some(hyper::upgrade::on(&mut req)),
+        framing: ClientStream::Raw,
     }
 }
 

@@ -26,7 +26,7 @@ use super::auth::{self, Permission, User};
 use super::reach::{self, GatewayRequest, header_safe, request_id};
 use super::respond::{Body, RequestBody, empty_body, full_body, stream_body, text};
 use super::select::{Purpose, Route};
-use super::{Router, forward, session};
+use super::{Router, forward, relay, session};
 
 /// A vhost's Container UID and port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -479,6 +479,7 @@ fn app_request(mut req: Request<RequestBody>, vhost: &Vhost) -> GatewayRequest {
     GatewayRequest {
         request: Request::from_parts(parts, stream_body(body)),
         client,
+        framing: relay::ClientStream::Raw,
     }
 }
 
