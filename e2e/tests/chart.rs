@@ -575,15 +575,24 @@ fn the_aggregated_api_serves_a_client_certificate_user() -> Result<()> {
         ),
     ] {
         let mut curl = Command::new("curl");
-        curl.args(["-sk", "--max-time", "20", "-X", "POST", "-w", "\n%{http_code}"])
-            .args([
-                "-H",
-                "X-Remote-User: system:admin",
-                "-H",
-                "X-Remote-Group: system:masters",
-            ])
-            .args(["-H", "Connection: upgrade", "-H", "Upgrade: ssh"])
-            .arg(&url);
+        curl.args([
+            "-sk",
+            "--http1.1",
+            "--max-time",
+            "20",
+            "-X",
+            "POST",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args([
+            "-H",
+            "X-Remote-User: system:admin",
+            "-H",
+            "X-Remote-Group: system:masters",
+        ])
+        .args(["-H", "Connection: upgrade", "-H", "Upgrade: ssh"])
+        .arg(&url);
         let out = run_within(curl, WAIT)?;
         let text = stdout(&out);
         ensure!(
