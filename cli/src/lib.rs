@@ -41,7 +41,6 @@ pub mod ssh_config;
 pub mod table;
 
 use std::io::Write;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -156,14 +155,16 @@ pub enum Command {
     /// Forward local ports to ports in a Container; new connections keep
     /// working across router restarts (they reconnect).
     PortForward {
-        /// The Container.
+        /// The Container (`NAME` or `container/NAME`).
         name: String,
-        /// `[LOCAL:]REMOTE` (LOCAL empty or 0: any free port).
+        /// `[LOCAL:]REMOTE` (LOCAL empty or 0: any free port), or ranges
+        /// `8000-8010` and `9000-9010:8000-8010`.
         #[arg(required = true, value_name = "[LOCAL:]REMOTE")]
-        ports: Vec<port_forward::Mapping>,
-        /// Local addresses to listen on (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
-        address: Vec<IpAddr>,
+        ports: Vec<port_forward::Mappings>,
+        /// Local addresses to listen on (comma-separated IPs, or
+        /// `localhost`: 127.0.0.1 and ::1, as kubectl).
+        #[arg(long, value_delimiter = ',', default_value = "localhost")]
+        address: Vec<String>,
     },
 
     /// Print a Container's logs: live while it runs, saved after.
@@ -182,6 +183,13 @@ pub enum Command {
         /// Only lines written in the last D (30s, 10m, 2h, 1d, 1h30m).
         #[arg(long, value_name = "D", value_parser = logs::parse_duration)]
         since: Option<Duration>,
+        /// Only lines written since this time (RFC 3339, e.g.
+        /// 2026-12-03T14:00:00Z).
+        #[arg(long, value_name = "TIME", conflicts_with = "since")]
+        since_time: Option<String>,
+        /// At most N bytes of each file.
+        #[arg(long, value_name = "N")]
+        limit_bytes: Option<u64>,
     },
 
     /// Print (or open) the URL of a web app on a published port.
@@ -380,9 +388,9 @@ async fn run_async(
             let endpoint = connection.endpoint().await?;
             let forward = port_forward::Forward {
                 namespace,
-                name,
-                addresses: address,
-                mappings: ports,
+                name: container_name(&name).to_owned(),
+                addresses: port_forward::addresses(&address)?,
+                mappings: ports.into_iter().flatten().collect(),
             };
             let ended = port_forward::run(endpoint, forward).await?;
             Ok(report::<()>(Err(ended)))
@@ -393,16 +401,25 @@ async fn run_async(
             follow,
             tail,
             since,
+            since_time,
+            limit_bytes,
         } => {
+            let since = match since_time {
+                Some(time) => {
+                    Some(logs::since_time(&time, jiff::Timestamp::now()).map_err(|e| anyhow::anyhow!(e))?)
+                }
+                None => since,
+            };
             let namespace = connection.namespace()?;
             let endpoint = connection.endpoint().await?;
             let request = logs::LogsRequest {
                 namespace,
-                name,
+                name: container_name(&name).to_owned(),
                 file,
                 follow,
                 tail,
                 since,
+                limit_bytes,
             };
             Ok(report(logs::run(&endpoint, &request).await))
         }
@@ -454,6 +471,26 @@ async fn run_async(
         Command::Version | Command::Completion { .. } | Command::ConfigSsh { .. } => {
             unreachable!("run handles these")
         }
+    }
+}
+
+/// `NAME` from `NAME`, `container/NAME` or `containers.hatchway.dev/NAME`
+/// (kubectl's `TYPE/NAME` forms).
+pub fn container_name(arg: &str) -> &str {
+    match arg.split_once('/') {
+        Some((kind, name))
+            if [
+                "container",
+                "containers",
+                "container.hatchway.dev",
+                "containers.hatchway.dev",
+                "hctr",
+            ]
+            .contains(&kind) =>
+        {
+            name
+        }
+        _ => arg,
     }
 }
 
@@ -629,6 +666,14 @@ mod tests {
         let out = String::from_utf8(out).unwrap();
         assert!(out.starts_with("kubectl-hatch 0."), "{out}");
         assert!(out.contains("control protocol v1"), "{out}");
+    }
+
+    #[test]
+    fn kubectl_type_name_forms_name_the_container() {
+        assert_eq!(container_name("web"), "web");
+        assert_eq!(container_name("container/web"), "web");
+        assert_eq!(container_name("containers.hatchway.dev/web"), "web");
+        assert_eq!(container_name("pod/web"), "pod/web");
     }
 
     #[test]

@@ -39,6 +39,19 @@ pub struct LogsRequest {
     pub follow: bool,
     pub tail: Option<usize>,
     pub since: Option<Duration>,
+    /// At most this many bytes of each file (`--limit-bytes`).
+    pub limit_bytes: Option<u64>,
+}
+
+/// `--since-time`: an RFC 3339 time → the duration from it until `now`
+/// (at least a second: the API counts whole seconds).
+pub fn since_time(text: &str, now: jiff::Timestamp) -> Result<Duration, String> {
+    let time: jiff::Timestamp = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2026-12-03T14:00:00Z: {e}"))?;
+    let seconds = now.duration_since(time).as_secs();
+    Ok(Duration::from_secs(seconds.max(1) as u64))
 }
 
 /// `90`, `30s`, `10m`, `2h`, `1d`, `1h30m` → a duration (whole seconds).
@@ -85,6 +98,8 @@ struct Stream {
     /// The last answer: where from, and whether the file existed.
     source: Option<String>,
     found: bool,
+    /// Bytes still to print (`--limit-bytes`).
+    left: Option<u64>,
 }
 
 impl Stream {
@@ -97,10 +112,24 @@ impl Stream {
             since: request.since,
             source: None,
             found: false,
+            left: request.limit_bytes,
         }
     }
 
-    fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
+    /// Whether `--limit-bytes` has been printed.
+    fn exhausted(&self) -> bool {
+        self.left == Some(0)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let bytes = match &mut self.left {
+            Some(left) => {
+                let n = bytes.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                *left -= n as u64;
+                &bytes[..n]
+            }
+            None => bytes,
+        };
         if self.to_stderr {
             let mut err = std::io::stderr().lock();
             err.write_all(bytes)?;
@@ -194,7 +223,10 @@ pub async fn run(endpoint: &Endpoint, request: &LogsRequest) -> Result<(), Route
     loop {
         let mut printed_any = false;
         let mut failure = None;
-        for stream in &mut streams {
+        if streams.iter().all(Stream::exhausted) {
+            return Ok(());
+        }
+        for stream in streams.iter_mut().filter(|s| !s.exhausted()) {
             match read(&mut conn, endpoint, request, stream).await {
                 Ok(printed) => printed_any |= printed,
                 Err(error) => {
@@ -400,6 +432,24 @@ mod tests {
         assert_eq!(tail_start(b"a\nb\nc\n", 3), None);
         assert_eq!(tail_start(b"a\nb\nc\n", 0), Some(6));
         assert_eq!(tail_start(b"", 1), None);
+    }
+
+    #[test]
+    fn since_time_is_the_time_until_now() {
+        let now: jiff::Timestamp = "2026-12-03T14:00:00Z".parse().unwrap();
+        assert_eq!(
+            since_time("2026-12-03T13:58:30Z", now).unwrap(),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            since_time("2026-12-03T15:00:00+01:00", now).unwrap(),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            since_time("2027-01-01T00:00:00Z", now).unwrap(),
+            Duration::from_secs(1)
+        );
+        assert!(since_time("yesterday", now).unwrap_err().contains("RFC 3339"));
     }
 
     #[test]

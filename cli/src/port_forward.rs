@@ -69,6 +69,78 @@ impl std::str::FromStr for Mapping {
     }
 }
 
+/// One argument's mappings: a `[LOCAL:]REMOTE` pair, or a range of them
+/// (`8000-8010`, `9000-9010:8000-8010`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mappings(pub Vec<Mapping>);
+
+/// The most ports one range may name.
+const MAX_RANGE: u32 = 1000;
+
+impl IntoIterator for Mappings {
+    type Item = Mapping;
+    type IntoIter = std::vec::IntoIter<Mapping>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl std::str::FromStr for Mappings {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if !s.contains('-') {
+            return Ok(Mappings(vec![s.parse()?]));
+        }
+        let range = |r: &str| -> Result<(u16, u16), String> {
+            let bad = || format!("{s:?}: {r:?} is not a port range FIRST-LAST (1-65535, FIRST <= LAST)");
+            let (a, b) = r.split_once('-').ok_or_else(bad)?;
+            let (a, b): (u16, u16) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+            if a == 0 || a > b {
+                return Err(bad());
+            }
+            if u32::from(b - a) >= MAX_RANGE {
+                return Err(format!("{s:?}: a range names at most {MAX_RANGE} ports"));
+            }
+            Ok((a, b))
+        };
+        let (local, remote) = match s.split_once(':') {
+            Some((local, remote)) => (range(local)?, range(remote)?),
+            None => (range(s)?, range(s)?),
+        };
+        if local.1 - local.0 != remote.1 - remote.0 {
+            return Err(format!("{s:?}: the local and remote ranges differ in length"));
+        }
+        Ok(Mappings(
+            (0..=remote.1 - remote.0)
+                .map(|i| Mapping {
+                    local: local.0 + i,
+                    remote: remote.0 + i,
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// `--address` values: IPs, or `localhost` (127.0.0.1 and ::1).
+pub fn addresses(values: &[String]) -> anyhow::Result<Vec<IpAddr>> {
+    let mut out = Vec::new();
+    for value in values {
+        match value.trim() {
+            "localhost" => out.extend([
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ]),
+            ip => out.push(
+                ip.parse()
+                    .map_err(|_| anyhow::anyhow!("--address {ip:?} is not an IP address or localhost"))?,
+            ),
+        }
+    }
+    out.dedup();
+    Ok(out)
+}
+
 /// What to forward where.
 pub struct Forward {
     pub namespace: String,
@@ -100,14 +172,27 @@ pub async fn run(endpoint: Endpoint, forward: Forward) -> anyhow::Result<RouterE
         fatal,
     });
     for mapping in &forward.mappings {
+        // Every address listens on the same port (the first one's, when
+        // any free port was asked for); like kubectl, an IPv6 loopback
+        // this machine lacks is skipped when another address listens.
+        let mut port = mapping.local;
+        let mut listening = 0;
         for address in &forward.addresses {
-            let listener = TcpListener::bind(SocketAddr::new(*address, mapping.local))
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {address}:{}: {e}", mapping.local))?;
+            let listener = match TcpListener::bind(SocketAddr::new(*address, port)).await {
+                Ok(listener) => listener,
+                Err(e) if address.is_ipv6() && address.is_loopback() && forward.addresses.len() > 1 => {
+                    eprintln!("kubectl-hatch: not listening on [{address}]:{port}: {e}");
+                    continue;
+                }
+                Err(e) => anyhow::bail!("cannot listen on {address}:{port}: {e}"),
+            };
             let local = listener.local_addr()?;
+            port = local.port();
+            listening += 1;
             println!("Forwarding from {local} -> {}", mapping.remote);
             tokio::spawn(accept(state.clone(), listener, mapping.remote));
         }
+        anyhow::ensure!(listening > 0, "no address to listen on for {}", mapping.remote);
     }
     Ok(fatal_rx.recv().await.expect("the state holds a sender"))
 }
@@ -190,6 +275,41 @@ async fn serve(state: Arc<State>, mut local: TcpStream, remote: u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_and_addresses_parse() {
+        let m: Mappings = "8000-8002".parse().unwrap();
+        assert_eq!(m.0, [8000, 8001, 8002].map(|p| Mapping { local: p, remote: p }));
+        let m: Mappings = "9000-9001:8000-8001".parse().unwrap();
+        assert_eq!(
+            m.0,
+            [
+                Mapping {
+                    local: 9000,
+                    remote: 8000
+                },
+                Mapping {
+                    local: 9001,
+                    remote: 8001
+                }
+            ]
+        );
+        let single: Mappings = ":80".parse().unwrap();
+        assert_eq!(single.0, [Mapping { local: 0, remote: 80 }]);
+        for bad in ["8010-8000", "0-5", "1-2000", "9000-9002:8000-8001", "80-x", "-80"] {
+            assert!(bad.parse::<Mappings>().is_err(), "{bad}");
+        }
+        let both = addresses(&["localhost".into()]).unwrap();
+        assert_eq!(
+            both,
+            ["127.0.0.1".parse::<IpAddr>().unwrap(), "::1".parse().unwrap()]
+        );
+        assert_eq!(
+            addresses(&["10.0.0.1".into()]).unwrap(),
+            ["10.0.0.1".parse::<IpAddr>().unwrap()]
+        );
+        assert!(addresses(&["example.com".into()]).is_err());
+    }
 
     #[test]
     fn mappings_parse_like_kubectls() {

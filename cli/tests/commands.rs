@@ -851,3 +851,38 @@ async fn a_usage_error_has_its_own_exit_code_and_help_succeeds() {
         text(&output.stdout)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_limit_bytes_and_kubectls_name_forms() {
+    let rig = rig().await;
+    wait_for_text(&rig.sidecar.log_dir().join("stdout.txt"), "workload started").await;
+    let output = rig
+        .hatch()
+        .args(["logs", "container/job", "stdout.txt", "--limit-bytes", "5"])
+        .args(rig.connection("alice-token"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "workl");
+    let output = rig
+        .hatch()
+        .args([
+            "logs",
+            "job",
+            "--since",
+            "1m",
+            "--since-time",
+            "2026-01-01T00:00:00Z",
+        ])
+        .args(rig.connection("alice-token"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("cannot be used with"),
+        "{}",
+        text(&output.stderr)
+    );
+}
