@@ -262,6 +262,24 @@ pub mod gateway_path {
     pub const PORTS: &str = "/ports";
 }
 
+/// Router path of its version (`GET`, no credentials): [`ServerVersion`]
+/// as JSON.
+pub const VERSION_PATH: &str = "/version";
+/// Router -> user, on the aggregated API's discovery answer: the router's
+/// version (the aggregated API has no `/version` of its own).
+pub const SERVER_VERSION: &str = "hatchway-server-version";
+/// Router -> user, with [`SERVER_VERSION`]: the control protocol version.
+pub const SERVER_PROTOCOL: &str = "hatchway-server-protocol";
+
+/// What `GET /version` answers.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServerVersion {
+    /// The operator's version (`0.1.0`).
+    pub version: String,
+    /// The control protocol version it speaks.
+    pub protocol: u32,
+}
+
 /// Router path of the tunnel endpoint that sidecars dial.
 pub const TUNNEL_PATH: &str = "/v1/tunnel";
 

@@ -69,8 +69,13 @@ pub struct Args {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print this binary's version and the protocol versions it speaks.
-    Version,
+    /// Print this binary's version and the server's (the router's, either
+    /// way in), with the control protocol versions; warn when they differ.
+    Version {
+        /// Only this binary's version (no server asked).
+        #[arg(long)]
+        client: bool,
+    },
 
     /// Print a shell completion script (`source <(kubectl-hatch completion
     /// bash)`).
@@ -232,13 +237,33 @@ pub enum Command {
 pub fn run(args: Args, out: &mut dyn Write) -> anyhow::Result<i32> {
     let Args { connection, command } = args;
     match command {
-        Command::Version => {
+        Command::Version { client } => {
             writeln!(
                 out,
                 "kubectl-hatch {} (control protocol v{})",
                 env!("CARGO_PKG_VERSION"),
                 hatchway_api::control::PROTOCOL_VERSION
             )?;
+            if client {
+                return Ok(0);
+            }
+            let runtime = runtime()?;
+            let server = runtime.block_on(async {
+                let mut connection = connection;
+                let endpoint = connection.endpoint().await?;
+                let version = endpoint.server_version().await?;
+                anyhow::Ok((endpoint.describe(), version))
+            });
+            runtime.shutdown_background();
+            let (via, server) = server.context("the server's version")?;
+            writeln!(
+                out,
+                "server: hatchway-operator {} (control protocol v{}) via {via}",
+                server.version, server.protocol
+            )?;
+            if let Some(warning) = version_skew(env!("CARGO_PKG_VERSION"), &server) {
+                eprintln!("kubectl-hatch: warning: {warning}");
+            }
             Ok(0)
         }
         Command::Completion { shell } => {
@@ -468,10 +493,32 @@ async fn run_async(
             };
             get(&connection, &selection, output, watch, out).await
         }
-        Command::Version | Command::Completion { .. } | Command::ConfigSsh { .. } => {
+        Command::Version { .. } | Command::Completion { .. } | Command::ConfigSsh { .. } => {
             unreachable!("run handles these")
         }
     }
+}
+
+/// A warning when this client and `server` may not work together: another
+/// control protocol, or another major.minor version.
+pub fn version_skew(client: &str, server: &hatchway_api::wire::ServerVersion) -> Option<String> {
+    let minor = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
+    if server.protocol != hatchway_api::control::PROTOCOL_VERSION {
+        return Some(format!(
+            "this client speaks control protocol v{} and the server v{}: update kubectl-hatch to the server's \
+             version ({})",
+            hatchway_api::control::PROTOCOL_VERSION,
+            server.protocol,
+            server.version
+        ));
+    }
+    (minor(client) != minor(&server.version)).then(|| {
+        format!(
+            "kubectl-hatch {client} and the server's {} differ in minor version: newer features may be missing \
+             on one side",
+            server.version
+        )
+    })
 }
 
 /// `NAME` from `NAME`, `container/NAME` or `containers.hatchway.dev/NAME`
@@ -659,13 +706,28 @@ mod tests {
     fn version_names_the_binary_and_protocol() {
         let mut out = Vec::new();
         run(
-            Args::try_parse_from(["kubectl-hatch", "version"]).unwrap(),
+            Args::try_parse_from(["kubectl-hatch", "version", "--client"]).unwrap(),
             &mut out,
         )
         .unwrap();
         let out = String::from_utf8(out).unwrap();
         assert!(out.starts_with("kubectl-hatch 0."), "{out}");
         assert!(out.contains("control protocol v1"), "{out}");
+    }
+
+    #[test]
+    fn version_skew_is_a_warning_for_another_protocol_or_minor() {
+        use hatchway_api::wire::ServerVersion;
+        let server = |version: &str, protocol| ServerVersion {
+            version: version.into(),
+            protocol,
+        };
+        let current = hatchway_api::control::PROTOCOL_VERSION;
+        assert_eq!(version_skew("0.1.0", &server("0.1.7", current)), None);
+        let minor = version_skew("0.1.0", &server("0.2.0", current)).unwrap();
+        assert!(minor.contains("minor"), "{minor}");
+        let protocol = version_skew("0.1.0", &server("0.1.0", current + 1)).unwrap();
+        assert!(protocol.contains("control protocol"), "{protocol}");
     }
 
     #[test]

@@ -65,6 +65,50 @@ impl Endpoint {
         }
     }
 
+    /// The server's version: the router's `GET /version`, or the headers
+    /// of the aggregated API's discovery.
+    pub async fn server_version(&self) -> Result<wire::ServerVersion, RouterError> {
+        let path = match self {
+            Endpoint::Direct(target) => format!("{}{}", target.server.prefix, wire::VERSION_PATH),
+            Endpoint::Aggregated(_) => wire::access_api::DISCOVERY.to_owned(),
+        };
+        let response = self.session().send(http::Method::GET, &path, &[]).await?;
+        if response.status() != StatusCode::OK {
+            return Err(refusal(response).await);
+        }
+        let unreadable = |what: String| RouterError::Refused {
+            status: StatusCode::BAD_GATEWAY,
+            message: format!("the server's version is unreadable: {what}"),
+        };
+        match self {
+            Endpoint::Aggregated(_) => {
+                let header = |name: &str| {
+                    response
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                        .ok_or_else(|| unreadable(format!("no {name} header")))
+                };
+                Ok(wire::ServerVersion {
+                    version: header(wire::SERVER_VERSION)?,
+                    protocol: header(wire::SERVER_PROTOCOL)?
+                        .parse()
+                        .map_err(|_| unreadable("a protocol that is not a number".into()))?,
+                })
+            }
+            Endpoint::Direct(_) => {
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(RouterError::Body)?
+                    .to_bytes();
+                serde_json::from_slice(&body).map_err(|e| unreadable(e.to_string()))
+            }
+        }
+    }
+
     /// A session: requests in order, over one connection where it can.
     pub fn session(&self) -> Session<'_> {
         Session {

@@ -886,3 +886,26 @@ async fn logs_limit_bytes_and_kubectls_name_forms() {
         text(&output.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_names_the_servers_version_too() {
+    let rig = rig().await;
+    let output = rig
+        .hatch()
+        .arg("version")
+        .args(rig.connection("alice-token"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        text(&output.stdout),
+        format!(
+            "kubectl-hatch {version} (control protocol v1)\nserver: hatchway-operator {version} (control protocol v1) \
+             via the router at {}\n",
+            rig.url
+        )
+    );
+    assert_eq!(text(&output.stderr), "", "no skew, no warning");
+}

@@ -480,6 +480,16 @@ fn the_aggregated_api_serves_a_client_certificate_user() -> Result<()> {
         Ok(out.status.success().then_some(()))
     })?;
 
+    // The server's version through the API server.
+    let out = carol.run(&["version"])?;
+    ensure!(
+        out.status.success()
+            && stdout(&out).contains("server: hatchway-operator")
+            && stdout(&out).contains("via the Kubernetes API server"),
+        "version: {}",
+        show(&out)
+    );
+
     // A command through the shell: output and exit code.
     let out = carol.run(&["shell", "web", "--", "echo via the API server; exit 5"])?;
     ensure!(out.status.code() == Some(5), "shell: {}", show(&out));

@@ -167,6 +167,11 @@ async fn the_front_proxy_reaches_containers_as_the_user_it_names() {
     )
     .await;
     assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[wire::SERVER_VERSION],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(response.headers()[wire::SERVER_PROTOCOL], "1");
     let list: serde_json::Value = serde_json::from_str(&body_text(response).await).unwrap();
     assert_eq!(list["groupVersion"], access_api::GROUP_VERSION);
     let names: Vec<&str> = list["resources"]

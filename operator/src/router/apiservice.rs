@@ -383,6 +383,18 @@ fn json(code: StatusCode, body: &serde_json::Value) -> Response {
     response.map(axum::body::Body::new)
 }
 
+/// Discovery carries the router's version in headers: the aggregated API
+/// has no `/version` of its own.
+fn with_version(mut response: Response) -> Response {
+    let version = routes::server_version();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&version.version) {
+        headers.insert(wire::SERVER_VERSION, value);
+    }
+    headers.insert(wire::SERVER_PROTOCOL, HeaderValue::from(version.protocol));
+    response
+}
+
 /// `GET /apis/access.hatchway.dev/v1alpha1`: what `kubectl api-resources`
 /// lists. `containers` is there so the group shows at all (kubectl lists
 /// no group whose resources are all subresources); the Containers
@@ -398,7 +410,7 @@ async fn resource_list() -> Response {
             "verbs": verbs,
         })
     };
-    json(
+    with_version(json(
         StatusCode::OK,
         &serde_json::json!({
             "kind": "APIResourceList",
@@ -412,7 +424,7 @@ async fn resource_list() -> Response {
                 resource(&format!("{}/{}", access_api::RESOURCE, access_api::WEBLOGIN), &["create"]),
             ],
         }),
-    )
+    ))
 }
 
 /// `GET /apis/access.hatchway.dev`.

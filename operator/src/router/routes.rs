@@ -77,6 +77,7 @@ pub fn table(router: Arc<Router>) -> axum::Router {
         )
         .route("/healthz", labelled("health", any(health)))
         .route("/readyz", labelled("health", any(health)))
+        .route(wire::VERSION_PATH, labelled("health", any(version)))
         .route("/metrics", labelled("metrics", any(metrics_elsewhere)))
         .fallback(other)
         .layer(middleware::from_fn_with_state(router.clone(), front))
@@ -174,6 +175,24 @@ async fn tunnel_endpoint(State(router): State<Arc<Router>>, req: Request) -> htt
 
 async fn health() -> http::Response<Body> {
     text(StatusCode::OK, "ok")
+}
+
+/// `GET /version`: what `kubectl hatch version` compares with its own.
+async fn version() -> http::Response<Body> {
+    let body = serde_json::to_string(&server_version()).expect("a version serializes");
+    let mut response = http::Response::new(full_body(body));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// This router's version.
+pub fn server_version() -> wire::ServerVersion {
+    wire::ServerVersion {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        protocol: hatchway_api::control::PROTOCOL_VERSION,
+    }
 }
 
 async fn metrics_elsewhere() -> http::Response<Body> {
