@@ -77,6 +77,12 @@ pub const SESSION_COOKIE: &str = "__Host-hatchway_session";
 /// Query parameter of a log file request: only the lines of the last N
 /// seconds (answered from the API server, by the kubelet's timestamps).
 pub const PARAM_SINCE_SECONDS: &str = "sinceSeconds";
+/// Query parameter of a log file: `timestamps=true`, each line with the
+/// time the kubelet read it (from the Kubernetes API, as `sinceSeconds`).
+pub const PARAM_TIMESTAMPS: &str = "timestamps";
+/// Query parameter of a log file: `previous=true`, the workload's previous
+/// run (a restarted `OnFailure` workload; from the Kubernetes API).
+pub const PARAM_PREVIOUS: &str = "previous";
 
 /// The user API's path prefix: every user request is
 /// `/v1/namespaces/{ns}/containers/{name}/{action}` (see [`container_path`]).

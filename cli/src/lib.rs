@@ -180,7 +180,7 @@ pub enum Command {
         /// stderr).
         file: Option<String>,
         /// Keep printing new output until the Container has ended.
-        #[arg(short, long)]
+        #[arg(short, long, conflicts_with_all = ["timestamps", "previous"])]
         follow: bool,
         /// Only the last N lines of what is there now.
         #[arg(long, value_name = "N")]
@@ -195,6 +195,13 @@ pub enum Command {
         /// At most N bytes of each file.
         #[arg(long, value_name = "N")]
         limit_bytes: Option<u64>,
+        /// Each line with the time it was written (RFC 3339), as the
+        /// kubelet recorded it.
+        #[arg(long)]
+        timestamps: bool,
+        /// The previous run's logs (a workload restarted by `OnFailure`).
+        #[arg(short, long)]
+        previous: bool,
     },
 
     /// Print (or open) the URL of a web app on a published port.
@@ -428,6 +435,8 @@ async fn run_async(
             since,
             since_time,
             limit_bytes,
+            timestamps,
+            previous,
         } => {
             let since = match since_time {
                 Some(time) => {
@@ -445,6 +454,8 @@ async fn run_async(
                 tail,
                 since,
                 limit_bytes,
+                timestamps,
+                previous,
             };
             Ok(report(logs::run(&endpoint, &request).await))
         }

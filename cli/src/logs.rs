@@ -41,6 +41,10 @@ pub struct LogsRequest {
     pub since: Option<Duration>,
     /// At most this many bytes of each file (`--limit-bytes`).
     pub limit_bytes: Option<u64>,
+    /// Each line with its time (`--timestamps`): from the kubelet.
+    pub timestamps: bool,
+    /// The previous run's logs (`--previous`): from the kubelet.
+    pub previous: bool,
 }
 
 /// `--since-time`: an RFC 3339 time → the duration from it until `now`
@@ -100,6 +104,8 @@ struct Stream {
     found: bool,
     /// Bytes still to print (`--limit-bytes`).
     left: Option<u64>,
+    /// Read whole, once (from the kubelet): nothing more to do.
+    finished: bool,
 }
 
 impl Stream {
@@ -113,12 +119,13 @@ impl Stream {
             source: None,
             found: false,
             left: request.limit_bytes,
+            finished: false,
         }
     }
 
     /// Whether `--limit-bytes` has been printed.
     fn exhausted(&self) -> bool {
-        self.left == Some(0)
+        self.finished || self.left == Some(0)
     }
 
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -295,6 +302,9 @@ async fn read(
         &format!("{}/{}", wire::ACTION_LOG, stream.file),
         &[],
     );
+    if request.timestamps || request.previous {
+        return read_from_kubelet(conn, endpoint, request, stream).await;
+    }
     if let Some(since) = stream.since.take() {
         return read_since(conn, endpoint, request, &path, stream, since).await;
     }
@@ -371,6 +381,42 @@ async fn read_since(
         return Ok(false);
     }
     let at = tail.and_then(|n| tail_start(&answer.body, n)).unwrap_or(0);
+    stream.write(&answer.body[at..]).map_err(RouterError::Relay)?;
+    Ok(at < answer.body.len())
+}
+
+/// `--timestamps` or `--previous`: the file once, as the kubelet keeps it
+/// (the files carry no times and only the current run), `--since` and
+/// `--tail` applied.
+async fn read_from_kubelet(
+    conn: &mut Connection<'_>,
+    endpoint: &Endpoint,
+    request: &LogsRequest,
+    stream: &mut Stream,
+) -> Result<bool, RouterError> {
+    let since = stream.since.take().map(|s| s.as_secs().max(1).to_string());
+    let yes = |on: bool| on.then_some("true");
+    let path = endpoint.path(
+        &request.namespace,
+        &request.name,
+        &format!("{}/{}", wire::ACTION_LOG, stream.file),
+        &[
+            (wire::PARAM_SINCE_SECONDS, since.as_deref()),
+            (wire::PARAM_TIMESTAMPS, yes(request.timestamps)),
+            (wire::PARAM_PREVIOUS, yes(request.previous)),
+        ],
+    );
+    let answer = conn.get(&path, None).await?;
+    note_source(stream, &answer);
+    stream.finished = true;
+    if answer.status != StatusCode::OK {
+        return Ok(false);
+    }
+    let at = stream
+        .tail
+        .take()
+        .and_then(|n| tail_start(&answer.body, n))
+        .unwrap_or(0);
     stream.write(&answer.body[at..]).map_err(RouterError::Relay)?;
     Ok(at < answer.body.len())
 }

@@ -909,3 +909,41 @@ async fn version_names_the_servers_version_too() {
     );
     assert_eq!(text(&output.stderr), "", "no skew, no warning");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_timestamps_and_previous_ask_the_kubelet() {
+    let rig = rig().await;
+    wait_for_text(&rig.sidecar.log_dir().join("stdout.txt"), "workload started").await;
+    // What the kubelet kept of the previous run, with times.
+    rig.cluster.set_saved_logs(
+        &rig.uid,
+        vec![support::SavedLog {
+            name: "stdout.txt".into(),
+            content: "2026-12-03T14:00:00Z first run\n2026-12-03T14:00:01Z crashed\n".into(),
+            modified: None,
+        }],
+    );
+    let output = rig
+        .hatch()
+        .args(["logs", "job", "stdout.txt", "--timestamps", "-p", "--tail", "1"])
+        .args(rig.connection("alice-token"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "2026-12-03T14:00:01Z crashed\n");
+    let asked = *rig.cluster.last_query.lock().unwrap();
+    assert!(
+        asked.timestamps && asked.previous && asked.since_seconds.is_none(),
+        "{asked:?}"
+    );
+    // Following either is not offered (the kubelet's copy is read once).
+    let output = rig
+        .hatch()
+        .args(["logs", "job", "-f", "--timestamps"])
+        .args(rig.connection("alice-token"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64), "{}", text(&output.stderr));
+}

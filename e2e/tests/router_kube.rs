@@ -21,7 +21,7 @@ use hatchway_operator::router::auth::cache::CachedAuth;
 use hatchway_operator::router::auth::kube::KubeAuth;
 use hatchway_operator::router::auth::{Auth, AuthError, Permission, User};
 use hatchway_operator::router::cluster::kube::{KubeCluster, KubeClusterConfig, ReplicaService};
-use hatchway_operator::router::cluster::{Cluster, SavedLogs};
+use hatchway_operator::router::cluster::{Cluster, LogQuery, SavedLogs};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use serde_json::json;
@@ -474,7 +474,7 @@ fn with_pod_name(
 /// One saved log file, read to its end through its own stream.
 async fn read_file(cluster: &KubeCluster, logs: &SavedLogs, file: &str) -> Result<Vec<u8>> {
     let mut stream = cluster
-        .saved_log_stream(logs, file, None)
+        .saved_log_stream(logs, file, LogQuery::default())
         .await?
         .with_context(|| format!("{file} cannot be opened"))?;
     let mut content = Vec::new();
@@ -561,7 +561,7 @@ fn kube_cluster_serves_saved_logs_split_and_combined() -> Result<()> {
         String::from_utf8_lossy(&only)
     );
     ensure!(
-        rt.block_on(split.saved_log_stream(&logs, "../secrets", None))?
+        rt.block_on(split.saved_log_stream(&logs, "../secrets", LogQuery::default()))?
             .is_none(),
         "only listed files can be opened"
     );

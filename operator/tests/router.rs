@@ -872,7 +872,7 @@ async fn a_gateway_gone_because_the_container_just_ended_falls_back_to_saved_log
             &'a self,
             logs: &'a hatchway_operator::router::cluster::SavedLogs,
             file: &'a str,
-            since: Option<u64>,
+            query: hatchway_operator::router::cluster::LogQuery,
         ) -> futures::future::BoxFuture<
             'a,
             Result<
@@ -880,7 +880,7 @@ async fn a_gateway_gone_because_the_container_just_ended_falls_back_to_saved_log
                 hatchway_operator::router::cluster::ClusterError,
             >,
         > {
-            self.0.saved_log_stream(logs, file, since)
+            self.0.saved_log_stream(logs, file, query)
         }
         fn replicas(&self) -> Vec<String> {
             self.0.replicas()

@@ -22,7 +22,7 @@ use hatchway_api::status::{MANAGER_EXIT, MANAGER_PORTS, MANAGER_SESSION, MANAGER
 use hatchway_api::tunnel::{EKM_LEN, tunnel_proof};
 use hatchway_api::wire;
 use hatchway_operator::router::Settings;
-use hatchway_operator::router::cluster::{Cluster, ClusterError, LogStream, SavedLogs};
+use hatchway_operator::router::cluster::{Cluster, ClusterError, LogQuery, LogStream, SavedLogs};
 use hatchway_operator::router::select::Policy;
 use hatchway_sidecar::report::Who;
 use http::{Request, Response, StatusCode};
@@ -809,9 +809,9 @@ impl Cluster for FlakyCluster {
         &'a self,
         logs: &'a SavedLogs,
         file: &'a str,
-        since_seconds: Option<u64>,
+        query: LogQuery,
     ) -> BoxFuture<'a, Result<Option<LogStream>, ClusterError>> {
-        self.inner.saved_log_stream(logs, file, since_seconds)
+        self.inner.saved_log_stream(logs, file, query)
     }
 
     fn replicas(&self) -> Vec<String> {

@@ -24,7 +24,7 @@ use hatchway_api::tunnel::{EKM_LABEL, EKM_LEN, tunnel_proof};
 use hatchway_api::wire;
 use hatchway_operator::router::apiservice::FrontProxy;
 use hatchway_operator::router::auth::{Auth, AuthError, Permission, User};
-use hatchway_operator::router::cluster::{Cluster, ClusterError, LogStream, SavedLogs};
+use hatchway_operator::router::cluster::{Cluster, ClusterError, LogQuery, LogStream, SavedLogs};
 use hatchway_operator::router::tls::RouterTls;
 use hatchway_operator::router::{Router, Settings};
 use hatchway_sidecar::args::GatewayArgs;
@@ -125,6 +125,8 @@ pub struct MemoryCluster {
     pub down: std::sync::atomic::AtomicBool,
     /// The `since_seconds` of the last saved-log stream opened.
     pub last_since: Mutex<Option<u64>>,
+    /// The whole query of the last saved-log stream opened.
+    pub last_query: Mutex<LogQuery>,
     /// The saved-log streams.
     pub streams: Arc<StreamCounts>,
 }
@@ -329,8 +331,9 @@ impl Cluster for MemoryCluster {
         &'a self,
         logs: &'a SavedLogs,
         file: &'a str,
-        since_seconds: Option<u64>,
+        query: LogQuery,
     ) -> BoxFuture<'a, Result<Option<LogStream>, ClusterError>> {
+        let since_seconds = query.since_seconds;
         Box::pin(async move {
             use futures::StreamExt;
             use std::sync::atomic::Ordering;
@@ -338,6 +341,7 @@ impl Cluster for MemoryCluster {
             // Lines carry no times here: the caller's `since` is recorded
             // for the test to check, the kubelet's filtering is e2e-tested.
             *self.last_since.lock().unwrap() = since_seconds;
+            *self.last_query.lock().unwrap() = query;
             let uid = logs.pod.strip_prefix("pod-").unwrap_or_default();
             let content = {
                 let saved = self.saved.lock().unwrap();

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use super::access::{choose_settled, log_prefix};
 use super::auth::User;
+use super::cluster::LogQuery;
 use super::reach::{self, GatewayRequest, header_safe, request_id};
 use super::respond::{Body, RequestBody, empty_body, text};
 use super::select::{Purpose, RefusalKind, Route};
@@ -76,28 +77,20 @@ async fn serve_inner(
     };
     // What the saved logs read of the request.
     let (method, headers) = (req.method().clone(), req.headers().clone());
-    let since = match since_seconds(req.uri().query()) {
-        Ok(since) => since,
+    let query = match log_query(req.uri().query()) {
+        Ok(query) => query,
         Err(message) => return (None, text(StatusCode::BAD_REQUEST, message)),
     };
     let (container, route) = choose_settled(&router, container, req.headers(), Purpose::Logs).await;
-    if let (Some(since), Target::File(_)) = (since, &target)
+    if let (true, Target::File(_)) = (query.from_kubelet(), &target)
         && !matches!(&route, Err(r) if r.kind == RefusalKind::NotRunningYet)
     {
-        // Lines by time: only the kubelet knows when each was written, so
-        // these come from the API whether the Container runs or has ended.
+        // Lines by time, their times, the previous run: only the kubelet
+        // knows, so these come from the API whether the Container runs or
+        // has ended.
         return (
             Some("api"),
-            super::saved::serve(
-                &router,
-                &method,
-                &headers,
-                &container,
-                &prefix,
-                &target,
-                Some(since),
-            )
-            .await,
+            super::saved::serve(&router, &method, &headers, &container, &prefix, &target, query).await,
         );
     }
     let route = match route {
@@ -111,7 +104,16 @@ async fn serve_inner(
         Err(refusal) if refusal.kind == RefusalKind::Ended => {
             return (
                 Some("saved"),
-                super::saved::serve(&router, &method, &headers, &container, &prefix, &target, None).await,
+                super::saved::serve(
+                    &router,
+                    &method,
+                    &headers,
+                    &container,
+                    &prefix,
+                    &target,
+                    LogQuery::default(),
+                )
+                .await,
             );
         }
         Err(refusal) => return (None, text(refusal.status, refusal.message)),
@@ -136,8 +138,16 @@ async fn serve_inner(
                         .is_some_and(|p| p.is_finished()) =>
                 {
                     tracing::info!("gateway gone and the container has ended: serving saved logs");
-                    let saved =
-                        super::saved::serve(&router, &method, &headers, &fresh, &prefix, &target, None).await;
+                    let saved = super::saved::serve(
+                        &router,
+                        &method,
+                        &headers,
+                        &fresh,
+                        &prefix,
+                        &target,
+                        LogQuery::default(),
+                    )
+                    .await;
                     (Some("saved"), saved)
                 }
                 _ => (None, failure),
@@ -146,21 +156,32 @@ async fn serve_inner(
     }
 }
 
-/// `?sinceSeconds=N` (N ≥ 1) of a log file request.
-fn since_seconds(query: Option<&str>) -> Result<Option<u64>, String> {
-    let Some(value) = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|pair| pair.strip_prefix("sinceSeconds="))
-    else {
-        return Ok(None);
-    };
-    match value.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(Some(n)),
-        _ => Err(format!(
-            "sinceSeconds {value:?} is not a whole number of seconds above 0"
-        )),
+/// `?sinceSeconds=N` (N ≥ 1), `?timestamps=true`, `?previous=true` of a
+/// log file request.
+fn log_query(query: Option<&str>) -> Result<LogQuery, String> {
+    let mut out = LogQuery::default();
+    for pair in query.into_iter().flat_map(|q| q.split('&')) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let flag = |name: &str| match value {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            _ => Err(format!("{name} {value:?} is not true or false")),
+        };
+        match key {
+            wire::PARAM_SINCE_SECONDS => match value.parse::<u64>() {
+                Ok(n) if n > 0 => out.since_seconds = Some(n),
+                _ => {
+                    return Err(format!(
+                        "sinceSeconds {value:?} is not a whole number of seconds above 0"
+                    ));
+                }
+            },
+            wire::PARAM_TIMESTAMPS => out.timestamps = flag(key)?,
+            wire::PARAM_PREVIOUS => out.previous = flag(key)?,
+            _ => {}
+        }
     }
+    Ok(out)
 }
 
 /// The WebDAV read the gateway gets: the user's method, path and the
@@ -221,13 +242,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn since_seconds_is_a_positive_whole_number() {
-        assert_eq!(since_seconds(None), Ok(None));
-        assert_eq!(since_seconds(Some("a=1")), Ok(None));
-        assert_eq!(since_seconds(Some("a=1&sinceSeconds=600")), Ok(Some(600)));
-        assert!(since_seconds(Some("sinceSeconds=0")).is_err());
-        assert!(since_seconds(Some("sinceSeconds=-5")).is_err());
-        assert!(since_seconds(Some("sinceSeconds=1h")).is_err());
+    fn log_queries_parse_to_what_the_kubelet_is_asked() {
+        let q = |s: &str| log_query(Some(s));
+        assert_eq!(log_query(None), Ok(LogQuery::default()));
+        assert_eq!(q("a=1"), Ok(LogQuery::default()));
+        assert!(!q("a=1").unwrap().from_kubelet());
+        assert_eq!(q("a=1&sinceSeconds=600").unwrap().since_seconds, Some(600));
+        let both = q("timestamps=true&previous=1").unwrap();
+        assert!(both.timestamps && both.previous && both.from_kubelet());
+        assert!(q("sinceSeconds=0").is_err());
+        assert!(q("sinceSeconds=-5").is_err());
+        assert!(q("sinceSeconds=1h").is_err());
+        assert!(q("timestamps=yes").unwrap_err().contains("not true or false"));
     }
 
     #[test]

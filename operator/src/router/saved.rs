@@ -24,7 +24,7 @@ use hyper::body::Frame;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Router;
-use super::cluster::{ClusterError, LogStream, SavedLogs};
+use super::cluster::{ClusterError, LogQuery, LogStream, SavedLogs};
 use super::respond::{Body, BoxError, empty_body, full_body, text};
 
 /// How long a pod log may send nothing before the read is given up (the
@@ -121,7 +121,7 @@ pub async fn serve(
     container: &Container,
     prefix: &str,
     target: &Target,
-    since_seconds: Option<u64>,
+    query: LogQuery,
 ) -> Response<Body> {
     if !matches!(method.as_str(), "GET" | "HEAD" | "PROPFIND") {
         return directory(method, headers, prefix, target, &[]);
@@ -147,7 +147,7 @@ pub async fn serve(
             router,
             logs: &logs,
             file: name,
-            since_seconds,
+            query,
         };
         return match read.file(method == Method::HEAD, headers, turn).await {
             Ok(response) => response,
@@ -161,7 +161,7 @@ pub async fn serve(
             router,
             logs: &logs,
             file,
-            since_seconds,
+            query,
         };
         match read.size().await {
             Ok(len) => props.push(FileProps {
@@ -182,7 +182,7 @@ struct Read<'a> {
     router: &'a Router,
     logs: &'a SavedLogs,
     file: &'a str,
-    since_seconds: Option<u64>,
+    query: LogQuery,
 }
 
 impl Read<'_> {
@@ -193,7 +193,7 @@ impl Read<'_> {
     async fn open(&self) -> Result<LogStream, ReadError> {
         self.router
             .cluster
-            .saved_log_stream(self.logs, self.file, self.since_seconds)
+            .saved_log_stream(self.logs, self.file, self.query)
             .await?
             .ok_or_else(|| ReadError::Gone(self.file.to_owned()))
     }
@@ -201,7 +201,7 @@ impl Read<'_> {
     /// Its size: counted once for a finished pod's whole log, every time
     /// otherwise (lines by time, or a log that still grows).
     async fn size(&self) -> Result<u64, ReadError> {
-        if self.since_seconds.is_some() || !self.logs.finished {
+        if self.query.from_kubelet() || !self.logs.finished {
             return self.count().await;
         }
         let cell = self.router.saved_logs.size_cell(&self.logs.pod_uid, self.file);
@@ -229,7 +229,7 @@ impl Read<'_> {
         let builder = Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
             .header(header::LAST_MODIFIED, httpdate::fmt_http_date(self.modified()));
-        if self.since_seconds.is_some() {
+        if self.query.from_kubelet() {
             let body = if head {
                 empty_body()
             } else {

@@ -38,7 +38,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use tokio::task::JoinHandle;
 
-use super::{Cluster, ClusterError, LogStream, SavedLogs};
+use super::{Cluster, ClusterError, LogQuery, LogStream, SavedLogs};
 
 /// What is known of the cluster's support for split log streams.
 const SPLIT_UNKNOWN: u8 = 0;
@@ -251,13 +251,15 @@ impl KubeCluster {
         namespace: &str,
         pod: &str,
         stream: Option<&str>,
-        since_seconds: Option<u64>,
+        query: LogQuery,
         limit_bytes: Option<i64>,
     ) -> Result<Option<impl AsyncBufRead + use<>>, kube::Error> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let params = LogParams {
             container: Some(WORKLOAD_CONTAINER.to_owned()),
-            since_seconds: since_seconds.map(|s| s.min(i64::MAX as u64) as i64),
+            since_seconds: query.since_seconds.map(|s| s.min(i64::MAX as u64) as i64),
+            timestamps: query.timestamps,
+            previous: query.previous,
             limit_bytes,
             ..LogParams::default()
         };
@@ -290,7 +292,10 @@ impl KubeCluster {
             SPLIT_REFUSED => return Ok(false),
             _ => {}
         }
-        match self.pod_log(namespace, pod, Some("Stdout"), None, Some(1)).await {
+        match self
+            .pod_log(namespace, pod, Some("Stdout"), LogQuery::default(), Some(1))
+            .await
+        {
             Ok(_) => {
                 self.split.store(SPLIT_SUPPORTED, Ordering::Relaxed);
                 Ok(true)
@@ -642,7 +647,7 @@ impl Cluster for KubeCluster {
         &'a self,
         logs: &'a SavedLogs,
         file: &'a str,
-        since_seconds: Option<u64>,
+        query: LogQuery,
     ) -> BoxFuture<'a, Result<Option<LogStream>, ClusterError>> {
         Box::pin(async move {
             if !logs.files.iter().any(|f| f == file) {
@@ -654,7 +659,7 @@ impl Cluster for KubeCluster {
                 _ => None,
             };
             match self
-                .pod_log(&logs.namespace, &logs.pod, stream, since_seconds, None)
+                .pod_log(&logs.namespace, &logs.pod, stream, query, None)
                 .await
             {
                 Ok(reader) => Ok(reader.map(chunks)),

@@ -43,6 +43,26 @@ pub struct SavedLogs {
 /// The bytes of one log file, in the order written, as they arrive.
 pub type LogStream = BoxStream<'static, Result<Bytes, ClusterError>>;
 
+/// What a log read asks of the kubelet's copy rather than the files: the
+/// lines of the last seconds, each line's time, the previous run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    /// Only lines written in the last this many seconds.
+    pub since_seconds: Option<u64>,
+    /// Each line prefixed with its RFC 3339 time.
+    pub timestamps: bool,
+    /// The workload's previous run (restarted).
+    pub previous: bool,
+}
+
+impl LogQuery {
+    /// Whether the answer must come from the kubelet (the files carry no
+    /// times and only the current run).
+    pub fn from_kubelet(&self) -> bool {
+        self.since_seconds.is_some() || self.timestamps || self.previous
+    }
+}
+
 /// The cluster as the router sees it.
 pub trait Cluster: Send + Sync + 'static {
     /// The Container `namespace/name`, `None` when there is none.
@@ -91,16 +111,16 @@ pub trait Cluster: Send + Sync + 'static {
         container: &'a Container,
     ) -> BoxFuture<'a, Result<Option<SavedLogs>, ClusterError>>;
 
-    /// Opens one of `logs.files` for reading from its start; with
-    /// `since_seconds`, only what was written in that many last seconds
-    /// (running or finished: the kubelet timestamps every line). `None`
-    /// when it is not there (any more). The stream is read as it is
-    /// consumed: nothing is held beyond what is in flight.
+    /// Opens one of `logs.files` for reading from its start, as `query`
+    /// asks (only the last seconds, with times, the previous run: the
+    /// kubelet timestamps every line, running or finished). `None` when it
+    /// is not there (any more). The stream is read as it is consumed:
+    /// nothing is held beyond what is in flight.
     fn saved_log_stream<'a>(
         &'a self,
         logs: &'a SavedLogs,
         file: &'a str,
-        since_seconds: Option<u64>,
+        query: LogQuery,
     ) -> BoxFuture<'a, Result<Option<LogStream>, ClusterError>>;
 
     /// The base URLs (`https://ip:port`) of the router's replicas, from its
