@@ -812,7 +812,8 @@ fn everything_a_user_does(prefix: &str, values: &[&str]) -> Result<()> {
     let ssh_config = alice.dir.path().join("ssh_config");
     let out = alice.run(&["config-ssh", "--ssh-config", &ssh_config.display().to_string()])?;
     ensure!(out.status.success(), "config-ssh: {}", show(&out));
-    let host = format!("web.{}.hatchway", users.name);
+    // Per kubeconfig context: the user's is "e2e".
+    let host = format!("web.{}.e2e.hatchway", users.name);
     let data: Vec<u8> = (0..3 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
