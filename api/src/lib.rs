@@ -22,6 +22,8 @@ pub mod headers;
 pub mod pod;
 /// Router <-> gateway proofs: `ctr_key`, `request_auth`, `respond_auth`.
 pub mod proof;
+/// Resumable streams: frames with offsets and acks, replay buffers.
+pub mod resume;
 /// Who writes which part of a Container's status (field managers), the
 /// partial statuses they apply, tunnel addresses.
 pub mod status;

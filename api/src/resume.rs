@@ -1,0 +1,438 @@
+//! Resumable streams: the frame format and the bookkeeping that lets a
+//! byte stream outlive the connection carrying it (issue "sessions that
+//! survive"; not wired into the CLI or the sidecar yet).
+//!
+//! Each direction numbers its bytes from 0. Data travels in frames that
+//! carry the offset of their first byte; each side acknowledges what it
+//! has received (cumulatively) and keeps what it sent but has not seen
+//! acknowledged in a bounded replay buffer. When the connection breaks,
+//! the client opens a new one (through any router replica) naming the
+//! session and the offset it has received; the other side does the same
+//! in its answer; each then resends from the peer's offset. Bytes below
+//! what a receiver already has are dropped (a resend overlaps), a gap is
+//! an error (never silent corruption), and a peer asking for bytes that
+//! have left the replay buffer gets [`ResumeError::Unrecoverable`].
+//!
+//! Frame: `kind u8 ‖ offset u64 BE ‖ length u32 BE ‖ payload`. Kinds:
+//! [`Frame::Data`] (payload = bytes from `offset`), [`Frame::Ack`] (no
+//! payload; `offset` = bytes received in total), [`Frame::End`] (no
+//! payload; the sender's stream ends at `offset`: a half-close).
+
+use std::collections::VecDeque;
+
+/// Largest payload of one data frame.
+pub const MAX_PAYLOAD: usize = 64 * 1024;
+/// Bytes of a frame before its payload.
+pub const HEADER_LEN: usize = 1 + 8 + 4;
+/// Default bound of each direction's replay buffer.
+pub const DEFAULT_REPLAY_BYTES: usize = 4 << 20;
+
+const KIND_DATA: u8 = 1;
+const KIND_ACK: u8 = 2;
+const KIND_END: u8 = 3;
+
+/// One frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// Bytes of the stream from `offset` on.
+    Data { offset: u64, bytes: Vec<u8> },
+    /// The receiver has every byte below `offset`.
+    Ack { offset: u64 },
+    /// The stream ends at `offset` (no byte at or after it will come).
+    End { offset: u64 },
+}
+
+/// Why a frame or a resume cannot be taken.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ResumeError {
+    /// A frame's kind byte is unknown.
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    /// A payload over [`MAX_PAYLOAD`], or one on a frame that has none.
+    #[error("a frame of kind {kind} with {len} payload bytes")]
+    BadLength { kind: u8, len: usize },
+    /// Data starts after what was received: bytes in between are missing.
+    #[error("a gap in the stream: have {have} bytes, the frame starts at {starts}")]
+    Gap { have: u64, starts: u64 },
+    /// The peer acknowledges (or asks to resume from) bytes never sent.
+    #[error("the peer is at offset {peer}, beyond the {sent} bytes sent")]
+    Beyond { peer: u64, sent: u64 },
+    /// The peer needs bytes that have left the replay buffer.
+    #[error(
+        "cannot resume: the peer has {peer} bytes and the replay buffer starts at {oldest} (the session was away too long or too much was sent)"
+    )]
+    Unrecoverable { peer: u64, oldest: u64 },
+    /// Sending more than the replay buffer holds unacknowledged.
+    #[error("the replay buffer is full ({0} bytes unacknowledged)")]
+    Full(usize),
+    /// Data after the stream's end, or two different ends.
+    #[error("data or an end after the stream ended at {0}")]
+    AfterEnd(u64),
+}
+
+impl Frame {
+    /// Appends the frame's encoding to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let (kind, offset, payload): (u8, u64, &[u8]) = match self {
+            Frame::Data { offset, bytes } => (KIND_DATA, *offset, bytes),
+            Frame::Ack { offset } => (KIND_ACK, *offset, &[]),
+            Frame::End { offset } => (KIND_END, *offset, &[]),
+        };
+        out.push(kind);
+        out.extend_from_slice(&offset.to_be_bytes());
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(payload);
+    }
+
+    /// Decodes one frame from the front of `buf`: the frame and the bytes
+    /// it took, `Ok(None)` when `buf` holds only part of one.
+    pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, ResumeError> {
+        if buf.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let kind = buf[0];
+        let offset = u64::from_be_bytes(buf[1..9].try_into().expect("8 bytes"));
+        let len = u32::from_be_bytes(buf[9..13].try_into().expect("4 bytes")) as usize;
+        let allowed = match kind {
+            KIND_DATA => MAX_PAYLOAD,
+            KIND_ACK | KIND_END => 0,
+            other => return Err(ResumeError::UnknownKind(other)),
+        };
+        if len > allowed {
+            return Err(ResumeError::BadLength { kind, len });
+        }
+        if buf.len() < HEADER_LEN + len {
+            return Ok(None);
+        }
+        let frame = match kind {
+            KIND_DATA => Frame::Data {
+                offset,
+                bytes: buf[HEADER_LEN..HEADER_LEN + len].to_vec(),
+            },
+            KIND_ACK => Frame::Ack { offset },
+            _ => Frame::End { offset },
+        };
+        Ok(Some((frame, HEADER_LEN + len)))
+    }
+}
+
+/// One direction's sending side: numbers the bytes, keeps the
+/// unacknowledged ones for a resend.
+#[derive(Debug)]
+pub struct Sender {
+    /// Bytes handed to `send` so far (the next byte's offset).
+    sent: u64,
+    /// The stream's end, once `end` was called.
+    end: Option<u64>,
+    /// Unacknowledged bytes, from `sent - replay.len()` on.
+    replay: VecDeque<u8>,
+    limit: usize,
+}
+
+impl Sender {
+    /// A sender whose replay buffer holds at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            sent: 0,
+            end: None,
+            replay: VecDeque::new(),
+            limit,
+        }
+    }
+
+    /// The offset of the oldest byte still kept.
+    pub fn oldest(&self) -> u64 {
+        self.sent - self.replay.len() as u64
+    }
+
+    /// Bytes sent and not yet acknowledged.
+    pub fn unacknowledged(&self) -> usize {
+        self.replay.len()
+    }
+
+    /// Frames carrying `bytes` (kept until acknowledged). Refused when the
+    /// replay buffer would overflow: the caller waits for an ack.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<Vec<Frame>, ResumeError> {
+        if let Some(end) = self.end {
+            return Err(ResumeError::AfterEnd(end));
+        }
+        if self.replay.len() + bytes.len() > self.limit {
+            return Err(ResumeError::Full(self.replay.len()));
+        }
+        let mut frames = Vec::new();
+        for chunk in bytes.chunks(MAX_PAYLOAD) {
+            frames.push(Frame::Data {
+                offset: self.sent,
+                bytes: chunk.to_vec(),
+            });
+            self.replay.extend(chunk);
+            self.sent += chunk.len() as u64;
+        }
+        Ok(frames)
+    }
+
+    /// The end frame (a half-close).
+    pub fn end(&mut self) -> Frame {
+        let end = *self.end.get_or_insert(self.sent);
+        Frame::End { offset: end }
+    }
+
+    /// The peer has every byte below `offset`: they leave the buffer.
+    pub fn acknowledge(&mut self, offset: u64) -> Result<(), ResumeError> {
+        if offset > self.sent {
+            return Err(ResumeError::Beyond {
+                peer: offset,
+                sent: self.sent,
+            });
+        }
+        let oldest = self.oldest();
+        if offset > oldest {
+            self.replay.drain(..(offset - oldest) as usize);
+        }
+        Ok(())
+    }
+
+    /// After a reconnect: the frames that bring a peer holding `peer`
+    /// bytes up to date (and the end, if the stream ended).
+    pub fn resume_from(&mut self, peer: u64) -> Result<Vec<Frame>, ResumeError> {
+        let oldest = self.oldest();
+        if peer < oldest {
+            return Err(ResumeError::Unrecoverable { peer, oldest });
+        }
+        self.acknowledge(peer)?;
+        let pending: Vec<u8> = self.replay.iter().copied().collect();
+        let mut frames = Vec::new();
+        let mut offset = peer;
+        for chunk in pending.chunks(MAX_PAYLOAD) {
+            frames.push(Frame::Data {
+                offset,
+                bytes: chunk.to_vec(),
+            });
+            offset += chunk.len() as u64;
+        }
+        if let Some(end) = self.end {
+            frames.push(Frame::End { offset: end });
+        }
+        Ok(frames)
+    }
+}
+
+/// One direction's receiving side: what has arrived, in order, once.
+#[derive(Debug, Default)]
+pub struct Receiver {
+    received: u64,
+    ended: Option<u64>,
+}
+
+impl Receiver {
+    /// Bytes received in order so far: what an ack and a resume name.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Whether the stream has ended and every byte arrived.
+    pub fn finished(&self) -> bool {
+        self.ended == Some(self.received)
+    }
+
+    /// Takes a data or end frame; returns the bytes new to this side (a
+    /// resend's overlap is dropped). Acks are the sender's business.
+    pub fn accept<'a>(&mut self, frame: &'a Frame) -> Result<&'a [u8], ResumeError> {
+        match frame {
+            Frame::Data { offset, bytes } => {
+                if let Some(end) = self.ended
+                    && offset + bytes.len() as u64 > end
+                {
+                    return Err(ResumeError::AfterEnd(end));
+                }
+                if *offset > self.received {
+                    return Err(ResumeError::Gap {
+                        have: self.received,
+                        starts: *offset,
+                    });
+                }
+                let skip = (self.received - offset).min(bytes.len() as u64) as usize;
+                let new = &bytes[skip..];
+                self.received += new.len() as u64;
+                Ok(new)
+            }
+            Frame::End { offset } => {
+                match self.ended {
+                    Some(end) if end != *offset => return Err(ResumeError::AfterEnd(end)),
+                    _ if *offset < self.received => return Err(ResumeError::AfterEnd(self.received)),
+                    _ => self.ended = Some(*offset),
+                }
+                Ok(&[])
+            }
+            Frame::Ack { .. } => Ok(&[]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_wait_for_their_whole() {
+        let frames = [
+            Frame::Data {
+                offset: 7,
+                bytes: b"hello".to_vec(),
+            },
+            Frame::Ack { offset: 1 << 40 },
+            Frame::End { offset: 12 },
+        ];
+        let mut buf = Vec::new();
+        for f in &frames {
+            f.encode(&mut buf);
+        }
+        let mut at = 0;
+        for f in &frames {
+            // Every prefix of a frame is "not yet".
+            let len = HEADER_LEN + if matches!(f, Frame::Data { .. }) { 5 } else { 0 };
+            for cut in 0..len {
+                assert_eq!(Frame::decode(&buf[at..at + cut]), Ok(None));
+            }
+            let (decoded, used) = Frame::decode(&buf[at..]).unwrap().unwrap();
+            assert_eq!(&decoded, f);
+            at += used;
+        }
+        assert_eq!(at, buf.len());
+    }
+
+    #[test]
+    fn malformed_frames_are_errors() {
+        let mut bad = vec![9u8];
+        bad.extend_from_slice(&[0; 12]);
+        assert_eq!(Frame::decode(&bad), Err(ResumeError::UnknownKind(9)));
+        let mut ack_with_payload = vec![KIND_ACK];
+        ack_with_payload.extend_from_slice(&0u64.to_be_bytes());
+        ack_with_payload.extend_from_slice(&1u32.to_be_bytes());
+        assert!(matches!(
+            Frame::decode(&ack_with_payload),
+            Err(ResumeError::BadLength { .. })
+        ));
+        let mut huge = vec![KIND_DATA];
+        huge.extend_from_slice(&0u64.to_be_bytes());
+        huge.extend_from_slice(&((MAX_PAYLOAD as u32) + 1).to_be_bytes());
+        assert!(matches!(Frame::decode(&huge), Err(ResumeError::BadLength { .. })));
+    }
+
+    #[test]
+    fn a_gap_an_overflow_and_a_too_old_resume_are_errors_not_corruption() {
+        let mut receiver = Receiver::default();
+        let gap = Frame::Data {
+            offset: 3,
+            bytes: b"x".to_vec(),
+        };
+        assert_eq!(
+            receiver.accept(&gap),
+            Err(ResumeError::Gap { have: 0, starts: 3 })
+        );
+        let mut sender = Sender::new(8);
+        sender.send(b"12345678").unwrap();
+        assert_eq!(sender.send(b"9"), Err(ResumeError::Full(8)));
+        sender.acknowledge(4).unwrap();
+        sender.send(b"9").unwrap();
+        assert_eq!(
+            sender.resume_from(2),
+            Err(ResumeError::Unrecoverable { peer: 2, oldest: 4 })
+        );
+        assert_eq!(
+            sender.acknowledge(100),
+            Err(ResumeError::Beyond { peer: 100, sent: 9 })
+        );
+        sender.end();
+        assert_eq!(sender.send(b"late"), Err(ResumeError::AfterEnd(9)));
+    }
+
+    #[test]
+    fn a_resend_that_overlaps_gives_only_the_new_bytes() {
+        let mut receiver = Receiver::default();
+        let first = Frame::Data {
+            offset: 0,
+            bytes: b"hello".to_vec(),
+        };
+        assert_eq!(receiver.accept(&first).unwrap(), b"hello");
+        let again = Frame::Data {
+            offset: 2,
+            bytes: b"llo world".to_vec(),
+        };
+        assert_eq!(receiver.accept(&again).unwrap(), b" world");
+        assert_eq!(receiver.accept(&first).unwrap(), b"");
+        assert_eq!(receiver.received(), 11);
+        assert_eq!(receiver.accept(&Frame::End { offset: 11 }).unwrap(), b"");
+        assert!(receiver.finished());
+        assert_eq!(
+            receiver.accept(&Frame::Data {
+                offset: 11,
+                bytes: b"!".to_vec()
+            }),
+            Err(ResumeError::AfterEnd(11))
+        );
+    }
+
+    /// Sends `data` in `sends` pieces over a link that loses whatever is in
+    /// flight at the `drops`; after each drop both sides resume from what
+    /// the receiver has. The receiver must end with exactly `data`.
+    fn deliver(data: &[u8], sends: &[usize], drops: &[usize], ack_every: usize) -> Vec<u8> {
+        let mut sender = Sender::new(data.len().max(1));
+        let mut receiver = Receiver::default();
+        let mut out = Vec::new();
+        let mut wire: Vec<Frame> = Vec::new();
+        let mut at = 0;
+        let mut step = 0;
+        let mut pieces = sends.iter().copied().cycle();
+        while at < data.len() {
+            let n = pieces.next().unwrap_or(1).clamp(1, data.len() - at);
+            wire.extend(sender.send(&data[at..at + n]).unwrap());
+            at += n;
+            step += 1;
+            if drops.contains(&step) {
+                // The connection breaks: what was in flight is lost; a
+                // part of it may have arrived.
+                let arrived = step % (wire.len() + 1);
+                for frame in wire.drain(..).take(arrived) {
+                    out.extend_from_slice(receiver.accept(&frame).unwrap());
+                }
+                wire = sender.resume_from(receiver.received()).unwrap();
+            }
+            if step % ack_every == 0 {
+                for frame in wire.drain(..) {
+                    out.extend_from_slice(receiver.accept(&frame).unwrap());
+                }
+                sender.acknowledge(receiver.received()).unwrap();
+            }
+        }
+        wire.push(sender.end());
+        for frame in wire.drain(..) {
+            out.extend_from_slice(receiver.accept(&frame).unwrap());
+        }
+        assert!(receiver.finished());
+        out
+    }
+
+    #[test]
+    fn a_stream_broken_and_resumed_arrives_whole() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(deliver(&data, &[70_000, 3, 1], &[2, 5, 6], 4), data);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_splits_drops_and_resumes_deliver_exactly_the_stream(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..5000),
+            sends in proptest::collection::vec(1usize..700, 1..10),
+            drops in proptest::collection::vec(1usize..40, 0..8),
+            ack_every in 1usize..6,
+        ) {
+            proptest::prop_assert_eq!(deliver(&data, &sends, &drops, ack_every), data);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let _ = Frame::decode(&bytes);
+        }
+    }
+}
