@@ -298,6 +298,9 @@ pub struct Session {
     acked: u64,
 }
 
+/// How long a transport may stay silent while this side waits on it.
+pub const DEFAULT_LIVENESS: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// How much is read from the local side at once.
 const READ_CHUNK: usize = 64 * 1024;
 /// An ack goes out once this much arrived since the last one (and
@@ -358,12 +361,31 @@ impl Session {
         L: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
+        self.pump_with(local, transport, DEFAULT_LIVENESS).await
+    }
+
+    /// [`Self::pump`], calling the transport broken when it has been
+    /// silent for `liveness` while this side waits on it (bytes
+    /// unacknowledged or not yet written): a connection that died without
+    /// a word (a NAT forgot it, a laptop slept) is noticed in that time,
+    /// not when TCP gives up.
+    pub async fn pump_with<L, T>(
+        &mut self,
+        local: &mut L,
+        transport: T,
+        liveness: std::time::Duration,
+    ) -> Result<Pumped, ResumeError>
+    where
+        L: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let (mut local_r, mut local_w) = tokio::io::split(local);
         let (mut transport_r, mut transport_w) = tokio::io::split(transport);
         let mut local_buf = vec![0u8; READ_CHUNK];
         let mut transport_buf = vec![0u8; READ_CHUNK + HEADER_LEN];
         let mut incoming: Vec<u8> = Vec::new();
+        let mut last_heard = tokio::time::Instant::now();
         loop {
             if self.done() {
                 let _ = transport_w.shutdown().await;
@@ -371,7 +393,11 @@ impl Session {
             }
             let can_read_local =
                 !self.local_ended && self.sender.unacknowledged() + READ_CHUNK <= self.sender.limit;
+            let waiting_on_peer = self.sender.unacknowledged() > 0 || !self.outgoing.is_empty();
             tokio::select! {
+                _ = tokio::time::sleep_until(last_heard + liveness), if waiting_on_peer => {
+                    return Ok(Pumped::Broken);
+                }
                 read = local_r.read(&mut local_buf), if can_read_local => {
                     match read {
                         Ok(0) | Err(_) => {
@@ -390,6 +416,7 @@ impl Session {
                         Ok(0) | Err(_) => return Ok(Pumped::Broken),
                         Ok(n) => n,
                     };
+                    last_heard = tokio::time::Instant::now();
                     incoming.extend_from_slice(&transport_buf[..n]);
                     let mut at = 0;
                     while let Some((frame, used)) = Frame::decode(&incoming[at..])? {
@@ -697,6 +724,29 @@ mod tests {
         assert!(breaks >= 5, "the transport broke only {breaks} times");
         assert_eq!(b_task.await.unwrap(), to_b, "A to B, exactly once, in order");
         assert_eq!(a_task.await.unwrap(), to_a, "B to A, exactly once, in order");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transport_that_goes_silent_is_broken_after_the_liveness_time() {
+        use tokio::io::AsyncWriteExt as _;
+        let (mut app, mut local) = tokio::io::duplex(1024);
+        app.write_all(b"waiting for an ack").await.unwrap();
+        // The far end is held open but never answers: no FIN, no error.
+        let (transport, _silent_peer) = tokio::io::duplex(1 << 20);
+        let mut session = Session::new(DEFAULT_REPLAY_BYTES);
+        let started = tokio::time::Instant::now();
+        let pumped = session
+            .pump_with(&mut local, transport, std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(pumped, Pumped::Broken);
+        let waited = started.elapsed();
+        assert!(
+            waited >= std::time::Duration::from_secs(5) && waited < std::time::Duration::from_secs(6),
+            "{waited:?}"
+        );
+        // Nothing is lost: the bytes wait in the replay buffer for a resume.
+        assert_eq!(session.sender.unacknowledged(), 18);
     }
 
     proptest::proptest! {
