@@ -5,7 +5,7 @@
 //! dials endpoints), the front proxy's CA read from the cluster as the
 //! operator reads it: the same hops as on a cluster, with no pod network.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use anyhow::{Context, Result};
 use hatchway_api::wire::access_api;
@@ -29,40 +29,17 @@ pub struct Aggregated {
     kubeconfig: std::ffi::OsString,
 }
 
-fn kubectl(kubeconfig: &std::ffi::OsStr, args: &[&str], input: Option<&str>) -> Result<String> {
-    let mut command = Command::new("kubectl");
-    command
-        .env("KUBECONFIG", kubeconfig)
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn()?;
-    if let Some(input) = input {
-        use std::io::Write as _;
-        child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 impl Aggregated {
     /// Registers the APIService and serves it; `None` without a cluster,
     /// or when the APIService is someone else's (an installed release).
     pub async fn start(rig: &Rig) -> Result<Option<Self>> {
-        let Some(kubeconfig) = std::env::var_os("KUBECONFIG") else {
+        // The e2e library's kubectl insists on a cluster: ask it only when
+        // there may be one.
+        let Some(kubeconfig) = std::env::var_os("KUBECONFIG").filter(|k| std::path::Path::new(k).is_file())
+        else {
             return Ok(None);
         };
-        let k = |args: &[&str], input: Option<&str>| kubectl(&kubeconfig, args, input);
+        let k = hatchway_e2e::kubectl_stdin;
         if k(&["get", "nodes"], None).is_err() {
             return Ok(None);
         }
@@ -121,10 +98,7 @@ impl Aggregated {
                           "service": {"name": SERVICE, "namespace": NAMESPACE, "port": 443}}},
             ],
         });
-        let aggregated = Self {
-            router,
-            kubeconfig: kubeconfig.clone(),
-        };
+        let aggregated = Self { router, kubeconfig };
         k(&["apply", "-f", "-"], Some(&manifests.to_string()))?;
         k(
             &[
@@ -161,16 +135,8 @@ impl Aggregated {
 
 impl Drop for Aggregated {
     fn drop(&mut self) {
-        let _ = kubectl(
-            &self.kubeconfig,
-            &["delete", "apiservice", access_api::APISERVICE, "--wait=false"],
-            None,
-        );
-        let _ = kubectl(
-            &self.kubeconfig,
-            &["delete", "namespace", NAMESPACE, "--wait=false"],
-            None,
-        );
+        let _ = hatchway_e2e::kubectl(&["delete", "apiservice", access_api::APISERVICE, "--wait=false"]);
+        let _ = hatchway_e2e::kubectl(&["delete", "namespace", NAMESPACE, "--wait=false"]);
         self.router.shutdown.cancel();
     }
 }

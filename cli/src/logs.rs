@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, StatusCode, header};
-use http_body_util::BodyExt;
 
 use hatchway_api::pod::log_file;
 use hatchway_api::wire;
@@ -171,11 +170,10 @@ impl Connection<'_> {
             return Err(router::refusal(response).await);
         }
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.map_err(RouterError::Body)?.to_bytes();
         Ok(Answer {
             status,
             headers: parts.headers,
-            body,
+            body: router::read_all(body).await?,
         })
     }
 }

@@ -8,9 +8,8 @@
 use hatchway_api::crd::{Container, PortAccess};
 use hatchway_api::wire;
 use http::StatusCode;
-use http_body_util::BodyExt;
 
-use crate::router::{Endpoint, RouterError, refusal};
+use crate::router::{Endpoint, RouterError, read_all, refusal};
 
 /// Why there is no URL.
 #[derive(Debug, thiserror::Error)]
@@ -89,13 +88,7 @@ pub async fn login_link(
     if response.status() != StatusCode::OK {
         return Err(refusal(response).await);
     }
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(RouterError::Body)?
-        .to_bytes();
-    serde_json::from_slice(&body).map_err(|e| RouterError::Refused {
+    serde_json::from_slice(&read_all(response.into_body()).await?).map_err(|e| RouterError::Refused {
         status: StatusCode::BAD_GATEWAY,
         message: format!("the router's login link is not JSON: {e}"),
     })

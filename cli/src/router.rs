@@ -97,15 +97,8 @@ impl Endpoint {
                         .map_err(|_| unreadable("a protocol that is not a number".into()))?,
                 })
             }
-            Endpoint::Direct(_) => {
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(RouterError::Body)?
-                    .to_bytes();
-                serde_json::from_slice(&body).map_err(|e| unreadable(e.to_string()))
-            }
+            Endpoint::Direct(_) => serde_json::from_slice(&read_all(response.into_body()).await?)
+                .map_err(|e| unreadable(e.to_string())),
         }
     }
 
@@ -322,6 +315,11 @@ pub async fn refusal(response: Response<ResponseBody>) -> RouterError {
         format!("{text} ({status})")
     };
     RouterError::Refused { status, message }
+}
+
+/// A whole response body.
+pub async fn read_all(body: ResponseBody) -> Result<Bytes, RouterError> {
+    Ok(body.collect().await.map_err(RouterError::Body)?.to_bytes())
 }
 
 /// The message of a `metav1.Status` body.
