@@ -60,6 +60,9 @@ pub mod env {
     pub const CONTAINER_UID: &str = "HATCHWAY_CONTAINER_UID";
     /// Where the sidecar copies its own binary for the workload's shim.
     pub const INSTALL_TO: &str = "HATCHWAY_INSTALL_TO";
+    /// Seconds a detached resumable session waits for its client (the
+    /// operator sets it from the Container's spec or the chart).
+    pub const RESUME_GRACE_SECONDS: &str = "HATCHWAY_RESUME_GRACE_SECONDS";
 }
 
 /// Keys of the per-Container Secret (files in [`SECRET_DIR`]).

@@ -19,6 +19,8 @@
 //! payload; the sender's stream ends at `offset`: a half-close).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Largest payload of one data frame.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
@@ -68,6 +70,44 @@ pub enum ResumeError {
     /// Data after the stream's end, or two different ends.
     #[error("data or an end after the stream ended at {0}")]
     AfterEnd(u64),
+}
+
+/// A bound on the replay bytes many sessions hold together (the
+/// sidecar's total): a session reads from its local side only while it
+/// holds room for the read, so a full budget back-pressures the
+/// workload instead of growing memory.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            used: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// Bytes held by all sessions.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Takes `n` bytes when they fit.
+    fn try_take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used + n <= self.limit).then_some(used + n)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
 }
 
 impl Frame {
@@ -296,6 +336,9 @@ pub struct Session {
     local_shut: bool,
     /// What the last ack sent named.
     acked: u64,
+    /// The shared bound this session's replay bytes count against, and
+    /// how much of it this session holds.
+    budget: Option<(Arc<Budget>, usize)>,
 }
 
 /// How long a transport may stay silent while this side waits on it.
@@ -303,6 +346,8 @@ pub const DEFAULT_LIVENESS: std::time::Duration = std::time::Duration::from_secs
 
 /// How much is read from the local side at once.
 const READ_CHUNK: usize = 64 * 1024;
+/// How often a session blocked on the shared budget looks again.
+const BUDGET_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
 /// An ack goes out once this much arrived since the last one (and
 /// whenever the transport has nothing else to read).
 const ACK_EVERY: u64 = 256 * 1024;
@@ -319,7 +364,38 @@ impl Session {
             local_ended: false,
             local_shut: false,
             acked: 0,
+            budget: None,
         }
+    }
+
+    /// [`Self::new`], its replay bytes also counted against `budget`.
+    pub fn with_budget(replay_limit: usize, budget: Arc<Budget>) -> Self {
+        let mut session = Self::new(replay_limit);
+        session.budget = Some((budget, 0));
+        session
+    }
+
+    /// Bytes sent so far (from the local side into the stream).
+    pub fn sent(&self) -> u64 {
+        self.sender.sent
+    }
+
+    /// Whether the budget has room for one more local read (taking it if
+    /// so); gives back what acks freed beyond that (all but the
+    /// unacknowledged bytes once the local side ended).
+    fn budget_allows_read(&mut self) -> bool {
+        let next_read = if self.local_ended { 0 } else { READ_CHUNK };
+        let want = self.sender.unacknowledged() + next_read;
+        let Some((budget, held)) = &mut self.budget else {
+            return true;
+        };
+        if *held > want {
+            budget.give(*held - want);
+            *held = want;
+        } else if *held < want && budget.try_take(want - *held) {
+            *held = want;
+        }
+        *held >= want
     }
 
     /// Bytes received in order: what a resume tells the peer.
@@ -391,13 +467,17 @@ impl Session {
                 let _ = transport_w.shutdown().await;
                 return Ok(Pumped::Done);
             }
-            let can_read_local =
-                !self.local_ended && self.sender.unacknowledged() + READ_CHUNK <= self.sender.limit;
+            let room = self.sender.unacknowledged() + READ_CHUNK <= self.sender.limit;
+            let budget_ok = self.budget_allows_read();
+            let can_read_local = !self.local_ended && room && budget_ok;
+            let blocked_on_budget = !self.local_ended && room && !budget_ok;
             let waiting_on_peer = self.sender.unacknowledged() > 0 || !self.outgoing.is_empty();
             tokio::select! {
                 _ = tokio::time::sleep_until(last_heard + liveness), if waiting_on_peer => {
                     return Ok(Pumped::Broken);
                 }
+                // Other sessions' acks free the shared budget: look again.
+                _ = tokio::time::sleep(BUDGET_RETRY), if blocked_on_budget => {}
                 read = local_r.read(&mut local_buf), if can_read_local => {
                     match read {
                         Ok(0) | Err(_) => {
@@ -450,6 +530,11 @@ impl Session {
                         Ok(0) | Err(_) => self.to_local.clear(),
                         Ok(n) => {
                             self.to_local.drain(..n);
+                            // A buffered local side (stdout is) gets what
+                            // arrived now, not when its buffer fills.
+                            if self.to_local.is_empty() && local_w.flush().await.is_err() {
+                                self.to_local.clear();
+                            }
                         }
                     }
                 }
@@ -458,6 +543,14 @@ impl Session {
                 let _ = local_w.shutdown().await;
                 self.local_shut = true;
             }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some((budget, held)) = &self.budget {
+            budget.give(*held);
         }
     }
 }
@@ -747,6 +840,50 @@ mod tests {
         );
         // Nothing is lost: the bytes wait in the replay buffer for a resume.
         assert_eq!(session.sender.unacknowledged(), 18);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_budget_bounds_the_replay_bytes_of_all_sessions() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let second = std::time::Duration::from_secs(1);
+        let hour = std::time::Duration::from_secs(3600);
+        let budget = Budget::new(2 * READ_CHUNK);
+        // A's peer never acks: what A reads stays in its replay buffer.
+        let (mut a_app, mut a_local) = tokio::io::duplex(1 << 20);
+        a_app.write_all(&vec![1u8; 300_000]).await.unwrap();
+        let (a_transport, _a_peer) = tokio::io::duplex(1 << 20);
+        let a_budget = budget.clone();
+        let a = tokio::spawn(async move {
+            let mut session = Session::with_budget(DEFAULT_REPLAY_BYTES, a_budget);
+            session.pump_with(&mut a_local, a_transport, hour).await
+        });
+        tokio::time::sleep(second).await;
+        assert_eq!(budget.used(), 2 * READ_CHUNK, "A holds the whole budget, no more");
+        // B cannot read its local side while A holds the budget…
+        let (mut b_app, mut b_local) = tokio::io::duplex(1024);
+        b_app.write_all(b"ten bytes!").await.unwrap();
+        let (b_transport, mut b_peer) = tokio::io::duplex(1 << 20);
+        let b_budget = budget.clone();
+        let _b = tokio::spawn(async move {
+            let mut session = Session::with_budget(DEFAULT_REPLAY_BYTES, b_budget);
+            session.pump_with(&mut b_local, b_transport, hour).await
+        });
+        let mut frame = vec![0u8; HEADER_LEN + 10];
+        assert!(
+            tokio::time::timeout(second, b_peer.read_exact(&mut frame))
+                .await
+                .is_err(),
+            "B sent data while the budget was full"
+        );
+        // …and can once A's session is gone.
+        a.abort();
+        let _ = a.await;
+        tokio::time::timeout(second, b_peer.read_exact(&mut frame))
+            .await
+            .expect("B reads once A's budget is given back")
+            .unwrap();
+        assert_eq!(&frame[HEADER_LEN..], b"ten bytes!");
+        assert_eq!(budget.used(), 10 + READ_CHUNK, "B holds its bytes and one read");
     }
 
     proptest::proptest! {

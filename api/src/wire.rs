@@ -61,6 +61,30 @@ pub const UPGRADE_TCP_FRAMED: &str = "hatchway-tcp-frames";
 /// `Upgrade:` value of a sidecar's tunnel to the router.
 pub const UPGRADE_TUNNEL: &str = "hatchway-tunnel";
 
+/// Resumable sessions (docs/sessions.md): the headers of a shell's or a
+/// port-forward's upgrade that open one and resume it. They pass between
+/// the client and the gateway through the router unchanged (they are not
+/// `X-Hatchway-*`, which the router owns), and are never logged.
+pub mod resumable {
+    /// Request: `1` asks for a resumable session.
+    pub const REQUEST: &str = "hatchway-resumable";
+    /// The session's id: in the `101` that opened it, and in a resume.
+    pub const ID: &str = "hatchway-session-id";
+    /// The session's resume secret (64 hex digits): in the `101` that
+    /// opened it, and in a resume.
+    pub const SECRET: &str = "hatchway-session-secret";
+    /// Bytes received so far: the client's in a resume, the gateway's in
+    /// its `101`.
+    pub const OFFSET: &str = "hatchway-session-offset";
+    /// Seconds the gateway keeps a detached session: in the `101` that
+    /// opened it (how long the client keeps trying).
+    pub const GRACE: &str = "hatchway-session-grace";
+    /// What the router passes from the client to the gateway.
+    pub const REQUEST_HEADERS: [&str; 4] = [REQUEST, ID, SECRET, OFFSET];
+    /// What the router passes from the gateway's `101` to the client.
+    pub const RESPONSE_HEADERS: [&str; 4] = [ID, SECRET, OFFSET, GRACE];
+}
+
 /// Query parameter: run the shell as this user (when the workload runs as
 /// root).
 pub const PARAM_LOGIN_USERNAME: &str = "login_username";
@@ -266,6 +290,8 @@ pub mod gateway_path {
     pub const LOG: &str = "/log/";
     /// `GET`: the listening ports, as JSON.
     pub const PORTS: &str = "/ports";
+    /// `GET`: the resumable sessions of the user the router names (JSON).
+    pub const SESSIONS: &str = "/sessions";
 }
 
 /// Router path of its version (`GET`, no credentials): [`ServerVersion`]

@@ -1,8 +1,9 @@
-//! `connect-ssh`: ssh's ProxyCommand. Opens `POST …/ssh` (`Upgrade: ssh`),
-//! records the gateway's host key (from the router's answer) in the
-//! hatchway known_hosts file before ssh checks it, then copies stdin to the
-//! router and the router to stdout until both sides are done (stdin's EOF
-//! half-closes the stream towards the router).
+//! `connect-ssh`: ssh's ProxyCommand. Opens `POST …/ssh` (`Upgrade: ssh`)
+//! as a resumable session, records the gateway's host key (from the
+//! router's answer) in the hatchway known_hosts file before ssh checks it,
+//! then carries stdin to the sidecar and the sidecar's bytes to stdout
+//! until both sides are done — through as many connections as it takes
+//! (a router replica restarted, the network dropped: ssh never notices).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use hatchway_api::wire;
 
 use crate::known_hosts;
+use crate::resumable::{self, Route};
 use crate::router::{Endpoint, RouterError, Upgrade};
 
 /// The host-name suffix of Hatchway Containers in ssh without a
@@ -84,8 +86,8 @@ impl SshTarget<'_> {
     }
 }
 
-/// Opens the SSH upgrade (also the probe `shell` makes before running ssh).
-pub async fn open(endpoint: &Endpoint, ssh: &SshTarget<'_>) -> Result<Upgrade, RouterError> {
+/// The route of the SSH upgrade.
+fn route<'a>(endpoint: &'a Endpoint, ssh: &SshTarget<'_>) -> Route<'a> {
     let path = endpoint.path(
         ssh.namespace,
         ssh.name,
@@ -95,7 +97,19 @@ pub async fn open(endpoint: &Endpoint, ssh: &SshTarget<'_>) -> Result<Upgrade, R
             (wire::PARAM_DETACH_KEYS, ssh.detach_keys),
         ],
     );
-    endpoint.upgrade(&path, wire::UPGRADE_SSH).await
+    Route {
+        endpoint,
+        path,
+        protocol: wire::UPGRADE_SSH,
+        framed: false,
+    }
+}
+
+/// Opens the SSH upgrade (also the probe `shell` makes before running
+/// ssh, which must not leave a resumable session behind).
+pub async fn open(endpoint: &Endpoint, ssh: &SshTarget<'_>) -> Result<Upgrade, RouterError> {
+    let route = route(endpoint, ssh);
+    endpoint.upgrade(&route.path, route.protocol, &[]).await
 }
 
 /// The gateway's host key the router sent with its `101`.
@@ -135,15 +149,19 @@ pub async fn open_when_ready(
     }
 }
 
-/// Relays stdin/stdout through the upgraded connection until the router
-/// closes it. With `known_hosts`, first records the host key the router
-/// sent for this Container's alias there.
+/// Relays stdin/stdout through a resumable session until both sides are
+/// done, resuming it through new connections when one breaks (see
+/// [`crate::resumable`]). With `known_hosts`, first records the host key
+/// the router sent for this Container's alias there.
 pub async fn relay(
     endpoint: &Endpoint,
     ssh: &SshTarget<'_>,
     known_hosts: Option<&Path>,
 ) -> Result<(), RouterError> {
-    let mut upgraded = open(endpoint, ssh).await?;
+    let route = route(endpoint, ssh);
+    let upgraded = endpoint
+        .upgrade(&route.path, route.protocol, &[resumable::request_header()])
+        .await?;
     if let (Some(path), Some(key)) = (known_hosts, host_key(&upgraded))
         && let Err(error) = known_hosts::record(path, &ssh.alias(), key)
     {
@@ -151,11 +169,7 @@ pub async fn relay(
         eprintln!("kubectl-hatch: cannot write {}: {error}", path.display());
     }
     let mut local = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-    match tokio::io::copy_bidirectional(&mut local, &mut upgraded.io).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
-        Err(e) => Err(RouterError::Relay(e)),
-    }
+    resumable::carry(&route, upgraded, &mut local, &resumable::Outage::default()).await
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ pub mod open;
 pub mod port_forward;
 /// Quoting a ProxyCommand for ssh_config.
 pub mod proxy_command;
+/// The client's end of resumable sessions.
+pub mod resumable;
 /// Talking to the router: requests, upgrades, refusals.
 pub mod router;
 /// `shell`: OpenSSH through the ProxyCommand.

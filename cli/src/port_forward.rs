@@ -1,10 +1,11 @@
 //! `port-forward NAME [LOCAL:]REMOTE…`: local listeners whose every
 //! accepted connection becomes its own `POST …/portforward?port=REMOTE`
-//! (`Upgrade: tcp`) through the router. Because each connection is a new
-//! request, a router restart or a network blip only delays new connections:
-//! they are retried (with backoff, and a message when the router goes away
-//! and when it is back) instead of ending the forward, as kubectl's does.
-//! A refusal that cannot change (401, 403, 404, 410) ends it with code 2.
+//! (`Upgrade: tcp`) through the router, as a resumable session: a router
+//! restart or a network blip neither ends the forward, as kubectl's does,
+//! nor the connections it holds (they resume, see [`crate::resumable`]);
+//! new connections wait and retry (with backoff, and a message when the
+//! router goes away and when it is back). A refusal that cannot change
+//! (401, 403, 404, 410) ends the forward with code 2.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -16,13 +17,9 @@ use hatchway_api::wire;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use hatchway_api::frames::Framed;
-
+use crate::resumable::{self, Route};
 use crate::router::{Endpoint, RouterError};
 
-/// Relay buffer per direction: large enough that bulk copies are not
-/// bounded by it.
-const BUFFER: usize = 256 * 1024;
 /// How long one local connection keeps trying to reach the router.
 const RETRY_FOR: Duration = Duration::from_secs(60);
 /// The longest wait between attempts to reach the router again.
@@ -157,6 +154,8 @@ struct State {
     namespace: String,
     name: String,
     router_away: AtomicBool,
+    /// Held connections resuming after a break: said once per outage.
+    outage: resumable::Outage,
     fatal: mpsc::Sender<RouterError>,
 }
 
@@ -169,6 +168,7 @@ pub async fn run(endpoint: Endpoint, forward: Forward) -> anyhow::Result<RouterE
         namespace: forward.namespace,
         name: forward.name,
         router_away: AtomicBool::new(false),
+        outage: resumable::Outage::default(),
         fatal,
     });
     for mapping in &forward.mappings {
@@ -214,7 +214,8 @@ async fn accept(state: Arc<State>, listener: TcpListener, remote: u16) {
 }
 
 /// One local connection: reach the Container's port (retrying while the
-/// router is away), then relay until both sides are done.
+/// router is away), then carry it as a resumable session until both sides
+/// are done.
 async fn serve(state: Arc<State>, mut local: TcpStream, remote: u16) {
     let port = remote.to_string();
     let path = state.endpoint.path(
@@ -226,21 +227,30 @@ async fn serve(state: Arc<State>, mut local: TcpStream, remote: u16) {
     // Through the API server the stream goes in frames: its proxy ends the
     // connection at the first half-close, frames carry one through.
     let framed = matches!(state.endpoint, Endpoint::Aggregated(_));
-    let protocol = if framed {
-        wire::UPGRADE_TCP_FRAMED
-    } else {
-        wire::UPGRADE_TCP
+    let route = Route {
+        endpoint: &state.endpoint,
+        path,
+        protocol: if framed {
+            wire::UPGRADE_TCP_FRAMED
+        } else {
+            wire::UPGRADE_TCP
+        },
+        framed,
     };
     let deadline = Instant::now() + RETRY_FOR;
     let mut delays = RECONNECT.build();
-    let mut upstream = loop {
+    let upgraded = loop {
         let delay = delays.next().unwrap_or(RETRY_CEILING);
-        match state.endpoint.upgrade(&path, protocol).await {
+        match state
+            .endpoint
+            .upgrade(&route.path, route.protocol, &[resumable::request_header()])
+            .await
+        {
             Ok(upgraded) => {
                 if state.router_away.swap(false, Ordering::SeqCst) {
                     eprintln!("kubectl-hatch: reconnected to the router; forwarding again");
                 }
-                break upgraded.io;
+                break upgraded;
             }
             Err(error) if error.is_transient() && Instant::now() + delay < deadline => {
                 if !state.router_away.swap(true, Ordering::SeqCst) {
@@ -259,16 +269,8 @@ async fn serve(state: Arc<State>, mut local: TcpStream, remote: u16) {
             }
         }
     };
-    let copied = if framed {
-        let mut upstream = Framed::new(upstream);
-        tokio::io::copy_bidirectional_with_sizes(&mut local, &mut upstream, BUFFER, BUFFER).await
-    } else {
-        tokio::io::copy_bidirectional_with_sizes(&mut local, &mut upstream, BUFFER, BUFFER).await
-    };
-    match copied {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
-        Err(error) => eprintln!("kubectl-hatch: port {remote}: the connection ended: {error}"),
+    if let Err(error) = resumable::carry(&route, upgraded, &mut local, &state.outage).await {
+        eprintln!("kubectl-hatch: port {remote}: the connection ended: {error}");
     }
 }
 

@@ -110,13 +110,22 @@ impl Endpoint {
         }
     }
 
-    /// Sends `POST path` with `Upgrade: protocol` and returns the upgraded
-    /// stream.
-    pub async fn upgrade(&self, path: &str, protocol: &str) -> Result<Upgrade, RouterError> {
+    /// Sends `POST path` with `Upgrade: protocol` and the `extra`
+    /// headers, and returns the upgraded stream.
+    pub async fn upgrade(
+        &self,
+        path: &str,
+        protocol: &str,
+        extra: &[(&str, String)],
+    ) -> Result<Upgrade, RouterError> {
         let request = |builder: http::request::Builder| {
-            builder
+            let mut builder = builder
                 .header(header::CONNECTION, "upgrade")
-                .header(header::UPGRADE, protocol)
+                .header(header::UPGRADE, protocol);
+            for (name, value) in extra {
+                builder = builder.header(*name, value);
+            }
+            builder
         };
         let mut response = match self {
             Endpoint::Direct(target) => {

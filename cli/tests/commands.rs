@@ -3,134 +3,13 @@
 
 use hatchway_testkit as support;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::sync::Arc;
+mod rig;
 
-use hatchway_operator::router::auth::Permission;
+use std::path::{Path, PathBuf};
+
+use rig::*;
 use sha2::{Digest, Sha256};
 use support::*;
-
-const NS: &str = "team-a";
-
-struct Rig {
-    router: Option<TestRouter>,
-    url: String,
-    cluster: Arc<MemoryCluster>,
-    auth: Arc<StaticAuth>,
-    uid: String,
-    sidecar: TestSidecar,
-    dir: tempfile::TempDir,
-    ca_file: PathBuf,
-    host_key: String,
-}
-
-/// A router where "alice" may open shells, port-forwards and logs in NS
-/// and "bob" may not, and a running Container "job" with a real gateway
-/// and shim.
-async fn rig() -> Rig {
-    let cluster = MemoryCluster::new();
-    let auth = StaticAuth::new();
-    auth.user("alice-token", "alice");
-    for permission in [Permission::SHELL, Permission::PORTFORWARD, Permission::LOG] {
-        auth.grant("alice", NS, permission);
-    }
-    auth.user("bob-token", "bob");
-    let router = TestRouter::start(cluster.clone(), auth.clone()).await;
-    let c = container(NS, "job");
-    let uid = c.metadata.uid.clone().unwrap();
-    let sidecar = TestSidecar::start(&uid).await.with_shim().await;
-    cluster.insert(c);
-    let host_key = sidecar.running.gateway.ssh.host_key_openssh();
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, pki().ca_pem).unwrap();
-    let rig = Rig {
-        url: router.url.clone(),
-        router: Some(router),
-        cluster,
-        auth,
-        uid,
-        sidecar,
-        dir,
-        ca_file,
-        host_key,
-    };
-    rig.set_running();
-    rig
-}
-
-impl Rig {
-    /// Status: Running, with the gateway's address and host key.
-    fn set_running(&self) {
-        let mut status = running_at(self.sidecar.addr());
-        status.gateway.as_mut().unwrap().host_key = Some(self.host_key.clone());
-        self.cluster.set_status(NS, "job", status);
-    }
-
-    /// Status: Queued (no gateway yet).
-    fn set_queued(&self) {
-        let status = hatchway_api::crd::ContainerStatus {
-            phase: Some(hatchway_api::crd::Phase::Queued),
-            ..Default::default()
-        };
-        self.cluster.set_status(NS, "job", status);
-    }
-
-    /// The built binary with a clean environment (no kubeconfig, no
-    /// HATCHWAY_* settings from outside).
-    fn hatch(&self) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-hatch"));
-        self.clean(&mut command);
-        command
-    }
-
-    fn clean(&self, command: &mut tokio::process::Command) {
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("HATCHWAY_") {
-                command.env_remove(&key);
-            }
-        }
-        command
-            .env("KUBECONFIG", self.dir.path().join("no-kubeconfig"))
-            .env("HATCHWAY_KNOWN_HOSTS", self.known_hosts())
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-    }
-
-    fn known_hosts(&self) -> PathBuf {
-        self.dir.path().join("known_hosts")
-    }
-
-    fn connection(&self, token: &str) -> Vec<String> {
-        vec![
-            "-n".into(),
-            NS.into(),
-            "--server".into(),
-            self.url.clone(),
-            "--ca-file".into(),
-            self.ca_file.display().to_string(),
-            "--token".into(),
-            token.into(),
-        ]
-    }
-
-    async fn shell(&self, token: &str, command: &str) -> Output {
-        let mut hatch = self.hatch();
-        hatch
-            .args(["shell", "job"])
-            .args(self.connection(token))
-            .args(["--", command]);
-        tokio::time::timeout(std::time::Duration::from_secs(60), hatch.output())
-            .await
-            .expect("shell finishes")
-            .unwrap()
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shell_runs_a_remote_command_and_exits_with_its_code() {
@@ -453,42 +332,11 @@ async fn send_and_check(addr: std::net::SocketAddr, len: usize) {
     );
 }
 
-/// Reads a growing file (a child's stderr) until it holds `needle`.
-async fn wait_for_text(path: &Path, needle: &str) -> String {
-    let mut found = String::new();
-    eventually(&format!("{needle:?} in {}", path.display()), || {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let hit = text.contains(needle);
-        if hit {
-            found = text;
-        }
-        async move { hit }
-    })
-    .await;
-    found
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_forward_moves_50_mib_and_reconnects_after_a_router_restart() {
     let mut rig = rig().await;
     let app = hashing_server().await;
-    let stdout = rig.dir.path().join("pf.out");
-    let stderr = rig.dir.path().join("pf.err");
-    let mut hatch = rig.hatch();
-    hatch
-        .args(["port-forward", "job", &format!(":{app}")])
-        .args(rig.connection("alice-token"))
-        .stdout(std::fs::File::create(&stdout).unwrap())
-        .stderr(std::fs::File::create(&stderr).unwrap());
-    let mut child = hatch.spawn().unwrap();
-    let printed = wait_for_text(&stdout, "Forwarding from").await;
-    // "Forwarding from 127.0.0.1:PORT -> APP"
-    let local: std::net::SocketAddr = printed
-        .split_whitespace()
-        .nth(2)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {printed:?}"));
-    assert!(printed.contains(&format!("-> {app}")), "{printed}");
+    let (mut child, local, stderr) = rig.port_forward(app).await;
 
     send_and_check(local, 50 * 1024 * 1024).await;
 
@@ -540,13 +388,6 @@ async fn port_forward_ends_with_the_routers_words_when_refused() {
         stderr.contains("may not create containers/portforward"),
         "{stderr}"
     );
-}
-
-async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut tokio::io::Lines<R>) -> Option<String> {
-    tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("a line in time")
-        .unwrap()
 }
 
 /// A kubeconfig whose user gets its token from an exec plugin, and whose

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use hatchway_api::pod;
@@ -125,6 +126,24 @@ pub struct GatewayArgs {
     #[arg(long, env = "HATCHWAY_BODY_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
     pub body_idle_timeout_ms: u64,
 
+    /// Seconds a detached resumable session (a shell or port-forward whose
+    /// connection broke) waits for its client before it ends.
+    #[arg(long, env = pod::env::RESUME_GRACE_SECONDS, default_value_t = 600)]
+    pub resume_grace_seconds: u64,
+
+    /// Bytes each resumable session keeps for a resend (the workload's
+    /// output while detached, up to this, then the workload waits).
+    #[arg(long, env = "HATCHWAY_RESUME_REPLAY_BYTES", default_value_t = 4 << 20)]
+    pub resume_replay_bytes: usize,
+
+    /// Bytes all resumable sessions keep for resends together.
+    #[arg(long, env = "HATCHWAY_RESUME_MEMORY_BYTES", default_value_t = 64 << 20)]
+    pub resume_memory_bytes: usize,
+
+    /// Resumable sessions at once; beyond, sessions open without resumption.
+    #[arg(long, env = "HATCHWAY_RESUME_MAX_SESSIONS", default_value_t = 256)]
+    pub resume_max_sessions: usize,
+
     /// Seconds between scans of the listening ports.
     #[arg(long, env = "HATCHWAY_PORT_SCAN_SECONDS", default_value_t = 2)]
     pub port_scan_seconds: u64,
@@ -192,6 +211,21 @@ impl GatewayArgs {
             port_scan_seconds: 1,
             header_timeout_ms: 10_000,
             body_idle_timeout_ms: 60_000,
+            resume_grace_seconds: 600,
+            resume_replay_bytes: 4 << 20,
+            resume_memory_bytes: 64 << 20,
+            resume_max_sessions: 256,
+        }
+    }
+
+    /// The resumable sessions' settings.
+    pub fn resumable(&self) -> crate::resumable::Settings {
+        crate::resumable::Settings {
+            grace: Duration::from_secs(self.resume_grace_seconds),
+            replay_bytes: self.resume_replay_bytes,
+            memory_bytes: self.resume_memory_bytes,
+            max_sessions: self.resume_max_sessions,
+            ..Default::default()
         }
     }
 

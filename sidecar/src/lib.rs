@@ -34,6 +34,9 @@ pub mod proxy;
 pub mod relay;
 /// Audit trail and reports to the router.
 pub mod report;
+/// Resumable sessions: shells and port-forwards that outlive their
+/// connection.
+pub mod resumable;
 /// The SFTP server the `sftp` subsystem runs inside the workload container.
 pub mod sftp;
 /// The SSH server.

@@ -31,6 +31,12 @@ pub struct Metrics {
     pub tunnel_streams: IntCounter,
     /// TCP ports listening in the pod.
     pub listening_ports: IntGauge,
+    /// Resumable sessions' events, by outcome (`opened`, `resumed`,
+    /// `ended`, `refused_full`, and refused resumes: `unknown`,
+    /// `wrong_secret`, `other_user`, `other_kind`, `unrecoverable`).
+    pub resumable: IntCounterVec,
+    /// Resumable sessions detached now (no connection carries them).
+    pub resumable_detached: IntGauge,
 }
 
 impl Metrics {
@@ -104,6 +110,22 @@ impl Metrics {
             listening_ports: reg(
                 &registry,
                 IntGauge::new("listening_ports", "TCP ports listening in the pod.").unwrap(),
+            ),
+            resumable: reg(
+                &registry,
+                counter_vec(
+                    "resumable_sessions_total",
+                    "Resumable sessions' events, by outcome.",
+                    &["outcome"],
+                ),
+            ),
+            resumable_detached: reg(
+                &registry,
+                IntGauge::new(
+                    "resumable_sessions_detached",
+                    "Resumable sessions waiting for their client to come back.",
+                )
+                .unwrap(),
             ),
             registry,
         }

@@ -1,5 +1,6 @@
 //! `POST /portforward?port=N` with `Upgrade: tcp`: raw TCP to
-//! `127.0.0.1:N` inside the pod, half-close respected.
+//! `127.0.0.1:N` inside the pod, half-close respected; or, when asked,
+//! a resumable session carrying it.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::body::{Body, RequestBody, empty, text};
 use crate::report::{Reporter, Who};
+use crate::resumable::{self, Kind, Registry};
 
 /// Parses `port=N` from a query string.
 pub fn port_param(query: Option<&str>) -> Result<u16, String> {
@@ -23,7 +25,14 @@ pub fn port_param(query: Option<&str>) -> Result<u16, String> {
 }
 
 /// Serves one port-forward request.
-pub async fn serve(mut req: Request<RequestBody>, reporter: Arc<Reporter>, who: Who) -> Response<Body> {
+/// With `Hatchway-Resumable: 1` the connection is a resumable session
+/// (see [`crate::resumable`]).
+pub async fn serve(
+    mut req: Request<RequestBody>,
+    reporter: Arc<Reporter>,
+    sessions: &Arc<Registry>,
+    who: Who,
+) -> Response<Body> {
     if !hatchway_api::headers::upgrade_is(req.headers(), hatchway_api::wire::UPGRADE_TCP) {
         return text(
             StatusCode::BAD_REQUEST,
@@ -39,6 +48,29 @@ pub async fn serve(mut req: Request<RequestBody>, reporter: Arc<Reporter>, who: 
         Err(message) => return text(StatusCode::BAD_GATEWAY, message),
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let mut response = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, hatchway_api::wire::UPGRADE_TCP)
+        .body(empty())
+        .unwrap();
+    let upstream = if resumable::wanted(req.headers()) {
+        match sessions.open(Kind::Portforward, &who, format!("port {port}"), upstream, true) {
+            Ok(opened) => {
+                opened.add_headers(response.headers_mut());
+                tokio::spawn(async move {
+                    match on_upgrade.await {
+                        Ok(upgraded) => opened.attach(TokioIo::new(upgraded)),
+                        Err(error) => tracing::debug!(%error, port, "port-forward upgrade failed"),
+                    }
+                });
+                return response;
+            }
+            Err(upstream) => upstream,
+        }
+    } else {
+        upstream
+    };
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -53,12 +85,7 @@ pub async fn serve(mut req: Request<RequestBody>, reporter: Arc<Reporter>, who: 
         )
         .await;
     });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, hatchway_api::wire::UPGRADE_TCP)
-        .body(empty())
-        .unwrap()
+    response
 }
 
 #[cfg(test)]

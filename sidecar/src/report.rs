@@ -35,7 +35,8 @@ pub struct Reporter {
     audit: Mutex<Option<File>>,
     /// Session ids, unique within this sidecar's life.
     next_session: AtomicU64,
-    metrics: Metrics,
+    /// The counters sessions update.
+    pub metrics: Metrics,
 }
 
 impl Reporter {

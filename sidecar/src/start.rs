@@ -118,6 +118,7 @@ pub async fn start_gateway(args: GatewayArgs) -> Result<Running, StartError> {
         metrics,
         limits,
         Arc::new(ssh),
+        crate::resumable::Registry::new(args.resumable(), reporter.clone()),
     );
 
     let listener = TcpListener::bind(args.listen)

@@ -803,6 +803,21 @@ pub fn rss(pid: u32) -> std::io::Result<u64> {
         .ok_or_else(|| std::io::Error::other(format!("no VmRSS in /proc/{pid}/status")))
 }
 
+/// A server that sends every line back as it arrives; returns its port.
+pub async fn line_echo_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (r, mut w) = socket.split();
+                let _ = tokio::io::copy(&mut tokio::io::BufReader::new(r), &mut w).await;
+            });
+        }
+    });
+    port
+}
+
 /// A server that hashes everything it receives and answers the SHA-256 in
 /// hex once the client has finished sending; returns its port.
 pub async fn hashing_server() -> u16 {

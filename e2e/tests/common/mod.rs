@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+/// A helm release of the chart and its users.
+pub mod release;
+
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result};

@@ -84,6 +84,10 @@ pub struct Router {
     pub sessions: session::Sessions,
     /// The saved-log reads served at once, and the sizes learnt.
     pub saved_logs: saved::SavedLogReads,
+    /// Cancelled when the replica has drained: the relays it still
+    /// carries end then, as they would with the process (resumable
+    /// sessions move to another replica).
+    pub relays_closing: tokio_util::sync::CancellationToken,
 }
 
 impl Router {
@@ -101,6 +105,7 @@ impl Router {
         Arc::new(Self {
             sessions,
             saved_logs,
+            relays_closing: tokio_util::sync::CancellationToken::new(),
             settings,
             cluster,
             auth,

@@ -58,6 +58,12 @@ fn switch(
             http::HeaderValue::from_static(hatchway_api::wire::UPGRADE_TCP_FRAMED),
         );
     }
+    // A resumable session's id, secret or offset (docs/sessions.md).
+    for name in hatchway_api::wire::resumable::RESPONSE_HEADERS {
+        if let Some(value) = upstream_headers.get(name) {
+            response.headers_mut().insert(name, value.clone());
+        }
+    }
     // WebSocket handshake answers (Sec-WebSocket-Accept, -Protocol, -Extensions).
     for (name, value) in upstream_headers {
         if name.as_str().starts_with("sec-websocket-") {
@@ -133,6 +139,7 @@ where
             }
         }
         _ = activity.idle_for(idle) => "idle",
+        _ = router.relays_closing.cancelled() => "replica stopping",
     };
     active.dec();
     let (to_gateway, from_gateway) = (client.read, upstream.read);

@@ -79,7 +79,8 @@ impl Drop for ClientPermit {
 /// Accepts connections on `listener` until `shutdown`, then stops accepting,
 /// lets its tunnels go, and gives open requests `settings.drain_timeout` to
 /// finish. Upgraded connections (shells, port-forwards) are not waited for:
-/// they end with the process.
+/// they end after the drain, as with the process (resumable ones resume
+/// through another replica).
 pub async fn serve(
     router: Arc<Router>,
     listener: TcpListener,
@@ -95,6 +96,7 @@ pub async fn serve(
     // Sidecars redial through the Service to a replica that stays.
     router.tunnels.close_all();
     drain(&router, tasks).await;
+    router.relays_closing.cancel();
 }
 
 /// Serves the aggregated API's `table` on `listener` (TLS asking for the

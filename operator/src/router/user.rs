@@ -130,13 +130,20 @@ fn upgrade_request(
     protocol: &'static str,
     username: &str,
 ) -> GatewayRequest {
-    let request = http::Request::post(path)
+    let mut request = http::Request::post(path)
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, protocol)
         .header(wire::REQUEST_USER, header_safe(username))
         .header(wire::REQUEST_ID, request_id(req.headers()))
         .body(empty_body())
         .expect("a valid request");
+    // A resumable session's opening and resumes are between the client
+    // and the gateway (docs/sessions.md): passed on as they came.
+    for name in wire::resumable::REQUEST_HEADERS {
+        if let Some(value) = req.headers().get(name) {
+            request.headers_mut().insert(name, value.clone());
+        }
+    }
     GatewayRequest {
         request,
         client: Some(hyper::upgrade::on(&mut req)),

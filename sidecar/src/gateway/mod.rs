@@ -86,6 +86,8 @@ pub struct Gateway {
     pub limits: Limits,
     /// The SSH server for `/ssh`.
     pub ssh: Arc<crate::ssh::SshServer>,
+    /// Resumable shells and port-forwards.
+    pub resumable: Arc<crate::resumable::Registry>,
     /// Caps concurrent connections.
     connections: Arc<Semaphore>,
     /// Caps web-app requests within them.
@@ -106,6 +108,7 @@ impl Gateway {
         metrics: Metrics,
         limits: Limits,
         ssh: Arc<crate::ssh::SshServer>,
+        resumable: Arc<crate::resumable::Registry>,
     ) -> Arc<Self> {
         let connections = Arc::new(Semaphore::new(limits.max_connections));
         let web_requests = Arc::new(Semaphore::new(limits.max_web_requests));
@@ -118,6 +121,7 @@ impl Gateway {
             metrics,
             limits,
             ssh,
+            resumable,
             connections,
             web_requests,
             table: routes::table(),

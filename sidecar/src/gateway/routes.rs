@@ -25,6 +25,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use super::Gateway;
 use crate::body::{Body, full, text};
 use crate::report::Who;
+use crate::resumable::{self, Kind};
 
 /// The gateway's routes; every request must carry an `Arc<Gateway>`
 /// extension.
@@ -33,6 +34,7 @@ pub fn table() -> axum::Router {
         .route(wire::gateway_path::SSH, any(shell))
         .route(wire::gateway_path::PORTFORWARD, any(port_forward))
         .route(wire::gateway_path::PORTS, any(ports))
+        .route(wire::gateway_path::SESSIONS, any(sessions))
         .route("/log", any(log_tree))
         .route(wire::gateway_path::LOG, any(log_tree))
         .route(&format!("{}{{*file}}", wire::gateway_path::LOG), any(log_tree))
@@ -106,18 +108,67 @@ async fn web_app(gateway: &Gateway, req: Request, port: u16) -> http::Response<B
     crate::proxy::serve(req, port, slot, gateway.limits.body_idle_timeout).await
 }
 
-/// `POST /ssh`: an SSH session on the upgraded connection.
+/// `POST /ssh`: an SSH session on the upgraded connection, or the resume
+/// of a resumable one.
 async fn shell(Extension(gateway): Extension<Arc<Gateway>>, who: Who, req: Request) -> http::Response<Body> {
-    gateway.ssh.clone().serve(req, who).await
+    if resumable::is_resume(req.headers()) {
+        return resume(&gateway, Kind::Shell, who, req).await;
+    }
+    gateway.ssh.clone().serve(req, who, &gateway.resumable).await
 }
 
-/// `POST /portforward?port=N`: a TCP connection to port N, relayed.
+/// `POST /portforward?port=N`: a TCP connection to port N, relayed; or
+/// the resume of a resumable one.
 async fn port_forward(
     Extension(gateway): Extension<Arc<Gateway>>,
     who: Who,
     req: Request,
 ) -> http::Response<Body> {
-    crate::portforward::serve(req, gateway.reporter.clone(), who).await
+    if resumable::is_resume(req.headers()) {
+        return resume(&gateway, Kind::Portforward, who, req).await;
+    }
+    crate::portforward::serve(req, gateway.reporter.clone(), &gateway.resumable, who).await
+}
+
+/// A resume (`Hatchway-Session-Id`, `-Secret`, `-Offset`) on the route of
+/// `kind`: `101` with the offset this side received, or the refusal.
+async fn resume(gateway: &Gateway, kind: Kind, who: Who, mut req: Request) -> http::Response<Body> {
+    let protocol = match kind {
+        Kind::Shell => wire::UPGRADE_SSH,
+        Kind::Portforward => wire::UPGRADE_TCP,
+    };
+    if !hatchway_api::headers::upgrade_is(req.headers(), protocol) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("a resume needs `Connection: upgrade` and `Upgrade: {protocol}`"),
+        );
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    match gateway
+        .resumable
+        .resume(kind, &who, req.headers(), on_upgrade)
+        .await
+    {
+        Ok(offset) => http::Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, protocol)
+            .header(wire::resumable::OFFSET, offset)
+            .body(crate::body::empty())
+            .unwrap(),
+        Err((status, message)) => text(status, message),
+    }
+}
+
+/// `GET /sessions`: the resumable sessions of the user the router names.
+async fn sessions(Extension(gateway): Extension<Arc<Gateway>>, who: Who) -> http::Response<Body> {
+    let listed = gateway.resumable.list(Some(&who.user));
+    let body = serde_json::json!({ "sessions": listed }).to_string();
+    let mut response = http::Response::new(full(body));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 /// `GET /ports`: the ports listening in the pod.
@@ -175,6 +226,7 @@ fn route_name(path: &str, headers: &HeaderMap) -> &'static str {
             wire::gateway_path::SSH => "ssh",
             wire::gateway_path::PORTFORWARD => "portforward",
             wire::gateway_path::PORTS => "ports",
+            wire::gateway_path::SESSIONS => "sessions",
             _ => "other",
         }
     }

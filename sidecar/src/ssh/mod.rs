@@ -20,6 +20,7 @@ use russh::keys::{Algorithm, HashAlg, PrivateKey};
 
 use crate::body::{Body, RequestBody, empty, text};
 use crate::report::{Reporter, Who};
+use crate::resumable::{self, Kind, Registry};
 
 /// Settings of SSH sessions that come from the request.
 #[derive(Clone, Debug, Default)]
@@ -35,6 +36,10 @@ pub struct SessionParams {
 /// The SSH server: host key, configuration, and where to spawn sessions.
 pub struct SshServer {
     config: Arc<russh::server::Config>,
+    /// For resumable sessions: no keepalive, which would end the
+    /// connection while it is detached (the session's grace time bounds
+    /// that instead).
+    resumable_config: Arc<russh::server::Config>,
     host_key: PrivateKey,
     /// The name of the shim's abstract spawn socket.
     pub spawn_socket: String,
@@ -58,23 +63,11 @@ impl SshServer {
         reporter: Arc<Reporter>,
     ) -> Result<Self, HostKeyError> {
         let host_key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)?;
-        let config = russh::server::Config {
-            keys: vec![host_key.clone()],
-            methods: russh::MethodSet::server_supported(),
-            auth_rejection_time: Duration::ZERO,
-            auth_rejection_time_initial: Some(Duration::ZERO),
-            inactivity_timeout: None,
-            keepalive_interval: Some(Duration::from_secs(30)),
-            keepalive_max: 4,
-            nodelay: true,
-            // Larger windows and packets than the defaults: bulk copies
-            // (scp, sftp, ssh -L) are limited by the window on long paths.
-            window_size: 8 * 1024 * 1024,
-            maximum_packet_size: 64 * 1024,
-            ..Default::default()
-        };
+        let config = server_config(&host_key, Some(Duration::from_secs(30)));
+        let resumable_config = server_config(&host_key, None);
         Ok(Self {
             config: Arc::new(config),
+            resumable_config: Arc::new(resumable_config),
             host_key,
             spawn_socket,
             sftp_command,
@@ -96,8 +89,14 @@ impl SshServer {
     }
 
     /// Answers `POST /ssh` with 101 and runs an SSH session on the
-    /// upgraded connection.
-    pub async fn serve(self: Arc<Self>, mut req: Request<RequestBody>, who: Who) -> Response<Body> {
+    /// upgraded connection, or, when asked, on a resumable session
+    /// carried by it (see [`crate::resumable`]).
+    pub async fn serve(
+        self: Arc<Self>,
+        mut req: Request<RequestBody>,
+        who: Who,
+        sessions: &Arc<Registry>,
+    ) -> Response<Body> {
         if !hatchway_api::headers::upgrade_is(req.headers(), hatchway_api::wire::UPGRADE_SSH) {
             return text(
                 StatusCode::BAD_REQUEST,
@@ -109,29 +108,86 @@ impl SshServer {
             Err(message) => return text(StatusCode::BAD_REQUEST, message),
         };
         let on_upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            let upgraded = match on_upgrade.await {
-                Ok(upgraded) => upgraded,
-                Err(error) => return tracing::debug!(%error, "SSH upgrade failed"),
-            };
-            let handler = handler::Connection::new(self.clone(), params);
-            match russh::server::run_stream(self.config.clone(), TokioIo::new(upgraded), handler).await {
-                Ok(session) => {
-                    if let Err(error) = session.await {
-                        tracing::debug!(%error, "SSH session ended");
-                    }
-                }
-                Err(error) => tracing::debug!(%error, "SSH handshake failed"),
-            }
-        });
-        Response::builder()
+        let mut response = Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
             .header(header::CONNECTION, "upgrade")
             .header(header::UPGRADE, hatchway_api::wire::UPGRADE_SSH)
             .body(empty())
-            .unwrap()
+            .unwrap();
+        if resumable::wanted(req.headers()) {
+            let (ssh_end, session_end) = tokio::io::duplex(RESUMABLE_PIPE);
+            let what = match &params.login_username {
+                Some(user) => format!("ssh as {user}"),
+                None => "ssh".to_owned(),
+            };
+            if let Ok(opened) = sessions.open(Kind::Shell, &params.who, what, session_end, false) {
+                opened.add_headers(response.headers_mut());
+                tokio::spawn(async move {
+                    match on_upgrade.await {
+                        Ok(upgraded) => opened.attach(TokioIo::new(upgraded)),
+                        Err(error) => return tracing::debug!(%error, "SSH upgrade failed"),
+                    }
+                    self.clone()
+                        .run(self.resumable_config.clone(), ssh_end, params)
+                        .await;
+                });
+                return response;
+            }
+        }
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    self.clone()
+                        .run(self.config.clone(), TokioIo::new(upgraded), params)
+                        .await
+                }
+                Err(error) => tracing::debug!(%error, "SSH upgrade failed"),
+            }
+        });
+        response
+    }
+
+    /// Runs the SSH server side of one connection on `io`.
+    async fn run<IO>(self: Arc<Self>, config: Arc<russh::server::Config>, io: IO, params: SessionParams)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let handler = handler::Connection::new(self, params);
+        match russh::server::run_stream(config, io, handler).await {
+            Ok(session) => {
+                if let Err(error) = session.await {
+                    tracing::debug!(%error, "SSH session ended");
+                }
+            }
+            Err(error) => tracing::debug!(%error, "SSH handshake failed"),
+        }
     }
 }
+
+/// The SSH server's configuration; `keepalive` off for resumable sessions,
+/// whose keepalives would end a detached connection (the grace time bounds
+/// it instead).
+fn server_config(host_key: &PrivateKey, keepalive: Option<Duration>) -> russh::server::Config {
+    russh::server::Config {
+        keys: vec![host_key.clone()],
+        methods: russh::MethodSet::server_supported(),
+        auth_rejection_time: Duration::ZERO,
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        inactivity_timeout: None,
+        keepalive_interval: keepalive,
+        keepalive_max: 4,
+        nodelay: true,
+        // Larger windows and packets than the defaults: bulk copies
+        // (scp, sftp, ssh -L) are limited by the window on long paths.
+        window_size: 8 * 1024 * 1024,
+        maximum_packet_size: 64 * 1024,
+        ..Default::default()
+    }
+}
+
+/// The pipe between a resumable session and its SSH server: large enough
+/// that bulk copies are not bounded by it.
+const RESUMABLE_PIPE: usize = 256 * 1024;
 
 /// Reads `login_username` and `detach_keys` from the query string.
 pub fn session_params(query: Option<&str>, who: Who) -> Result<SessionParams, String> {

@@ -1,0 +1,385 @@
+//! A helm release of the chart and its users, for the e2e tests that
+//! install Hatchway as users do (`chart.rs`, `sessions.rs`).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use hatchway_e2e::{TestNamespace, WORKLOAD_IMAGE, kubectl_json, node_ip, run_within, wait_until};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{hatch_binary, user_command, user_kubeconfig};
+
+pub const POLL: Duration = Duration::from_millis(250);
+pub const WAIT: Duration = Duration::from_secs(90);
+/// Web apps' wildcard domain (every test maps its names to the node).
+pub const APPS: &str = "apps.hatchway.test";
+
+pub fn chart_dir() -> PathBuf {
+    hatchway_e2e::repo_dir().join("charts/hatchway")
+}
+
+pub fn show(out: &Output) -> String {
+    format!(
+        "{:?}: stdout {:?} stderr {:?}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A free local port (bound and released: the OS picks it).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One helm release of the chart, uninstalled on drop.
+pub struct Release {
+    pub name: String,
+    pub ns: TestNamespace,
+    pub node_ip: String,
+    pub node_port: u16,
+}
+
+impl Release {
+    /// `helm install --wait` into a new namespace, serving `users` only,
+    /// with the e2e images, a NodePort, and the node IP in the certificate.
+    pub fn install(prefix: &str, users: &TestNamespace, extra: &[&str]) -> Result<Self> {
+        let images = [
+            "--set",
+            "global.imageRegistry=localhost/hatchway,image.repository=operator,image.tag=e2e,image.pullPolicy=Never",
+            "--set",
+            "sidecar.image.repository=sidecar,sidecar.image.tag=e2e,sidecar.image.pullPolicy=Never",
+        ];
+        let args: Vec<&str> = images.iter().chain(extra).copied().collect();
+        Self::install_chart(prefix, users, &chart_dir().display().to_string(), &args)
+    }
+
+    /// The same with `chart` (a directory or a packaged `.tgz`) and only
+    /// `values` for the images.
+    pub fn install_chart(prefix: &str, users: &TestNamespace, chart: &str, values: &[&str]) -> Result<Self> {
+        let ns = TestNamespace::new(prefix)?;
+        let name = format!("hw-{}", ns.name.rsplit('-').next().unwrap_or("x"));
+        let node_ip = node_ip()?;
+        let mut args: Vec<String> = [
+            "install",
+            &name,
+            chart,
+            "--namespace",
+            &ns.name,
+            "--wait",
+            "--timeout",
+            "4m",
+            "--set",
+            "service.type=NodePort,resources.requests.cpu=10m",
+            "--set",
+            &format!("watchNamespaces={{{}}},tls.extraNames={{{node_ip}}}", users.name),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(values.iter().map(|s| s.to_string()));
+        // The APIService is cluster-wide: one release at a time may hold
+        // it, so only the test of the aggregated API turns it on.
+        if !values.iter().any(|v| v.contains("aggregatedApi")) {
+            args.extend(["--set".to_owned(), "aggregatedApi.enabled=false".to_owned()]);
+        }
+        let started = Instant::now();
+        let out = run_within(helm(&args), Duration::from_secs(300))?;
+        ensure!(
+            out.status.success(),
+            "helm install: {}\n{}",
+            show(&out),
+            ns.diagnostics()
+        );
+        eprintln!("helm install --wait: {:.1} s", started.elapsed().as_secs_f64());
+        let mut release = Release {
+            name,
+            ns,
+            node_ip,
+            node_port: 0,
+        };
+        let port = release.ns.kubectl(&[
+            "get",
+            "service",
+            &release.fullname(),
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ])?;
+        release.node_port = port.trim().parse().context("the Service's nodePort")?;
+        Ok(release)
+    }
+
+    /// The chart's object names (`<fullname>`), from the Deployment.
+    pub fn fullname(&self) -> String {
+        self.ns
+            .kubectl(&[
+                "get",
+                "deployment",
+                "-l",
+                &format!("app.kubernetes.io/instance={}", self.name),
+                "-o",
+                "jsonpath={.items[0].metadata.name}",
+            ])
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn server(&self) -> String {
+        format!("https://{}:{}", self.node_ip, self.node_port)
+    }
+
+    /// `helm upgrade --reuse-values --wait` with `extra`.
+    pub fn upgrade(&self, extra: &[&str]) -> Result<()> {
+        let mut args: Vec<String> = [
+            "upgrade",
+            &self.name,
+            &chart_dir().display().to_string(),
+            "--namespace",
+            &self.ns.name,
+            "--reuse-values",
+            "--wait",
+            "--timeout",
+            "4m",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = run_within(helm(&args), Duration::from_secs(300))?;
+        ensure!(
+            out.status.success(),
+            "helm upgrade: {}\n{}",
+            show(&out),
+            self.ns.diagnostics()
+        );
+        // `--wait` ends when the new pods are ready; kube-proxy follows the
+        // endpoints a moment later, and until then a NodePort connection
+        // can be refused ("No route to host": no ready endpoint in its
+        // rules) or land on an old pod that has stopped listening. A user
+        // would try again; so does the test, until the router answers five
+        // times in a row.
+        let health = format!("{}/healthz", self.server());
+        let mut in_a_row = 0;
+        wait_until("the router's NodePort after the upgrade", WAIT, POLL, || {
+            let mut curl = Command::new("curl");
+            curl.args([
+                "-sk",
+                "--max-time",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &health,
+            ]);
+            let out = run_within(curl, WAIT)?;
+            in_a_row = if stdout(&out) == "200" { in_a_row + 1 } else { 0 };
+            Ok((in_a_row >= 5).then_some(()))
+        })?;
+        Ok(())
+    }
+
+    /// A Secret's data (base64 values) in the install namespace.
+    pub fn secret_data(&self, name: &str) -> Result<Value> {
+        Ok(kubectl_json(&["-n", &self.ns.name, "get", "secret", name, "-o", "json"])?["data"].clone())
+    }
+
+    /// The router CA (PEM) the operator published for clients.
+    pub fn ca_pem(&self) -> Result<String> {
+        let cm = kubectl_json(&[
+            "-n",
+            &self.ns.name,
+            "get",
+            "configmap",
+            "hatchway-client",
+            "-o",
+            "json",
+        ])?;
+        cm["data"]["ca.crt"]
+            .as_str()
+            .map(str::to_owned)
+            .context("hatchway-client has no ca.crt")
+    }
+
+    /// `kubectl rollout restart` of the operator Deployment, waiting for
+    /// the new replicas.
+    pub fn rollout_restart(&self) -> Result<()> {
+        let deployment = format!("deployment/{}", self.fullname());
+        self.ns.kubectl(&["rollout", "restart", &deployment])?;
+        self.ns
+            .kubectl(&["rollout", "status", &deployment, "--timeout=180s"])?;
+        Ok(())
+    }
+
+    /// Ready operator pods: (name, IP).
+    pub fn pods(&self) -> Result<Vec<(String, String)>> {
+        let pods = kubectl_json(&[
+            "-n",
+            &self.ns.name,
+            "get",
+            "pods",
+            "-l",
+            &format!("app.kubernetes.io/instance={}", self.name),
+            "-o",
+            "json",
+        ])?;
+        Ok(pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter(|p| {
+                p["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+            .filter_map(|p| {
+                Some((
+                    p["metadata"]["name"].as_str()?.to_owned(),
+                    p["status"]["podIP"].as_str()?.to_owned(),
+                ))
+            })
+            .collect())
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if std::env::var_os("HATCHWAY_E2E_KEEP").is_none() {
+            let args = [
+                "uninstall",
+                &self.name,
+                "--namespace",
+                &self.ns.name,
+                "--wait",
+                "--timeout",
+                "3m",
+            ]
+            .map(str::to_owned);
+            let _ = run_within(helm(&args), Duration::from_secs(200));
+        }
+    }
+}
+
+pub fn helm(args: &[String]) -> Command {
+    let mut command = Command::new("helm");
+    command.args(args).stdin(Stdio::null());
+    command
+}
+
+/// A user of a namespace: a ServiceAccount (bound to `role` unless None),
+/// its token, a kubeconfig, and `kubectl hatch` set up for a release.
+pub struct User {
+    pub token: String,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    pub server: String,
+    pub install_ns: String,
+}
+
+impl User {
+    pub fn new(users: &TestNamespace, release: &Release, name: &str, role: Option<&str>) -> Result<Self> {
+        users.kubectl(&["create", "serviceaccount", name])?;
+        if let Some(role) = role {
+            users.kubectl(&[
+                "create",
+                "rolebinding",
+                &format!("{name}-{role}"),
+                &format!("--clusterrole={role}"),
+                &format!("--serviceaccount={}:{name}", users.name),
+            ])?;
+        }
+        let token = users
+            .kubectl(&["create", "token", name, "--duration=1h"])?
+            .trim()
+            .to_owned();
+        let dir = tempfile::tempdir()?;
+        let kubeconfig = user_kubeconfig(&token, &users.name, dir.path())?;
+        Ok(User {
+            token,
+            dir,
+            kubeconfig,
+            server: release.server(),
+            install_ns: release.ns.name.clone(),
+        })
+    }
+
+    /// `program` in this user's environment: the kubeconfig, the router
+    /// URL given, the CA found through ConfigMap hatchway-client (ssh and
+    /// scp run `kubectl-hatch connect-ssh` with it), the token for ssh.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = user_command(program, &self.kubeconfig, self.dir.path(), &self.install_ns);
+        command.env("HATCHWAY_SERVER", &self.server);
+        command
+    }
+
+    /// `kubectl-hatch ARGS` as this user.
+    pub fn hatch(&self, args: &[&str]) -> Result<Command> {
+        let mut command = self.command(hatch_binary()?);
+        command.args(args);
+        Ok(command)
+    }
+
+    pub fn run(&self, args: &[&str]) -> Result<Output> {
+        run_within(self.hatch(args)?, WAIT)
+    }
+
+    /// Waits until the user's rights are in force (RBAC caches catch up).
+    pub fn wait_rights(&self, container: &str) -> Result<()> {
+        wait_until("the user's rights", WAIT, POLL, || {
+            let out = self.run(&["logs", container, "--tail", "1"])?;
+            Ok(out.status.success().then_some(()))
+        })
+    }
+}
+
+/// Container `name` of `users` as JSON.
+pub fn get_container(users: &TestNamespace, name: &str) -> Result<Value> {
+    kubectl_json(&[
+        "-n",
+        &users.name,
+        "get",
+        "containers.hatchway.dev",
+        name,
+        "-o",
+        "json",
+    ])
+}
+
+/// A Container manifest.
+pub fn container(name: &str, script: &str, ports: Value) -> String {
+    json!({
+        "apiVersion": "hatchway.dev/v1alpha1",
+        "kind": "Container",
+        "metadata": { "name": name },
+        "spec": { "image": WORKLOAD_IMAGE, "command": ["sh", "-c", script], "publishedPorts": ports },
+    })
+    .to_string()
+}
+
+pub fn wait_phase(users: &TestNamespace, name: &str, phase: &str) -> Result<Value> {
+    wait_until(
+        &format!("{name} to be {phase}"),
+        Duration::from_secs(150),
+        POLL,
+        || {
+            let c = get_container(users, name)?;
+            Ok((c["status"]["phase"] == phase).then_some(c))
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e:#}\n{}", users.diagnostics()))
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}

@@ -1,0 +1,233 @@
+//! Sessions that survive (docs/sessions.md), on the real cluster: a shell
+//! through the config-ssh block prints a numbered line every 50 ms while
+//! the operator Deployment is restarted twice; a 100 MiB `scp` goes up
+//! during a `kubectl rollout restart`; a held `kubectl hatch
+//! port-forward` connection (numbered lines both ways) outlives every
+//! replica being killed and a 5 s network cut (iptables) between the CLI
+//! and the router. Direct access and tunnels only.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use common::release::*;
+use hatchway_e2e::{TestNamespace, run_within, wait_until};
+use serde_json::json;
+
+#[test]
+fn shells_scp_and_port_forwards_survive_operator_restarts() -> Result<()> {
+    sessions_survive("resume", &[])
+}
+
+#[test]
+fn with_tunnels_only_sessions_survive_too() -> Result<()> {
+    sessions_survive("resume-tun", &["--set", "router.directAccess=false"])
+}
+
+/// The workload: the web server, and a line echo server on 9000.
+const SCRIPT: &str = "nc -ll -p 9000 -e cat & exec httpd -f -p 8080 -h /www";
+
+fn sessions_survive(prefix: &str, values: &[&str]) -> Result<()> {
+    let users = TestNamespace::new(&format!("{prefix}-users"))?;
+    let release = Release::install(prefix, &users, values)?;
+    let alice = User::new(&users, &release, "alice", Some("edit"))?;
+    users.apply(&container("web", SCRIPT, json!([])))?;
+    wait_phase(&users, "web", "Running")?;
+    alice.wait_rights("web")?;
+    let ssh_config = alice.dir.path().join("ssh_config");
+    let out = alice.run(&["config-ssh", "--ssh-config", &ssh_config.display().to_string()])?;
+    ensure!(out.status.success(), "config-ssh: {}", show(&out));
+    let host = format!("web.{}.e2e.hatchway", users.name);
+    let ssh_tool = |program: &str| {
+        let mut command = alice.command(program);
+        command
+            .env("HATCHWAY_TOKEN", &alice.token)
+            .arg("-F")
+            .arg(&ssh_config)
+            .args(["-o", "BatchMode=yes"]);
+        command
+    };
+
+    // 1. Numbered lines through ssh while the Deployment restarts twice.
+    let out_file = alice.dir.path().join("lines.out");
+    let err_file = alice.dir.path().join("lines.err");
+    let mut lines = ssh_tool("ssh")
+        .arg(&host)
+        .arg("i=1; while [ $i -le 600 ]; do echo line $i; i=$((i+1)); sleep 0.05; done; exit 3")
+        .stdout(std::fs::File::create(&out_file)?)
+        .stderr(std::fs::File::create(&err_file)?)
+        .spawn()?;
+    for after in ["line 20\n", "line 200\n"] {
+        wait_until(&format!("{after:?} through ssh"), WAIT, POLL, || {
+            Ok(std::fs::read_to_string(&out_file)?.contains(after).then_some(()))
+        })?;
+        release.rollout_restart()?;
+    }
+    let status = wait_until("the ssh command to end", Duration::from_secs(300), POLL, || {
+        Ok(lines.try_wait()?)
+    })?;
+    let out = std::fs::read_to_string(&out_file)?;
+    let err = std::fs::read_to_string(&err_file)?;
+    let expected: String = (1..=600).map(|i| format!("line {i}\n")).collect();
+    ensure!(
+        out == expected,
+        "lines through two restarts (stderr: {err}): {out}"
+    );
+    ensure!(status.code() == Some(3), "exit code {status:?}; stderr: {err}");
+    ensure!(
+        err.contains("hatchway: connection lost, resuming…"),
+        "stderr: {err}"
+    );
+    ensure!(err.contains("hatchway: resumed after "), "stderr: {err}");
+    eprintln!("{prefix}: ssh through two rollout restarts: {}", err.trim());
+
+    // 2. 100 MiB up with scp during a rollout restart.
+    let data: Vec<u8> = (0..100 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let up = alice.dir.path().join("up.bin");
+    std::fs::write(&up, &data)?;
+    let scp_err = alice.dir.path().join("scp.err");
+    let mut scp = ssh_tool("scp")
+        .arg(&up)
+        .arg(format!("{host}:/tmp/up.bin"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&scp_err)?)
+        .spawn()?;
+    release.rollout_restart()?;
+    let status = wait_until("scp to end", Duration::from_secs(300), POLL, || {
+        Ok(scp.try_wait()?)
+    })?;
+    let err = std::fs::read_to_string(&scp_err)?;
+    ensure!(status.success(), "scp during a rollout restart: {err}");
+    let mut sum = ssh_tool("ssh");
+    sum.arg(&host).arg("sha256sum /tmp/up.bin");
+    let out = run_within(sum, WAIT)?;
+    ensure!(
+        stdout(&out).starts_with(&sha256_hex(&data)),
+        "the file scp'd through a restart: {} (scp said {err})",
+        show(&out)
+    );
+    eprintln!("{prefix}: 100 MiB scp through a rollout restart: checksum equal");
+
+    // 3. A held port-forward connection: every replica killed, then a 5 s
+    // network cut between the CLI and the router.
+    let mut forward = alice.hatch(&["port-forward", "web", ":9000"])?;
+    let pf_err = alice.dir.path().join("pf.err");
+    let mut forward = forward
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&pf_err)?)
+        .spawn()?;
+    let mut printed = String::new();
+    BufReader::new(forward.stdout.take().context("stdout")?).read_line(&mut printed)?;
+    let local: std::net::SocketAddr = printed
+        .split_whitespace()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("no address in {printed:?}"))?;
+    let conn = std::net::TcpStream::connect(local)?;
+    conn.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut writer = conn.try_clone()?;
+    let mut reader = BufReader::new(conn);
+    let mut echo = |i: u32| echo_line(&mut writer, &mut reader, &format!("line {i}"), &pf_err);
+    for i in 0..50 {
+        echo(i)?;
+    }
+    let killed = Instant::now();
+    for (pod, _) in release.pods()? {
+        release.ns.kubectl(&[
+            "delete",
+            "pod",
+            &pod,
+            "--grace-period=0",
+            "--force",
+            "--wait=false",
+        ])?;
+    }
+    for i in 50..100 {
+        echo(i)?;
+    }
+    eprintln!(
+        "{prefix}: a held port-forward connection echoed again {:.2} s after every replica was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    {
+        // A line sent while the network is cut comes back after it.
+        let cut = Cut::router(release.node_port)?;
+        let sent = std::thread::scope(|scope| {
+            let echoed = scope.spawn(|| echo(100));
+            wait_until("5 s of the cut", Duration::from_secs(10), POLL, || {
+                Ok((cut.since.elapsed() >= Duration::from_secs(5)).then_some(()))
+            })?;
+            drop(cut);
+            echoed.join().expect("the echo thread")
+        });
+        sent?;
+    }
+    for i in 101..150 {
+        echo(i)?;
+    }
+    let _ = forward.kill();
+    let _ = forward.wait();
+    users.passed();
+    release.ns.passed();
+    Ok(())
+}
+
+/// Drops the packets from this host to the router's NodePort while it
+/// lives (iptables): a network cut, not a closed connection.
+struct Cut {
+    port: u16,
+    since: Instant,
+}
+
+impl Cut {
+    fn router(port: u16) -> Result<Self> {
+        iptables("-I", port)?;
+        Ok(Self {
+            port,
+            since: Instant::now(),
+        })
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        if let Err(error) = iptables("-D", self.port) {
+            eprintln!("removing the iptables rule: {error}");
+        }
+    }
+}
+
+/// In the raw table, before NAT: the NodePort is still the destination.
+fn iptables(action: &str, port: u16) -> Result<()> {
+    let port = port.to_string();
+    let out = std::process::Command::new("iptables")
+        .args([
+            "-t", "raw", action, "OUTPUT", "-p", "tcp", "--dport", &port, "-j", "DROP",
+        ])
+        .output()?;
+    ensure!(out.status.success(), "iptables {action}: {}", show(&out));
+    Ok(())
+}
+
+/// Writes `line` and reads it back from the echo server.
+fn echo_line(
+    writer: &mut std::net::TcpStream,
+    reader: &mut BufReader<std::net::TcpStream>,
+    line: &str,
+    log: &std::path::Path,
+) -> Result<()> {
+    writeln!(writer, "{line}")?;
+    let mut back = String::new();
+    reader.read_line(&mut back)?;
+    ensure!(
+        back == format!("{line}\n"),
+        "echo of {line:?}: {back:?} (port-forward said: {})",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    Ok(())
+}
