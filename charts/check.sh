@@ -172,6 +172,11 @@ no_tunnel=$(render /dev/stdout --set router.tunnels=false --show-only templates/
 [[ $(env_value "$no_tunnel" HATCHWAY_TUNNEL_URL) == '""' ]] || fail "router.tunnels=false still sets HATCHWAY_TUNNEL_URL"
 ok "router.tunnels=false empties HATCHWAY_TUNNEL_URL"
 
+grace=$(render /dev/stdout --set sidecar.resumeGraceSeconds=30 --show-only templates/deployment.yaml)
+[[ $(env_value "$grace" HATCHWAY_RESUME_GRACE_SECONDS) == '"30"' ]] || fail "sidecar.resumeGraceSeconds is not HATCHWAY_RESUME_GRACE_SECONDS"
+[[ $(env_value "$no_tunnel" HATCHWAY_RESUME_GRACE_SECONDS) == '"600"' ]] || fail "the resume grace time is not 600 s by default"
+ok "sidecar.resumeGraceSeconds sets HATCHWAY_RESUME_GRACE_SECONDS (600 by default)"
+
 all_default=$(render /dev/stdout)
 contains "$all_default" '^kind: APIService$' '^  name: v1alpha1.access.hatchway.dev$' '^  groupPriorityMinimum: 100$' \
   '^  name: .*-front-proxy-reader$' '^  namespace: kube-system$' '^  name: extension-apiserver-authentication-reader$' \

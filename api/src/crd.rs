@@ -114,6 +114,14 @@ pub struct ContainerSpec {
     #[serde(default = "default_true")]
     pub shell: bool,
 
+    /// Seconds a shell or port-forward whose connection broke stays
+    /// resumable (its processes and connections kept) while its client
+    /// reconnects. Unset: the operator's default (10 minutes unless the
+    /// chart says otherwise); 0: a broken connection ends the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86_400))]
+    pub resume_grace_seconds: Option<i64>,
+
     /// Seconds to keep the finished Container (and its pod's saved logs)
     /// before deleting it. Unset: the operator's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -23,7 +23,7 @@ pub struct Row {
     pub higher_is_better: bool,
 }
 
-fn row(workload: &str, path: &str, samples: Vec<f64>, unit: &'static str, higher: bool) -> Row {
+pub fn row(workload: &str, path: &str, samples: Vec<f64>, unit: &'static str, higher: bool) -> Row {
     Row {
         workload: workload.to_owned(),
         path: path.to_owned(),
@@ -91,6 +91,13 @@ pub fn bulk(
 
     let sink = sink_server()?;
     let mut paths = forwards(rig, sshd, sink, true)?;
+    // What the resumable framing costs: the same path, plain.
+    let p = free_port()?;
+    paths.push((
+        "hatchway direct, not resumable".into(),
+        p,
+        vec![rig.port_forward_with(Path::Direct, p, sink, &["--no-resume"])?],
+    ));
     let p = free_port()?;
     let mut kubectl = KubectlForward::start(p)?;
     if kubectl.is_some() {

@@ -10,6 +10,7 @@ mod aggregated;
 mod cases;
 mod report;
 mod rig;
+mod sessions;
 mod stats;
 mod tools;
 mod tunnels;
@@ -88,7 +89,7 @@ fn main() -> Result<()> {
                 "127.0.0.1".into(),
                 aggregated::SERVICE_DNS.into(),
             ])?);
-            let rig = runtime.block_on(rig::Rig::start())?;
+            let mut rig = runtime.block_on(rig::Rig::start())?;
             let ssh_dir = tempfile::tempdir()?;
             let sshd = tools::Sshd::start(ssh_dir.path())?;
             // The blocking cases run on this thread while the routers and
@@ -105,6 +106,10 @@ fn main() -> Result<()> {
             }
             if wanted("http") {
                 rows.extend(cases::http(&rig, repeats, seconds)?);
+            }
+            if wanted("sessions") {
+                rows.extend(sessions::time_to_resume(&mut rig, &runtime, 20)?);
+                rows.extend(sessions::memory_per_detached_session(&rig, &runtime, 200)?);
             }
             if wanted("tunnels") {
                 rows.extend(runtime.block_on(tunnels::memory_and_scale(tunnels, 200))?);

@@ -94,6 +94,37 @@ fn goals(rows: &[Row]) -> Vec<(String, String)> {
             format!("{kib:.1} KiB"),
         ));
     }
+    for streams in ["1 stream", "8 stream"] {
+        let sink = format!("bulk TCP (256 MiB to a sink), {}", &streams[..1]);
+        if let (Some(r), Some(p)) = (
+            median(&sink, "hatchway direct"),
+            median(&sink, "hatchway direct, not resumable"),
+        ) {
+            out.push((
+                format!("resumable framing costs ≤ 5% on bulk port-forward ({streams}s)"),
+                format!("{:.1}%", 100.0 * (1.0 - r / p)),
+            ));
+        }
+    }
+    if let Some(row) = rows.iter().find(|r| {
+        r.workload
+            .starts_with("held port-forward connection: router stopped")
+    }) {
+        out.push((
+            "a held connection flows again ≤ 1 s (p50) after its router stops".into(),
+            format!(
+                "p50 {:.3} s, p99 {:.3} s",
+                row.figure.median(),
+                crate::stats::percentile(&row.figure.samples, 99.0)
+            ),
+        ));
+    }
+    if let Some(kib) = median("sidecar memory per detached session", "hatchway") {
+        out.push((
+            "sidecar memory per detached session".into(),
+            format!("{kib:.1} KiB"),
+        ));
+    }
     if let Some(mib) = median("sidecar RSS, idle", "hatchway") {
         out.push(("sidecar RSS ≤ 12 MiB idle".into(), format!("{mib:.1} MiB")));
     }

@@ -158,10 +158,15 @@ impl Rig {
     /// `kubectl hatch port-forward` of `remote` on `path`'s Container,
     /// listening on `listen`.
     pub fn port_forward(&self, path: Path, listen: u16, remote: u16) -> Result<Bg> {
-        let mut command = self.hatch(
-            path,
-            &["port-forward", path.name(), &format!("{listen}:{remote}")],
-        )?;
+        self.port_forward_with(path, listen, remote, &[])
+    }
+
+    /// The same with more flags (`--no-resume`).
+    pub fn port_forward_with(&self, path: Path, listen: u16, remote: u16, flags: &[&str]) -> Result<Bg> {
+        let mapping = format!("{listen}:{remote}");
+        let mut args = vec!["port-forward", path.name(), &mapping];
+        args.extend(flags);
+        let mut command = self.hatch(path, &args)?;
         let bg = Bg::spawn("kubectl hatch port-forward", command.stdout(Stdio::null()))?;
         wait_listening(listen, "kubectl hatch port-forward")?;
         Ok(bg)

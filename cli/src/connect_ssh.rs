@@ -25,6 +25,9 @@ pub const HOST_SUFFIX: &str = "hatchway";
 /// config-ssh block sets it as `User`, so `ssh NAME.NS.hatchway` logs in as
 /// the container's user and `ssh root@NAME.NS.hatchway` as root.
 pub const DEFAULT_LOGIN: &str = "_";
+/// How long a new connection waits for a router that is away or a
+/// tunnel that is moving.
+const NEW_CONNECTION_WAIT: Duration = Duration::from_secs(60);
 /// The longest wait between asks while the Container is not ready.
 const WAIT_READY_CEILING: Duration = Duration::from_secs(2);
 /// The waits between asks while the Container is not ready: 250 ms
@@ -108,8 +111,17 @@ fn route<'a>(endpoint: &'a Endpoint, ssh: &SshTarget<'_>) -> Route<'a> {
 /// Opens the SSH upgrade (also the probe `shell` makes before running
 /// ssh, which must not leave a resumable session behind).
 pub async fn open(endpoint: &Endpoint, ssh: &SshTarget<'_>) -> Result<Upgrade, RouterError> {
+    open_with(endpoint, ssh, &[]).await
+}
+
+/// [`open`] with `extra` headers.
+async fn open_with(
+    endpoint: &Endpoint,
+    ssh: &SshTarget<'_>,
+    extra: &[(&str, String)],
+) -> Result<Upgrade, RouterError> {
     let route = route(endpoint, ssh);
-    endpoint.upgrade(&route.path, route.protocol, &[]).await
+    endpoint.upgrade(&route.path, route.protocol, extra).await
 }
 
 /// The gateway's host key the router sent with its `101`.
@@ -130,12 +142,22 @@ pub async fn open_when_ready(
     ssh: &SshTarget<'_>,
     timeout: Duration,
 ) -> Result<Upgrade, RouterError> {
+    open_when_ready_with(endpoint, ssh, timeout, &[]).await
+}
+
+/// [`open_when_ready`] with `extra` headers.
+async fn open_when_ready_with(
+    endpoint: &Endpoint,
+    ssh: &SshTarget<'_>,
+    timeout: Duration,
+    extra: &[(&str, String)],
+) -> Result<Upgrade, RouterError> {
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
     let mut delays = WAIT_READY.build();
     loop {
         let delay = delays.next().unwrap_or(WAIT_READY_CEILING);
-        match open(endpoint, ssh).await {
+        match open_with(endpoint, ssh, extra).await {
             Err(e) if e.is_transient() && Instant::now() + delay < deadline => {
                 let message = e.to_string();
                 if message != last {
@@ -159,9 +181,10 @@ pub async fn relay(
     known_hosts: Option<&Path>,
 ) -> Result<(), RouterError> {
     let route = route(endpoint, ssh);
-    let upgraded = endpoint
-        .upgrade(&route.path, route.protocol, &[resumable::request_header()])
-        .await?;
+    // A router restarting or a tunnel moving (a rolling upgrade) delays a
+    // new connection, as it delays a port-forward's, instead of failing it.
+    let upgraded =
+        open_when_ready_with(endpoint, ssh, NEW_CONNECTION_WAIT, &[resumable::request_header()]).await?;
     if let (Some(path), Some(key)) = (known_hosts, host_key(&upgraded))
         && let Err(error) = known_hosts::record(path, &ssh.alias(), key)
     {

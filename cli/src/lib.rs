@@ -172,6 +172,11 @@ pub enum Command {
         /// `localhost`: 127.0.0.1 and ::1, as kubectl).
         #[arg(long, value_delimiter = ',', default_value = "localhost")]
         address: Vec<String>,
+        /// Plain connections: one that breaks (a router restarted, the
+        /// network dropped) ends instead of resuming (a little faster for
+        /// bulk copies; docs/sessions.md).
+        #[arg(long)]
+        no_resume: bool,
     },
 
     /// Print a Container's logs: live while it runs, saved after.
@@ -417,7 +422,12 @@ async fn run_async(
                 .code()
                 .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
         }
-        Command::PortForward { name, ports, address } => {
+        Command::PortForward {
+            name,
+            ports,
+            address,
+            no_resume,
+        } => {
             let namespace = connection.namespace()?;
             let endpoint = connection.endpoint().await?;
             let forward = port_forward::Forward {
@@ -425,6 +435,7 @@ async fn run_async(
                 name: container_name(&name).to_owned(),
                 addresses: port_forward::addresses(&address)?,
                 mappings: ports.into_iter().flatten().collect(),
+                resumable: !no_resume,
             };
             let ended = port_forward::run(endpoint, forward).await?;
             Ok(report::<()>(Err(ended)))

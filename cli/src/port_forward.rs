@@ -144,6 +144,8 @@ pub struct Forward {
     pub name: String,
     pub addresses: Vec<IpAddr>,
     pub mappings: Vec<Mapping>,
+    /// Each connection a resumable session (else plain).
+    pub resumable: bool,
 }
 
 /// Shared by every connection: whether the router is known to be away
@@ -153,6 +155,7 @@ struct State {
     endpoint: Endpoint,
     namespace: String,
     name: String,
+    resumable: bool,
     router_away: AtomicBool,
     /// Held connections resuming after a break: said once per outage.
     outage: resumable::Outage,
@@ -167,6 +170,7 @@ pub async fn run(endpoint: Endpoint, forward: Forward) -> anyhow::Result<RouterE
         endpoint,
         namespace: forward.namespace,
         name: forward.name,
+        resumable: forward.resumable,
         router_away: AtomicBool::new(false),
         outage: resumable::Outage::default(),
         fatal,
@@ -239,13 +243,14 @@ async fn serve(state: Arc<State>, mut local: TcpStream, remote: u16) {
     };
     let deadline = Instant::now() + RETRY_FOR;
     let mut delays = RECONNECT.build();
+    let ask: &[_] = if state.resumable {
+        &[resumable::request_header()]
+    } else {
+        &[]
+    };
     let upgraded = loop {
         let delay = delays.next().unwrap_or(RETRY_CEILING);
-        match state
-            .endpoint
-            .upgrade(&route.path, route.protocol, &[resumable::request_header()])
-            .await
-        {
+        match state.endpoint.upgrade(&route.path, route.protocol, ask).await {
             Ok(upgraded) => {
                 if state.router_away.swap(false, Ordering::SeqCst) {
                     eprintln!("kubectl-hatch: reconnected to the router; forwarding again");

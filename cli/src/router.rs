@@ -6,6 +6,8 @@
 //! that carry the server's own sentence (the router's text, or a
 //! Kubernetes `Status` message) and map to exit codes.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use hatchway_api::wire;
 use http::{HeaderMap, Request, Response, StatusCode, header};
@@ -111,8 +113,30 @@ impl Endpoint {
     }
 
     /// Sends `POST path` with `Upgrade: protocol` and the `extra`
-    /// headers, and returns the upgraded stream.
+    /// headers, and returns the upgraded stream. An answer that takes
+    /// longer than [`UPGRADE_TIMEOUT`] is a transient failure: a network
+    /// dropping packets, or a replica going away mid-request, would
+    /// otherwise hold the caller for as long as TCP keeps retrying.
     pub async fn upgrade(
+        &self,
+        path: &str,
+        protocol: &str,
+        extra: &[(&str, String)],
+    ) -> Result<Upgrade, RouterError> {
+        tokio::time::timeout(UPGRADE_TIMEOUT, self.upgrade_now(path, protocol, extra))
+            .await
+            .unwrap_or_else(|_| {
+                Err(RouterError::Connect {
+                    addr: self.describe(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer in {} s", UPGRADE_TIMEOUT.as_secs()),
+                    ),
+                })
+            })
+    }
+
+    async fn upgrade_now(
         &self,
         path: &str,
         protocol: &str,
@@ -264,6 +288,10 @@ impl RouterError {
         }
     }
 }
+
+/// How long an upgrade's answer may take: more than the router waits for
+/// a moving tunnel (10 s).
+pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The user agent of every request.
 const USER_AGENT: &str = concat!("kubectl-hatch/", env!("CARGO_PKG_VERSION"));

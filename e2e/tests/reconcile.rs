@@ -160,6 +160,7 @@ impl Rig {
                     sidecar_image: SIDECAR_IMAGE.to_owned(),
                     sidecar_pull_policy: "Never".to_owned(),
                     shell_enabled: true,
+                    resume_grace_seconds: 600,
                     // The router runs on the host here, not in a pod a
                     // policy could name (the chart's e2e checks the policy).
                     gateway_policy: None,

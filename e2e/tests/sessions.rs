@@ -37,6 +37,17 @@ fn sessions_survive(prefix: &str, values: &[&str]) -> Result<()> {
     users.apply(&container("web", SCRIPT, json!([])))?;
     wait_phase(&users, "web", "Running")?;
     alice.wait_rights("web")?;
+    if let Err(error) = survive(prefix, &users, &release, &alice) {
+        // The sidecar's side of the story: its audit trail.
+        let audit = alice.run(&["logs", "web", "gateway.txt"]).map(|out| show(&out));
+        return Err(error.context(format!("the sidecar's audit trail: {audit:?}")));
+    }
+    users.passed();
+    release.ns.passed();
+    Ok(())
+}
+
+fn survive(prefix: &str, users: &TestNamespace, release: &Release, alice: &User) -> Result<()> {
     let ssh_config = alice.dir.path().join("ssh_config");
     let out = alice.run(&["config-ssh", "--ssh-config", &ssh_config.display().to_string()])?;
     ensure!(out.status.success(), "config-ssh: {}", show(&out));
@@ -172,8 +183,6 @@ fn sessions_survive(prefix: &str, values: &[&str]) -> Result<()> {
     }
     let _ = forward.kill();
     let _ = forward.wait();
-    users.passed();
-    release.ns.passed();
     Ok(())
 }
 
@@ -221,9 +230,13 @@ fn echo_line(
     line: &str,
     log: &std::path::Path,
 ) -> Result<()> {
-    writeln!(writer, "{line}")?;
+    let said = || std::fs::read_to_string(log).unwrap_or_default();
+    writeln!(writer, "{line}")
+        .with_context(|| format!("sending {line:?} (port-forward said: {})", said()))?;
     let mut back = String::new();
-    reader.read_line(&mut back)?;
+    reader
+        .read_line(&mut back)
+        .with_context(|| format!("reading {line:?} back (port-forward said: {})", said()))?;
     ensure!(
         back == format!("{line}\n"),
         "echo of {line:?}: {back:?} (port-forward said: {})",

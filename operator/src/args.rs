@@ -159,6 +159,12 @@ pub struct RunArgs {
     #[arg(long, env = "HATCHWAY_IDLE_TIMEOUT_SECONDS", default_value_t = 3600)]
     pub idle_timeout_seconds: u64,
 
+    /// Seconds a shell or port-forward whose connection broke stays
+    /// resumable in its sidecar, for Containers that do not say
+    /// (`spec.resumeGraceSeconds`).
+    #[arg(long, env = "HATCHWAY_RESUME_GRACE_SECONDS", default_value_t = 600)]
+    pub resume_grace_seconds: u64,
+
     /// Most connections one client address may hold open at once.
     #[arg(long, env = "HATCHWAY_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 1000)]
     pub max_connections_per_client: usize,

@@ -142,6 +142,7 @@ fn reconcile_settings(args: &RunArgs, router: &Router, tls: &RouterTls) -> Recon
             sidecar_image: args.sidecar_image.clone(),
             sidecar_pull_policy: args.sidecar_pull_policy.clone(),
             shell_enabled: args.shell,
+            resume_grace_seconds: args.resume_grace_seconds,
             gateway_policy: args.network_policy.then(|| GatewayPolicy {
                 operator_namespace: args.pod_namespace.clone(),
                 operator_labels: parse_labels(&args.operator_pod_labels),

@@ -175,9 +175,9 @@ impl Registry {
     }
 
     /// Opens a session carrying `local` (the SSH server's end, the
-    /// forwarded connection) for `who`. `None` when at the session limit
-    /// or without an authenticated user: the caller serves the
-    /// connection without resumption.
+    /// forwarded connection) for `who`. Gives `local` back at the session
+    /// limit, without an authenticated user or with no grace time: the
+    /// caller serves the connection without resumption.
     /// With `audited`, the stream is also an audit-trail session of its
     /// own (a port-forward's; an SSH connection's channels have theirs).
     pub fn open<L>(
@@ -191,7 +191,8 @@ impl Registry {
     where
         L: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        if who.user.is_empty() {
+        // No grace time: nothing to resume within.
+        if who.user.is_empty() || self.settings.grace.is_zero() {
             return Err(local);
         }
         let mut sessions = self.sessions();

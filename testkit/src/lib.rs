@@ -748,6 +748,20 @@ impl TestRouter {
         router
     }
 
+    /// Kills this router (as [`Self::kill`]) and starts a new one with the
+    /// same settings on the same port.
+    pub async fn restart(&mut self) {
+        let settings = self.router.settings.clone();
+        let (cluster, auth) = (self.router.cluster.clone(), self.router.auth.clone());
+        self.shutdown.cancel();
+        if let Some(served) = self.served.take() {
+            let _ = served.await;
+        }
+        self.router.tunnels.close_all();
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        *self = Self::start_on(listener, cluster, auth, |s| *s = settings).await;
+    }
+
     /// An HTTPS client connection to this router (HTTP/1.1).
     pub async fn client(&self) -> Client {
         Client::connect(self.addr).await

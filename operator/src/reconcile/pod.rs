@@ -58,6 +58,9 @@ pub struct PodSettings {
     pub sidecar_pull_policy: String,
     /// Shells allowed cluster-wide (off: the shim serves no spawn socket).
     pub shell_enabled: bool,
+    /// Seconds a broken shell or port-forward stays resumable, unless the
+    /// Container says otherwise (`spec.resumeGraceSeconds`).
+    pub resume_grace_seconds: u64,
     /// A NetworkPolicy per pod that keeps its gateway to the router (none:
     /// the cluster's own policies only).
     pub gateway_policy: Option<GatewayPolicy>,
@@ -319,6 +322,15 @@ fn sidecar(container: &Container, settings: &PodSettings) -> Result<K8sContainer
         env: Some(vec![
             env(pod::env::CONTAINER_UID, uid),
             env(pod::env::INSTALL_TO, SHIM_PATH),
+            env(
+                pod::env::RESUME_GRACE_SECONDS,
+                container
+                    .spec
+                    .resume_grace_seconds
+                    .and_then(|s| u64::try_from(s).ok())
+                    .unwrap_or(settings.resume_grace_seconds)
+                    .to_string(),
+            ),
         ]),
         // A native sidecar: started before the workload, kept running
         // beside it, stopped after it.
@@ -484,8 +496,26 @@ mod tests {
             sidecar_image: "localhost/hatchway/sidecar:e2e".into(),
             sidecar_pull_policy: "Never".into(),
             shell_enabled: true,
+            resume_grace_seconds: 600,
             gateway_policy: None,
         }
+    }
+
+    #[test]
+    fn a_containers_resume_grace_time_overrides_the_clusters() {
+        let grace = |c: &Container| {
+            let pod = super::pod(c, &settings(), "job-1-secret").unwrap();
+            let sidecar = pod.spec.unwrap().init_containers.unwrap().remove(0);
+            sidecar
+                .env
+                .unwrap()
+                .into_iter()
+                .find(|e| e.name == pod::env::RESUME_GRACE_SECONDS)
+                .and_then(|e| e.value)
+        };
+        assert_eq!(grace(&container(|_| {})).as_deref(), Some("600"));
+        let own = container(|spec| spec.resume_grace_seconds = Some(30));
+        assert_eq!(grace(&own).as_deref(), Some("30"));
     }
 
     #[test]
@@ -630,6 +660,7 @@ mod tests {
             "HATCHWAY_CONTAINER_UID",
             Some("0f3a9c2e-1111-2222-3333-444455556666")
         )));
+        assert!(env.contains(&("HATCHWAY_RESUME_GRACE_SECONDS", Some("600"))));
         let sc = sidecar.security_context.as_ref().unwrap();
         assert_eq!(
             (sc.run_as_non_root, sc.read_only_root_filesystem),
