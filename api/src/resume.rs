@@ -118,15 +118,42 @@ impl Frame {
             Frame::Ack { offset } => (KIND_ACK, *offset, &[]),
             Frame::End { offset } => (KIND_END, *offset, &[]),
         };
-        out.push(kind);
-        out.extend_from_slice(&offset.to_be_bytes());
-        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        encode_header(kind, offset, payload.len(), out);
         out.extend_from_slice(payload);
     }
 
     /// Decodes one frame from the front of `buf`: the frame and the bytes
     /// it took, `Ok(None)` when `buf` holds only part of one.
     pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, ResumeError> {
+        Ok(FrameRef::decode(buf)?.map(|(frame, used)| (frame.to_frame(), used)))
+    }
+
+    /// The frame as a [`FrameRef`] borrowing its payload.
+    pub fn as_ref(&self) -> FrameRef<'_> {
+        match self {
+            Frame::Data { offset, bytes } => FrameRef::Data {
+                offset: *offset,
+                bytes,
+            },
+            Frame::Ack { offset } => FrameRef::Ack { offset: *offset },
+            Frame::End { offset } => FrameRef::End { offset: *offset },
+        }
+    }
+}
+
+/// A frame decoded in place: its payload borrowed from the bytes read
+/// (the pump's way, one copy fewer than [`Frame`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameRef<'a> {
+    Data { offset: u64, bytes: &'a [u8] },
+    Ack { offset: u64 },
+    End { offset: u64 },
+}
+
+impl<'a> FrameRef<'a> {
+    /// Decodes one frame from the front of `buf`: the frame and the bytes
+    /// it took, `Ok(None)` when `buf` holds only part of one.
+    pub fn decode(buf: &'a [u8]) -> Result<Option<(FrameRef<'a>, usize)>, ResumeError> {
         if buf.len() < HEADER_LEN {
             return Ok(None);
         }
@@ -145,15 +172,34 @@ impl Frame {
             return Ok(None);
         }
         let frame = match kind {
-            KIND_DATA => Frame::Data {
+            KIND_DATA => FrameRef::Data {
                 offset,
-                bytes: buf[HEADER_LEN..HEADER_LEN + len].to_vec(),
+                bytes: &buf[HEADER_LEN..HEADER_LEN + len],
             },
-            KIND_ACK => Frame::Ack { offset },
-            _ => Frame::End { offset },
+            KIND_ACK => FrameRef::Ack { offset },
+            _ => FrameRef::End { offset },
         };
         Ok(Some((frame, HEADER_LEN + len)))
     }
+
+    /// An owned copy.
+    pub fn to_frame(self) -> Frame {
+        match self {
+            FrameRef::Data { offset, bytes } => Frame::Data {
+                offset,
+                bytes: bytes.to_vec(),
+            },
+            FrameRef::Ack { offset } => Frame::Ack { offset },
+            FrameRef::End { offset } => Frame::End { offset },
+        }
+    }
+}
+
+/// Appends a frame's header to `out`.
+fn encode_header(kind: u8, offset: u64, len: usize, out: &mut Vec<u8>) {
+    out.push(kind);
+    out.extend_from_slice(&offset.to_be_bytes());
+    out.extend_from_slice(&(len as u32).to_be_bytes());
 }
 
 /// One direction's sending side: numbers the bytes, keeps the
@@ -210,6 +256,24 @@ impl Sender {
             self.sent += chunk.len() as u64;
         }
         Ok(frames)
+    }
+
+    /// [`Self::send`], the frames encoded straight into `out` (no frame
+    /// is built: one copy into `out`, one into the replay buffer).
+    pub fn send_into(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), ResumeError> {
+        if let Some(end) = self.end {
+            return Err(ResumeError::AfterEnd(end));
+        }
+        if self.replay.len() + bytes.len() > self.limit {
+            return Err(ResumeError::Full(self.replay.len()));
+        }
+        for chunk in bytes.chunks(MAX_PAYLOAD) {
+            encode_header(KIND_DATA, self.sent, chunk.len(), out);
+            out.extend_from_slice(chunk);
+            self.replay.extend(chunk);
+            self.sent += chunk.len() as u64;
+        }
+        Ok(())
     }
 
     /// The end frame (a half-close).
@@ -279,17 +343,22 @@ impl Receiver {
     /// Takes a data or end frame; returns the bytes new to this side (a
     /// resend's overlap is dropped). Acks are the sender's business.
     pub fn accept<'a>(&mut self, frame: &'a Frame) -> Result<&'a [u8], ResumeError> {
+        self.accept_ref(frame.as_ref())
+    }
+
+    /// [`Self::accept`] for a frame decoded in place.
+    pub fn accept_ref<'a>(&mut self, frame: FrameRef<'a>) -> Result<&'a [u8], ResumeError> {
         match frame {
-            Frame::Data { offset, bytes } => {
+            FrameRef::Data { offset, bytes } => {
                 if let Some(end) = self.ended
                     && offset + bytes.len() as u64 > end
                 {
                     return Err(ResumeError::AfterEnd(end));
                 }
-                if *offset > self.received {
+                if offset > self.received {
                     return Err(ResumeError::Gap {
                         have: self.received,
-                        starts: *offset,
+                        starts: offset,
                     });
                 }
                 let skip = (self.received - offset).min(bytes.len() as u64) as usize;
@@ -297,15 +366,15 @@ impl Receiver {
                 self.received += new.len() as u64;
                 Ok(new)
             }
-            Frame::End { offset } => {
+            FrameRef::End { offset } => {
                 match self.ended {
-                    Some(end) if end != *offset => return Err(ResumeError::AfterEnd(end)),
-                    _ if *offset < self.received => return Err(ResumeError::AfterEnd(self.received)),
-                    _ => self.ended = Some(*offset),
+                    Some(end) if end != offset => return Err(ResumeError::AfterEnd(end)),
+                    _ if offset < self.received => return Err(ResumeError::AfterEnd(self.received)),
+                    _ => self.ended = Some(offset),
                 }
                 Ok(&[])
             }
-            Frame::Ack { .. } => Ok(&[]),
+            FrameRef::Ack { .. } => Ok(&[]),
         }
     }
 }
@@ -459,13 +528,17 @@ impl Session {
         let (mut local_r, mut local_w) = tokio::io::split(local);
         let (mut transport_r, mut transport_w) = tokio::io::split(transport);
         let mut local_buf = vec![0u8; READ_CHUNK];
-        let mut transport_buf = vec![0u8; READ_CHUNK + HEADER_LEN];
-        let mut incoming: Vec<u8> = Vec::new();
+        // Read into directly; a whole frame fits with room to spare.
+        let mut incoming: Vec<u8> = Vec::with_capacity(2 * (READ_CHUNK + HEADER_LEN));
         let mut last_heard = tokio::time::Instant::now();
         loop {
             if self.done() {
                 let _ = transport_w.shutdown().await;
                 return Ok(Pumped::Done);
+            }
+            // Reads go straight into `incoming`: keep a whole read's room.
+            if incoming.capacity() - incoming.len() < READ_CHUNK + HEADER_LEN {
+                incoming.reserve(READ_CHUNK + HEADER_LEN);
             }
             let room = self.sender.unacknowledged() + READ_CHUNK <= self.sender.limit;
             let budget_ok = self.budget_allows_read();
@@ -484,27 +557,22 @@ impl Session {
                             self.local_ended = true;
                             self.sender.end().encode(&mut self.outgoing);
                         }
-                        Ok(n) => {
-                            for frame in self.sender.send(&local_buf[..n])? {
-                                frame.encode(&mut self.outgoing);
-                            }
-                        }
+                        Ok(n) => self.sender.send_into(&local_buf[..n], &mut self.outgoing)?,
                     }
                 }
-                read = transport_r.read(&mut transport_buf) => {
-                    let n = match read {
+                read = transport_r.read_buf(&mut incoming) => {
+                    match read {
                         Ok(0) | Err(_) => return Ok(Pumped::Broken),
-                        Ok(n) => n,
-                    };
+                        Ok(_) => {}
+                    }
                     last_heard = tokio::time::Instant::now();
-                    incoming.extend_from_slice(&transport_buf[..n]);
                     let mut at = 0;
-                    while let Some((frame, used)) = Frame::decode(&incoming[at..])? {
+                    while let Some((frame, used)) = FrameRef::decode(&incoming[at..])? {
                         at += used;
-                        match &frame {
-                            Frame::Ack { offset } => self.sender.acknowledge(*offset)?,
+                        match frame {
+                            FrameRef::Ack { offset } => self.sender.acknowledge(offset)?,
                             _ => {
-                                let new = self.receiver.accept(&frame)?;
+                                let new = self.receiver.accept_ref(frame)?;
                                 self.to_local.extend_from_slice(new);
                             }
                         }
@@ -585,6 +653,24 @@ mod tests {
             at += used;
         }
         assert_eq!(at, buf.len());
+    }
+
+    #[test]
+    fn frames_encoded_in_place_are_the_frames_built() {
+        let data: Vec<u8> = (0..150_000u32).map(|i| (i % 249) as u8).collect();
+        let (mut built, mut in_place) = (Sender::new(1 << 20), Sender::new(1 << 20));
+        let mut expected = Vec::new();
+        for frame in built.send(&data).unwrap() {
+            frame.encode(&mut expected);
+        }
+        let mut got = Vec::new();
+        in_place.send_into(&data, &mut got).unwrap();
+        assert_eq!(got, expected);
+        assert_eq!(in_place.unacknowledged(), built.unacknowledged());
+        // And decoded in place, they are the same frames.
+        let (frame, used) = FrameRef::decode(&got).unwrap().unwrap();
+        assert_eq!(used, HEADER_LEN + MAX_PAYLOAD);
+        assert_eq!(frame.to_frame(), built.resume_from(0).unwrap()[0]);
     }
 
     #[test]

@@ -109,7 +109,6 @@ fn main() -> Result<()> {
             }
             if wanted("sessions") {
                 rows.extend(sessions::time_to_resume(&mut rig, &runtime, 20)?);
-                rows.extend(sessions::memory_per_detached_session(&rig, &runtime, 200)?);
             }
             if wanted("tunnels") {
                 rows.extend(runtime.block_on(tunnels::memory_and_scale(tunnels, 200))?);

@@ -425,7 +425,7 @@ async fn streams_memory(router: &RouterProcess, n: usize) -> Result<Vec<Row>> {
             &format!("{local}:{idle_port}"),
         ])
         .stdout(Stdio::null());
-    let _forward = Bg::spawn("kubectl hatch port-forward", &mut forward)?;
+    let forward = Bg::spawn("kubectl hatch port-forward", &mut forward)?;
     wait_listening(local, "port-forward")?;
     let mut held = Vec::new();
     // The first stream waits for the sidecar's tunnel: the idle server never
@@ -493,9 +493,28 @@ async fn streams_memory(router: &RouterProcess, n: usize) -> Result<Vec<Row>> {
         "sidecar RSS during a 1 GiB transfer: {:.1} MiB",
         sidecar_busy as f64 / 1048576.0
     ));
+    // The CLI goes (as a laptop's would): every stream's resumable session
+    // is detached in the sidecar, waiting for its client.
+    drop(forward);
+    settle();
+    let sidecar_detached = sidecar_rss()?;
+    let streams = held.len() as f64;
+    let per_detached = sidecar_detached.saturating_sub(sidecar_idle) as f64 / streams;
+    progress(&format!(
+        "sidecar RSS {:.1} MiB with {streams} sessions detached: {:.1} KiB each over idle",
+        sidecar_detached as f64 / 1048576.0,
+        per_detached / 1024.0
+    ));
     drop(held);
     drop(sidecar);
     Ok(vec![
+        row(
+            "sidecar memory per detached session",
+            "hatchway",
+            per_detached / 1024.0,
+            "KiB",
+            false,
+        ),
         row(
             "router memory per open stream",
             "hatchway",

@@ -9,7 +9,7 @@
 mod common;
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -183,6 +183,86 @@ fn survive(prefix: &str, users: &TestNamespace, release: &Release, alice: &User)
     }
     let _ = forward.kill();
     let _ = forward.wait();
+
+    // 4. Bob, who may open port-forwards himself, presents alice's
+    // session id and secret: 403, and the audit trail names him.
+    let bob = User::new(users, release, "bob", Some("edit"))?;
+    let ca = alice.dir.path().join("router-ca.crt");
+    std::fs::write(&ca, release.ca_pem()?)?;
+    let path = format!(
+        "{}/v1/namespaces/{}/containers/web/portforward?port=9000",
+        release.server(),
+        users.name
+    );
+    let upgrade = |token: &str, headers: &[String]| -> Result<String> {
+        let answer = alice.dir.path().join("answer.txt");
+        let mut curl = Command::new("curl");
+        curl.args([
+            "-sS",
+            "--http1.1",
+            "--max-time",
+            "5",
+            "-X",
+            "POST",
+            "-o",
+            "/dev/null",
+            "-D",
+        ])
+        .arg(&answer)
+        .arg("--cacert")
+        .arg(&ca)
+        .args(["-H", "Connection: Upgrade", "-H", "Upgrade: tcp"])
+        .args(["-H", &format!("Authorization: Bearer {token}")]);
+        for header in headers {
+            curl.args(["-H", header]);
+        }
+        curl.arg(&path);
+        // A 101 leaves curl holding the connection until --max-time.
+        let _ = run_within(curl, WAIT)?;
+        Ok(std::fs::read_to_string(&answer)?)
+    };
+    let opened = upgrade(&alice.token, &["Hatchway-Resumable: 1".into()])?;
+    let header = |name: &str| {
+        opened
+            .lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)))
+            .map(|(_, v)| v.trim().to_owned())
+            .with_context(|| format!("no {name} in alice's 101: {opened}"))
+    };
+    let (id, secret) = (header("hatchway-session-id")?, header("hatchway-session-secret")?);
+    let mut stolen = Command::new("curl");
+    stolen
+        .args([
+            "-sS",
+            "--http1.1",
+            "--max-time",
+            "20",
+            "-X",
+            "POST",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(&ca)
+        .args(["-H", "Connection: Upgrade", "-H", "Upgrade: tcp"])
+        .args(["-H", &format!("Authorization: Bearer {}", bob.token)])
+        .args(["-H", &format!("Hatchway-Session-Id: {id}")])
+        .args(["-H", &format!("Hatchway-Session-Secret: {secret}")])
+        .args(["-H", "Hatchway-Session-Offset: 0"])
+        .arg(&path);
+    let out = run_within(stolen, WAIT)?;
+    let said = stdout(&out);
+    ensure!(
+        said.ends_with("\n403") && said.contains("belongs to another user"),
+        "bob resuming alice's session: {}",
+        show(&out)
+    );
+    let audit = stdout(&alice.run(&["logs", "web", "gateway.txt"])?);
+    ensure!(
+        audit.contains(&format!("resumable {id} resume refused (other_user)")) && !audit.contains(&secret),
+        "the audit trail: {audit}"
+    );
+    eprintln!("{prefix}: bob with alice's session id and secret: 403");
     Ok(())
 }
 
