@@ -634,7 +634,7 @@ async fn shells_are_refused_when_off_for_the_cluster_or_the_container_or_ended()
         (
             &off,
             "done",
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::FORBIDDEN,
             "shell access is disabled on this cluster",
         ),
         (

@@ -160,9 +160,10 @@ impl FromRequestParts<Arc<Router>> for Granted {
             return Err(super::cors::preflight());
         }
         let (purpose, permission) = path.action.needs();
+        // 403, not 503: a policy, not an outage (clients retry a 503).
         if purpose == Purpose::Shell && !router.settings.shell_enabled {
             return Err(text(
-                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::FORBIDDEN,
                 "shell access is disabled on this cluster (the router's shell setting is off)",
             ));
         }
