@@ -7,6 +7,7 @@
 //! router goes away and when it is back). A refusal that cannot change
 //! (401, 403, 404, 410) ends the forward with code 2.
 
+use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -193,7 +194,9 @@ pub async fn run(endpoint: Endpoint, forward: Forward) -> anyhow::Result<RouterE
             let local = listener.local_addr()?;
             port = local.port();
             listening += 1;
-            println!("Forwarding from {local} -> {}", mapping.remote);
+            // Whoever started us may stop reading (a script that took the
+            // first line): forwarding goes on, unlike after println!'s panic.
+            let _ = writeln!(std::io::stdout(), "Forwarding from {local} -> {}", mapping.remote);
             tokio::spawn(accept(state.clone(), listener, mapping.remote));
         }
         anyhow::ensure!(listening > 0, "no address to listen on for {}", mapping.remote);

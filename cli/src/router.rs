@@ -293,6 +293,9 @@ impl RouterError {
 /// a moving tunnel (10 s).
 pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long a TCP connect to the router may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The user agent of every request.
 const USER_AGENT: &str = concat!("kubectl-hatch/", env!("CARGO_PKG_VERSION"));
 
@@ -301,8 +304,13 @@ const USER_AGENT: &str = concat!("kubectl-hatch/", env!("CARGO_PKG_VERSION"));
 pub async fn connect(target: &Target) -> Result<SendRequest<Empty<Bytes>>, RouterError> {
     let server = &target.server;
     let addr = format!("{}:{}", server.host, server.port);
-    let tcp = TcpStream::connect((server.host.as_str(), server.port))
+    // A replica that just went away can leave its address in the
+    // Service's rules for a moment: a connect there is answered by
+    // nothing, and TCP would retry for minutes. Try again elsewhere.
+    let connect = TcpStream::connect((server.host.as_str(), server.port));
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
         .map_err(|source| RouterError::Connect {
             addr: addr.clone(),
             source,

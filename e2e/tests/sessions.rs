@@ -133,7 +133,9 @@ fn survive(prefix: &str, users: &TestNamespace, release: &Release, alice: &User)
         .stderr(std::fs::File::create(&pf_err)?)
         .spawn()?;
     let mut printed = String::new();
-    BufReader::new(forward.stdout.take().context("stdout")?).read_line(&mut printed)?;
+    // Kept open to the end: the forward prints a line per listener.
+    let mut printed_by = BufReader::new(forward.stdout.take().context("stdout")?);
+    printed_by.read_line(&mut printed)?;
     let local: std::net::SocketAddr = printed
         .split_whitespace()
         .nth(2)
@@ -183,6 +185,7 @@ fn survive(prefix: &str, users: &TestNamespace, release: &Release, alice: &User)
     }
     let _ = forward.kill();
     let _ = forward.wait();
+    drop(printed_by);
 
     // 4. Bob, who may open port-forwards himself, presents alice's
     // session id and secret: 403, and the audit trail names him.
