@@ -197,34 +197,27 @@ fn survive(prefix: &str, users: &TestNamespace, release: &Release, alice: &User)
         release.server(),
         users.name
     );
-    let upgrade = |token: &str, headers: &[String]| -> Result<String> {
-        let answer = alice.dir.path().join("answer.txt");
+    // `POST path` asking to upgrade to a port-forward, as `token`'s user,
+    // through the router's own URL (real TLS, its CA).
+    let upgrade = |token: &str, headers: &[String], max_time: &str| {
         let mut curl = Command::new("curl");
-        curl.args([
-            "-sS",
-            "--http1.1",
-            "--max-time",
-            "5",
-            "-X",
-            "POST",
-            "-o",
-            "/dev/null",
-            "-D",
-        ])
-        .arg(&answer)
-        .arg("--cacert")
-        .arg(&ca)
-        .args(["-H", "Connection: Upgrade", "-H", "Upgrade: tcp"])
-        .args(["-H", &format!("Authorization: Bearer {token}")]);
+        curl.args(["-sS", "--http1.1", "--max-time", max_time, "-X", "POST"])
+            .arg("--cacert")
+            .arg(&ca)
+            .args(["-H", "Connection: Upgrade", "-H", "Upgrade: tcp"])
+            .args(["-H", &format!("Authorization: Bearer {token}")]);
         for header in headers {
             curl.args(["-H", header]);
         }
         curl.arg(&path);
-        // A 101 leaves curl holding the connection until --max-time.
-        let _ = run_within(curl, WAIT)?;
-        Ok(std::fs::read_to_string(&answer)?)
+        curl
     };
-    let opened = upgrade(&alice.token, &["Hatchway-Resumable: 1".into()])?;
+    let answer = alice.dir.path().join("answer.txt");
+    let mut open = upgrade(&alice.token, &["Hatchway-Resumable: 1".into()], "5");
+    open.args(["-o", "/dev/null", "-D"]).arg(&answer);
+    // A 101 leaves curl holding the connection until --max-time.
+    let _ = run_within(open, WAIT)?;
+    let opened = std::fs::read_to_string(&answer)?;
     let header = |name: &str| {
         opened
             .lines()
@@ -233,26 +226,16 @@ fn survive(prefix: &str, users: &TestNamespace, release: &Release, alice: &User)
             .with_context(|| format!("no {name} in alice's 101: {opened}"))
     };
     let (id, secret) = (header("hatchway-session-id")?, header("hatchway-session-secret")?);
-    let mut stolen = Command::new("curl");
-    stolen
-        .args([
-            "-sS",
-            "--http1.1",
-            "--max-time",
-            "20",
-            "-X",
-            "POST",
-            "-w",
-            "\n%{http_code}",
-        ])
-        .arg("--cacert")
-        .arg(&ca)
-        .args(["-H", "Connection: Upgrade", "-H", "Upgrade: tcp"])
-        .args(["-H", &format!("Authorization: Bearer {}", bob.token)])
-        .args(["-H", &format!("Hatchway-Session-Id: {id}")])
-        .args(["-H", &format!("Hatchway-Session-Secret: {secret}")])
-        .args(["-H", "Hatchway-Session-Offset: 0"])
-        .arg(&path);
+    let mut stolen = upgrade(
+        &bob.token,
+        &[
+            format!("Hatchway-Session-Id: {id}"),
+            format!("Hatchway-Session-Secret: {secret}"),
+            "Hatchway-Session-Offset: 0".into(),
+        ],
+        "20",
+    );
+    stolen.args(["-w", "\n%{http_code}"]);
     let out = run_within(stolen, WAIT)?;
     let said = stdout(&out);
     ensure!(

@@ -107,6 +107,17 @@ struct Entry {
     attach: mpsc::Sender<Attach>,
 }
 
+impl Entry {
+    /// When its last connection broke, while none carries it.
+    fn detached(&self) -> Option<SystemTime> {
+        *self.detached_since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_detached(&self, since: Option<SystemTime>) {
+        *self.detached_since.lock().unwrap_or_else(|p| p.into_inner()) = since;
+    }
+}
+
 /// A resume handed to a session's driver.
 struct Attach {
     peer_received: u64,
@@ -353,11 +364,7 @@ impl Registry {
                 kind: e.kind,
                 what: e.what.clone(),
                 started: rfc3339(e.started),
-                detached_since: e
-                    .detached_since
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .map(rfc3339),
+                detached_since: e.detached().map(rfc3339),
             })
             .collect();
         listed.sort_by(|a, b| a.started.cmp(&b.started));
@@ -396,7 +403,7 @@ impl Registry {
                 Some(current) => current,
                 None => {
                     let since = SystemTime::now();
-                    *entry.detached_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(since);
+                    entry.set_detached(Some(since));
                     detached.inc();
                     let waited = tokio::time::timeout(self.settings.grace, attaches.recv()).await;
                     detached.dec();
@@ -419,7 +426,7 @@ impl Registry {
                     }
                 }
             };
-            *entry.detached_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            entry.set_detached(None);
             tokio::select! {
                 pumped = session.pump_with(&mut local, current, self.settings.liveness) => match pumped {
                     Ok(Pumped::Done) => break "done".into(),
