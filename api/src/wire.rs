@@ -79,8 +79,14 @@ pub mod resumable {
     /// Seconds the gateway keeps a detached session: in the `101` that
     /// opened it (how long the client keeps trying).
     pub const GRACE: &str = "hatchway-session-grace";
+    /// Request of a new resumable SSH connection: its first shell takes
+    /// over the pty of this earlier session of the same user (its id, or
+    /// [`ATTACH_LATEST`]) instead of starting one (`shell --resume`).
+    pub const ATTACH: &str = "hatchway-session-attach";
+    /// [`ATTACH`]'s value for the user's most recently detached session.
+    pub const ATTACH_LATEST: &str = "latest";
     /// What the router passes from the client to the gateway.
-    pub const REQUEST_HEADERS: [&str; 4] = [REQUEST, ID, SECRET, OFFSET];
+    pub const REQUEST_HEADERS: [&str; 5] = [REQUEST, ID, SECRET, OFFSET, ATTACH];
     /// What the router passes from the gateway's `101` to the client.
     pub const RESPONSE_HEADERS: [&str; 4] = [ID, SECRET, OFFSET, GRACE];
 }

@@ -171,20 +171,38 @@ async fn open_when_ready_with(
     }
 }
 
+/// Checks `--resume`'s value: a session id (16 hex digits) or `latest`.
+pub fn resume_target(value: &str) -> anyhow::Result<&str> {
+    let is_id = value.len() == 16 && value.bytes().all(|b| b.is_ascii_hexdigit());
+    if is_id || value == wire::resumable::ATTACH_LATEST {
+        Ok(value)
+    } else {
+        anyhow::bail!(
+            "--resume takes a session id (16 hex digits, as `kubectl hatch sessions NAME` lists them), \
+             not {value:?}"
+        )
+    }
+}
+
 /// Relays stdin/stdout through a resumable session until both sides are
 /// done, resuming it through new connections when one breaks (see
 /// [`crate::resumable`]). With `known_hosts`, first records the host key
-/// the router sent for this Container's alias there.
+/// the router sent for this Container's alias there. With `resume`, the
+/// connection's shell takes over that earlier session's pty.
 pub async fn relay(
     endpoint: &Endpoint,
     ssh: &SshTarget<'_>,
     known_hosts: Option<&Path>,
+    resume: Option<&str>,
 ) -> Result<(), RouterError> {
     let route = route(endpoint, ssh);
+    let mut extra = vec![resumable::request_header()];
+    if let Some(id) = resume {
+        extra.push((wire::resumable::ATTACH, id.to_owned()));
+    }
     // A router restarting or a tunnel moving (a rolling upgrade) delays a
     // new connection, as it delays a port-forward's, instead of failing it.
-    let upgraded =
-        open_when_ready_with(endpoint, ssh, NEW_CONNECTION_WAIT, &[resumable::request_header()]).await?;
+    let upgraded = open_when_ready_with(endpoint, ssh, NEW_CONNECTION_WAIT, &extra).await?;
     if let (Some(path), Some(key)) = (known_hosts, host_key(&upgraded))
         && let Err(error) = known_hosts::record(path, &ssh.alias(), key)
     {
@@ -221,6 +239,15 @@ mod tests {
         );
         assert_eq!(host_suffix(None), "hatchway");
         assert_eq!(host_suffix(Some("@@")), "hatchway");
+    }
+
+    #[test]
+    fn resume_takes_an_id_or_latest() {
+        assert_eq!(resume_target("latest").unwrap(), "latest");
+        assert_eq!(resume_target("0123456789abcdef").unwrap(), "0123456789abcdef");
+        let error = resume_target("x\r\nEvil: 1").unwrap_err().to_string();
+        assert!(error.contains("16 hex digits"), "{error}");
+        assert!(resume_target("0123").is_err());
     }
 
     #[test]

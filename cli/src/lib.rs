@@ -105,6 +105,11 @@ pub enum Command {
         /// known_hosts file before ssh checks it.
         #[arg(long)]
         known_hosts: Option<PathBuf>,
+        /// Take over a shell of yours that lost its client (a laptop that
+        /// slept, a killed terminal): the session ID (`kubectl hatch
+        /// sessions NAME`), or without one your most recently detached.
+        #[arg(long, value_name = "ID", num_args = 0..=1, default_missing_value = hatchway_api::wire::resumable::ATTACH_LATEST)]
+        resume: Option<String>,
     },
 
     /// Open a shell (or run a command) in a Container with the system ssh.
@@ -133,6 +138,11 @@ pub enum Command {
         /// Use the built-in SSH client even when ssh is installed.
         #[arg(long)]
         builtin_ssh: bool,
+        /// Take over a shell of yours that lost its client (a laptop that
+        /// slept, a killed terminal): the session ID (`kubectl hatch
+        /// sessions NAME`), or without one your most recently detached.
+        #[arg(long, value_name = "ID", num_args = 0..=1, default_missing_value = hatchway_api::wire::resumable::ATTACH_LATEST)]
+        resume: Option<String>,
         /// The command to run instead of a login shell.
         #[arg(last = true)]
         command: Vec<String>,
@@ -329,7 +339,9 @@ async fn run_async(
             login,
             detach_keys,
             known_hosts,
+            resume,
         } => {
+            let resume = resume.as_deref().map(connect_ssh::resume_target).transpose()?;
             let (name, namespace) = match parse_host(&name, &host_suffix) {
                 Some((name, ns)) => (name.to_owned(), ns.to_owned()),
                 None => (name.clone(), connection.namespace()?),
@@ -343,7 +355,7 @@ async fn run_async(
                 detach_keys: detach_keys.as_deref(),
             };
             Ok(report(
-                connect_ssh::relay(&endpoint, &ssh, known_hosts.as_deref()).await,
+                connect_ssh::relay(&endpoint, &ssh, known_hosts.as_deref(), resume).await,
             ))
         }
         Command::Shell {
@@ -354,8 +366,10 @@ async fn run_async(
             known_hosts,
             ssh,
             builtin_ssh,
+            resume,
             command,
         } => {
+            let resume = resume.as_deref().map(connect_ssh::resume_target).transpose()?;
             let (login, name) = shell::parse_destination(&destination);
             let namespace = connection.namespace()?;
             let endpoint = connection.endpoint().await?;
@@ -387,6 +401,9 @@ async fn run_async(
                     )
                 })?;
             if builtin_ssh || !builtin_ssh::program_exists(&ssh) {
+                if resume.is_some() {
+                    anyhow::bail!("--resume needs ssh: the built-in client's sessions are not resumable");
+                }
                 // This very connection carries the session.
                 return Ok(builtin_ssh::run(upgraded, &host_key, &command).await?);
             }
@@ -405,6 +422,7 @@ async fn run_async(
                     namespace: &namespace,
                     login,
                     detach_keys: detach_keys.as_deref(),
+                    resume,
                     known_hosts: &known_hosts,
                     connection: &pinned,
                     command: &command,

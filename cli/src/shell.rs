@@ -26,6 +26,8 @@ pub struct SshInvocation<'a> {
     pub namespace: &'a str,
     pub login: Option<&'a str>,
     pub detach_keys: Option<&'a str>,
+    /// `--resume`: the session whose pty to take over, or `latest`.
+    pub resume: Option<&'a str>,
     pub known_hosts: &'a Path,
     /// The flags that pin the way and the kubeconfig context.
     pub connection: &'a [String],
@@ -42,6 +44,9 @@ pub fn ssh_command(program: &str, ssh: &SshInvocation<'_>) -> Command {
     }
     if let Some(keys) = ssh.detach_keys {
         args.extend(["--detach-keys".to_owned(), keys.to_owned()]);
+    }
+    if let Some(id) = ssh.resume {
+        args.push(format!("--resume={id}"));
     }
     args.extend(ssh.connection.iter().cloned());
     let proxy = proxy_command::connect_ssh(ssh.exe, &proxy_command::sh_quote(ssh.name), &args);
@@ -86,6 +91,7 @@ mod tests {
                 namespace: "team-a",
                 login: Some("root"),
                 detach_keys: None,
+                resume: Some("0123456789abcdef"),
                 known_hosts: Path::new("/k/known_hosts"),
                 connection: &[
                     "--context".into(),
@@ -104,7 +110,7 @@ mod tests {
             args,
             [
                 "-o",
-                "ProxyCommand=/bin/kubectl-hatch connect-ssh web-1 -n team-a --login root --context dev --api aggregated",
+                "ProxyCommand=/bin/kubectl-hatch connect-ssh web-1 -n team-a --login root --resume=0123456789abcdef --context dev --api aggregated",
                 "-o",
                 "UserKnownHostsFile=/k/known_hosts",
                 "-o",

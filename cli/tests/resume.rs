@@ -5,9 +5,10 @@
 
 mod rig;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use hatchway_testkit::line_echo_server;
+use hatchway_testkit::{eventually, line_echo_server};
 use rig::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
@@ -76,4 +77,135 @@ async fn a_held_port_forward_connection_outlives_two_router_restarts() {
     assert_eq!(next_line(&mut lines).await, None, "the end comes through too");
     assert!(child.try_wait().unwrap().is_none(), "port-forward still runs");
     let _ = child.kill().await;
+}
+
+/// A script that runs ssh with a pty even without a local terminal, as a
+/// user at a terminal gets one.
+fn ssh_with_pty(rig: &Rig) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = rig.dir.path().join("ssh-tt");
+    std::fs::write(&path, "#!/bin/sh\nexec ssh -tt \"$@\"\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// `kubectl-hatch shell job [--resume…]` as alice with a pty, its stdin
+/// piped and its output in files; in its own process group (to be killed
+/// whole, ssh and ProxyCommand with it).
+fn pty_shell(rig: &Rig, name: &str, resume: &[&str]) -> (tokio::process::Child, PathBuf, PathBuf) {
+    let stdout = rig.dir.path().join(format!("{name}.out"));
+    let stderr = rig.dir.path().join(format!("{name}.err"));
+    let mut hatch = rig.hatch();
+    hatch
+        .args(["shell", "job", "--ssh"])
+        .arg(ssh_with_pty(rig))
+        .args(resume)
+        .args(rig.connection("alice-token"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .process_group(0);
+    (hatch.spawn().unwrap(), stdout, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_whose_client_was_killed_is_taken_over_with_resume() {
+    let rig = rig().await;
+    let gateway = rig.sidecar.running.gateway.clone();
+    let (mut first, first_out, _) = pty_shell(&rig, "first", &[]);
+    let mut stdin = first.stdin.take().unwrap();
+    // Ticks go on while nobody watches; `ready` marks the loop started.
+    stdin
+        .write_all(b"echo rea''dy; for i in $(seq 1 60); do echo tick-$i; sleep 0.05; done; echo do''ne\n")
+        .await
+        .unwrap();
+    wait_for_text(&first_out, "ready\r\n").await;
+    let old = gateway.resumable.list(None);
+    assert_eq!(old.len(), 1, "one resumable session: {old:?}");
+    let old = old[0].id.clone();
+
+    // The laptop's lid closes: the CLI, ssh and the ProxyCommand die at once.
+    let pid = first.id().unwrap();
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("the CLI's process group is killed");
+    tokio::time::timeout(Duration::from_secs(20), first.wait())
+        .await
+        .expect("the killed CLI is reaped")
+        .unwrap();
+    let seen = std::fs::read_to_string(&first_out).unwrap();
+    assert!(!seen.contains("done\r\n"), "killed before the loop ended: {seen}");
+
+    // Another user cannot take it, even naming it (403 from the gateway).
+    rig.auth
+        .grant("bob", NS, hatchway_operator::router::auth::Permission::SHELL);
+    let mut bob = rig.hatch();
+    bob.args(["connect-ssh", "job", &format!("--resume={old}")])
+        .args(rig.connection("bob-token"));
+    let refused = tokio::time::timeout(Duration::from_secs(30), bob.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let said = text(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        said.contains("403") && said.contains("not one of your SSH sessions"),
+        "{said}"
+    );
+
+    // Alice resumes it: the pty is back with what it wrote meanwhile.
+    let (mut second, second_out, second_err) = pty_shell(&rig, "second", &["--resume"]);
+    let mut stdin = second.stdin.take().unwrap();
+    let screen = wait_for_text(&second_out, "done\r\n").await;
+    let ticks: Vec<usize> = screen
+        .split("\r\n")
+        .filter_map(|line| line.strip_prefix("tick-")?.parse().ok())
+        .collect();
+    assert_eq!(
+        ticks,
+        (1..=60).collect::<Vec<_>>(),
+        "every tick once, in order: {screen}"
+    );
+    // Still the same shell, and it takes input.
+    stdin.write_all(b"exit 7\n").await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), second.wait())
+        .await
+        .expect("the shell ends")
+        .unwrap();
+    let err = std::fs::read_to_string(&second_err).unwrap();
+    assert_eq!(status.code(), Some(7), "the shell's exit code; stderr: {err}");
+    // The earlier session ended when its pty was taken over.
+    eventually("the earlier session ends", || {
+        let gone = gateway.resumable.owner(&old).is_none();
+        async move { gone }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_without_a_session_is_a_clear_refusal() {
+    let rig = rig().await;
+    let mut hatch = rig.hatch();
+    hatch
+        .args(["connect-ssh", "job", "--resume"])
+        .args(rig.connection("alice-token"));
+    let out = tokio::time::timeout(Duration::from_secs(30), hatch.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let said = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("404") && said.contains("has no shell in this container to resume"),
+        "{said}"
+    );
+    let mut hatch = rig.hatch();
+    hatch
+        .args(["connect-ssh", "job", "--resume=0123456789abcdef"])
+        .args(rig.connection("alice-token"));
+    let out = hatch.output().await.unwrap();
+    let said = text(&out.stderr);
+    assert!(said.contains("410") && said.contains("not known"), "{said}");
 }

@@ -105,6 +105,8 @@ struct Entry {
     started: SystemTime,
     detached_since: Mutex<Option<SystemTime>>,
     attach: mpsc::Sender<Attach>,
+    /// Ends the session before its time (its pty was taken over).
+    end: tokio_util::sync::CancellationToken,
 }
 
 impl Entry {
@@ -231,6 +233,7 @@ impl Registry {
             started: SystemTime::now(),
             detached_since: Mutex::new(None),
             attach,
+            end: Default::default(),
         });
         sessions.insert(id.clone(), entry.clone());
         drop(sessions);
@@ -371,6 +374,38 @@ impl Registry {
         listed
     }
 
+    /// Whether sessions can be resumed at all (a grace time is set).
+    pub fn enabled(&self) -> bool {
+        !self.settings.grace.is_zero()
+    }
+
+    /// The owner and kind of session `id`, if it is known.
+    pub fn owner(&self, id: &str) -> Option<(String, Kind)> {
+        self.sessions().get(id).map(|e| (e.user.clone(), e.kind))
+    }
+
+    /// The ids of `user`'s sessions of `kind`, the most recently detached
+    /// first, then the attached ones, the newest first.
+    pub fn ids_of(&self, user: &str, kind: Kind) -> Vec<String> {
+        let mut found: Vec<(Option<SystemTime>, SystemTime, String)> = self
+            .sessions()
+            .values()
+            .filter(|e| e.user == user && e.kind == kind)
+            .map(|e| (e.detached(), e.started, e.id.clone()))
+            .collect();
+        // `Some` sorts after `None`: reversed, detached ones come first.
+        found.sort();
+        found.into_iter().rev().map(|(.., id)| id).collect()
+    }
+
+    /// Ends session `id` now (what it carried was taken over by `by`).
+    pub fn end(&self, id: &str, by: &str) {
+        if let Some(entry) = self.sessions().get(id) {
+            tracing::debug!(session = id, by, "resumable session taken over");
+            entry.end.cancel();
+        }
+    }
+
     fn count(&self, outcome: &str) {
         self.reporter
             .metrics
@@ -405,7 +440,13 @@ impl Registry {
                     let since = SystemTime::now();
                     entry.set_detached(Some(since));
                     detached.inc();
-                    let waited = tokio::time::timeout(self.settings.grace, attaches.recv()).await;
+                    let waited = tokio::select! {
+                        waited = tokio::time::timeout(self.settings.grace, attaches.recv()) => waited,
+                        () = entry.end.cancelled() => {
+                            detached.dec();
+                            break "taken over".into();
+                        }
+                    };
                     detached.dec();
                     match waited {
                         Err(_) => {
@@ -436,6 +477,7 @@ impl Registry {
                     }
                     Err(error) => break format!("failed: {error}"),
                 },
+                () = entry.end.cancelled() => break "taken over".into(),
                 // A resume while the old connection still looks alive (the
                 // client saw it break first): the new one wins.
                 Some(attach) = attaches.recv() => {

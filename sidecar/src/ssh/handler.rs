@@ -9,13 +9,15 @@ use tokio::sync::mpsc;
 
 use super::process;
 use super::session::{self, Control, Launch, PtySize};
-use super::{SessionParams, SshServer};
+use super::{SessionParams, SshServer, TakeOver};
 
 /// Per-connection state.
 pub struct Connection {
     server: Arc<SshServer>,
     params: SessionParams,
     channels: HashMap<ChannelId, ChannelState>,
+    /// A pty the first shell request takes over instead of starting one.
+    take_over: Option<TakeOver>,
 }
 
 #[derive(Default)]
@@ -31,11 +33,12 @@ struct ChannelState {
 }
 
 impl Connection {
-    pub fn new(server: Arc<SshServer>, params: SessionParams) -> Self {
+    pub fn new(server: Arc<SshServer>, params: SessionParams, take_over: Option<TakeOver>) -> Self {
         Self {
             server,
             params,
             channels: HashMap::new(),
+            take_over,
         }
     }
 
@@ -50,6 +53,13 @@ impl Connection {
         let (tx, rx) = mpsc::channel(16);
         state.control = Some(tx);
         session.channel_success(id)?;
+        if matches!(launch, Launch::Shell)
+            && let Some(take_over) = self.take_over.take()
+        {
+            let pty = state.pty.clone();
+            self.resume_pty(take_over, channel, pty, rx, session);
+            return Ok(());
+        }
         let job = process::Job {
             launch,
             pty: state.pty.clone(),
@@ -59,9 +69,49 @@ impl Connection {
             sftp_command: self.server.sftp_command.clone(),
             reporter: self.server.reporter.clone(),
             handle: session.handle(),
+            terminals: self.server.terminals.clone(),
         };
         tokio::spawn(process::run(job, channel, rx));
         Ok(())
+    }
+
+    /// Attaches `channel` to a pty taken over from an earlier session
+    /// (`--resume`): the earlier attachment lets go, the earlier session
+    /// ends, the pty takes this terminal's size (full-screen programs
+    /// redraw on the SIGWINCH) and the screen kept meanwhile comes first.
+    fn resume_pty(
+        &self,
+        take_over: TakeOver,
+        channel: Channel<Msg>,
+        pty: Option<PtySize>,
+        control: mpsc::Receiver<Control>,
+        session: &mut Session,
+    ) {
+        let TakeOver {
+            old,
+            terminal,
+            sessions,
+        } = take_over;
+        let new = self.params.resumable_id.clone().unwrap_or_default();
+        self.server.reporter.audit(&format!(
+            "resumable {new} took over the terminal of resumable {old} user={:?} request={:?}",
+            self.params.who.user, self.params.who.request_id
+        ));
+        self.server.terminals.moved(&terminal, &new);
+        if let Some(size) = pty {
+            terminal.resize(size.cols, size.rows);
+        }
+        let detach_keys = self.params.detach_keys.clone();
+        let handle = session.handle();
+        tokio::spawn(async move {
+            let attached = process::attach(terminal, channel, control, &detach_keys, handle);
+            // The earlier session ends once this attachment is current, so
+            // its connection's end cannot hang the process up first.
+            tokio::join!(attached, async {
+                tokio::task::yield_now().await;
+                sessions.end(&old, &new);
+            });
+        });
     }
 
     fn control(&self, id: ChannelId, message: Control) {

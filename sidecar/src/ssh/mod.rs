@@ -10,6 +10,7 @@
 mod handler;
 mod process;
 mod session;
+mod terminal;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,8 @@ pub struct SessionParams {
     pub detach_keys: Vec<u8>,
     /// Who asked, for the audit trail.
     pub who: Who,
+    /// The resumable session carrying the connection, if it is one.
+    pub resumable_id: Option<String>,
 }
 
 /// The SSH server: host key, configuration, and where to spawn sessions.
@@ -48,6 +51,8 @@ pub struct SshServer {
     pub sftp_command: Vec<String>,
     /// Audit trail and reports.
     pub reporter: Arc<Reporter>,
+    /// The processes of resumable connections, for `--resume`.
+    pub terminals: Arc<terminal::Terminals>,
 }
 
 /// Why the SSH server could not be set up.
@@ -72,6 +77,7 @@ impl SshServer {
             spawn_socket,
             sftp_command,
             reporter,
+            terminals: Default::default(),
         })
     }
 
@@ -103,9 +109,13 @@ impl SshServer {
                 "SSH needs `Connection: upgrade` and `Upgrade: ssh`",
             );
         }
-        let params = match session_params(req.uri().query(), who) {
+        let mut params = match session_params(req.uri().query(), who) {
             Ok(params) => params,
             Err(message) => return text(StatusCode::BAD_REQUEST, message),
+        };
+        let take_over = match self.pty_to_take_over(req.headers(), &params.who, sessions) {
+            Ok(found) => found,
+            Err((status, message)) => return text(status, message),
         };
         let on_upgrade = hyper::upgrade::on(&mut req);
         let mut response = Response::builder()
@@ -120,26 +130,40 @@ impl SshServer {
                 Some(user) => format!("ssh as {user}"),
                 None => "ssh".to_owned(),
             };
-            if let Ok(opened) = sessions.open(Kind::Shell, &params.who, what, session_end, false) {
-                opened.add_headers(response.headers_mut());
-                tokio::spawn(async move {
-                    match on_upgrade.await {
-                        Ok(upgraded) => opened.attach(TokioIo::new(upgraded)),
-                        Err(error) => return tracing::debug!(%error, "SSH upgrade failed"),
-                    }
-                    self.clone()
-                        .run(self.resumable_config.clone(), ssh_end, params)
-                        .await;
-                });
-                return response;
+            match sessions.open(Kind::Shell, &params.who, what, session_end, false) {
+                Ok(opened) => {
+                    opened.add_headers(response.headers_mut());
+                    params.resumable_id = Some(opened.id.clone());
+                    let take_over = take_over.map(|(old, terminal)| TakeOver {
+                        old,
+                        terminal,
+                        sessions: sessions.clone(),
+                    });
+                    tokio::spawn(async move {
+                        match on_upgrade.await {
+                            Ok(upgraded) => opened.attach(TokioIo::new(upgraded)),
+                            Err(error) => return tracing::debug!(%error, "SSH upgrade failed"),
+                        }
+                        let config = self.resumable_config.clone();
+                        self.run(config, ssh_end, params, take_over).await;
+                    });
+                    return response;
+                }
+                Err(_) if take_over.is_some() => {
+                    return text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "this container's gateway holds the most resumable sessions it keeps: \
+                         the session cannot be resumed now; try again",
+                    );
+                }
+                Err(_) => {}
             }
         }
         tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    self.clone()
-                        .run(self.config.clone(), TokioIo::new(upgraded), params)
-                        .await
+                    let config = self.config.clone();
+                    self.run(config, TokioIo::new(upgraded), params, None).await
                 }
                 Err(error) => tracing::debug!(%error, "SSH upgrade failed"),
             }
@@ -147,12 +171,83 @@ impl SshServer {
         response
     }
 
+    /// The pty a new connection asks to take over (`Hatchway-Session-Attach`:
+    /// an earlier session's id, or `latest`), checked: the session must be
+    /// the same user's SSH session and still run a pty.
+    fn pty_to_take_over(
+        &self,
+        headers: &http::HeaderMap,
+        who: &Who,
+        sessions: &Registry,
+    ) -> Result<Option<(String, Arc<terminal::Terminal>)>, resumable::Refusal> {
+        use hatchway_api::wire::resumable::{ATTACH, ATTACH_LATEST};
+        let Some(wanted) = headers.get(ATTACH) else {
+            return Ok(None);
+        };
+        let wanted = wanted.to_str().unwrap_or_default();
+        if !resumable::wanted(headers) || !sessions.enabled() {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "sessions in this container are not resumable (its resume grace time is 0)".into(),
+            ));
+        }
+        if wanted == ATTACH_LATEST {
+            return sessions
+                .ids_of(&who.user, Kind::Shell)
+                .into_iter()
+                .find_map(|id| self.terminals.pty(&id).map(|t| (id, t)))
+                .map(Some)
+                .ok_or_else(|| {
+                    (
+                        StatusCode::NOT_FOUND,
+                        format!(
+                            "{} has no shell in this container to resume: it ended, or its grace time passed",
+                            who.user
+                        ),
+                    )
+                });
+        }
+        match sessions.owner(wanted) {
+            None => Err((
+                StatusCode::GONE,
+                format!(
+                    "session {wanted} is not known to this container's gateway: it ended, its grace time \
+                     passed, or the pod restarted"
+                ),
+            )),
+            Some((user, kind)) if user != who.user || kind != Kind::Shell => {
+                self.reporter.audit(&format!(
+                    "resumable {wanted} take-over refused (other_user) user={:?} request={:?}",
+                    who.user, who.request_id
+                ));
+                Err((
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "session {wanted} is not one of your SSH sessions; it is never handed to anyone else"
+                    ),
+                ))
+            }
+            Some(_) => match self.terminals.pty(wanted) {
+                Some(terminal) => Ok(Some((wanted.to_owned(), terminal))),
+                None => Err((
+                    StatusCode::CONFLICT,
+                    format!("session {wanted} runs no terminal to resume (no pty, or its shell ended)"),
+                )),
+            },
+        }
+    }
+
     /// Runs the SSH server side of one connection on `io`.
-    async fn run<IO>(self: Arc<Self>, config: Arc<russh::server::Config>, io: IO, params: SessionParams)
-    where
+    async fn run<IO>(
+        self: Arc<Self>,
+        config: Arc<russh::server::Config>,
+        io: IO,
+        params: SessionParams,
+        take_over: Option<TakeOver>,
+    ) where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let handler = handler::Connection::new(self, params);
+        let handler = handler::Connection::new(self, params, take_over);
         match russh::server::run_stream(config, io, handler).await {
             Ok(session) => {
                 if let Err(error) = session.await {
@@ -162,6 +257,14 @@ impl SshServer {
             Err(error) => tracing::debug!(%error, "SSH handshake failed"),
         }
     }
+}
+
+/// A pty the connection's first shell request takes over from an earlier
+/// session, which then ends.
+pub struct TakeOver {
+    pub old: String,
+    pub terminal: Arc<terminal::Terminal>,
+    pub sessions: Arc<Registry>,
 }
 
 /// The SSH server's configuration; `keepalive` off for resumable sessions,

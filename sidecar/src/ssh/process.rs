@@ -1,18 +1,20 @@
 //! A process started for an SSH channel, inside the workload container,
-//! through the shim's spawn socket; its I/O pumped to and from the channel.
+//! through the shim's spawn socket; and a channel attached to a process
+//! (the one it started, or a pty it took over with `--resume`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hatchway_shim::{ExitStatus, FdStream, PtyRequest, SpawnRequest, Spawned, SpawnedIo};
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::SessionParams;
 use super::session::{Control, Detach, Launch, PtySize, ssh_signal};
+use super::terminal::{Output, Reader, Terminal, Writer};
 use crate::report::Reporter;
 
 /// Everything needed to start and run one channel's process.
@@ -25,118 +27,139 @@ pub struct Job {
     pub sftp_command: Vec<String>,
     pub reporter: Arc<Reporter>,
     pub handle: russh::server::Handle,
+    /// Where the resumable connection's terminals are found by a resume.
+    pub terminals: Arc<super::terminal::Terminals>,
 }
 
 /// How long output may keep flowing after the process exits (a daemon it
 /// started may hold the pipes open forever).
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs a job on a channel until the process ends or the channel closes.
-pub async fn run(job: Job, channel: Channel<Msg>, mut control: mpsc::Receiver<Control>) {
-    let id = channel.id();
+/// Starts a job's process and runs it on `channel`.
+pub async fn run(job: Job, channel: Channel<Msg>, control: mpsc::Receiver<Control>) {
     let (kind, request, shown) = request_for(&job);
-    let session = job.reporter.session(&job.params.who, kind, shown);
-    let (mut input, output) = channel.split();
-    let stdout_sink = output.make_writer();
-    let stderr_sink = output.make_writer_ext(Some(1));
-
+    let session = job.reporter.session(&job.params.who, kind, shown.clone());
     let spawned = match hatchway_shim::spawn(&job.spawn_socket, &request).await {
         Ok(spawned) => spawned,
         Err(error) => {
             let message = format!("hatchway: cannot start {kind}: {error}\r\n");
-            let _ = output.extended_data(1, message.as_bytes()).await;
-            let _ = output.exit_status(127).await;
-            let _ = output.eof().await;
-            let _ = output.close().await;
+            let _ = channel.extended_data(1, message.as_bytes()).await;
+            let _ = channel.exit_status(127).await;
+            let _ = channel.eof().await;
+            let _ = channel.close().await;
             session.set_exit(format!("not started: {error}"));
             return;
         }
     };
-
     let Spawned {
-        io, control: spawned, ..
+        io,
+        control: spawn_control,
+        ..
     } = spawned;
-    let is_pty = matches!(io, SpawnedIo::Pty { .. });
     let (stdin, stdout, stderr) = match split_io(io) {
         Ok(parts) => parts,
         Err(error) => {
             tracing::warn!(%error, "spawned process fds");
-            let _ = spawned.signal(libc::SIGKILL).await;
-            let _ = output.close().await;
+            let _ = spawn_control.signal(libc::SIGKILL).await;
+            let _ = channel.close().await;
             return;
         }
     };
+    let what = match shown {
+        Some(command) => format!("{kind}: {command}"),
+        None => kind.to_owned(),
+    };
+    let terminal = Terminal::start(what, spawn_control, stdin, stdout, stderr, session);
+    if let Some(id) = &job.params.resumable_id {
+        job.terminals.add(id, &terminal);
+    }
+    attach(terminal, channel, control, &job.params.detach_keys, job.handle).await;
+}
 
-    let bytes_out = session.bytes_out.clone();
-    let out_task = tokio::spawn(pump(stdout, stdout_sink, bytes_out.clone()));
-    let err_task = stderr.map(|stderr| tokio::spawn(pump(stderr, stderr_sink, bytes_out)));
+/// Shows `terminal` on `channel` and feeds it the channel's input until the
+/// process ends, the channel closes, or another attachment takes over.
+pub async fn attach(
+    terminal: Arc<Terminal>,
+    channel: Channel<Msg>,
+    mut control: mpsc::Receiver<Control>,
+    detach_keys: &[u8],
+    handle: russh::server::Handle,
+) {
+    let id = channel.id();
+    let (mut input, output) = channel.split();
+    let attachment = terminal.attach();
+    let generation = attachment.generation;
+    let forwarder = tokio::spawn(forward(
+        attachment.screen,
+        attachment.output,
+        Box::new(output.make_writer()),
+        Box::new(output.make_writer_ext(Some(1))),
+    ));
 
-    let mut stdin = Some(stdin);
     // Detach keys belong to terminals (as in Docker): in a pipe session
     // (exec, sftp, scp) the same bytes are just data, and binary uploads
     // contain them.
-    let mut detach = Detach::new(if is_pty { &job.params.detach_keys } else { &[] });
+    let mut detach = Detach::new(if terminal.is_pty { detach_keys } else { &[] });
     let mut input_open = true;
-    // One wait for the whole session: re-creating it on every input packet
-    // re-polled the spawn socket each time and cut upload speed to a quarter.
-    let wait = spawned.wait();
-    tokio::pin!(wait);
     let status: Option<ExitStatus> = loop {
         tokio::select! {
-            status = &mut wait => break status.ok(),
+            // A take-over first: it ends the earlier connection, whose
+            // input then ends too, which must not hang the process up.
+            biased;
+            _ = terminal.taken_over(generation) => {
+                // Resumed from another connection: this one lets go
+                // without hanging the process up.
+                let message = b"\r\nhatchway: this session was resumed from another connection\r\n";
+                let _ = tokio::time::timeout(OUTPUT_GRACE, output.extended_data(1, &message[..])).await;
+                let _ = output.close().await;
+                return;
+            }
+            status = terminal.exited() => break status,
             message = input.wait(), if input_open => match message {
                 Some(ChannelMsg::Data { data }) => {
-                    session.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    terminal.session.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
                     let (pass, detached) = detach.feed(&data);
-                    if let Some(w) = stdin.as_mut() && w.write_all(&pass).await.is_err() {
-                        stdin = None;
-                    }
+                    terminal.write(&pass).await;
                     if detached {
-                        session.set_exit("detached");
-                        let _ = spawned.signal(libc::SIGHUP).await;
+                        terminal.session.set_exit("detached");
+                        terminal.signal(libc::SIGHUP).await;
                         let _ = output.close().await;
                         return;
                     }
                 }
                 Some(ChannelMsg::Eof) => {
-                    if is_pty {
+                    if terminal.is_pty {
                         // End of input on a terminal is ^D.
-                        if let Some(w) = stdin.as_mut() { let _ = w.write_all(&[4]).await; }
+                        terminal.write(&[4]).await;
                     } else {
-                        stdin = None;
+                        terminal.close_input().await;
                     }
                 }
                 Some(_) => {}
                 None => {
                     // The client went away: hang up, as a terminal would.
                     input_open = false;
-                    let _ = spawned.signal(libc::SIGHUP).await;
+                    terminal.signal(libc::SIGHUP).await;
                 }
             },
             Some(request) = control.recv() => match request {
-                Control::Resize { cols, rows } => { let _ = spawned.resize(cols, rows); }
-                Control::Signal(number) => { let _ = spawned.signal(number).await; }
+                Control::Resize { cols, rows } => terminal.resize(cols, rows),
+                Control::Signal(number) => terminal.signal(number).await,
             },
         }
     };
-    drop(stdin);
+    terminal.close_input().await;
 
     // Let the output drain, but not forever.
-    let _ = tokio::time::timeout(OUTPUT_GRACE, async {
-        let _ = out_task.await;
-        if let Some(err_task) = err_task {
-            let _ = err_task.await;
-        }
-    })
-    .await;
+    let _ = tokio::time::timeout(OUTPUT_GRACE, forwarder).await;
 
+    let session = &terminal.session;
     match status {
         Some(ExitStatus {
             signal: Some(signal), ..
         }) => {
             session.set_exit(format!("signal {signal}"));
-            let _ = job
-                .handle
+            let _ = handle
                 .exit_signal_request(id, ssh_signal(signal), false, String::new(), String::new())
                 .await;
         }
@@ -150,8 +173,28 @@ pub async fn run(job: Job, channel: Channel<Msg>, mut control: mpsc::Receiver<Co
     let _ = output.close().await;
 }
 
-type Reader = Box<dyn AsyncRead + Unpin + Send>;
-type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+/// Writes an attachment's screen, then its output, to the channel.
+async fn forward(
+    screen: Vec<u8>,
+    mut output: mpsc::Receiver<Output>,
+    mut stdout: Writer,
+    mut stderr: Writer,
+) {
+    if !screen.is_empty() && stdout.write_all(&screen).await.is_err() {
+        return;
+    }
+    while let Some(chunk) = output.recv().await {
+        let written = match chunk {
+            Output::Stdout(data) => stdout.write_all(&data).await,
+            Output::Stderr(data) => stderr.write_all(&data).await,
+        };
+        if written.is_err() {
+            break;
+        }
+    }
+    let _ = stdout.flush().await;
+    let _ = stderr.flush().await;
+}
 
 fn split_io(io: SpawnedIo) -> std::io::Result<(Writer, Reader, Option<Reader>)> {
     Ok(match io {
@@ -170,23 +213,6 @@ fn split_io(io: SpawnedIo) -> std::io::Result<(Writer, Reader, Option<Reader>)> 
         ),
     })
 }
-
-async fn pump(mut from: Reader, mut to: impl AsyncWrite + Unpin, counter: Arc<AtomicU64>) {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                counter.fetch_add(n as u64, Ordering::Relaxed);
-                if to.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = to.flush().await;
-}
-
 fn request_for(job: &Job) -> (&'static str, SpawnRequest, Option<String>) {
     let mut request = SpawnRequest {
         env: job.env.clone(),

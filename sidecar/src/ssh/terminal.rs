@@ -1,0 +1,318 @@
+//! A process started for an SSH channel, decoupled from the channel that
+//! shows it, so that a later connection of the same user can take a pty
+//! over (`kubectl hatch shell NAME --resume`, docs/sessions.md).
+//!
+//! The process's output is read by pumps that never stop for a missing
+//! viewer; they hand each chunk to whichever attachment is current (one at
+//! a time) and, for a pty, keep the last [`SCREEN_BYTES`] in a ring that a
+//! new attachment sees first: the screen output produced while nobody
+//! watched, bounded.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::{Bytes, BytesMut};
+use hatchway_shim::{ExitStatus, SpawnControl};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+use crate::report::Session;
+
+/// The pty output a new attachment is shown first.
+pub const SCREEN_BYTES: usize = 64 * 1024;
+
+/// Chunks in flight between the pumps and an attachment: a slow viewer
+/// back-pressures the process, as a terminal would.
+const QUEUE: usize = 8;
+
+pub type Reader = Box<dyn AsyncRead + Unpin + Send>;
+pub type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// Output for the current attachment.
+pub enum Output {
+    Stdout(Bytes),
+    Stderr(Bytes),
+}
+
+/// A running process and its I/O.
+pub struct Terminal {
+    /// What it runs, for `sessions` (`shell`, `exec: CMD`, `sftp`).
+    pub what: String,
+    /// Whether it has a pty (only those can be taken over).
+    pub is_pty: bool,
+    control: Arc<SpawnControl>,
+    stdin: tokio::sync::Mutex<Option<Writer>>,
+    shared: Mutex<Shared>,
+    /// Bumped at each attachment: the previous one sees it was taken over.
+    generation: watch::Sender<u64>,
+    /// `Some` once the process ended (`None` inside: its status is unknown).
+    exit: watch::Receiver<Option<Option<ExitStatus>>>,
+    /// The audit trail's record of the process.
+    pub session: Session,
+}
+
+struct Shared {
+    screen: VecDeque<u8>,
+    sink: Option<mpsc::Sender<Output>>,
+    /// Output pumps still reading.
+    pumps: usize,
+}
+
+/// One attachment: its output, the screen to show first, and the
+/// generation that stays current until another attachment takes over.
+pub struct Attachment {
+    pub generation: u64,
+    pub screen: Vec<u8>,
+    pub output: mpsc::Receiver<Output>,
+}
+
+impl Terminal {
+    /// Starts pumping a spawned process's output (`stderr` for pipes only).
+    pub fn start(
+        what: String,
+        control: SpawnControl,
+        stdin: Writer,
+        stdout: Reader,
+        stderr: Option<Reader>,
+        session: Session,
+    ) -> Arc<Self> {
+        let is_pty = stderr.is_none();
+        let control = Arc::new(control);
+        let (exit_tx, exit) = watch::channel(None);
+        let waiter = control.clone();
+        tokio::spawn(async move {
+            // One wait for the whole session: re-creating it per input
+            // packet re-polled the spawn socket and cut uploads to a quarter.
+            let status = waiter.wait().await.ok();
+            let _ = exit_tx.send(Some(status));
+        });
+        let terminal = Arc::new(Self {
+            what,
+            is_pty,
+            control,
+            stdin: tokio::sync::Mutex::new(Some(stdin)),
+            shared: Mutex::new(Shared {
+                screen: VecDeque::new(),
+                sink: None,
+                pumps: 1 + usize::from(stderr.is_some()),
+            }),
+            generation: watch::channel(0).0,
+            exit,
+            session,
+        });
+        tokio::spawn(pump(Arc::downgrade(&terminal), stdout, Output::Stdout));
+        if let Some(stderr) = stderr {
+            tokio::spawn(pump(Arc::downgrade(&terminal), stderr, Output::Stderr));
+        }
+        terminal
+    }
+
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes a new attachment the current one; the previous one (if any)
+    /// is told through [`Terminal::taken_over`].
+    pub fn attach(&self) -> Attachment {
+        let (tx, output) = mpsc::channel(QUEUE);
+        let mut shared = self.shared();
+        // Under the same lock the pumps hold while recording a chunk: the
+        // screen shown here and the chunks sent to `tx` neither overlap
+        // nor leave a gap.
+        let screen = shared.screen.iter().copied().collect();
+        // With the pumps done, `tx` is dropped: the attachment's output
+        // ends after the screen.
+        shared.sink = (shared.pumps > 0).then_some(tx);
+        drop(shared);
+        let mut generation = 0;
+        self.generation.send_modify(|g| {
+            *g += 1;
+            generation = *g;
+        });
+        Attachment {
+            generation,
+            screen,
+            output,
+        }
+    }
+
+    /// Resolves when an attachment newer than `generation` took over.
+    pub async fn taken_over(&self, generation: u64) {
+        let mut rx = self.generation.subscribe();
+        let _ = rx.wait_for(|g| *g != generation).await;
+    }
+
+    /// Resolves with the exit status once the process ended.
+    pub async fn exited(&self) -> Option<ExitStatus> {
+        let mut rx = self.exit.clone();
+        match rx.wait_for(|s| s.is_some()).await {
+            Ok(status) => status.flatten(),
+            Err(_) => None,
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&self) -> bool {
+        self.exit.borrow().is_none()
+    }
+
+    /// Writes input to the process; `false` once its input is closed.
+    pub async fn write(&self, data: &[u8]) -> bool {
+        let mut stdin = self.stdin.lock().await;
+        let written = match stdin.as_mut() {
+            Some(w) => w.write_all(data).await.is_ok(),
+            None => false,
+        };
+        if !written {
+            *stdin = None;
+        }
+        written
+    }
+
+    /// Closes the process's input (end of a pipe session's stdin).
+    pub async fn close_input(&self) {
+        self.stdin.lock().await.take();
+    }
+
+    pub async fn signal(&self, number: i32) {
+        let _ = self.control.signal(number).await;
+    }
+
+    pub fn resize(&self, cols: u16, rows: u16) {
+        let _ = self.control.resize(cols, rows);
+    }
+}
+
+/// Reads one output stream until it ends, recording pty output in the
+/// screen and handing each chunk to the attachment current at the time.
+async fn pump(terminal: Weak<Terminal>, mut from: Reader, wrap: fn(Bytes) -> Output) {
+    let mut buf = BytesMut::with_capacity(32 * 1024);
+    loop {
+        buf.reserve(32 * 1024);
+        match from.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let chunk = buf.split().freeze();
+        let Some(terminal) = terminal.upgrade() else { break };
+        terminal
+            .session
+            .bytes_out
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        let (sink, generation) = {
+            let mut shared = terminal.shared();
+            if terminal.is_pty {
+                record(&mut shared.screen, &chunk);
+            }
+            (shared.sink.clone(), *terminal.generation.borrow())
+        };
+        if let Some(sink) = sink {
+            // A viewer that stopped reading (its client is gone) holds the
+            // process only until another attachment takes over; the
+            // screen gives the new one this chunk.
+            tokio::select! {
+                _ = sink.send(wrap(chunk)) => {}
+                _ = terminal.taken_over(generation) => {}
+            }
+        }
+    }
+    if let Some(terminal) = terminal.upgrade() {
+        let mut shared = terminal.shared();
+        shared.pumps -= 1;
+        if shared.pumps == 0 {
+            shared.sink = None;
+        }
+    }
+}
+
+/// Appends `chunk` to the screen, keeping the last [`SCREEN_BYTES`].
+fn record(screen: &mut VecDeque<u8>, chunk: &[u8]) {
+    let chunk = &chunk[chunk.len().saturating_sub(SCREEN_BYTES)..];
+    let excess = (screen.len() + chunk.len()).saturating_sub(SCREEN_BYTES);
+    screen.drain(..excess);
+    screen.extend(chunk);
+}
+
+/// The terminals of each resumable SSH connection, so that a resume from a
+/// new connection finds them (by the old connection's session id).
+#[derive(Default)]
+pub struct Terminals {
+    by_session: Mutex<std::collections::HashMap<String, Vec<Weak<Terminal>>>>,
+}
+
+impl Terminals {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Vec<Weak<Terminal>>>> {
+        self.by_session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that `terminal` runs in resumable session `session`.
+    pub fn add(&self, session: &str, terminal: &Arc<Terminal>) {
+        let mut map = self.map();
+        let list = map.entry(session.to_owned()).or_default();
+        list.retain(|t| t.upgrade().is_some_and(|t| t.running()));
+        list.push(Arc::downgrade(terminal));
+    }
+
+    /// The oldest running pty of `session`, if any.
+    pub fn pty(&self, session: &str) -> Option<Arc<Terminal>> {
+        let mut map = self.map();
+        let list = map.get_mut(session)?;
+        list.retain(|t| t.upgrade().is_some_and(|t| t.running()));
+        let found = list.iter().filter_map(Weak::upgrade).find(|t| t.is_pty);
+        if list.is_empty() {
+            map.remove(session);
+        }
+        found
+    }
+
+    /// What the session runs, for `sessions`: its running processes.
+    pub fn describe(&self, session: &str) -> Option<String> {
+        let map = self.map();
+        let running: Vec<String> = map
+            .get(session)?
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|t| t.running())
+            .map(|t| t.what.clone())
+            .collect();
+        (!running.is_empty()).then(|| running.join("; "))
+    }
+
+    /// Moves `terminal` from whatever session had it to `session`.
+    pub fn moved(&self, terminal: &Arc<Terminal>, session: &str) {
+        let mut map = self.map();
+        for list in map.values_mut() {
+            list.retain(|t| !std::ptr::eq(t.as_ptr(), Arc::as_ptr(terminal)));
+        }
+        map.retain(|_, list| !list.is_empty());
+        drop(map);
+        self.add(session, terminal);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_screen_keeps_the_last_bytes() {
+        let mut screen = VecDeque::new();
+        record(&mut screen, b"abc");
+        assert_eq!(screen.iter().copied().collect::<Vec<_>>(), b"abc");
+        let big = vec![b'x'; SCREEN_BYTES];
+        record(&mut screen, &big);
+        assert_eq!(screen.len(), SCREEN_BYTES);
+        assert!(screen.iter().all(|&b| b == b'x'));
+        record(&mut screen, b"yz");
+        assert_eq!(screen.len(), SCREEN_BYTES);
+        let tail: Vec<u8> = screen.iter().rev().take(3).rev().copied().collect();
+        assert_eq!(tail, b"xyz");
+        let mut screen = VecDeque::new();
+        let mut huge = vec![b'a'; SCREEN_BYTES + 5];
+        huge.extend_from_slice(b"end");
+        record(&mut screen, &huge);
+        assert_eq!(screen.len(), SCREEN_BYTES);
+        assert_eq!(screen.back(), Some(&b'd'));
+    }
+}
