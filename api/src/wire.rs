@@ -127,6 +127,9 @@ pub const ACTION_LOG: &str = "log";
 /// The user-API action that mints a login link: `POST
 /// /v1/namespaces/{ns}/containers/{name}/weblogin?port=N`.
 pub const ACTION_WEBLOGIN: &str = "weblogin";
+/// The user-API action that lists the caller's resumable sessions in a
+/// Container (JSON, [`SessionList`]): `GET`.
+pub const ACTION_SESSIONS: &str = "sessions";
 
 /// Characters escaped in the user API's path segments and query values.
 const ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -173,7 +176,13 @@ impl Api {
 
     /// The user-API action of a path segment, if this API has it.
     pub fn action(self, segment: &str) -> Option<&'static str> {
-        let actions = [ACTION_SSH, ACTION_PORTFORWARD, ACTION_LOG, ACTION_WEBLOGIN];
+        let actions = [
+            ACTION_SSH,
+            ACTION_PORTFORWARD,
+            ACTION_LOG,
+            ACTION_WEBLOGIN,
+            ACTION_SESSIONS,
+        ];
         actions.into_iter().find(|a| self.segment(a) == segment)
     }
 
@@ -248,6 +257,8 @@ pub mod access_api {
     pub const LOG: &str = "log";
     /// The login link's subresource.
     pub const WEBLOGIN: &str = "weblogin";
+    /// The resumable sessions' subresource.
+    pub const SESSIONS: &str = "sessions";
 }
 
 /// Values of [`LOG_SOURCE`].
@@ -281,6 +292,31 @@ pub struct WebLogin {
     pub url: String,
     /// How long the code is good for.
     pub expires_in_seconds: u64,
+}
+
+/// The answer to `sessions`: the caller's resumable sessions in a
+/// Container, oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionList {
+    pub sessions: Vec<ListedSession>,
+}
+
+/// One resumable session, as `sessions` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedSession {
+    /// What `--resume ID` names.
+    pub id: String,
+    pub user: String,
+    /// `shell` or `portforward`.
+    pub kind: String,
+    /// What it runs: the shell's commands, the forwarded port.
+    pub what: String,
+    /// RFC 3339.
+    pub started: String,
+    /// RFC 3339, while no connection carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detached_since: Option<String>,
 }
 
 /// Default detach keys, as in Arvados: ctrl-] twice.

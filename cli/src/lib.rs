@@ -36,6 +36,7 @@ pub mod resumable;
 /// Talking to the router: requests, upgrades, refusals.
 pub mod router;
 /// `shell`: OpenSSH through the ProxyCommand.
+pub mod sessions;
 pub mod shell;
 /// `config-ssh`: the block in ~/.ssh/config.
 pub mod ssh_config;
@@ -221,6 +222,13 @@ pub enum Command {
         previous: bool,
     },
 
+    /// List your resumable sessions in a Container (a shell whose client
+    /// went away can be taken over with `shell NAME --resume ID`).
+    Sessions {
+        /// The Container.
+        name: String,
+    },
+
     /// Print (or open) the URL of a web app on a published port.
     Open {
         /// The Container.
@@ -400,6 +408,14 @@ async fn run_async(
                          (its status has none yet)"
                     )
                 })?;
+            if let Some(wanted) = resume {
+                // The refusal in words now, not after ssh's own noise.
+                let listed = match sessions::list(&endpoint, &namespace, name).await {
+                    Ok(listed) => listed,
+                    Err(e) => return Ok(report::<()>(Err(e))),
+                };
+                sessions::check_resumable(&listed, wanted, name)?;
+            }
             if builtin_ssh || !builtin_ssh::program_exists(&ssh) {
                 if resume.is_some() {
                     anyhow::bail!("--resume needs ssh: the built-in client's sessions are not resumable");
@@ -489,6 +505,18 @@ async fn run_async(
                 previous,
             };
             Ok(report(logs::run(&endpoint, &request).await))
+        }
+        Command::Sessions { name } => {
+            let namespace = connection.namespace()?;
+            let endpoint = connection.endpoint().await?;
+            let name = container_name(&name).to_owned();
+            match sessions::list(&endpoint, &namespace, &name).await {
+                Ok(list) => {
+                    out.write_all(sessions::format(&list, &name, jiff::Timestamp::now()).as_bytes())?;
+                    Ok(0)
+                }
+                Err(error) => Ok(report::<()>(Err(error))),
+            }
         }
         Command::Open {
             name,

@@ -155,6 +155,34 @@ async fn a_shell_whose_client_was_killed_is_taken_over_with_resume() {
         "{said}"
     );
 
+    // `sessions` shows it detached, to alice only.
+    let sessions = |token: &'static str| {
+        let mut hatch = rig.hatch();
+        hatch.args(["sessions", "job"]).args(rig.connection(token));
+        hatch
+    };
+    // Detached once the router saw the connection end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let out = sessions("alice-token").output().await.unwrap();
+        let listed = text(&out.stdout);
+        let row: Vec<&str> = listed.lines().nth(1).unwrap_or("").split_whitespace().collect();
+        if let [id, "shell", _started, detached, "shell"] = row[..]
+            && id == old
+            && detached != "-"
+        {
+            break listed;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not listed as detached: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(listed.starts_with("ID "), "{listed}");
+    let out = sessions("bob-token").output().await.unwrap();
+    assert_eq!(text(&out.stdout), "No resumable sessions of yours in job.\n");
+
     // Alice resumes it: the pty is back with what it wrote meanwhile.
     let (mut second, second_out, second_err) = pty_shell(&rig, "second", &["--resume"]);
     let mut stdin = second.stdin.take().unwrap();
@@ -208,4 +236,13 @@ async fn resume_without_a_session_is_a_clear_refusal() {
     let out = hatch.output().await.unwrap();
     let said = text(&out.stderr);
     assert!(said.contains("410") && said.contains("not known"), "{said}");
+    // `shell --resume` says so before running ssh.
+    let mut hatch = rig.hatch();
+    hatch
+        .args(["shell", "job", "--resume"])
+        .args(rig.connection("alice-token"));
+    let out = hatch.output().await.unwrap();
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("no shell of yours in job to resume"), "{said}");
 }

@@ -4,7 +4,9 @@
 //! during a `kubectl rollout restart`; a held `kubectl hatch
 //! port-forward` connection (numbered lines both ways) outlives every
 //! replica being killed and a 5 s network cut (iptables) between the CLI
-//! and the router. Direct access and tunnels only.
+//! and the router; a shell whose ssh and ProxyCommand were killed is
+//! listed by `sessions` and taken over with `shell --resume`. Direct
+//! access and tunnels only.
 
 mod common;
 
@@ -249,6 +251,114 @@ fn survive(prefix: &str, users: &TestNamespace, release: &Release, alice: &User)
         "the audit trail: {audit}"
     );
     eprintln!("{prefix}: bob with alice's session id and secret: 403");
+
+    // 5. The CLI killed (a laptop's lid closed): `shell --resume` takes
+    // the pty over with what it wrote meanwhile.
+    take_over_a_killed_shell(prefix, &ssh_tool, &host, alice, &bob)
+}
+
+/// Ticks go on in a pty shell whose ssh and ProxyCommand are killed;
+/// `sessions` lists it detached (to alice, not bob); `shell --resume`
+/// shows every tick once, in order, and the shell still takes input.
+fn take_over_a_killed_shell(
+    prefix: &str,
+    ssh_tool: &dyn Fn(&str) -> Command,
+    host: &str,
+    alice: &User,
+    bob: &User,
+) -> Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let first_out = alice.dir.path().join("first.out");
+    let mut first = ssh_tool("ssh");
+    first
+        .args(["-tt", host])
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&first_out)?)
+        .stderr(Stdio::null())
+        .process_group(0);
+    let mut first = first.spawn()?;
+    first
+        .stdin
+        .as_mut()
+        .context("stdin")?
+        .write_all(b"echo rea''dy; i=1; while [ $i -le 100 ]; do echo tick-$i; i=$((i+1)); sleep 0.05; done; echo do''ne\n")?;
+    wait_until("the ticks to start", WAIT, POLL, || {
+        Ok(std::fs::read_to_string(&first_out)?
+            .contains("ready\r\n")
+            .then_some(()))
+    })?;
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(first.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    first.wait()?;
+    let killed = Instant::now();
+    let seen = std::fs::read_to_string(&first_out)?;
+    ensure!(
+        !seen.contains("done\r\n"),
+        "killed before the ticks ended: {seen}"
+    );
+
+    let listed = wait_until("the shell listed as detached", WAIT, POLL, || {
+        let out = alice.run(&["sessions", "web"])?;
+        let listed = stdout(&out);
+        let detached = listed
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .any(|row| row.len() >= 5 && row[1] == "shell" && row[3] != "-");
+        Ok(detached.then_some(listed))
+    })?;
+    let out = bob.run(&["sessions", "web"])?;
+    ensure!(
+        stdout(&out) == "No resumable sessions of yours in web.\n",
+        "bob sees alice's sessions: {}",
+        show(&out)
+    );
+
+    let wrapper = alice.dir.path().join("ssh-tt");
+    std::fs::write(&wrapper, "#!/bin/sh\nexec ssh -tt \"$@\"\n")?;
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let second_out = alice.dir.path().join("second.out");
+    let second_err = alice.dir.path().join("second.err");
+    let mut second = alice.hatch(&[
+        "shell",
+        "web",
+        "--resume",
+        "--ssh",
+        &wrapper.display().to_string(),
+    ])?;
+    let mut second = second
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&second_out)?)
+        .stderr(std::fs::File::create(&second_err)?)
+        .spawn()?;
+    let screen = wait_until("the ticks through --resume", WAIT, POLL, || {
+        let text = std::fs::read_to_string(&second_out)?;
+        Ok(text.contains("done\r\n").then_some(text))
+    })?;
+    let back = killed.elapsed();
+    let ticks: Vec<u32> = screen
+        .split("\r\n")
+        .filter_map(|line| line.strip_prefix("tick-")?.parse().ok())
+        .collect();
+    ensure!(
+        ticks == (1..=100).collect::<Vec<_>>(),
+        "every tick once, in order, after --resume (stderr: {}): {screen}",
+        std::fs::read_to_string(&second_err).unwrap_or_default()
+    );
+    second.stdin.as_mut().context("stdin")?.write_all(b"exit 7\n")?;
+    let status = wait_until("the resumed shell to end", WAIT, POLL, || Ok(second.try_wait()?))?;
+    ensure!(
+        status.code() == Some(7),
+        "the resumed shell's exit code {status:?}; stderr: {}",
+        std::fs::read_to_string(&second_err).unwrap_or_default()
+    );
+    eprintln!(
+        "{prefix}: a killed shell taken over with --resume, every tick back ({:.1} s after the kill); listed as {:?}",
+        back.as_secs_f64(),
+        listed.lines().nth(1).unwrap_or_default()
+    );
     Ok(())
 }
 

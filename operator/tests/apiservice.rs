@@ -187,9 +187,24 @@ async fn the_front_proxy_reaches_containers_as_the_user_it_names() {
             "containers/exec",
             "containers/portforward",
             "containers/log",
-            "containers/weblogin"
+            "containers/weblogin",
+            "containers/sessions"
         ]
     );
+
+    // Alice's resumable sessions: none yet, as JSON.
+    let mut sessions_conn = connect(addr, front.client_tls(Some("front-proxy-client")))
+        .await
+        .unwrap();
+    let response = send(
+        &mut sessions_conn,
+        proxied("GET", &path("job", wire::ACTION_SESSIONS, &[]), Some("alice"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body_text(response).await, r#"{"sessions":[]}"#);
 
     // A port-forward as alice: bytes both ways.
     let port = hashing_server().await.to_string();

@@ -32,6 +32,8 @@ async fn rig(tweak: impl FnOnce(&mut hatchway_sidecar::args::GatewayArgs)) -> Ri
         auth.user(&format!("{user}-token"), user);
         auth.grant_all(user, NS);
     }
+    // carol may do nothing in NS.
+    auth.user("carol-token", "carol");
     let router = TestRouter::start(cluster.clone(), auth).await;
     let c = container(NS, "job");
     let sidecar = TestSidecar::start_with(c.metadata.uid.as_deref().unwrap(), tweak).await;
@@ -411,4 +413,40 @@ async fn beyond_the_session_limit_sessions_open_without_resumption() {
         metrics.contains("hatchway_sidecar_resumable_sessions_total{outcome=\"refused_full\"} 1"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn sessions_lists_only_the_callers_own_and_refuses_what_it_does_not_serve() {
+    let rig = rig(|_| {}).await;
+    let (id, _secret, _held) = rig.open().await;
+    let path = api_path(NS, "job", "sessions");
+    let get = |token: &'static str, method: &'static str| {
+        let path = path.clone();
+        let rig = &rig;
+        async move {
+            let mut client = rig.router.client().await;
+            let response = client
+                .send(request(method, &path, Some(token)).body(empty()).unwrap())
+                .await;
+            (response.status(), body_text(response).await)
+        }
+    };
+    let (status, body) = get("alice-token", "GET").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let list: hatchway_api::wire::SessionList = serde_json::from_str(&body).unwrap();
+    assert_eq!(list.sessions.len(), 1, "{body}");
+    let listed = &list.sessions[0];
+    assert_eq!((listed.id.as_str(), listed.user.as_str()), (id.as_str(), "alice"));
+    assert_eq!(listed.kind, "portforward");
+    assert_eq!(listed.what, format!("port {}", rig.echo));
+    assert_eq!(listed.detached_since, None, "a connection carries it");
+    assert!(!body.contains("secret"), "the secret is never listed: {body}");
+
+    let (status, body) = get("bob-token", "GET").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, r#"{"sessions":[]}"#));
+    let (status, body) = get("carol-token", "GET").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = get("alice-token", "POST").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+    assert!(body.contains("sessions are listed with GET"), "{body}");
 }

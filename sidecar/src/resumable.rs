@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use hatchway_api::proof::constant_time_eq;
 use hatchway_api::resume::{Budget, Pumped, ResumeError, Session};
+use hatchway_api::wire::ListedSession;
 use hatchway_api::wire::resumable as header;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use hyper::upgrade::{OnUpgrade, Upgraded};
@@ -73,26 +74,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Kind::Shell => "shell",
             Kind::Portforward => "portforward",
         }
     }
-}
-
-/// A session as `GET /sessions` lists it.
-#[derive(Clone, Debug, Serialize)]
-pub struct Listed {
-    pub id: String,
-    pub user: String,
-    pub kind: Kind,
-    /// What it runs: the port, or the SSH connection's commands.
-    pub what: String,
-    pub started: String,
-    /// When its last connection broke; absent while one carries it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detached_since: Option<String>,
 }
 
 /// One session's record in the registry.
@@ -356,15 +343,15 @@ impl Registry {
     }
 
     /// The sessions `user` may see (all with `None`).
-    pub fn list(&self, user: Option<&str>) -> Vec<Listed> {
-        let mut listed: Vec<Listed> = self
+    pub fn list(&self, user: Option<&str>) -> Vec<ListedSession> {
+        let mut listed: Vec<ListedSession> = self
             .sessions()
             .values()
             .filter(|e| user.is_none_or(|u| u == e.user))
-            .map(|e| Listed {
+            .map(|e| ListedSession {
                 id: e.id.clone(),
                 user: e.user.clone(),
-                kind: e.kind,
+                kind: e.kind.as_str().to_owned(),
                 what: e.what.clone(),
                 started: rfc3339(e.started),
                 detached_since: e.detached().map(rfc3339),

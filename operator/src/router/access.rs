@@ -46,6 +46,8 @@ pub enum Action {
     Log(String),
     /// `…/weblogin?port=N`: a one-time login link to a private web app.
     WebLogin,
+    /// `…/sessions`: the caller's resumable sessions (`GET`).
+    Sessions,
 }
 
 impl Action {
@@ -57,6 +59,8 @@ impl Action {
             Action::PortForward => (Purpose::PortForward, Permission::PORTFORWARD),
             Action::Log(_) => (Purpose::Logs, Permission::LOG),
             Action::WebLogin => (Purpose::Proxy, Permission::PROXY_GET),
+            // Only a user who may open a shell has sessions to resume.
+            Action::Sessions => (Purpose::Shell, Permission::SHELL),
         }
     }
 }
@@ -87,6 +91,7 @@ pub fn parse_path(path: &str) -> Option<ContainerPath> {
         (wire::ACTION_SSH, None) => Action::Ssh,
         (wire::ACTION_PORTFORWARD, None) => Action::PortForward,
         (wire::ACTION_WEBLOGIN, None) => Action::WebLogin,
+        (wire::ACTION_SESSIONS, None) => Action::Sessions,
         (wire::ACTION_LOG, None) => Action::Log(String::new()),
         (wire::ACTION_LOG, Some(more)) => Action::Log(format!("/{more}")),
         _ => return None,
@@ -122,7 +127,7 @@ pub fn no_such_endpoint(path: &str) -> Response<Body> {
     text(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint {path}: the API is {}{{namespace}}/containers/{{name}}/(ssh|portforward|log/…|weblogin)",
+            "no such endpoint {path}: the API is {}{{namespace}}/containers/{{name}}/(ssh|portforward|log/…|weblogin|sessions)",
             wire::USER_API_PREFIX
         ),
     )
@@ -212,6 +217,13 @@ fn check_method(method: &Method, headers: &HeaderMap, action: &Action) -> Result
             return Err(text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("{method} is not allowed: a web-app login link is minted with POST"),
+            ));
+        }
+        Action::Sessions if method == Method::GET => return Ok(()),
+        Action::Sessions => {
+            return Err(text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed: sessions are listed with GET"),
             ));
         }
         Action::Ssh => (wire::UPGRADE_SSH, "a shell"),
@@ -493,7 +505,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn user_paths_parse_to_canonical_names_or_nothing(
-            path in "/v1/namespaces/\\PC{0,80}|(/v1|/apis/access.hatchway.dev/v1alpha1)/namespaces/[a-z0-9.-]{0,10}/containers/[a-zA-Z0-9.-]{0,12}/(ssh|exec|portforward|weblogin|log|log/|log/[a-z./%]{0,10}|\\PC{0,6})"
+            path in "/v1/namespaces/\\PC{0,80}|(/v1|/apis/access.hatchway.dev/v1alpha1)/namespaces/[a-z0-9.-]{0,10}/containers/[a-zA-Z0-9.-]{0,12}/(ssh|exec|portforward|weblogin|sessions|log|log/|log/[a-z./%]{0,10}|\\PC{0,6})"
         ) {
             if let Some(p) = parse_path(&path) {
                 proptest::prop_assert!(is_dns_label(&p.namespace) && is_dns_subdomain(&p.name), "{p:?}");
@@ -501,6 +513,7 @@ mod tests {
                     Action::Ssh => wire::ACTION_SSH.to_owned(),
                     Action::PortForward => "portforward".to_owned(),
                     Action::WebLogin => "weblogin".to_owned(),
+                    Action::Sessions => wire::ACTION_SESSIONS.to_owned(),
                     Action::Log(rest) if rest.is_empty() => "log".to_owned(),
                     Action::Log(rest) => format!("log{rest}"),
                 };

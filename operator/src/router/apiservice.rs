@@ -315,6 +315,10 @@ pub fn table(router: Arc<Router>, front: Arc<FrontProxy>) -> axum::Router {
             routes::labelled(wire::ACTION_WEBLOGIN, any(user::web_login)),
         )
         .route(
+            &container(access_api::SESSIONS),
+            routes::labelled(wire::ACTION_SESSIONS, any(user::sessions)),
+        )
+        .route(
             &format!("{}{{namespace}}/containers/{{name}}", access_api::PREFIX),
             routes::labelled("discovery", any(no_get)),
         )
@@ -422,6 +426,7 @@ async fn resource_list() -> Response {
                 resource(&format!("{}/{}", access_api::RESOURCE, access_api::PORTFORWARD), &["create", "get"]),
                 resource(&format!("{}/{}", access_api::RESOURCE, access_api::LOG), &["get"]),
                 resource(&format!("{}/{}", access_api::RESOURCE, access_api::WEBLOGIN), &["create"]),
+                resource(&format!("{}/{}", access_api::RESOURCE, access_api::SESSIONS), &["get"]),
             ],
         }),
     ))
@@ -451,7 +456,7 @@ async fn no_get(req: Request) -> Response {
         StatusCode::METHOD_NOT_ALLOWED,
         "MethodNotAllowed",
         &format!(
-            "{} {}: access.hatchway.dev serves only the subresources exec, portforward, log and weblogin; \
+            "{} {}: access.hatchway.dev serves only the subresources exec, portforward, log, weblogin and sessions; \
              read Containers from hatchway.dev (kubectl get containers.hatchway.dev)",
             req.method(),
             req.uri().path()

@@ -75,6 +75,10 @@ pub fn table(router: Arc<Router>) -> axum::Router {
             &container(wire::ACTION_WEBLOGIN),
             labelled(wire::ACTION_WEBLOGIN, any(user::web_login)),
         )
+        .route(
+            &container(wire::ACTION_SESSIONS),
+            labelled(wire::ACTION_SESSIONS, any(user::sessions)),
+        )
         .route("/healthz", labelled("health", any(health)))
         .route("/readyz", labelled("health", any(health)))
         .route(wire::VERSION_PATH, labelled("health", any(version)))

@@ -122,6 +122,30 @@ pub async fn web_login(State(router): State<Arc<Router>>, granted: Granted, req:
     webapp::login_link(&router, &req, &granted.container, &granted.user)
 }
 
+/// `GET …/sessions`: the caller's resumable sessions, from the gateway
+/// (which keeps them; the router names the user).
+pub async fn sessions(State(router): State<Arc<Router>>, granted: Granted, req: Request) -> Response<Body> {
+    let Granted { user, container, .. } = granted;
+    let (container, route) = choose_settled(&router, container, req.headers(), Purpose::Shell).await;
+    let route = match route {
+        Ok(route) => route,
+        Err(refusal) => return text(refusal.status, refusal.message),
+    };
+    reach::send(&router, req, &container, &route, "sessions", |req| {
+        GatewayRequest {
+            request: http::Request::get(wire::gateway_path::SESSIONS)
+                .header(wire::REQUEST_USER, header_safe(&user.username))
+                .header(wire::REQUEST_ID, request_id(req.headers()))
+                .body(empty_body())
+                .expect("a valid request"),
+            client: None,
+            framing: ClientStream::Raw,
+        }
+    })
+    .await
+    .unwrap_or_else(|refusal| refusal)
+}
+
 /// The upgrade request to the gateway for a user's shell or port-forward
 /// (their own request's body is not passed on: an upgrade has none).
 fn upgrade_request(

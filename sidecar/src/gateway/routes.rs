@@ -162,13 +162,13 @@ async fn resume(gateway: &Gateway, kind: Kind, who: Who, mut req: Request) -> ht
 
 /// `GET /sessions`: the resumable sessions of the user the router names.
 async fn sessions(Extension(gateway): Extension<Arc<Gateway>>, who: Who) -> http::Response<Body> {
-    let mut listed = gateway.resumable.list(Some(&who.user));
-    for session in listed.iter_mut().filter(|s| s.kind == Kind::Shell) {
+    let mut sessions = gateway.resumable.list(Some(&who.user));
+    for session in sessions.iter_mut().filter(|s| s.kind == Kind::Shell.as_str()) {
         if let Some(running) = gateway.ssh.terminals.describe(&session.id) {
             session.what = running;
         }
     }
-    let body = serde_json::json!({ "sessions": listed }).to_string();
+    let body = serde_json::to_string(&wire::SessionList { sessions }).expect("serializable");
     let mut response = http::Response::new(full(body));
     response
         .headers_mut()
