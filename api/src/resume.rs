@@ -276,6 +276,32 @@ impl Sender {
         Ok(())
     }
 
+    /// Sends the payload already in `frame` after [`HEADER_LEN`] bytes
+    /// left for the header (at most [`MAX_PAYLOAD`]), writing the header
+    /// there: the payload is read once into the buffer that goes out, and
+    /// copied only into the replay buffer.
+    pub fn send_framed(&mut self, frame: &mut [u8]) -> Result<(), ResumeError> {
+        let payload = frame.len() - HEADER_LEN;
+        if let Some(end) = self.end {
+            return Err(ResumeError::AfterEnd(end));
+        }
+        if payload > MAX_PAYLOAD {
+            return Err(ResumeError::BadLength {
+                kind: KIND_DATA,
+                len: payload,
+            });
+        }
+        if self.replay.len() + payload > self.limit {
+            return Err(ResumeError::Full(self.replay.len()));
+        }
+        frame[0] = KIND_DATA;
+        frame[1..9].copy_from_slice(&self.sent.to_be_bytes());
+        frame[9..HEADER_LEN].copy_from_slice(&(payload as u32).to_be_bytes());
+        self.replay.extend(&frame[HEADER_LEN..]);
+        self.sent += payload as u64;
+        Ok(())
+    }
+
     /// The end frame (a half-close).
     pub fn end(&mut self) -> Frame {
         let end = *self.end.get_or_insert(self.sent);
@@ -395,10 +421,13 @@ pub enum Pumped {
 pub struct Session {
     sender: Sender,
     receiver: Receiver,
-    /// Encoded frames not yet written to the current transport.
+    /// Encoded frames for the current transport, written up to
+    /// `outgoing_at` (an offset, not a drain: partial writes move nothing).
     outgoing: Vec<u8>,
-    /// Bytes received but not yet written to the local side.
+    outgoing_at: usize,
+    /// Bytes received for the local side, written up to `to_local_at`.
     to_local: Vec<u8>,
+    to_local_at: usize,
     /// The local side ended its stream (EOF read).
     local_ended: bool,
     /// The local side's writing half was shut (the peer's end arrived).
@@ -415,6 +444,9 @@ pub const DEFAULT_LIVENESS: std::time::Duration = std::time::Duration::from_secs
 
 /// How much is read from the local side at once.
 const READ_CHUNK: usize = 64 * 1024;
+/// The transport's read buffer: several frames, so that a partial frame
+/// at its end is moved to the front only now and then.
+const INCOMING_ROOM: usize = 512 * 1024;
 /// How often a session blocked on the shared budget looks again.
 const BUDGET_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
 /// An ack goes out once this much arrived since the last one (and
@@ -429,7 +461,9 @@ impl Session {
             sender: Sender::new(replay_limit.max(READ_CHUNK)),
             receiver: Receiver::default(),
             outgoing: Vec::new(),
+            outgoing_at: 0,
             to_local: Vec::new(),
+            to_local_at: 0,
             local_ended: false,
             local_shut: false,
             acked: 0,
@@ -476,6 +510,7 @@ impl Session {
     /// lacks (and an ack of what this side has).
     pub fn resume(&mut self, peer_received: u64) -> Result<(), ResumeError> {
         self.outgoing.clear();
+        self.outgoing_at = 0;
         for frame in self.sender.resume_from(peer_received)? {
             frame.encode(&mut self.outgoing);
         }
@@ -491,9 +526,9 @@ impl Session {
     fn done(&self) -> bool {
         self.local_ended
             && self.sender.unacknowledged() == 0
-            && self.outgoing.is_empty()
+            && self.outgoing_at == self.outgoing.len()
             && self.receiver.finished()
-            && self.to_local.is_empty()
+            && self.to_local_at == self.to_local.len()
             && self.local_shut
     }
 
@@ -524,40 +559,67 @@ impl Session {
         L: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
+        use bytes::BufMut as _;
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let (mut local_r, mut local_w) = tokio::io::split(local);
         let (mut transport_r, mut transport_w) = tokio::io::split(transport);
-        let mut local_buf = vec![0u8; READ_CHUNK];
-        // Read into directly; a whole frame fits with room to spare.
-        let mut incoming: Vec<u8> = Vec::with_capacity(2 * (READ_CHUNK + HEADER_LEN));
+        // A local read lands after room for its frame's header: the buffer
+        // is then the frame, and goes out as it is when nothing waits
+        // before it (swapped with `outgoing`, not copied).
+        let mut frame = Vec::with_capacity(HEADER_LEN + READ_CHUNK);
+        frame.resize(HEADER_LEN, 0);
+        // Transport reads land straight here; decoded frames are consumed
+        // up to `incoming_at`, and the rest is moved to the front only when
+        // the room runs out (not after every read).
+        let mut incoming: Vec<u8> = Vec::with_capacity(INCOMING_ROOM);
+        let mut incoming_at = 0;
         let mut last_heard = tokio::time::Instant::now();
         loop {
             if self.done() {
                 let _ = transport_w.shutdown().await;
                 return Ok(Pumped::Done);
             }
-            // Reads go straight into `incoming`: keep a whole read's room.
             if incoming.capacity() - incoming.len() < READ_CHUNK + HEADER_LEN {
+                incoming.drain(..incoming_at);
+                incoming_at = 0;
                 incoming.reserve(READ_CHUNK + HEADER_LEN);
+            }
+            if self.outgoing_at == self.outgoing.len() && self.outgoing_at > 0 {
+                self.outgoing.clear();
+                self.outgoing_at = 0;
+            }
+            if self.to_local_at == self.to_local.len() && self.to_local_at > 0 {
+                self.to_local.clear();
+                self.to_local_at = 0;
             }
             let room = self.sender.unacknowledged() + READ_CHUNK <= self.sender.limit;
             let budget_ok = self.budget_allows_read();
             let can_read_local = !self.local_ended && room && budget_ok;
             let blocked_on_budget = !self.local_ended && room && !budget_ok;
-            let waiting_on_peer = self.sender.unacknowledged() > 0 || !self.outgoing.is_empty();
+            let waiting_on_peer = self.sender.unacknowledged() > 0 || self.outgoing_at < self.outgoing.len();
             tokio::select! {
                 _ = tokio::time::sleep_until(last_heard + liveness), if waiting_on_peer => {
                     return Ok(Pumped::Broken);
                 }
                 // Other sessions' acks free the shared budget: look again.
                 _ = tokio::time::sleep(BUDGET_RETRY), if blocked_on_budget => {}
-                read = local_r.read(&mut local_buf), if can_read_local => {
+                read = async { local_r.read_buf(&mut (&mut frame).limit(READ_CHUNK)).await }, if can_read_local => {
                     match read {
                         Ok(0) | Err(_) => {
                             self.local_ended = true;
                             self.sender.end().encode(&mut self.outgoing);
                         }
-                        Ok(n) => self.sender.send_into(&local_buf[..n], &mut self.outgoing)?,
+                        Ok(_) => {
+                            self.sender.send_framed(&mut frame)?;
+                            if self.outgoing.is_empty() {
+                                std::mem::swap(&mut self.outgoing, &mut frame);
+                            } else {
+                                self.outgoing.extend_from_slice(&frame);
+                            }
+                            frame.clear();
+                            frame.resize(HEADER_LEN, 0);
+                            frame.reserve(READ_CHUNK);
+                        }
                     }
                 }
                 read = transport_r.read_buf(&mut incoming) => {
@@ -566,9 +628,8 @@ impl Session {
                         Ok(_) => {}
                     }
                     last_heard = tokio::time::Instant::now();
-                    let mut at = 0;
-                    while let Some((frame, used)) = FrameRef::decode(&incoming[at..])? {
-                        at += used;
+                    while let Some((frame, used)) = FrameRef::decode(&incoming[incoming_at..])? {
+                        incoming_at += used;
                         match frame {
                             FrameRef::Ack { offset } => self.sender.acknowledge(offset)?,
                             _ => {
@@ -577,37 +638,39 @@ impl Session {
                             }
                         }
                     }
-                    incoming.drain(..at);
+                    if incoming_at == incoming.len() {
+                        incoming.clear();
+                        incoming_at = 0;
+                    }
                     let unacked = self.receiver.received() - self.acked;
-                    if unacked >= ACK_EVERY || (unacked > 0 && incoming.is_empty()) || self.receiver.finished() && unacked > 0 {
+                    let drained = incoming_at == incoming.len();
+                    if unacked >= ACK_EVERY || (unacked > 0 && drained) || self.receiver.finished() && unacked > 0 {
                         self.queue_ack();
                     }
                 }
-                written = transport_w.write(&self.outgoing), if !self.outgoing.is_empty() => {
+                written = transport_w.write(&self.outgoing[self.outgoing_at..]), if self.outgoing_at < self.outgoing.len() => {
                     match written {
                         Ok(0) | Err(_) => return Ok(Pumped::Broken),
-                        Ok(n) => {
-                            self.outgoing.drain(..n);
-                        }
+                        Ok(n) => self.outgoing_at += n,
                     }
                 }
-                written = local_w.write(&self.to_local), if !self.to_local.is_empty() => {
+                written = local_w.write(&self.to_local[self.to_local_at..]), if self.to_local_at < self.to_local.len() => {
                     // A local side that cannot take more has gone: what it
                     // would have read is dropped, as a closed socket drops it.
                     match written {
-                        Ok(0) | Err(_) => self.to_local.clear(),
+                        Ok(0) | Err(_) => self.to_local_at = self.to_local.len(),
                         Ok(n) => {
-                            self.to_local.drain(..n);
+                            self.to_local_at += n;
                             // A buffered local side (stdout is) gets what
                             // arrived now, not when its buffer fills.
-                            if self.to_local.is_empty() && local_w.flush().await.is_err() {
-                                self.to_local.clear();
+                            if self.to_local_at == self.to_local.len() && local_w.flush().await.is_err() {
+                                self.to_local_at = self.to_local.len();
                             }
                         }
                     }
                 }
             }
-            if self.receiver.finished() && self.to_local.is_empty() && !self.local_shut {
+            if self.receiver.finished() && self.to_local_at == self.to_local.len() && !self.local_shut {
                 let _ = local_w.shutdown().await;
                 self.local_shut = true;
             }
@@ -626,6 +689,42 @@ impl Drop for Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_read_in_place_is_the_frame_sent_and_is_kept_for_replay() {
+        let mut built = Sender::new(1 << 20);
+        let mut in_place = Sender::new(1 << 20);
+        let mut expected = Vec::new();
+        let mut got = Vec::new();
+        for payload in [&b"first"[..], &b"second, longer"[..]] {
+            built.send_into(payload, &mut expected).unwrap();
+            let mut frame = vec![0xAA; HEADER_LEN];
+            frame.extend_from_slice(payload);
+            in_place.send_framed(&mut frame).unwrap();
+            got.extend_from_slice(&frame);
+        }
+        assert_eq!(got, expected);
+        assert_eq!(in_place.unacknowledged(), 19);
+        let resent = in_place.resume_from(5).unwrap();
+        assert_eq!(
+            resent,
+            [Frame::Data {
+                offset: 5,
+                bytes: b"second, longer".to_vec()
+            }]
+        );
+        let mut huge = vec![0; HEADER_LEN + MAX_PAYLOAD + 1];
+        assert_eq!(
+            in_place.send_framed(&mut huge),
+            Err(ResumeError::BadLength {
+                kind: KIND_DATA,
+                len: MAX_PAYLOAD + 1
+            })
+        );
+        let mut small = Sender::new(4);
+        let mut frame = vec![0; HEADER_LEN + 5];
+        assert_eq!(small.send_framed(&mut frame), Err(ResumeError::Full(0)));
+    }
 
     #[test]
     fn frames_round_trip_and_wait_for_their_whole() {

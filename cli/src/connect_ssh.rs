@@ -209,9 +209,27 @@ pub async fn relay(
         // ssh then reports the unknown key itself; the relay still works.
         eprintln!("kubectl-hatch: cannot write {}: {error}", path.display());
     }
+    // ssh sends its ProxyCommand SIGHUP as it exits, usually before the
+    // session's end has reached the gateway, which would then keep it as
+    // detached for the whole grace time. The hang-up is taken as "finish
+    // now": a short while to close the session, then exit.
+    let mut hangup =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(RouterError::Relay)?;
     let mut local = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-    resumable::carry(&route, upgraded, &mut local, &resumable::Outage::default()).await
+    let outage = resumable::Outage::default();
+    let carried = resumable::carry(&route, upgraded, &mut local, &outage);
+    tokio::pin!(carried);
+    tokio::select! {
+        carried = &mut carried => carried,
+        _ = hangup.recv() => {
+            tokio::time::timeout(CLOSE_AFTER_HANGUP, carried).await.unwrap_or(Ok(()))
+        }
+    }
 }
+
+/// How long `connect-ssh` may still take to close its session after ssh
+/// hung it up.
+const CLOSE_AFTER_HANGUP: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

@@ -246,3 +246,20 @@ async fn resume_without_a_session_is_a_clear_refusal() {
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains("no shell of yours in job to resume"), "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_ssh_leaves_no_session_behind() {
+    // ssh hangs its ProxyCommand up as it exits; the session must still
+    // end then, not wait out the grace time as a detached one.
+    let rig = rig().await;
+    for _ in 0..3 {
+        let out = rig.shell("alice-token", "echo hi").await;
+        assert_eq!(text(&out.stdout), "hi\n", "{}", text(&out.stderr));
+    }
+    let gateway = rig.sidecar.running.gateway.clone();
+    eventually("every session ended", || {
+        let left = gateway.resumable.list(None).len();
+        async move { left == 0 }
+    })
+    .await;
+}

@@ -50,6 +50,9 @@ pub struct Terminal {
     exit: watch::Receiver<Option<Option<ExitStatus>>>,
     /// The audit trail's record of the process.
     pub session: Session,
+    /// The attachment made before the pumps started, so that no output
+    /// comes before there is one to take it; the first `attach` gets it.
+    first: Mutex<Option<Attachment>>,
 }
 
 struct Shared {
@@ -100,7 +103,10 @@ impl Terminal {
             generation: watch::channel(0).0,
             exit,
             session,
+            first: Mutex::new(None),
         });
+        let first = terminal.attach_new();
+        *terminal.first.lock().unwrap_or_else(|p| p.into_inner()) = Some(first);
         tokio::spawn(pump(Arc::downgrade(&terminal), stdout, Output::Stdout));
         if let Some(stderr) = stderr {
             tokio::spawn(pump(Arc::downgrade(&terminal), stderr, Output::Stderr));
@@ -112,9 +118,15 @@ impl Terminal {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes a new attachment the current one; the previous one (if any)
-    /// is told through [`Terminal::taken_over`].
+    /// The attachment made at the start if it is still unclaimed, else a
+    /// new one that becomes the current one; the previous one is told
+    /// through [`Terminal::taken_over`].
     pub fn attach(&self) -> Attachment {
+        let first = self.first.lock().unwrap_or_else(|p| p.into_inner()).take();
+        first.unwrap_or_else(|| self.attach_new())
+    }
+
+    fn attach_new(&self) -> Attachment {
         let (tx, output) = mpsc::channel(QUEUE);
         let mut shared = self.shared();
         // Under the same lock the pumps hold while recording a chunk: the
