@@ -101,16 +101,14 @@ impl Connection {
         if let Some(size) = pty {
             terminal.resize(size.cols, size.rows);
         }
+        // Current before the earlier session ends, so that its
+        // connection's end cannot hang the process up first.
+        let attachment = terminal.attach();
+        sessions.end(&old, &new);
         let detach_keys = self.params.detach_keys.clone();
         let handle = session.handle();
         tokio::spawn(async move {
-            let attached = process::attach(terminal, channel, control, &detach_keys, handle);
-            // The earlier session ends once this attachment is current, so
-            // its connection's end cannot hang the process up first.
-            tokio::join!(attached, async {
-                tokio::task::yield_now().await;
-                sessions.end(&old, &new);
-            });
+            process::attach(terminal, attachment, channel, control, &detach_keys, handle).await;
         });
     }
 

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::SessionParams;
 use super::session::{Control, Detach, Launch, PtySize, ssh_signal};
-use super::terminal::{Output, Reader, Terminal, Writer};
+use super::terminal::{Attachment, Events, Output, Reader, Terminal, Writer};
 use crate::report::Reporter;
 
 /// Everything needed to start and run one channel's process.
@@ -73,13 +73,23 @@ pub async fn run(job: Job, channel: Channel<Msg>, control: mpsc::Receiver<Contro
     if let Some(id) = &job.params.resumable_id {
         job.terminals.add(id, &terminal);
     }
-    attach(terminal, channel, control, &job.params.detach_keys, job.handle).await;
+    let attachment = terminal.attach();
+    attach(
+        terminal,
+        attachment,
+        channel,
+        control,
+        &job.params.detach_keys,
+        job.handle,
+    )
+    .await;
 }
 
 /// Shows `terminal` on `channel` and feeds it the channel's input until the
 /// process ends, the channel closes, or another attachment takes over.
 pub async fn attach(
     terminal: Arc<Terminal>,
+    attachment: Attachment,
     channel: Channel<Msg>,
     mut control: mpsc::Receiver<Control>,
     detach_keys: &[u8],
@@ -87,11 +97,18 @@ pub async fn attach(
 ) {
     let id = channel.id();
     let (mut input, output) = channel.split();
-    let attachment = terminal.attach();
-    let generation = attachment.generation;
+    let Attachment {
+        screen,
+        output: output_rx,
+        events: Events {
+            generation,
+            mut taken,
+            mut exit,
+        },
+    } = attachment;
     let forwarder = tokio::spawn(forward(
-        attachment.screen,
-        attachment.output,
+        screen,
+        output_rx,
         Box::new(output.make_writer()),
         Box::new(output.make_writer_ext(Some(1))),
     ));
@@ -106,7 +123,7 @@ pub async fn attach(
             // A take-over first: it ends the earlier connection, whose
             // input then ends too, which must not hang the process up.
             biased;
-            _ = terminal.taken_over(generation) => {
+            _ = async { taken.wait_for(|g| *g != generation).await.is_ok() } => {
                 // Resumed from another connection: this one lets go
                 // without hanging the process up.
                 let message = b"\r\nhatchway: this session was resumed from another connection\r\n";
@@ -114,7 +131,7 @@ pub async fn attach(
                 let _ = output.close().await;
                 return;
             }
-            status = terminal.exited() => break status,
+            status = async { exit.wait_for(Option::is_some).await.ok().and_then(|s| s.flatten()) } => break status,
             message = input.wait(), if input_open => match message {
                 Some(ChannelMsg::Data { data }) => {
                     terminal.session.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);

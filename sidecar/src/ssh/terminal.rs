@@ -65,9 +65,19 @@ struct Shared {
 /// One attachment: its output, the screen to show first, and the
 /// generation that stays current until another attachment takes over.
 pub struct Attachment {
-    pub generation: u64,
     pub screen: Vec<u8>,
     pub output: mpsc::Receiver<Output>,
+    pub events: Events,
+}
+
+/// What an attachment waits for besides its channel, held for its life
+/// (not subscribed per wait: the input loop waits on it for every packet).
+pub struct Events {
+    /// The attachment's generation: a newer one in `taken` took over.
+    pub generation: u64,
+    pub taken: watch::Receiver<u64>,
+    /// `Some` once the process ended (`None` inside: its status is unknown).
+    pub exit: watch::Receiver<Option<Option<ExitStatus>>>,
 }
 
 impl Terminal {
@@ -107,10 +117,17 @@ impl Terminal {
         });
         let first = terminal.attach_new();
         *terminal.first.lock().unwrap_or_else(|p| p.into_inner()) = Some(first);
-        tokio::spawn(pump(Arc::downgrade(&terminal), stdout, Output::Stdout));
+        let generations = terminal.generation.subscribe();
         if let Some(stderr) = stderr {
-            tokio::spawn(pump(Arc::downgrade(&terminal), stderr, Output::Stderr));
+            let pumped = (Arc::downgrade(&terminal), generations.clone());
+            tokio::spawn(pump(pumped.0, pumped.1, stderr, Output::Stderr));
         }
+        tokio::spawn(pump(
+            Arc::downgrade(&terminal),
+            generations,
+            stdout,
+            Output::Stdout,
+        ));
         terminal
     }
 
@@ -120,7 +137,7 @@ impl Terminal {
 
     /// The attachment made at the start if it is still unclaimed, else a
     /// new one that becomes the current one; the previous one is told
-    /// through [`Terminal::taken_over`].
+    /// through [`Events::taken`].
     pub fn attach(&self) -> Attachment {
         let first = self.first.lock().unwrap_or_else(|p| p.into_inner()).take();
         first.unwrap_or_else(|| self.attach_new())
@@ -143,24 +160,13 @@ impl Terminal {
             generation = *g;
         });
         Attachment {
-            generation,
             screen,
             output,
-        }
-    }
-
-    /// Resolves when an attachment newer than `generation` took over.
-    pub async fn taken_over(&self, generation: u64) {
-        let mut rx = self.generation.subscribe();
-        let _ = rx.wait_for(|g| *g != generation).await;
-    }
-
-    /// Resolves with the exit status once the process ended.
-    pub async fn exited(&self) -> Option<ExitStatus> {
-        let mut rx = self.exit.clone();
-        match rx.wait_for(|s| s.is_some()).await {
-            Ok(status) => status.flatten(),
-            Err(_) => None,
+            events: Events {
+                generation,
+                taken: self.generation.subscribe(),
+                exit: self.exit.clone(),
+            },
         }
     }
 
@@ -198,7 +204,12 @@ impl Terminal {
 
 /// Reads one output stream until it ends, recording pty output in the
 /// screen and handing each chunk to the attachment current at the time.
-async fn pump(terminal: Weak<Terminal>, mut from: Reader, wrap: fn(Bytes) -> Output) {
+async fn pump(
+    terminal: Weak<Terminal>,
+    mut generations: watch::Receiver<u64>,
+    mut from: Reader,
+    wrap: fn(Bytes) -> Output,
+) {
     let mut buf = BytesMut::with_capacity(32 * 1024);
     loop {
         buf.reserve(32 * 1024);
@@ -225,7 +236,7 @@ async fn pump(terminal: Weak<Terminal>, mut from: Reader, wrap: fn(Bytes) -> Out
             // screen gives the new one this chunk.
             tokio::select! {
                 _ = sink.send(wrap(chunk)) => {}
-                _ = terminal.taken_over(generation) => {}
+                _ = generations.wait_for(|g| *g != generation) => {}
             }
         }
     }
