@@ -160,6 +160,39 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Framed<T> {
         Poll::Ready(Ok(n))
     }
 
+    /// The slices go out as one frame (a resumable stream's frame headers
+    /// and payloads are separate slices: not a frame, and a record, each).
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        if this.write_done {
+            return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+        }
+        ready!(this.poll_drain(cx))?;
+        let n = bufs.iter().map(|b| b.len()).sum::<usize>().min(MAX_FRAME);
+        if n == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        this.out.extend_from_slice(&(n as u32).to_be_bytes());
+        let mut left = n;
+        for buf in bufs {
+            let take = left.min(buf.len());
+            this.out.extend_from_slice(&buf[..take]);
+            left -= take;
+        }
+        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         ready!(self.poll_drain(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
@@ -181,6 +214,22 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Framed<T> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_vectored_write_is_one_frame() {
+        let (a, mut raw) = tokio::io::duplex(1 << 20);
+        let mut a = Framed::new(a);
+        let bufs = [
+            std::io::IoSlice::new(b"head"),
+            std::io::IoSlice::new(b"er and body"),
+        ];
+        assert_eq!(a.write_vectored(&bufs).await.unwrap(), 15);
+        a.flush().await.unwrap();
+        let mut got = [0u8; 19];
+        raw.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..4], &15u32.to_be_bytes());
+        assert_eq!(&got[4..], b"header and body");
+    }
 
     #[tokio::test]
     async fn each_direction_ends_on_its_own_and_bytes_arrive_whole() {

@@ -1,6 +1,6 @@
 //! Resumable streams: the frame format and the bookkeeping that lets a
 //! byte stream outlive the connection carrying it (issue "sessions that
-//! survive"; not wired into the CLI or the sidecar yet).
+//! survive"; used by `kubectl hatch` and the sidecar).
 //!
 //! Each direction numbers its bytes from 0. Data travels in frames that
 //! carry the offset of their first byte; each side acknowledges what it
@@ -19,7 +19,10 @@
 //! payload; the sender's stream ends at `offset`: a half-close).
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::sync::Arc;
+
+use bytes::{Buf as _, Bytes, BytesMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Largest payload of one data frame.
@@ -37,7 +40,7 @@ const KIND_END: u8 = 3;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
     /// Bytes of the stream from `offset` on.
-    Data { offset: u64, bytes: Vec<u8> },
+    Data { offset: u64, bytes: Bytes },
     /// The receiver has every byte below `offset`.
     Ack { offset: u64 },
     /// The stream ends at `offset` (no byte at or after it will come).
@@ -122,6 +125,26 @@ impl Frame {
         out.extend_from_slice(payload);
     }
 
+    /// Queues the frame's encoding on `out` without copying its payload.
+    fn queue(self, out: &mut Queue) {
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        match self {
+            Frame::Data { offset, bytes } => {
+                encode_header(KIND_DATA, offset, bytes.len(), &mut header);
+                out.push(header.into());
+                out.push(bytes);
+            }
+            Frame::Ack { offset } => {
+                encode_header(KIND_ACK, offset, 0, &mut header);
+                out.push(header.into());
+            }
+            Frame::End { offset } => {
+                encode_header(KIND_END, offset, 0, &mut header);
+                out.push(header.into());
+            }
+        }
+    }
+
     /// Decodes one frame from the front of `buf`: the frame and the bytes
     /// it took, `Ok(None)` when `buf` holds only part of one.
     pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, ResumeError> {
@@ -187,7 +210,7 @@ impl<'a> FrameRef<'a> {
         match self {
             FrameRef::Data { offset, bytes } => Frame::Data {
                 offset,
-                bytes: bytes.to_vec(),
+                bytes: Bytes::copy_from_slice(bytes),
             },
             FrameRef::Ack { offset } => Frame::Ack { offset },
             FrameRef::End { offset } => Frame::End { offset },
@@ -210,8 +233,9 @@ pub struct Sender {
     sent: u64,
     /// The stream's end, once `end` was called.
     end: Option<u64>,
-    /// Unacknowledged bytes, from `sent - replay.len()` on.
-    replay: VecDeque<u8>,
+    /// Unacknowledged bytes, from `sent - replay.len` on: the payloads of
+    /// the frames sent, shared with them (not copied).
+    replay: Queue,
     /// The replay buffer's bound.
     pub limit: usize,
 }
@@ -222,84 +246,45 @@ impl Sender {
         Self {
             sent: 0,
             end: None,
-            replay: VecDeque::new(),
+            replay: Queue::default(),
             limit,
         }
     }
 
     /// The offset of the oldest byte still kept.
     pub fn oldest(&self) -> u64 {
-        self.sent - self.replay.len() as u64
+        self.sent - self.replay.len as u64
     }
 
     /// Bytes sent and not yet acknowledged.
     pub fn unacknowledged(&self) -> usize {
-        self.replay.len()
+        self.replay.len
     }
 
-    /// Frames carrying `bytes` (kept until acknowledged). Refused when the
-    /// replay buffer would overflow: the caller waits for an ack.
-    pub fn send(&mut self, bytes: &[u8]) -> Result<Vec<Frame>, ResumeError> {
+    fn check_room(&self, payload: usize) -> Result<(), ResumeError> {
         if let Some(end) = self.end {
             return Err(ResumeError::AfterEnd(end));
         }
-        if self.replay.len() + bytes.len() > self.limit {
-            return Err(ResumeError::Full(self.replay.len()));
+        if self.replay.len + payload > self.limit {
+            return Err(ResumeError::Full(self.replay.len));
         }
-        let mut frames = Vec::new();
-        for chunk in bytes.chunks(MAX_PAYLOAD) {
-            frames.push(Frame::Data {
-                offset: self.sent,
-                bytes: chunk.to_vec(),
-            });
-            self.replay.extend(chunk);
-            self.sent += chunk.len() as u64;
-        }
+        Ok(())
+    }
+
+    fn keep(&mut self, payload: Bytes) {
+        self.sent += payload.len() as u64;
+        self.replay.push(payload);
+    }
+
+    /// Frames carrying `bytes` (kept until acknowledged, shared, not
+    /// copied), at most [`MAX_PAYLOAD`] each. Refused when the replay
+    /// buffer would overflow: the caller waits for an ack.
+    pub fn send(&mut self, bytes: Bytes) -> Result<Vec<Frame>, ResumeError> {
+        self.check_room(bytes.len())?;
+        let mut frames = Vec::with_capacity(bytes.len().div_ceil(MAX_PAYLOAD));
+        data_frames(self.sent, bytes.clone(), &mut frames);
+        self.keep(bytes);
         Ok(frames)
-    }
-
-    /// [`Self::send`], the frames encoded straight into `out` (no frame
-    /// is built: one copy into `out`, one into the replay buffer).
-    pub fn send_into(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), ResumeError> {
-        if let Some(end) = self.end {
-            return Err(ResumeError::AfterEnd(end));
-        }
-        if self.replay.len() + bytes.len() > self.limit {
-            return Err(ResumeError::Full(self.replay.len()));
-        }
-        for chunk in bytes.chunks(MAX_PAYLOAD) {
-            encode_header(KIND_DATA, self.sent, chunk.len(), out);
-            out.extend_from_slice(chunk);
-            self.replay.extend(chunk);
-            self.sent += chunk.len() as u64;
-        }
-        Ok(())
-    }
-
-    /// Sends the payload already in `frame` after [`HEADER_LEN`] bytes
-    /// left for the header (at most [`MAX_PAYLOAD`]), writing the header
-    /// there: the payload is read once into the buffer that goes out, and
-    /// copied only into the replay buffer.
-    pub fn send_framed(&mut self, frame: &mut [u8]) -> Result<(), ResumeError> {
-        let payload = frame.len() - HEADER_LEN;
-        if let Some(end) = self.end {
-            return Err(ResumeError::AfterEnd(end));
-        }
-        if payload > MAX_PAYLOAD {
-            return Err(ResumeError::BadLength {
-                kind: KIND_DATA,
-                len: payload,
-            });
-        }
-        if self.replay.len() + payload > self.limit {
-            return Err(ResumeError::Full(self.replay.len()));
-        }
-        frame[0] = KIND_DATA;
-        frame[1..9].copy_from_slice(&self.sent.to_be_bytes());
-        frame[9..HEADER_LEN].copy_from_slice(&(payload as u32).to_be_bytes());
-        self.replay.extend(&frame[HEADER_LEN..]);
-        self.sent += payload as u64;
-        Ok(())
     }
 
     /// The end frame (a half-close).
@@ -316,35 +301,107 @@ impl Sender {
                 sent: self.sent,
             });
         }
-        let oldest = self.oldest();
-        if offset > oldest {
-            self.replay.drain(..(offset - oldest) as usize);
-        }
+        self.replay.advance(offset.saturating_sub(self.oldest()) as usize);
         Ok(())
     }
 
     /// After a reconnect: the frames that bring a peer holding `peer`
-    /// bytes up to date (and the end, if the stream ended).
+    /// bytes up to date (and the end, if the stream ended). Their payloads
+    /// share the replay buffer's.
     pub fn resume_from(&mut self, peer: u64) -> Result<Vec<Frame>, ResumeError> {
         let oldest = self.oldest();
         if peer < oldest {
             return Err(ResumeError::Unrecoverable { peer, oldest });
         }
         self.acknowledge(peer)?;
-        let pending: Vec<u8> = self.replay.iter().copied().collect();
         let mut frames = Vec::new();
         let mut offset = peer;
-        for chunk in pending.chunks(MAX_PAYLOAD) {
-            frames.push(Frame::Data {
-                offset,
-                bytes: chunk.to_vec(),
-            });
-            offset += chunk.len() as u64;
+        for kept in &self.replay.bufs {
+            offset = data_frames(offset, kept.clone(), &mut frames);
         }
         if let Some(end) = self.end {
             frames.push(Frame::End { offset: end });
         }
         Ok(frames)
+    }
+}
+
+/// Data frames of at most [`MAX_PAYLOAD`] carrying `bytes` from `offset`
+/// on (sharing them); the offset after them.
+fn data_frames(mut offset: u64, mut bytes: Bytes, frames: &mut Vec<Frame>) -> u64 {
+    while !bytes.is_empty() {
+        let chunk = bytes.split_to(bytes.len().min(MAX_PAYLOAD));
+        let len = chunk.len() as u64;
+        frames.push(Frame::Data { offset, bytes: chunk });
+        offset += len;
+    }
+    offset
+}
+
+/// Bytes waiting to be written, in the buffers they arrived in: written
+/// with one vectored write where the writer takes one, never copied
+/// into one buffer.
+#[derive(Debug, Default)]
+struct Queue {
+    bufs: VecDeque<Bytes>,
+    /// Bytes in `bufs`.
+    len: usize,
+}
+
+/// Buffers handed to one vectored write.
+const QUEUE_SLICES: usize = 32;
+
+impl Queue {
+    fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.len += bytes.len();
+            self.bufs.push_back(bytes);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bufs.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.bufs.clear();
+        self.len = 0;
+    }
+
+    /// The first buffers as slices for a vectored write.
+    fn slices(&self) -> ([IoSlice<'_>; QUEUE_SLICES], usize) {
+        let mut slices = [IoSlice::new(&[]); QUEUE_SLICES];
+        let mut n = 0;
+        for (slot, buf) in slices.iter_mut().zip(&self.bufs) {
+            *slot = IoSlice::new(buf);
+            n += 1;
+        }
+        (slices, n)
+    }
+
+    /// Drops `n` bytes (written, or acknowledged) from the front.
+    fn advance(&mut self, mut n: usize) {
+        self.len -= n;
+        while n > 0 {
+            let front = self.bufs.front_mut().expect("no more written than queued");
+            if front.len() <= n {
+                n -= front.len();
+                self.bufs.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+
+    /// Writes the front of the queue once.
+    async fn write_some<W>(&self, writer: &mut W) -> std::io::Result<usize>
+    where
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let (slices, n) = self.slices();
+        writer.write_vectored(&slices[..n]).await
     }
 }
 
@@ -405,6 +462,73 @@ impl Receiver {
     }
 }
 
+/// Buffers for local reads, recycled: a read's bytes go out and wait in
+/// the replay buffer as they were read (no copy), and once acknowledged
+/// their buffer comes back here. Fresh buffers would cost a page fault
+/// per 4 KiB on first touch, more than the copy saved.
+#[derive(Debug, Default)]
+struct Blocks {
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+/// Free buffers a pump keeps for its next reads while it reads in bulk:
+/// as many as its replay buffer holds by default (a bulk transfer
+/// recycles them all); one once its reads are small again.
+const FREE_BLOCKS: usize = DEFAULT_REPLAY_BYTES / READ_CHUNK_BULK;
+/// A read this small is copied out and its buffer reused at once: a
+/// buffer of [`READ_CHUNK_BULK`] is not pinned (kept for a replay) for a
+/// few bytes.
+const COPY_BELOW: usize = 4096;
+
+impl Blocks {
+    fn take(&self) -> Vec<u8> {
+        self.free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK_BULK))
+    }
+
+    /// Lets go of all free buffers but one (the reads are small again).
+    fn trim(&self) {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).truncate(1);
+    }
+
+    /// `block`'s bytes as [`Bytes`] that give the buffer back when the
+    /// last of them is dropped.
+    fn share(self: &Arc<Self>, block: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Block {
+            bytes: block,
+            home: Arc::downgrade(self),
+        })
+    }
+}
+
+/// A buffer lent out as [`Bytes`].
+struct Block {
+    bytes: Vec<u8>,
+    home: std::sync::Weak<Blocks>,
+}
+
+impl AsRef<[u8]> for Block {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        if let Some(home) = self.home.upgrade() {
+            let mut free = home.free.lock().unwrap_or_else(|p| p.into_inner());
+            if free.len() < FREE_BLOCKS {
+                let mut block = std::mem::take(&mut self.bytes);
+                block.clear();
+                free.push(block);
+            }
+        }
+    }
+}
+
 /// How a [`Session::pump`] ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pumped {
@@ -421,19 +545,19 @@ pub enum Pumped {
 pub struct Session {
     sender: Sender,
     receiver: Receiver,
-    /// Encoded frames for the current transport, written up to
-    /// `outgoing_at` (an offset, not a drain: partial writes move nothing).
-    outgoing: Vec<u8>,
-    outgoing_at: usize,
-    /// Bytes received for the local side, written up to `to_local_at`.
-    to_local: Vec<u8>,
-    to_local_at: usize,
+    /// Encoded frames for the current transport.
+    outgoing: Queue,
+    /// Bytes received for the local side (payloads of the frames read,
+    /// shared with the transport's read buffer).
+    to_local: Queue,
     /// The local side ended its stream (EOF read).
     local_ended: bool,
     /// The local side's writing half was shut (the peer's end arrived).
     local_shut: bool,
     /// What the last ack sent named.
     acked: u64,
+    /// How much the next local read takes.
+    read_size: usize,
     /// The shared bound this session's replay bytes count against, and
     /// how much of it this session holds.
     budget: Option<(Arc<Budget>, usize)>,
@@ -442,31 +566,47 @@ pub struct Session {
 /// How long a transport may stay silent while this side waits on it.
 pub const DEFAULT_LIVENESS: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// How much is read from the local side at once.
+/// How much is read from the local side at once: a read that fills the
+/// smaller size makes the next one the larger (a bulk transfer pays for
+/// fewer reads), one that does not goes back (an idle session holds only
+/// the smaller one of the shared budget).
 const READ_CHUNK: usize = 64 * 1024;
-/// The transport's read buffer: several frames, so that a partial frame
-/// at its end is moved to the front only now and then.
+const READ_CHUNK_BULK: usize = 4 * READ_CHUNK;
+/// The transport's read buffer: several frames. Frames are split off it
+/// (their payloads then wait for the local side without a copy); a new
+/// buffer is taken when the room runs out.
 const INCOMING_ROOM: usize = 512 * 1024;
 /// How often a session blocked on the shared budget looks again.
 const BUDGET_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
-/// An ack goes out once this much arrived since the last one (and
-/// whenever the transport has nothing else to read).
+/// An ack goes out once this much arrived since the last one, or
+/// [`ACK_DELAY`] after the first byte it would name: a bulk stream gets
+/// one ack per this many bytes (each one is a record through every hop),
+/// a trickle one per delay.
 const ACK_EVERY: u64 = 256 * 1024;
+const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+/// Local bytes read ahead of the transport: no more is read while this
+/// much waits to be written (the bytes in flight stay few and hot in the
+/// cache; the rest waits in the local socket, as a plain copy's would).
+const OUTGOING_HIGH: usize = READ_CHUNK_BULK;
+/// Bytes received ahead of the local side: the transport is not read
+/// while this much waits for a slow local reader (back-pressure reaches
+/// the sender instead of memory growing). Acks keep going out then, so
+/// the peer does not take the pause for a dead connection.
+const TO_LOCAL_HIGH: usize = 1 << 20;
 
 impl Session {
     /// A session whose replay buffer per direction holds `replay_limit`
     /// bytes (at least one read's worth, 64 KiB).
     pub fn new(replay_limit: usize) -> Self {
         Self {
-            sender: Sender::new(replay_limit.max(READ_CHUNK)),
+            sender: Sender::new(replay_limit.max(READ_CHUNK_BULK)),
             receiver: Receiver::default(),
-            outgoing: Vec::new(),
-            outgoing_at: 0,
-            to_local: Vec::new(),
-            to_local_at: 0,
+            outgoing: Queue::default(),
+            to_local: Queue::default(),
             local_ended: false,
             local_shut: false,
             acked: 0,
+            read_size: READ_CHUNK,
             budget: None,
         }
     }
@@ -484,10 +624,22 @@ impl Session {
     }
 
     /// Whether the budget has room for one more local read (taking it if
-    /// so); gives back what acks freed beyond that (all but the
-    /// unacknowledged bytes once the local side ended).
+    /// so; a bulk read becomes a smaller one when only that fits); gives
+    /// back what acks freed beyond that (all but the unacknowledged bytes
+    /// once the local side ended).
     fn budget_allows_read(&mut self) -> bool {
-        let next_read = if self.local_ended { 0 } else { READ_CHUNK };
+        if self.budget_allows(self.read_size) {
+            return true;
+        }
+        if self.read_size > READ_CHUNK {
+            self.read_size = READ_CHUNK;
+            return self.budget_allows(READ_CHUNK);
+        }
+        false
+    }
+
+    fn budget_allows(&mut self, read_size: usize) -> bool {
+        let next_read = if self.local_ended { 0 } else { read_size };
         let want = self.sender.unacknowledged() + next_read;
         let Some((budget, held)) = &mut self.budget else {
             return true;
@@ -510,9 +662,8 @@ impl Session {
     /// lacks (and an ack of what this side has).
     pub fn resume(&mut self, peer_received: u64) -> Result<(), ResumeError> {
         self.outgoing.clear();
-        self.outgoing_at = 0;
         for frame in self.sender.resume_from(peer_received)? {
-            frame.encode(&mut self.outgoing);
+            frame.queue(&mut self.outgoing);
         }
         self.queue_ack();
         Ok(())
@@ -520,15 +671,15 @@ impl Session {
 
     fn queue_ack(&mut self) {
         self.acked = self.receiver.received();
-        Frame::Ack { offset: self.acked }.encode(&mut self.outgoing);
+        Frame::Ack { offset: self.acked }.queue(&mut self.outgoing);
     }
 
     fn done(&self) -> bool {
         self.local_ended
             && self.sender.unacknowledged() == 0
-            && self.outgoing_at == self.outgoing.len()
+            && self.outgoing.is_empty()
             && self.receiver.finished()
-            && self.to_local_at == self.to_local.len()
+            && self.to_local.is_empty()
             && self.local_shut
     }
 
@@ -563,114 +714,154 @@ impl Session {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let (mut local_r, mut local_w) = tokio::io::split(local);
         let (mut transport_r, mut transport_w) = tokio::io::split(transport);
-        // A local read lands after room for its frame's header: the buffer
-        // is then the frame, and goes out as it is when nothing waits
-        // before it (swapped with `outgoing`, not copied).
-        let mut frame = Vec::with_capacity(HEADER_LEN + READ_CHUNK);
-        frame.resize(HEADER_LEN, 0);
-        // Transport reads land straight here; decoded frames are consumed
-        // up to `incoming_at`, and the rest is moved to the front only when
-        // the room runs out (not after every read).
-        let mut incoming: Vec<u8> = Vec::with_capacity(INCOMING_ROOM);
-        let mut incoming_at = 0;
+        // A local read lands in a block that is sent as it is: its frames'
+        // payloads and the replay buffer share it.
+        let blocks = Arc::new(Blocks::default());
+        let mut reading = blocks.take();
+        // Transport reads land straight here; decoded frames are split off
+        // (the buffer is reused once they are all written).
+        let mut incoming = BytesMut::with_capacity(INCOMING_ROOM);
+        // Heard from the peer (or had nothing waiting on it) at this time.
+        // The timer is reset only when it fires early, not per read.
         let mut last_heard = tokio::time::Instant::now();
+        let liveness_check = tokio::time::sleep(liveness);
+        tokio::pin!(liveness_check);
+        let ack_timer = tokio::time::sleep(ACK_DELAY);
+        tokio::pin!(ack_timer);
+        let mut ack_armed = false;
+        let mut was_waiting = false;
+        // While the transport is not read (a slow local side), acks still
+        // go out now and then: the peer hears this side is alive.
+        let keepalive = tokio::time::sleep(liveness);
+        tokio::pin!(keepalive);
+        let mut paused = false;
         loop {
             if self.done() {
                 let _ = transport_w.shutdown().await;
                 return Ok(Pumped::Done);
             }
-            if incoming.capacity() - incoming.len() < READ_CHUNK + HEADER_LEN {
-                incoming.drain(..incoming_at);
-                incoming_at = 0;
-                incoming.reserve(READ_CHUNK + HEADER_LEN);
+            if incoming.capacity() - incoming.len() < HEADER_LEN + MAX_PAYLOAD {
+                incoming.reserve(HEADER_LEN + MAX_PAYLOAD);
             }
-            if self.outgoing_at == self.outgoing.len() && self.outgoing_at > 0 {
-                self.outgoing.clear();
-                self.outgoing_at = 0;
+            if self.sender.unacknowledged() + self.read_size > self.sender.limit {
+                self.read_size = READ_CHUNK;
             }
-            if self.to_local_at == self.to_local.len() && self.to_local_at > 0 {
-                self.to_local.clear();
-                self.to_local_at = 0;
-            }
-            let room = self.sender.unacknowledged() + READ_CHUNK <= self.sender.limit;
+            let room = self.sender.unacknowledged() + self.read_size <= self.sender.limit
+                && self.outgoing.len < OUTGOING_HIGH;
             let budget_ok = self.budget_allows_read();
             let can_read_local = !self.local_ended && room && budget_ok;
             let blocked_on_budget = !self.local_ended && room && !budget_ok;
-            let waiting_on_peer = self.sender.unacknowledged() > 0 || self.outgoing_at < self.outgoing.len();
+            let reading_transport = self.to_local.len < TO_LOCAL_HIGH;
+            let waiting_on_peer =
+                reading_transport && (self.sender.unacknowledged() > 0 || !self.outgoing.is_empty());
+            if waiting_on_peer && !was_waiting {
+                // A quiet session is not an overdue one: the clock starts
+                // when something begins to wait on the peer (and this side
+                // listens for it).
+                last_heard = tokio::time::Instant::now();
+            }
+            was_waiting = waiting_on_peer;
+            if !reading_transport && !paused {
+                keepalive
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + liveness / 4);
+            }
+            paused = !reading_transport;
+            let read_size = self.read_size;
             tokio::select! {
-                _ = tokio::time::sleep_until(last_heard + liveness), if waiting_on_peer => {
-                    return Ok(Pumped::Broken);
+                () = &mut liveness_check, if waiting_on_peer => {
+                    let due = last_heard + liveness;
+                    if tokio::time::Instant::now() >= due {
+                        return Ok(Pumped::Broken);
+                    }
+                    liveness_check.as_mut().reset(due);
+                }
+                () = &mut keepalive, if paused => {
+                    self.queue_ack();
+                    keepalive.as_mut().reset(tokio::time::Instant::now() + liveness / 4);
+                }
+                () = &mut ack_timer, if ack_armed => {
+                    ack_armed = false;
+                    if self.receiver.received() > self.acked {
+                        self.queue_ack();
+                    }
                 }
                 // Other sessions' acks free the shared budget: look again.
                 _ = tokio::time::sleep(BUDGET_RETRY), if blocked_on_budget => {}
-                read = async { local_r.read_buf(&mut (&mut frame).limit(READ_CHUNK)).await }, if can_read_local => {
+                read = async { local_r.read_buf(&mut (&mut reading).limit(read_size)).await }, if can_read_local => {
                     match read {
                         Ok(0) | Err(_) => {
                             self.local_ended = true;
-                            self.sender.end().encode(&mut self.outgoing);
+                            self.sender.end().queue(&mut self.outgoing);
                         }
-                        Ok(_) => {
-                            self.sender.send_framed(&mut frame)?;
-                            if self.outgoing.is_empty() {
-                                std::mem::swap(&mut self.outgoing, &mut frame);
-                            } else {
-                                self.outgoing.extend_from_slice(&frame);
+                        Ok(n) => {
+                            self.read_size = if n == read_size { READ_CHUNK_BULK } else { READ_CHUNK };
+                            if n < READ_CHUNK && read_size == READ_CHUNK_BULK {
+                                blocks.trim();
                             }
-                            frame.clear();
-                            frame.resize(HEADER_LEN, 0);
-                            frame.reserve(READ_CHUNK);
+                            let read = if n < COPY_BELOW {
+                                let read = Bytes::copy_from_slice(&reading);
+                                reading.clear();
+                                read
+                            } else {
+                                blocks.share(std::mem::replace(&mut reading, blocks.take()))
+                            };
+                            for frame in self.sender.send(read)? {
+                                frame.queue(&mut self.outgoing);
+                            }
                         }
                     }
                 }
-                read = transport_r.read_buf(&mut incoming) => {
+                read = transport_r.read_buf(&mut incoming), if reading_transport => {
                     match read {
                         Ok(0) | Err(_) => return Ok(Pumped::Broken),
                         Ok(_) => {}
                     }
                     last_heard = tokio::time::Instant::now();
-                    while let Some((frame, used)) = FrameRef::decode(&incoming[incoming_at..])? {
-                        incoming_at += used;
+                    while let Some((frame, used)) = FrameRef::decode(&incoming)? {
                         match frame {
-                            FrameRef::Ack { offset } => self.sender.acknowledge(offset)?,
+                            FrameRef::Ack { offset } => {
+                                self.sender.acknowledge(offset)?;
+                                incoming.advance(used);
+                            }
                             _ => {
-                                let new = self.receiver.accept_ref(frame)?;
-                                self.to_local.extend_from_slice(new);
+                                let new = self.receiver.accept_ref(frame)?.len();
+                                let frame = incoming.split_to(used).freeze();
+                                self.to_local.push(frame.slice(used - new..));
                             }
                         }
                     }
-                    if incoming_at == incoming.len() {
-                        incoming.clear();
-                        incoming_at = 0;
-                    }
                     let unacked = self.receiver.received() - self.acked;
-                    let drained = incoming_at == incoming.len();
-                    if unacked >= ACK_EVERY || (unacked > 0 && drained) || self.receiver.finished() && unacked > 0 {
+                    if unacked >= ACK_EVERY || self.receiver.finished() && unacked > 0 {
                         self.queue_ack();
+                    } else if unacked > 0 && !ack_armed {
+                        ack_timer.as_mut().reset(last_heard + ACK_DELAY);
+                        ack_armed = true;
                     }
                 }
-                written = transport_w.write(&self.outgoing[self.outgoing_at..]), if self.outgoing_at < self.outgoing.len() => {
+                written = self.outgoing.write_some(&mut transport_w), if !self.outgoing.is_empty() => {
                     match written {
                         Ok(0) | Err(_) => return Ok(Pumped::Broken),
-                        Ok(n) => self.outgoing_at += n,
+                        Ok(n) => self.outgoing.advance(n),
                     }
                 }
-                written = local_w.write(&self.to_local[self.to_local_at..]), if self.to_local_at < self.to_local.len() => {
+                written = self.to_local.write_some(&mut local_w), if !self.to_local.is_empty() => {
                     // A local side that cannot take more has gone: what it
                     // would have read is dropped, as a closed socket drops it.
                     match written {
-                        Ok(0) | Err(_) => self.to_local_at = self.to_local.len(),
+                        Ok(0) | Err(_) => self.to_local.clear(),
                         Ok(n) => {
-                            self.to_local_at += n;
+                            self.to_local.advance(n);
                             // A buffered local side (stdout is) gets what
                             // arrived now, not when its buffer fills.
-                            if self.to_local_at == self.to_local.len() && local_w.flush().await.is_err() {
-                                self.to_local_at = self.to_local.len();
+                            if self.to_local.is_empty() && local_w.flush().await.is_err() {
+                                self.to_local.clear();
                             }
                         }
                     }
                 }
             }
-            if self.receiver.finished() && self.to_local_at == self.to_local.len() && !self.local_shut {
+            if self.receiver.finished() && self.to_local.is_empty() && !self.local_shut {
                 let _ = local_w.shutdown().await;
                 self.local_shut = true;
             }
@@ -691,39 +882,59 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_frame_read_in_place_is_the_frame_sent_and_is_kept_for_replay() {
-        let mut built = Sender::new(1 << 20);
-        let mut in_place = Sender::new(1 << 20);
-        let mut expected = Vec::new();
-        let mut got = Vec::new();
-        for payload in [&b"first"[..], &b"second, longer"[..]] {
-            built.send_into(payload, &mut expected).unwrap();
-            let mut frame = vec![0xAA; HEADER_LEN];
-            frame.extend_from_slice(payload);
-            in_place.send_framed(&mut frame).unwrap();
-            got.extend_from_slice(&frame);
-        }
-        assert_eq!(got, expected);
-        assert_eq!(in_place.unacknowledged(), 19);
-        let resent = in_place.resume_from(5).unwrap();
-        assert_eq!(
-            resent,
-            [Frame::Data {
-                offset: 5,
-                bytes: b"second, longer".to_vec()
-            }]
-        );
-        let mut huge = vec![0; HEADER_LEN + MAX_PAYLOAD + 1];
-        assert_eq!(
-            in_place.send_framed(&mut huge),
-            Err(ResumeError::BadLength {
-                kind: KIND_DATA,
-                len: MAX_PAYLOAD + 1
+    fn bytes_sent_are_split_into_frames_and_kept_for_replay_without_a_copy() {
+        let data = Bytes::from((0..150_000u32).map(|i| (i % 249) as u8).collect::<Vec<u8>>());
+        let mut sender = Sender::new(1 << 20);
+        sender.send(Bytes::from_static(b"first")).unwrap();
+        let frames = sender.send(data.clone()).unwrap();
+        let sizes: Vec<(u64, usize)> = frames
+            .iter()
+            .map(|f| match f {
+                Frame::Data { offset, bytes } => (*offset, bytes.len()),
+                other => panic!("{other:?}"),
             })
+            .collect();
+        assert_eq!(
+            sizes,
+            [
+                (5, MAX_PAYLOAD),
+                (5 + MAX_PAYLOAD as u64, MAX_PAYLOAD),
+                (5 + 2 * MAX_PAYLOAD as u64, 150_000 - 2 * MAX_PAYLOAD)
+            ]
+        );
+        // The frames' payloads are the bytes handed in, not copies of them.
+        let Frame::Data { bytes, .. } = &frames[1] else {
+            unreachable!()
+        };
+        assert_eq!(bytes.as_ptr(), data[MAX_PAYLOAD..].as_ptr());
+        assert_eq!(sender.unacknowledged(), 150_005);
+        // An ack inside a kept buffer keeps only its rest.
+        sender.acknowledge(7).unwrap();
+        assert_eq!(sender.unacknowledged(), 149_998);
+        assert_eq!(
+            sender.resume_from(5),
+            Err(ResumeError::Unrecoverable { peer: 5, oldest: 7 })
+        );
+        let resent = sender.resume_from(9).unwrap();
+        let Frame::Data { offset: 9, bytes } = &resent[0] else {
+            panic!("{resent:?}")
+        };
+        assert_eq!(bytes.as_ptr(), data[4..].as_ptr());
+        assert_eq!(
+            resent
+                .iter()
+                .map(|f| match f {
+                    Frame::Data { bytes, .. } => bytes.len(),
+                    _ => 0,
+                })
+                .sum::<usize>(),
+            149_996
         );
         let mut small = Sender::new(4);
-        let mut frame = vec![0; HEADER_LEN + 5];
-        assert_eq!(small.send_framed(&mut frame), Err(ResumeError::Full(0)));
+        assert_eq!(
+            small.send(Bytes::from_static(b"12345")),
+            Err(ResumeError::Full(0))
+        );
     }
 
     #[test]
@@ -731,7 +942,7 @@ mod tests {
         let frames = [
             Frame::Data {
                 offset: 7,
-                bytes: b"hello".to_vec(),
+                bytes: Bytes::from_static(b"hello"),
             },
             Frame::Ack { offset: 1 << 40 },
             Frame::End { offset: 12 },
@@ -755,21 +966,41 @@ mod tests {
     }
 
     #[test]
-    fn frames_encoded_in_place_are_the_frames_built() {
+    fn frames_queued_are_the_frames_encoded() {
         let data: Vec<u8> = (0..150_000u32).map(|i| (i % 249) as u8).collect();
-        let (mut built, mut in_place) = (Sender::new(1 << 20), Sender::new(1 << 20));
+        let mut sender = Sender::new(1 << 20);
         let mut expected = Vec::new();
-        for frame in built.send(&data).unwrap() {
+        let mut queue = Queue::default();
+        for frame in sender.send(Bytes::from(data)).unwrap() {
             frame.encode(&mut expected);
+            frame.queue(&mut queue);
         }
+        sender.end().queue(&mut queue);
+        sender.end().encode(&mut expected);
+        // Written a few bytes at a time, the queue gives the same bytes.
         let mut got = Vec::new();
-        in_place.send_into(&data, &mut got).unwrap();
+        while !queue.is_empty() {
+            let (slices, n) = queue.slices();
+            let mut take = 1000;
+            for slice in &slices[..n] {
+                let part = take.min(slice.len());
+                got.extend_from_slice(&slice[..part]);
+                take -= part;
+            }
+            queue.advance(1000 - take);
+        }
         assert_eq!(got, expected);
-        assert_eq!(in_place.unacknowledged(), built.unacknowledged());
         // And decoded in place, they are the same frames.
         let (frame, used) = FrameRef::decode(&got).unwrap().unwrap();
         assert_eq!(used, HEADER_LEN + MAX_PAYLOAD);
-        assert_eq!(frame.to_frame(), built.resume_from(0).unwrap()[0]);
+        let resent = sender.resume_from(0).unwrap();
+        assert!(frame.to_frame() == resent[0], "the first frame differs");
+        assert!(
+            resent
+                .iter()
+                .all(|f| !matches!(f, Frame::Data { bytes, .. } if bytes.len() > MAX_PAYLOAD)),
+            "a resent frame is over the payload limit"
+        );
     }
 
     #[test]
@@ -795,17 +1026,17 @@ mod tests {
         let mut receiver = Receiver::default();
         let gap = Frame::Data {
             offset: 3,
-            bytes: b"x".to_vec(),
+            bytes: Bytes::from_static(b"x"),
         };
         assert_eq!(
             receiver.accept(&gap),
             Err(ResumeError::Gap { have: 0, starts: 3 })
         );
         let mut sender = Sender::new(8);
-        sender.send(b"12345678").unwrap();
-        assert_eq!(sender.send(b"9"), Err(ResumeError::Full(8)));
+        sender.send(Bytes::from_static(b"12345678")).unwrap();
+        assert_eq!(sender.send(Bytes::from_static(b"9")), Err(ResumeError::Full(8)));
         sender.acknowledge(4).unwrap();
-        sender.send(b"9").unwrap();
+        sender.send(Bytes::from_static(b"9")).unwrap();
         assert_eq!(
             sender.resume_from(2),
             Err(ResumeError::Unrecoverable { peer: 2, oldest: 4 })
@@ -815,7 +1046,10 @@ mod tests {
             Err(ResumeError::Beyond { peer: 100, sent: 9 })
         );
         sender.end();
-        assert_eq!(sender.send(b"late"), Err(ResumeError::AfterEnd(9)));
+        assert_eq!(
+            sender.send(Bytes::from_static(b"late")),
+            Err(ResumeError::AfterEnd(9))
+        );
     }
 
     #[test]
@@ -823,12 +1057,12 @@ mod tests {
         let mut receiver = Receiver::default();
         let first = Frame::Data {
             offset: 0,
-            bytes: b"hello".to_vec(),
+            bytes: Bytes::from_static(b"hello"),
         };
         assert_eq!(receiver.accept(&first).unwrap(), b"hello");
         let again = Frame::Data {
             offset: 2,
-            bytes: b"llo world".to_vec(),
+            bytes: Bytes::from_static(b"llo world"),
         };
         assert_eq!(receiver.accept(&again).unwrap(), b" world");
         assert_eq!(receiver.accept(&first).unwrap(), b"");
@@ -838,7 +1072,7 @@ mod tests {
         assert_eq!(
             receiver.accept(&Frame::Data {
                 offset: 11,
-                bytes: b"!".to_vec()
+                bytes: Bytes::from_static(b"!")
             }),
             Err(ResumeError::AfterEnd(11))
         );
@@ -857,7 +1091,7 @@ mod tests {
         let mut pieces = sends.iter().copied().cycle();
         while at < data.len() {
             let n = pieces.next().unwrap_or(1).clamp(1, data.len() - at);
-            wire.extend(sender.send(&data[at..at + n]).unwrap());
+            wire.extend(sender.send(Bytes::copy_from_slice(&data[at..at + n])).unwrap());
             at += n;
             step += 1;
             if drops.contains(&step) {
@@ -1025,6 +1259,78 @@ mod tests {
         );
         // Nothing is lost: the bytes wait in the replay buffer for a resume.
         assert_eq!(session.sender.unacknowledged(), 18);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_idle_longer_than_the_liveness_time_is_not_called_broken() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let liveness = std::time::Duration::from_secs(20);
+        let (mut a_app, mut a_local) = tokio::io::duplex(1024);
+        let (mut b_app, mut b_local) = tokio::io::duplex(1024);
+        let (ta, tb) = tokio::io::duplex(1 << 16);
+        let a = tokio::spawn(async move {
+            let mut session = Session::new(DEFAULT_REPLAY_BYTES);
+            session.pump_with(&mut a_local, ta, liveness).await
+        });
+        let b = tokio::spawn(async move {
+            let mut session = Session::new(DEFAULT_REPLAY_BYTES);
+            session.pump_with(&mut b_local, tb, liveness).await
+        });
+        let mut got = [0u8; 5];
+        for word in [b"hello", b"again", b"third"] {
+            a_app.write_all(word).await.unwrap();
+            b_app.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, word);
+            // Quiet for longer than the liveness time: nothing waits on
+            // the peer, so nothing is overdue.
+            tokio::time::sleep(3 * liveness).await;
+            assert!(
+                !a.is_finished() && !b.is_finished(),
+                "a quiet session was called broken"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_local_side_that_does_not_read_holds_the_sender_back_without_a_break() {
+        use tokio::io::AsyncWriteExt as _;
+        let liveness = std::time::Duration::from_secs(20);
+        let (mut a_app, mut a_local) = tokio::io::duplex(1 << 16);
+        // B's application never reads.
+        let (_b_app, mut b_local) = tokio::io::duplex(1024);
+        let writer = tokio::spawn(async move {
+            let chunk = vec![7u8; 1 << 16];
+            for _ in 0..(32 << 20) / chunk.len() {
+                if a_app.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let (ta, tb) = tokio::io::duplex(1 << 16);
+        let (mut a, mut b) = (
+            Session::new(DEFAULT_REPLAY_BYTES),
+            Session::new(DEFAULT_REPLAY_BYTES),
+        );
+        let pumped = tokio::time::timeout(3 * liveness, async {
+            tokio::select! {
+                pumped = a.pump_with(&mut a_local, ta, liveness) => pumped,
+                pumped = b.pump_with(&mut b_local, tb, liveness) => pumped,
+            }
+        })
+        .await;
+        assert!(pumped.is_err(), "a pump ended while its peer was only slow");
+        assert!(
+            b.to_local.len <= TO_LOCAL_HIGH + INCOMING_ROOM,
+            "B holds {} bytes for its local side",
+            b.to_local.len
+        );
+        assert!(a.sender.unacknowledged() <= DEFAULT_REPLAY_BYTES);
+        assert!(
+            a.sent() < 16 << 20,
+            "A read {} bytes: nothing held it back",
+            a.sent()
+        );
+        writer.abort();
     }
 
     #[tokio::test(start_paused = true)]

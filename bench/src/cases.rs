@@ -65,6 +65,16 @@ fn forwards(rig: &Rig, sshd: &Sshd, target: u16, with_stunnel: bool) -> Result<V
     Ok(paths)
 }
 
+/// What the resumable framing costs: the direct path, plain.
+fn not_resumable(rig: &Rig, target: u16) -> Result<(String, u16, Vec<Bg>)> {
+    let p = free_port()?;
+    Ok((
+        "hatchway direct, not resumable".into(),
+        p,
+        vec![rig.port_forward_with(Path::Direct, p, target, &["--no-resume"])?],
+    ))
+}
+
 /// Bulk TCP: iperf3 (1 and 8 streams) through every path where iperf3
 /// can run, then 256 MiB into a byte-counting sink through every path,
 /// `kubectl port-forward` and the aggregated API (through the cluster's
@@ -83,7 +93,8 @@ pub fn bulk(
         Command::new("iperf3").args(["-s", "-p", &server.to_string()]),
     )?;
     tools::wait_listening(server, "iperf3")?;
-    let paths = forwards(rig, sshd, server, true)?;
+    let mut paths = forwards(rig, sshd, server, true)?;
+    paths.push(not_resumable(rig, server)?);
     let mut rows = throughput(&paths, "bulk TCP (iperf3)", repeats, |_, port, streams| {
         iperf3(port, streams, seconds)
     })?;
@@ -91,13 +102,7 @@ pub fn bulk(
 
     let sink = sink_server()?;
     let mut paths = forwards(rig, sshd, sink, true)?;
-    // What the resumable framing costs: the same path, plain.
-    let p = free_port()?;
-    paths.push((
-        "hatchway direct, not resumable".into(),
-        p,
-        vec![rig.port_forward_with(Path::Direct, p, sink, &["--no-resume"])?],
-    ));
+    paths.push(not_resumable(rig, sink)?);
     let p = free_port()?;
     let mut kubectl = KubectlForward::start(p)?;
     if kubectl.is_some() {
