@@ -26,6 +26,9 @@ pub const REQUEST_ID: &str = "x-hatchway-request-id";
 /// audit trail. Informational: the gateway trusts it because the proof
 /// shows the router sent it.
 pub const REQUEST_USER: &str = "x-hatchway-request-user";
+/// Router -> gateway: which router replica sent the request (its pod name),
+/// for the audit trail.
+pub const REQUEST_REPLICA: &str = "x-hatchway-request-replica";
 /// Router -> gateway (WebDAV): the path prefix the user sees, so hrefs in
 /// PROPFIND answers are right.
 pub const WEBDAV_PREFIX: &str = "x-webdav-prefix";
@@ -104,6 +107,10 @@ pub const PARAM_PORT: &str = "port";
 pub const PARAM_LOGIN_CODE: &str = "hatchway_code";
 /// The router's web-app session cookie (host-only: the `__Host-` prefix).
 pub const SESSION_COOKIE: &str = "__Host-hatchway_session";
+/// The header a web app gets on every authenticated request: a JWT naming
+/// the user, signed by the router (keys at `/.well-known/jwks.json`).
+/// One sent by a client is dropped.
+pub const JWT_ASSERTION: &str = "hatchway-jwt-assertion";
 /// Query parameter of a log file request: only the lines of the last N
 /// seconds (answered from the API server, by the kubelet's timestamps).
 pub const PARAM_SINCE_SECONDS: &str = "sinceSeconds";

@@ -574,6 +574,18 @@ fn everything_a_user_does(prefix: &str, values: &[&str]) -> Result<()> {
     );
     let out = webdav("GET", "job/log/stdout.txt")?;
     ensure!(stdout(&out) == followed, "GET stdout.txt: {}", show(&out));
+    // The audit trail names the reader as the router authenticated them
+    // and the replica (its pod name) that sent the request; this read is
+    // in what it reads.
+    let out = webdav("GET", "web/log/gateway.txt")?;
+    let reader = format!("log read user=\"system:serviceaccount:{}:alice\"", users.name);
+    ensure!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.contains(&reader) && l.contains(" replica=\"") && !l.contains(" replica=\"https://")),
+        "gateway.txt: {}",
+        show(&out)
+    );
 
     // Web apps: the private one through the token→cookie step (curl, then
     // headless Chromium), the public one without a token, no rights → 403.
@@ -678,6 +690,46 @@ fn everything_a_user_does(prefix: &str, values: &[&str]) -> Result<()> {
         })
         .with_context(|| format!("no session cookie: {}", show(&out)))?;
     websocket_echo(&release, &url(8082)?, &session)?;
+
+    // The app learns who is calling: the router's signed assertion (never
+    // a client's), which PyJWT verifies with the router's published keys.
+    let app = url(8082)?;
+    let out = curl(&[
+        "-H",
+        &format!("Cookie: {session}"),
+        "-H",
+        "Hatchway-Jwt-Assertion: forged",
+        &format!("{}/headers", app.trim_end_matches('/')),
+    ])?;
+    let head = stdout(&out);
+    let assertions: Vec<&str> = head
+        .lines()
+        .filter_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case(hatchway_api::wire::JWT_ASSERTION)
+                .then_some(value.trim())
+        })
+        .collect();
+    ensure!(
+        assertions.len() == 1 && assertions[0] != "forged",
+        "the app's request head: {}",
+        show(&out)
+    );
+    let jwks = stdout(&curl(&[&format!("{}/.well-known/jwks.json", release.server())])?);
+    let host = app
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let origin = format!("https://{}", host.rsplit_once(':').map_or(host, |(h, _)| h));
+    let claims = hatchway_testkit::pyjwt_verify(&jwks, assertions[0], &origin)
+        .map_err(|e| anyhow::anyhow!("PyJWT refused the assertion: {e}\nkeys: {jwks}"))?;
+    ensure!(
+        claims["sub"] == format!("system:serviceaccount:{}:alice", users.name).as_str()
+            && claims["container"] == "web"
+            && claims["namespace"] == users.name.as_str(),
+        "claims {claims}"
+    );
 
     // Chromium, in a network namespace of its own (the cluster's veths
     // come and go as other tests' pods start, and Chromium aborts a page

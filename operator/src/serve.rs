@@ -108,6 +108,9 @@ pub fn settings(args: &RunArgs) -> Result<Settings, ServeError> {
         }
     };
     let mut settings = Settings::new(self_url);
+    if let Some(pod) = &args.pod_name {
+        settings.replica = pod.clone();
+    }
     let domain = args.wildcard_domain.trim().trim_matches('.').to_ascii_lowercase();
     settings.wildcard_domain = (!domain.is_empty()).then_some(domain);
     settings.shell_enabled = args.shell;

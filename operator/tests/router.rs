@@ -116,6 +116,25 @@ async fn refusals_have_status_codes_and_messages() {
     }
 }
 
+/// Waits for a line of `sidecar`'s audit trail (gateway.txt) that starts
+/// with `what` (after the time) and names the user the router
+/// authenticated (alice; no test sets the user header itself) and the
+/// router replica that sent the request.
+async fn audited(sidecar: &TestSidecar, router: &TestRouter, what: &str) {
+    let trail = sidecar.audit_dir().join("gateway.txt");
+    let replica = format!("replica={:?}", router.router.settings.replica);
+    eventually(&format!("{what} by alice in gateway.txt"), || {
+        let text = std::fs::read_to_string(&trail).unwrap_or_default();
+        let found = text.lines().any(|l| {
+            l.split_once(' ').is_some_and(|(_, rest)| rest.starts_with(what))
+                && l.contains("user=\"alice\"")
+                && l.contains(&replica)
+        });
+        async move { found }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn port_forward_reaches_a_port_in_the_container_directly() {
     let (router, cluster, _) = rig().await;
@@ -147,6 +166,7 @@ async fn port_forward_reaches_a_port_in_the_container_directly() {
     let mut echoed = Vec::new();
     stream.read_to_end(&mut echoed).await.unwrap();
     assert_eq!(echoed, b"hello through the router");
+    audited(&sidecar, &router, "session").await;
     let metrics = router.router.metrics.encode();
     assert!(
         metrics.contains("hatchway_router_gateway_choices_total{outcome=\"direct\"} 1"),
@@ -489,6 +509,83 @@ async fn a_public_web_app_needs_no_session_and_an_unknown_host_is_the_private_40
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
 
+/// A client's forged assertion.
+const FORGED: &str = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.";
+
+/// `GET /` on `host` with a forged assertion (and `cookie`, if any): the
+/// `hatchway-jwt-assertion` values the echo app saw, and all it saw.
+async fn assertions_seen(client: &mut Client, host: &str, cookie: Option<&str>) -> (Vec<String>, String) {
+    let mut request = vhost_get(host, "/").header("hatchway-jwt-assertion", FORGED);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let response = client.send(request.body(empty()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = body_text(response).await;
+    let tokens = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("hatchway-jwt-assertion: "))
+        .map(str::to_owned)
+        .collect();
+    (tokens, seen)
+}
+
+#[tokio::test]
+async fn a_web_app_gets_the_users_signed_identity_and_never_a_forged_one() {
+    let (router, _cluster, _sidecar, host) = web_rig(None).await;
+    let mut client = router.client().await;
+    let session = alice_session(&mut client, &host).await;
+    let (tokens, seen) = assertions_seen(&mut client, &host, Some(&session)).await;
+    assert_eq!(tokens.len(), 1, "one assertion, the router's: {seen}");
+    assert_ne!(tokens[0], FORGED);
+
+    // The public keys, for anyone.
+    let response = client
+        .send(
+            http::Request::builder()
+                .uri("/.well-known/jwks.json")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let jwks = body_text(response).await;
+
+    let origin = format!("https://{host}");
+    let claims = pyjwt_verify(&jwks, &tokens[0], &origin).expect("PyJWT verifies the assertion");
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["aud"], origin.as_str());
+    assert_eq!(claims["namespace"], NS);
+    assert_eq!(claims["container"], "notebook");
+    assert!(
+        host.starts_with(claims["container_uid"].as_str().unwrap()),
+        "{claims}"
+    );
+    let lifetime = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
+    assert!(lifetime <= 300, "{claims}");
+
+    // PyJWT refuses what is not the router's: the forged one, a changed
+    // claim, another app's audience.
+    assert!(pyjwt_verify(&jwks, FORGED, &origin).is_err());
+    let (signed, signature) = tokens[0].rsplit_once('.').unwrap();
+    let (header, _) = signed.split_once('.').unwrap();
+    let admin = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        serde_json::to_vec(&serde_json::json!({"sub": "admin", "aud": origin, "iss": "hatchway"})).unwrap(),
+    );
+    let error = pyjwt_verify(&jwks, &format!("{header}.{admin}.{signature}"), &origin).unwrap_err();
+    assert!(error.contains("Signature verification failed"), "{error}");
+    let error = pyjwt_verify(&jwks, &tokens[0], "https://another.apps.example.test").unwrap_err();
+    assert!(error.contains("Invalid audience"), "{error}");
+
+    // Without a session there is no app and no assertion; on a public
+    // port a client's forged one is dropped.
+    let (public_router, _c, _s, public_host) = web_rig(Some(hatchway_api::crd::PortAccess::Public)).await;
+    let (tokens, seen) = assertions_seen(&mut public_router.client().await, &public_host, None).await;
+    assert!(tokens.is_empty(), "{seen}");
+}
+
 #[tokio::test]
 async fn websockets_work_through_a_web_app() {
     use futures::{SinkExt, StreamExt};
@@ -593,6 +690,7 @@ async fn the_openssh_client_runs_a_command_through_the_router() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "hello from ssh");
+    audited(&sidecar, &router, "session").await;
 
     // The router records that the run is no longer pristine.
     eventually("interactiveSessionStarted", || {
@@ -682,6 +780,7 @@ async fn live_logs_are_read_through_the_gateway_with_the_users_paths() {
         .await;
     assert_eq!(response.status(), StatusCode::MULTI_STATUS);
     assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    audited(&sidecar, &router, "log read").await;
     let xml = body_text(response).await;
     assert!(
         xml.contains("<D:href>/v1/namespaces/team-a/containers/logger/log/stdout.txt</D:href>"),

@@ -727,6 +727,7 @@ async fn the_sidecars_reports_reach_status() {
     let who = Who {
         user: "alice".into(),
         request_id: "r-1".into(),
+        ..Who::default()
     };
     let first = reporter.session(&who, "shell", None);
     eventually("interactiveSessionStarted", || async {

@@ -143,8 +143,8 @@ impl Reporter {
             .map(|c| format!(" command={c:?}"))
             .unwrap_or_default();
         self.audit(&format!(
-            "session {id} started kind={kind} user={:?} request={:?}{shown}",
-            who.user, who.request_id
+            "session {id} started kind={kind} {}{shown}",
+            who.audited()
         ));
         self.metrics.sessions.with_label_values(&[kind]).inc();
         self.metrics.sessions_active.with_label_values(&[kind]).inc();
@@ -176,6 +176,20 @@ pub struct Who {
     pub user: String,
     /// The router's request id.
     pub request_id: String,
+    /// The router replica that sent the request (its pod name).
+    pub replica: String,
+    /// The gateway route asked for: method and path, no query.
+    pub route: String,
+}
+
+impl Who {
+    /// `user=… request=… replica=… route=…` for an audit line.
+    pub fn audited(&self) -> String {
+        format!(
+            "user={:?} request={:?} replica={:?} route={:?}",
+            self.user, self.request_id, self.replica, self.route
+        )
+    }
 }
 
 /// An open interactive session; dropping it records its end.
@@ -262,6 +276,8 @@ mod tests {
         let who = Who {
             user: "alice".into(),
             request_id: "r-9".into(),
+            replica: "hatchway-7f9c-x2".into(),
+            route: "POST /ssh".into(),
         };
         {
             let session = reporter.session(&who, "exec", Some("ls -l".into()));
@@ -272,7 +288,10 @@ mod tests {
         let lines: Vec<_> = trail.lines().collect();
         assert_eq!(lines.len(), 2, "{trail}");
         assert!(
-            lines[0].ends_with(r#"session 1 started kind=exec user="alice" request="r-9" command="ls -l""#)
+            lines[0].ends_with(
+                r#"session 1 started kind=exec user="alice" request="r-9" replica="hatchway-7f9c-x2" route="POST /ssh" command="ls -l""#
+            ),
+            "{trail}"
         );
         assert!(
             lines[1].contains("session 1 ended kind=exec bytes_in=5 bytes_out=0"),

@@ -225,10 +225,9 @@ impl Registry {
         sessions.insert(id.clone(), entry.clone());
         drop(sessions);
         self.reporter.audit(&format!(
-            "resumable {id} opened kind={} user={:?} request={:?} what={:?}",
+            "resumable {id} opened kind={} {} what={:?}",
             kind.as_str(),
-            who.user,
-            who.request_id,
+            who.audited(),
             entry.what
         ));
         self.reporter
@@ -286,8 +285,9 @@ impl Registry {
         let refuse = |outcome: &'static str, message: String| {
             self.count(outcome);
             self.reporter.audit(&format!(
-                "resumable {} resume refused ({outcome}) user={:?} request={:?}",
-                entry.id, who.user, who.request_id
+                "resumable {} resume refused ({outcome}) {}",
+                entry.id,
+                who.audited()
             ));
             tracing::warn!(session = %entry.id, user = %who.user, outcome, "resume refused");
             (StatusCode::FORBIDDEN, message)

@@ -396,9 +396,18 @@ async fn sessions_are_recorded_in_gateway_txt_which_webdav_serves() {
     let mut conn = GatewayConn::connect(gw.addr()).await;
     let req = conn
         .request("GET", "/log/gateway.txt", ProofMode::Valid)
+        .header(wire::REQUEST_USER, "bob")
         .body(empty())
         .unwrap();
-    assert_eq!(body_text(conn.send_checked(req).await).await, text);
+    // What was there, then this very read (audited before it is served).
+    let served = body_text(conn.send_checked(req).await).await;
+    let read = served
+        .strip_prefix(text.as_str())
+        .unwrap_or_else(|| panic!("{served}"));
+    assert!(
+        read.ends_with(" log read user=\"bob\" request=\"\" replica=\"\" route=\"GET /log/gateway.txt\"\n"),
+        "{served}"
+    );
 }
 
 #[tokio::test]

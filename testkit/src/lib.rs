@@ -1261,3 +1261,27 @@ pub fn openssh(program: &str, port: u16, known_hosts: &std::path::Path) -> std::
 pub fn write_known_hosts(path: &std::path::Path, port: u16, host_key: &str) -> std::io::Result<()> {
     std::fs::write(path, format!("[127.0.0.1]:{port} {}\n", host_key.trim()))
 }
+
+/// Verifies `token` with PyJWT (an independent JWT library: Debian's
+/// `python3-jwt`, hence that interpreter; `hack/deps test` installs it)
+/// against the key set `jwks` (JSON), for audience `aud`, as an app behind
+/// Hatchway would check `Hatchway-Jwt-Assertion`: the claims, or PyJWT's
+/// refusal.
+pub fn pyjwt_verify(jwks: &str, token: &str, aud: &str) -> Result<serde_json::Value, String> {
+    const SCRIPT: &str = r#"
+import json, sys, jwt
+jwks, token, aud = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+kid = jwt.get_unverified_header(token)["kid"]
+key = jwt.PyJWK([k for k in jwks["keys"] if k["kid"] == kid][0]).key
+print(json.dumps(jwt.decode(token, key, algorithms=["EdDSA"], audience=aud, issuer="hatchway")))
+"#;
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", SCRIPT, jwks, token, aud])
+        .output()
+        .map_err(|e| format!("cannot run /usr/bin/python3: {e}"))?;
+    if out.status.success() {
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("PyJWT printed no claims: {e}"))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}

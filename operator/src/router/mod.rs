@@ -14,6 +14,8 @@
 pub mod access;
 /// The aggregated API: the user API behind the Kubernetes API server.
 pub mod apiservice;
+/// The signed identity web apps get (`Hatchway-Jwt-Assertion`).
+pub mod assertion;
 /// Who may do what: TokenReview and SubjectAccessReview, cached.
 pub mod auth;
 /// What the router reads and writes in the cluster (the `Cluster` trait).
@@ -82,6 +84,8 @@ pub struct Router {
     pub peer_tls: Arc<ClientConfig>,
     /// Web-app sessions and login codes, signed with keys from `root`.
     pub sessions: session::Sessions,
+    /// Web apps' identity assertions, signed with keys from `root`.
+    pub assertions: assertion::Signer,
     /// The saved-log reads served at once, and the sizes learnt.
     pub saved_logs: saved::SavedLogReads,
     /// Cancelled when the replica has drained: the relays it still
@@ -103,6 +107,7 @@ impl Router {
         let sessions = session::Sessions::new(root.expose_bytes(), settings.web_session_lifetime);
         let saved_logs = saved::SavedLogReads::new(settings.max_saved_log_reads, settings.saved_log_wait);
         Arc::new(Self {
+            assertions: assertion::Signer::new(root.expose_bytes()),
             sessions,
             saved_logs,
             relays_closing: tokio_util::sync::CancellationToken::new(),

@@ -137,6 +137,13 @@ async fn exchange(
     request: Request<Body>,
 ) -> Result<Response<Incoming>, Response<Body>> {
     let refuse = |(status, message): (StatusCode, String)| text(status, message);
+    let mut request = request;
+    // Every gateway request names the replica that sent it (the audit
+    // trail's "from where").
+    request.headers_mut().insert(
+        hatchway_api::wire::REQUEST_REPLICA,
+        header_safe(&router.settings.replica),
+    );
     let mut connection = connect(router, container, route)
         .await
         .map_err(|error| refuse(error.status_and_message()))?;

@@ -24,7 +24,7 @@ use super::Router;
 use super::access::no_such_endpoint;
 use super::reach::request_id as sane_request_id;
 use super::respond::{Body, full_body, text};
-use super::{tunnel, user, webapp};
+use super::{assertion, tunnel, user, webapp};
 
 /// What a request knows about its connection (a request extension).
 #[derive(Clone, Debug)]
@@ -82,6 +82,7 @@ pub fn table(router: Arc<Router>) -> axum::Router {
         .route("/healthz", labelled("health", any(health)))
         .route("/readyz", labelled("health", any(health)))
         .route(wire::VERSION_PATH, labelled("health", any(version)))
+        .route(assertion::JWKS_PATH, labelled("jwks", any(jwks)))
         .route("/metrics", labelled("metrics", any(metrics_elsewhere)))
         .fallback(other)
         .layer(middleware::from_fn_with_state(router.clone(), front))
@@ -188,6 +189,24 @@ async fn version() -> http::Response<Body> {
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// `GET /.well-known/jwks.json`: the public keys web apps verify
+/// `Hatchway-Jwt-Assertion` with (no credentials needed: they are public).
+async fn jwks(State(router): State<Arc<Router>>, method: Method) -> http::Response<Body> {
+    if method != Method::GET && method != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "the key set is read with GET");
+    }
+    let body = serde_json::to_string(&router.assertions.jwks()).expect("a key set serializes");
+    let mut response = http::Response::new(full_body(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // Keys change once a day and the set holds the next one already.
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
     response
 }
 

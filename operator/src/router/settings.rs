@@ -11,6 +11,9 @@ pub struct Settings {
     /// This replica's internal base URL (`https://<pod IP>:<port>`): what
     /// it records as a tunnel's address and what peers forward to.
     pub self_url: String,
+    /// This replica's name in the gateways' audit trail: its pod name
+    /// (`self_url` when none is known).
+    pub replica: String,
     /// The wildcard domain of web-app vhosts (`{uid}-{port}.{domain}`);
     /// `None` turns web apps off.
     pub wildcard_domain: Option<String>,
@@ -65,8 +68,10 @@ impl Settings {
     /// Settings for a replica at `self_url` with every other value at its
     /// default.
     pub fn new(self_url: impl Into<String>) -> Self {
+        let self_url = self_url.into();
         Self {
-            self_url: self_url.into(),
+            replica: self_url.clone(),
+            self_url,
             wildcard_domain: None,
             shell_enabled: true,
             policy: Policy::prefer(false),

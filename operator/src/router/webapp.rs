@@ -26,7 +26,7 @@ use super::auth::{self, Permission, User};
 use super::reach::{self, GatewayRequest, header_safe, request_id};
 use super::respond::{Body, RequestBody, empty_body, full_body, stream_body, text};
 use super::select::{Purpose, Route};
-use super::{Router, forward, relay, session};
+use super::{Router, assertion, forward, relay, session};
 
 /// A vhost's Container UID and port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +108,9 @@ pub async fn serve(router: Arc<Router>, req: Request<RequestBody>, vhost: Vhost)
         .published_ports
         .iter()
         .find(|p| p.port == i32::from(vhost.port));
+    // Who is calling, signed for the app (none on a public port: nobody
+    // was authenticated there).
+    let mut identity = None;
     if !published.is_some_and(|p| p.access == PortAccess::Public) {
         let user = match session_user(&router, req.headers(), &vhost) {
             Some(user) => user,
@@ -150,6 +153,16 @@ pub async fn serve(router: Arc<Router>, req: Request<RequestBody>, vhost: Vhost)
         if let Err(response) = authorize(&router, &user, &namespace, &name, permission).await {
             return response;
         }
+        let origin = format!("https://{}", vhost.host);
+        identity = Some(router.assertions.assertion(
+            &user,
+            assertion::App {
+                origin: &origin,
+                container_uid: &vhost.uid,
+                namespace: &namespace,
+                container: &name,
+            },
+        ));
     }
 
     let (container, route) = choose_settled(&router, container, req.headers(), Purpose::Proxy).await;
@@ -164,7 +177,7 @@ pub async fn serve(router: Arc<Router>, req: Request<RequestBody>, vhost: Vhost)
     };
     let forwarded = matches!(route, Route::Forward(_));
     let sent = reach::send(&router, req, &container, &route, kind, |req| {
-        app_request(req, &vhost)
+        app_request(req, &vhost, identity)
     })
     .await;
     match sent {
@@ -449,8 +462,9 @@ fn filter_set_cookies(headers: &mut HeaderMap) {
 }
 
 /// The request the app gets: the user's, without hop-by-hop headers, ours
-/// or our cookie, naming the port and the host it came for.
-fn app_request(mut req: Request<RequestBody>, vhost: &Vhost) -> GatewayRequest {
+/// or our cookie, naming the port and the host it came for, with the
+/// router's `identity` assertion (and never a client's).
+fn app_request(mut req: Request<RequestBody>, vhost: &Vhost, identity: Option<String>) -> GatewayRequest {
     let upgrade = headers::wants_upgrade(req.headers()).is_some();
     let client = upgrade.then(|| hyper::upgrade::on(&mut req));
     let id = request_id(req.headers());
@@ -458,6 +472,10 @@ fn app_request(mut req: Request<RequestBody>, vhost: &Vhost) -> GatewayRequest {
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     headers::strip_hatchway_headers(&mut parts.headers);
     strip_our_cookie(&mut parts.headers);
+    parts.headers.remove(assertion::HEADER);
+    if let Some(value) = identity.and_then(|token| HeaderValue::from_str(&token).ok()) {
+        parts.headers.insert(assertion::HEADER, value);
+    }
     if upgrade {
         parts
             .headers

@@ -189,6 +189,8 @@ async fn ports(Extension(gateway): Extension<Arc<Gateway>>) -> http::Response<Bo
 
 /// The log tree, read-only WebDAV.
 async fn log_tree(Extension(gateway): Extension<Arc<Gateway>>, req: Request) -> http::Response<Body> {
+    let who = who(req.method(), req.uri(), req.headers());
+    gateway.reporter.audit(&format!("log read {}", who.audited()));
     crate::webdav::serve(&gateway.tree, req.method(), req.uri().path(), req.headers()).await
 }
 
@@ -205,18 +207,24 @@ impl<S: Sync> FromRequestParts<S> for Who {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let header = |name: &str| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned()
-        };
-        Ok(Who {
-            user: header(wire::REQUEST_USER),
-            request_id: header(wire::REQUEST_ID),
-        })
+        Ok(who(&parts.method, &parts.uri, &parts.headers))
+    }
+}
+
+/// Who the router names on a request, and the route it asks for.
+fn who(method: &http::Method, uri: &http::Uri, headers: &HeaderMap) -> Who {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    Who {
+        user: header(wire::REQUEST_USER),
+        request_id: header(wire::REQUEST_ID),
+        replica: header(wire::REQUEST_REPLICA),
+        route: format!("{method} {}", uri.path()),
     }
 }
 

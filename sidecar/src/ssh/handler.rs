@@ -94,8 +94,8 @@ impl Connection {
         } = take_over;
         let new = self.params.resumable_id.clone().unwrap_or_default();
         self.server.reporter.audit(&format!(
-            "resumable {new} took over the terminal of resumable {old} user={:?} request={:?}",
-            self.params.who.user, self.params.who.request_id
+            "resumable {new} took over the terminal of resumable {old} {}",
+            self.params.who.audited()
         ));
         self.server.terminals.moved(&terminal, &new);
         if let Some(size) = pty {

@@ -217,8 +217,8 @@ impl SshServer {
             )),
             Some((user, kind)) if user != who.user || kind != Kind::Shell => {
                 self.reporter.audit(&format!(
-                    "resumable {wanted} take-over refused (other_user) user={:?} request={:?}",
-                    who.user, who.request_id
+                    "resumable {wanted} take-over refused (other_user) {}",
+                    who.audited()
                 ));
                 Err((
                     StatusCode::FORBIDDEN,
