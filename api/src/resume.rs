@@ -21,9 +21,9 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Buf as _, Bytes, BytesMut};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Largest payload of one data frame.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
@@ -114,34 +114,30 @@ impl Budget {
 }
 
 impl Frame {
-    /// Appends the frame's encoding to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        let (kind, offset, payload): (u8, u64, &[u8]) = match self {
+    /// Its kind byte, offset and payload.
+    fn parts(&self) -> (u8, u64, &[u8]) {
+        match self {
             Frame::Data { offset, bytes } => (KIND_DATA, *offset, bytes),
             Frame::Ack { offset } => (KIND_ACK, *offset, &[]),
             Frame::End { offset } => (KIND_END, *offset, &[]),
-        };
+        }
+    }
+
+    /// Appends the frame's encoding to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let (kind, offset, payload) = self.parts();
         encode_header(kind, offset, payload.len(), out);
         out.extend_from_slice(payload);
     }
 
     /// Queues the frame's encoding on `out` without copying its payload.
     fn queue(self, out: &mut Queue) {
+        let (kind, offset, payload) = self.parts();
         let mut header = Vec::with_capacity(HEADER_LEN);
-        match self {
-            Frame::Data { offset, bytes } => {
-                encode_header(KIND_DATA, offset, bytes.len(), &mut header);
-                out.push(header.into());
-                out.push(bytes);
-            }
-            Frame::Ack { offset } => {
-                encode_header(KIND_ACK, offset, 0, &mut header);
-                out.push(header.into());
-            }
-            Frame::End { offset } => {
-                encode_header(KIND_END, offset, 0, &mut header);
-                out.push(header.into());
-            }
+        encode_header(kind, offset, payload.len(), &mut header);
+        out.push(header.into());
+        if let Frame::Data { bytes, .. } = self {
+            out.push(bytes);
         }
     }
 

@@ -775,12 +775,25 @@ async fn live_logs_are_read_through_the_gateway_with_the_users_paths() {
     cluster.set_status(NS, "logger", running_at(sidecar.addr()));
     let mut client = router.client().await;
 
-    let response = client
-        .send(propfind(&api_path(NS, "logger", "log/"), Some("alice-token")))
-        .await;
+    // A client naming someone else and another replica for the audit
+    // trail: the router sends its own.
+    let mut forged = propfind(&api_path(NS, "logger", "log/"), Some("alice-token"));
+    forged
+        .headers_mut()
+        .insert(hatchway_api::wire::REQUEST_USER, "mallory".parse().unwrap());
+    forged.headers_mut().insert(
+        hatchway_api::wire::REQUEST_REPLICA,
+        "forged-replica".parse().unwrap(),
+    );
+    let response = client.send(forged).await;
     assert_eq!(response.status(), StatusCode::MULTI_STATUS);
     assert_eq!(response.headers()["access-control-allow-origin"], "*");
     audited(&sidecar, &router, "log read").await;
+    let trail = std::fs::read_to_string(sidecar.audit_dir().join("gateway.txt")).unwrap();
+    assert!(
+        !trail.contains("mallory") && !trail.contains("forged-replica"),
+        "{trail}"
+    );
     let xml = body_text(response).await;
     assert!(
         xml.contains("<D:href>/v1/namespaces/team-a/containers/logger/log/stdout.txt</D:href>"),

@@ -51,12 +51,14 @@ pub struct Signer {
     root: Vec<u8>,
     /// The current period's key, once derived.
     key: Mutex<Option<(u64, Arc<Ed25519KeyPair>)>>,
-    /// Recent assertions by (user, audience, container UID).
+    /// Recent assertions by what they say.
     cache: Mutex<HashMap<CacheKey, (u64, String)>>,
 }
 
-/// User name, audience, Container UID.
-type CacheKey = (String, String, String);
+/// User name, groups, audience, Container UID: everything an assertion
+/// says but its times (the namespace and name go with the UID). A user
+/// whose groups changed gets a new one.
+type CacheKey = (String, Vec<String>, String, String);
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -96,7 +98,7 @@ struct Claims<'a> {
 }
 
 /// One public key of the set (RFC 8037's OKP key).
-#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Jwk {
     pub kty: String,
     pub crv: String,
@@ -108,7 +110,7 @@ pub struct Jwk {
 }
 
 /// The key set (`/.well-known/jwks.json`).
-#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Jwks {
     pub keys: Vec<Jwk>,
 }
@@ -162,6 +164,7 @@ impl Signer {
     pub fn assertion_at(&self, user: &User, app: App<'_>, now: u64) -> String {
         let cache_key = (
             user.username.clone(),
+            user.groups.clone(),
             app.origin.to_owned(),
             app.container_uid.to_owned(),
         );
@@ -366,5 +369,9 @@ mod tests {
             ..app()
         };
         assert_ne!(signer.assertion_at(&alice(), other, now + 61), fresh);
+        // Groups are claims: new groups, a new assertion.
+        let mut regrouped = alice();
+        regrouped.groups.pop();
+        assert_ne!(signer.assertion_at(&regrouped, app(), now + 62), fresh);
     }
 }
