@@ -177,6 +177,12 @@ grace=$(render /dev/stdout --set sidecar.resumeGraceSeconds=30 --show-only templ
 [[ $(env_value "$no_tunnel" HATCHWAY_RESUME_GRACE_SECONDS) == '"600"' ]] || fail "the resume grace time is not 600 s by default"
 ok "sidecar.resumeGraceSeconds sets HATCHWAY_RESUME_GRACE_SECONDS (600 by default)"
 
+unrecorded=$(render /dev/stdout --set sidecar.recordShells=false --show-only templates/deployment.yaml)
+[[ $(env_value "$unrecorded" HATCHWAY_RECORD_SHELLS) == '"false"' ]] || fail "sidecar.recordShells=false is not HATCHWAY_RECORD_SHELLS=false"
+[[ $(env_value "$no_tunnel" HATCHWAY_RECORD_SHELLS) == '"true"' ]] || fail "terminals are not recorded by default"
+if render /dev/null --set sidecar.recordShells=yes 2>/dev/null; then fail "sidecar.recordShells=yes passed the schema"; fi
+ok "sidecar.recordShells sets HATCHWAY_RECORD_SHELLS (true by default; booleans only)"
+
 all_default=$(render /dev/stdout)
 contains "$all_default" '^kind: APIService$' '^  name: v1alpha1.access.hatchway.dev$' '^  groupPriorityMinimum: 100$' \
   '^  name: .*-front-proxy-reader$' '^  namespace: kube-system$' '^  name: extension-apiserver-authentication-reader$' \

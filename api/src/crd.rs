@@ -114,6 +114,13 @@ pub struct ContainerSpec {
     #[serde(default = "default_true")]
     pub shell: bool,
 
+    /// Whether every terminal (pty) opened in this container is recorded
+    /// (asciicast v2, `sessions/{id}.cast` in its log tree, readable by
+    /// those who may open a shell). Unset: the cluster's default (the
+    /// chart's `sidecar.recordShells`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_shell: Option<bool>,
+
     /// Seconds a shell or port-forward whose connection broke stays
     /// resumable (its processes and connections kept) while its client
     /// reconnects. Unset: the operator's default (10 minutes unless the

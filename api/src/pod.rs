@@ -63,6 +63,9 @@ pub mod env {
     /// Seconds a detached resumable session waits for its client (the
     /// operator sets it from the Container's spec or the chart).
     pub const RESUME_GRACE_SECONDS: &str = "HATCHWAY_RESUME_GRACE_SECONDS";
+    /// `true`: every terminal is recorded (the operator sets it from the
+    /// Container's `spec.recordShell` or the chart).
+    pub const RECORD_SHELLS: &str = "HATCHWAY_RECORD_SHELLS";
 }
 
 /// Keys of the per-Container Secret (files in [`SECRET_DIR`]).
@@ -94,6 +97,11 @@ pub mod log_file {
     /// The gateway's audit trail, in [`AUDIT_DIR`](super::AUDIT_DIR) (not
     /// the log directory: the workload cannot write it).
     pub const AUDIT: &str = "gateway.txt";
+    /// The directory of terminal recordings, in [`AUDIT_DIR`](super::AUDIT_DIR)
+    /// and in the log tree (`sessions/<id>.cast`).
+    pub const SESSIONS_DIR: &str = "sessions";
+    /// A recording's file name: the terminal's id and this (asciicast v2).
+    pub const RECORDING_SUFFIX: &str = ".cast";
 }
 
 /// The sidecar binary's subcommand that runs the gateway (the sidecar

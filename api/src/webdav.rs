@@ -1,9 +1,11 @@
 //! The read-only WebDAV both the sidecar (live logs) and the router (saved
 //! logs) speak: paths, byte ranges and PROPFIND answers, without I/O.
 //!
-//! A log tree is flat: a collection whose members are files. URLs are a
-//! prefix followed by `/` or `/{name}`; hrefs in answers use the same
-//! prefix, so the router's user-visible paths come back right.
+//! A log tree is a collection whose members are files, plus one
+//! sub-collection, `sessions/`, of terminal recordings (`sessions/{id}.cast`).
+//! URLs are a prefix followed by `/`, `/{name}`, `/sessions/` or
+//! `/sessions/{name}`; hrefs in answers use the same prefix, so the
+//! router's user-visible paths come back right.
 
 use std::time::SystemTime;
 
@@ -33,7 +35,14 @@ pub enum Target {
     Root,
     /// One file, by its decoded name.
     File(String),
+    /// The recordings' collection, `sessions/`.
+    Recordings,
+    /// One recording, `sessions/{name}`: its decoded name.
+    Recording(String),
 }
+
+/// The recordings' collection's name in the tree.
+pub const RECORDINGS: &str = "sessions";
 
 impl Target {
     /// Parses what follows the prefix (`""`, `/`, `/name`, still
@@ -47,17 +56,39 @@ impl Target {
         let name = percent_decode_str(rest)
             .decode_utf8()
             .map_err(|_| "file names are UTF-8".to_owned())?;
-        if name.contains('/') || name.contains('\0') || name.starts_with('.') {
+        let single = |name: &str| !(name.is_empty() || name.contains(['/', '\0']) || name.starts_with('.'));
+        if let Some(inner) = name.strip_prefix(RECORDINGS) {
+            match inner.strip_prefix('/') {
+                _ if inner.is_empty() => return Ok(Target::Recordings),
+                Some("") => return Ok(Target::Recordings),
+                Some(file) if single(file) => return Ok(Target::Recording(file.to_owned())),
+                Some(_) => return Err(format!("no such recording {name:?}")),
+                None => {}
+            }
+        }
+        if !single(&name) {
             return Err(format!("no such log file {name:?}"));
         }
         Ok(Target::File(name.into_owned()))
+    }
+
+    /// The name a listing gives what this names (`sessions/{name}` for a
+    /// recording, `sessions/` for their collection).
+    pub fn name(&self) -> String {
+        match self {
+            Target::Root => String::new(),
+            Target::File(name) => name.clone(),
+            Target::Recordings => format!("{RECORDINGS}/"),
+            Target::Recording(name) => format!("{RECORDINGS}/{name}"),
+        }
     }
 }
 
 /// A file's properties in a listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileProps {
-    /// Its name.
+    /// Its name: `NAME`, `sessions/NAME`, or `sessions/` (a name ending in
+    /// `/` is a collection).
     pub name: String,
     /// Its size in bytes.
     pub len: u64,
@@ -119,17 +150,21 @@ fn xml_escape(s: &str) -> String {
 
 /// The href of a file under `prefix` (no trailing slash).
 pub fn href(prefix: &str, name: &str) -> String {
-    format!("{prefix}/{}", utf8_percent_encode(name, SEGMENT))
+    let segments: Vec<String> = name
+        .split('/')
+        .map(|segment| utf8_percent_encode(segment, SEGMENT).to_string())
+        .collect();
+    format!("{prefix}/{}", segments.join("/"))
 }
 
 fn response_xml(href: &str, name: &str, file: Option<&FileProps>) -> String {
     let modified = file.map_or(SystemTime::UNIX_EPOCH, |f| f.modified);
     let props = match file {
-        Some(file) => format!(
+        Some(file) if !file.name.ends_with('/') => format!(
             "<D:resourcetype/><D:getcontentlength>{}</D:getcontentlength><D:getcontenttype>text/plain; charset=utf-8</D:getcontenttype>",
             file.len
         ),
-        None => "<D:resourcetype><D:collection/></D:resourcetype>".to_owned(),
+        _ => "<D:resourcetype><D:collection/></D:resourcetype>".to_owned(),
     };
     format!(
         "<D:response><D:href>{}</D:href><D:propstat><D:prop><D:displayname>{}</D:displayname>{props}<D:getlastmodified>{}</D:getlastmodified></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>",
@@ -157,12 +192,22 @@ pub fn multistatus(
                 }
             }
         }
-        Target::File(name) => {
+        Target::Recordings => {
+            let name = target.name();
+            body.push_str(&response_xml(&href(prefix, &name), &name, None));
+            if depth != "0" {
+                for file in files {
+                    body.push_str(&response_xml(&href(prefix, &file.name), &file.name, Some(file)));
+                }
+            }
+        }
+        Target::File(_) | Target::Recording(_) => {
+            let name = target.name();
             let file = files
                 .iter()
-                .find(|f| &f.name == name)
+                .find(|f| f.name == name)
                 .ok_or_else(|| format!("no such log file {name:?}"))?;
-            body.push_str(&response_xml(&href(prefix, name), name, Some(file)));
+            body.push_str(&response_xml(&href(prefix, &name), &name, Some(file)));
         }
     }
     body.push_str("</D:multistatus>");
@@ -202,6 +247,22 @@ mod tests {
         );
         assert_eq!(Target::parse("/a%20b"), Ok(Target::File("a b".into())));
         for bad in ["/..", "/.", "/%2e%2e", "/a/b", "/a%2fb", "/.hidden", "/a%00"] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Target::parse("/sessions"), Ok(Target::Recordings));
+        assert_eq!(Target::parse("/sessions/"), Ok(Target::Recordings));
+        assert_eq!(
+            Target::parse("/sessions/ab.cast"),
+            Ok(Target::Recording("ab.cast".into()))
+        );
+        assert_eq!(Target::parse("/sessionsx"), Ok(Target::File("sessionsx".into())));
+        for bad in [
+            "/sessions/..",
+            "/sessions/a/b",
+            "/sessions/.x",
+            "/sessions/%2e%2e",
+            "/sessions//a",
+        ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }

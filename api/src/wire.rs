@@ -88,8 +88,12 @@ pub mod resumable {
     pub const ATTACH: &str = "hatchway-session-attach";
     /// [`ATTACH`]'s value for the user's most recently detached session.
     pub const ATTACH_LATEST: &str = "latest";
+    /// Request of a new SSH connection: its shell shows this running
+    /// terminal (its id, as `sessions` lists it) read-only
+    /// (`shell --join`).
+    pub const WATCH: &str = "hatchway-session-watch";
     /// What the router passes from the client to the gateway.
-    pub const REQUEST_HEADERS: [&str; 5] = [REQUEST, ID, SECRET, OFFSET, ATTACH];
+    pub const REQUEST_HEADERS: [&str; 6] = [REQUEST, ID, SECRET, OFFSET, ATTACH, WATCH];
     /// What the router passes from the gateway's `101` to the client.
     pub const RESPONSE_HEADERS: [&str; 4] = [ID, SECRET, OFFSET, GRACE];
 }
@@ -306,6 +310,28 @@ pub struct WebLogin {
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionList {
     pub sessions: Vec<ListedSession>,
+    /// The Container's terminals, every user's: those running (`shell
+    /// --join ID` watches one) and those recorded (`sessions --replay ID`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub terminals: Vec<ListedTerminal>,
+}
+
+/// One terminal (pty), as `sessions` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedTerminal {
+    /// What `--join ID` and `--replay ID` name.
+    pub id: String,
+    pub user: String,
+    /// What it runs (`shell`, `exec: CMD`).
+    pub what: String,
+    /// RFC 3339.
+    pub started: String,
+    /// Whether it still runs (and may be watched).
+    pub live: bool,
+    /// The recording's size in bytes, if it is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<u64>,
 }
 
 /// One resumable session, as `sessions` lists it.

@@ -31,19 +31,19 @@ proptest! {
     }
 
     #[test]
-    fn webdav_paths_name_the_root_or_one_plain_file(rest in "\\PC{0,60}") {
+    fn webdav_paths_name_the_root_or_one_plain_file(rest in "(/?sessions/?)?\\PC{0,60}") {
         match Target::parse(&rest) {
-            Ok(Target::File(name)) => {
+            Ok(Target::File(name) | Target::Recording(name)) => {
                 prop_assert!(!name.is_empty() && !name.contains(['/', '\0']) && !name.starts_with('.'), "{name:?}");
             }
-            Ok(Target::Root) | Err(_) => {}
+            Ok(Target::Root | Target::Recordings) | Err(_) => {}
         }
     }
 
     #[test]
-    fn encoded_traversals_never_resolve(segments in proptest::collection::vec("(\\.\\.|\\.|%2[eEfF]|%2e%2e|/|[a-z]{1,3}|%00)", 1..8)) {
+    fn encoded_traversals_never_resolve(segments in proptest::collection::vec("(\\.\\.|\\.|%2[eEfF]|%2e%2e|/|[a-z]{1,3}|%00|sessions)", 1..8)) {
         let rest = format!("/{}", segments.concat());
-        if let Ok(Target::File(name)) = Target::parse(&rest) {
+        if let Ok(Target::File(name) | Target::Recording(name)) = Target::parse(&rest) {
             prop_assert!(!name.contains('/') && !name.starts_with('.') && !name.contains('\0'), "{rest:?} -> {name:?}");
         }
     }

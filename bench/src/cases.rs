@@ -306,6 +306,8 @@ pub fn connect(rig: &Rig, sshd: &Sshd, count: usize) -> Result<Vec<Row>> {
             vec![rig.port_forward(path, p, echo)?],
         ));
     }
+    // What a resumable session's setup costs per connection.
+    paths.push(not_resumable(rig, echo)?);
     let mut rows = Vec::new();
     for (name, port, _) in &paths {
         let mut times = Vec::with_capacity(count);

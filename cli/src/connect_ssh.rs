@@ -188,17 +188,22 @@ pub fn resume_target(value: &str) -> anyhow::Result<&str> {
 /// done, resuming it through new connections when one breaks (see
 /// [`crate::resumable`]). With `known_hosts`, first records the host key
 /// the router sent for this Container's alias there. With `resume`, the
-/// connection's shell takes over that earlier session's pty.
+/// connection's shell takes over that earlier session's pty; with `join`,
+/// it shows that running terminal read-only.
 pub async fn relay(
     endpoint: &Endpoint,
     ssh: &SshTarget<'_>,
     known_hosts: Option<&Path>,
     resume: Option<&str>,
+    join: Option<&str>,
 ) -> Result<(), RouterError> {
     let route = route(endpoint, ssh);
     let mut extra = vec![resumable::request_header()];
     if let Some(id) = resume {
         extra.push((wire::resumable::ATTACH, id.to_owned()));
+    }
+    if let Some(id) = join {
+        extra.push((wire::resumable::WATCH, id.to_owned()));
     }
     // A router restarting or a tunnel moving (a rolling upgrade) delays a
     // new connection, as it delays a port-forward's, instead of failing it.

@@ -31,12 +31,15 @@ pub mod open;
 pub mod port_forward;
 /// Quoting a ProxyCommand for ssh_config.
 pub mod proxy_command;
+/// `sessions --replay`: playing a terminal's recording.
+pub mod replay;
 /// The client's end of resumable sessions.
 pub mod resumable;
 /// Talking to the router: requests, upgrades, refusals.
 pub mod router;
-/// `shell`: OpenSSH through the ProxyCommand.
+/// `sessions`: resumable sessions and terminals.
 pub mod sessions;
+/// `shell`: OpenSSH through the ProxyCommand.
 pub mod shell;
 /// `config-ssh`: the block in ~/.ssh/config.
 pub mod ssh_config;
@@ -111,6 +114,10 @@ pub enum Command {
         /// sessions NAME`), or without one your most recently detached.
         #[arg(long, value_name = "ID", num_args = 0..=1, default_missing_value = hatchway_api::wire::resumable::ATTACH_LATEST)]
         resume: Option<String>,
+        /// Watch a running terminal read-only (its id, as `kubectl hatch
+        /// sessions NAME` lists it).
+        #[arg(long, value_name = "ID", conflicts_with = "resume")]
+        join: Option<String>,
     },
 
     /// Open a shell (or run a command) in a Container with the system ssh.
@@ -144,6 +151,11 @@ pub enum Command {
         /// sessions NAME`), or without one your most recently detached.
         #[arg(long, value_name = "ID", num_args = 0..=1, default_missing_value = hatchway_api::wire::resumable::ATTACH_LATEST)]
         resume: Option<String>,
+        /// Watch a running terminal read-only: see what its user sees,
+        /// type nothing into it (the detach keys end the watch). Its id as
+        /// `kubectl hatch sessions NAME` lists it.
+        #[arg(long, value_name = "ID", conflicts_with_all = ["resume", "command"])]
+        join: Option<String>,
         /// The command to run instead of a login shell.
         #[arg(last = true)]
         command: Vec<String>,
@@ -223,10 +235,21 @@ pub enum Command {
     },
 
     /// List your resumable sessions in a Container (a shell whose client
-    /// went away can be taken over with `shell NAME --resume ID`).
+    /// went away can be taken over with `shell NAME --resume ID`) and its
+    /// terminals, running (`shell NAME --join ID` watches one) or
+    /// recorded (`--replay ID` plays one).
     Sessions {
         /// The Container.
         name: String,
+        /// Play this terminal's recording here.
+        #[arg(long, value_name = "ID")]
+        replay: Option<String>,
+        /// Replay this many times faster.
+        #[arg(long, default_value_t = 1.0, requires = "replay")]
+        speed: f64,
+        /// Replay pauses longer than this many seconds as this long.
+        #[arg(long, default_value_t = 2.0, value_name = "SECONDS", requires = "replay")]
+        idle_limit: f64,
     },
 
     /// Print (or open) the URL of a web app on a published port.
@@ -348,8 +371,10 @@ async fn run_async(
             detach_keys,
             known_hosts,
             resume,
+            join,
         } => {
             let resume = resume.as_deref().map(connect_ssh::resume_target).transpose()?;
+            let join = join.as_deref().map(sessions::terminal_id).transpose()?;
             let (name, namespace) = match parse_host(&name, &host_suffix) {
                 Some((name, ns)) => (name.to_owned(), ns.to_owned()),
                 None => (name.clone(), connection.namespace()?),
@@ -363,7 +388,7 @@ async fn run_async(
                 detach_keys: detach_keys.as_deref(),
             };
             Ok(report(
-                connect_ssh::relay(&endpoint, &ssh, known_hosts.as_deref(), resume).await,
+                connect_ssh::relay(&endpoint, &ssh, known_hosts.as_deref(), resume, join).await,
             ))
         }
         Command::Shell {
@@ -375,9 +400,11 @@ async fn run_async(
             ssh,
             builtin_ssh,
             resume,
+            join,
             command,
         } => {
             let resume = resume.as_deref().map(connect_ssh::resume_target).transpose()?;
+            let join = join.as_deref().map(sessions::terminal_id).transpose()?;
             let (login, name) = shell::parse_destination(&destination);
             let namespace = connection.namespace()?;
             let endpoint = connection.endpoint().await?;
@@ -416,9 +443,19 @@ async fn run_async(
                 };
                 sessions::check_resumable(&listed, wanted, name)?;
             }
+            if let Some(wanted) = join {
+                let listed = match sessions::list(&endpoint, &namespace, name).await {
+                    Ok(listed) => listed,
+                    Err(e) => return Ok(report::<()>(Err(e))),
+                };
+                sessions::check_joinable(&listed, wanted, name)?;
+            }
             if builtin_ssh || !builtin_ssh::program_exists(&ssh) {
                 if resume.is_some() {
                     anyhow::bail!("--resume needs ssh: the built-in client's sessions are not resumable");
+                }
+                if join.is_some() {
+                    anyhow::bail!("--join needs ssh");
                 }
                 // This very connection carries the session.
                 return Ok(builtin_ssh::run(upgraded, &host_key, &command).await?);
@@ -439,6 +476,7 @@ async fn run_async(
                     login,
                     detach_keys: detach_keys.as_deref(),
                     resume,
+                    join,
                     known_hosts: &known_hosts,
                     connection: &pinned,
                     command: &command,
@@ -506,10 +544,30 @@ async fn run_async(
             };
             Ok(report(logs::run(&endpoint, &request).await))
         }
-        Command::Sessions { name } => {
+        Command::Sessions {
+            name,
+            replay,
+            speed,
+            idle_limit,
+        } => {
             let namespace = connection.namespace()?;
             let endpoint = connection.endpoint().await?;
             let name = container_name(&name).to_owned();
+            if let Some(id) = replay {
+                let id = sessions::terminal_id(&id)?;
+                anyhow::ensure!(
+                    speed.is_finite() && speed > 0.0 && idle_limit.is_finite() && idle_limit >= 0.0,
+                    "--speed must be above 0 and --idle-limit at least 0"
+                );
+                let cast = match replay::fetch(&endpoint, &namespace, &name, id).await {
+                    Ok(cast) => cast,
+                    Err(error) => return Ok(report::<()>(Err(error))),
+                };
+                let steps = replay::steps(&cast, speed, Duration::from_secs_f64(idle_limit))
+                    .with_context(|| format!("recording {id} of {name}"))?;
+                replay::play(&steps, out).await?;
+                return Ok(0);
+            }
             match sessions::list(&endpoint, &namespace, &name).await {
                 Ok(list) => {
                     out.write_all(sessions::format(&list, &name, jiff::Timestamp::now()).as_bytes())?;

@@ -28,6 +28,8 @@ pub struct SshInvocation<'a> {
     pub detach_keys: Option<&'a str>,
     /// `--resume`: the session whose pty to take over, or `latest`.
     pub resume: Option<&'a str>,
+    /// `--join`: the terminal to watch.
+    pub join: Option<&'a str>,
     pub known_hosts: &'a Path,
     /// The flags that pin the way and the kubeconfig context.
     pub connection: &'a [String],
@@ -47,6 +49,9 @@ pub fn ssh_command(program: &str, ssh: &SshInvocation<'_>) -> Command {
     }
     if let Some(id) = ssh.resume {
         args.push(format!("--resume={id}"));
+    }
+    if let Some(id) = ssh.join {
+        args.push(format!("--join={id}"));
     }
     args.extend(ssh.connection.iter().cloned());
     let proxy = proxy_command::connect_ssh(ssh.exe, &proxy_command::sh_quote(ssh.name), &args);
@@ -92,6 +97,7 @@ mod tests {
                 login: Some("root"),
                 detach_keys: None,
                 resume: Some("0123456789abcdef"),
+                join: None,
                 known_hosts: Path::new("/k/known_hosts"),
                 connection: &[
                     "--context".into(),

@@ -161,6 +161,7 @@ impl Rig {
                     sidecar_pull_policy: "Never".to_owned(),
                     shell_enabled: true,
                     resume_grace_seconds: 600,
+                    record_shells: true,
                     // The router runs on the host here, not in a pod a
                     // policy could name (the chart's e2e checks the policy).
                     gateway_policy: None,

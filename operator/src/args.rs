@@ -165,6 +165,12 @@ pub struct RunArgs {
     #[arg(long, env = "HATCHWAY_RESUME_GRACE_SECONDS", default_value_t = 600)]
     pub resume_grace_seconds: u64,
 
+    /// Record every terminal opened in a Container (asciicast v2 in its
+    /// sidecar's audit directory), for Containers that do not say
+    /// (`spec.recordShell`).
+    #[arg(long, env = "HATCHWAY_RECORD_SHELLS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub record_shells: bool,
+
     /// Most connections one client address may hold open at once.
     #[arg(long, env = "HATCHWAY_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 1000)]
     pub max_connections_per_client: usize,

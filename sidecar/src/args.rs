@@ -147,6 +147,16 @@ pub struct GatewayArgs {
     /// Seconds between scans of the listening ports.
     #[arg(long, env = "HATCHWAY_PORT_SCAN_SECONDS", default_value_t = 2)]
     pub port_scan_seconds: u64,
+
+    /// Record every terminal (pty) as asciicast v2 in the audit
+    /// directory's `sessions/`.
+    #[arg(long, env = pod::env::RECORD_SHELLS, default_value_t = false, action = clap::ArgAction::Set)]
+    pub record_shells: bool,
+
+    /// The most bytes one recording holds; the rest of that session is
+    /// not recorded (a marker says so).
+    #[arg(long, env = "HATCHWAY_RECORD_MAX_BYTES", default_value_t = 64 << 20)]
+    pub record_max_bytes: u64,
 }
 
 /// The spawn socket name [`GatewayArgs::local`] uses for `dir`: unique per
@@ -215,6 +225,8 @@ impl GatewayArgs {
             resume_replay_bytes: 4 << 20,
             resume_memory_bytes: 64 << 20,
             resume_max_sessions: 256,
+            record_shells: false,
+            record_max_bytes: 64 << 20,
         }
     }
 

@@ -92,6 +92,7 @@ pub async fn start_gateway(args: GatewayArgs) -> Result<Running, StartError> {
         args.spawn_socket.clone(),
         args.sftp_command.clone(),
         reporter.clone(),
+        crate::ssh::recording::Recordings::new(&args.audit_dir, args.record_shells, args.record_max_bytes),
     )
     .map_err(|e| StartError::Crypto(e.to_string()))?;
     let timeout = Duration::from_millis(args.header_timeout_ms.max(1));

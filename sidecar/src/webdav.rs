@@ -1,15 +1,16 @@
 //! Read-only WebDAV of the log directory: GET, HEAD, OPTIONS, PROPFIND
 //! (Depth 0 and 1), with single byte ranges.
 //!
-//! The tree is flat: the regular files directly in the log directory
+//! The tree: the regular files directly in the log directory
 //! (`stdout.txt`, `stderr.txt`, `usage.txt`, rotations) plus `gateway.txt`
-//! from the sidecar's own audit directory. The log directory is shared with
+//! and `sessions/` (terminal recordings, `sessions/{id}.cast`) from the
+//! sidecar's own audit directory. The log directory is shared with
 //! the workload, which may plant symlinks, FIFOs or directories there and
 //! swap them at any time, so every file is resolved beneath the directory
 //! handle the sidecar opened at its start ([`LogDir`]): no symlink at any
 //! depth, regular files only. A `gateway.txt` in the log directory is the
-//! workload's forgery and is never listed or served. There is no path that
-//! leads outside the two directories.
+//! workload's forgery and is never listed or served, as is a `sessions` in
+//! it. There is no path that leads outside the two directories.
 //!
 //! URLs: a request path is `X-Webdav-Prefix` (default `/log`) followed by
 //! `/` or `/{name}`; hrefs in answers use the same prefix, so the router can
@@ -26,7 +27,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use hatchway_api::pod::log_file;
-use hatchway_api::webdav::{self, ALLOW, FileProps, Target, parse_range};
+use hatchway_api::webdav::{self, ALLOW, FileProps, RECORDINGS, Target, parse_range};
 use http::{HeaderMap, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -74,8 +75,9 @@ pub async fn serve(tree: &LogTree, method: &Method, path: &str, headers: &Header
         Method::GET | Method::HEAD => {
             let head = *method == Method::HEAD;
             match target {
-                Target::Root => list_plain(tree, head).await,
-                Target::File(name) => get_file(tree, &name, headers, head).await,
+                Target::Root => list_plain(entries(tree).await, head),
+                Target::Recordings => list_plain(recordings(tree).await, head),
+                Target::File(_) | Target::Recording(_) => get_file(tree, &target.name(), headers, head).await,
             }
         }
         _ if method.as_str() == "PROPFIND" => propfind(tree, prefix, &target, headers).await,
@@ -106,24 +108,33 @@ fn options() -> Response<Body> {
         .unwrap()
 }
 
-/// Opens a regular file of the tree: `gateway.txt` from the sidecar's own
-/// audit directory, anything else beneath the log directory's handle.
+/// Opens a regular file of the tree by its listed name: `gateway.txt` and
+/// `sessions/{id}.cast` from the sidecar's own audit directory, anything
+/// else beneath the log directory's handle.
 async fn open(tree: &LogTree, name: &str) -> Option<(tokio::fs::File, Metadata)> {
     let tree = tree.clone();
     let name = name.to_owned();
     let opened = tokio::task::spawn_blocking(move || {
-        if name == log_file::AUDIT {
-            // The audit directory is the sidecar's alone (no workload path
-            // reaches it); O_NOFOLLOW all the same.
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                .open(tree.audit_dir.join(log_file::AUDIT))
-                .ok()?;
-            let meta = file.metadata().ok()?;
-            meta.is_file().then_some((file, meta))
+        let private = if name == log_file::AUDIT {
+            Some(tree.audit_dir.join(log_file::AUDIT))
         } else {
-            tree.log_dir.open_file(&name)
+            // `Target::parse` made it a single name.
+            name.strip_prefix(&format!("{RECORDINGS}/"))
+                .map(|file| tree.audit_dir.join(log_file::SESSIONS_DIR).join(file))
+        };
+        match private {
+            Some(path) => {
+                // The audit directory is the sidecar's alone (no workload
+                // path reaches it); O_NOFOLLOW all the same.
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(path)
+                    .ok()?;
+                let meta = file.metadata().ok()?;
+                meta.is_file().then_some((file, meta))
+            }
+            None => tree.log_dir.open_file(&name),
         }
     })
     .await
@@ -138,13 +149,21 @@ async fn entries(tree: &LogTree) -> Vec<Entry> {
             .log_dir
             .entries()
             .into_iter()
-            .filter(|entry| entry.name != log_file::AUDIT)
+            .filter(|entry| entry.name != log_file::AUDIT && entry.name != RECORDINGS)
             .collect();
         if let Ok(meta) = std::fs::symlink_metadata(tree.audit_dir.join(log_file::AUDIT))
             && meta.is_file()
         {
             entries.push(Entry {
                 name: log_file::AUDIT.to_owned(),
+                meta,
+            });
+        }
+        if let Ok(meta) = std::fs::symlink_metadata(tree.audit_dir.join(log_file::SESSIONS_DIR))
+            && meta.is_dir()
+        {
+            entries.push(Entry {
+                name: format!("{RECORDINGS}/"),
                 meta,
             });
         }
@@ -155,8 +174,33 @@ async fn entries(tree: &LogTree) -> Vec<Entry> {
     .unwrap_or_default()
 }
 
-async fn list_plain(tree: &LogTree, head: bool) -> Response<Body> {
-    let files: Vec<FileProps> = entries(tree).await.iter().map(props).collect();
+/// The recordings, `sessions/{id}.cast`, by name.
+async fn recordings(tree: &LogTree) -> Vec<Entry> {
+    let dir = tree.audit_dir.join(log_file::SESSIONS_DIR);
+    tokio::task::spawn_blocking(move || {
+        let Ok(listing) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut entries: Vec<Entry> = listing
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let meta = std::fs::symlink_metadata(entry.path()).ok()?;
+                let name = entry.file_name().into_string().ok()?;
+                meta.is_file().then(|| Entry {
+                    name: format!("{RECORDINGS}/{name}"),
+                    meta,
+                })
+            })
+            .collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        entries
+    })
+    .await
+    .unwrap_or_default()
+}
+
+fn list_plain(entries: Vec<Entry>, head: bool) -> Response<Body> {
+    let files: Vec<FileProps> = entries.iter().map(props).collect();
     let listing = webdav::listing(&files);
     let len = listing.len();
     Response::builder()
@@ -194,7 +238,7 @@ async fn get_file(tree: &LogTree, name: &str, headers: &HeaderMap, head: bool) -
     };
     let mut builder = Response::builder()
         .status(status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::CONTENT_TYPE, content_type(name))
         .header(header::CONTENT_LENGTH, len)
         .header(header::ACCEPT_RANGES, "bytes")
         .header(
@@ -223,10 +267,23 @@ async fn get_file(tree: &LogTree, name: &str, headers: &HeaderMap, head: bool) -
         .unwrap()
 }
 
+/// asciicast for recordings (players pick it up), text for the rest.
+fn content_type(name: &str) -> &'static str {
+    if name.ends_with(log_file::RECORDING_SUFFIX) {
+        "application/x-asciicast"
+    } else {
+        "text/plain; charset=utf-8"
+    }
+}
+
 fn props(entry: &Entry) -> FileProps {
     FileProps {
         name: entry.name.clone(),
-        len: entry.meta.len(),
+        len: if entry.name.ends_with('/') {
+            0
+        } else {
+            entry.meta.len()
+        },
         modified: entry.meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
     }
 }
@@ -239,13 +296,15 @@ async fn propfind(tree: &LogTree, prefix: &str, target: &Target, headers: &Heade
     let files: Vec<FileProps> = match target {
         Target::Root if depth == "0" => Vec::new(),
         Target::Root => entries(tree).await.iter().map(props).collect(),
-        Target::File(name) => match open(tree, name).await {
-            Some((_, meta)) => vec![props(&Entry {
-                name: name.clone(),
-                meta,
-            })],
-            None => return text(StatusCode::NOT_FOUND, format!("no such log file {name:?}")),
-        },
+        Target::Recordings if depth == "0" => Vec::new(),
+        Target::Recordings => recordings(tree).await.iter().map(props).collect(),
+        Target::File(_) | Target::Recording(_) => {
+            let name = target.name();
+            match open(tree, &name).await {
+                Some((_, meta)) => vec![props(&Entry { name, meta })],
+                None => return text(StatusCode::NOT_FOUND, format!("no such log file {name:?}")),
+            }
+        }
     };
     match webdav::multistatus(prefix, target, depth, &files) {
         Ok(body) => Response::builder()

@@ -295,6 +295,81 @@ async fn webdav_lists_reads_and_ranges_the_logs() {
 }
 
 #[tokio::test]
+async fn webdav_serves_recordings_from_the_audit_directory_never_the_workloads_forgeries() {
+    let gw = TestSidecar::start(UID).await;
+    let recordings = gw.audit_dir().join("sessions");
+    std::fs::create_dir_all(&recordings).unwrap();
+    let cast = "{\"version\":2,\"width\":80,\"height\":24}\n[0.1,\"o\",\"hi\"]\n";
+    std::fs::write(recordings.join("00000000000000aa.cast"), cast).unwrap();
+    // The workload's attacks: a `sessions` of its own in the log
+    // directory (a file, then a directory with a forged recording), and
+    // a symlink out of the recordings directory.
+    std::fs::write(gw.log_dir().join("sessions"), "forged").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", recordings.join("00000000000000bb.cast")).unwrap();
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    let mut get = async |method: &str, path: &str, depth: Option<&str>| {
+        let mut req = conn.request(method, path, ProofMode::Valid);
+        if let Some(depth) = depth {
+            req = req.header("depth", depth);
+        }
+        let response = conn.send_checked(req.body(empty()).unwrap()).await;
+        let (status, kind) = (response.status(), response.headers().get("content-type").cloned());
+        (status, kind, body_text(response).await)
+    };
+
+    let (status, _, root) = get("GET", "/log/", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(root.lines().any(|l| l == "sessions/\t0"), "{root}");
+    assert!(
+        !root.lines().any(|l| l.starts_with("sessions\t")),
+        "the workload's file: {root}"
+    );
+    let (status, _, listed) = get("GET", "/log/sessions/", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        listed,
+        format!("sessions/00000000000000aa.cast\t{}\n", cast.len())
+    );
+    let (status, kind, body) = get("GET", "/log/sessions/00000000000000aa.cast", None).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, cast));
+    assert_eq!(kind.unwrap(), "application/x-asciicast");
+    let (status, _, body) = get("GET", "/log/sessions/00000000000000bb.cast", None).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a symlink is never followed: {body}"
+    );
+    for bad in [
+        "/log/sessions/..%2Fgateway.txt",
+        "/log/sessions/.x",
+        "/log/sessions/a/b",
+    ] {
+        let (status, _, body) = get("GET", bad, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{bad}: {body}");
+    }
+    let (status, _, xml) = get("PROPFIND", "/log/", Some("1")).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS);
+    assert!(
+        xml.contains("<D:href>/log/sessions/</D:href><D:propstat><D:prop><D:displayname>sessions/</D:displayname><D:resourcetype><D:collection/>"),
+        "{xml}"
+    );
+    let (status, _, xml) = get("PROPFIND", "/log/sessions/", Some("1")).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS);
+    assert!(
+        xml.contains("<D:href>/log/sessions/00000000000000aa.cast</D:href>"),
+        "{xml}"
+    );
+    assert!(!xml.contains("00000000000000bb"), "{xml}");
+
+    // The workload's directory named `sessions` is never read either.
+    std::fs::remove_file(gw.log_dir().join("sessions")).unwrap();
+    std::fs::create_dir(gw.log_dir().join("sessions")).unwrap();
+    std::fs::write(gw.log_dir().join("sessions/00000000000000cc.cast"), "forged").unwrap();
+    let (status, _, _) = get("GET", "/log/sessions/00000000000000cc.cast", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn webdav_honours_the_router_prefix() {
     let gw = TestSidecar::start(UID).await;
     std::fs::write(gw.log_dir().join("stdout.txt"), "hi\n").unwrap();

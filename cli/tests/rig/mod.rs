@@ -38,7 +38,10 @@ pub async fn rig() -> Rig {
     let router = TestRouter::start(cluster.clone(), auth.clone()).await;
     let c = container(NS, "job");
     let uid = c.metadata.uid.clone().unwrap();
-    let sidecar = TestSidecar::start(&uid).await.with_shim().await;
+    let sidecar = TestSidecar::start_with(&uid, |args| args.record_shells = true)
+        .await
+        .with_shim()
+        .await;
     cluster.insert(c);
     let host_key = sidecar.running.gateway.ssh.host_key_openssh();
     let dir = tempfile::tempdir().unwrap();
@@ -147,6 +150,51 @@ impl Rig {
             "--token".into(),
             token.into(),
         ]
+    }
+
+    /// A script that runs ssh with a pty even without a local terminal,
+    /// as a user at a terminal gets one.
+    pub fn ssh_with_pty(&self) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path().join("ssh-tt");
+        std::fs::write(&path, "#!/bin/sh\nexec ssh -tt \"$@\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// `kubectl-hatch shell job ARGS…` as `token`'s user with a pty, its
+    /// stdin piped and its output in files `NAME.out` and `NAME.err`; in
+    /// its own process group (to be killed whole, ssh and ProxyCommand
+    /// with it).
+    pub fn pty_shell(
+        &self,
+        token: &str,
+        name: &str,
+        args: &[&str],
+    ) -> (tokio::process::Child, PathBuf, PathBuf) {
+        let stdout = self.dir.path().join(format!("{name}.out"));
+        let stderr = self.dir.path().join(format!("{name}.err"));
+        let mut hatch = self.hatch();
+        hatch
+            .args(["shell", "job", "--ssh"])
+            .arg(self.ssh_with_pty())
+            .args(args)
+            .args(self.connection(token))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .process_group(0);
+        (hatch.spawn().unwrap(), stdout, stderr)
+    }
+
+    /// `kubectl-hatch ARGS…` as `token`'s user, to its end (60 s at most).
+    pub async fn run(&self, token: &str, args: &[&str]) -> Output {
+        let mut hatch = self.hatch();
+        hatch.args(args).args(self.connection(token));
+        tokio::time::timeout(std::time::Duration::from_secs(60), hatch.output())
+            .await
+            .expect("kubectl-hatch finishes")
+            .unwrap()
     }
 
     pub async fn shell(&self, token: &str, command: &str) -> Output {

@@ -61,6 +61,9 @@ pub struct PodSettings {
     /// Seconds a broken shell or port-forward stays resumable, unless the
     /// Container says otherwise (`spec.resumeGraceSeconds`).
     pub resume_grace_seconds: u64,
+    /// Terminals recorded, unless the Container says otherwise
+    /// (`spec.recordShell`).
+    pub record_shells: bool,
     /// A NetworkPolicy per pod that keeps its gateway to the router (none:
     /// the cluster's own policies only).
     pub gateway_policy: Option<GatewayPolicy>,
@@ -331,6 +334,14 @@ fn sidecar(container: &Container, settings: &PodSettings) -> Result<K8sContainer
                     .unwrap_or(settings.resume_grace_seconds)
                     .to_string(),
             ),
+            env(
+                pod::env::RECORD_SHELLS,
+                container
+                    .spec
+                    .record_shell
+                    .unwrap_or(settings.record_shells)
+                    .to_string(),
+            ),
         ]),
         // A native sidecar: started before the workload, kept running
         // beside it, stopped after it.
@@ -497,6 +508,7 @@ mod tests {
             sidecar_pull_policy: "Never".into(),
             shell_enabled: true,
             resume_grace_seconds: 600,
+            record_shells: true,
             gateway_policy: None,
         }
     }
@@ -516,6 +528,30 @@ mod tests {
         assert_eq!(grace(&container(|_| {})).as_deref(), Some("600"));
         let own = container(|spec| spec.resume_grace_seconds = Some(30));
         assert_eq!(grace(&own).as_deref(), Some("30"));
+    }
+
+    #[test]
+    fn a_containers_recording_switch_overrides_the_clusters() {
+        let record = |c: &Container, cluster: bool| {
+            let settings = PodSettings {
+                record_shells: cluster,
+                ..settings()
+            };
+            let pod = super::pod(c, &settings, "job-1-secret").unwrap();
+            let sidecar = pod.spec.unwrap().init_containers.unwrap().remove(0);
+            sidecar
+                .env
+                .unwrap()
+                .into_iter()
+                .find(|e| e.name == pod::env::RECORD_SHELLS)
+                .and_then(|e| e.value)
+        };
+        assert_eq!(record(&container(|_| {}), true).as_deref(), Some("true"));
+        assert_eq!(record(&container(|_| {}), false).as_deref(), Some("false"));
+        let off = container(|spec| spec.record_shell = Some(false));
+        assert_eq!(record(&off, true).as_deref(), Some("false"));
+        let on = container(|spec| spec.record_shell = Some(true));
+        assert_eq!(record(&on, false).as_deref(), Some("true"));
     }
 
     #[test]

@@ -53,6 +53,13 @@ pub enum Action {
 impl Action {
     /// How the gateway is chosen, the permission it needs, and the session
     /// kind for metrics.
+    /// Whether the path names the log tree's terminal recordings.
+    fn reads_recordings(&self) -> bool {
+        use hatchway_api::webdav::Target;
+        matches!(self, Action::Log(rest)
+            if matches!(Target::parse(rest), Ok(Target::Recordings | Target::Recording(_))))
+    }
+
     fn needs(&self) -> (Purpose, Permission) {
         match self {
             Action::Ssh => (Purpose::Shell, Permission::SHELL),
@@ -183,6 +190,11 @@ impl FromRequestParts<Arc<Router>> for Granted {
         };
         span.record("user", user.username.as_str());
         authorize(router, &user, &path.namespace, &path.name, permission).await?;
+        if path.action.reads_recordings() {
+            // A recording shows what a terminal showed: who may read it
+            // is who may open (and so watch) one.
+            authorize(router, &user, &path.namespace, &path.name, Permission::SHELL).await?;
+        }
         let container = lookup(router, &path.namespace, &path.name).await?;
         if purpose == Purpose::Shell && !container.spec.shell {
             return Err(text(

@@ -126,6 +126,13 @@ pub async fn serve(
     if !matches!(method.as_str(), "GET" | "HEAD" | "PROPFIND") {
         return directory(method, headers, prefix, target, &[]);
     }
+    if let Target::Recordings | Target::Recording(_) = target {
+        // Kept in the sidecar's audit directory: gone with the pod.
+        return text(
+            StatusCode::NOT_FOUND,
+            "terminal recordings are served by the Container's gateway while its pod runs; it has ended",
+        );
+    }
     let turn = match router.saved_logs.turn().await {
         Ok(turn) => turn,
         Err(refusal) => return refusal,
@@ -138,6 +145,7 @@ pub async fn serve(
     let wanted: Vec<&String> = match target {
         Target::Root => logs.files.iter().collect(),
         Target::File(name) => logs.files.iter().filter(|f| *f == name).collect(),
+        Target::Recordings | Target::Recording(_) => Vec::new(),
     };
     if let (Target::File(name), true) = (target, wanted.is_empty()) {
         return text(StatusCode::NOT_FOUND, format!("no such log file {name:?}"));
@@ -383,9 +391,10 @@ pub fn directory(
                 })
                 .expect("a valid response")
         }
-        ("GET" | "HEAD", Target::File(name)) => {
-            text(StatusCode::NOT_FOUND, format!("no such log file {name:?}"))
-        }
+        ("GET" | "HEAD", Target::File(_) | Target::Recordings | Target::Recording(_)) => text(
+            StatusCode::NOT_FOUND,
+            format!("no such log file {:?}", target.name()),
+        ),
         _ => text(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed: the log tree is read-only"),

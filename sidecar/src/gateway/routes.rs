@@ -168,12 +168,49 @@ async fn sessions(Extension(gateway): Extension<Arc<Gateway>>, who: Who) -> http
             session.what = running;
         }
     }
-    let body = serde_json::to_string(&wire::SessionList { sessions }).expect("serializable");
+    let terminals = terminals(&gateway).await;
+    let body = serde_json::to_string(&wire::SessionList { sessions, terminals }).expect("serializable");
     let mut response = http::Response::new(full(body));
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+/// The running terminals, then the recorded ones that ended.
+async fn terminals(gateway: &Gateway) -> Vec<wire::ListedTerminal> {
+    let recordings = gateway.ssh.recordings.clone();
+    let recorded = tokio::task::spawn_blocking(move || recordings.list())
+        .await
+        .unwrap_or_default();
+    let size = |id: &str| recorded.iter().find(|r| r.id == id).map(|r| r.bytes);
+    let mut listed: Vec<wire::ListedTerminal> = gateway
+        .ssh
+        .terminals
+        .live()
+        .iter()
+        .map(|t| wire::ListedTerminal {
+            id: t.id.clone(),
+            user: t.user.clone(),
+            what: t.what.clone(),
+            started: crate::report::rfc3339(t.started),
+            live: true,
+            recorded: size(&t.id),
+        })
+        .collect();
+    for r in &recorded {
+        if !listed.iter().any(|t| t.id == r.id) {
+            listed.push(wire::ListedTerminal {
+                id: r.id.clone(),
+                user: r.user.clone(),
+                what: r.what.clone(),
+                started: crate::report::rfc3339(r.started),
+                live: false,
+                recorded: Some(r.bytes),
+            });
+        }
+    }
+    listed
 }
 
 /// `GET /ports`: the ports listening in the pod.

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::process;
 use super::session::{self, Control, Launch, PtySize};
+use super::terminal::Terminal;
 use super::{SessionParams, SshServer, TakeOver};
 
 /// Per-connection state.
@@ -18,6 +19,9 @@ pub struct Connection {
     channels: HashMap<ChannelId, ChannelState>,
     /// A pty the first shell request takes over instead of starting one.
     take_over: Option<TakeOver>,
+    /// A pty this connection watches read-only (`--join`): its shell
+    /// request shows it; nothing else may run on the connection.
+    watch: Option<Arc<Terminal>>,
 }
 
 #[derive(Default)]
@@ -33,12 +37,18 @@ struct ChannelState {
 }
 
 impl Connection {
-    pub fn new(server: Arc<SshServer>, params: SessionParams, take_over: Option<TakeOver>) -> Self {
+    pub fn new(
+        server: Arc<SshServer>,
+        params: SessionParams,
+        take_over: Option<TakeOver>,
+        watch: Option<Arc<Terminal>>,
+    ) -> Self {
         Self {
             server,
             params,
             channels: HashMap::new(),
             take_over,
+            watch,
         }
     }
 
@@ -47,9 +57,23 @@ impl Connection {
         let Some(state) = self.channels.get_mut(&id) else {
             return session.channel_failure(id);
         };
+        if self.watch.is_some() && !matches!(launch, Launch::Shell) {
+            // A watcher's connection runs nothing: it only shows the pty.
+            return session.channel_failure(id);
+        }
         let Some(channel) = state.channel.take() else {
             return session.channel_failure(id);
         };
+        if let Some(terminal) = self.watch.clone() {
+            session.channel_success(id)?;
+            let reporter = self.server.reporter.clone();
+            let who = self.params.who.clone();
+            let detach_keys = self.params.detach_keys.clone();
+            tokio::spawn(async move {
+                process::watch(terminal, channel, &detach_keys, &who, &reporter).await;
+            });
+            return Ok(());
+        }
         let (tx, rx) = mpsc::channel(16);
         state.control = Some(tx);
         session.channel_success(id)?;
@@ -70,6 +94,7 @@ impl Connection {
             reporter: self.server.reporter.clone(),
             handle: session.handle(),
             terminals: self.server.terminals.clone(),
+            recordings: self.server.recordings.clone(),
         };
         tokio::spawn(process::run(job, channel, rx));
         Ok(())
@@ -171,7 +196,7 @@ impl russh::server::Handler for Connection {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let port = match u16::try_from(port) {
-            Ok(port) if port > 0 && is_local(host) => port,
+            Ok(port) if port > 0 && is_local(host) && self.watch.is_none() => port,
             _ => {
                 reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
                 return Ok(());

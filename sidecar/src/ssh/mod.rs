@@ -9,6 +9,7 @@
 
 mod handler;
 mod process;
+pub mod recording;
 mod session;
 mod terminal;
 
@@ -51,8 +52,11 @@ pub struct SshServer {
     pub sftp_command: Vec<String>,
     /// Audit trail and reports.
     pub reporter: Arc<Reporter>,
-    /// The processes of resumable connections, for `--resume`.
+    /// The processes of resumable connections, for `--resume`, and the
+    /// running ptys, for `--join`.
     pub terminals: Arc<terminal::Terminals>,
+    /// Where ptys are recorded, if they are.
+    pub recordings: recording::Recordings,
 }
 
 /// Why the SSH server could not be set up.
@@ -66,6 +70,7 @@ impl SshServer {
         spawn_socket: String,
         sftp_command: Vec<String>,
         reporter: Arc<Reporter>,
+        recordings: recording::Recordings,
     ) -> Result<Self, HostKeyError> {
         let host_key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)?;
         let config = server_config(&host_key, Some(Duration::from_secs(30)));
@@ -78,6 +83,7 @@ impl SshServer {
             sftp_command,
             reporter,
             terminals: Default::default(),
+            recordings,
         })
     }
 
@@ -117,6 +123,16 @@ impl SshServer {
             Ok(found) => found,
             Err((status, message)) => return text(status, message),
         };
+        let watch = match self.pty_to_watch(req.headers(), &params.who) {
+            Ok(found) => found,
+            Err((status, message)) => return text(status, message),
+        };
+        if take_over.is_some() && watch.is_some() {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "a connection either resumes a shell or watches one, not both",
+            );
+        }
         let on_upgrade = hyper::upgrade::on(&mut req);
         let mut response = Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -145,7 +161,7 @@ impl SshServer {
                             Err(error) => return tracing::debug!(%error, "SSH upgrade failed"),
                         }
                         let config = self.resumable_config.clone();
-                        self.run(config, ssh_end, params, take_over).await;
+                        self.run(config, ssh_end, params, take_over, watch).await;
                     });
                     return response;
                 }
@@ -163,7 +179,8 @@ impl SshServer {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let config = self.config.clone();
-                    self.run(config, TokioIo::new(upgraded), params, None).await
+                    self.run(config, TokioIo::new(upgraded), params, None, watch)
+                        .await
                 }
                 Err(error) => tracing::debug!(%error, "SSH upgrade failed"),
             }
@@ -237,6 +254,38 @@ impl SshServer {
         }
     }
 
+    /// The running pty a new connection asks to watch read-only
+    /// (`Hatchway-Session-Watch: ID`, `shell --join`). Any user the router
+    /// let open a shell here may watch any terminal in it (they could read
+    /// its processes' memory anyway); the audit trail says who watched whom.
+    fn pty_to_watch(
+        &self,
+        headers: &http::HeaderMap,
+        who: &Who,
+    ) -> Result<Option<Arc<terminal::Terminal>>, resumable::Refusal> {
+        let Some(wanted) = headers.get(hatchway_api::wire::resumable::WATCH) else {
+            return Ok(None);
+        };
+        let wanted = wanted.to_str().unwrap_or_default();
+        match self.terminals.live_pty(wanted) {
+            Some(terminal) => {
+                self.reporter.audit(&format!(
+                    "terminal {wanted} of user={:?} watched {}",
+                    terminal.user,
+                    who.audited()
+                ));
+                Ok(Some(terminal))
+            }
+            None => Err((
+                StatusCode::NOT_FOUND,
+                format!(
+                    "terminal {wanted:?} is not running in this container: it ended (a recorded one can be \
+                     replayed: `kubectl hatch sessions NAME --replay ID`), or there is none of that id"
+                ),
+            )),
+        }
+    }
+
     /// Runs the SSH server side of one connection on `io`.
     async fn run<IO>(
         self: Arc<Self>,
@@ -244,10 +293,11 @@ impl SshServer {
         io: IO,
         params: SessionParams,
         take_over: Option<TakeOver>,
+        watch: Option<Arc<terminal::Terminal>>,
     ) where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let handler = handler::Connection::new(self, params, take_over);
+        let handler = handler::Connection::new(self, params, take_over, watch);
         match russh::server::run_stream(config, io, handler).await {
             Ok(session) => {
                 if let Err(error) = session.await {
@@ -383,8 +433,9 @@ mod tests {
     fn the_host_key_is_fresh_and_fingerprinted() {
         let dir = tempfile::tempdir().unwrap();
         let reporter = Reporter::new(dir.path(), crate::metrics::Metrics::new());
-        let a = SshServer::new("/nonexistent".into(), vec![], reporter.clone()).unwrap();
-        let b = SshServer::new("/nonexistent".into(), vec![], reporter).unwrap();
+        let off = recording::Recordings::off;
+        let a = SshServer::new("/nonexistent".into(), vec![], reporter.clone(), off()).unwrap();
+        let b = SshServer::new("/nonexistent".into(), vec![], reporter, off()).unwrap();
         assert!(a.host_key_fingerprint().starts_with("SHA256:"));
         assert!(a.host_key_openssh().starts_with("ssh-ed25519 "));
         assert_ne!(a.host_key_fingerprint(), b.host_key_fingerprint());

@@ -13,8 +13,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::SessionParams;
+use super::recording::{Header, Recordings};
 use super::session::{Control, Detach, Launch, PtySize, ssh_signal};
-use super::terminal::{Attachment, Events, Output, Reader, Terminal, Writer};
+use super::terminal::{Attachment, Events, Identity, Output, Reader, Terminal, Writer};
 use crate::report::Reporter;
 
 /// Everything needed to start and run one channel's process.
@@ -29,6 +30,8 @@ pub struct Job {
     pub handle: russh::server::Handle,
     /// Where the resumable connection's terminals are found by a resume.
     pub terminals: Arc<super::terminal::Terminals>,
+    /// Where ptys are recorded, if they are.
+    pub recordings: Recordings,
 }
 
 /// How long output may keep flowing after the process exits (a daemon it
@@ -69,9 +72,54 @@ pub async fn run(job: Job, channel: Channel<Msg>, control: mpsc::Receiver<Contro
         Some(command) => format!("{kind}: {command}"),
         None => kind.to_owned(),
     };
-    let terminal = Terminal::start(what, spawn_control, stdin, stdout, stderr, session);
+    let id = terminal_id();
+    let recorder = match (&job.pty, &job.recordings) {
+        (Some(pty), recordings) => recordings.start(&Header {
+            id: &id,
+            user: &job.params.who.user,
+            what: &what,
+            term: &pty.term,
+            cols: pty.cols,
+            rows: pty.rows,
+        }),
+        (None, _) => Ok(None),
+    };
+    let recorder = match recorder {
+        Ok(recorder) => recorder,
+        Err(error) => {
+            // Recording is this Container's rule: no unrecorded terminal.
+            tracing::error!(%error, "cannot record a terminal; refusing it");
+            let message = format!("hatchway: this container records terminals, and cannot now: {error}\r\n");
+            let _ = channel.extended_data(1, message.as_bytes()).await;
+            let _ = spawn_control.signal(libc::SIGKILL).await;
+            let _ = channel.exit_status(126).await;
+            let _ = channel.close().await;
+            session.set_exit("not recorded");
+            return;
+        }
+    };
+    if recorder.is_some() {
+        job.reporter
+            .audit(&format!("session {} terminal {id} recorded", session.id()));
+    }
+    let terminal = Terminal::start(
+        Identity {
+            id,
+            what,
+            user: job.params.who.user.clone(),
+            recorder,
+        },
+        spawn_control,
+        stdin,
+        stdout,
+        stderr,
+        session,
+    );
     if let Some(id) = &job.params.resumable_id {
         job.terminals.add(id, &terminal);
+    }
+    if terminal.is_pty {
+        job.terminals.add_live(&terminal);
     }
     let attachment = terminal.attach();
     attach(
@@ -190,6 +238,86 @@ pub async fn attach(
     let _ = output.close().await;
 }
 
+/// Shows a running pty on `channel` read-only (`shell --join ID`): the
+/// screen so far, then its output, until the process ends, the watcher
+/// types the detach keys or goes, or it falls too far behind. What the
+/// watcher types never reaches the pty.
+pub async fn watch(
+    terminal: Arc<Terminal>,
+    channel: Channel<Msg>,
+    detach_keys: &[u8],
+    who: &crate::report::Who,
+    reporter: &Arc<Reporter>,
+) {
+    let (mut input, output) = channel.split();
+    let session = reporter.session(who, "watch", Some(format!("terminal {}", terminal.id)));
+    let mut stdout = output.make_writer();
+    let mut stderr = output.make_writer_ext(Some(1));
+    let Some((screen, mut chunks)) = terminal.watch() else {
+        let _ = stderr
+            .write_all(format!("hatchway: terminal {} has ended\r\n", terminal.id).as_bytes())
+            .await;
+        session.set_exit("ended");
+        let _ = output.exit_status(1).await;
+        let _ = output.close().await;
+        return;
+    };
+    let notice = format!(
+        "hatchway: watching terminal {} ({}: {}), read-only; {} to stop\r\n",
+        terminal.id,
+        terminal.user,
+        terminal.what,
+        if detach_keys.is_empty() {
+            "close the connection"
+        } else {
+            "the detach keys"
+        },
+    );
+    let _ = stderr.write_all(notice.as_bytes()).await;
+    let _ = stdout.write_all(&screen).await;
+    let _ = stdout.flush().await;
+    let mut detach = Detach::new(detach_keys);
+    let how = loop {
+        tokio::select! {
+            chunk = chunks.recv() => match chunk {
+                Some(chunk) => {
+                    session.bytes_out.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    if stdout.write_all(&chunk).await.is_err() || stdout.flush().await.is_err() {
+                        break "gone";
+                    }
+                }
+                None if terminal.running() => {
+                    let _ = stderr
+                        .write_all(b"\r\nhatchway: this watcher fell too far behind the session; join again\r\n")
+                        .await;
+                    break "fell behind";
+                }
+                None => {
+                    let _ = stderr.write_all(b"\r\nhatchway: the session ended\r\n").await;
+                    break "session ended";
+                }
+            },
+            message = input.wait() => match message {
+                Some(ChannelMsg::Data { data }) => {
+                    // Dropped: a watcher's keys never reach the pty.
+                    session.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    if detach.feed(&data).1 {
+                        break "detached";
+                    }
+                }
+                Some(_) => {}
+                None => break "gone",
+            },
+        }
+    };
+    session.set_exit(how);
+    let _ = stdout.flush().await;
+    let _ = stderr.flush().await;
+    let _ = output.exit_status(0).await;
+    let _ = output.eof().await;
+    let _ = output.close().await;
+}
+
 /// Writes an attachment's screen, then its output, to the channel.
 async fn forward(
     screen: Vec<u8>,
@@ -211,6 +339,13 @@ async fn forward(
     }
     let _ = stdout.flush().await;
     let _ = stderr.flush().await;
+}
+
+/// A terminal's id: random, so a restarted sidecar never reuses one
+/// (recordings outlive it in the audit directory).
+fn terminal_id() -> String {
+    let bytes: [u8; 8] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn split_io(io: SpawnedIo) -> std::io::Result<(Writer, Reader, Option<Reader>)> {

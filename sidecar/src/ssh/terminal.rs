@@ -7,16 +7,22 @@
 //! a time) and, for a pty, keep the last [`SCREEN_BYTES`] in a ring that a
 //! new attachment sees first: the screen output produced while nobody
 //! watched, bounded.
+//!
+//! A pty also has an id (`sessions NAME` lists it), may be recorded
+//! ([`super::recording`]) and may be watched read-only (`shell --join ID`):
+//! watchers get the screen, then every chunk, and never reach the input.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use hatchway_shim::{ExitStatus, SpawnControl};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
+use super::recording::Recorder;
 use crate::report::Session;
 
 /// The pty output a new attachment is shown first.
@@ -25,6 +31,10 @@ pub const SCREEN_BYTES: usize = 64 * 1024;
 /// Chunks in flight between the pumps and an attachment: a slow viewer
 /// back-pressures the process, as a terminal would.
 const QUEUE: usize = 8;
+
+/// Chunks a watcher may fall behind by before it is let go (a watcher
+/// never slows the process down).
+const WATCHER_QUEUE: usize = 256;
 
 pub type Reader = Box<dyn AsyncRead + Unpin + Send>;
 pub type Writer = Box<dyn AsyncWrite + Unpin + Send>;
@@ -35,10 +45,26 @@ pub enum Output {
     Stderr(Bytes),
 }
 
-/// A running process and its I/O.
-pub struct Terminal {
+/// Who started a process, what it is called, and whether it is recorded.
+pub struct Identity {
+    /// Unique in the sidecar's life and across its restarts (random):
+    /// what `--join ID` names and the recording's file name.
+    pub id: String,
     /// What it runs, for `sessions` (`shell`, `exec: CMD`, `sftp`).
     pub what: String,
+    /// The user the router authenticated.
+    pub user: String,
+    pub recorder: Option<Recorder>,
+}
+
+/// A running process and its I/O.
+pub struct Terminal {
+    pub id: String,
+    /// What it runs, for `sessions` (`shell`, `exec: CMD`, `sftp`).
+    pub what: String,
+    pub user: String,
+    pub started: SystemTime,
+    recorder: Option<Recorder>,
     /// Whether it has a pty (only those can be taken over).
     pub is_pty: bool,
     control: Arc<SpawnControl>,
@@ -58,6 +84,8 @@ pub struct Terminal {
 struct Shared {
     screen: VecDeque<u8>,
     sink: Option<mpsc::Sender<Output>>,
+    /// Read-only viewers (`--join`), given every pty chunk.
+    watchers: Vec<mpsc::Sender<Bytes>>,
     /// Output pumps still reading.
     pumps: usize,
 }
@@ -83,7 +111,7 @@ pub struct Events {
 impl Terminal {
     /// Starts pumping a spawned process's output (`stderr` for pipes only).
     pub fn start(
-        what: String,
+        identity: Identity,
         control: SpawnControl,
         stdin: Writer,
         stdout: Reader,
@@ -100,14 +128,25 @@ impl Terminal {
             let status = waiter.wait().await.ok();
             let _ = exit_tx.send(Some(status));
         });
-        let terminal = Arc::new(Self {
+        let Identity {
+            id,
             what,
+            user,
+            recorder,
+        } = identity;
+        let terminal = Arc::new(Self {
+            id,
+            what,
+            user,
+            started: SystemTime::now(),
+            recorder,
             is_pty,
             control,
             stdin: tokio::sync::Mutex::new(Some(stdin)),
             shared: Mutex::new(Shared {
                 screen: VecDeque::new(),
                 sink: None,
+                watchers: Vec::new(),
                 pumps: 1 + usize::from(stderr.is_some()),
             }),
             generation: watch::channel(0).0,
@@ -170,6 +209,25 @@ impl Terminal {
         }
     }
 
+    /// A read-only view of a running pty: the screen so far, then every
+    /// chunk, until the process ends (the receiver then ends) or the
+    /// watcher falls [`WATCHER_QUEUE`] chunks behind (it is let go).
+    pub fn watch(&self) -> Option<(Vec<u8>, mpsc::Receiver<Bytes>)> {
+        if !self.is_pty || !self.running() {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(WATCHER_QUEUE);
+        let mut shared = self.shared();
+        if shared.pumps == 0 {
+            return None;
+        }
+        // Under the pumps' lock: the screen and the chunks neither
+        // overlap nor leave a gap.
+        let screen = shared.screen.iter().copied().collect();
+        shared.watchers.push(tx);
+        Some((screen, rx))
+    }
+
     /// Whether the process is still running.
     pub fn running(&self) -> bool {
         self.exit.borrow().is_none()
@@ -199,6 +257,9 @@ impl Terminal {
 
     pub fn resize(&self, cols: u16, rows: u16) {
         let _ = self.control.resize(cols, rows);
+        if let Some(recorder) = &self.recorder {
+            recorder.resize(cols, rows);
+        }
     }
 }
 
@@ -227,9 +288,15 @@ async fn pump(
             let mut shared = terminal.shared();
             if terminal.is_pty {
                 record(&mut shared.screen, &chunk);
+                // A watcher that cannot take a chunk now is let go: its
+                // view would have a hole otherwise.
+                shared.watchers.retain(|w| w.try_send(chunk.clone()).is_ok());
             }
             (shared.sink.clone(), *terminal.generation.borrow())
         };
+        if let Some(recorder) = &terminal.recorder {
+            recorder.output(chunk.clone()).await;
+        }
         if let Some(sink) = sink {
             // A viewer that stopped reading (its client is gone) holds the
             // process only until another attachment takes over; the
@@ -245,6 +312,7 @@ async fn pump(
         shared.pumps -= 1;
         if shared.pumps == 0 {
             shared.sink = None;
+            shared.watchers.clear();
         }
     }
 }
@@ -262,11 +330,32 @@ fn record(screen: &mut VecDeque<u8>, chunk: &[u8]) {
 #[derive(Default)]
 pub struct Terminals {
     by_session: Mutex<std::collections::HashMap<String, Vec<Weak<Terminal>>>>,
+    /// Every running pty by its id, resumable or not (`--join`, `sessions`).
+    live: Mutex<Vec<Weak<Terminal>>>,
 }
 
 impl Terminals {
     fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Vec<Weak<Terminal>>>> {
         self.by_session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a running pty, for `--join` and `sessions`.
+    pub fn add_live(&self, terminal: &Arc<Terminal>) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.retain(|t| t.upgrade().is_some_and(|t| t.running()));
+        live.push(Arc::downgrade(terminal));
+    }
+
+    /// The running ptys, oldest first.
+    pub fn live(&self) -> Vec<Arc<Terminal>> {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.retain(|t| t.upgrade().is_some_and(|t| t.running()));
+        live.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// The running pty `id`.
+    pub fn live_pty(&self, id: &str) -> Option<Arc<Terminal>> {
+        self.live().into_iter().find(|t| t.id == id)
     }
 
     /// Records that `terminal` runs in resumable session `session`.
