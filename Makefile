@@ -129,6 +129,13 @@ e2e: deps-e2e preflight static cluster-up
 	$(CARGO) build --locked -p kubectl-hatch
 	eval "$$(e2e/cluster env)" && HATCHWAY_PROFILE_DIR=$(STATIC_PROFILE_DIR) $(CARGO) nextest run -p hatchway-e2e --locked --no-fail-fast
 
+## screenshots: the web page's e2e test, its screenshots written to
+## docs/web (the pictures docs/web.md shows)
+.PHONY: screenshots
+screenshots: deps-e2e preflight static cluster-up
+	$(CARGO) build --locked -p kubectl-hatch
+	eval "$$(e2e/cluster env)" && HATCHWAY_SCREENSHOTS=$(CURDIR)/docs/web HATCHWAY_PROFILE_DIR=$(STATIC_PROFILE_DIR) $(CARGO) nextest run -p hatchway-e2e --locked -E 'binary(web)'
+
 cluster-up:
 	HATCHWAY_PROFILE_DIR=$(STATIC_PROFILE_DIR) e2e/cluster up
 

@@ -26,6 +26,10 @@ pub const REQUEST_ID: &str = "x-hatchway-request-id";
 /// audit trail. Informational: the gateway trusts it because the proof
 /// shows the router sent it.
 pub const REQUEST_USER: &str = "x-hatchway-request-user";
+/// Router -> gateway, on a web-app request: a tag naming the user's
+/// web-app session (a hash of its cookie: it opens nothing), so the audit
+/// trail records each login once.
+pub const WEB_SESSION: &str = "x-hatchway-web-session";
 /// Router -> gateway: which router replica sent the request (its pod name),
 /// for the audit trail.
 pub const REQUEST_REPLICA: &str = "x-hatchway-request-replica";
@@ -141,6 +145,12 @@ pub const ACTION_WEBLOGIN: &str = "weblogin";
 /// The user-API action that lists the caller's resumable sessions in a
 /// Container (JSON, [`SessionList`]): `GET`.
 pub const ACTION_SESSIONS: &str = "sessions";
+/// The router-only action of the web page's terminal: `GET
+/// /v1/namespaces/{ns}/containers/{name}/terminal` (a WebSocket).
+pub const ACTION_TERMINAL: &str = "terminal";
+/// Where a one-time link that logs the web page in is minted (`POST`,
+/// bearer token): `https://ROUTER/ui/login-link`.
+pub const PAGE_LOGIN_LINK_PATH: &str = "/ui/login-link";
 
 /// Characters escaped in the user API's path segments and query values.
 const ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC

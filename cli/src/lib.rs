@@ -252,6 +252,15 @@ pub enum Command {
         idle_limit: f64,
     },
 
+    /// Print (or open) a one-time link that logs the Hatchway web page in
+    /// (the Containers you may see, terminals, logs). Needs the router's
+    /// own URL and a token (`--direct`).
+    Web {
+        /// Open it in the browser ($BROWSER, else xdg-open).
+        #[arg(long)]
+        browser: bool,
+    },
+
     /// Print (or open) the URL of a web app on a published port.
     Open {
         /// The Container.
@@ -575,6 +584,21 @@ async fn run_async(
                 }
                 Err(error) => Ok(report::<()>(Err(error))),
             }
+        }
+        Command::Web { browser } => {
+            let endpoint = router::Endpoint::Direct(connection.target().await?);
+            let link = match open::page_login_link(&endpoint).await {
+                Ok(link) => link.url,
+                Err(error) => return Ok(report::<()>(Err(error))),
+            };
+            writeln!(out, "{link}")?;
+            if browser {
+                let status = open::browse(&link).context("cannot start the browser")?;
+                if !status.success() {
+                    anyhow::bail!("the browser command failed ({status})");
+                }
+            }
+            Ok(0)
         }
         Command::Open {
             name,

@@ -84,7 +84,12 @@ pub async fn login_link(
         wire::ACTION_WEBLOGIN,
         &[(wire::PARAM_PORT, Some(&port))],
     );
-    let response = endpoint.session().send(http::Method::POST, &path, &[]).await?;
+    mint(endpoint, &path).await
+}
+
+/// `POST path`: the login link the router answers with.
+async fn mint(endpoint: &Endpoint, path: &str) -> Result<wire::WebLogin, RouterError> {
+    let response = endpoint.session().send(http::Method::POST, path, &[]).await?;
     if response.status() != StatusCode::OK {
         return Err(refusal(response).await);
     }
@@ -92,6 +97,22 @@ pub async fn login_link(
         status: StatusCode::BAD_GATEWAY,
         message: format!("the router's login link is not JSON: {e}"),
     })
+}
+
+/// A one-time link that logs the web page in (`POST /ui/login-link` on
+/// the router's own URL, with the token): valid for 60 s, once.
+pub async fn page_login_link(endpoint: &Endpoint) -> Result<wire::WebLogin, RouterError> {
+    let Endpoint::Direct(target) = endpoint else {
+        return Err(RouterError::Refused {
+            status: StatusCode::BAD_REQUEST,
+            message: "the web page's login link comes from the router's own URL (--direct)".into(),
+        });
+    };
+    mint(
+        endpoint,
+        &format!("{}{}", target.server.prefix, wire::PAGE_LOGIN_LINK_PATH),
+    )
+    .await
 }
 
 /// Opens `url` with `$BROWSER`, else `xdg-open`.

@@ -788,3 +788,35 @@ async fn logs_timestamps_and_previous_ask_the_kubelet() {
         .unwrap();
     assert_eq!(output.status.code(), Some(64), "{}", text(&output.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_prints_a_one_time_link_that_logs_the_page_in() {
+    let rig = rig().await;
+    let out = rig.run("alice-token", &["web"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let link = text(&out.stdout).trim().to_owned();
+    let authority = rig.url.strip_prefix("https://").unwrap().trim_end_matches('/');
+    let path = link
+        .strip_prefix(&format!("https://{authority}"))
+        .unwrap_or_else(|| panic!("{link} is not on {authority}"));
+    assert!(path.starts_with("/ui/login?hatchway_code="), "{link}");
+    assert!(!link.contains("alice-token"), "never the token: {link}");
+    let mut client = Client::connect(rig.router.as_ref().unwrap().addr).await;
+    let response = client
+        .send(
+            http::Request::get(path)
+                .header("host", authority)
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), http::StatusCode::SEE_OTHER);
+    assert!(
+        response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("__Host-hatchway_ui=")
+    );
+    let refused = rig.run("not-a-token", &["web"]).await;
+    assert!(text(&refused.stderr).contains("401"), "{}", text(&refused.stderr));
+}

@@ -481,6 +481,17 @@ pub fn run_within(mut command: Command, timeout: Duration) -> Result<std::proces
     }
 }
 
+/// The flags every headless Chromium of the suite runs with (Debian's
+/// build; no sandbox as root, nothing fetched in the background).
+pub const CHROMIUM_FLAGS: [&str; 6] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+];
+
 /// Runs `command` like [`run_within`], in a network namespace of its own
 /// whose only interface is loopback, where `127.0.0.1:port` relays to `to`
 /// on this host's network.
@@ -496,12 +507,24 @@ pub fn run_isolated_from_host_network(
     to: std::net::SocketAddr,
     timeout: Duration,
 ) -> Result<std::process::Output> {
+    isolated_from_host_network(port, to, move || run_within(command, timeout))
+}
+
+/// Runs `inside` on a thread in a network namespace of its own whose only
+/// interface is loopback, where `127.0.0.1:port` relays to `to` on this
+/// host's network (for as long as this process lives): what it starts
+/// (a browser) stays in that namespace. Its result.
+pub fn isolated_from_host_network<T: Send + 'static>(
+    port: u16,
+    to: std::net::SocketAddr,
+    inside: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     let (listening, listener) = mpsc::channel();
     // Network namespaces are per thread: this one moves into a new one,
     // binds there and spawns the command (children inherit it); the relay
     // threads stay on the host's network, and a socket works from any
     // thread in the namespace it was made in.
-    let isolated = std::thread::spawn(move || -> Result<std::process::Output> {
+    let isolated = std::thread::spawn(move || -> Result<T> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
             .context("a network namespace of its own (needs root)")?;
         let mut up = Command::new("ip");
@@ -513,7 +536,7 @@ pub fn run_isolated_from_host_network(
         let bound_ok = bound.is_ok();
         let _ = listening.send(bound);
         anyhow::ensure!(bound_ok, "no listener in the new namespace");
-        run_within(command, timeout)
+        inside()
     });
     let listener = match listener.recv() {
         Ok(bound) => bound?,

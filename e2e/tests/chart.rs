@@ -658,6 +658,18 @@ fn everything_a_user_does(prefix: &str, values: &[&str]) -> Result<()> {
     // The code was used: the same link again is refused.
     let out = curl(&["-o", "/dev/null", "-w", "%{http_code}", &login])?;
     ensure!(stdout(&out) == "401", "a login link used twice: {}", show(&out));
+    // The login is in the audit trail with the user the router
+    // authenticated and its replica.
+    let login_line = "web app port 8080 login session=";
+    let alice_name = format!("user=\"system:serviceaccount:{}:alice\"", users.name);
+    let out = webdav("GET", "web/log/gateway.txt")?;
+    ensure!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.contains(login_line) && l.contains(&alice_name) && l.contains(" replica=\"")),
+        "no web-app login in gateway.txt: {}",
+        show(&out)
+    );
     // A login link for a user without `get containers/proxy`: refused.
     let weblogin = format!(
         "{}/v1/namespaces/{}/containers/web/weblogin?port=8080",
@@ -736,13 +748,7 @@ fn everything_a_user_does(prefix: &str, values: &[&str]) -> Result<()> {
     // load on any such change): the apps domain resolves to its loopback,
     // which relays to the router's NodePort.
     let mut c = Command::new("chromium");
-    c.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
+    c.args(hatchway_e2e::CHROMIUM_FLAGS).args([
         // The router's CA is not in Chromium's store; the pages and the
         // cookie step are what is under test here.
         "--ignore-certificate-errors",

@@ -312,10 +312,15 @@ fn take_over_a_killed_shell(
         let detached = matches!(&shells[..], [row] if row.len() == 5 && row[3] != "-" && row[4] == "shell");
         Ok(detached.then_some(listed))
     })?;
+    // Bob has no resumable session of his own; alice's terminal is in
+    // the terminals' table (anyone who may open a shell may watch it),
+    // her resumable session is not his to see.
     let out = bob.run(&["sessions", "web"])?;
+    let bobs = stdout(&out);
     ensure!(
-        stdout(&out) == "No resumable sessions of yours in web.\n",
-        "bob sees alice's sessions: {}",
+        bobs.starts_with("No resumable sessions of yours in web.\n\nTERMINAL")
+            && bobs.lines().any(|l| l.contains(" live ") && l.ends_with("shell")),
+        "bob sees alice's sessions, or not her terminal: {}",
         show(&out)
     );
 

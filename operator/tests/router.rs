@@ -330,7 +330,7 @@ async fn alice_session(client: &mut Client, host: &str) -> String {
 
 #[tokio::test]
 async fn a_private_web_app_takes_a_one_time_code_then_the_routers_own_session() {
-    let ((router, _cluster, _sidecar, host), auth) = web_rig_with_auth(None).await;
+    let ((router, _cluster, sidecar, host), auth) = web_rig_with_auth(None).await;
     let mut client = router.client().await;
 
     // No session: one 401 that names nothing, the same for a UID that does
@@ -448,6 +448,27 @@ async fn a_private_web_app_takes_a_one_time_code_then_the_routers_own_session() 
         !seen.contains("x-hatchway-"),
         "the gateway strips its headers: {seen}"
     );
+    // The login is in the audit trail, once, with who the router
+    // authenticated and the session's tag (never the cookie).
+    let response = client
+        .send(
+            vhost_get(&host, "/again")
+                .header("cookie", session)
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    audited(&sidecar, &router, &format!("web app port {port} login session=")).await;
+    let trail = std::fs::read_to_string(sidecar.audit_dir().join("gateway.txt")).unwrap();
+    let logins: Vec<&str> = trail.lines().filter(|l| l.contains(" login session=")).collect();
+    assert_eq!(logins.len(), 1, "{trail}");
+    let value = session.split_once('=').unwrap().1;
+    assert!(
+        !trail.contains(value),
+        "the cookie is in the audit trail: {trail}"
+    );
+    assert!(logins[0].contains("route=\"GET /tree\""), "{trail}");
 
     // A session is for its own host only.
     let response = client
@@ -592,26 +613,13 @@ async fn websockets_work_through_a_web_app() {
     use tokio_tungstenite::tungstenite::Message;
     let (router, _cluster, _sidecar, host) = web_rig(None).await;
     let session = alice_session(&mut router.client().await, &host).await;
-    let tcp = tokio::net::TcpStream::connect(router.addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(client_tls(&[b"http/1.1"]))
-        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
-    let request = http::Request::builder()
-        .uri(format!("wss://{host}/ws"))
-        .header("host", &host)
-        .header("cookie", &session)
-        .header("origin", format!("https://{host}"))
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header(
-            "sec-websocket-key",
-            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+    let (mut ws, response) = router
+        .websocket(
+            &format!("wss://{host}/ws"),
+            &host,
+            &session,
+            &format!("https://{host}"),
         )
-        .body(())
-        .unwrap();
-    let (mut ws, response) = tokio_tungstenite::client_async(request, tls)
         .await
         .expect("WebSocket handshake");
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
@@ -929,6 +937,9 @@ async fn a_gateway_gone_because_the_container_just_ended_falls_back_to_saved_log
     /// `container_fresh` knows it ended.
     struct Lagging(std::sync::Arc<MemoryCluster>, hatchway_api::crd::Container);
     impl hatchway_operator::router::cluster::Cluster for Lagging {
+        fn containers(&self, _: &str) -> Vec<hatchway_api::crd::Container> {
+            vec![self.1.clone()]
+        }
         fn container<'a>(
             &'a self,
             _: &'a str,
@@ -1077,19 +1088,7 @@ async fn http2_serves_logs_and_oversized_headers_are_refused() {
     let (router, cluster, _) = rig().await;
     let c = container(NS, "h2");
     cluster.insert(c);
-    let tcp = tokio::net::TcpStream::connect(router.addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(client_tls(&[b"h2"]))
-        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = router.h2_client().await;
     let response = sender
         .send_request(
             http::Request::builder()

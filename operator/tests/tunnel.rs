@@ -767,6 +767,10 @@ struct FlakyCluster {
 }
 
 impl Cluster for FlakyCluster {
+    fn containers(&self, namespace: &str) -> Vec<Container> {
+        self.inner.containers(namespace)
+    }
+
     fn container<'a>(
         &'a self,
         ns: &'a str,

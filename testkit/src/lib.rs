@@ -229,6 +229,19 @@ fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
 }
 
 impl Cluster for MemoryCluster {
+    fn containers(&self, namespace: &str) -> Vec<Container> {
+        let mut found: Vec<Container> = self
+            .containers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((ns, _), _)| ns == namespace)
+            .map(|(_, c)| c.clone())
+            .collect();
+        found.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        found
+    }
+
     fn container<'a>(
         &'a self,
         namespace: &'a str,
@@ -767,6 +780,77 @@ impl TestRouter {
         Client::connect(self.addr).await
     }
 
+    /// A WebSocket to `uri` (`wss://HOST/path`) on the router as a browser
+    /// opens one: `Host`, `Cookie` and `Origin` given. The handshake's
+    /// error is the caller's to check (a refusal is `Error::Http`).
+    pub async fn websocket(
+        &self,
+        uri: &str,
+        host: &str,
+        cookie: &str,
+        origin: &str,
+    ) -> Result<
+        (
+            tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+            tokio_tungstenite::tungstenite::handshake::client::Response,
+        ),
+        tokio_tungstenite::tungstenite::Error,
+    > {
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect to the router");
+        let tls = tokio_rustls::TlsConnector::from(client_tls(&[b"http/1.1"]))
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").expect("a DNS name"),
+                tcp,
+            )
+            .await
+            .expect("TLS to the router");
+        let request = http::Request::builder()
+            .uri(uri)
+            .header("host", host)
+            .header("cookie", cookie)
+            .header("origin", origin)
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header(
+                "sec-websocket-key",
+                tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+            )
+            .body(())
+            .expect("a valid request");
+        tokio_tungstenite::client_async(request, tls).await
+    }
+
+    /// An HTTP/2 connection to the router (ALPN `h2`, checked).
+    pub async fn h2_client<B>(&self) -> hyper::client::conn::http2::SendRequest<B>
+    where
+        B: hyper::body::Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect to the router");
+        let tls = tokio_rustls::TlsConnector::from(client_tls(&[b"h2"]))
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").expect("a DNS name"),
+                tcp,
+            )
+            .await
+            .expect("TLS to the router");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .expect("the HTTP/2 handshake");
+        tokio::spawn(conn);
+        sender
+    }
+
     /// Stops the router and waits for it to drain.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
@@ -911,6 +995,11 @@ pub fn upgrade_request(path: &str, token: Option<&str>, protocol: &str) -> Reque
 
 pub fn empty() -> Full<Bytes> {
     Full::new(Bytes::new())
+}
+
+/// A request body of `bytes`.
+pub fn full(bytes: impl Into<Bytes>) -> Full<Bytes> {
+    Full::new(bytes.into())
 }
 
 pub async fn body_text(response: Response<Incoming>) -> String {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+/// Chromium through the DevTools protocol.
+pub mod cdp;
 /// A helm release of the chart and its users.
 pub mod release;
 

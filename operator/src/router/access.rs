@@ -48,6 +48,9 @@ pub enum Action {
     WebLogin,
     /// `…/sessions`: the caller's resumable sessions (`GET`).
     Sessions,
+    /// `…/terminal`: the web page's terminal (a WebSocket; the router's
+    /// own API only).
+    Terminal,
 }
 
 impl Action {
@@ -68,6 +71,7 @@ impl Action {
             Action::WebLogin => (Purpose::Proxy, Permission::PROXY_GET),
             // Only a user who may open a shell has sessions to resume.
             Action::Sessions => (Purpose::Shell, Permission::SHELL),
+            Action::Terminal => (Purpose::Shell, Permission::SHELL),
         }
     }
 }
@@ -94,6 +98,14 @@ pub fn parse_path(path: &str) -> Option<ContainerPath> {
         Some((segment, more)) => (segment, Some(more)),
         None => (tail, None),
     };
+    if segment == wire::ACTION_TERMINAL && more.is_none() && api == wire::Api::Router {
+        return Some(ContainerPath {
+            api,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            action: Action::Terminal,
+        });
+    }
     let action = match (api.action(segment)?, more) {
         (wire::ACTION_SSH, None) => Action::Ssh,
         (wire::ACTION_PORTFORWARD, None) => Action::PortForward,
@@ -116,7 +128,7 @@ pub fn log_prefix(api: wire::Api, namespace: &str, name: &str) -> String {
     api.container_path(namespace, name, wire::ACTION_LOG, &[])
 }
 
-fn is_dns_label(s: &str) -> bool {
+pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -182,10 +194,15 @@ impl FromRequestParts<Arc<Router>> for Granted {
         let user = match (path.api, parts.extensions.get::<ProxiedUser>()) {
             // Only the aggregated port sets it, after checking the caller.
             (wire::Api::Aggregated, Some(ProxiedUser(user))) => user.clone(),
-            (wire::Api::Router, None) => {
-                let token = credentials(router, &parts.headers)?;
-                authenticate(router, &token).await?
-            }
+            // The web page's session, from the page's own origin only;
+            // a bearer token otherwise.
+            (wire::Api::Router, None) => match router.sessions.page_user(&parts.headers)? {
+                Some(user) if auth::from_authorization(&parts.headers).ok().flatten().is_none() => user,
+                _ => {
+                    let token = credentials(router, &parts.headers)?;
+                    authenticate(router, &token).await?
+                }
+            },
             _ => return Err(no_such_endpoint(parts.uri.path())),
         };
         span.record("user", user.username.as_str());
@@ -236,6 +253,13 @@ fn check_method(method: &Method, headers: &HeaderMap, action: &Action) -> Result
             return Err(text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("{method} is not allowed: sessions are listed with GET"),
+            ));
+        }
+        Action::Terminal if method == Method::GET => return Ok(()),
+        Action::Terminal => {
+            return Err(text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed: the terminal is a WebSocket (GET)"),
             ));
         }
         Action::Ssh => (wire::UPGRADE_SSH, "a shell"),
@@ -358,10 +382,14 @@ pub async fn authorize(
                 .auth_failures
                 .with_label_values(&["forbidden"])
                 .inc();
+            let what = match name {
+                "" => format!("in namespace {namespace}"),
+                name => format!("of container {namespace}/{name}"),
+            };
             Err(text(
                 StatusCode::FORBIDDEN,
                 format!(
-                    "user {:?} may not {permission} (API group hatchway.dev) of container {namespace}/{name}",
+                    "user {:?} may not {permission} (API group hatchway.dev) {what}",
                     user.username
                 ),
             ))
@@ -526,6 +554,7 @@ mod tests {
                     Action::PortForward => "portforward".to_owned(),
                     Action::WebLogin => "weblogin".to_owned(),
                     Action::Sessions => wire::ACTION_SESSIONS.to_owned(),
+                    Action::Terminal => wire::ACTION_TERMINAL.to_owned(),
                     Action::Log(rest) if rest.is_empty() => "log".to_owned(),
                     Action::Log(rest) => format!("log{rest}"),
                 };

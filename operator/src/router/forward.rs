@@ -49,6 +49,34 @@ enum ForwardError {
 }
 
 /// Sends `req` to the replica at `peer_url` and relays its answer.
+/// Where a one-time login code must be redeemed, from a replica's view:
+/// here, at the peer that minted it (only it knows whether the code was
+/// used; `req` has been forwarded there and this is its answer), or at a
+/// replica that is gone.
+pub enum Minted {
+    Here(Request<RequestBody>),
+    Forwarded(Response<Body>),
+    Gone,
+}
+
+/// Sends `req` on to `minted_by` unless that is this replica.
+pub async fn to_minting_replica(
+    router: &Arc<Router>,
+    req: Request<RequestBody>,
+    minted_by: &str,
+    kind: &'static str,
+) -> Minted {
+    let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+    if same(minted_by, &router.settings.self_url) {
+        return Minted::Here(req);
+    }
+    let known = router.cluster.replicas().iter().any(|r| same(r, minted_by));
+    if known && !req.headers().contains_key(hatchway_api::wire::NO_FORWARD) {
+        return Minted::Forwarded(forward(router.clone(), req, minted_by, kind).await);
+    }
+    Minted::Gone
+}
+
 pub async fn forward(
     router: Arc<Router>,
     mut req: Request<RequestBody>,

@@ -48,10 +48,14 @@ pub mod server;
 pub mod session;
 /// The router's settings.
 pub mod settings;
+/// The web page's terminal: a WebSocket, the router as SSH client.
+pub mod terminal;
 /// The router's certificate and CA.
 pub mod tls;
 /// Sidecars' tunnels: the endpoint and the registry.
 pub mod tunnel;
+/// The web page: its files, login and Container list.
+pub mod ui;
 /// One gateway connection with the proof exchange.
 pub mod upstream;
 /// The user API on a Container: shell, port-forward, logs, login links.

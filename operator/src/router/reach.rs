@@ -130,7 +130,7 @@ impl ReachError {
 
 /// Connects along `route` and sends `request`: the gateway's answer, or the
 /// refusal to give the user (failures counted and logged).
-async fn exchange(
+pub(super) async fn exchange(
     router: &Router,
     container: &Container,
     route: &Route,

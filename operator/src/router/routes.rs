@@ -24,7 +24,7 @@ use super::Router;
 use super::access::no_such_endpoint;
 use super::reach::request_id as sane_request_id;
 use super::respond::{Body, full_body, text};
-use super::{assertion, tunnel, user, webapp};
+use super::{assertion, terminal, tunnel, ui, user, webapp};
 
 /// What a request knows about its connection (a request extension).
 #[derive(Clone, Debug)]
@@ -79,6 +79,18 @@ pub fn table(router: Arc<Router>) -> axum::Router {
             &container(wire::ACTION_SESSIONS),
             labelled(wire::ACTION_SESSIONS, any(user::sessions)),
         )
+        .route(
+            &container(wire::ACTION_TERMINAL),
+            labelled(wire::ACTION_TERMINAL, any(terminal::terminal)),
+        )
+        // The web page (docs/web.md).
+        .route("/", labelled("ui", any(ui::asset)))
+        .route("/ui/{file}", labelled("ui", any(ui::asset)))
+        .route(ui::LOGIN_PATH, labelled("ui", any(ui::login)))
+        .route(ui::LOGIN_LINK_PATH, labelled("ui", any(ui::login_link)))
+        .route("/ui/logout", labelled("ui", any(ui::logout)))
+        .route("/ui/api/whoami", labelled("ui", any(ui::whoami)))
+        .route("/ui/api/containers", labelled("ui", any(ui::containers)))
         .route("/healthz", labelled("health", any(health)))
         .route("/readyz", labelled("health", any(health)))
         .route(wire::VERSION_PATH, labelled("health", any(version)))
@@ -127,6 +139,17 @@ async fn front_of(router: Arc<Router>, mut req: Request, next: Next, web_apps: b
         .get::<Arc<ConnectionInfo>>()
         .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.peer);
     let id = sane_request_id(req.headers());
+    // HTTP/2 names the host in `:authority` (the URI), HTTP/1.1 in
+    // `Host`: from here on every request has `Host`, so the checks that
+    // bind to it (the web page's session and origin) see one way.
+    if !req.headers().contains_key(header::HOST)
+        && let Some(authority) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(header::HOST, authority);
+    }
     let span = tracing::info_span!(
         "request",
         method = %req.method(),

@@ -25,9 +25,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hatchway_api::proof::{constant_time_eq, hmac_hex};
+use http::{HeaderMap, Response, StatusCode, header};
 use serde::{Deserialize, Serialize};
 
 use super::auth::User;
+use super::respond::{Body, text};
 
 /// The session cookie's name (the `__Host-` prefix makes browsers refuse
 /// it unless Secure, Path=/ and without Domain).
@@ -244,12 +246,70 @@ impl Sessions {
         Ok(body.u.into())
     }
 
+    /// The user of a page session the request carries: `Ok(None)` without
+    /// one, a refusal when it carries one from another origin.
+    #[allow(clippy::result_large_err)] // the refusal, returned once per request
+    pub fn page_user(&self, headers: &HeaderMap) -> Result<Option<User>, Response<Body>> {
+        let Some(bound) = bound_to(headers) else {
+            return Ok(None);
+        };
+        let Some(user) =
+            super::auth::cookie_values(headers, PAGE_COOKIE).find_map(|v| self.check_session(v, &bound).ok())
+        else {
+            return Ok(None);
+        };
+        if !same_origin(headers) {
+            return Err(text(
+                StatusCode::FORBIDDEN,
+                "the Hatchway page's session is accepted from its own page only (Origin)",
+            ));
+        }
+        Ok(Some(user))
+    }
+
     /// The `Set-Cookie` value for a session.
     pub fn set_cookie(&self, value: &str) -> String {
         format!(
             "{COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
             self.lifetime.as_secs()
         )
+    }
+}
+
+/// The web page's session cookie (docs/web.md).
+pub const PAGE_COOKIE: &str = "__Host-hatchway_ui";
+
+/// What a page session is bound to: the Host it was opened at.
+pub fn bound_to(headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    Some(format!("ui:{}", host.to_ascii_lowercase()))
+}
+
+/// A session cookie's name in the audit trail: 16 hex digits of its
+/// SHA-256, which tell one login from another and open nothing (the pod
+/// never sees the cookie).
+pub fn session_tag(value: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(value.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether a request comes from the page's own origin.
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    // A browser sends `Origin: null` where the referrer policy hides the
+    // origin (a form POST under `no-referrer`): then, as when there is no
+    // Origin, the browser's own Sec-Fetch-Site decides.
+    match headers.get(header::ORIGIN).map(|o| o.to_str()) {
+        Some(Ok(origin)) if origin != "null" => origin
+            .strip_prefix("https://")
+            .is_some_and(|authority| authority.eq_ignore_ascii_case(host)),
+        Some(Err(_)) => false,
+        Some(Ok(_)) | None => headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"same-origin")),
     }
 }
 

@@ -112,8 +112,8 @@ pub async fn serve(router: Arc<Router>, req: Request<RequestBody>, vhost: Vhost)
     // was authenticated there).
     let mut identity = None;
     if !published.is_some_and(|p| p.access == PortAccess::Public) {
-        let user = match session_user(&router, req.headers(), &vhost) {
-            Some(user) => user,
+        let (user, tag) = match session_user(&router, req.headers(), &vhost) {
+            Some(found) => found,
             None => {
                 router
                     .metrics
@@ -154,7 +154,7 @@ pub async fn serve(router: Arc<Router>, req: Request<RequestBody>, vhost: Vhost)
             return response;
         }
         let origin = format!("https://{}", vhost.host);
-        identity = Some(router.assertions.assertion(
+        let assertion = router.assertions.assertion(
             &user,
             assertion::App {
                 origin: &origin,
@@ -162,7 +162,12 @@ pub async fn serve(router: Arc<Router>, req: Request<RequestBody>, vhost: Vhost)
                 namespace: &namespace,
                 container: &name,
             },
-        ));
+        );
+        identity = Some(Identity {
+            assertion,
+            username: user.username,
+            session: tag,
+        });
     }
 
     let (container, route) = choose_settled(&router, container, req.headers(), Purpose::Proxy).await;
@@ -191,10 +196,13 @@ pub async fn serve(router: Arc<Router>, req: Request<RequestBody>, vhost: Vhost)
     }
 }
 
-/// The user of a valid session cookie for this vhost.
-fn session_user(router: &Router, headers: &HeaderMap, vhost: &Vhost) -> Option<User> {
-    auth::cookie_values(headers, session::COOKIE)
-        .find_map(|value| router.sessions.check_session(value, &vhost.host).ok())
+/// The user of a valid session cookie for this vhost, and the session's
+/// tag for the audit trail.
+fn session_user(router: &Router, headers: &HeaderMap, vhost: &Vhost) -> Option<(User, String)> {
+    auth::cookie_values(headers, session::COOKIE).find_map(|value| {
+        let user = router.sessions.check_session(value, &vhost.host).ok()?;
+        Some((user, session::session_tag(value)))
+    })
 }
 
 /// Whether a request comes from the vhost's own origin: `Origin` is
@@ -280,23 +288,17 @@ async fn redeem(
         Ok(replica) => replica,
         Err(why) => return refused(why),
     };
-    let here = |url: &str| url.trim_end_matches('/') == router.settings.self_url.trim_end_matches('/');
-    if !here(&minted_by) {
-        // Only the minting replica knows whether the code was used.
-        let known = router
-            .cluster
-            .replicas()
-            .iter()
-            .any(|r| r.trim_end_matches('/') == minted_by.trim_end_matches('/'));
-        if known && !req.headers().contains_key(wire::NO_FORWARD) {
-            return forward::forward(router.clone(), req, &minted_by, "weblogin").await;
+    let req = match forward::to_minting_replica(&router, req, &minted_by, "weblogin").await {
+        forward::Minted::Here(req) => req,
+        forward::Minted::Forwarded(response) => return response,
+        forward::Minted::Gone => {
+            return text(
+                StatusCode::UNAUTHORIZED,
+                "this login link was issued by a router replica that is gone: open the app again with \
+                 'kubectl hatch open NAME PORT'",
+            );
         }
-        return text(
-            StatusCode::UNAUTHORIZED,
-            "this login link was issued by a router replica that is gone: open the app again with \
-             'kubectl hatch open NAME PORT'",
-        );
-    }
+    };
     let user = match router.sessions.redeem(code, &vhost.host) {
         Ok(redeemed) => redeemed.user,
         Err(why) => return refused(why),
@@ -461,10 +463,21 @@ fn filter_set_cookies(headers: &mut HeaderMap) {
     }
 }
 
+/// Who an authenticated web-app request is from.
+struct Identity {
+    /// The signed assertion the app gets.
+    assertion: String,
+    /// For the audit trail (the gateway strips it before the app).
+    username: String,
+    /// The session's tag, for the audit trail.
+    session: String,
+}
+
 /// The request the app gets: the user's, without hop-by-hop headers, ours
 /// or our cookie, naming the port and the host it came for, with the
-/// router's `identity` assertion (and never a client's).
-fn app_request(mut req: Request<RequestBody>, vhost: &Vhost, identity: Option<String>) -> GatewayRequest {
+/// router's `identity` assertion (and never a client's); the user and
+/// their session's tag for the gateway's audit trail.
+fn app_request(mut req: Request<RequestBody>, vhost: &Vhost, identity: Option<Identity>) -> GatewayRequest {
     let upgrade = headers::wants_upgrade(req.headers()).is_some();
     let client = upgrade.then(|| hyper::upgrade::on(&mut req));
     let id = request_id(req.headers());
@@ -473,8 +486,16 @@ fn app_request(mut req: Request<RequestBody>, vhost: &Vhost, identity: Option<St
     headers::strip_hatchway_headers(&mut parts.headers);
     strip_our_cookie(&mut parts.headers);
     parts.headers.remove(assertion::HEADER);
-    if let Some(value) = identity.and_then(|token| HeaderValue::from_str(&token).ok()) {
-        parts.headers.insert(assertion::HEADER, value);
+    if let Some(identity) = identity {
+        if let Ok(value) = HeaderValue::from_str(&identity.assertion) {
+            parts.headers.insert(assertion::HEADER, value);
+        }
+        parts
+            .headers
+            .insert(wire::REQUEST_USER, header_safe(&identity.username));
+        parts
+            .headers
+            .insert(wire::WEB_SESSION, header_safe(&identity.session));
     }
     if upgrade {
         parts

@@ -14,6 +14,7 @@
 
 /// The route table and the proof layer.
 pub mod routes;
+mod web_logins;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +93,8 @@ pub struct Gateway {
     connections: Arc<Semaphore>,
     /// Caps web-app requests within them.
     web_requests: Arc<Semaphore>,
+    /// Web-app sessions already written to the audit trail.
+    web_logins: web_logins::WebLogins,
     /// The routes (built once: see [`routes`]).
     table: axum::Router,
 }
@@ -124,6 +127,7 @@ impl Gateway {
             resumable,
             connections,
             web_requests,
+            web_logins: web_logins::WebLogins::default(),
             table: routes::table(),
         })
     }

@@ -105,6 +105,16 @@ async fn web_app(gateway: &Gateway, req: Request, port: u16) -> http::Response<B
             ),
         );
     };
+    // A session's first request is its login (web_logins.rs).
+    if let Some(tag) = req.headers().get(wire::WEB_SESSION).and_then(|t| t.to_str().ok())
+        && gateway.web_logins.first_sight(tag)
+    {
+        let who = who(req.method(), req.uri(), req.headers());
+        gateway.reporter.audit(&format!(
+            "web app port {port} login session={tag} {}",
+            who.audited()
+        ));
+    }
     crate::proxy::serve(req, port, slot, gateway.limits.body_idle_timeout).await
 }
 

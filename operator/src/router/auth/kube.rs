@@ -174,10 +174,10 @@ fn access_review(user: &User, namespace: &str, name: &str, permission: Permissio
             resource_attributes: Some(ResourceAttributes {
                 group: Some(GROUP.to_owned()),
                 resource: Some(<Container as kube::Resource>::plural(&()).into_owned()),
-                subresource: Some(permission.subresource.to_owned()),
+                subresource: non_empty(permission.subresource),
                 verb: Some(permission.verb.to_owned()),
                 namespace: Some(namespace.to_owned()),
-                name: Some(name.to_owned()),
+                name: non_empty(name),
                 ..ResourceAttributes::default()
             }),
             non_resource_attributes: None,

@@ -52,6 +52,9 @@ impl Permission {
     pub const PROXY_GET: Permission = Permission::new("get", "proxy");
     /// Writing to a web app (every other method, WebSockets).
     pub const PROXY_CREATE: Permission = Permission::new("create", "proxy");
+    /// Listing a namespace's Containers (the web page's list; no
+    /// subresource).
+    pub const LIST: Permission = Permission::new("list", "");
 
     const fn new(verb: &'static str, subresource: &'static str) -> Self {
         Self { verb, subresource }
@@ -60,7 +63,10 @@ impl Permission {
 
 impl fmt::Display for Permission {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} containers/{}", self.verb, self.subresource)
+        match self.subresource {
+            "" => write!(f, "{} containers", self.verb),
+            subresource => write!(f, "{} containers/{subresource}", self.verb),
+        }
     }
 }
 

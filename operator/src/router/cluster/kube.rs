@@ -554,6 +554,23 @@ impl Cluster for KubeCluster {
         Box::pin(self.get(namespace, name))
     }
 
+    fn containers(&self, namespace: &str) -> Vec<Container> {
+        if !self.serves(namespace) {
+            return Vec::new();
+        }
+        let mut found: Vec<Container> = self
+            .partitions
+            .iter()
+            .filter(|p| p.namespace.as_deref().is_none_or(|ns| ns == namespace))
+            .flat_map(|p| p.store.state())
+            .filter(|c| c.metadata.namespace.as_deref() == Some(namespace))
+            .map(|c| (*c).clone())
+            .collect();
+        found.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        found.dedup_by(|a, b| a.metadata.name == b.metadata.name);
+        found
+    }
+
     fn container_by_uid<'a>(
         &'a self,
         uid: &'a str,

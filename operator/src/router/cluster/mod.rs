@@ -84,6 +84,10 @@ pub trait Cluster: Send + Sync + 'static {
         self.container(namespace, name)
     }
 
+    /// The Containers of `namespace` the router serves, by name (from the
+    /// watchers' stores: the web page's list).
+    fn containers(&self, namespace: &str) -> Vec<Container>;
+
     /// The Container with this UID, `None` when there is none. The UID is
     /// public information: this is the lookup a tunnel makes before any
     /// secret is compared.
