@@ -183,6 +183,12 @@ unrecorded=$(render /dev/stdout --set sidecar.recordShells=false --show-only tem
 if render /dev/null --set sidecar.recordShells=yes 2>/dev/null; then fail "sidecar.recordShells=yes passed the schema"; fi
 ok "sidecar.recordShells sets HATCHWAY_RECORD_SHELLS (true by default; booleans only)"
 
+declared=$(render /dev/stdout --set router.portForward=declared --show-only templates/deployment.yaml)
+[[ $(env_value "$declared" HATCHWAY_PORT_FORWARD_DEFAULT) == '"declared"' ]] || fail "router.portForward=declared is not HATCHWAY_PORT_FORWARD_DEFAULT=declared"
+[[ $(env_value "$no_tunnel" HATCHWAY_PORT_FORWARD_DEFAULT) == '"any"' ]] || fail "the port-forward default is not any"
+if render /dev/null --set router.portForward=all 2>/dev/null; then fail "router.portForward=all passed the schema"; fi
+ok "router.portForward sets HATCHWAY_PORT_FORWARD_DEFAULT (any by default; any, declared or published only)"
+
 all_default=$(render /dev/stdout)
 contains "$all_default" '^kind: APIService$' '^  name: v1alpha1.access.hatchway.dev$' '^  groupPriorityMinimum: 100$' \
   '^  name: .*-front-proxy-reader$' '^  namespace: kube-system$' '^  name: extension-apiserver-authentication-reader$' \

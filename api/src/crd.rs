@@ -108,6 +108,14 @@ pub struct ContainerSpec {
     #[schemars(length(max = 64), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["port"]))]
     pub published_ports: Vec<PublishedPort>,
 
+    /// Which ports `kubectl hatch port-forward` and SSH forwards (`ssh -L`,
+    /// `-W`, `-D`) may reach. Unset: the cluster's default (the chart's
+    /// `router.portForward`: any port, only declared ones, or only
+    /// published ones). Published ports are always forwardable; a cluster
+    /// that allows published ports only ignores this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_forward: Option<PortForward>,
+
     /// Whether people with the right may open a shell (SSH) in this
     /// container. On by default; a cluster-wide setting can forbid shells
     /// whatever this says.
@@ -181,6 +189,20 @@ pub struct PodOverrides {
     /// the workload runs as root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<PodSecurityContext>,
+}
+
+/// Which ports may be forwarded.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PortForward {
+    /// Ports (`5432`), ranges (`9000-9010`) or `any`; empty: published
+    /// ports only.
+    #[serde(default)]
+    #[schemars(
+        length(max = 64),
+        inner(length(max = 11), regex(pattern = r"^(any|[0-9]{1,5}(-[0-9]{1,5})?)$"))
+    )]
+    pub ports: Vec<String>,
 }
 
 /// A port inside the container published as a web app.

@@ -20,6 +20,9 @@ pub mod headers;
 /// The pod contract: names, ports, paths, environment, Secret keys, the
 /// sidecar's command lines, log file names, the `/readyz` answer.
 pub mod pod;
+/// Which ports of a Container may be forwarded, and why: the rule the
+/// operator decides and the gateway enforces.
+pub mod ports;
 /// Router <-> gateway proofs: `ctr_key`, `request_auth`, `respond_auth`.
 pub mod proof;
 /// Resumable streams: frames with offsets and acks, replay buffers.

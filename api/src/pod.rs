@@ -66,6 +66,11 @@ pub mod env {
     /// `true`: every terminal is recorded (the operator sets it from the
     /// Container's `spec.recordShell` or the chart).
     pub const RECORD_SHELLS: &str = "HATCHWAY_RECORD_SHELLS";
+    /// The ports that may be forwarded ([`crate::ports::PortSet`]:
+    /// `any`, `8080,9000-9010`, or empty for none). Unset: any.
+    pub const FORWARD_PORTS: &str = "HATCHWAY_FORWARD_PORTS";
+    /// Why those ports, for refusals (`spec.portForward.ports allows …`).
+    pub const FORWARD_RULE: &str = "HATCHWAY_FORWARD_RULE";
 }
 
 /// Keys of the per-Container Secret (files in [`SECRET_DIR`]).
@@ -145,6 +150,11 @@ pub struct Readyz {
     pub host_key: String,
     /// The SSH host key's `SHA256:...` fingerprint.
     pub host_key_fingerprint: String,
+    /// The TCP ports listening in the pod now, sorted (the reconciler
+    /// copies them into the status of Containers no tunnel reports for).
+    /// Absent from an older sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listening_ports: Option<Vec<u16>>,
 }
 
 /// The largest `/readyz` body a reader accepts.
@@ -209,6 +219,7 @@ mod tests {
             certificate_sha256: "ab".into(),
             host_key: "ssh-ed25519 AAA".into(),
             host_key_fingerprint: "SHA256:x".into(),
+            listening_ports: None,
         };
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(
@@ -217,6 +228,13 @@ mod tests {
                 "hostKey": "ssh-ed25519 AAA", "hostKeyFingerprint": "SHA256:x"})
         );
         assert_eq!(serde_json::from_value::<Readyz>(json).unwrap(), r);
+        let with_ports = Readyz {
+            listening_ports: Some(vec![80, 8080]),
+            ..r
+        };
+        let json = serde_json::to_value(&with_ports).unwrap();
+        assert_eq!(json["listeningPorts"], serde_json::json!([80, 8080]));
+        assert_eq!(serde_json::from_value::<Readyz>(json).unwrap(), with_ports);
     }
 
     #[test]

@@ -188,8 +188,9 @@ pub enum Command {
         /// The Container (`NAME` or `container/NAME`).
         name: String,
         /// `[LOCAL:]REMOTE` (LOCAL empty or 0: any free port), or ranges
-        /// `8000-8010` and `9000-9010:8000-8010`.
-        #[arg(required = true, value_name = "[LOCAL:]REMOTE")]
+        /// `8000-8010` and `9000-9010:8000-8010`. None: the ports the
+        /// Container listens on are listed, to pick from.
+        #[arg(value_name = "[LOCAL:]REMOTE")]
         ports: Vec<port_forward::Mappings>,
         /// Local addresses to listen on (comma-separated IPs, or
         /// `localhost`: 127.0.0.1 and ::1, as kubectl).
@@ -502,6 +503,12 @@ async fn run_async(
             Ok(status
                 .code()
                 .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+        }
+        Command::PortForward { name, ports, .. } if ports.is_empty() => {
+            let namespace = connection.namespace()?;
+            let container = containers::get(&connection, &namespace, container_name(&name)).await?;
+            eprint!("{}", port_forward::offer(&container));
+            Ok(EXIT_USAGE)
         }
         Command::PortForward {
             name,

@@ -163,6 +163,44 @@ struct State {
     fatal: mpsc::Sender<RouterError>,
 }
 
+/// What `port-forward NAME` without a port says: the ports the Container
+/// listens on (published ones marked), and how to forward one.
+pub fn offer(container: &hatchway_api::Container) -> String {
+    let name = container.metadata.name.as_deref().unwrap_or("NAME");
+    let status = container.status.as_ref();
+    let mut ports: Vec<(i32, bool)> = status
+        .map(|s| {
+            s.listening_ports
+                .iter()
+                .map(|l| (l.port, s.published_ports.iter().any(|p| p.port == l.port)))
+                .collect()
+        })
+        .unwrap_or_default();
+    ports.sort_unstable();
+    ports.dedup();
+    match ports.first() {
+        None => format!(
+            "{name} has no port listening that Hatchway has seen; name one: kubectl hatch port-forward {name} PORT\n"
+        ),
+        Some((first, _)) => {
+            let listed: Vec<String> = ports
+                .iter()
+                .map(|(port, published)| {
+                    if *published {
+                        format!("{port} (published)")
+                    } else {
+                        port.to_string()
+                    }
+                })
+                .collect();
+            format!(
+                "{name} listens on {}. Forward one: kubectl hatch port-forward {name} {first}\n",
+                listed.join(", ")
+            )
+        }
+    }
+}
+
 /// Binds every listener, prints where each forwards, and serves until a
 /// permanent refusal (returned) or the process is stopped.
 pub async fn run(endpoint: Endpoint, forward: Forward) -> anyhow::Result<RouterError> {
@@ -285,6 +323,34 @@ async fn serve(state: Arc<State>, mut local: TcpStream, remote: u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_a_port_the_listening_ones_are_offered() {
+        use hatchway_api::crd::{ContainerSpec, ContainerStatus, ListeningPort, PublishedPortStatus};
+        let mut c = hatchway_api::Container::new("job", ContainerSpec::default());
+        assert_eq!(
+            offer(&c),
+            "job has no port listening that Hatchway has seen; name one: kubectl hatch port-forward job PORT\n"
+        );
+        let published: PublishedPortStatus = serde_json::from_value(
+            serde_json::json!({"port": 8888, "access": "private", "url": "https://x/"}),
+        )
+        .unwrap();
+        c.status = Some(ContainerStatus {
+            listening_ports: [9000, 8888, 5432]
+                .map(|port| ListeningPort {
+                    port,
+                    protocol: "TCP".into(),
+                })
+                .to_vec(),
+            published_ports: vec![published],
+            ..ContainerStatus::default()
+        });
+        assert_eq!(
+            offer(&c),
+            "job listens on 5432, 8888 (published), 9000. Forward one: kubectl hatch port-forward job 5432\n"
+        );
+    }
 
     #[test]
     fn ranges_and_addresses_parse() {

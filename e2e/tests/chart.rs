@@ -459,13 +459,8 @@ fn everything_a_user_does(prefix: &str, values: &[&str]) -> Result<()> {
     std::fs::write(&up, &data)?;
     let back = alice.dir.path().join("back.bin");
     let ssh_tool = |program: &str, args: &[String]| -> Result<Output> {
-        let mut command = alice.command(program);
-        command
-            .env("HATCHWAY_TOKEN", &alice.token)
-            .arg("-F")
-            .arg(&ssh_config)
-            .args(["-o", "BatchMode=yes"])
-            .args(args);
+        let mut command = alice.ssh_command(program, &ssh_config);
+        command.args(args);
         run_within(command, WAIT)
     };
     let out = ssh_tool(

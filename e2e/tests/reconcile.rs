@@ -162,6 +162,7 @@ impl Rig {
                     shell_enabled: true,
                     resume_grace_seconds: 600,
                     record_shells: true,
+                    port_forward_default: hatchway_api::ports::ForwardDefault::Any,
                     // The router runs on the host here, not in a pod a
                     // policy could name (the chart's e2e checks the policy).
                     gateway_policy: None,

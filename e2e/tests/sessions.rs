@@ -54,15 +54,7 @@ fn survive(prefix: &str, users: &TestNamespace, release: &Release, alice: &User)
     let out = alice.run(&["config-ssh", "--ssh-config", &ssh_config.display().to_string()])?;
     ensure!(out.status.success(), "config-ssh: {}", show(&out));
     let host = format!("web.{}.e2e.hatchway", users.name);
-    let ssh_tool = |program: &str| {
-        let mut command = alice.command(program);
-        command
-            .env("HATCHWAY_TOKEN", &alice.token)
-            .arg("-F")
-            .arg(&ssh_config)
-            .args(["-o", "BatchMode=yes"]);
-        command
-    };
+    let ssh_tool = |program: &str| alice.ssh_command(program, &ssh_config);
 
     // 1. Numbered lines through ssh while the Deployment restarts twice.
     let out_file = alice.dir.path().join("lines.out");

@@ -171,6 +171,13 @@ pub struct RunArgs {
     #[arg(long, env = "HATCHWAY_RECORD_SHELLS", default_value_t = true, action = clap::ArgAction::Set)]
     pub record_shells: bool,
 
+    /// Which ports Containers that do not say (`spec.portForward`) may
+    /// forward: `any`, `declared` (only what a Container declares or
+    /// publishes) or `published` (only published ports, whatever a
+    /// Container declares).
+    #[arg(long, env = "HATCHWAY_PORT_FORWARD_DEFAULT", default_value = "any")]
+    pub port_forward_default: hatchway_api::ports::ForwardDefault,
+
     /// Most connections one client address may hold open at once.
     #[arg(long, env = "HATCHWAY_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 1000)]
     pub max_connections_per_client: usize,

@@ -147,6 +147,7 @@ fn reconcile_settings(args: &RunArgs, router: &Router, tls: &RouterTls) -> Recon
             shell_enabled: args.shell,
             resume_grace_seconds: args.resume_grace_seconds,
             record_shells: args.record_shells,
+            port_forward_default: args.port_forward_default,
             gateway_policy: args.network_policy.then(|| GatewayPolicy {
                 operator_namespace: args.pod_namespace.clone(),
                 operator_labels: parse_labels(&args.operator_pod_labels),

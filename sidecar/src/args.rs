@@ -157,6 +157,16 @@ pub struct GatewayArgs {
     /// not recorded (a marker says so).
     #[arg(long, env = "HATCHWAY_RECORD_MAX_BYTES", default_value_t = 64 << 20)]
     pub record_max_bytes: u64,
+
+    /// The ports `/portforward` and SSH `direct-tcpip` may reach: `any`,
+    /// `8080,9000-9010` or `none` (the operator decides it:
+    /// api/src/ports.rs).
+    #[arg(long, env = pod::env::FORWARD_PORTS, default_value = "any")]
+    pub forward_ports: hatchway_api::ports::PortSet,
+
+    /// Why those ports, for refusals (`spec.portForward.ports allows …`).
+    #[arg(long, env = pod::env::FORWARD_RULE, default_value = "")]
+    pub forward_rule: String,
 }
 
 /// The spawn socket name [`GatewayArgs::local`] uses for `dir`: unique per
@@ -227,6 +237,21 @@ impl GatewayArgs {
             resume_max_sessions: 256,
             record_shells: false,
             record_max_bytes: 64 << 20,
+            forward_ports: hatchway_api::ports::PortSet::Any,
+            forward_rule: String::new(),
+        }
+    }
+
+    /// The forwarding rule.
+    pub fn forward(&self) -> hatchway_api::ports::ForwardRule {
+        let why = if self.forward_rule.is_empty() {
+            format!("the gateway allows {}", self.forward_ports)
+        } else {
+            self.forward_rule.clone()
+        };
+        hatchway_api::ports::ForwardRule {
+            ports: self.forward_ports.clone(),
+            why,
         }
     }
 

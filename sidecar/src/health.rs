@@ -56,6 +56,7 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
         certificate_sha256: gateway.cert.sha256.clone(),
         host_key: gateway.ssh.host_key_openssh(),
         host_key_fingerprint: gateway.ssh.host_key_fingerprint(),
+        listening_ports: Some(gateway.reporter.ports().borrow().clone()),
     };
     let body = serde_json::to_string(&body).expect("a Readyz serializes");
     Response::builder()

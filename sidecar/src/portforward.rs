@@ -31,6 +31,7 @@ pub async fn serve(
     mut req: Request<RequestBody>,
     reporter: Arc<Reporter>,
     sessions: &Arc<Registry>,
+    rule: &hatchway_api::ports::ForwardRule,
     who: Who,
 ) -> Response<Body> {
     if !hatchway_api::headers::upgrade_is(req.headers(), hatchway_api::wire::UPGRADE_TCP) {
@@ -43,6 +44,10 @@ pub async fn serve(
         Ok(port) => port,
         Err(message) => return text(StatusCode::BAD_REQUEST, message),
     };
+    if let Some(refusal) = rule.refusal(port) {
+        reporter.audit(&format!("forward refused ({refusal}) {}", who.audited()));
+        return text(StatusCode::FORBIDDEN, refusal);
+    }
     let upstream = match crate::local::connect(port).await {
         Ok(stream) => stream,
         Err(message) => return text(StatusCode::BAD_GATEWAY, message),

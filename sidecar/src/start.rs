@@ -88,13 +88,14 @@ pub async fn start_gateway(args: GatewayArgs) -> Result<Running, StartError> {
     let metrics = Metrics::new();
     let reporter = Reporter::new(&args.audit_dir, metrics.clone());
     let cert = GatewayCert::generate("hatchway-gateway").map_err(|e| StartError::Crypto(e.to_string()))?;
-    let ssh = SshServer::new(
+    let mut ssh = SshServer::new(
         args.spawn_socket.clone(),
         args.sftp_command.clone(),
         reporter.clone(),
         crate::ssh::recording::Recordings::new(&args.audit_dir, args.record_shells, args.record_max_bytes),
     )
     .map_err(|e| StartError::Crypto(e.to_string()))?;
+    ssh.forward = args.forward();
     let timeout = Duration::from_millis(args.header_timeout_ms.max(1));
     let limits = Limits {
         max_connections: args.max_connections,

@@ -537,6 +537,45 @@ async fn port_forward_to_a_closed_port_says_so() {
     assert!(body_text(response).await.contains("Upgrade: tcp"));
 }
 
+#[tokio::test]
+async fn port_forward_reaches_only_the_ports_the_containers_rule_allows() {
+    // Both ports listen: a refusal is the rule's, not a closed port.
+    let allowed = hashing_server().await;
+    let refused = hashing_server().await;
+    let gw = TestSidecar::start_with(UID, |a| {
+        a.forward_ports = allowed.to_string().parse().unwrap();
+        a.forward_rule = format!("spec.portForward.ports allows {allowed}");
+    })
+    .await;
+    let upgrade = |conn: &mut GatewayConn, port: u16| {
+        conn.request("POST", &format!("/portforward?port={port}"), ProofMode::Valid)
+            .header("connection", "upgrade")
+            .header("upgrade", "tcp")
+            .header(wire::REQUEST_USER, "alice")
+            .body(empty())
+            .unwrap()
+    };
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    let request = upgrade(&mut conn, refused);
+    let response = conn.send_checked(request).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        body_text(response).await,
+        format!("port {refused} is not forwardable: spec.portForward.ports allows {allowed}\n")
+    );
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    let request = upgrade(&mut conn, allowed);
+    let response = conn.send_checked(request).await;
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let trail = std::fs::read_to_string(gw.audit_dir().join("gateway.txt")).unwrap();
+    assert!(
+        trail.contains(&format!(
+            "forward refused (port {refused} is not forwardable: spec.portForward.ports allows {allowed}) user=\"alice\""
+        )),
+        "{trail}"
+    );
+}
+
 /// A small web app: echoes the request's Host and headers, and on
 /// `Upgrade: websocket` switches protocols and echoes bytes.
 async fn start_web_app() -> u16 {

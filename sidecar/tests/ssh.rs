@@ -56,10 +56,22 @@ impl Rig {
 
     /// A rig whose `sftp` subsystem runs `sftp_command`.
     async fn start_with_sftp(query: &'static str, sftp_command: Vec<String>) -> Self {
-        let gw = TestSidecar::start_with(UID, |a| a.sftp_command = sftp_command)
-            .await
-            .with_shim_running("sleep 3600")
-            .await;
+        Self::start_with(query, |a| a.sftp_command = sftp_command).await
+    }
+
+    /// A rig whose gateway's settings `tweak` changes (our SFTP server
+    /// unless it says otherwise).
+    async fn start_with(
+        query: &'static str,
+        tweak: impl FnOnce(&mut hatchway_sidecar::args::GatewayArgs),
+    ) -> Self {
+        let gw = TestSidecar::start_with(UID, |a| {
+            a.sftp_command = our_sftp_server();
+            tweak(a);
+        })
+        .await
+        .with_shim_running("sleep 3600")
+        .await;
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -153,10 +165,38 @@ async fn openssh_passes_environment_variables() {
 }
 
 #[tokio::test]
-async fn openssh_forwards_to_ports_inside_the_pod() {
-    let rig = Rig::start("").await;
+async fn openssh_forwards_to_ports_inside_the_pod_that_the_rule_allows() {
     let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = echo.local_addr().unwrap().port();
+    // Listening too: refused by the rule, not for being closed.
+    let other = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = other.local_addr().unwrap().port();
+    let rig = Rig::start_with("", |a| {
+        a.forward_ports = port.to_string().parse().unwrap();
+        a.forward_rule = format!("spec.portForward.ports allows {port}");
+    })
+    .await;
+    let out = Command::new("ssh")
+        .args(rig.ssh_args())
+        .args(["-W", &format!("127.0.0.1:{refused}"), "tester@127.0.0.1"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    // (Quiet, ssh says only this; with -v, "administratively prohibited".)
+    assert!(
+        text(&out.stderr).contains("stdio forwarding failed"),
+        "{}",
+        text(&out.stderr)
+    );
+    let trail = std::fs::read_to_string(rig.gw.audit_dir().join("gateway.txt")).unwrap();
+    assert!(
+        trail.contains(&format!(
+            "forward refused (port {refused} is not forwardable: spec.portForward.ports allows {port}) user=\"tester\""
+        )),
+        "{trail}"
+    );
     tokio::spawn(async move {
         let (mut s, _) = echo.accept().await.unwrap();
         let mut buf = vec![0u8; 64];

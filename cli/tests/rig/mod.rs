@@ -28,6 +28,11 @@ pub struct Rig {
 /// and "bob" may not, and a running Container "job" with a real gateway
 /// and shim.
 pub async fn rig() -> Rig {
+    rig_with(|_| {}).await
+}
+
+/// [`rig`] with the gateway's settings changed by `tweak`.
+pub async fn rig_with(tweak: impl FnOnce(&mut hatchway_sidecar::args::GatewayArgs)) -> Rig {
     let cluster = MemoryCluster::new();
     let auth = StaticAuth::new();
     auth.user("alice-token", "alice");
@@ -38,10 +43,13 @@ pub async fn rig() -> Rig {
     let router = TestRouter::start(cluster.clone(), auth.clone()).await;
     let c = container(NS, "job");
     let uid = c.metadata.uid.clone().unwrap();
-    let sidecar = TestSidecar::start_with(&uid, |args| args.record_shells = true)
-        .await
-        .with_shim()
-        .await;
+    let sidecar = TestSidecar::start_with(&uid, |args| {
+        args.record_shells = true;
+        tweak(args);
+    })
+    .await
+    .with_shim()
+    .await;
     cluster.insert(c);
     let host_key = sidecar.running.gateway.ssh.host_key_openssh();
     let dir = tempfile::tempdir().unwrap();

@@ -323,6 +323,18 @@ impl User {
         command
     }
 
+    /// `program` (ssh, scp, sftp) as this user through the `config-ssh`
+    /// block written to `ssh_config`, never prompting.
+    pub fn ssh_command(&self, program: &str, ssh_config: &std::path::Path) -> Command {
+        let mut command = self.command(program);
+        command
+            .env("HATCHWAY_TOKEN", &self.token)
+            .arg("-F")
+            .arg(ssh_config)
+            .args(["-o", "BatchMode=yes"]);
+        command
+    }
+
     /// `kubectl-hatch ARGS` as this user.
     pub fn hatch(&self, args: &[&str]) -> Result<Command> {
         let mut command = self.command(hatch_binary()?);

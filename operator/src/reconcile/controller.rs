@@ -47,6 +47,20 @@ const ERROR_BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
 /// 30 s by default, and a margin); after that it is retried.
 const POD_GONE_WAIT: Duration = Duration::from_secs(45);
 
+/// How often the sidecars no tunnel reports for are asked for their
+/// listening ports (with the sidecar's 2 s scan: a new port is in the
+/// status within about 5 s).
+const PORTS_EVERY: Duration = Duration::from_secs(3);
+
+/// Aborts its task when dropped (the leader's helpers end with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What the reconciler needs.
 #[derive(Clone, Debug)]
 pub struct ReconcileSettings {
@@ -130,11 +144,19 @@ pub async fn run(
         metrics,
     });
     let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=hatchway-operator");
-    Controller::new(Api::<Container>::all(client.clone()), watcher::Config::default())
+    let controller = Controller::new(Api::<Container>::all(client.clone()), watcher::Config::default())
         // Pods only: watching Secrets would need `list`/`watch` on every
         // Secret in the cluster; a missing key Secret is recreated on the
         // next reconcile of its Container.
-        .owns(Api::<Pod>::all(client), children)
+        .owns(Api::<Pod>::all(client.clone()), children);
+    // Ports no tunnel reports, from the same store (ports.rs).
+    let _ports = AbortOnDrop(tokio::spawn(super::ports::run(
+        client,
+        controller.store(),
+        PORTS_EVERY,
+        shutdown.clone(),
+    )));
+    controller
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -390,7 +412,16 @@ where
 /// port; `None` when it does not answer in time.
 async fn fetch_readyz(pod: &Pod) -> Option<Readyz> {
     let ip = pod.status.as_ref()?.pod_ip.clone()?;
-    let host = if ip.contains(':') { format!("[{ip}]") } else { ip };
+    fetch_readyz_at(&ip).await
+}
+
+/// The `/readyz` of the sidecar at pod IP `ip`.
+pub(super) async fn fetch_readyz_at(ip: &str) -> Option<Readyz> {
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_owned()
+    };
     let fetch = async {
         let tcp = tokio::net::TcpStream::connect(format!("{host}:{HEALTH_PORT}"))
             .await

@@ -12,5 +12,8 @@ pub mod metrics;
 pub mod plan;
 /// The Pod, Secret and NetworkPolicy a Container becomes (pure).
 pub mod pod;
+/// Listening ports of Containers no tunnel reports for, from their
+/// sidecars' `/readyz`.
+pub mod ports;
 /// The status a Container should have, from its pod (pure).
 pub mod status;

@@ -25,6 +25,7 @@ use hatchway_api::pod::{
     self, AUDIT_DIR, BIN_DIR, GATEWAY_PORT, HEALTH_PORT, LOG_DIR, SECRET_DIR, SHIM_PATH, SIDECAR_CONTAINER,
     SIDECAR_UID, WORKLOAD_CONTAINER, secret_key,
 };
+use hatchway_api::ports::{ForwardDefault, ForwardRule};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container as K8sContainer, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Pod,
@@ -64,6 +65,8 @@ pub struct PodSettings {
     /// Terminals recorded, unless the Container says otherwise
     /// (`spec.recordShell`).
     pub record_shells: bool,
+    /// Which ports Containers that do not say may forward.
+    pub port_forward_default: ForwardDefault,
     /// A NetworkPolicy per pod that keeps its gateway to the router (none:
     /// the cluster's own policies only).
     pub gateway_policy: Option<GatewayPolicy>,
@@ -311,12 +314,25 @@ fn ready_probe(period: i32, failures: i32) -> Probe {
     }
 }
 
+/// The ports the Container's gateway lets be forwarded (api/src/ports.rs).
+pub fn forward_rule(container: &Container, default: ForwardDefault) -> ForwardRule {
+    let published: Vec<u16> = container
+        .spec
+        .published_ports
+        .iter()
+        .filter_map(|p| u16::try_from(p.port).ok())
+        .collect();
+    let declared = container.spec.port_forward.as_ref().map(|f| f.ports.as_slice());
+    ForwardRule::decide(declared, &published, default)
+}
+
 fn sidecar(container: &Container, settings: &PodSettings) -> Result<K8sContainer, PodError> {
     let uid = container
         .metadata
         .uid
         .as_deref()
         .ok_or(PodError::Missing("uid"))?;
+    let forward = forward_rule(container, settings.port_forward_default);
     Ok(K8sContainer {
         name: SIDECAR_CONTAINER.to_owned(),
         image: Some(settings.sidecar_image.clone()),
@@ -342,6 +358,8 @@ fn sidecar(container: &Container, settings: &PodSettings) -> Result<K8sContainer
                     .unwrap_or(settings.record_shells)
                     .to_string(),
             ),
+            env(pod::env::FORWARD_PORTS, forward.ports.to_string()),
+            env(pod::env::FORWARD_RULE, forward.why),
         ]),
         // A native sidecar: started before the workload, kept running
         // beside it, stopped after it.
@@ -509,6 +527,7 @@ mod tests {
             shell_enabled: true,
             resume_grace_seconds: 600,
             record_shells: true,
+            port_forward_default: ForwardDefault::Any,
             gateway_policy: None,
         }
     }
@@ -552,6 +571,42 @@ mod tests {
         assert_eq!(record(&off, true).as_deref(), Some("false"));
         let on = container(|spec| spec.record_shell = Some(true));
         assert_eq!(record(&on, false).as_deref(), Some("true"));
+    }
+
+    #[test]
+    fn the_forwarding_rule_is_in_the_sidecars_environment() {
+        let forward = |c: &Container, default: ForwardDefault| {
+            let settings = PodSettings {
+                port_forward_default: default,
+                ..settings()
+            };
+            let pod = super::pod(c, &settings, "job-1-secret").unwrap();
+            let env = pod.spec.unwrap().init_containers.unwrap().remove(0).env.unwrap();
+            let value = |name: &str| env.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+            (
+                value(pod::env::FORWARD_PORTS).unwrap(),
+                value(pod::env::FORWARD_RULE).unwrap(),
+            )
+        };
+        assert_eq!(forward(&container(|_| {}), ForwardDefault::Any).0, "any");
+        let declared = container(|spec| {
+            spec.port_forward = Some(hatchway_api::crd::PortForward {
+                ports: vec!["5432".into(), "9000-9010".into()],
+            });
+        });
+        assert_eq!(
+            forward(&declared, ForwardDefault::Declared),
+            (
+                "5432,9000-9010".to_owned(),
+                "spec.portForward.ports allows 5432,9000-9010".to_owned()
+            )
+        );
+        let (ports, why) = forward(&declared, ForwardDefault::Published);
+        assert_eq!(ports, "none");
+        assert!(
+            why.starts_with("the cluster allows published ports only"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -461,6 +461,7 @@ mod tests {
             certificate_sha256: "ab".into(),
             host_key: "ssh-ed25519 AAA".into(),
             host_key_fingerprint: "SHA256:x".into(),
+            listening_ports: None,
         };
         let now = Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap());
         let observed = Observed {

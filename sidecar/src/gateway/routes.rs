@@ -137,7 +137,14 @@ async fn port_forward(
     if resumable::is_resume(req.headers()) {
         return resume(&gateway, Kind::Portforward, who, req).await;
     }
-    crate::portforward::serve(req, gateway.reporter.clone(), &gateway.resumable, who).await
+    crate::portforward::serve(
+        req,
+        gateway.reporter.clone(),
+        &gateway.resumable,
+        &gateway.ssh.forward,
+        who,
+    )
+    .await
 }
 
 /// A resume (`Hatchway-Session-Id`, `-Secret`, `-Offset`) on the route of

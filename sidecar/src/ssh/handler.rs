@@ -202,6 +202,17 @@ impl russh::server::Handler for Connection {
                 return Ok(());
             }
         };
+        // The Container's forwarding rule (api/src/ports.rs). SSH has no
+        // room for the reason (the client says "administratively
+        // prohibited"): the audit trail has it.
+        if let Some(refusal) = self.server.forward.refusal(port) {
+            self.server.reporter.audit(&format!(
+                "forward refused ({refusal}) {}",
+                self.params.who.audited()
+            ));
+            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        }
         let upstream = match crate::local::connect(port).await {
             Ok(stream) => stream,
             Err(message) => {

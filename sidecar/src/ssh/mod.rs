@@ -57,6 +57,9 @@ pub struct SshServer {
     pub terminals: Arc<terminal::Terminals>,
     /// Where ptys are recorded, if they are.
     pub recordings: recording::Recordings,
+    /// Which ports `direct-tcpip` (and the gateway's `/portforward`) may
+    /// reach: one rule for both (api/src/ports.rs).
+    pub forward: hatchway_api::ports::ForwardRule,
 }
 
 /// Why the SSH server could not be set up.
@@ -84,6 +87,7 @@ impl SshServer {
             reporter,
             terminals: Default::default(),
             recordings,
+            forward: hatchway_api::ports::ForwardRule::any(),
         })
     }
 
