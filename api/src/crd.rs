@@ -203,6 +203,12 @@ pub struct PortForward {
         inner(length(max = 11), regex(pattern = r"^(any|[0-9]{1,5}(-[0-9]{1,5})?)$"))
     )]
     pub ports: Vec<String>,
+
+    /// Let `ssh -R` listen in the pod (off by default: whatever shares the
+    /// pod's network could connect). Loopback only, ports from 1024, 8
+    /// listeners per SSH connection.
+    #[serde(default)]
+    pub reverse: bool,
 }
 
 /// A port inside the container published as a web app.

@@ -12,6 +12,8 @@
 pub mod control;
 /// The `Container` custom resource: spec, status and the generated CRD.
 pub mod crd;
+/// UDP datagrams over a port-forward's stream, length-prefixed.
+pub mod datagrams;
 /// Length-prefixed frames: a half-close through proxies that drop one.
 pub mod frames;
 /// What a hop does to HTTP headers: hop-by-hop and `X-Hatchway-*`

@@ -71,6 +71,9 @@ pub mod env {
     pub const FORWARD_PORTS: &str = "HATCHWAY_FORWARD_PORTS";
     /// Why those ports, for refusals (`spec.portForward.ports allows …`).
     pub const FORWARD_RULE: &str = "HATCHWAY_FORWARD_RULE";
+    /// `true`: `ssh -R` may listen in the pod (the Container's
+    /// `spec.portForward.reverse`).
+    pub const REVERSE_FORWARD: &str = "HATCHWAY_REVERSE_FORWARD";
 }
 
 /// Keys of the per-Container Secret (files in [`SECRET_DIR`]).

@@ -65,6 +65,9 @@ pub const UPGRADE_TCP: &str = "tcp";
 /// (the Kubernetes API server's): what the CLI asks for through the
 /// aggregated API.
 pub const UPGRADE_TCP_FRAMED: &str = "hatchway-tcp-frames";
+/// A UDP port-forward: one flow of datagrams ([`crate::datagrams`]) to
+/// the port, from a socket in the pod `connect`ed to it.
+pub const UPGRADE_UDP: &str = "hatchway-udp";
 /// `Upgrade:` value of a sidecar's tunnel to the router.
 pub const UPGRADE_TUNNEL: &str = "hatchway-tunnel";
 

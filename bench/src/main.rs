@@ -14,6 +14,7 @@ mod sessions;
 mod stats;
 mod tools;
 mod tunnels;
+mod udp;
 
 use std::path::PathBuf;
 
@@ -44,7 +45,8 @@ enum Cmd {
         /// Tunnels for the memory and scale cases.
         #[arg(long, default_value_t = 1000)]
         tunnels: usize,
-        /// Only these cases (bulk, connect, echo, http, tunnels).
+        /// Only these cases (bulk, connect, echo, http, sessions, udp,
+        /// tunnels).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
@@ -109,6 +111,9 @@ fn main() -> Result<()> {
             }
             if wanted("sessions") {
                 rows.extend(sessions::time_to_resume(&mut rig, &runtime, 20)?);
+            }
+            if wanted("udp") {
+                rows.extend(udp::udp(&rig, repeats, seconds)?);
             }
             if wanted("tunnels") {
                 rows.extend(runtime.block_on(tunnels::memory_and_scale(tunnels, 200))?);

@@ -45,6 +45,8 @@ pub mod shell;
 pub mod ssh_config;
 /// The table `get` prints.
 pub mod table;
+/// `port-forward NAME PORT/udp`: datagram flows per local client.
+pub mod udp_forward;
 
 use std::io::Write;
 use std::path::PathBuf;

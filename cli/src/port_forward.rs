@@ -38,6 +38,8 @@ pub struct Mapping {
     /// 0: any free port.
     pub local: u16,
     pub remote: u16,
+    /// UDP (`PORT/udp`): datagrams, one flow per local client address.
+    pub udp: bool,
 }
 
 impl std::str::FromStr for Mapping {
@@ -55,12 +57,14 @@ impl std::str::FromStr for Mapping {
             Some((local, remote)) => Ok(Mapping {
                 local: if local.is_empty() { 0 } else { port(local, true)? },
                 remote: port(remote, false)?,
+                udp: false,
             }),
             None => {
                 let remote = port(s, false)?;
                 Ok(Mapping {
                     local: remote,
                     remote,
+                    udp: false,
                 })
             }
         }
@@ -86,7 +90,24 @@ impl IntoIterator for Mappings {
 impl std::str::FromStr for Mappings {
     type Err = String;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (s, udp) = match text.rsplit_once('/') {
+            Some((ports, "udp")) => (ports, true),
+            Some((ports, "tcp")) => (ports, false),
+            Some(_) => return Err(format!("{text:?}: the protocol is /tcp or /udp")),
+            None => (text, false),
+        };
+        let mut mappings = Self::parse_ports(s)?;
+        for mapping in &mut mappings.0 {
+            mapping.udp = udp;
+        }
+        Ok(mappings)
+    }
+}
+
+impl Mappings {
+    /// `[LOCAL:]REMOTE` or a range of them, without a protocol.
+    fn parse_ports(s: &str) -> Result<Self, String> {
         if !s.contains('-') {
             return Ok(Mappings(vec![s.parse()?]));
         }
@@ -114,6 +135,7 @@ impl std::str::FromStr for Mappings {
                 .map(|i| Mapping {
                     local: local.0 + i,
                     remote: remote.0 + i,
+                    udp: false,
                 })
                 .collect(),
         ))
@@ -221,7 +243,13 @@ pub async fn run(endpoint: Endpoint, forward: Forward) -> anyhow::Result<RouterE
         let mut port = mapping.local;
         let mut listening = 0;
         for address in &forward.addresses {
-            let listener = match TcpListener::bind(SocketAddr::new(*address, port)).await {
+            let at = SocketAddr::new(*address, port);
+            let bound = if mapping.udp {
+                tokio::net::UdpSocket::bind(at).await.map(Listener::Udp)
+            } else {
+                TcpListener::bind(at).await.map(Listener::Tcp)
+            };
+            let listener = match bound {
                 Ok(listener) => listener,
                 Err(e) if address.is_ipv6() && address.is_loopback() && forward.addresses.len() > 1 => {
                     eprintln!("kubectl-hatch: not listening on [{address}]:{port}: {e}");
@@ -234,12 +262,59 @@ pub async fn run(endpoint: Endpoint, forward: Forward) -> anyhow::Result<RouterE
             listening += 1;
             // Whoever started us may stop reading (a script that took the
             // first line): forwarding goes on, unlike after println!'s panic.
-            let _ = writeln!(std::io::stdout(), "Forwarding from {local} -> {}", mapping.remote);
-            tokio::spawn(accept(state.clone(), listener, mapping.remote));
+            let shown = if mapping.udp {
+                format!("{}/udp", mapping.remote)
+            } else {
+                mapping.remote.to_string()
+            };
+            let _ = writeln!(std::io::stdout(), "Forwarding from {local} -> {shown}");
+            match listener {
+                Listener::Tcp(listener) => {
+                    tokio::spawn(accept(state.clone(), listener, mapping.remote));
+                }
+                Listener::Udp(socket) => {
+                    let path = state.path(mapping.remote);
+                    tokio::spawn(crate::udp_forward::serve(
+                        state.endpoint.clone(),
+                        path,
+                        socket,
+                        mapping.remote,
+                        state.fatal.clone(),
+                    ));
+                }
+            }
         }
         anyhow::ensure!(listening > 0, "no address to listen on for {}", mapping.remote);
     }
     Ok(fatal_rx.recv().await.expect("the state holds a sender"))
+}
+
+/// A bound local port.
+enum Listener {
+    Tcp(TcpListener),
+    Udp(tokio::net::UdpSocket),
+}
+
+impl Listener {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Listener::Tcp(listener) => listener.local_addr(),
+            Listener::Udp(socket) => socket.local_addr(),
+        }
+    }
+}
+
+impl State {
+    /// The user API path of a port-forward to `remote`.
+    fn path(&self, remote: u16) -> String {
+        let port = remote.to_string();
+        self.endpoint.path(
+            &self.namespace,
+            &self.name,
+            wire::ACTION_PORTFORWARD,
+            &[(wire::PARAM_PORT, Some(&port))],
+        )
+    }
 }
 
 async fn accept(state: Arc<State>, listener: TcpListener, remote: u16) {
@@ -262,13 +337,7 @@ async fn accept(state: Arc<State>, listener: TcpListener, remote: u16) {
 /// router is away), then carry it as a resumable session until both sides
 /// are done.
 async fn serve(state: Arc<State>, mut local: TcpStream, remote: u16) {
-    let port = remote.to_string();
-    let path = state.endpoint.path(
-        &state.namespace,
-        &state.name,
-        wire::ACTION_PORTFORWARD,
-        &[(wire::PARAM_PORT, Some(&port))],
-    );
+    let path = state.path(remote);
     // Through the API server the stream goes in frames: its proxy ends the
     // connection at the first half-close, frames carry one through.
     let framed = matches!(state.endpoint, Endpoint::Aggregated(_));
@@ -355,23 +424,58 @@ mod tests {
     #[test]
     fn ranges_and_addresses_parse() {
         let m: Mappings = "8000-8002".parse().unwrap();
-        assert_eq!(m.0, [8000, 8001, 8002].map(|p| Mapping { local: p, remote: p }));
+        assert_eq!(
+            m.0,
+            [8000, 8001, 8002].map(|p| Mapping {
+                local: p,
+                remote: p,
+                udp: false
+            })
+        );
         let m: Mappings = "9000-9001:8000-8001".parse().unwrap();
         assert_eq!(
             m.0,
             [
                 Mapping {
                     local: 9000,
-                    remote: 8000
+                    remote: 8000,
+                    udp: false
                 },
                 Mapping {
                     local: 9001,
-                    remote: 8001
+                    remote: 8001,
+                    udp: false
                 }
             ]
         );
         let single: Mappings = ":80".parse().unwrap();
-        assert_eq!(single.0, [Mapping { local: 0, remote: 80 }]);
+        assert_eq!(
+            single.0,
+            [Mapping {
+                local: 0,
+                remote: 80,
+                udp: false
+            }]
+        );
+        let dns: Mappings = "5353/udp".parse().unwrap();
+        assert_eq!(
+            dns.0,
+            [Mapping {
+                local: 5353,
+                remote: 5353,
+                udp: true
+            }]
+        );
+        let range: Mappings = "7000-7001/udp".parse().unwrap();
+        assert!(range.0.len() == 2 && range.0.iter().all(|m| m.udp));
+        let tcp: Mappings = "80/tcp".parse().unwrap();
+        assert!(!tcp.0[0].udp);
+        assert!(
+            "80/sctp"
+                .parse::<Mappings>()
+                .unwrap_err()
+                .contains("/tcp or /udp")
+        );
         for bad in ["8010-8000", "0-5", "1-2000", "9000-9002:8000-8001", "80-x", "-80"] {
             assert!(bad.parse::<Mappings>().is_err(), "{bad}");
         }
@@ -393,18 +497,34 @@ mod tests {
             "8080".parse(),
             Ok(Mapping {
                 local: 8080,
-                remote: 8080
+                remote: 8080,
+                udp: false
             })
         );
         assert_eq!(
             "9000:80".parse(),
             Ok(Mapping {
                 local: 9000,
-                remote: 80
+                remote: 80,
+                udp: false
             })
         );
-        assert_eq!(":80".parse(), Ok(Mapping { local: 0, remote: 80 }));
-        assert_eq!("0:80".parse(), Ok(Mapping { local: 0, remote: 80 }));
+        assert_eq!(
+            ":80".parse(),
+            Ok(Mapping {
+                local: 0,
+                remote: 80,
+                udp: false
+            })
+        );
+        assert_eq!(
+            "0:80".parse(),
+            Ok(Mapping {
+                local: 0,
+                remote: 80,
+                udp: false
+            })
+        );
         assert!("80:0".parse::<Mapping>().is_err());
         assert!("http".parse::<Mapping>().is_err());
         assert!("1:2:3".parse::<Mapping>().is_err());

@@ -63,3 +63,66 @@ async fn port_forward_reaches_the_allowed_port_and_exits_2_naming_the_rule_for_a
         "{said}"
     );
 }
+
+/// A UDP server that answers each datagram with `to PORT: ` and the
+/// datagram, PORT being the sender's (so each client sees its own flow).
+async fn udp_echo() -> u16 {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let mut answer = format!("to {}: ", from.port()).into_bytes();
+            answer.extend_from_slice(&buf[..n]);
+            let _ = socket.send_to(&answer, from).await;
+        }
+    });
+    port
+}
+
+/// `port-forward job :PORT/udp` as alice: the child and its local address.
+async fn udp_forward(rig: &Rig, port: u16) -> (tokio::process::Child, std::net::SocketAddr) {
+    let stdout = rig.dir.path().join(format!("udp-{port}.out"));
+    let mut hatch = rig.hatch();
+    hatch
+        .args(["port-forward", "job", &format!(":{port}/udp")])
+        .args(rig.connection("alice-token"))
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::process::Stdio::null());
+    let child = hatch.spawn().unwrap();
+    let printed = wait_for_text(&stdout, "Forwarding from").await;
+    assert!(printed.contains(&format!("-> {port}/udp")), "{printed}");
+    let local = printed
+        .split_whitespace()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {printed:?}"));
+    (child, local)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_forward_gives_each_local_client_its_own_flow() {
+    let echo = udp_echo().await;
+    let rig = rig().await;
+    let (_forward, local) = udp_forward(&rig, echo).await;
+    // Two local clients; each gets its own answers, datagrams whole.
+    let a = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let b = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut answers = Vec::new();
+    for (socket, text) in [(&a, "from a"), (&b, "from b"), (&a, "again a")] {
+        socket.send_to(text.as_bytes(), local).await.unwrap();
+        let mut buf = [0u8; 256];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(20), socket.recv_from(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert_eq!(from, local);
+        let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(answer.ends_with(&format!(": {text}")), "{answer}");
+        answers.push(answer);
+    }
+    // In the pod, a's two datagrams came from one socket, b's from another.
+    let port = |answer: &str| answer.split(':').next().unwrap().to_owned();
+    assert_eq!(port(&answers[0]), port(&answers[2]), "{answers:?}");
+    assert_ne!(port(&answers[0]), port(&answers[1]), "{answers:?}");
+}

@@ -15,9 +15,10 @@ use common::release::*;
 use hatchway_e2e::{TestNamespace, wait_until};
 use serde_json::{Value, json};
 
-/// Echo on 7070 at once; on 7071 once /tmp/go exists (the "new port").
-const SCRIPT: &str =
-    "nc -ll -p 7070 -e cat & while [ ! -e /tmp/go ]; do sleep 0.2; done; exec nc -ll -p 7071 -e cat";
+/// Echo on 7070 at once; on 7071 once /tmp/go exists (the "new port");
+/// UDP echo on 7073.
+const SCRIPT: &str = "udp-echo 7073 & nc -ll -p 7070 -e cat & while [ ! -e /tmp/go ]; do sleep 0.2; done; \
+                      exec nc -ll -p 7071 -e cat";
 
 fn listening(c: &Value) -> Vec<u64> {
     c["status"]["listeningPorts"]
@@ -28,9 +29,10 @@ fn listening(c: &Value) -> Vec<u64> {
         .collect()
 }
 
-/// `port-forward NAME :PORT` as `user`: the child and the local address.
-fn forward(user: &User, port: u16) -> Result<(std::process::Child, std::net::SocketAddr)> {
-    let out = user.dir.path().join(format!("pf-{port}.out"));
+/// `port-forward NAME :PORT` as `user` (`PORT` may end in `/udp`): the
+/// child and the local address.
+fn forward(user: &User, port: &str) -> Result<(std::process::Child, std::net::SocketAddr)> {
+    let out = user.dir.path().join(format!("pf-{}.out", port.replace('/', "-")));
     let mut pf = user.hatch(&["port-forward", "ports", &format!(":{port}")])?;
     pf.stdout(std::fs::File::create(&out)?).stderr(Stdio::piped());
     let child = pf.spawn()?;
@@ -46,7 +48,7 @@ fn ports_in_every_mode(prefix: &str, values: &[&str]) -> Result<()> {
     let release = Release::install(prefix, &users, values)?;
     let alice = User::new(&users, &release, "alice", Some("edit"))?;
     let mut spec: Value = serde_json::from_str(&container("ports", SCRIPT, json!([])))?;
-    spec["spec"]["portForward"] = json!({"ports": ["7070"]});
+    spec["spec"]["portForward"] = json!({"ports": ["7070", "7073"]});
     users.apply(&spec.to_string())?;
     wait_phase(&users, "ports", "Running")?;
     alice.wait_rights("ports")?;
@@ -78,7 +80,7 @@ fn ports_in_every_mode(prefix: &str, values: &[&str]) -> Result<()> {
     );
 
     // The rule: 7070 relays, 7071 (listening) is refused in its words.
-    let (mut pf, local) = forward(&alice, 7070)?;
+    let (mut pf, local) = forward(&alice, "7070")?;
     let mut conn = std::net::TcpStream::connect(local)?;
     conn.set_read_timeout(Some(WAIT))?;
     conn.write_all(b"ping\n")?;
@@ -87,16 +89,30 @@ fn ports_in_every_mode(prefix: &str, values: &[&str]) -> Result<()> {
     ensure!(&back == b"ping\n", "echo: {back:?}");
     let _ = pf.kill();
     let _ = pf.wait();
-    let (pf, local) = forward(&alice, 7071)?;
+    let (pf, local) = forward(&alice, "7071")?;
     let _conn = std::net::TcpStream::connect(local)?;
     let out = pf.wait_with_output()?;
     ensure!(
         out.status.code() == Some(2)
             && String::from_utf8_lossy(&out.stderr)
-                .contains("port 7071 is not forwardable: spec.portForward.ports allows 7070"),
+                .contains("port 7071 is not forwardable: spec.portForward.ports allows 7070,7073"),
         "port-forward to 7071: {}",
         show(&out)
     );
+    // UDP: datagrams to the pod's echo and back, through the same route.
+    let (mut udp, local) = forward(&alice, "7073/udp")?;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let echoed = wait_until("a datagram back through the UDP forward", WAIT, POLL, || {
+        // UDP may lose one while the flow starts: ask again until answered.
+        socket.send_to(b"dig hatchway", local)?;
+        let mut buf = [0u8; 64];
+        Ok(socket.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec()))
+    })?;
+    let _ = udp.kill();
+    let _ = udp.wait();
+    ensure!(echoed == b"dig hatchway", "the UDP echo: {echoed:?}");
+
     // The audit trail has the refusal and who asked.
     let out = alice.run(&["logs", "ports", "gateway.txt"])?;
     ensure!(

@@ -167,6 +167,11 @@ pub struct GatewayArgs {
     /// Why those ports, for refusals (`spec.portForward.ports allows …`).
     #[arg(long, env = pod::env::FORWARD_RULE, default_value = "")]
     pub forward_rule: String,
+
+    /// Let `ssh -R` open listeners (loopback, ports from 1024, 8 per
+    /// connection) in the pod's network namespace.
+    #[arg(long, env = pod::env::REVERSE_FORWARD, default_value_t = false, action = clap::ArgAction::Set)]
+    pub reverse_forward: bool,
 }
 
 /// The spawn socket name [`GatewayArgs::local`] uses for `dir`: unique per
@@ -239,6 +244,7 @@ impl GatewayArgs {
             record_max_bytes: 64 << 20,
             forward_ports: hatchway_api::ports::PortSet::Any,
             forward_rule: String::new(),
+            reverse_forward: false,
         }
     }
 

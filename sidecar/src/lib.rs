@@ -47,6 +47,8 @@ pub mod start;
 pub mod tls;
 /// The tunnel dialer.
 pub mod tunnel;
+/// UDP port-forwards: datagrams over the upgraded stream.
+pub mod udp;
 /// Read-only WebDAV of the logs.
 pub mod webdav;
 /// Reports the workload's exit code.

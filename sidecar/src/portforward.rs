@@ -34,10 +34,16 @@ pub async fn serve(
     rule: &hatchway_api::ports::ForwardRule,
     who: Who,
 ) -> Response<Body> {
+    if hatchway_api::headers::upgrade_is(req.headers(), hatchway_api::wire::UPGRADE_UDP) {
+        return match port_param(req.uri().query()) {
+            Ok(port) => crate::udp::serve(req, port, reporter, rule, who).await,
+            Err(message) => text(StatusCode::BAD_REQUEST, message),
+        };
+    }
     if !hatchway_api::headers::upgrade_is(req.headers(), hatchway_api::wire::UPGRADE_TCP) {
         return text(
             StatusCode::BAD_REQUEST,
-            "port-forward needs `Connection: upgrade` and `Upgrade: tcp`",
+            "port-forward needs `Connection: upgrade` and `Upgrade: tcp` (or `hatchway-udp`)",
         );
     }
     let port = match port_param(req.uri().query()) {

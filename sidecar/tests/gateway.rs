@@ -537,24 +537,97 @@ async fn port_forward_to_a_closed_port_says_so() {
     assert!(body_text(response).await.contains("Upgrade: tcp"));
 }
 
+/// A gateway whose rule allows only `allowed`, as the operator would
+/// write it for `spec.portForward.ports: [allowed]`.
+async fn allowing_only(allowed: u16) -> TestSidecar {
+    TestSidecar::start_with(UID, |a| {
+        a.forward_ports = allowed.to_string().parse().unwrap();
+        a.forward_rule = format!("spec.portForward.ports allows {allowed}");
+    })
+    .await
+}
+
+/// alice's `POST /portforward?port=PORT` with `Upgrade: PROTOCOL`.
+fn forward_request(conn: &mut GatewayConn, port: u16, protocol: &str) -> http::Request<Full<Bytes>> {
+    conn.request("POST", &format!("/portforward?port={port}"), ProofMode::Valid)
+        .header("connection", "upgrade")
+        .header("upgrade", protocol)
+        .header(wire::REQUEST_USER, "alice")
+        .body(empty())
+        .unwrap()
+}
+
+/// A UDP echo server on 127.0.0.1: its port.
+async fn udp_echo() -> u16 {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(&buf[..n], from).await;
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_udp_port_forward_carries_datagrams_whole_and_obeys_the_rule() {
+    let echo = udp_echo().await;
+    let refused = udp_echo().await;
+    let gw = allowing_only(echo).await;
+    let upgrade = |conn: &mut GatewayConn, port: u16| forward_request(conn, port, wire::UPGRADE_UDP);
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    let request = upgrade(&mut conn, refused);
+    let response = conn.send_checked(request).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(
+        body_text(response)
+            .await
+            .starts_with(&format!("port {refused} is not forwardable"))
+    );
+
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    let request = upgrade(&mut conn, echo);
+    let response = conn.send_checked(request).await;
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(response.headers()["upgrade"], wire::UPGRADE_UDP);
+    let mut stream = hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.unwrap());
+    // Boundaries kept: an empty datagram, a small one, a 60 000-byte one.
+    let sent: Vec<Vec<u8>> = vec![Vec::new(), b"dig example".to_vec(), vec![9u8; 60_000]];
+    for datagram in &sent {
+        hatchway_api::datagrams::write(&mut stream, datagram)
+            .await
+            .unwrap();
+        let mut back = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            hatchway_api::datagrams::read(&mut stream, &mut back),
+        )
+        .await
+        .expect("the echo in time")
+        .unwrap();
+        assert!(read);
+        assert_eq!(&back, datagram);
+    }
+    drop(stream);
+    let trail = gw.audit_dir().join("gateway.txt");
+    eventually("the UDP flow's end in gateway.txt", || async {
+        std::fs::read_to_string(&trail)
+            .unwrap_or_default()
+            .contains("ended kind=portforward-udp")
+    })
+    .await;
+    let text = std::fs::read_to_string(&trail).unwrap();
+    assert!(text.contains("bytes_in=60011 bytes_out=60011"), "{text}");
+}
+
 #[tokio::test]
 async fn port_forward_reaches_only_the_ports_the_containers_rule_allows() {
     // Both ports listen: a refusal is the rule's, not a closed port.
     let allowed = hashing_server().await;
     let refused = hashing_server().await;
-    let gw = TestSidecar::start_with(UID, |a| {
-        a.forward_ports = allowed.to_string().parse().unwrap();
-        a.forward_rule = format!("spec.portForward.ports allows {allowed}");
-    })
-    .await;
-    let upgrade = |conn: &mut GatewayConn, port: u16| {
-        conn.request("POST", &format!("/portforward?port={port}"), ProofMode::Valid)
-            .header("connection", "upgrade")
-            .header("upgrade", "tcp")
-            .header(wire::REQUEST_USER, "alice")
-            .body(empty())
-            .unwrap()
-    };
+    let gw = allowing_only(allowed).await;
+    let upgrade = |conn: &mut GatewayConn, port: u16| forward_request(conn, port, wire::UPGRADE_TCP);
     let mut conn = GatewayConn::connect(gw.addr()).await;
     let request = upgrade(&mut conn, refused);
     let response = conn.send_checked(request).await;

@@ -229,6 +229,115 @@ async fn openssh_forwards_to_ports_inside_the_pod_that_the_rule_allows() {
     let _ = child.kill().await;
 }
 
+/// A port nothing listens on now (bound, then let go).
+async fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// `ssh -N -R LISTEN:127.0.0.1:TARGET` through `rig`, failing if the
+/// forward is refused.
+fn reverse_forward(rig: &Rig, listen: &str, target: u16) -> Command {
+    let mut cmd = Command::new("ssh");
+    cmd.args(rig.ssh_args())
+        .args(["-N", "-o", "ExitOnForwardFailure=yes", "-R"])
+        .arg(format!("{listen}:127.0.0.1:{target}"))
+        .arg("tester@127.0.0.1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+#[tokio::test]
+async fn openssh_reverse_forwards_only_where_the_container_allows_it() {
+    // Something on the client's side to reach from the pod.
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+
+    // Off (the default): ssh -R is refused, the refusal audited.
+    let off = Rig::start("").await;
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        reverse_forward(&off, &free_port().await.to_string(), target).output(),
+    )
+    .await
+    .expect("ssh gives up in time")
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("remote port forwarding failed"),
+        "{}",
+        text(&out.stderr)
+    );
+    let trail = std::fs::read_to_string(off.gw.audit_dir().join("gateway.txt")).unwrap();
+    assert!(
+        trail.contains("reverse forward refused (reverse forwarding (ssh -R) is off for this Container"),
+        "{trail}"
+    );
+
+    // Allowed: a listener in the pod reaches the client's echo; a
+    // privileged port is still refused.
+    let on = Rig::start_with("", |a| a.reverse_forward = true).await;
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        reverse_forward(&on, "80", target).output(),
+    )
+    .await
+    .expect("ssh gives up in time")
+    .unwrap();
+    assert!(!out.status.success(), "port 80 was forwarded");
+    let listen = free_port().await;
+    let _forward = reverse_forward(&on, &format!("localhost:{listen}"), target)
+        .spawn()
+        .unwrap();
+    let mut conn = eventually_connect(listen).await;
+    conn.write_all(b"from the pod\n").await.unwrap();
+    let mut back = [0u8; 13];
+    tokio::time::timeout(std::time::Duration::from_secs(30), conn.read_exact(&mut back))
+        .await
+        .expect("the echo in time")
+        .unwrap();
+    assert_eq!(&back, b"from the pod\n");
+    let trail = std::fs::read_to_string(on.gw.audit_dir().join("gateway.txt")).unwrap();
+    assert!(
+        trail.contains(&format!(
+            "reverse forward listening on 127.0.0.1 port {listen} user=\"tester\""
+        )),
+        "{trail}"
+    );
+    assert!(
+        trail.contains("refused (ssh -R port 80: only ports 1024-65535"),
+        "{trail}"
+    );
+}
+
+/// A connection to 127.0.0.1:`port` once something listens there.
+async fn eventually_connect(port: u16) -> tokio::net::TcpStream {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(conn) => return conn,
+            Err(error) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "nothing listens on {port}: {error}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 impl Rig {
     fn scp(&self, from: String, to: String) -> Command {
         let mut cmd = Command::new("scp");

@@ -360,6 +360,15 @@ fn sidecar(container: &Container, settings: &PodSettings) -> Result<K8sContainer
             ),
             env(pod::env::FORWARD_PORTS, forward.ports.to_string()),
             env(pod::env::FORWARD_RULE, forward.why),
+            env(
+                pod::env::REVERSE_FORWARD,
+                container
+                    .spec
+                    .port_forward
+                    .as_ref()
+                    .is_some_and(|f| f.reverse)
+                    .to_string(),
+            ),
         ]),
         // A native sidecar: started before the workload, kept running
         // beside it, stopped after it.
@@ -586,22 +595,26 @@ mod tests {
             (
                 value(pod::env::FORWARD_PORTS).unwrap(),
                 value(pod::env::FORWARD_RULE).unwrap(),
+                value(pod::env::REVERSE_FORWARD).unwrap(),
             )
         };
-        assert_eq!(forward(&container(|_| {}), ForwardDefault::Any).0, "any");
+        let (ports, _, reverse) = forward(&container(|_| {}), ForwardDefault::Any);
+        assert_eq!((ports.as_str(), reverse.as_str()), ("any", "false"));
         let declared = container(|spec| {
             spec.port_forward = Some(hatchway_api::crd::PortForward {
                 ports: vec!["5432".into(), "9000-9010".into()],
+                reverse: true,
             });
         });
         assert_eq!(
             forward(&declared, ForwardDefault::Declared),
             (
                 "5432,9000-9010".to_owned(),
-                "spec.portForward.ports allows 5432,9000-9010".to_owned()
+                "spec.portForward.ports allows 5432,9000-9010".to_owned(),
+                "true".to_owned()
             )
         );
-        let (ports, why) = forward(&declared, ForwardDefault::Published);
+        let (ports, why, _) = forward(&declared, ForwardDefault::Published);
         assert_eq!(ports, "none");
         assert!(
             why.starts_with("the cluster allows published ports only"),

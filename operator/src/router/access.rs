@@ -280,9 +280,13 @@ fn check_method(method: &Method, headers: &HeaderMap, action: &Action) -> Result
             return Err(response);
         }
     };
-    // A port-forward may also come in frames (through the API server).
-    let framed =
-        matches!(action, Action::PortForward) && upgrade.as_deref() == Some(wire::UPGRADE_TCP_FRAMED);
+    // A port-forward may also come in frames (through the API server), or
+    // be a UDP flow.
+    let framed = matches!(action, Action::PortForward)
+        && matches!(
+            upgrade.as_deref(),
+            Some(wire::UPGRADE_TCP_FRAMED | wire::UPGRADE_UDP)
+        );
     if *method != Method::POST || (upgrade.as_deref() != Some(protocol) && !framed) {
         return Err(text(
             StatusCode::BAD_REQUEST,

@@ -88,15 +88,17 @@ pub async fn port_forward(
         Err(refusal) => return refusal,
     };
     let path = format!("{}?port={port}", wire::gateway_path::PORTFORWARD);
-    // The gateway always gets raw TCP; a client that asked for frames
+    // The gateway gets raw TCP, or a UDP flow's datagrams as they came
+    // (they are framed end to end); a TCP client that asked for frames
     // (through the API server's proxy) gets them from here.
-    let framing = if headers::wants_upgrade(req.headers()).as_deref() == Some(wire::UPGRADE_TCP_FRAMED) {
-        ClientStream::Framed
-    } else {
-        ClientStream::Raw
+    let asked = headers::wants_upgrade(req.headers());
+    let (protocol, framing, kind) = match asked.as_deref() {
+        Some(wire::UPGRADE_UDP) => (wire::UPGRADE_UDP, ClientStream::Raw, "portforward_udp"),
+        Some(wire::UPGRADE_TCP_FRAMED) => (wire::UPGRADE_TCP, ClientStream::Framed, "portforward"),
+        _ => (wire::UPGRADE_TCP, ClientStream::Raw, "portforward"),
     };
-    reach::send(&router, req, &container, &route, "portforward", |req| {
-        let mut request = upgrade_request(req, path, wire::UPGRADE_TCP, &user.username);
+    reach::send(&router, req, &container, &route, kind, |req| {
+        let mut request = upgrade_request(req, path, protocol, &user.username);
         request.framing = framing;
         request
     })

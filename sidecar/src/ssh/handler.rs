@@ -22,6 +22,8 @@ pub struct Connection {
     /// A pty this connection watches read-only (`--join`): its shell
     /// request shows it; nothing else may run on the connection.
     watch: Option<Arc<Terminal>>,
+    /// `ssh -R` listeners, closed with the connection.
+    reverse: super::reverse::Listeners,
 }
 
 #[derive(Default)]
@@ -49,6 +51,7 @@ impl Connection {
             channels: HashMap::new(),
             take_over,
             watch,
+            reverse: Default::default(),
         }
     }
 
@@ -183,6 +186,40 @@ impl russh::server::Handler for Connection {
         );
         reply.accept().await;
         Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let origin = super::reverse::Origin {
+            handle: session.handle(),
+            who: self.params.who.clone(),
+            reporter: self.server.reporter.clone(),
+        };
+        // A watcher's connection runs nothing.
+        let allowed = self.server.reverse_forward && self.watch.is_none();
+        match self.reverse.open(allowed, address, port, origin).await {
+            Ok(()) => Ok(true),
+            Err(refusal) => {
+                self.server.reporter.audit(&format!(
+                    "reverse forward refused ({refusal}) {}",
+                    self.params.who.audited()
+                ));
+                Ok(false)
+            }
+        }
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        _address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(self.reverse.cancel(port))
     }
 
     async fn channel_open_direct_tcpip(

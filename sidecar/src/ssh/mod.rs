@@ -10,6 +10,7 @@
 mod handler;
 mod process;
 pub mod recording;
+mod reverse;
 mod session;
 mod terminal;
 
@@ -60,6 +61,8 @@ pub struct SshServer {
     /// Which ports `direct-tcpip` (and the gateway's `/portforward`) may
     /// reach: one rule for both (api/src/ports.rs).
     pub forward: hatchway_api::ports::ForwardRule,
+    /// Whether `ssh -R` may open listeners in the pod (reverse.rs).
+    pub reverse_forward: bool,
 }
 
 /// Why the SSH server could not be set up.
@@ -88,6 +91,7 @@ impl SshServer {
             terminals: Default::default(),
             recordings,
             forward: hatchway_api::ports::ForwardRule::any(),
+            reverse_forward: false,
         })
     }
 

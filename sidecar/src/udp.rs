@@ -1,0 +1,94 @@
+//! `POST /portforward?port=N` with `Upgrade: hatchway-udp`: one flow of
+//! UDP datagrams ([`hatchway_api::datagrams`]) to `127.0.0.1:N` inside the
+//! pod, from a socket `connect`ed to it (so only that port's answers come
+//! back). The flow ends when the stream does, or after [`IDLE`] without a
+//! datagram either way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hatchway_api::datagrams;
+use hatchway_api::ports::ForwardRule;
+use http::{Request, Response, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::net::UdpSocket;
+
+use crate::body::{Body, RequestBody, empty, text};
+use crate::report::{Reporter, Who};
+
+/// A flow with no datagram either way this long ends (the CLI's own idle
+/// time is shorter: it opens a new flow for the next datagram).
+pub const IDLE: Duration = Duration::from_secs(120);
+
+/// Serves one UDP flow to `port` (already parsed and allowed by the
+/// caller's checks of the query and `rule`).
+pub async fn serve(
+    mut req: Request<RequestBody>,
+    port: u16,
+    reporter: Arc<Reporter>,
+    rule: &ForwardRule,
+    who: Who,
+) -> Response<Body> {
+    if let Some(refusal) = rule.refusal(port) {
+        reporter.audit(&format!("forward refused ({refusal}) {}", who.audited()));
+        return text(StatusCode::FORBIDDEN, refusal);
+    }
+    let socket = match UdpSocket::bind(("127.0.0.1", 0)).await {
+        Ok(socket) => socket,
+        Err(error) => return text(StatusCode::BAD_GATEWAY, format!("a UDP socket: {error}")),
+    };
+    if let Err(error) = socket.connect(("127.0.0.1", port)).await {
+        return text(StatusCode::BAD_GATEWAY, format!("UDP port {port}: {error}"));
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => return tracing::debug!(%error, port, "UDP port-forward upgrade failed"),
+        };
+        let session = reporter.session(&who, "portforward-udp", Some(format!("port {port}")));
+        relay(TokioIo::new(upgraded), socket, &session, IDLE).await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, hatchway_api::wire::UPGRADE_UDP)
+        .body(empty())
+        .expect("static response parts are valid")
+}
+
+/// Datagrams both ways until the stream ends or `idle` passes quietly.
+async fn relay<S>(stream: S, socket: UdpSocket, session: &crate::report::Session, idle: Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use std::sync::atomic::Ordering;
+    let (mut from_user, mut to_user) = tokio::io::split(stream);
+    let mut inbound = Vec::with_capacity(2048);
+    let mut outbound = vec![0u8; datagrams::MAX_DATAGRAM];
+    loop {
+        tokio::select! {
+            read = datagrams::read(&mut from_user, &mut inbound) => match read {
+                Ok(true) => {
+                    // Nothing listening yet is the app's business: the
+                    // datagram is lost, as UDP's are.
+                    let _ = socket.send(&inbound).await;
+                    session.bytes_in.fetch_add(inbound.len() as u64, Ordering::Relaxed);
+                }
+                Ok(false) | Err(_) => return,
+            },
+            received = socket.recv(&mut outbound) => match received {
+                Ok(n) => {
+                    if datagrams::write(&mut to_user, &outbound[..n]).await.is_err() {
+                        return;
+                    }
+                    session.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                // ICMP port unreachable from an earlier send: go on.
+                Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                Err(_) => return,
+            },
+            () = tokio::time::sleep(idle) => return,
+        }
+    }
+}
