@@ -153,6 +153,7 @@ pub async fn run(
     let _ports = AbortOnDrop(tokio::spawn(super::ports::run(
         client,
         controller.store(),
+        context.settings.namespaces.clone(),
         PORTS_EVERY,
         shutdown.clone(),
     )));

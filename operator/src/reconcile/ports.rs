@@ -52,11 +52,14 @@ fn recorded(container: &Container) -> Vec<u16> {
     ports
 }
 
-/// Asks every Container [`to_ask`] names, every `interval`, until
-/// `shutdown`.
+/// Asks every Container of the served `namespaces` (empty: all) that
+/// [`to_ask`] names, every `interval`, until `shutdown`. (Another
+/// release's Containers are its operator's: their sidecars' health ports
+/// would not even answer this one.)
 pub async fn run(
     client: kube::Client,
     store: Store<Container>,
+    namespaces: Vec<String>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
@@ -67,7 +70,11 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        futures::stream::iter(store.state())
+        let served = store
+            .state()
+            .into_iter()
+            .filter(|c| namespaces.is_empty() || c.namespace().is_some_and(|ns| namespaces.contains(&ns)));
+        futures::stream::iter(served)
             .for_each_concurrent(AT_ONCE, |container| {
                 let client = client.clone();
                 async move { refresh(&client, &container).await }
