@@ -24,6 +24,20 @@ pub fn port_param(query: Option<&str>) -> Result<u16, String> {
     }
 }
 
+/// The refusal of `port` by the Container's `rule`, written to the audit
+/// trail; `None` when it may be forwarded. One check for TCP, UDP and
+/// SSH `direct-tcpip`.
+pub fn refused(
+    rule: &hatchway_api::ports::ForwardRule,
+    port: u16,
+    reporter: &Reporter,
+    who: &Who,
+) -> Option<String> {
+    let refusal = rule.refusal(port)?;
+    reporter.audit(&format!("forward refused ({refusal}) {}", who.audited()));
+    Some(refusal)
+}
+
 /// Serves one port-forward request.
 /// With `Hatchway-Resumable: 1` the connection is a resumable session
 /// (see [`crate::resumable`]).
@@ -34,13 +48,8 @@ pub async fn serve(
     rule: &hatchway_api::ports::ForwardRule,
     who: Who,
 ) -> Response<Body> {
-    if hatchway_api::headers::upgrade_is(req.headers(), hatchway_api::wire::UPGRADE_UDP) {
-        return match port_param(req.uri().query()) {
-            Ok(port) => crate::udp::serve(req, port, reporter, rule, who).await,
-            Err(message) => text(StatusCode::BAD_REQUEST, message),
-        };
-    }
-    if !hatchway_api::headers::upgrade_is(req.headers(), hatchway_api::wire::UPGRADE_TCP) {
+    let udp = hatchway_api::headers::upgrade_is(req.headers(), hatchway_api::wire::UPGRADE_UDP);
+    if !udp && !hatchway_api::headers::upgrade_is(req.headers(), hatchway_api::wire::UPGRADE_TCP) {
         return text(
             StatusCode::BAD_REQUEST,
             "port-forward needs `Connection: upgrade` and `Upgrade: tcp` (or `hatchway-udp`)",
@@ -50,9 +59,11 @@ pub async fn serve(
         Ok(port) => port,
         Err(message) => return text(StatusCode::BAD_REQUEST, message),
     };
-    if let Some(refusal) = rule.refusal(port) {
-        reporter.audit(&format!("forward refused ({refusal}) {}", who.audited()));
+    if let Some(refusal) = refused(rule, port, &reporter, &who) {
         return text(StatusCode::FORBIDDEN, refusal);
+    }
+    if udp {
+        return crate::udp::serve(req, port, reporter, who).await;
     }
     let upstream = match crate::local::connect(port).await {
         Ok(stream) => stream,

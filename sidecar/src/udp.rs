@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hatchway_api::datagrams;
-use hatchway_api::ports::ForwardRule;
 use http::{Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use tokio::net::UdpSocket;
@@ -21,18 +20,13 @@ use crate::report::{Reporter, Who};
 pub const IDLE: Duration = Duration::from_secs(120);
 
 /// Serves one UDP flow to `port` (already parsed and allowed by the
-/// caller's checks of the query and `rule`).
+/// Container's rule: [`crate::portforward::serve`]).
 pub async fn serve(
     mut req: Request<RequestBody>,
     port: u16,
     reporter: Arc<Reporter>,
-    rule: &ForwardRule,
     who: Who,
 ) -> Response<Body> {
-    if let Some(refusal) = rule.refusal(port) {
-        reporter.audit(&format!("forward refused ({refusal}) {}", who.audited()));
-        return text(StatusCode::FORBIDDEN, refusal);
-    }
     let socket = match UdpSocket::bind(("127.0.0.1", 0)).await {
         Ok(socket) => socket,
         Err(error) => return text(StatusCode::BAD_GATEWAY, format!("a UDP socket: {error}")),

@@ -242,11 +242,14 @@ impl russh::server::Handler for Connection {
         // The Container's forwarding rule (api/src/ports.rs). SSH has no
         // room for the reason (the client says "administratively
         // prohibited"): the audit trail has it.
-        if let Some(refusal) = self.server.forward.refusal(port) {
-            self.server.reporter.audit(&format!(
-                "forward refused ({refusal}) {}",
-                self.params.who.audited()
-            ));
+        if crate::portforward::refused(
+            &self.server.forward,
+            port,
+            &self.server.reporter,
+            &self.params.who,
+        )
+        .is_some()
+        {
             reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
             return Ok(());
         }
