@@ -545,7 +545,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(
             header::COOKIE,
-            HeaderValue::from_static("a=1; __Host-hatchway_session=secret; hatchway_token=old"),
+            // The web page's own session too: an app never sees it.
+            HeaderValue::from_static(
+                "a=1; __Host-hatchway_session=secret; __Host-hatchway_ui=page; hatchway_token=old",
+            ),
         );
         h.append(header::COOKIE, HeaderValue::from_static("b=2"));
         strip_our_cookie(&mut h);
