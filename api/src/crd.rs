@@ -209,6 +209,13 @@ pub struct PortForward {
     /// listeners per SSH connection.
     #[serde(default)]
     pub reverse: bool,
+
+    /// Let `ssh -A` forward the client's agent: the session gets a socket
+    /// in a 0700 directory under /tmp owned by its user (off by default:
+    /// that user, or root, in the container can ask the agent to sign
+    /// while the session lasts).
+    #[serde(default)]
+    pub agent: bool,
 }
 
 /// A port inside the container published as a web app.

@@ -74,6 +74,9 @@ pub mod env {
     /// `true`: `ssh -R` may listen in the pod (the Container's
     /// `spec.portForward.reverse`).
     pub const REVERSE_FORWARD: &str = "HATCHWAY_REVERSE_FORWARD";
+    /// `true`: `ssh -A` may forward the client's agent into the workload
+    /// container (the Container's `spec.portForward.agent`).
+    pub const AGENT_FORWARD: &str = "HATCHWAY_AGENT_FORWARD";
 }
 
 /// Keys of the per-Container Secret (files in [`SECRET_DIR`]).

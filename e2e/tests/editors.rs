@@ -3,7 +3,9 @@
 //! OpenSSH on the real cluster: ControlMaster multiplexing, a script on
 //! stdin of `ssh -T host sh`, `RemoteCommand`, keepalives through a quiet
 //! command, `-L` and `-D` (SOCKS) to ports in the pod — and `-D` refused
-//! anywhere but the pod's own localhost. docs/editors.md.
+//! anywhere but the pod's own localhost; `ssh -A` only into a Container
+//! that allows it, and out of reach of the container's other users.
+//! docs/editors.md.
 
 mod common;
 
@@ -22,6 +24,10 @@ fn editors_remote_ssh_works_through_the_config_ssh_block() -> Result<()> {
     let release = Release::install("editors", &users, &[])?;
     let alice = User::new(&users, &release, "alice", Some("edit"))?;
     users.apply(&container("web", SCRIPT, json!([])))?;
+    let mut agent_allowed: serde_json::Value =
+        serde_json::from_str(&container("agent", "exec sleep 3600", json!([])))?;
+    agent_allowed["spec"]["portForward"] = json!({ "agent": true });
+    users.apply(&agent_allowed.to_string())?;
     wait_phase(&users, "web", "Running")?;
     alice.wait_rights("web")?;
 
@@ -141,10 +147,75 @@ fn editors_remote_ssh_works_through_the_config_ssh_block() -> Result<()> {
         "ssh -D reached another host: {}",
         show(&elsewhere)
     );
+    // ssh -A: the client's agent reaches a session only where the
+    // Container allows it, and only the session's user (root here) can use
+    // it: another uid in the container is refused by the directory's mode.
+    let agent = PrivateAgent::start(alice.dir.path())?;
+    wait_phase(&users, "agent", "Running")?;
+    alice.wait_rights("agent")?;
+    let with_agent = |host: &str, remote: &str| -> Result<String> {
+        let mut command = ssh(&["-A", host, remote]);
+        command.env("SSH_AUTH_SOCK", &agent.socket);
+        Ok(stdout(&run_within(command, WAIT)?))
+    };
+    let off = with_agent(&host, "attack agent-list")?;
+    ensure!(
+        off == "agent-list: no SSH_AUTH_SOCK\n",
+        "ssh -A where it is off: {off:?}"
+    );
+    let agent_host = format!("agent.{}.e2e.hatchway", users.name);
+    let on = with_agent(&agent_host, "attack agent-list; attack agent-list 1000")?;
+    ensure!(
+        on == "agent-list: 1 key(s): hatchway-e2e-agent\nagent-list: cannot connect: Permission denied (os error 13)\n",
+        "ssh -A where it is allowed: {on:?}"
+    );
     eprintln!(
-        "editors: ControlMaster, ssh -T sh with a script, RemoteCommand, keepalives, -D to localhost (and not elsewhere) work"
+        "editors: ControlMaster, ssh -T sh with a script, RemoteCommand, keepalives, -D to localhost (and not elsewhere), -A where allowed work"
     );
     users.passed();
     release.ns.passed();
     Ok(())
+}
+
+/// A private `ssh-agent` holding one fresh key, its socket in `dir`;
+/// killed when dropped.
+struct PrivateAgent {
+    socket: std::path::PathBuf,
+    process: std::process::Child,
+}
+
+impl PrivateAgent {
+    fn start(dir: &std::path::Path) -> Result<Self> {
+        let socket = dir.join("agent.sock");
+        let key = dir.join("agent_ed25519");
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "hatchway-e2e-agent", "-f"])
+            .arg(&key)
+            .status()?;
+        ensure!(made.success(), "ssh-keygen failed");
+        let process = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .spawn()?;
+        let agent = PrivateAgent { socket, process };
+        wait_until("the ssh-agent listens", WAIT, POLL, || {
+            Ok(agent.socket.exists().then_some(()))
+        })?;
+        let added = Command::new("ssh-add")
+            .arg(&key)
+            .env("SSH_AUTH_SOCK", &agent.socket)
+            .stderr(Stdio::null())
+            .status()?;
+        ensure!(added.success(), "ssh-add failed");
+        Ok(agent)
+    }
+}
+
+impl Drop for PrivateAgent {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
 }

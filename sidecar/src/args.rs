@@ -172,6 +172,11 @@ pub struct GatewayArgs {
     /// connection) in the pod's network namespace.
     #[arg(long, env = pod::env::REVERSE_FORWARD, default_value_t = false, action = clap::ArgAction::Set)]
     pub reverse_forward: bool,
+
+    /// Let `ssh -A` put an agent socket (0700 directory under /tmp, the
+    /// session user's) in the workload container.
+    #[arg(long, env = pod::env::AGENT_FORWARD, default_value_t = false, action = clap::ArgAction::Set)]
+    pub agent_forward: bool,
 }
 
 /// The spawn socket name [`GatewayArgs::local`] uses for `dir`: unique per
@@ -245,6 +250,7 @@ impl GatewayArgs {
             forward_ports: hatchway_api::ports::PortSet::Any,
             forward_rule: String::new(),
             reverse_forward: false,
+            agent_forward: false,
         }
     }
 

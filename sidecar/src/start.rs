@@ -97,6 +97,7 @@ pub async fn start_gateway(args: GatewayArgs) -> Result<Running, StartError> {
     .map_err(|e| StartError::Crypto(e.to_string()))?;
     ssh.forward = args.forward();
     ssh.reverse_forward = args.reverse_forward;
+    ssh.agent_forward = args.agent_forward;
     let timeout = Duration::from_millis(args.header_timeout_ms.max(1));
     let limits = Limits {
         max_connections: args.max_connections,

@@ -321,6 +321,137 @@ async fn openssh_reverse_forwards_only_where_the_container_allows_it() {
     );
 }
 
+/// A private `ssh-agent` holding one fresh key; killed when dropped.
+struct Agent {
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+    fingerprint: String,
+    process: std::process::Child,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+impl Agent {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let key = dir.path().join("id_ed25519");
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "hatchway-agent-test", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let fingerprint = std::process::Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(&key)
+            .output()
+            .unwrap();
+        let fingerprint = text(&fingerprint.stdout).split(' ').nth(1).unwrap().to_owned();
+        let process = std::process::Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        hatchway_testkit::wait_until(
+            "the ssh-agent listens",
+            std::time::Duration::from_secs(20),
+            std::time::Duration::from_millis(10),
+            || Ok(socket.exists().then_some(())),
+        )
+        .unwrap();
+        let added = std::process::Command::new("ssh-add")
+            .arg(&key)
+            .env("SSH_AUTH_SOCK", &socket)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(added.success());
+        Agent {
+            _dir: dir,
+            socket,
+            fingerprint,
+            process,
+        }
+    }
+}
+
+/// `ssh -A` with `agent`'s socket; the remote command's output.
+async fn ssh_with_agent(rig: &Rig, agent: &Agent, remote: &str) -> std::process::Output {
+    let mut cmd = Command::new("ssh");
+    cmd.args(rig.ssh_args())
+        .arg("-A")
+        .arg("tester@127.0.0.1")
+        .arg(remote)
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .stdin(Stdio::null());
+    tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
+        .await
+        .expect("ssh finishes in time")
+        .expect("ssh runs")
+}
+
+#[tokio::test]
+async fn openssh_forwards_the_agent_only_where_the_container_allows_it() {
+    let agent = Agent::start();
+    let list = r#"echo "sock=${SSH_AUTH_SOCK:-none}"; ssh-add -l; echo "rc=$?""#;
+
+    // Off (the default): the session has no agent, the refusal is audited.
+    let off = Rig::start("").await;
+    let out = ssh_with_agent(&off, &agent, list).await;
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("rc=2"), "{stdout} {}", text(&out.stderr));
+    assert!(!stdout.contains(&agent.fingerprint), "{stdout}");
+    assert!(!stdout.contains("sock=/tmp/hatchway-agent-"), "{stdout}");
+    let trail = std::fs::read_to_string(off.gw.audit_dir().join("gateway.txt")).unwrap();
+    assert!(
+        trail.contains("agent forwarding refused (agent forwarding (ssh -A) is off for this Container"),
+        "{trail}"
+    );
+
+    // Allowed: the session lists the client's key through its socket, and
+    // the socket is gone with the session.
+    let on = Rig::start_with("", |a| a.agent_forward = true).await;
+    let out = ssh_with_agent(&on, &agent, list).await;
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&agent.fingerprint)
+            && stdout.contains("hatchway-agent-test")
+            && stdout.contains("rc=0"),
+        "{stdout} {}",
+        text(&out.stderr)
+    );
+    let socket = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("sock="))
+        .unwrap()
+        .to_owned();
+    assert!(socket.starts_with("/tmp/hatchway-agent-"), "{socket}");
+    let dir = std::path::Path::new(&socket).parent().unwrap().to_owned();
+    hatchway_testkit::eventually("the agent socket goes with its session", || {
+        let gone = !dir.exists();
+        async move { gone }
+    })
+    .await;
+    let trail = std::fs::read_to_string(on.gw.audit_dir().join("gateway.txt")).unwrap();
+    assert!(
+        trail.contains(&format!("agent forwarding at {socket} user=\"tester\"")),
+        "{trail}"
+    );
+    assert!(trail.contains("started kind=agent user=\"tester\""), "{trail}");
+
+    // Without -A nothing is made even where it is allowed.
+    let out = on.ssh(&[], list).await;
+    assert!(text(&out.stdout).contains("rc=2"), "{}", text(&out.stdout));
+}
+
 /// A connection to 127.0.0.1:`port` once something listens there.
 async fn eventually_connect(port: u16) -> tokio::net::TcpStream {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

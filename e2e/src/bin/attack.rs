@@ -6,7 +6,9 @@
 //! - `spawn-as UID [SOCKET]`: become UID (the workload runs as root), then
 //!   ask the shim's abstract spawn socket for a root session;
 //! - `bind-spawn [SOCKET]`: try to take the spawn socket's name, to stand
-//!   in for the shim.
+//!   in for the shim;
+//! - `agent-list [UID]`: (as UID, if given) ask the agent at
+//!   `$SSH_AUTH_SOCK` for its keys (`ssh -A`; the image has no `ssh-add`).
 //!
 //! The file-system attacks (symlinks, FIFOs, renames, overwriting the
 //! shim's binary) are plain shell commands in the test's workload script.
@@ -27,10 +29,70 @@ fn main() {
             println!("spawn-as {uid}: {}", spawn_as(uid, &socket(2)));
         }
         Some("bind-spawn") => println!("bind-spawn: {}", bind(&socket(1))),
+        Some("agent-list") => {
+            let uid: Option<u32> = args.get(1).and_then(|u| u.parse().ok());
+            println!("agent-list: {}", agent_list(uid));
+        }
         _ => {
-            eprintln!("usage: attack spawn-as UID [SOCKET] | bind-spawn [SOCKET]");
+            eprintln!("usage: attack spawn-as UID [SOCKET] | bind-spawn [SOCKET] | agent-list [UID]");
             std::process::exit(64);
         }
+    }
+}
+
+/// The comments of the keys the agent at `$SSH_AUTH_SOCK` holds
+/// (SSH2_AGENTC_REQUEST_IDENTITIES, draft-miller-ssh-agent §4.4).
+fn agent_list(uid: Option<u32>) -> String {
+    if let Some(uid) = uid {
+        let become_uid = nix::unistd::setgid(nix::unistd::Gid::from_raw(uid))
+            .and_then(|()| nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)));
+        if let Err(errno) = become_uid {
+            return format!("cannot become uid {uid}: {errno}");
+        }
+    }
+    let Some(path) = std::env::var_os("SSH_AUTH_SOCK") else {
+        return "no SSH_AUTH_SOCK".to_owned();
+    };
+    let mut agent = match UnixStream::connect(&path) {
+        Ok(agent) => agent,
+        Err(error) => return format!("cannot connect: {error}"),
+    };
+    let _ = agent.set_read_timeout(Some(Duration::from_secs(10)));
+    let answer = (|| -> std::io::Result<Vec<u8>> {
+        agent.write_all(&[0, 0, 0, 1, 11])?;
+        let mut len = [0u8; 4];
+        agent.read_exact(&mut len)?;
+        let mut body = vec![0u8; u32::from_be_bytes(len).min(1 << 20) as usize];
+        agent.read_exact(&mut body)?;
+        Ok(body)
+    })();
+    let body = match answer {
+        Ok(body) => body,
+        Err(error) => return format!("no answer: {error}"),
+    };
+    let mut rest = body.as_slice();
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (head, tail) = (rest.get(..n)?, rest.get(n..)?);
+        rest = tail;
+        Some(head)
+    };
+    let parsed = (|| -> Option<Vec<String>> {
+        if take(1)? != [12] {
+            return None;
+        }
+        let count = u32::from_be_bytes(take(4)?.try_into().ok()?);
+        let mut comments = Vec::new();
+        for _ in 0..count.min(64) {
+            let blob = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
+            take(blob)?;
+            let comment = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
+            comments.push(String::from_utf8_lossy(take(comment)?).into_owned());
+        }
+        Some(comments)
+    })();
+    match parsed {
+        Some(comments) => format!("{} key(s): {}", comments.len(), comments.join(",")),
+        None => "a malformed answer".to_owned(),
     }
 }
 

@@ -333,6 +333,10 @@ fn sidecar(container: &Container, settings: &PodSettings) -> Result<K8sContainer
         .as_deref()
         .ok_or(PodError::Missing("uid"))?;
     let forward = forward_rule(container, settings.port_forward_default);
+    // `ssh -R` and `ssh -A`: off unless the Container turns them on.
+    let allowed = |flag: fn(&hatchway_api::crd::PortForward) -> bool| {
+        container.spec.port_forward.as_ref().is_some_and(flag).to_string()
+    };
     Ok(K8sContainer {
         name: SIDECAR_CONTAINER.to_owned(),
         image: Some(settings.sidecar_image.clone()),
@@ -360,15 +364,8 @@ fn sidecar(container: &Container, settings: &PodSettings) -> Result<K8sContainer
             ),
             env(pod::env::FORWARD_PORTS, forward.ports.to_string()),
             env(pod::env::FORWARD_RULE, forward.why),
-            env(
-                pod::env::REVERSE_FORWARD,
-                container
-                    .spec
-                    .port_forward
-                    .as_ref()
-                    .is_some_and(|f| f.reverse)
-                    .to_string(),
-            ),
+            env(pod::env::REVERSE_FORWARD, allowed(|f| f.reverse)),
+            env(pod::env::AGENT_FORWARD, allowed(|f| f.agent)),
         ]),
         // A native sidecar: started before the workload, kept running
         // beside it, stopped after it.
@@ -596,14 +593,19 @@ mod tests {
                 value(pod::env::FORWARD_PORTS).unwrap(),
                 value(pod::env::FORWARD_RULE).unwrap(),
                 value(pod::env::REVERSE_FORWARD).unwrap(),
+                value(pod::env::AGENT_FORWARD).unwrap(),
             )
         };
-        let (ports, _, reverse) = forward(&container(|_| {}), ForwardDefault::Any);
-        assert_eq!((ports.as_str(), reverse.as_str()), ("any", "false"));
+        let (ports, _, reverse, agent) = forward(&container(|_| {}), ForwardDefault::Any);
+        assert_eq!(
+            (ports.as_str(), reverse.as_str(), agent.as_str()),
+            ("any", "false", "false")
+        );
         let declared = container(|spec| {
             spec.port_forward = Some(hatchway_api::crd::PortForward {
                 ports: vec!["5432".into(), "9000-9010".into()],
                 reverse: true,
+                agent: true,
             });
         });
         assert_eq!(
@@ -611,10 +613,11 @@ mod tests {
             (
                 "5432,9000-9010".to_owned(),
                 "spec.portForward.ports allows 5432,9000-9010".to_owned(),
+                "true".to_owned(),
                 "true".to_owned()
             )
         );
-        let (ports, why, _) = forward(&declared, ForwardDefault::Published);
+        let (ports, why, _, _) = forward(&declared, ForwardDefault::Published);
         assert_eq!(ports, "none");
         assert!(
             why.starts_with("the cluster allows published ports only"),

@@ -68,6 +68,21 @@ pub struct Spawned {
     pub pid: u32,
     pub io: SpawnedIo,
     pub control: SpawnControl,
+    /// The agent socket asked for with [`SpawnRequest::agent`], if made.
+    pub agent: Option<AgentListener>,
+    /// Why the agent socket asked for was not made (the process runs
+    /// without one).
+    pub agent_error: Option<String>,
+}
+
+/// The listening agent socket of an `ssh -A` session: accept on it and
+/// relay each connection to the client's agent. The shim removes the
+/// socket's file when the session ends.
+#[derive(Debug)]
+pub struct AgentListener {
+    pub listener: OwnedFd,
+    /// The socket's path inside the workload container (`SSH_AUTH_SOCK`).
+    pub path: String,
 }
 
 /// The control half of a session: signal, resize, wait. Methods take
@@ -126,8 +141,13 @@ pub async fn spawn(socket: &str, req: &SpawnRequest) -> Result<Spawned, SpawnErr
         (_, Err(error)) => return Err(error),
         (answer, Ok(())) => answer??,
     };
-    let (pid, kind) = match answer {
-        Some(ServerMessage::Spawned { pid, io }) => (pid, io),
+    let (pid, kind, agent_path, agent_error) = match answer {
+        Some(ServerMessage::Spawned {
+            pid,
+            io,
+            agent,
+            agent_error,
+        }) => (pid, io, agent, agent_error),
         Some(ServerMessage::Error { message }) => return Err(SpawnError::Refused(message)),
         Some(other) => return Err(SpawnError::Protocol(format!("expected spawned, got {other:?}"))),
         None => {
@@ -138,10 +158,10 @@ pub async fn spawn(socket: &str, req: &SpawnRequest) -> Result<Spawned, SpawnErr
     };
     let fds = std::mem::take(&mut reader.fds);
     drop(reader);
-    if fds.len() != kind.fd_count() {
+    let expected = kind.fd_count() + usize::from(agent_path.is_some());
+    if fds.len() != expected {
         return Err(SpawnError::Protocol(format!(
-            "expected {} fds, got {}",
-            kind.fd_count(),
+            "expected {expected} fds, got {}",
             fds.len()
         )));
     }
@@ -162,10 +182,16 @@ pub async fn spawn(socket: &str, req: &SpawnRequest) -> Result<Spawned, SpawnErr
             None,
         ),
     };
+    let agent = agent_path.map(|path| AgentListener {
+        listener: next(),
+        path,
+    });
     Ok(Spawned {
         pid,
         io,
         control: SpawnControl { pty, ..control },
+        agent,
+        agent_error,
     })
 }
 

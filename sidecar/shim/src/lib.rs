@@ -13,6 +13,8 @@
 
 #![deny(rust_2018_idioms)]
 
+/// The agent socket of `ssh -A` sessions: a 0700 directory in `/tmp`.
+mod agent;
 /// The shim's settings (`ShimArgs`), flags and `HATCHWAY_*` variables.
 mod args;
 /// The gateway's client for the spawn socket.
@@ -44,7 +46,9 @@ pub use args::ShimArgs;
 /// Default spawn socket (`--spawn-socket`, `HATCHWAY_SPAWN_SOCKET`): the
 /// name of an abstract unix socket.
 pub const DEFAULT_SPAWN_SOCKET: &str = "hatchway/spawn";
-pub use client::{RESPONSE_TIMEOUT, SpawnControl, SpawnError, Spawned, SpawnedIo, connect, spawn};
+pub use client::{
+    AgentListener, RESPONSE_TIMEOUT, SpawnControl, SpawnError, Spawned, SpawnedIo, connect, spawn,
+};
 pub use fdio::FdStream;
 pub use protocol::{ExitStatus, Helper, MAX_REQUEST_BYTES, PtyRequest, SpawnRequest};
 

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! client -> shim   {"type":"spawn", argv, command, env, cwd, user, pty}
-//! shim -> client   {"type":"spawned","pid":N,"io":"pty"|"pipes"}   + fds (SCM_RIGHTS)
+//! shim -> client   {"type":"spawned","pid":N,"io":"pty"|"pipes",    + fds (SCM_RIGHTS)
+//!                   "agent":PATH|null,"agent_error":TEXT|null}
 //!              or  {"type":"error","message":"..."}                 then close
 //! client -> shim   {"type":"signal","signal":N}                      any number of times
 //! shim -> client   {"type":"exited","code":N|null,"signal":N|null}  once, then close
@@ -48,6 +49,10 @@ pub struct SpawnRequest {
     /// from, whatever the workload has since done to its path), never a
     /// program found on a path the workload can write.
     pub helper: Option<Helper>,
+    /// Make an agent socket for the session (`ssh -A`): a 0700 directory
+    /// under `/tmp` owned by the session's user, `SSH_AUTH_SOCK` set to the
+    /// socket in it, the listening fd passed back after the I/O fds.
+    pub agent: bool,
 }
 
 /// A program the shim's own binary provides.
@@ -143,9 +148,25 @@ pub(crate) enum ClientMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum ServerMessage {
-    Spawned { pid: u32, io: IoKind },
-    Error { message: String },
-    Exited { code: Option<i32>, signal: Option<i32> },
+    Spawned {
+        pid: u32,
+        io: IoKind,
+        /// The agent socket's path, when one was asked for and made: its
+        /// listening fd follows the I/O fds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+        /// Why the agent socket asked for could not be made (the session
+        /// runs without one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_error: Option<String>,
+    },
+    Error {
+        message: String,
+    },
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
 }
 
 /// Encodes one message as a frame.

@@ -134,23 +134,43 @@ async fn session(mut stream: UnixStream, reaper: Arc<Reaper>, policy: Arc<Policy
         // Closes the child's ends in this process.
         drop(prepared.command);
         let (child, status) = result.map_err(|source| Refusal::Spawn { program, source })?;
-        Ok::<_, Refusal>((child.id(), status, prepared.io))
+        Ok::<_, Refusal>((
+            child.id(),
+            status,
+            prepared.io,
+            prepared.agent,
+            prepared.agent_error,
+        ))
     })
     .await
     .map_err(io::Error::other)?;
-    let (pid, mut status, io) = match spawned {
+    let (pid, mut status, io, agent, agent_error) = match spawned {
         Ok(spawned) => spawned,
         Err(refusal) => return refuse(&stream, &refusal.to_string()).await,
     };
     tracing::Span::current().record("pid", pid);
     debug!("session started");
 
-    let fds: Vec<BorrowedFd<'_>> = io.fds().into_iter().map(|fd| fd.as_fd()).collect();
-    let sent = send(&stream, &ServerMessage::Spawned { pid, io: io.kind() }, &fds).await;
+    let (agent_listener, agent_path, _agent_removal) = match agent {
+        Some(agent) => (Some(agent.listener), Some(agent.path), Some(agent.made)),
+        None => (None, None, None),
+    };
+    let mut fds: Vec<BorrowedFd<'_>> = io.fds().into_iter().map(|fd| fd.as_fd()).collect();
+    fds.extend(agent_listener.as_ref().map(|fd| fd.as_fd()));
+    let message = ServerMessage::Spawned {
+        pid,
+        io: io.kind(),
+        agent: agent_path,
+        agent_error,
+    };
+    let sent = send(&stream, &message, &fds).await;
     // The client has its copies now (or never will): ours must close, or
-    // the session would never see EOF on its stdin / hang up.
+    // the session would never see EOF on its stdin / hang up. The agent
+    // socket's directory stays until this function returns: the session's
+    // end.
     drop(fds);
     drop(io);
+    drop(agent_listener);
     if let Err(error) = sent {
         hang_up(pid);
         return Err(error);

@@ -17,6 +17,7 @@ use nix::fcntl::{OFlag, open};
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 use nix::sys::stat::Mode;
 
+use crate::agent::AgentSocket;
 use crate::passwd::UserDb;
 use crate::protocol::{IoKind, PtyRequest, SpawnRequest};
 use crate::sys::{self, ChildSetup};
@@ -57,7 +58,8 @@ pub(crate) struct Workload {
     pub gid: u32,
     /// The workload's working directory: the fallback session directory.
     pub cwd: PathBuf,
-    /// Where `etc/passwd` and `etc/group` are read from: `/` in production.
+    /// Where `etc/passwd` and `etc/group` are read from, and agent sockets
+    /// made (in `tmp`): `/` in production.
     pub root: PathBuf,
 }
 
@@ -276,6 +278,10 @@ pub(crate) struct Prepared {
     pub command: Command,
     pub io: ParentIo,
     pub program: String,
+    /// The agent socket, when asked for and made.
+    pub agent: Option<AgentSocket>,
+    /// Why the agent socket asked for was not made.
+    pub agent_error: Option<String>,
 }
 
 /// Prepares everything for `req`.
@@ -284,8 +290,24 @@ pub(crate) fn prepare(req: &SpawnRequest, workload: &Workload) -> Result<Prepare
     let identity = resolve_identity(&db, req.user.as_deref(), workload)?;
     let shell = shell_of(&identity);
     let (program, args, arg0) = resolve_argv(req, &shell)?;
-    let env = session_env(req, &identity, &shell, std::env::var_os("PATH").is_some())?;
+    let mut env = session_env(req, &identity, &shell, std::env::var_os("PATH").is_some())?;
     let cwd = session_cwd(req, &identity, workload)?;
+    // An agent socket that cannot be made is not worth refusing the
+    // session for (sshd goes on without one too): the gateway reports it.
+    let (agent, agent_error) = match req.agent {
+        false => (None, None),
+        true => {
+            let owner = identity.switch.as_ref().map(|_| (identity.uid, identity.gid));
+            match AgentSocket::create(&workload.root.join("tmp"), owner) {
+                Ok(socket) => {
+                    // Last: a client's `env` request cannot point it elsewhere.
+                    env.push(("SSH_AUTH_SOCK".into(), socket.path.clone()));
+                    (Some(socket), None)
+                }
+                Err(error) => (None, Some(format!("no agent socket: {error}"))),
+            }
+        }
+    };
 
     let mut command = Command::new(&program);
     command.args(&args).envs(env);
@@ -345,7 +367,13 @@ pub(crate) fn prepare(req: &SpawnRequest, workload: &Workload) -> Result<Prepare
         }
     };
     sys::install_child_setup(&mut command, setup);
-    Ok(Prepared { command, io, program })
+    Ok(Prepared {
+        command,
+        io,
+        program,
+        agent,
+        agent_error,
+    })
 }
 
 /// Opens a pty pair, both ends close-on-exec from the start (another

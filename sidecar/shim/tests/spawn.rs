@@ -57,8 +57,18 @@ async fn run_pipes(socket: &str, req: SpawnRequest, stdin: &[u8]) -> (String, St
         input.write_all(stdin).await.unwrap();
         input.shutdown().await.unwrap();
     };
-    let (_, out, err) = tokio::join!(
-        write,
+    let (_, (out, err, code)) = tokio::join!(write, finish(stdout, stderr, &control));
+    (out, err, code)
+}
+
+/// Reads a pipes session's output to the end and waits for its exit:
+/// (stdout, stderr, exit code).
+async fn finish(
+    stdout: std::os::fd::OwnedFd,
+    stderr: std::os::fd::OwnedFd,
+    control: &hatchway_shim::SpawnControl,
+) -> (String, String, i32) {
+    let (out, err) = tokio::join!(
         read_all(FdStream::new(stdout).unwrap()),
         read_all(FdStream::new(stderr).unwrap())
     );
@@ -542,4 +552,211 @@ async fn in_a_pod_only_the_sidecar_outside_the_workloads_pid_namespace_gets_sess
         root_inside.contains("runs inside the workload container"),
         "{root_inside}"
     );
+}
+
+/// A unix-socket client for sessions: connects to `$SSH_AUTH_SOCK`, sends
+/// `ping`, prints what comes back (Debian's python3: a session switched to
+/// another user cannot run one under /root).
+const AGENT_CLIENT: &str = r#"/usr/bin/python3 -c '
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(os.environ["SSH_AUTH_SOCK"])
+except OSError as e:
+    print("refused:", e.strerror); sys.exit(3)
+s.sendall(b"ping"); print(s.recv(4).decode())'"#;
+
+/// Accepts one connection on a session's agent listener and answers its
+/// `ping` with `pong`, as the gateway's relay to the client's agent would.
+async fn answer_one_agent_connection(listener: std::os::fd::OwnedFd) {
+    let listener = std::os::unix::net::UnixListener::from(listener);
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::UnixListener::from_std(listener).unwrap();
+    let (mut conn, _) = tokio::time::timeout(DEADLINE, listener.accept())
+        .await
+        .expect("the session connects in time")
+        .unwrap();
+    let mut ping = [0u8; 4];
+    conn.read_exact(&mut ping).await.unwrap();
+    assert_eq!(&ping, b"ping");
+    conn.write_all(b"pong").await.unwrap();
+}
+
+/// Runs `script` with an agent socket; the listener is handed to
+/// `serve`. Returns (SSH_AUTH_SOCK as the shim named it, stdout, stderr,
+/// exit code).
+async fn run_with_agent<F, Fut>(
+    socket: &str,
+    user: Option<&str>,
+    script: &str,
+    serve: F,
+) -> (String, String, String, i32)
+where
+    F: FnOnce(std::os::fd::OwnedFd) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let req = SpawnRequest {
+        argv: argv(&["sh", "-c", script]),
+        user: user.map(str::to_owned),
+        agent: true,
+        ..Default::default()
+    };
+    let Spawned {
+        io,
+        control,
+        agent,
+        agent_error,
+        ..
+    } = spawn(socket, &req).await.unwrap();
+    assert_eq!(agent_error, None);
+    let agent = agent.expect("an agent socket was asked for");
+    let served = tokio::spawn(serve(agent.listener));
+    let SpawnedIo::Pipes { stdout, stderr, .. } = io else {
+        panic!("asked for pipes")
+    };
+    let (out, err, code) = finish(stdout, stderr, &control).await;
+    served.await.unwrap();
+    (agent.path, out, err, code)
+}
+
+#[tokio::test]
+async fn an_agent_socket_is_the_session_users_alone_and_goes_with_the_session() {
+    if !is_root() {
+        eprintln!("not root: switching users cannot be tested here");
+        return;
+    }
+    let shim = idle_shim();
+    let script = format!(
+        r#"echo "$SSH_AUTH_SOCK"; stat -c '%U %a %F' "$(dirname "$SSH_AUTH_SOCK")" "$SSH_AUTH_SOCK"; {AGENT_CLIENT}"#
+    );
+    let (path, out, err, code) = run_with_agent(
+        &shim.socket(),
+        Some("nobody"),
+        &script,
+        answer_one_agent_connection,
+    )
+    .await;
+    assert!(
+        path.starts_with("/tmp/hatchway-agent-") && path.ends_with("/agent.sock"),
+        "{path}"
+    );
+    let dir_line = "nobody 700 directory";
+    assert_eq!(
+        (out.lines().collect::<Vec<_>>(), err.as_str(), code),
+        (
+            vec![path.as_str(), dir_line, out.lines().nth(2).unwrap_or(""), "pong"],
+            "",
+            0
+        )
+    );
+    assert!(
+        out.lines().nth(2).unwrap().starts_with("nobody ")
+            && out.lines().nth(2).unwrap().ends_with(" socket"),
+        "{out}"
+    );
+    let dir = std::path::Path::new(&path).parent().unwrap().to_owned();
+    wait_until_async("the agent directory is removed after the session", || {
+        !dir.exists()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn another_user_in_the_container_cannot_reach_a_sessions_agent() {
+    if !is_root() {
+        eprintln!("not root: switching users cannot be tested here");
+        return;
+    }
+    let shim = idle_shim();
+    // nobody's session holds the agent until `release` appears.
+    let release = shim.work().join("release");
+    let script = format!(
+        r#"echo "$SSH_AUTH_SOCK"; while [ ! -e {} ]; do sleep 0.05; done"#,
+        release.display()
+    );
+    let req = SpawnRequest {
+        argv: argv(&["sh", "-c", &script]),
+        user: Some("nobody".into()),
+        agent: true,
+        ..Default::default()
+    };
+    let Spawned {
+        io, control, agent, ..
+    } = spawn(&shim.socket(), &req).await.unwrap();
+    let agent = agent.unwrap();
+    let SpawnedIo::Pipes { stdout, .. } = io else {
+        panic!("asked for pipes")
+    };
+    let mut stdout = FdStream::new(stdout).unwrap();
+    let mut line = vec![0u8; 256];
+    let n = tokio::time::timeout(DEADLINE, stdout.read(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&line[..n]).trim(), agent.path);
+
+    // The attack: daemon, another user in the same container, points its
+    // SSH_AUTH_SOCK at nobody's socket.
+    let req = SpawnRequest {
+        argv: argv(&["sh", "-c", AGENT_CLIENT]),
+        user: Some("daemon".into()),
+        env: vec![("SSH_AUTH_SOCK".into(), agent.path.clone())],
+        ..Default::default()
+    };
+    let (out, err, code) = run_pipes(&shim.socket(), req, b"").await;
+    assert_eq!(
+        (out.as_str(), err.as_str(), code),
+        ("refused: Permission denied\n", "", 3)
+    );
+    std::fs::write(&release, b"").unwrap();
+    tokio::time::timeout(DEADLINE, control.wait())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_session_that_swaps_its_agent_directory_for_a_symlink_removes_nothing_else() {
+    if !is_root() {
+        eprintln!("not root: switching users cannot be tested here");
+        return;
+    }
+    let shim = idle_shim();
+    // A root-owned file named like the socket, where the session's user
+    // cannot write: a cleanup that walked paths as root would delete it.
+    let victim = tempfile::tempdir().unwrap();
+    std::fs::write(victim.path().join("agent.sock"), b"keep me").unwrap();
+    let script = format!(
+        r#"d=$(dirname "$SSH_AUTH_SOCK"); mv "$d" "$d.moved" && ln -s {} "$d" && echo swapped"#,
+        victim.path().display()
+    );
+    let (path, out, err, code) =
+        run_with_agent(&shim.socket(), Some("nobody"), &script, |_listener| async {}).await;
+    assert_eq!((out.as_str(), err.as_str(), code), ("swapped\n", "", 0));
+    let dir = std::path::Path::new(&path).parent().unwrap().to_owned();
+    let moved = dir.with_extension("moved");
+    // The socket goes (unlinked through the directory's own handle, where
+    // the session moved it); the symlink stays, as does its target's file.
+    wait_until_async("the moved directory's socket is removed", || {
+        !moved.join("agent.sock").exists()
+    })
+    .await;
+    assert_eq!(
+        std::fs::read(victim.path().join("agent.sock")).unwrap(),
+        b"keep me"
+    );
+    assert!(dir.symlink_metadata().unwrap().file_type().is_symlink());
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::remove_dir(&moved).unwrap();
+}
+
+#[tokio::test]
+async fn without_asking_a_session_has_no_agent_socket() {
+    let shim = idle_shim();
+    let req = SpawnRequest {
+        argv: argv(&["sh", "-c", r#"echo "[${SSH_AUTH_SOCK-unset}]""#]),
+        ..Default::default()
+    };
+    let (out, _, code) = run_pipes(&shim.socket(), req, b"").await;
+    assert_eq!((out.as_str(), code), ("[unset]\n", 0));
 }

@@ -34,6 +34,8 @@ struct ChannelState {
     pty: Option<PtySize>,
     /// Asked for with `env`.
     env: Vec<(String, String)>,
+    /// Asked for with `auth-agent-req@openssh.com` (`ssh -A`), and allowed.
+    agent: bool,
     /// Resize and signal requests for the running process.
     control: Option<mpsc::Sender<Control>>,
 }
@@ -91,6 +93,7 @@ impl Connection {
             launch,
             pty: state.pty.clone(),
             env: std::mem::take(&mut state.env),
+            agent: state.agent,
             params: self.params.clone(),
             spawn_socket: self.server.spawn_socket.clone(),
             sftp_command: self.server.sftp_command.clone(),
@@ -317,6 +320,23 @@ impl russh::server::Handler for Connection {
             }
             _ => session.channel_failure(id),
         }
+    }
+
+    async fn agent_request(&mut self, id: ChannelId, _session: &mut Session) -> Result<bool, Self::Error> {
+        // Only before the channel's process starts: its environment names
+        // the socket. A watcher's connection runs nothing.
+        let Some(state) = self.channels.get_mut(&id).filter(|s| s.channel.is_some()) else {
+            return Ok(false);
+        };
+        if !self.server.agent_forward || self.watch.is_some() {
+            self.server.reporter.audit(&format!(
+                "agent forwarding refused (agent forwarding (ssh -A) is off for this Container: spec.portForward.agent is not true) {}",
+                self.params.who.audited()
+            ));
+            return Ok(false);
+        }
+        state.agent = true;
+        Ok(true)
     }
 
     async fn shell_request(&mut self, id: ChannelId, session: &mut Session) -> Result<(), Self::Error> {

@@ -7,6 +7,7 @@
 //! SSH client. The host key is generated at every start and reported (its
 //! fingerprint reaches `status.gateway`) so clients can verify it.
 
+mod agent;
 mod handler;
 mod process;
 pub mod recording;
@@ -63,6 +64,8 @@ pub struct SshServer {
     pub forward: hatchway_api::ports::ForwardRule,
     /// Whether `ssh -R` may open listeners in the pod (reverse.rs).
     pub reverse_forward: bool,
+    /// Whether `ssh -A` may put an agent socket in the container (agent.rs).
+    pub agent_forward: bool,
 }
 
 /// Why the SSH server could not be set up.
@@ -92,6 +95,7 @@ impl SshServer {
             recordings,
             forward: hatchway_api::ports::ForwardRule::any(),
             reverse_forward: false,
+            agent_forward: false,
         })
     }
 

@@ -12,11 +12,25 @@ fn messages_have_the_documented_json_shape() {
     let spawned = serde_json::to_value(ServerMessage::Spawned {
         pid: 42,
         io: IoKind::Pty,
+        agent: None,
+        agent_error: None,
     })
     .unwrap();
     assert_eq!(
         spawned,
         serde_json::json!({"type": "spawned", "pid": 42, "io": "pty"})
+    );
+    let with_agent = serde_json::to_value(ServerMessage::Spawned {
+        pid: 7,
+        io: IoKind::Pipes,
+        agent: Some("/tmp/hatchway-agent-x/agent.sock".into()),
+        agent_error: None,
+    })
+    .unwrap();
+    assert_eq!(
+        with_agent,
+        serde_json::json!({"type": "spawned", "pid": 7, "io": "pipes",
+            "agent": "/tmp/hatchway-agent-x/agent.sock"})
     );
     let exited = serde_json::to_value(ServerMessage::Exited {
         code: None,
@@ -47,6 +61,7 @@ fn a_spawn_request_may_omit_every_field() {
             rows: 24,
         }),
         helper: None,
+        agent: true,
     });
     let round: ClientMessage = serde_json::from_slice(&serde_json::to_vec(&full).unwrap()).unwrap();
     assert_eq!(round, full);

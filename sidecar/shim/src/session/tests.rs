@@ -216,3 +216,66 @@ fn the_directory_is_the_requested_one_else_home_else_the_workloads() {
         "working directory /no/such/dir does not exist"
     );
 }
+
+#[test]
+fn an_agent_socket_that_cannot_be_made_leaves_the_session_without_one() {
+    // No `tmp` under the workload's root.
+    let root = tempfile::tempdir().unwrap();
+    let mut workload = workload(nix::unistd::geteuid().as_raw());
+    workload.root = root.path().to_owned();
+    workload.cwd = root.path().to_owned();
+    let req = SpawnRequest {
+        argv: Some(vec!["true".into()]),
+        agent: true,
+        ..Default::default()
+    };
+    let prepared = prepare(&req, &workload).unwrap();
+    assert!(prepared.agent.is_none());
+    let error = prepared.agent_error.unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "no agent socket: opening {}/tmp: ",
+            root.path().display()
+        )),
+        "{error}"
+    );
+    assert!(!prepared.command.get_envs().any(|(key, _)| key == "SSH_AUTH_SOCK"));
+}
+
+#[test]
+fn an_agent_socket_lives_in_a_private_directory_under_tmp_and_goes_with_it() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("tmp")).unwrap();
+    let mut workload = workload(nix::unistd::geteuid().as_raw());
+    workload.root = root.path().to_owned();
+    workload.cwd = root.path().to_owned();
+    let req = SpawnRequest {
+        argv: Some(vec!["true".into()]),
+        env: vec![("SSH_AUTH_SOCK".into(), "/elsewhere".into())],
+        agent: true,
+        ..Default::default()
+    };
+    let prepared = prepare(&req, &workload).unwrap();
+    let agent = prepared.agent.as_ref().unwrap();
+    let path = std::path::Path::new(&agent.path);
+    let dir = path.parent().unwrap().to_owned();
+    assert_eq!(dir.parent().unwrap(), root.path().join("tmp"));
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777,
+        0o700
+    );
+    assert!(std::fs::metadata(path).unwrap().file_type().is_socket());
+    // The client's `env` request cannot point it elsewhere.
+    let sock = prepared
+        .command
+        .get_envs()
+        .filter(|(key, _)| *key == "SSH_AUTH_SOCK")
+        .last()
+        .and_then(|(_, value)| value)
+        .unwrap()
+        .to_owned();
+    assert_eq!(sock, std::ffi::OsString::from(&agent.path));
+    drop(prepared);
+    assert!(!dir.exists(), "removed with the session");
+}
