@@ -93,27 +93,7 @@ async fn flow(flow: Flow, mut datagrams_in: mpsc::Receiver<Vec<u8>>) {
         }
     };
     if let Some(upgraded) = upgraded {
-        let (mut from_pod, mut to_pod) = tokio::io::split(upgraded.io);
-        let mut answer = Vec::with_capacity(2048);
-        loop {
-            tokio::select! {
-                datagram = datagrams_in.recv() => match datagram {
-                    Some(datagram) => {
-                        if datagrams::write(&mut to_pod, &datagram).await.is_err() {
-                            break;
-                        }
-                    }
-                    None => break,
-                },
-                read = datagrams::read(&mut from_pod, &mut answer) => match read {
-                    Ok(true) => {
-                        let _ = flow.socket.send_to(&answer, flow.client).await;
-                    }
-                    Ok(false) | Err(_) => break,
-                },
-                () = tokio::time::sleep(IDLE) => break,
-            }
-        }
+        relay(&flow, upgraded.io, &mut datagrams_in).await;
     }
     // Ours until now: a new flow for this client is made only once this
     // one's queue is closed, which is when this returns.
@@ -121,4 +101,65 @@ async fn flow(flow: Flow, mut datagrams_in: mpsc::Receiver<Vec<u8>>) {
         .lock()
         .expect("the flow table is never poisoned")
         .remove(&flow.client);
+}
+
+/// Datagrams both ways until either side ends or [`IDLE`] passes quietly.
+/// The client's datagrams that are waiting go to the pod in one write;
+/// the pod's that arrived together go back one after another.
+async fn relay<S>(flow: &Flow, stream: S, datagrams_in: &mut mpsc::Receiver<Vec<u8>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    use tokio::io::AsyncWriteExt;
+    let (from_pod, mut to_pod) = tokio::io::split(stream);
+    let mut from_pod = datagrams::Reader::new(from_pod);
+    let mut batch = Vec::with_capacity(datagrams::BATCH + 2 + datagrams::MAX_DATAGRAM);
+    // One timer, moved on only when it fires: not one per datagram.
+    let mut last = tokio::time::Instant::now();
+    let quiet = tokio::time::sleep(IDLE);
+    tokio::pin!(quiet);
+    loop {
+        tokio::select! {
+            datagram = datagrams_in.recv() => {
+                let Some(mut datagram) = datagram else { return };
+                loop {
+                    if datagrams::encode(&mut batch, &datagram).is_err() {
+                        return;
+                    }
+                    if batch.len() >= datagrams::BATCH {
+                        break;
+                    }
+                    match datagrams_in.try_recv() {
+                        Ok(waiting) => datagram = waiting,
+                        Err(_) => break,
+                    }
+                }
+                if to_pod.write_all(&batch).await.is_err() || to_pod.flush().await.is_err() {
+                    return;
+                }
+                batch.clear();
+                last = tokio::time::Instant::now();
+            }
+            answer = from_pod.next() => {
+                let mut next = match answer {
+                    Ok(Some(answer)) => Some(answer),
+                    Ok(None) | Err(_) => return,
+                };
+                while let Some(answer) = next {
+                    let _ = flow.socket.send_to(&answer, flow.client).await;
+                    next = match from_pod.buffered() {
+                        Ok(next) => next,
+                        Err(_) => return,
+                    };
+                }
+                last = tokio::time::Instant::now();
+            }
+            () = &mut quiet => {
+                if last.elapsed() >= IDLE {
+                    return;
+                }
+                quiet.as_mut().reset(last + IDLE);
+            }
+        }
+    }
 }

@@ -52,37 +52,74 @@ pub async fn serve(
 }
 
 /// Datagrams both ways until the stream ends or `idle` passes quietly.
+/// Datagrams waiting on either side go on together: those already read
+/// from the stream are sent one after another, those waiting in the socket
+/// are framed into one write.
 async fn relay<S>(stream: S, socket: UdpSocket, session: &crate::report::Session, idle: Duration)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     use std::sync::atomic::Ordering;
-    let (mut from_user, mut to_user) = tokio::io::split(stream);
-    let mut inbound = Vec::with_capacity(2048);
-    let mut outbound = vec![0u8; datagrams::MAX_DATAGRAM];
+    use tokio::io::AsyncWriteExt;
+    let (from_user, mut to_user) = tokio::io::split(stream);
+    let mut from_user = datagrams::Reader::new(from_user);
+    let mut received = vec![0u8; datagrams::MAX_DATAGRAM];
+    let mut batch = Vec::with_capacity(datagrams::BATCH + 2 + datagrams::MAX_DATAGRAM);
+    // One timer, moved on only when it fires: not one per datagram.
+    let mut last = tokio::time::Instant::now();
+    let quiet = tokio::time::sleep(idle);
+    tokio::pin!(quiet);
     loop {
         tokio::select! {
-            read = datagrams::read(&mut from_user, &mut inbound) => match read {
-                Ok(true) => {
+            datagram = from_user.next() => {
+                let mut next = match datagram {
+                    Ok(Some(datagram)) => Some(datagram),
+                    Ok(None) | Err(_) => return,
+                };
+                while let Some(datagram) = next {
                     // Nothing listening yet is the app's business: the
                     // datagram is lost, as UDP's are.
-                    let _ = socket.send(&inbound).await;
-                    session.bytes_in.fetch_add(inbound.len() as u64, Ordering::Relaxed);
+                    let _ = socket.send(&datagram).await;
+                    session.bytes_in.fetch_add(datagram.len() as u64, Ordering::Relaxed);
+                    next = match from_user.buffered() {
+                        Ok(next) => next,
+                        Err(_) => return,
+                    };
                 }
-                Ok(false) | Err(_) => return,
-            },
-            received = socket.recv(&mut outbound) => match received {
-                Ok(n) => {
-                    if datagrams::write(&mut to_user, &outbound[..n]).await.is_err() {
+                last = tokio::time::Instant::now();
+            }
+            first = socket.recv(&mut received) => {
+                let mut got = first;
+                loop {
+                    match got {
+                        Ok(n) => {
+                            datagrams::encode(&mut batch, &received[..n]).expect("a UDP datagram fits a frame");
+                            session.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        // ICMP port unreachable from an earlier send: go on.
+                        Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(_) => return,
+                    }
+                    if batch.len() >= datagrams::BATCH {
+                        break;
+                    }
+                    got = socket.try_recv(&mut received);
+                }
+                if !batch.is_empty() {
+                    if to_user.write_all(&batch).await.is_err() || to_user.flush().await.is_err() {
                         return;
                     }
-                    session.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                    batch.clear();
                 }
-                // ICMP port unreachable from an earlier send: go on.
-                Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {}
-                Err(_) => return,
-            },
-            () = tokio::time::sleep(idle) => return,
+                last = tokio::time::Instant::now();
+            }
+            () = &mut quiet => {
+                if last.elapsed() >= idle {
+                    return;
+                }
+                quiet.as_mut().reset(last + idle);
+            }
         }
     }
 }

@@ -591,25 +591,39 @@ async fn a_udp_port_forward_carries_datagrams_whole_and_obeys_the_rule() {
     let response = conn.send_checked(request).await;
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
     assert_eq!(response.headers()["upgrade"], wire::UPGRADE_UDP);
-    let mut stream = hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.unwrap());
+    let stream = hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.unwrap());
+    let (from_pod, mut to_pod) = tokio::io::split(stream);
+    let mut from_pod = hatchway_api::datagrams::Reader::new(from_pod);
     // Boundaries kept: an empty datagram, a small one, a 60 000-byte one.
     let sent: Vec<Vec<u8>> = vec![Vec::new(), b"dig example".to_vec(), vec![9u8; 60_000]];
     for datagram in &sent {
-        hatchway_api::datagrams::write(&mut stream, datagram)
+        hatchway_api::datagrams::write(&mut to_pod, datagram)
             .await
             .unwrap();
-        let mut back = Vec::new();
-        let read = tokio::time::timeout(
-            std::time::Duration::from_secs(20),
-            hatchway_api::datagrams::read(&mut stream, &mut back),
-        )
-        .await
-        .expect("the echo in time")
-        .unwrap();
-        assert!(read);
-        assert_eq!(&back, datagram);
+        let back = tokio::time::timeout(std::time::Duration::from_secs(20), from_pod.next())
+            .await
+            .expect("the echo in time")
+            .unwrap()
+            .expect("a datagram, not the end");
+        assert_eq!(&back[..], &datagram[..]);
     }
-    drop(stream);
+    // A burst, sent in one write as the relays batch them, comes back
+    // whole and in order (the echo's socket keeps them: loopback).
+    let burst: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 1000 + usize::from(i)]).collect();
+    let mut batch = Vec::new();
+    for datagram in &burst {
+        hatchway_api::datagrams::encode(&mut batch, datagram).unwrap();
+    }
+    to_pod.write_all(&batch).await.unwrap();
+    for datagram in &burst {
+        let back = tokio::time::timeout(std::time::Duration::from_secs(20), from_pod.next())
+            .await
+            .expect("the burst's echo in time")
+            .unwrap()
+            .expect("a datagram, not the end");
+        assert_eq!(&back[..], &datagram[..]);
+    }
+    drop((from_pod, to_pod));
     let trail = gw.audit_dir().join("gateway.txt");
     eventually("the UDP flow's end in gateway.txt", || async {
         std::fs::read_to_string(&trail)
@@ -618,7 +632,11 @@ async fn a_udp_port_forward_carries_datagrams_whole_and_obeys_the_rule() {
     })
     .await;
     let text = std::fs::read_to_string(&trail).unwrap();
-    assert!(text.contains("bytes_in=60011 bytes_out=60011"), "{text}");
+    let bytes: usize = sent.iter().chain(&burst).map(Vec::len).sum();
+    assert!(
+        text.contains(&format!("bytes_in={bytes} bytes_out={bytes}")),
+        "{text}"
+    );
 }
 
 #[tokio::test]
