@@ -213,6 +213,17 @@ fn the_aggregated_api_serves_a_client_certificate_user() -> Result<()> {
     // Port-forward: 50 MiB to the SHA-256 server, checksum compared.
     let seconds = forward_50_mib(carol.hatch(&["port-forward", "web", ":9000"])?, carol.dir.path())?;
     eprintln!("port-forward through the API server: 50 MiB in {seconds:.2} s");
+    // UDP through the API server's aggregation proxy too (its upgrade is
+    // `hatchway-udp`, not a protocol the proxy knows).
+    let echoed = udp_round_trip(
+        carol.hatch(&["port-forward", "web", ":7073/udp"])?,
+        carol.dir.path(),
+        b"dig via the API server",
+    )?;
+    ensure!(
+        echoed == b"dig via the API server",
+        "UDP through the API server: {echoed:?}"
+    );
 
     // logs -f of a Container that writes five lines and ends.
     users.apply(&container(
@@ -338,7 +349,7 @@ fn forward_50_mib(mut port_forward: Command, dir: &Path) -> Result<f64> {
 /// log line a second.
 const WEB_SCRIPT: &str = "mkdir -p /tmp/pub && echo public page > /tmp/pub/index.html && \
      httpd -p 8080 -h /www && httpd -p 8081 -h /tmp/pub && \
-     (nc -ll -p 9000 -e sha256sum &) && (ws-echo 8082 &) && \
+     (nc -ll -p 9000 -e sha256sum &) && (ws-echo 8082 &) && (udp-echo 7073 &) && \
      i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done";
 
 #[test]

@@ -100,17 +100,11 @@ fn ports_in_every_mode(prefix: &str, values: &[&str]) -> Result<()> {
         show(&out)
     );
     // UDP: datagrams to the pod's echo and back, through the same route.
-    let (mut udp, local) = forward(&alice, "7073/udp")?;
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    socket.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let echoed = wait_until("a datagram back through the UDP forward", WAIT, POLL, || {
-        // UDP may lose one while the flow starts: ask again until answered.
-        socket.send_to(b"dig hatchway", local)?;
-        let mut buf = [0u8; 64];
-        Ok(socket.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec()))
-    })?;
-    let _ = udp.kill();
-    let _ = udp.wait();
+    let echoed = udp_round_trip(
+        alice.hatch(&["port-forward", "ports", ":7073/udp"])?,
+        alice.dir.path(),
+        b"dig hatchway",
+    )?;
     ensure!(echoed == b"dig hatchway", "the UDP echo: {echoed:?}");
 
     // The audit trail has the refusal and who asked.

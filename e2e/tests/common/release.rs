@@ -36,6 +36,33 @@ pub fn stdout(out: &Output) -> String {
 }
 
 /// A free local port (bound and released: the OS picks it).
+/// Runs `port_forward` (a `kubectl-hatch port-forward NAME :PORT/udp`,
+/// its output kept in `dir`) and sends `datagram` through it until one
+/// comes back (UDP may lose one while the flow starts); returns the answer.
+pub fn udp_round_trip(mut port_forward: Command, dir: &std::path::Path, datagram: &[u8]) -> Result<Vec<u8>> {
+    let out = dir.join("pf-udp.out");
+    port_forward
+        .stdout(std::fs::File::create(&out)?)
+        .stderr(Stdio::null());
+    let mut child = port_forward.spawn()?;
+    let answer = (|| -> Result<Vec<u8>> {
+        let local: std::net::SocketAddr = wait_until("the UDP port-forward to listen", WAIT, POLL, || {
+            let text = std::fs::read_to_string(&out)?;
+            Ok(text.split_whitespace().nth(2).and_then(|a| a.parse().ok()))
+        })?;
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+        wait_until("a datagram back through the UDP forward", WAIT, POLL, || {
+            socket.send_to(datagram, local)?;
+            let mut buf = [0u8; 2048];
+            Ok(socket.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec()))
+        })
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    answer
+}
+
 pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
