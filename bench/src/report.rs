@@ -19,7 +19,14 @@ fn is_ours(path: &str) -> bool {
 /// How `ours` compares to `reference`: > 1 is better.
 fn ratio(ours: &Row, reference: &Row) -> f64 {
     let (a, b) = (ours.figure.median(), reference.figure.median());
-    if ours.higher_is_better { a / b } else { b / a }
+    // Equal is 1× (0 lost beside 0 lost too, which would be 0/0).
+    if a == b {
+        1.0
+    } else if ours.higher_is_better {
+        a / b
+    } else {
+        b / a
+    }
 }
 
 fn find<'a>(rows: &'a [Row], workload: &str, path: &str) -> Option<&'a Row> {
@@ -142,10 +149,34 @@ fn goals(rows: &[Row]) -> Vec<(String, String)> {
 fn machine() -> Vec<(String, String)> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = version("uname", &["-r"]);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_default();
+    // The commit measured; "+changes" when the tree differs from it.
+    let commit = version("git", &["rev-parse", "--short", "HEAD"]);
+    let dirty = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty());
     vec![
         ("cores".into(), cores.to_string()),
+        ("cpu".into(), cpu),
         ("kernel".into(), kernel),
         ("hatchway".into(), env!("CARGO_PKG_VERSION").into()),
+        (
+            "commit".into(),
+            if dirty {
+                format!("{commit}+changes")
+            } else {
+                commit
+            },
+        ),
         ("iperf3".into(), version("iperf3", &["--version"])),
         ("wrk".into(), version("wrk", &["--version"])),
         ("socat".into(), version("socat", &["-V"])),
@@ -291,5 +322,17 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| cores |"), "{md}");
+        assert!(md.contains("| commit |"), "{md}");
+    }
+
+    #[test]
+    fn nothing_beside_nothing_is_one_to_one() {
+        assert_eq!(
+            ratio(
+                &r("loss", "hatchway direct", 0.0, false),
+                &r("loss", "raw", 0.0, false)
+            ),
+            1.0
+        );
     }
 }
