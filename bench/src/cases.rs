@@ -291,7 +291,9 @@ fn echo_server() -> Result<u16> {
 
 /// New connection to first byte: `count` connections one after another
 /// (connect, send a byte, read the echo, close).
-pub fn connect(rig: &Rig, sshd: &Sshd, count: usize) -> Result<Vec<Row>> {
+/// Connection setup: `count` connections, each timed to its first echoed
+/// byte, `repeats` rounds.
+pub fn connect(rig: &Rig, sshd: &Sshd, count: usize, repeats: usize) -> Result<Vec<Row>> {
     let echo = echo_server()?;
     let mut paths: Vec<(String, u16, Vec<Bg>)> = vec![("raw loopback".into(), echo, Vec::new())];
     let p = free_port()?;
@@ -308,49 +310,54 @@ pub fn connect(rig: &Rig, sshd: &Sshd, count: usize) -> Result<Vec<Row>> {
     }
     // What a resumable session's setup costs per connection.
     paths.push(not_resumable(rig, echo)?);
-    let mut rows = Vec::new();
-    for (name, port, _) in &paths {
-        let mut times = Vec::with_capacity(count);
-        for _ in 0..count {
-            let started = Instant::now();
-            let mut conn = TcpStream::connect(("127.0.0.1", *port))?;
-            conn.set_nodelay(true)?;
-            conn.write_all(b"x")?;
-            let mut byte = [0u8; 1];
-            conn.read_exact(&mut byte)?;
-            times.push(started.elapsed().as_secs_f64() * 1e3);
+    // Rounds interleave the paths, so a slow moment of the machine falls
+    // on all of them; each round's p50 and p99 are one sample.
+    let mut percentiles: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); paths.len()];
+    for _ in 0..repeats {
+        for ((name, port, _), (p50s, p99s)) in paths.iter().zip(&mut percentiles) {
+            let mut times = Vec::with_capacity(count);
+            for _ in 0..count {
+                let started = Instant::now();
+                let mut conn = TcpStream::connect(("127.0.0.1", *port))?;
+                conn.set_nodelay(true)?;
+                conn.write_all(b"x")?;
+                let mut byte = [0u8; 1];
+                conn.read_exact(&mut byte)?;
+                times.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+            let (p50, p99) = (percentile(&times, 50.0), percentile(&times, 99.0));
+            progress(&format!(
+                "connect to first byte via {name}: p50 {p50:.2} ms, p99 {p99:.2} ms"
+            ));
+            p50s.push(p50);
+            p99s.push(p99);
         }
-        let p50 = percentile(&times, 50.0);
-        let p99 = percentile(&times, 99.0);
-        progress(&format!(
-            "connect to first byte via {name}: p50 {p50:.2} ms, p99 {p99:.2} ms"
-        ));
-        rows.push(row(
-            &format!("connect to first byte ({count}), p50"),
+    }
+    let mut rows = Vec::new();
+    for ((name, _, _), (p50s, p99s)) in paths.iter().zip(percentiles) {
+        rows.extend(latency_rows(
+            &format!("connect to first byte ({count})"),
             name,
-            vec![p50],
-            "ms",
-            false,
-        ));
-        rows.push(row(
-            &format!("connect to first byte ({count}), p99"),
-            name,
-            vec![p99],
-            "ms",
-            false,
+            p50s,
+            p99s,
         ));
     }
     Ok(rows)
 }
 
-/// Interactive latency: 1-byte round trips through `cat` at the far end.
-pub fn shell_echo(rig: &Rig, sshd: &Sshd, count: usize) -> Result<Vec<Row>> {
-    let mut rows = Vec::new();
+/// A path's name, where to write the byte and where it comes back.
+type EchoEnds = (&'static str, Box<dyn Write>, Box<dyn Read>);
+
+/// Interactive latency: 1-byte round trips through `cat` at the far end,
+/// `count` per round, `repeats` rounds that interleave the paths.
+pub fn shell_echo(rig: &Rig, sshd: &Sshd, count: usize, repeats: usize) -> Result<Vec<Row>> {
     let socat_port = free_port()?;
     let _socat = tools::socat_echo(socat_port)?;
     let mut hatch = rig.hatch(Path::Direct, &["shell", Path::Direct.name(), "--", "cat"])?;
     let mut openssh = Command::new("ssh");
     openssh.args(&sshd.args).args(["root@127.0.0.1", "cat"]);
+    let mut children = Vec::new();
+    let mut ends: Vec<EchoEnds> = Vec::new();
     for (name, command) in [
         ("kubectl hatch shell", &mut hatch),
         ("OpenSSH to sshd", &mut openssh),
@@ -360,43 +367,45 @@ pub fn shell_echo(rig: &Rig, sshd: &Sshd, count: usize) -> Result<Vec<Row>> {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
-        let mut stdin = child.stdin.take().context("stdin")?;
-        let mut stdout = child.stdout.take().context("stdout")?;
-        let times = round_trips(&mut stdin, &mut stdout, count)?;
-        drop(stdin);
+        let stdin = child.stdin.take().context("stdin")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        ends.push((name, Box::new(stdin), Box::new(stdout)));
+        children.push(child);
+    }
+    let conn = TcpStream::connect(("127.0.0.1", socat_port))?;
+    conn.set_nodelay(true)?;
+    let reader = conn.try_clone()?;
+    ends.push(("socat TCP echo", Box::new(conn), Box::new(reader)));
+
+    let mut percentiles: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); ends.len()];
+    for _ in 0..repeats {
+        for ((name, out, input), (p50s, p99s)) in ends.iter_mut().zip(&mut percentiles) {
+            let times = round_trips(out, input, count)?;
+            let (p50, p99) = (percentile(&times, 50.0), percentile(&times, 99.0));
+            progress(&format!(
+                "1-byte echo via {name}: p50 {p50:.3} ms, p99 {p99:.3} ms"
+            ));
+            p50s.push(p50);
+            p99s.push(p99);
+        }
+    }
+    let mut rows = Vec::new();
+    for ((name, _, _), (p50s, p99s)) in ends.iter().zip(percentiles) {
+        rows.extend(latency_rows(&format!("1-byte echo ({count})"), name, p50s, p99s));
+    }
+    drop(ends);
+    for mut child in children {
         let _ = child.kill();
         let _ = child.wait();
-        rows.extend(latency_rows(name, &times, count));
     }
-    let mut conn = TcpStream::connect(("127.0.0.1", socat_port))?;
-    conn.set_nodelay(true)?;
-    let mut reader = conn.try_clone()?;
-    let times = round_trips(&mut conn, &mut reader, count)?;
-    rows.extend(latency_rows("socat TCP echo", &times, count));
     Ok(rows)
 }
 
-fn latency_rows(name: &str, times: &[f64], count: usize) -> Vec<Row> {
-    let p50 = percentile(times, 50.0);
-    let p99 = percentile(times, 99.0);
-    progress(&format!(
-        "1-byte echo via {name}: p50 {p50:.3} ms, p99 {p99:.3} ms"
-    ));
+/// A latency case's rows: the p50 and the p99 of each round, as samples.
+fn latency_rows(workload: &str, name: &str, p50s: Vec<f64>, p99s: Vec<f64>) -> Vec<Row> {
     vec![
-        row(
-            &format!("1-byte echo ({count}), p50"),
-            name,
-            vec![p50],
-            "ms",
-            false,
-        ),
-        row(
-            &format!("1-byte echo ({count}), p99"),
-            name,
-            vec![p99],
-            "ms",
-            false,
-        ),
+        row(&format!("{workload}, p50"), name, p50s, "ms", false),
+        row(&format!("{workload}, p99"), name, p99s, "ms", false),
     ]
 }
 

@@ -36,8 +36,8 @@ enum Cmd {
         /// Where results go.
         #[arg(long, default_value = "bench/results")]
         out: PathBuf,
-        /// Repeats of each throughput case.
-        #[arg(long, default_value_t = 3)]
+        /// Repeats of each case (latency cases: rounds of 1000 samples).
+        #[arg(long, default_value_t = 5)]
         repeats: usize,
         /// Seconds per throughput run.
         #[arg(long, default_value_t = 3)]
@@ -101,10 +101,10 @@ fn main() -> Result<()> {
                 rows.extend(cases::bulk(&rig, &sshd, aggregated.as_ref(), repeats, seconds)?);
             }
             if wanted("connect") {
-                rows.extend(cases::connect(&rig, &sshd, 1000)?);
+                rows.extend(cases::connect(&rig, &sshd, 1000, repeats)?);
             }
             if wanted("echo") {
-                rows.extend(cases::shell_echo(&rig, &sshd, 1000)?);
+                rows.extend(cases::shell_echo(&rig, &sshd, 1000, repeats)?);
             }
             if wanted("http") {
                 rows.extend(cases::http(&rig, repeats, seconds)?);
