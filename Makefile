@@ -111,13 +111,13 @@ demo: deps-demo preflight static
 	HATCHWAY_PROFILE_DIR=$(STATIC_PROFILE_DIR) e2e/demo
 
 ## bench: Hatchway beside socat, stunnel, OpenSSH, kubectl port-forward and
-## nginx on this machine (bench/README.md): installs the tools, builds
-## optimized, writes bench/results/<date>.{md,json,png}
+## nginx on this machine (bench/README.md): installs the tools, builds with
+## the release profile the images ship, writes bench/results/<date>.{md,json,png}
 .PHONY: bench
-BENCH_DIR := $(or $(CARGO_TARGET_DIR),target)/bench-opt
+BENCH_DIR := $(or $(CARGO_TARGET_DIR),target)/release
 bench: deps-demo preflight static cluster-up
 	bench/install-tools
-	$(CARGO) build --locked --profile bench-opt -p hatchway-bench -p kubectl-hatch -p hatchway-sidecar
+	$(CARGO) build --locked --release -p hatchway-bench -p kubectl-hatch -p hatchway-sidecar
 	eval "$$(e2e/cluster env)" && $(BENCH_DIR)/hatchway-bench run --out bench/results $(BENCH_ARGS)
 	/usr/bin/python3 bench/chart.py bench/results/$$(date +%Y-%m-%d).json
 

@@ -176,7 +176,10 @@ fn throughput(
 /// A sink on a free port: each connection sends `N\n` and N bytes; the
 /// sink answers `N\n` once it has them all (as the kubectl pod's busybox
 /// `read n; head -c $n; echo $n` does; no half-close, which kubectl
-/// port-forward does not pass on).
+/// port-forward does not pass on). It notes when each connection's first
+/// data byte and last byte arrived ([`SINK_PHASES`]), so a run can say
+/// where its time went: before the first byte (setup), moving the bytes,
+/// or getting the answer back.
 fn sink_server() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
@@ -187,7 +190,15 @@ fn sink_server() -> Result<u16> {
                 let mut line = String::new();
                 std::io::BufRead::read_line(&mut reader, &mut line)?;
                 let want: u64 = line.trim().parse().unwrap_or(0);
-                let got = std::io::copy(&mut (&mut reader).take(want), &mut std::io::sink())?;
+                let mut body = (&mut reader).take(want);
+                let mut first = [0u8; 1];
+                let got = body.read(&mut first)? as u64;
+                let first_byte = Instant::now();
+                let got = got + std::io::copy(&mut body, &mut std::io::sink())?;
+                SINK_PHASES
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((first_byte, Instant::now()));
                 let mut conn = conn;
                 writeln!(conn, "{got}")
             });
@@ -196,10 +207,14 @@ fn sink_server() -> Result<u16> {
     Ok(port)
 }
 
+/// When each sink connection's first data byte and last byte arrived.
+static SINK_PHASES: std::sync::Mutex<Vec<(Instant, Instant)>> = std::sync::Mutex::new(Vec::new());
+
 /// `total` bytes over `streams` connections to a sink; bits per second
 /// from the first byte to the last count received (end to end).
 fn sink_bulk(port: u16, total: usize, streams: usize) -> Result<f64> {
     let each = total / streams;
+    SINK_PHASES.lock().unwrap_or_else(|p| p.into_inner()).clear();
     let started = Instant::now();
     let workers: Vec<_> = (0..streams)
         .map(|_| {
@@ -229,11 +244,24 @@ fn sink_bulk(port: u16, total: usize, streams: usize) -> Result<f64> {
             .join()
             .map_err(|_| anyhow::anyhow!("a sender panicked"))??;
     }
+    let ended = Instant::now();
     anyhow::ensure!(
         received == (each * streams) as u64,
         "the sink counted {received} bytes"
     );
-    Ok(received as f64 * 8.0 / started.elapsed().as_secs_f64())
+    // Phases across the streams: the first stream's first byte, the last
+    // stream's last byte (a sink outside this process, kubectl's, has none).
+    let phases = SINK_PHASES.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let (Some(first), Some(last)) = (phases.iter().map(|p| p.0).min(), phases.iter().map(|p| p.1).max()) {
+        let ms = |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1e3;
+        progress(&format!(
+            "  phases: first byte at the sink after {:.1} ms, all bytes {:.1} ms later, the answer {:.1} ms after that",
+            ms(started, first),
+            ms(first, last),
+            ms(last, ended)
+        ));
+    }
+    Ok(received as f64 * 8.0 / ended.duration_since(started).as_secs_f64())
 }
 
 /// One iperf3 run: received bits per second. Tried twice: the server

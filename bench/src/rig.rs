@@ -179,7 +179,7 @@ pub fn hatch_binary() -> Result<PathBuf> {
     let bin = exe.parent().context("no directory")?.join("kubectl-hatch");
     anyhow::ensure!(
         bin.exists(),
-        "{} is missing: `make bench` builds it (cargo build --profile bench-opt -p kubectl-hatch)",
+        "{} is missing: `make bench` builds it (cargo build --release -p kubectl-hatch)",
         bin.display()
     );
     Ok(bin)
