@@ -111,6 +111,42 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     }
 }
 
+/// A flow's idle time: one timer, moved on only when it fires (not one
+/// per datagram). [`Quiet::expired`] may be cancelled.
+#[derive(Debug)]
+pub struct Quiet {
+    limit: std::time::Duration,
+    last: tokio::time::Instant,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Quiet {
+    pub fn new(limit: std::time::Duration) -> Self {
+        Self {
+            limit,
+            last: tokio::time::Instant::now(),
+            timer: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+
+    /// A datagram went one way or the other.
+    pub fn heard(&mut self) {
+        self.last = tokio::time::Instant::now();
+    }
+
+    /// Returns once `limit` has passed without [`Quiet::heard`].
+    pub async fn expired(&mut self) {
+        loop {
+            self.timer.as_mut().await;
+            if self.last.elapsed() >= self.limit {
+                return;
+            }
+            let due = self.last + self.limit;
+            self.timer.as_mut().reset(due);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

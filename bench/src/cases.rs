@@ -318,9 +318,7 @@ fn echo_server() -> Result<u16> {
 }
 
 /// New connection to first byte: `count` connections one after another
-/// (connect, send a byte, read the echo, close).
-/// Connection setup: `count` connections, each timed to its first echoed
-/// byte, `repeats` rounds.
+/// (connect, send a byte, read the echo, close), `repeats` rounds.
 pub fn connect(rig: &Rig, sshd: &Sshd, count: usize, repeats: usize) -> Result<Vec<Row>> {
     let echo = echo_server()?;
     let mut paths: Vec<(String, u16, Vec<Bg>)> = vec![("raw loopback".into(), echo, Vec::new())];
@@ -338,11 +336,12 @@ pub fn connect(rig: &Rig, sshd: &Sshd, count: usize, repeats: usize) -> Result<V
     }
     // What a resumable session's setup costs per connection.
     paths.push(not_resumable(rig, echo)?);
-    // Rounds interleave the paths, so a slow moment of the machine falls
-    // on all of them; each round's p50 and p99 are one sample.
-    let mut percentiles: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); paths.len()];
-    for _ in 0..repeats {
-        for ((name, port, _), (p50s, p99s)) in paths.iter().zip(&mut percentiles) {
+    latency_rounds(
+        &mut paths,
+        &format!("connect to first byte ({count})"),
+        repeats,
+        |(name, _, _)| name,
+        |(_, port, _)| {
             let mut times = Vec::with_capacity(count);
             for _ in 0..count {
                 let started = Instant::now();
@@ -353,22 +352,38 @@ pub fn connect(rig: &Rig, sshd: &Sshd, count: usize, repeats: usize) -> Result<V
                 conn.read_exact(&mut byte)?;
                 times.push(started.elapsed().as_secs_f64() * 1e3);
             }
+            Ok(times)
+        },
+    )
+}
+
+/// Runs `measure` (one round's times, in ms) on every path, `repeats`
+/// rounds that interleave the paths, so a slow moment of the machine falls
+/// on all of them; each round's p50 and p99 are one sample of its rows.
+fn latency_rounds<P>(
+    paths: &mut [P],
+    workload: &str,
+    repeats: usize,
+    name: impl Fn(&P) -> &str,
+    mut measure: impl FnMut(&mut P) -> Result<Vec<f64>>,
+) -> Result<Vec<Row>> {
+    let mut percentiles: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); paths.len()];
+    for _ in 0..repeats {
+        for (path, (p50s, p99s)) in paths.iter_mut().zip(&mut percentiles) {
+            let times = measure(path)?;
             let (p50, p99) = (percentile(&times, 50.0), percentile(&times, 99.0));
             progress(&format!(
-                "connect to first byte via {name}: p50 {p50:.2} ms, p99 {p99:.2} ms"
+                "{workload} via {}: p50 {p50:.3} ms, p99 {p99:.3} ms",
+                name(path)
             ));
             p50s.push(p50);
             p99s.push(p99);
         }
     }
     let mut rows = Vec::new();
-    for ((name, _, _), (p50s, p99s)) in paths.iter().zip(percentiles) {
-        rows.extend(latency_rows(
-            &format!("connect to first byte ({count})"),
-            name,
-            p50s,
-            p99s,
-        ));
+    for (path, (p50s, p99s)) in paths.iter().zip(percentiles) {
+        rows.push(row(&format!("{workload}, p50"), name(path), p50s, "ms", false));
+        rows.push(row(&format!("{workload}, p99"), name(path), p99s, "ms", false));
     }
     Ok(rows)
 }
@@ -405,36 +420,19 @@ pub fn shell_echo(rig: &Rig, sshd: &Sshd, count: usize, repeats: usize) -> Resul
     let reader = conn.try_clone()?;
     ends.push(("socat TCP echo", Box::new(conn), Box::new(reader)));
 
-    let mut percentiles: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); ends.len()];
-    for _ in 0..repeats {
-        for ((name, out, input), (p50s, p99s)) in ends.iter_mut().zip(&mut percentiles) {
-            let times = round_trips(out, input, count)?;
-            let (p50, p99) = (percentile(&times, 50.0), percentile(&times, 99.0));
-            progress(&format!(
-                "1-byte echo via {name}: p50 {p50:.3} ms, p99 {p99:.3} ms"
-            ));
-            p50s.push(p50);
-            p99s.push(p99);
-        }
-    }
-    let mut rows = Vec::new();
-    for ((name, _, _), (p50s, p99s)) in ends.iter().zip(percentiles) {
-        rows.extend(latency_rows(&format!("1-byte echo ({count})"), name, p50s, p99s));
-    }
+    let rows = latency_rounds(
+        &mut ends,
+        &format!("1-byte echo ({count})"),
+        repeats,
+        |(name, _, _)| name,
+        |(_, out, input)| round_trips(out, input, count),
+    )?;
     drop(ends);
     for mut child in children {
         let _ = child.kill();
         let _ = child.wait();
     }
     Ok(rows)
-}
-
-/// A latency case's rows: the p50 and the p99 of each round, as samples.
-fn latency_rows(workload: &str, name: &str, p50s: Vec<f64>, p99s: Vec<f64>) -> Vec<Row> {
-    vec![
-        row(&format!("{workload}, p50"), name, p50s, "ms", false),
-        row(&format!("{workload}, p99"), name, p99s, "ms", false),
-    ]
 }
 
 /// Warms up (the first byte may wait for the session), then times `count`

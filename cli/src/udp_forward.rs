@@ -114,10 +114,7 @@ where
     let (from_pod, mut to_pod) = tokio::io::split(stream);
     let mut from_pod = datagrams::Reader::new(from_pod);
     let mut batch = Vec::with_capacity(datagrams::BATCH + 2 + datagrams::MAX_DATAGRAM);
-    // One timer, moved on only when it fires: not one per datagram.
-    let mut last = tokio::time::Instant::now();
-    let quiet = tokio::time::sleep(IDLE);
-    tokio::pin!(quiet);
+    let mut quiet = datagrams::Quiet::new(IDLE);
     loop {
         tokio::select! {
             datagram = datagrams_in.recv() => {
@@ -138,7 +135,7 @@ where
                     return;
                 }
                 batch.clear();
-                last = tokio::time::Instant::now();
+                quiet.heard();
             }
             answer = from_pod.next() => {
                 let mut next = match answer {
@@ -152,14 +149,9 @@ where
                         Err(_) => return,
                     };
                 }
-                last = tokio::time::Instant::now();
+                quiet.heard();
             }
-            () = &mut quiet => {
-                if last.elapsed() >= IDLE {
-                    return;
-                }
-                quiet.as_mut().reset(last + IDLE);
-            }
+            () = quiet.expired() => return,
         }
     }
 }

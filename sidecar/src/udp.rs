@@ -65,10 +65,7 @@ where
     let mut from_user = datagrams::Reader::new(from_user);
     let mut received = vec![0u8; datagrams::MAX_DATAGRAM];
     let mut batch = Vec::with_capacity(datagrams::BATCH + 2 + datagrams::MAX_DATAGRAM);
-    // One timer, moved on only when it fires: not one per datagram.
-    let mut last = tokio::time::Instant::now();
-    let quiet = tokio::time::sleep(idle);
-    tokio::pin!(quiet);
+    let mut quiet = datagrams::Quiet::new(idle);
     loop {
         tokio::select! {
             datagram = from_user.next() => {
@@ -86,7 +83,7 @@ where
                         Err(_) => return,
                     };
                 }
-                last = tokio::time::Instant::now();
+                quiet.heard();
             }
             first = socket.recv(&mut received) => {
                 let mut got = first;
@@ -112,14 +109,9 @@ where
                     }
                     batch.clear();
                 }
-                last = tokio::time::Instant::now();
+                quiet.heard();
             }
-            () = &mut quiet => {
-                if last.elapsed() >= idle {
-                    return;
-                }
-                quiet.as_mut().reset(last + idle);
-            }
+            () = quiet.expired() => return,
         }
     }
 }

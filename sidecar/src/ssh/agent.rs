@@ -27,9 +27,40 @@ impl Drop for Relay {
     }
 }
 
+/// What the shim made of a session's request for an agent socket: a
+/// relay for the socket, or the failure audited (and, on a terminal,
+/// shown: a command's stderr stays its own).
+pub async fn start(
+    agent: Option<hatchway_shim::AgentListener>,
+    error: Option<String>,
+    job: &super::process::Job,
+    channel: &russh::Channel<russh::server::Msg>,
+) -> Option<Relay> {
+    if let Some(error) = error {
+        job.reporter.audit(&format!(
+            "agent forwarding failed ({error}) {}",
+            job.params.who.audited()
+        ));
+        if job.pty.is_some() {
+            let message = format!("hatchway: agent forwarding failed: {error}\r\n");
+            let _ = channel.extended_data(1, message.as_bytes()).await;
+        }
+    }
+    let agent = agent?;
+    relay(
+        agent.listener,
+        agent.path,
+        job.handle.clone(),
+        job.params.who.clone(),
+        job.reporter.clone(),
+    )
+    .inspect_err(|error| tracing::warn!(%error, "agent socket"))
+    .ok()
+}
+
 /// Starts relaying connections on `listener` (the shim's agent socket at
 /// `path`) to the client behind `handle`.
-pub fn relay(
+fn relay(
     listener: OwnedFd,
     path: String,
     handle: Handle,

@@ -63,37 +63,10 @@ pub async fn run(job: Job, channel: Channel<Msg>, control: mpsc::Receiver<Contro
         agent_error,
         ..
     } = spawned;
-    if let Some(error) = agent_error {
-        job.reporter.audit(&format!(
-            "agent forwarding failed ({error}) {}",
-            job.params.who.audited()
-        ));
-        // A terminal's user reads why `ssh-add` finds no agent; a command's
-        // stderr stays its own.
-        if job.pty.is_some() {
-            let message = format!("hatchway: agent forwarding failed: {error}\r\n");
-            let _ = channel.extended_data(1, message.as_bytes()).await;
-        }
-    }
     // Connections to the agent socket reach this connection's client while
     // the channel is attached; the shim removes the socket when the process
     // ends.
-    let _agent_relay = match agent {
-        Some(agent) => match super::agent::relay(
-            agent.listener,
-            agent.path,
-            job.handle.clone(),
-            job.params.who.clone(),
-            job.reporter.clone(),
-        ) {
-            Ok(relay) => Some(relay),
-            Err(error) => {
-                tracing::warn!(%error, "agent socket");
-                None
-            }
-        },
-        None => None,
-    };
+    let _agent_relay = super::agent::start(agent, agent_error, &job, &channel).await;
     let (stdin, stdout, stderr) = match split_io(io) {
         Ok(parts) => parts,
         Err(error) => {
