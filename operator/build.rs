@@ -11,7 +11,11 @@ const NEEDED: [&str; 3] = [
 ];
 
 fn main() {
-    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
+    // Read when the script runs, not baked in when it was compiled: a
+    // script built for another checkout sharing the target directory
+    // would look in that checkout.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let web = Path::new(&manifest_dir).join("../web");
     println!(
         "cargo:rerun-if-changed={}",
         web.join("package-lock.json").display()

@@ -23,7 +23,7 @@ use std::io::IoSlice;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::{Buf as _, Bytes, BytesMut};
+use bytes::{Buf as _, Bytes};
 
 /// Largest payload of one data frame.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
@@ -460,21 +460,27 @@ impl Receiver {
 
 /// Buffers for local reads, recycled: a read's bytes go out and wait in
 /// the replay buffer as they were read (no copy), and once acknowledged
-/// their buffer comes back here. Fresh buffers would cost a page fault
-/// per 4 KiB on first touch, more than the copy saved.
+/// their buffer comes back here; transport reads likewise, once the local
+/// side took their payloads. Fresh buffers would cost a page fault per 4
+/// KiB on first touch, more than the copy saved.
+///
+/// A block coming back is kept while no more are free than are lent out:
+/// during a bulk transfer every block is recycled, once the stream is
+/// quiet (its blocks acknowledged and written) the pool shrinks to one.
 #[derive(Debug, Default)]
 struct Blocks {
     free: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// Blocks out as [`Bytes`] (in the replay buffer, or waiting for the
+    /// local side).
+    lent: AtomicUsize,
 }
 
-/// Free buffers a pump keeps for its next reads while it reads in bulk:
-/// as many as its replay buffer holds by default (a bulk transfer
-/// recycles them all); one once its reads are small again.
-const FREE_BLOCKS: usize = DEFAULT_REPLAY_BYTES / READ_CHUNK_BULK;
-/// A read this small is copied out and its buffer reused at once: a
-/// buffer of [`READ_CHUNK_BULK`] is not pinned (kept for a replay) for a
-/// few bytes.
-const COPY_BELOW: usize = 4096;
+/// A read this small is copied out and its block reused at once: a block
+/// holds at least this much while it is lent out, so the bytes kept pin
+/// at most `READ_CHUNK_BULK / COPY_BELOW` (4) times their size (a stream
+/// of small reads would otherwise pin a 256 KiB block per few bytes until
+/// the ack).
+const COPY_BELOW: usize = READ_CHUNK;
 
 impl Blocks {
     fn take(&self) -> Vec<u8> {
@@ -485,14 +491,10 @@ impl Blocks {
             .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK_BULK))
     }
 
-    /// Lets go of all free buffers but one (the reads are small again).
-    fn trim(&self) {
-        self.free.lock().unwrap_or_else(|p| p.into_inner()).truncate(1);
-    }
-
     /// `block`'s bytes as [`Bytes`] that give the buffer back when the
     /// last of them is dropped.
     fn share(self: &Arc<Self>, block: Vec<u8>) -> Bytes {
+        self.lent.fetch_add(1, Ordering::Relaxed);
         Bytes::from_owner(Block {
             bytes: block,
             home: Arc::downgrade(self),
@@ -515,8 +517,9 @@ impl AsRef<[u8]> for Block {
 impl Drop for Block {
     fn drop(&mut self) {
         if let Some(home) = self.home.upgrade() {
+            let lent = home.lent.fetch_sub(1, Ordering::Relaxed) - 1;
             let mut free = home.free.lock().unwrap_or_else(|p| p.into_inner());
-            if free.len() < FREE_BLOCKS {
+            if free.len() < lent.max(1) {
                 let mut block = std::mem::take(&mut self.bytes);
                 block.clear();
                 free.push(block);
@@ -568,10 +571,6 @@ pub const DEFAULT_LIVENESS: std::time::Duration = std::time::Duration::from_secs
 /// the smaller one of the shared budget).
 const READ_CHUNK: usize = 64 * 1024;
 const READ_CHUNK_BULK: usize = 4 * READ_CHUNK;
-/// The transport's read buffer: several frames. Frames are split off it
-/// (their payloads then wait for the local side without a copy); a new
-/// buffer is taken when the room runs out.
-const INCOMING_ROOM: usize = 512 * 1024;
 /// How often a session blocked on the shared budget looks again.
 const BUDGET_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
 /// An ack goes out once this much arrived since the last one, or
@@ -714,9 +713,11 @@ impl Session {
         // payloads and the replay buffer share it.
         let blocks = Arc::new(Blocks::default());
         let mut reading = blocks.take();
-        // Transport reads land straight here; decoded frames are split off
-        // (the buffer is reused once they are all written).
-        let mut incoming = BytesMut::with_capacity(INCOMING_ROOM);
+        // Transport reads land in blocks from the same pool: the frames'
+        // payloads wait for the local side as slices of the block (no
+        // copy), a partial frame at its end moves to the next block.
+        let mut incoming = blocks.take();
+        let mut payloads: Vec<std::ops::Range<usize>> = Vec::new();
         // Heard from the peer (or had nothing waiting on it) at this time.
         // The timer is reset only when it fires early, not per read.
         let mut last_heard = tokio::time::Instant::now();
@@ -731,13 +732,16 @@ impl Session {
         let keepalive = tokio::time::sleep(liveness);
         tokio::pin!(keepalive);
         let mut paused = false;
+        // A transport may keep part of what it accepted (TLS keeps whole
+        // records, `Framed` a frame) until it is written to or flushed
+        // again: once nothing more waits to be written, it is flushed, or
+        // the last frames (an ack, the end) would sit there until the
+        // liveness time called the connection broken.
+        let mut unflushed = false;
         loop {
             if self.done() {
                 let _ = transport_w.shutdown().await;
                 return Ok(Pumped::Done);
-            }
-            if incoming.capacity() - incoming.len() < HEADER_LEN + MAX_PAYLOAD {
-                incoming.reserve(HEADER_LEN + MAX_PAYLOAD);
             }
             if self.sender.unacknowledged() + self.read_size > self.sender.limit {
                 self.read_size = READ_CHUNK;
@@ -792,9 +796,6 @@ impl Session {
                         }
                         Ok(n) => {
                             self.read_size = if n == read_size { READ_CHUNK_BULK } else { READ_CHUNK };
-                            if n < READ_CHUNK && read_size == READ_CHUNK_BULK {
-                                blocks.trim();
-                            }
                             let read = if n < COPY_BELOW {
                                 let read = Bytes::copy_from_slice(&reading);
                                 reading.clear();
@@ -808,24 +809,44 @@ impl Session {
                         }
                     }
                 }
+                // A block never grows: what is left after a partial frame
+                // (shorter than a whole one) always leaves room.
                 read = transport_r.read_buf(&mut incoming), if reading_transport => {
                     match read {
                         Ok(0) | Err(_) => return Ok(Pumped::Broken),
                         Ok(_) => {}
                     }
                     last_heard = tokio::time::Instant::now();
-                    while let Some((frame, used)) = FrameRef::decode(&incoming)? {
+                    let mut used = 0;
+                    let mut new_bytes = 0;
+                    payloads.clear();
+                    while let Some((frame, len)) = FrameRef::decode(&incoming[used..])? {
                         match frame {
-                            FrameRef::Ack { offset } => {
-                                self.sender.acknowledge(offset)?;
-                                incoming.advance(used);
-                            }
+                            FrameRef::Ack { offset } => self.sender.acknowledge(offset)?,
                             _ => {
                                 let new = self.receiver.accept_ref(frame)?.len();
-                                let frame = incoming.split_to(used).freeze();
-                                self.to_local.push(frame.slice(used - new..));
+                                if new > 0 {
+                                    payloads.push(used + len - new..used + len);
+                                    new_bytes += new;
+                                }
                             }
                         }
+                        used += len;
+                    }
+                    if new_bytes >= COPY_BELOW {
+                        let mut next = blocks.take();
+                        next.extend_from_slice(&incoming[used..]);
+                        let block = blocks.share(std::mem::replace(&mut incoming, next));
+                        for payload in payloads.drain(..) {
+                            self.to_local.push(block.slice(payload));
+                        }
+                    } else {
+                        // A few bytes (keystrokes, acks) are copied out and
+                        // the block kept (see COPY_BELOW).
+                        for payload in payloads.drain(..) {
+                            self.to_local.push(Bytes::copy_from_slice(&incoming[payload]));
+                        }
+                        incoming.drain(..used);
                     }
                     let unacked = self.receiver.received() - self.acked;
                     if unacked >= ACK_EVERY || self.receiver.finished() && unacked > 0 {
@@ -835,10 +856,20 @@ impl Session {
                         ack_armed = true;
                     }
                 }
-                written = self.outgoing.write_some(&mut transport_w), if !self.outgoing.is_empty() => {
+                written = async {
+                    if self.outgoing.is_empty() {
+                        transport_w.flush().await.map(|()| None)
+                    } else {
+                        self.outgoing.write_some(&mut transport_w).await.map(Some)
+                    }
+                }, if !self.outgoing.is_empty() || unflushed => {
                     match written {
-                        Ok(0) | Err(_) => return Ok(Pumped::Broken),
-                        Ok(n) => self.outgoing.advance(n),
+                        Ok(Some(0)) | Err(_) => return Ok(Pumped::Broken),
+                        Ok(Some(n)) => {
+                            self.outgoing.advance(n);
+                            unflushed = true;
+                        }
+                        Ok(None) => unflushed = false,
                     }
                 }
                 written = self.to_local.write_some(&mut local_w), if !self.to_local.is_empty() => {
@@ -1234,6 +1265,29 @@ mod tests {
         assert_eq!(a_task.await.unwrap(), to_a, "B to A, exactly once, in order");
     }
 
+    /// A transport that keeps what it accepted until written to again or
+    /// flushed (as TLS does with a record when the socket is full): the
+    /// last frames must not wait there. On paused time a stuck pump would
+    /// see the liveness time pass at once and end `Broken`.
+    #[tokio::test(start_paused = true)]
+    async fn frames_a_transport_buffered_are_flushed_out() {
+        let to_b: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let (a_app, mut a_local) = tokio::io::duplex(64 * 1024);
+        let (b_app, mut b_local) = tokio::io::duplex(64 * 1024);
+        let a_task = tokio::spawn(app(a_app, to_b.clone()));
+        let b_task = tokio::spawn(app(b_app, Vec::new()));
+        let (ta, tb) = tokio::io::duplex(4 * 1024);
+        let (ta, tb) = (crate::frames::Framed::new(ta), crate::frames::Framed::new(tb));
+        let (mut a, mut b) = (
+            Session::new(DEFAULT_REPLAY_BYTES),
+            Session::new(DEFAULT_REPLAY_BYTES),
+        );
+        let (ra, rb) = tokio::join!(a.pump(&mut a_local, ta), b.pump(&mut b_local, tb));
+        assert_eq!((ra.unwrap(), rb.unwrap()), (Pumped::Done, Pumped::Done));
+        assert_eq!(b_task.await.unwrap(), to_b, "A to B, exactly once, in order");
+        assert!(a_task.await.unwrap().is_empty());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_transport_that_goes_silent_is_broken_after_the_liveness_time() {
         use tokio::io::AsyncWriteExt as _;
@@ -1316,7 +1370,7 @@ mod tests {
         .await;
         assert!(pumped.is_err(), "a pump ended while its peer was only slow");
         assert!(
-            b.to_local.len <= TO_LOCAL_HIGH + INCOMING_ROOM,
+            b.to_local.len <= TO_LOCAL_HIGH + READ_CHUNK_BULK,
             "B holds {} bytes for its local side",
             b.to_local.len
         );

@@ -86,7 +86,13 @@ pub fn bulk(
     aggregated: Option<&crate::aggregated::Aggregated>,
     repeats: usize,
     seconds: u32,
+    only_paths: &[String],
 ) -> Result<Vec<Row>> {
+    let wanted = |paths: &mut Vec<(String, u16, Vec<Bg>)>| {
+        if !only_paths.is_empty() {
+            paths.retain(|(name, _, _)| only_paths.iter().any(|o| name.contains(o.as_str())));
+        }
+    };
     let server = free_port()?;
     let _iperf = Bg::spawn(
         "iperf3 server",
@@ -95,6 +101,7 @@ pub fn bulk(
     tools::wait_listening(server, "iperf3")?;
     let mut paths = forwards(rig, sshd, server, true)?;
     paths.push(not_resumable(rig, server)?);
+    wanted(&mut paths);
     let mut rows = throughput(&paths, "bulk TCP (iperf3)", repeats, |_, port, streams| {
         iperf3(port, streams, seconds)
     })?;
@@ -122,6 +129,7 @@ pub fn bulk(
     } else {
         progress("no aggregated API to register: the path through the API server is not measured");
     }
+    wanted(&mut paths);
     const TOTAL: usize = 256 << 20;
     rows.extend(throughput(
         &paths,
@@ -149,11 +157,16 @@ fn throughput(
 ) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for streams in [1, 8] {
-        for (name, port, _) in paths {
-            let mut samples = Vec::new();
-            for _ in 0..repeats {
+        // Paths take turns, round by round: a drift of the machine (another
+        // process, the CPU's clock) falls on every path alike, not on the
+        // one measured while it lasted.
+        let mut samples = vec![Vec::new(); paths.len()];
+        for _ in 0..repeats {
+            for ((name, port, _), samples) in paths.iter().zip(&mut samples) {
                 samples.push(measure(name, *port, streams)? / 1e9);
             }
+        }
+        for ((name, _, _), samples) in paths.iter().zip(samples) {
             let r = row(
                 &format!("{workload}, {streams} stream(s)"),
                 name,

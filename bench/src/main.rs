@@ -49,6 +49,12 @@ enum Cmd {
         /// tunnels).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// In the bulk cases, only the paths whose name contains one of
+        /// these (e.g. `direct` for Hatchway direct beside not resumable):
+        /// for comparing two paths quickly; the report's ratios then lack
+        /// the references left out.
+        #[arg(long, value_delimiter = ',')]
+        paths: Vec<String>,
     },
     /// (internal) A plain TCP server that accepts and holds connections
     /// (the memory reference: what a raw connection costs a process).
@@ -80,6 +86,7 @@ fn main() -> Result<()> {
             seconds,
             tunnels,
             only,
+            paths,
         } => {
             let wanted = |case: &str| only.is_empty() || only.iter().any(|o| o == case);
             let mut rows = Vec::new();
@@ -98,7 +105,14 @@ fn main() -> Result<()> {
             // sidecars run on the runtime's workers.
             if wanted("bulk") {
                 let aggregated = runtime.block_on(aggregated::Aggregated::start(&rig))?;
-                rows.extend(cases::bulk(&rig, &sshd, aggregated.as_ref(), repeats, seconds)?);
+                rows.extend(cases::bulk(
+                    &rig,
+                    &sshd,
+                    aggregated.as_ref(),
+                    repeats,
+                    seconds,
+                    &paths,
+                )?);
             }
             if wanted("connect") {
                 rows.extend(cases::connect(&rig, &sshd, 1000, repeats)?);
