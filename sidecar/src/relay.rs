@@ -20,7 +20,10 @@ where
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if to.write_all(&buf[..n]).await.is_err() {
+                // Flushed each time: TLS (and `Framed`) may keep the end of
+                // what it accepted until written to again, and the other
+                // side may be waiting for exactly that end (a reply).
+                if to.write_all(&buf[..n]).await.is_err() || to.flush().await.is_err() {
                     break;
                 }
                 counter.fetch_add(n as u64, Ordering::Relaxed);
@@ -43,4 +46,36 @@ where
         copy_counted(client_rd, up_wr, to_upstream),
         copy_counted(up_rd, client_wr, from_upstream)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reply relayed into a stream that keeps part of what it accepts
+    /// (`Framed` over a full pipe, as rustls over a full socket) reaches
+    /// the client whole while the upstream waits for the next request. On
+    /// paused time a stuck relay would run into the timeout at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_is_not_left_in_a_buffering_stream() {
+        let (client, client_far) = tokio::io::duplex(4 * 1024);
+        let (upstream, mut upstream_far) = tokio::io::duplex(64 * 1024);
+        let counters = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        tokio::spawn(relay(
+            hatchway_api::frames::Framed::new(client_far),
+            upstream,
+            counters.0,
+            counters.1.clone(),
+        ));
+        let reply: Vec<u8> = (0..100_000u32).map(|i| (i % 249) as u8).collect();
+        upstream_far.write_all(&reply).await.unwrap();
+        let mut client = hatchway_api::frames::Framed::new(client);
+        let mut got = vec![0u8; reply.len()];
+        tokio::time::timeout(std::time::Duration::from_secs(60), client.read_exact(&mut got))
+            .await
+            .expect("the whole reply arrives while the upstream stays open")
+            .unwrap();
+        assert_eq!(got, reply);
+        assert_eq!(counters.1.load(Ordering::Relaxed), reply.len() as u64);
+    }
 }
