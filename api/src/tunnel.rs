@@ -32,6 +32,30 @@ pub fn tunnel_proof(key: &CtrKey, ekm: &[u8; EKM_LEN]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// The proof a router sends on each request of a tunnel stream when the
+/// streams carry HTTP without TLS of their own (`docs/decisions.md`):
+/// `hex(HMAC-SHA256(key = ASCII of ctr_key, msg = STREAM_LABEL || EKM))`
+/// with the tunnel session's EKM. The label keeps it apart from the
+/// sidecar's [`tunnel_proof`] over the same EKM; the EKM binds it to this
+/// tunnel's TLS session, so it proves nothing on another tunnel or on the
+/// gateway's direct port.
+pub fn stream_proof(key: &CtrKey, ekm: &[u8; EKM_LEN]) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(key.expose_hex().as_bytes()).expect("HMAC takes a key of any length");
+    mac.update(STREAM_LABEL);
+    mac.update(ekm);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Domain separation of [`stream_proof`]. Changing it is a protocol
+/// version change.
+const STREAM_LABEL: &[u8] = b"hatchway tunnel stream v1\n";
+
+/// The gateway's check of a stream proof. Constant time.
+pub fn verify_stream_proof(expected: &str, presented: &str) -> bool {
+    constant_time_eq(expected, presented)
+}
+
 /// The router's check of a tunnel proof against the keying material it
 /// exported from its own end of the same session. Constant time.
 pub fn verify_tunnel_proof(key: &CtrKey, ekm: &[u8; EKM_LEN], presented: &str) -> bool {

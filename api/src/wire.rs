@@ -55,6 +55,15 @@ pub const LOG_SOURCE: &str = "hatchway-log-source";
 pub const TUNNEL_PROOF: &str = "x-hatchway-tunnel-proof";
 /// Sidecar -> router (tunnel): the control protocol version it speaks.
 pub const TUNNEL_VERSION: &str = "x-hatchway-tunnel-version";
+/// Sidecar -> router on the tunnel request, router -> sidecar echoed on
+/// its 101: the tunnel's streams carry HTTP as it is, with no TLS of their
+/// own (value [`TUNNEL_STREAMS_HTTP`]); their proof is bound to the
+/// tunnel's TLS session ([`crate::tunnel::stream_proof`]). Without it on
+/// both, each stream is TLS to the gateway's certificate, as on the direct
+/// path (an older router or sidecar).
+pub const TUNNEL_STREAMS: &str = "x-hatchway-tunnel-streams";
+/// The one value of [`TUNNEL_STREAMS`].
+pub const TUNNEL_STREAMS_HTTP: &str = "http";
 
 /// `Upgrade:` value of an SSH session.
 pub const UPGRADE_SSH: &str = "ssh";

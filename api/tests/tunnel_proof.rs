@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use hatchway_api::proof::ctr_key;
-use hatchway_api::tunnel::{EKM_LABEL, EKM_LEN, tunnel_proof, verify_tunnel_proof};
+use hatchway_api::tunnel::{
+    EKM_LABEL, EKM_LEN, stream_proof, tunnel_proof, verify_stream_proof, verify_tunnel_proof,
+};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 
@@ -109,4 +111,37 @@ fn a_proof_for_one_container_never_verifies_for_another() {
     let proof_b = tunnel_proof(&key_b, &session.client_ekm());
     assert!(verify_tunnel_proof(&key_b, &session.server_ekm(), &proof_b));
     assert_ne!(proof_a, proof_b);
+}
+
+#[test]
+fn a_stream_proof_is_bound_to_its_tunnel_session_and_container() {
+    let key_a = ctr_key(b"root secret", UID_A);
+    let key_b = ctr_key(b"root secret", UID_B);
+    let first = Session::establish();
+    let second = Session::establish();
+    // The router computes it from its end, the sidecar expects it from its
+    // end of the same tunnel: equal.
+    let sent = stream_proof(&key_a, &first.server_ekm());
+    assert!(verify_stream_proof(
+        &stream_proof(&key_a, &first.client_ekm()),
+        &sent
+    ));
+    // Not on another tunnel of the same container, not for another
+    // container on the same tunnel.
+    assert!(!verify_stream_proof(
+        &stream_proof(&key_a, &second.client_ekm()),
+        &sent
+    ));
+    assert!(!verify_stream_proof(
+        &stream_proof(&key_b, &first.client_ekm()),
+        &sent
+    ));
+    // Not the sidecar's own tunnel proof over the same keying material
+    // (which the router saw), and not the direct path's proof.
+    assert_ne!(sent, tunnel_proof(&key_a, &first.client_ekm()));
+    let direct = hatchway_api::proof::request_auth(&key_a, b"a gateway certificate");
+    assert!(!verify_stream_proof(
+        &stream_proof(&key_a, &first.client_ekm()),
+        &direct
+    ));
 }

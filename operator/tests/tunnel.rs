@@ -1058,3 +1058,111 @@ async fn a_request_waits_briefly_for_a_tunnel_that_is_moving() {
     learn.await.unwrap();
     assert_eq!(b.router.metrics.forwards.with_label_values(&["ok"]).get(), 1);
 }
+
+/// A hand-made sidecar that asks for streams without TLS (or, as an older
+/// sidecar, does not), says hello, and hands back the first stream the
+/// router opens. Returns the 101's headers, the Container's UID, the
+/// session's keying material and what the router wrote first on that
+/// stream.
+async fn first_stream_of(
+    router: &TestRouter,
+    cluster: &MemoryCluster,
+    name: &str,
+    ask_plain: bool,
+) -> (http::HeaderMap, String, [u8; EKM_LEN], Vec<u8>) {
+    use futures::future::poll_fn;
+    use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+    let uid = running(cluster, name);
+    let mut session_ekm = [0u8; EKM_LEN];
+    let response = dial(router.addr, |ekm| {
+        session_ekm = *ekm;
+        let request = tunnel_request(&uid, &tunnel_proof(&key(&uid), ekm));
+        let request = if ask_plain {
+            request.header(wire::TUNNEL_STREAMS, wire::TUNNEL_STREAMS_HTTP)
+        } else {
+            request
+        };
+        request.body(empty()).unwrap()
+    })
+    .await;
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let headers = response.headers().clone();
+    let upgraded = hyper::upgrade::on(response).await.unwrap();
+    let mut connection = yamux::Connection::new(
+        TokioIo::new(upgraded).compat(),
+        yamux::Config::default(),
+        yamux::Mode::Client,
+    );
+    let control = poll_fn(|cx| connection.poll_new_outbound(cx)).await.unwrap();
+    let (inbound_tx, mut inbound) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(stream)) = poll_fn(|cx| connection.poll_next_inbound(cx)).await {
+            let _ = inbound_tx.send(stream);
+        }
+    });
+    let mut control = control.compat();
+    control
+        .write_all(&control::encode(&fake_hello(&uid)).unwrap())
+        .await
+        .unwrap();
+    control.flush().await.unwrap();
+    until_held(router, &uid).await;
+    eventually("status to name the tunnel", || async {
+        tunnel_of(cluster, name).is_some()
+    })
+    .await;
+
+    // A user's port-forward makes the router open a stream; its first
+    // bytes say what the stream carries. (The request itself ends in a
+    // timeout: nobody answers it.)
+    let read_first = async {
+        let mut stream = inbound.recv().await.expect("the router opens a stream").compat();
+        let mut first = vec![0u8; 4096];
+        let mut len = 0;
+        // A TLS ClientHello is one record; an HTTP head ends in a blank line.
+        while len < first.len() && !first[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut first[len..]).await.unwrap();
+            if n == 0 || first[0] == 0x16 {
+                len += n;
+                break;
+            }
+            len += n;
+        }
+        first.truncate(len);
+        first
+    };
+    let first = tokio::select! {
+        first = read_first => first,
+        _ = try_port_forward(router, name, 22) => panic!("the port-forward ended before its stream was read"),
+    };
+    drop(control);
+    (headers, uid, session_ekm, first)
+}
+
+#[tokio::test]
+async fn a_sidecar_that_asks_gets_streams_of_plain_http_with_the_session_bound_proof() {
+    let (cluster, auth) = world();
+    let router = TestRouter::start_with(cluster.clone(), auth, tunnels_only).await;
+    let (headers, uid, ekm, first) = first_stream_of(&router, &cluster, "plain", true).await;
+    assert_eq!(headers[wire::TUNNEL_STREAMS], wire::TUNNEL_STREAMS_HTTP);
+    let head = String::from_utf8(first).expect("an HTTP head, not a TLS record");
+    assert!(head.starts_with("POST /"), "{head}");
+    let expected = hatchway_api::tunnel::stream_proof(&key(&uid), &ekm);
+    let presented = head
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{}: ", wire::AUTHORIZATION)))
+        .unwrap_or_else(|| panic!("no proof in {head}"));
+    assert_eq!(presented, expected);
+    // The proof over the gateway certificate would not do here, and the
+    // stream proof is not the tunnel proof the sidecar sent.
+    assert_ne!(presented, tunnel_proof(&key(&uid), &ekm));
+}
+
+#[tokio::test]
+async fn an_older_sidecar_that_does_not_ask_gets_tls_on_every_stream() {
+    let (cluster, auth) = world();
+    let router = TestRouter::start_with(cluster.clone(), auth, tunnels_only).await;
+    let (headers, _, _, first) = first_stream_of(&router, &cluster, "older", false).await;
+    assert!(!headers.contains_key(wire::TUNNEL_STREAMS));
+    assert_eq!(first.first(), Some(&0x16), "a TLS handshake record: {first:?}");
+}

@@ -165,13 +165,17 @@ async fn connect_and_serve(
     key: &CtrKey,
     connected: &mut bool,
 ) -> Result<(), TunnelError> {
-    let upgraded = tokio::time::timeout(DIAL_TIMEOUT, dial(gateway, target, key))
+    let (upgraded, plain_streams) = tokio::time::timeout(DIAL_TIMEOUT, dial(gateway, target, key))
         .await
         .map_err(|_| TunnelError::Timeout)??;
     *connected = true;
     gateway.metrics.tunnel_connects.inc();
     gateway.metrics.tunnel_connected.set(1);
-    tracing::info!(router = %target.authority, "tunnel connected");
+    tracing::info!(
+        router = %target.authority,
+        streams = if plain_streams.is_some() { "http" } else { "tls" },
+        "tunnel connected"
+    );
 
     let mut config = yamux::Config::default();
     config.set_max_num_streams(hatchway_api::tunnel::MAX_STREAMS);
@@ -189,7 +193,17 @@ async fn connect_and_serve(
             Some(Ok(stream)) => {
                 gateway.metrics.tunnel_streams.inc();
                 let gateway = gateway.clone();
-                tokio::spawn(async move { gateway.serve_connection(stream.compat(), "tunnel").await });
+                match &plain_streams {
+                    Some(expected) => {
+                        let expected = expected.clone();
+                        tokio::spawn(
+                            async move { gateway.serve_tunnel_stream(stream.compat(), expected).await },
+                        )
+                    }
+                    None => {
+                        tokio::spawn(async move { gateway.serve_connection(stream.compat(), "tunnel").await })
+                    }
+                };
             }
             Some(Err(error)) => break Err(error.into()),
             None => break Ok(()),
@@ -214,7 +228,7 @@ async fn dial(
     gateway: &Gateway,
     target: &TunnelTarget,
     key: &CtrKey,
-) -> Result<hyper::upgrade::Upgraded, TunnelError> {
+) -> Result<(hyper::upgrade::Upgraded, Option<Arc<str>>), TunnelError> {
     let tcp = TcpStream::connect(&target.authority).await?;
     tcp.set_nodelay(true)?;
     let tls = TlsConnector::from(target.tls.clone())
@@ -240,6 +254,7 @@ async fn dial(
         .header(wire::CONTAINER_UID, &gateway.uid)
         .header(wire::TUNNEL_PROOF, tunnel_proof)
         .header(wire::TUNNEL_VERSION, control::PROTOCOL_VERSION.to_string())
+        .header(wire::TUNNEL_STREAMS, wire::TUNNEL_STREAMS_HTTP)
         .body(Empty::<bytes::Bytes>::new())
         .expect("static request parts are valid");
     let response = sender.send_request(request).await?;
@@ -251,7 +266,15 @@ async fn dial(
             .unwrap_or_default();
         return Err(TunnelError::Refused(format!("{status}: {body}")));
     }
-    Ok(hyper::upgrade::on(response).await?)
+    // A router that echoes the header sends each stream's HTTP as it is,
+    // with the proof bound to this session; an older one wraps each
+    // stream in TLS to the gateway's certificate.
+    let plain = response
+        .headers()
+        .get(wire::TUNNEL_STREAMS)
+        .is_some_and(|v| v.as_bytes() == wire::TUNNEL_STREAMS_HTTP.as_bytes())
+        .then(|| Arc::<str>::from(proof::stream_proof(key, &ekm)));
+    Ok((hyper::upgrade::on(response).await?, plain))
 }
 
 /// Sends the hello, the current state, then every report as it happens.

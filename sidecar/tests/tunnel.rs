@@ -58,6 +58,10 @@ struct TunnelSide {
     open: mpsc::Sender<oneshot::Sender<yamux::Stream>>,
     reports: mpsc::UnboundedReceiver<ControlMessage>,
     kill: CancellationToken,
+    /// The session's keying material (for the stream proof).
+    ekm: [u8; tproof::EKM_LEN],
+    /// The sidecar asked for streams without TLS of their own.
+    asked_plain: bool,
 }
 
 impl TunnelSide {
@@ -82,7 +86,13 @@ struct Router {
 }
 
 impl Router {
+    /// A router of before plain streams: each stream is TLS to the gateway.
     async fn start(refuse_first: usize) -> Self {
+        Self::start_with(refuse_first, false).await
+    }
+
+    /// `plain`: echoes the sidecar's ask for streams without TLS.
+    async fn start_with(refuse_first: usize, plain: bool) -> Self {
         let pki = pki();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -96,7 +106,7 @@ impl Router {
                 };
                 let refuse = refusals > 0;
                 refusals = refusals.saturating_sub(1);
-                if let Some(side) = accept_tunnel(tls, refuse).await {
+                if let Some(side) = accept_tunnel(tls, refuse, plain).await {
                     let _ = tx.send(side);
                 }
             }
@@ -120,6 +130,7 @@ impl Router {
 async fn accept_tunnel(
     mut tls: tokio_rustls::server::TlsStream<TcpStream>,
     refuse: bool,
+    plain: bool,
 ) -> Option<TunnelSide> {
     let ekm = tls
         .get_ref()
@@ -152,8 +163,15 @@ async fn accept_tunnel(
             .await;
         return None;
     }
+    let asked_plain = header("x-hatchway-tunnel-streams").as_deref() == Some("http");
+    let echo = if plain && asked_plain {
+        "x-hatchway-tunnel-streams: http\r\n"
+    } else {
+        ""
+    };
     tls.write_all(
-        b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: hatchway-tunnel\r\n\r\n",
+        format!("HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: hatchway-tunnel\r\n{echo}\r\n")
+            .as_bytes(),
     )
     .await
     .ok()?;
@@ -191,7 +209,13 @@ async fn accept_tunnel(
             }
         }
     });
-    Some(TunnelSide { open, reports, kill })
+    Some(TunnelSide {
+        open,
+        reports,
+        kill,
+        ekm,
+        asked_plain,
+    })
 }
 
 async fn gateway_for(
@@ -248,6 +272,67 @@ async fn streams_through_the_tunnel_are_served_like_direct_connections() {
     let mut bad = GatewayConn::over(tunnel.open_stream().await.compat()).await;
     let response = bad.get_ports(ProofMode::WrongKey).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// One request over a tunnel stream carrying HTTP as it is.
+async fn get_ports_plain(stream: yamux::Stream, presented: &str) -> http::Response<hyper::body::Incoming> {
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream.compat()))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::get(hatchway_api::wire::gateway_path::PORTS)
+        .header(http::header::HOST, "gateway")
+        .header(hatchway_api::wire::CONTAINER_UID, UID)
+        .header(hatchway_api::wire::AUTHORIZATION, presented)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    sender.send_request(request).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_router_that_agrees_gets_streams_without_tls_whose_proof_is_bound_to_the_tunnel() {
+    let mut router = Router::start_with(0, true).await;
+    let gw = gateway_for(&router, |_| {}).await;
+    let tunnel = router.next_tunnel().await;
+    assert!(tunnel.asked_plain, "the sidecar asks for plain streams");
+    let key = proof::ctr_key(ROOT, UID);
+    let stream_proof = tproof::stream_proof(&key, &tunnel.ekm);
+
+    let response = get_ports_plain(tunnel.open_stream().await, &stream_proof).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer = response.headers()[hatchway_api::wire::AUTHORIZATION_RESPONSE]
+        .to_str()
+        .unwrap();
+    assert!(
+        proof::verify_respond_auth(&key, &stream_proof, answer),
+        "the gateway answers with the response proof over the stream proof"
+    );
+
+    // The attacks: the direct port's proof (a valid one, over the
+    // gateway's certificate), a stream proof of another tunnel session of
+    // the same container, and another container's stream proof for this
+    // session are all refused.
+    let direct = proof::request_auth(&key, &gw.running.gateway.cert.der);
+    let other_session = tproof::stream_proof(&key, &[7u8; tproof::EKM_LEN]);
+    let other_container = tproof::stream_proof(&proof::ctr_key(ROOT, "another-uid"), &tunnel.ekm);
+    for presented in [direct, other_session, other_container] {
+        let response = get_ports_plain(tunnel.open_stream().await, &presented).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            !response
+                .headers()
+                .contains_key(hatchway_api::wire::AUTHORIZATION_RESPONSE)
+        );
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(
+            String::from_utf8_lossy(&body).contains("does not prove this tunnel's session"),
+            "{body:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -190,9 +190,12 @@ async fn connect_inner(
             Ok(upstream::connect(tcp, uid, &key).await?)
         }
         Route::LocalTunnel => {
-            let stream = router.tunnels.open_stream(uid).await?;
+            let opened = router.tunnels.open_stream(uid).await?;
             router.metrics.tunnel_streams.inc();
-            Ok(upstream::connect(stream, uid, &key).await?)
+            match opened.stream_proof {
+                Some(proof) => Ok(upstream::connect_in_tunnel(opened.stream, uid, &key, &proof).await?),
+                None => Ok(upstream::connect(opened.stream, uid, &key).await?),
+            }
         }
         Route::Forward(_) => Err(ReachError::NotDirect),
     }

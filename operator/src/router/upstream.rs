@@ -220,6 +220,39 @@ where
         .map_err(|_| UpstreamError::HandshakeTimeout(handshake_timeout))?
 }
 
+/// Connects over a tunnel stream that carries HTTP without TLS of its own
+/// (the tunnel's TLS covers it; `docs/decisions.md`): each request carries
+/// `stream_proof`, bound to that tunnel's session, and the answer must
+/// carry the response proof over it as on the direct path.
+pub async fn connect_in_tunnel<IO>(
+    io: IO,
+    uid: &str,
+    key: &CtrKey,
+    stream_proof: &str,
+) -> Result<GatewayConnection, UpstreamError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let uid = HeaderValue::from_str(uid).map_err(|_| UpstreamError::InvalidUid(uid.to_owned()))?;
+    let request_auth_header =
+        HeaderValue::from_str(stream_proof).map_err(|_| UpstreamError::ProofFailed {
+            reason: "the stream proof is not a header value",
+        })?;
+    tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        over_http(
+            io,
+            uid,
+            key,
+            stream_proof.to_owned(),
+            request_auth_header,
+            "tunnel session".to_owned(),
+        ),
+    )
+    .await
+    .map_err(|_| UpstreamError::HandshakeTimeout(HANDSHAKE_TIMEOUT))?
+}
+
 async fn handshake<IO>(io: IO, uid: HeaderValue, key: &CtrKey) -> Result<GatewayConnection, UpstreamError>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -240,8 +273,31 @@ where
     let request_auth_header =
         HeaderValue::from_str(&request_auth).expect("lowercase hex is a valid header value");
     let certificate_sha256 = proof::certificate_sha256(&cert_der);
+    over_http(
+        tls,
+        uid,
+        key,
+        request_auth,
+        request_auth_header,
+        certificate_sha256,
+    )
+    .await
+}
 
-    let (sender, conn) = http1::handshake(TokioIo::new(tls))
+/// HTTP/1.1 over `io` (TLS to the gateway, or a tunnel stream), every
+/// request sent with `request_auth`.
+async fn over_http<IO>(
+    io: IO,
+    uid: HeaderValue,
+    key: &CtrKey,
+    request_auth: String,
+    request_auth_header: HeaderValue,
+    certificate_sha256: String,
+) -> Result<GatewayConnection, UpstreamError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::handshake(TokioIo::new(io))
         .await
         .map_err(UpstreamError::Http)?;
     let fingerprint = certificate_sha256.clone();
@@ -272,7 +328,8 @@ impl GatewayConnection {
     }
 
     /// Lowercase hex SHA-256 of the certificate the gateway presented, to
-    /// compare with `status.gateway.certificateSha256` or to log.
+    /// compare with `status.gateway.certificateSha256` or to log
+    /// (`tunnel session` on a tunnel stream without TLS of its own).
     pub fn certificate_sha256(&self) -> &str {
         &self.certificate_sha256
     }

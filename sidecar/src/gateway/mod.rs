@@ -69,6 +69,17 @@ impl Default for Limits {
     }
 }
 
+/// What a connection's requests must prove.
+#[derive(Clone, Debug)]
+pub(crate) enum Proof {
+    /// TLS to this gateway's certificate (the direct port, and tunnel
+    /// streams of a router that wraps each in TLS): an HMAC over it.
+    Certificate,
+    /// A tunnel stream without TLS of its own: the proof bound to that
+    /// tunnel's TLS session.
+    TunnelStream(Arc<str>),
+}
+
 /// Everything one gateway needs.
 pub struct Gateway {
     /// This pod's container UID: the only one it serves.
@@ -156,12 +167,13 @@ impl Gateway {
     }
 
     /// Serves one connection (a TCP stream or a tunnel stream): TLS, then
-    /// HTTP/1.1 with upgrades. Refused at once when at the connection limit.
+    /// HTTP/1.1 with upgrades, each request proving this gateway's
+    /// certificate. Refused at once when at the connection limit.
     pub async fn serve_connection<IO>(self: Arc<Self>, io: IO, source: &'static str)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Ok(_permit) = self.connections.clone().try_acquire_owned() else {
+        let Ok(permit) = self.connections.clone().try_acquire_owned() else {
             self.metrics.connections_refused.inc();
             tracing::warn!(
                 source,
@@ -177,16 +189,51 @@ impl Gateway {
             Ok(Err(error)) => return tracing::debug!(%error, source, "TLS handshake failed"),
             Err(_) => return tracing::debug!(source, "TLS handshake timed out"),
         };
+        self.serve_http(tls, source, Proof::Certificate, permit).await;
+    }
+
+    /// Serves one stream of a tunnel whose streams carry HTTP without TLS
+    /// of their own (the tunnel's TLS covers them; `docs/decisions.md`):
+    /// each request must carry `expected`, the stream proof bound to that
+    /// tunnel's session ([`hatchway_api::tunnel::stream_proof`]).
+    pub async fn serve_tunnel_stream<IO>(self: Arc<Self>, io: IO, expected: Arc<str>)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+            self.metrics.connections_refused.inc();
+            tracing::warn!(
+                source = "tunnel",
+                limit = self.limits.max_connections,
+                "connection limit reached; refusing"
+            );
+            return;
+        };
+        self.metrics.connections.with_label_values(&["tunnel"]).inc();
+        self.serve_http(io, "tunnel", Proof::TunnelStream(expected), permit)
+            .await;
+    }
+
+    async fn serve_http<IO>(
+        self: Arc<Self>,
+        io: IO,
+        source: &'static str,
+        proof: Proof,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let gateway = self.clone();
         let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(gateway.clone());
+            req.extensions_mut().insert(proof.clone());
             gateway.table.clone().oneshot(req)
         });
         let result = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(self.limits.header_timeout)
             .max_buf_size(self.limits.max_header_bytes.max(8192))
-            .serve_connection(TokioIo::new(tls), service)
+            .serve_connection(TokioIo::new(io), service)
             .with_upgrades()
             .await;
         if let Err(error) = result {
@@ -195,7 +242,11 @@ impl Gateway {
     }
 
     /// The UID and proof checks; returns the response proof.
-    fn authorize(&self, headers: &HeaderMap) -> Result<HeaderValue, (StatusCode, &'static str, String)> {
+    fn authorize(
+        &self,
+        headers: &HeaderMap,
+        proof: &Proof,
+    ) -> Result<HeaderValue, (StatusCode, &'static str, String)> {
         let uid = headers.get(wire::CONTAINER_UID).and_then(|v| v.to_str().ok());
         match uid {
             None => {
@@ -221,12 +272,24 @@ impl Gateway {
                 "missing X-Hatchway-Authorization".into(),
             ));
         };
-        if !proof::verify_request_auth(&self.key, &self.cert.der, presented) {
-            return Err((
-                StatusCode::UNAUTHORIZED,
-                "wrong_proof",
-                "X-Hatchway-Authorization does not prove this gateway's certificate".into(),
-            ));
+        match proof {
+            Proof::Certificate if !proof::verify_request_auth(&self.key, &self.cert.der, presented) => {
+                return Err((
+                    StatusCode::UNAUTHORIZED,
+                    "wrong_proof",
+                    "X-Hatchway-Authorization does not prove this gateway's certificate".into(),
+                ));
+            }
+            Proof::TunnelStream(expected)
+                if !hatchway_api::tunnel::verify_stream_proof(expected, presented) =>
+            {
+                return Err((
+                    StatusCode::UNAUTHORIZED,
+                    "wrong_proof",
+                    "X-Hatchway-Authorization does not prove this tunnel's session".into(),
+                ));
+            }
+            _ => {}
         }
         let answer = proof::respond_auth(&self.key, presented);
         Ok(HeaderValue::from_str(&answer).expect("hex is a valid header value"))

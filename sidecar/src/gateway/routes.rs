@@ -45,9 +45,14 @@ pub fn table() -> axum::Router {
 /// Refuses a request without this container's UID or a valid proof;
 /// sends web apps and prefixed log reads on by their header; answers with
 /// the response proof. Counts every request by route and status.
-async fn front(Extension(gateway): Extension<Arc<Gateway>>, req: Request, next: Next) -> Response {
+async fn front(
+    Extension(gateway): Extension<Arc<Gateway>>,
+    Extension(proof): Extension<super::Proof>,
+    req: Request,
+    next: Next,
+) -> Response {
     let route = route_name(req.uri().path(), req.headers());
-    let response = match gateway.authorize(req.headers()) {
+    let response = match gateway.authorize(req.headers(), &proof) {
         Err((status, reason, message)) => {
             gateway.metrics.auth_failures.with_label_values(&[reason]).inc();
             tracing::info!(reason, route, "gateway request refused");

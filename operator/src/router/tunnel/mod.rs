@@ -18,13 +18,13 @@ mod session;
 
 use std::sync::Arc;
 
-use hatchway_api::tunnel::{EKM_LEN, verify_tunnel_proof};
+use hatchway_api::tunnel::{EKM_LEN, stream_proof, verify_tunnel_proof};
 use hatchway_api::{control as protocol, wire};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use tokio_util::compat::Compat;
 use tracing::Instrument;
 
-pub use registry::{OPEN_TIMEOUT, Registry};
+pub use registry::{OPEN_TIMEOUT, Opened, Registry};
 
 use super::Router;
 use super::respond::{Body, RequestBody, empty_body, text};
@@ -133,9 +133,24 @@ pub async fn accept(
         );
     }
 
+    // A sidecar that asks for it gets streams without TLS of their own
+    // (docs/decisions.md): their requests carry a proof bound to this
+    // tunnel's session instead of one over the gateway's certificate.
+    let plain_streams = req
+        .headers()
+        .get(wire::TUNNEL_STREAMS)
+        .is_some_and(|v| v.as_bytes() == wire::TUNNEL_STREAMS_HTTP.as_bytes());
+    let stream_proof =
+        plain_streams.then(|| Arc::<str>::from(stream_proof(&router.root.ctr_key(&peer.uid), &ekm)));
     let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(session::run(router.clone(), upgrade, peer).instrument(span));
+    tokio::spawn(session::run(router.clone(), upgrade, peer, stream_proof).instrument(span));
     let mut response = Response::new(empty_body());
+    if plain_streams {
+        response.headers_mut().insert(
+            HeaderName::from_static(wire::TUNNEL_STREAMS),
+            HeaderValue::from_static(wire::TUNNEL_STREAMS_HTTP),
+        );
+    }
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     response
         .headers_mut()

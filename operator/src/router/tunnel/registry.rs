@@ -8,8 +8,8 @@
 //! a newer one.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -29,6 +29,10 @@ pub(super) type OpenRequest = oneshot::Sender<Result<yamux::Stream, String>>;
 pub(super) struct Handle {
     /// Stream requests.
     pub(super) opener: mpsc::Sender<OpenRequest>,
+    /// The proof for the requests of this tunnel's streams when they carry
+    /// HTTP without TLS of their own (the sidecar asked for it); `None`:
+    /// each stream is TLS to the gateway's certificate.
+    pub(super) stream_proof: Option<Arc<str>>,
     /// Cancelled to close the session.
     pub(super) close: CancellationToken,
 }
@@ -36,6 +40,22 @@ pub(super) struct Handle {
 struct Entry {
     id: u64,
     handle: Handle,
+}
+
+/// A stream opened to a gateway, and how its requests prove themselves.
+pub struct Opened {
+    pub stream: TunnelStream,
+    /// See [`Handle::stream_proof`].
+    pub stream_proof: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The proof is not shown (no proof goes to a log).
+        f.debug_struct("Opened")
+            .field("stream_proof", &self.stream_proof.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 /// What registering did.
@@ -139,20 +159,16 @@ impl Registry {
     }
 
     /// Opens a stream to the gateway of `uid`, within [`OPEN_TIMEOUT`].
-    pub async fn open_stream(&self, uid: &str) -> Result<TunnelStream, TunnelError> {
+    pub async fn open_stream(&self, uid: &str) -> Result<Opened, TunnelError> {
         self.open_stream_within(uid, OPEN_TIMEOUT).await
     }
 
     /// [`Registry::open_stream`] with another timeout.
-    pub async fn open_stream_within(
-        &self,
-        uid: &str,
-        timeout: Duration,
-    ) -> Result<TunnelStream, TunnelError> {
-        let opener = self
+    pub async fn open_stream_within(&self, uid: &str, timeout: Duration) -> Result<Opened, TunnelError> {
+        let (opener, stream_proof) = self
             .entries()
             .get(uid)
-            .map(|e| e.handle.opener.clone())
+            .map(|e| (e.handle.opener.clone(), e.handle.stream_proof.clone()))
             .ok_or(TunnelError::NotConnected)?;
         let open = async move {
             let (reply, answer) = oneshot::channel();
@@ -167,7 +183,10 @@ impl Registry {
         let stream = tokio::time::timeout(timeout, open)
             .await
             .map_err(|_| TunnelError::Timeout)??;
-        Ok(stream.compat())
+        Ok(Opened {
+            stream: stream.compat(),
+            stream_proof,
+        })
     }
 }
 
@@ -181,6 +200,7 @@ mod tests {
         (
             Handle {
                 opener,
+                stream_proof: None,
                 close: close.clone(),
             },
             requests,

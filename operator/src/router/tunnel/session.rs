@@ -48,7 +48,7 @@ enum End {
 }
 
 /// Runs the tunnel upgraded by `upgrade` for `peer` until it ends.
-pub(super) async fn run(router: Arc<Router>, upgrade: OnUpgrade, peer: Peer) {
+pub(super) async fn run(router: Arc<Router>, upgrade: OnUpgrade, peer: Peer, stream_proof: Option<Arc<str>>) {
     let upgraded = match upgrade.await {
         Ok(upgraded) => upgraded,
         Err(error) => return tracing::debug!(%error, "the tunnel's upgrade failed"),
@@ -66,6 +66,7 @@ pub(super) async fn run(router: Arc<Router>, upgrade: OnUpgrade, peer: Peer) {
     let close = CancellationToken::new();
     let handle = Handle {
         opener,
+        stream_proof,
         close: close.clone(),
     };
     let metrics = &router.metrics;
