@@ -10,6 +10,8 @@
 /// The tunnel's control messages (sidecar -> router reports), versioned and
 /// size-limited.
 pub mod control;
+/// Copying both ways with buffers that grow on demand (relays).
+pub mod copy;
 /// The `Container` custom resource: spec, status and the generated CRD.
 pub mod crd;
 /// UDP datagrams over a port-forward's stream, length-prefixed.

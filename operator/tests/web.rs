@@ -37,7 +37,12 @@ async fn web() -> Web {
     let router = TestRouter::start(cluster.clone(), auth.clone()).await;
     let c = container(NS, "job");
     let uid = c.metadata.uid.clone().unwrap();
-    let sidecar = TestSidecar::start(&uid).await.with_shim().await;
+    // A workload that prints nothing: its own line could land after the
+    // log written here (seen: "tick 1\ntick 2\nworkload started\n").
+    let sidecar = TestSidecar::start(&uid)
+        .await
+        .with_shim_running("exec sleep 3600")
+        .await;
     std::fs::write(sidecar.log_dir().join("stdout.txt"), "tick 1\ntick 2\n").unwrap();
     cluster.insert(c);
     let mut status = running_at(sidecar.addr());

@@ -7,26 +7,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Buffer per direction: large enough for bulk transfers.
-const BUF: usize = 64 * 1024;
-
 async fn copy_counted<R, W>(mut from: R, mut to: W, counter: Arc<AtomicU64>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; BUF];
+    // Grown on demand: a held connection keeps a few KiB.
+    let mut buf = hatchway_api::copy::Buffer::default();
     loop {
-        match from.read(&mut buf).await {
+        match from.read(buf.room()).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 // Flushed each time: TLS (and `Framed`) may keep the end of
                 // what it accepted until written to again, and the other
                 // side may be waiting for exactly that end (a reply).
-                if to.write_all(&buf[..n]).await.is_err() || to.flush().await.is_err() {
+                if to.write_all(buf.filled(n)).await.is_err() || to.flush().await.is_err() {
                     break;
                 }
                 counter.fetch_add(n as u64, Ordering::Relaxed);
+                buf.read_was(n);
             }
         }
     }
@@ -68,7 +67,14 @@ mod tests {
             counters.1.clone(),
         ));
         let reply: Vec<u8> = (0..100_000u32).map(|i| (i % 249) as u8).collect();
-        upstream_far.write_all(&reply).await.unwrap();
+        // Written while the client reads (more than the pipes and the
+        // relay's buffer hold), then held open: no end of file flushes it.
+        let written = reply.clone();
+        tokio::spawn(async move {
+            upstream_far.write_all(&written).await.unwrap();
+            std::future::pending::<()>().await;
+            drop(upstream_far);
+        });
         let mut client = hatchway_api::frames::Framed::new(client);
         let mut got = vec![0u8; reply.len()];
         tokio::time::timeout(std::time::Duration::from_secs(60), client.read_exact(&mut got))

@@ -20,9 +20,6 @@ use tokio::time::Instant;
 use super::Router;
 use super::respond::{Body, empty_body};
 
-/// Size of each direction's copy buffer: large enough for bulk transfers.
-const BUFFER: usize = 64 * 1024;
-
 /// How the client's side of an upgraded connection carries bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ClientStream {
@@ -129,7 +126,7 @@ where
     let idle = router.settings.idle_timeout;
     let started = Instant::now();
     let outcome = tokio::select! {
-        result = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUFFER, BUFFER) => {
+        result = hatchway_api::copy::bidirectional(&mut client, &mut upstream) => {
             match result {
                 Ok(_) => "closed",
                 Err(error) => {
