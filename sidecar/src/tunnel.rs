@@ -196,13 +196,17 @@ async fn connect_and_serve(
                 match &plain_streams {
                     Some(expected) => {
                         let expected = expected.clone();
-                        tokio::spawn(
-                            async move { gateway.serve_tunnel_stream(stream.compat(), expected).await },
-                        )
+                        tokio::spawn(async move {
+                            gateway
+                                .serve_tunnel_stream(ShortReads(stream.compat()), expected)
+                                .await
+                        })
                     }
-                    None => {
-                        tokio::spawn(async move { gateway.serve_connection(stream.compat(), "tunnel").await })
-                    }
+                    None => tokio::spawn(async move {
+                        gateway
+                            .serve_connection(ShortReads(stream.compat()), "tunnel")
+                            .await
+                    }),
                 };
             }
             Some(Err(error)) => break Err(error.into()),
@@ -316,9 +320,93 @@ async fn write_message<W: tokio::io::AsyncWrite + Unpin>(
     stream.flush().await
 }
 
+/// Largest read offered to a tunnel stream.
+const STREAM_READ: usize = 64 * 1024;
+
+/// A tunnel stream whose reads are offered at most [`STREAM_READ`] bytes.
+/// The compat layer zeroes all the room a read offers before yamux copies
+/// into it: a resumable session reads into 256 KiB blocks, so every read
+/// of a few KiB cleared 256 KiB (CPU per byte, and every page of the block
+/// resident for each open stream).
+struct ShortReads<S>(S);
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ShortReads<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let want = buf.remaining().min(STREAM_READ);
+        let mut part = tokio::io::ReadBuf::new(buf.initialize_unfilled_to(want));
+        std::task::ready!(std::pin::Pin::new(&mut self.0).poll_read(cx, &mut part))?;
+        let n = part.filled().len();
+        buf.advance(n);
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ShortReads<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// Each read is offered at most STREAM_READ bytes, however much room
+    /// the caller has, and the bytes come through whole.
+    #[tokio::test]
+    async fn reads_are_offered_at_most_stream_read_and_lose_nothing() {
+        let (mut far, near) = tokio::io::duplex(1 << 20);
+        let sent: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        far.write_all(&sent).await.unwrap();
+        drop(far);
+        let mut reads = ShortReads(near);
+        let mut got = Vec::with_capacity(1 << 20);
+        loop {
+            let before = got.len();
+            let n = reads.read_buf(&mut got).await.unwrap();
+            assert_eq!(got.len() - before, n);
+            assert!(n <= STREAM_READ, "a read of {n}");
+            if n == 0 {
+                break;
+            }
+        }
+        assert_eq!(got, sent);
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_is_capped() {

@@ -43,6 +43,12 @@ mod usage;
 
 pub use args::ShimArgs;
 
+/// Fixes glibc's mmap threshold at `bytes` (the gateway's large buffers
+/// then go back to the system when freed). Call before other threads start.
+pub fn fix_mmap_threshold(bytes: i32) {
+    sys::fix_mmap_threshold(bytes);
+}
+
 /// Default spawn socket (`--spawn-socket`, `HATCHWAY_SPAWN_SOCKET`): the
 /// name of an abstract unix socket.
 pub const DEFAULT_SPAWN_SOCKET: &str = "hatchway/spawn";

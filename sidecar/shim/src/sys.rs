@@ -1,7 +1,8 @@
 //! The crate's only `unsafe` code: the thin layer over system calls that no
 //! safe wrapper covers well enough (raw wait statuses, signal numbers that
 //! are not in `nix`'s `Signal` enum, fds received over a socket, the pty
-//! ioctls and the code that runs between `fork` and `exec`).
+//! ioctls, the code that runs between `fork` and `exec`, and one allocator
+//! setting).
 //!
 //! Everything else in the crate is safe Rust on top of these functions.
 
@@ -214,4 +215,14 @@ pub(crate) fn register_async(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd
     // SAFETY: an OwnedFd is open and always reports the same fd for as long
     // as it lives, and the AsyncFd owns it for its whole lifetime.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)
+}
+
+/// Fixes glibc's mmap threshold at `bytes` (it no longer follows the
+/// largest block freed). Call before other threads start.
+pub(crate) fn fix_mmap_threshold(bytes: i32) {
+    // SAFETY: mallopt only sets an allocator parameter; the caller runs it
+    // before any other thread allocates.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, bytes);
+    }
 }
