@@ -103,8 +103,15 @@ pub fn bulk(
     paths.push(not_resumable(rig, server)?);
     wanted(&mut paths);
     let mut rows = throughput(&paths, "bulk TCP (iperf3)", repeats, |_, port, streams| {
-        iperf3(port, streams, seconds)
+        iperf3(port, streams, seconds, false)
     })?;
+    // The other way: the pod sends (downloads, `scp` from the pod, logs).
+    rows.extend(throughput(
+        &paths,
+        "bulk TCP (iperf3 -R, from the pod)",
+        repeats,
+        |_, port, streams| iperf3(port, streams, seconds, true),
+    )?);
     drop(paths);
 
     let sink = sink_server()?;
@@ -280,14 +287,15 @@ fn sink_bulk(port: u16, total: usize, streams: usize) -> Result<f64> {
 /// One iperf3 run: received bits per second. Tried twice: the server
 /// refuses a test while it is still tidying up the previous one (or the
 /// readiness probe's connection).
-fn iperf3(port: u16, streams: u32, seconds: u32) -> Result<f64> {
-    iperf3_once(port, streams, seconds).or_else(|_| {
+/// `reverse`: the server sends (iperf3 -R).
+fn iperf3(port: u16, streams: u32, seconds: u32, reverse: bool) -> Result<f64> {
+    iperf3_once(port, streams, seconds, reverse).or_else(|_| {
         std::thread::sleep(std::time::Duration::from_millis(500));
-        iperf3_once(port, streams, seconds)
+        iperf3_once(port, streams, seconds, reverse)
     })
 }
 
-fn iperf3_once(port: u16, streams: u32, seconds: u32) -> Result<f64> {
+fn iperf3_once(port: u16, streams: u32, seconds: u32, reverse: bool) -> Result<f64> {
     let mut command = Command::new("iperf3");
     command
         .args([
@@ -300,6 +308,9 @@ fn iperf3_once(port: u16, streams: u32, seconds: u32) -> Result<f64> {
             "5000",
         ])
         .args(["-t", &seconds.to_string(), "-P", &streams.to_string()]);
+    if reverse {
+        command.arg("-R");
+    }
     // iperf3 waits forever for a server that stopped answering (kubectl
     // port-forward dying mid-test): give up well after the run's length.
     let out = hatchway_e2e::run_within(command, std::time::Duration::from_secs(u64::from(seconds) + 20))?;

@@ -81,6 +81,16 @@ fn goals(rows: &[Row]) -> Vec<(String, String)> {
                 format!("{:.0}%", 100.0 * t / d),
             ));
         }
+        let from_pod = format!("bulk TCP (iperf3 -R, from the pod), {}", &streams[..1]);
+        if let (Some(d), Some(t)) = (
+            median(&from_pod, "hatchway direct"),
+            median(&from_pod, "hatchway tunnel"),
+        ) {
+            out.push((
+                format!("tunnel ≥ 90% of direct, from the pod ({streams}s)"),
+                format!("{:.0}%", 100.0 * t / d),
+            ));
+        }
     }
     if let (Some(h), Some(n)) = (
         median("HTTP small page, requests/s", "hatchway direct"),
