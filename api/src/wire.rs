@@ -65,6 +65,14 @@ pub const TUNNEL_STREAMS: &str = "x-hatchway-tunnel-streams";
 /// The one value of [`TUNNEL_STREAMS`].
 pub const TUNNEL_STREAMS_HTTP: &str = "http";
 
+/// Whether `headers` (the sidecar's tunnel request, or the router's 101)
+/// carry [`TUNNEL_STREAMS`]: [`TUNNEL_STREAMS_HTTP`].
+pub fn asks_plain_tunnel_streams(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(TUNNEL_STREAMS)
+        .is_some_and(|v| v.as_bytes() == TUNNEL_STREAMS_HTTP.as_bytes())
+}
+
 /// `Upgrade:` value of an SSH session.
 pub const UPGRADE_SSH: &str = "ssh";
 /// `Upgrade:` value of a raw TCP port-forward.

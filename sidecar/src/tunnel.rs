@@ -193,21 +193,14 @@ async fn connect_and_serve(
             Some(Ok(stream)) => {
                 gateway.metrics.tunnel_streams.inc();
                 let gateway = gateway.clone();
-                match &plain_streams {
-                    Some(expected) => {
-                        let expected = expected.clone();
-                        tokio::spawn(async move {
-                            gateway
-                                .serve_tunnel_stream(ShortReads(stream.compat()), expected)
-                                .await
-                        })
+                let stream = ShortReads(stream.compat());
+                let plain = plain_streams.clone();
+                tokio::spawn(async move {
+                    match plain {
+                        Some(expected) => gateway.serve_tunnel_stream(stream, expected).await,
+                        None => gateway.serve_connection(stream, "tunnel").await,
                     }
-                    None => tokio::spawn(async move {
-                        gateway
-                            .serve_connection(ShortReads(stream.compat()), "tunnel")
-                            .await
-                    }),
-                };
+                });
             }
             Some(Err(error)) => break Err(error.into()),
             None => break Ok(()),
@@ -273,10 +266,7 @@ async fn dial(
     // A router that echoes the header sends each stream's HTTP as it is,
     // with the proof bound to this session; an older one wraps each
     // stream in TLS to the gateway's certificate.
-    let plain = response
-        .headers()
-        .get(wire::TUNNEL_STREAMS)
-        .is_some_and(|v| v.as_bytes() == wire::TUNNEL_STREAMS_HTTP.as_bytes())
+    let plain = wire::asks_plain_tunnel_streams(response.headers())
         .then(|| Arc::<str>::from(proof::stream_proof(key, &ekm)));
     Ok((hyper::upgrade::on(response).await?, plain))
 }

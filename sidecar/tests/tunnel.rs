@@ -333,6 +333,22 @@ async fn a_router_that_agrees_gets_streams_without_tls_whose_proof_is_bound_to_t
             "{body:?}"
         );
     }
+
+    // The other way: the workload shares the pod's network and can dial
+    // the gateway's direct port; a captured stream proof is refused there.
+    let mut direct_conn = GatewayConn::connect(gw.addr()).await;
+    let request = direct_conn
+        .request("GET", "/ports", ProofMode::Missing)
+        .header(hatchway_api::wire::AUTHORIZATION, &stream_proof)
+        .body(empty())
+        .unwrap();
+    let response = direct_conn.send(request).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body = body_text(response).await;
+    assert!(
+        body.contains("does not prove this gateway's certificate"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -173,16 +173,7 @@ impl Gateway {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Ok(permit) = self.connections.clone().try_acquire_owned() else {
-            self.metrics.connections_refused.inc();
-            tracing::warn!(
-                source,
-                limit = self.limits.max_connections,
-                "connection limit reached; refusing"
-            );
-            return;
-        };
-        self.metrics.connections.with_label_values(&[source]).inc();
+        let Some(permit) = self.admit(source) else { return };
         let acceptor = TlsAcceptor::from(self.cert.server_config.clone());
         let tls = match tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(io)).await {
             Ok(Ok(tls)) => tls,
@@ -200,18 +191,27 @@ impl Gateway {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let Some(permit) = self.admit("tunnel") else {
+            return;
+        };
+        self.serve_http(io, "tunnel", Proof::TunnelStream(expected), permit)
+            .await;
+    }
+
+    /// A place under the connection limit, counted by `source`; `None`
+    /// (counted and logged as a refusal) at the limit.
+    fn admit(&self, source: &'static str) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let Ok(permit) = self.connections.clone().try_acquire_owned() else {
             self.metrics.connections_refused.inc();
             tracing::warn!(
-                source = "tunnel",
+                source,
                 limit = self.limits.max_connections,
                 "connection limit reached; refusing"
             );
-            return;
+            return None;
         };
-        self.metrics.connections.with_label_values(&["tunnel"]).inc();
-        self.serve_http(io, "tunnel", Proof::TunnelStream(expected), permit)
-            .await;
+        self.metrics.connections.with_label_values(&[source]).inc();
+        Some(permit)
     }
 
     async fn serve_http<IO>(

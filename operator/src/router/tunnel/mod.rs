@@ -136,10 +136,7 @@ pub async fn accept(
     // A sidecar that asks for it gets streams without TLS of their own
     // (docs/decisions.md): their requests carry a proof bound to this
     // tunnel's session instead of one over the gateway's certificate.
-    let plain_streams = req
-        .headers()
-        .get(wire::TUNNEL_STREAMS)
-        .is_some_and(|v| v.as_bytes() == wire::TUNNEL_STREAMS_HTTP.as_bytes());
+    let plain_streams = wire::asks_plain_tunnel_streams(req.headers());
     let stream_proof =
         plain_streams.then(|| Arc::<str>::from(stream_proof(&router.root.ctr_key(&peer.uid), &ekm)));
     let upgrade = hyper::upgrade::on(&mut req);
