@@ -395,6 +395,7 @@ impl ConnectionArgs {
             server: self.server()?,
             tls: self.tls()?,
             token: self.token().await?,
+            spare: None,
         })
     }
 

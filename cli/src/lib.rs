@@ -47,6 +47,8 @@ pub mod ssh_config;
 pub mod table;
 /// `port-forward NAME PORT/udp`: datagram flows per local client.
 pub mod udp_forward;
+/// A connection to the router made ahead of need (port-forwards).
+pub mod warm;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -519,7 +521,7 @@ async fn run_async(
             no_resume,
         } => {
             let namespace = connection.namespace()?;
-            let endpoint = connection.endpoint().await?;
+            let endpoint = connection.endpoint().await?.kept_warm();
             let forward = port_forward::Forward {
                 namespace,
                 name: container_name(&name).to_owned(),

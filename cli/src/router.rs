@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::connection::Server;
+use crate::warm::Spare;
 
 /// A router to talk to directly, as whom.
 #[derive(Clone)]
@@ -27,6 +28,9 @@ pub struct Target {
     pub server: Server,
     pub tls: std::sync::Arc<rustls::ClientConfig>,
     pub token: String,
+    /// A connection made ahead of need, for callers that open many
+    /// ([`Endpoint::kept_warm`]).
+    pub spare: Option<std::sync::Arc<Spare>>,
 }
 
 /// The way to the Hatchway API.
@@ -44,6 +48,20 @@ pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxErr
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Endpoint {
+    /// The same endpoint, keeping a connection to the router ready for
+    /// the next upgrade (see [`crate::warm`]): for callers that open many,
+    /// as a port-forward does. Through the API server nothing changes
+    /// (`kube`'s client pools its own connections).
+    pub fn kept_warm(self) -> Self {
+        match self {
+            Endpoint::Direct(target) => Endpoint::Direct(Target {
+                spare: Some(Default::default()),
+                ..target
+            }),
+            aggregated => aggregated,
+        }
+    }
+
     /// The path of `action` (which may go on: `log/stdout.txt`) on
     /// Container `namespace/name`, with query `params`.
     pub fn path(&self, namespace: &str, name: &str, action: &str, params: &[(&str, Option<&str>)]) -> String {
@@ -152,12 +170,12 @@ impl Endpoint {
             builder
         };
         let mut response = match self {
-            Endpoint::Direct(target) => {
-                let mut sender = connect(target).await?;
-                let request =
-                    request(direct_request(target, http::Method::POST, path)).body(Empty::<Bytes>::new())?;
-                sender.send_request(request).await?.map(box_body)
-            }
+            Endpoint::Direct(target) => target
+                .send_once(|| {
+                    Ok(request(direct_request(target, http::Method::POST, path)).body(Empty::new())?)
+                })
+                .await?
+                .map(box_body),
             Endpoint::Aggregated(client) => {
                 let request = request(Request::post(path).header(header::USER_AGENT, USER_AGENT))
                     .body(kube::client::Body::empty())?;
@@ -176,6 +194,29 @@ impl Endpoint {
             io: TokioIo::new(hyper::upgrade::on(response).await?),
             headers,
         })
+    }
+}
+
+impl Target {
+    /// Sends the request `make` builds on a connection of its own: the
+    /// spare when one is ready (and the next one dialled behind it), else
+    /// a new one. A spare the router closed meanwhile (a replica restarted,
+    /// its idle timeout) fails before any answer; the request then goes
+    /// again on a new connection.
+    async fn send_once(
+        &self,
+        make: impl Fn() -> Result<Request<Empty<Bytes>>, RouterError>,
+    ) -> Result<Response<hyper::body::Incoming>, RouterError> {
+        if let Some(spare) = &self.spare {
+            let taken = spare.take();
+            spare.refill(self);
+            if let Some(mut sender) = taken
+                && let Ok(response) = sender.send_request(make()?).await
+            {
+                return Ok(response);
+            }
+        }
+        Ok(connect(self).await?.send_request(make()?).await?)
     }
 }
 
@@ -398,6 +439,7 @@ mod tests {
                     .with_no_client_auth(),
             ),
             token: String::new(),
+            spare: None,
         };
         assert_eq!(
             Endpoint::Direct(target).path(

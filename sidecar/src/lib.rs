@@ -39,6 +39,8 @@ pub mod report;
 pub mod resumable;
 /// The SFTP server the `sftp` subsystem runs inside the workload container.
 pub mod sftp;
+/// Listening TCP ports asked of the kernel (netlink sock_diag).
+pub mod sock_diag;
 /// The SSH server.
 pub mod ssh;
 /// Starting the gateway from its settings; waiting for a signal.

@@ -1,6 +1,7 @@
-//! Listening TCP ports, scanned from `/proc/net/tcp` and `/proc/net/tcp6`.
-//! The pod shares one network namespace, so the sidecar sees the
-//! workload's listeners.
+//! Listening TCP ports: asked of the kernel ([`crate::sock_diag`]), or
+//! where that is refused, scanned from `/proc/net/tcp` and
+//! `/proc/net/tcp6`. The pod shares one network namespace, so the sidecar
+//! sees the workload's listeners.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,8 @@ pub struct Scanner {
     pub tables: Vec<PathBuf>,
     /// Ports never reported: the sidecar's own listeners.
     pub exclude: BTreeSet<u16>,
+    /// Ask the kernel first (the tables only when it refuses).
+    pub ask_kernel: bool,
 }
 
 impl Scanner {
@@ -48,19 +51,34 @@ impl Scanner {
                 Path::new("/proc/net/tcp6").into(),
             ],
             exclude: exclude.into_iter().collect(),
+            ask_kernel: true,
         }
     }
 
     /// The listening ports now, sorted. A missing table (no IPv6) is empty.
     pub fn scan(&self) -> Vec<u16> {
+        let asked = self.ask_kernel.then(crate::sock_diag::listening);
+        let mut ports = match asked {
+            Some(Ok(ports)) => ports,
+            refused => {
+                if let Some(Err(error)) = refused {
+                    tracing::debug!(%error, "reading the listening ports from /proc instead");
+                }
+                self.read_tables()
+            }
+        };
+        ports.retain(|p| !self.exclude.contains(p));
+        ports.into_iter().collect()
+    }
+
+    fn read_tables(&self) -> BTreeSet<u16> {
         let mut ports = BTreeSet::new();
         for table in &self.tables {
             if let Ok(text) = std::fs::read_to_string(table) {
                 ports.extend(parse_listening(&text));
             }
         }
-        ports.retain(|p| !self.exclude.contains(p));
-        ports.into_iter().collect()
+        ports
     }
 
     /// Scans every `interval` forever, reporting changes.
@@ -113,6 +131,7 @@ mod tests {
                 dir.path().join("missing"),
             ],
             exclude: [3306].into(),
+            ask_kernel: false,
         };
         assert_eq!(scanner.scan(), vec![8080, 8888]);
     }
@@ -122,6 +141,12 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         assert!(Scanner::proc([]).scan().contains(&port));
+        let tables_only = Scanner {
+            ask_kernel: false,
+            ..Scanner::proc([])
+        };
+        assert!(tables_only.scan().contains(&port));
+        assert!(!Scanner::proc([port]).scan().contains(&port));
         drop(listener);
     }
 }
