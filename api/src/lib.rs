@@ -7,6 +7,8 @@
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+/// Yamux frames written in one piece (a header joined to its body).
+pub mod coalesce;
 /// The tunnel's control messages (sidecar -> router reports), versioned and
 /// size-limited.
 pub mod control;
@@ -29,6 +31,8 @@ pub mod pod;
 pub mod ports;
 /// Router <-> gateway proofs: `ctr_key`, `request_auth`, `respond_auth`.
 pub mod proof;
+/// Reading a socket in large gulps for TLS (rustls reads 4 KiB at a time).
+pub mod readahead;
 /// Resumable streams: frames with offsets and acks, replay buffers.
 pub mod resume;
 /// Who writes which part of a Container's status (field managers), the

@@ -23,6 +23,20 @@ pub const EKM_LEN: usize = 32;
 /// (a stream over the limit is refused by the side that counts it).
 pub const MAX_STREAMS: usize = 1024;
 
+/// The payload of a data frame either end sends: its 12-byte header and
+/// this much data make exactly one TLS record (16 KiB of plaintext) once
+/// [`crate::coalesce::Coalesce`] joins them, so a frame never spills a few
+/// bytes into a record of its own.
+pub const SPLIT_SEND_SIZE: usize = 16 * 1024 - crate::coalesce::HELD;
+
+/// The yamux settings of both ends of a tunnel.
+pub fn yamux_config() -> yamux::Config {
+    let mut config = yamux::Config::default();
+    config.set_max_num_streams(MAX_STREAMS);
+    config.set_split_send_size(SPLIT_SEND_SIZE);
+    config
+}
+
 /// The sidecar's proof for one TLS session, from the keying material it
 /// exported with [`EKM_LABEL`] and no context.
 pub fn tunnel_proof(key: &CtrKey, ekm: &[u8; EKM_LEN]) -> String {

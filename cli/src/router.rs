@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use hatchway_api::readahead::ReadAhead;
 use hatchway_api::wire;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
@@ -361,7 +362,7 @@ pub async fn connect(target: &Target) -> Result<SendRequest<Empty<Bytes>>, Route
     let name =
         ServerName::try_from(server.host.clone()).map_err(|_| RouterError::Name(server.host.clone()))?;
     let tls = TlsConnector::from(target.tls.clone())
-        .connect(name, tcp)
+        .connect(name, ReadAhead::new(tcp))
         .await
         .map_err(RouterError::Tls)?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;

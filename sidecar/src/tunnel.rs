@@ -16,8 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use hatchway_api::coalesce::Coalesce;
 use hatchway_api::control::{self, ControlMessage};
 use hatchway_api::proof::CtrKey;
+use hatchway_api::readahead::ReadAhead;
 use hatchway_api::{tunnel as proof, wire};
 use http::{Request, StatusCode, header};
 use http_body_util::Empty;
@@ -177,9 +179,12 @@ async fn connect_and_serve(
         "tunnel connected"
     );
 
-    let mut config = yamux::Config::default();
-    config.set_max_num_streams(hatchway_api::tunnel::MAX_STREAMS);
-    let mut conn = yamux::Connection::new(TokioIo::new(upgraded).compat(), config, yamux::Mode::Client);
+    // Frames go out whole, as the router's do (one TLS record per frame).
+    let mut conn = yamux::Connection::new(
+        Coalesce::new(TokioIo::new(upgraded)).compat(),
+        hatchway_api::tunnel::yamux_config(),
+        yamux::Mode::Client,
+    );
     let control = poll_fn(|cx| conn.poll_new_outbound(cx)).await?;
     let reporter = gateway.reporter.clone();
     let hello = hello(gateway);
@@ -229,7 +234,7 @@ async fn dial(
     let tcp = TcpStream::connect(&target.authority).await?;
     tcp.set_nodelay(true)?;
     let tls = TlsConnector::from(target.tls.clone())
-        .connect(target.server_name.clone(), tcp)
+        .connect(target.server_name.clone(), ReadAhead::new(tcp))
         .await?;
     let ekm = tls
         .get_ref()

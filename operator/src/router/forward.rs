@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hatchway_api::headers;
+use hatchway_api::readahead::ReadAhead;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -134,7 +135,7 @@ async fn send(
         let tcp = TcpStream::connect((host, port)).await?;
         tcp.set_nodelay(true)?;
         TlsConnector::from(router.peer_tls.clone())
-            .connect(server_name, tcp)
+            .connect(server_name, ReadAhead::new(tcp))
             .await
     };
     let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect)

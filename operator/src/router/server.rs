@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hatchway_api::readahead::ReadAhead;
 use hatchway_api::tunnel::{EKM_LABEL, EKM_LEN};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -184,7 +185,7 @@ async fn accept(
         tasks.spawn(async move {
             let _permits = (permit, client_permit);
             let timeout = router.settings.header_read_timeout;
-            let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            let tls = match tokio::time::timeout(timeout, acceptor.accept(ReadAhead::new(stream))).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
@@ -277,7 +278,8 @@ pub async fn serve_metrics(
         tokio::spawn(async move {
             let _permit = permit;
             let timeout = router.settings.header_read_timeout;
-            let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await else {
+            let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(ReadAhead::new(stream))).await
+            else {
                 return tracing::debug!(%peer, "metrics TLS handshake failed or timed out");
             };
             let service =

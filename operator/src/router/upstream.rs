@@ -17,6 +17,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use hatchway_api::proof::{self, CtrKey};
+use hatchway_api::readahead::ReadAhead;
 use hatchway_api::wire;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -261,7 +262,10 @@ where
     // The name is informational: the verifier authenticates the gateway by
     // the proof over its certificate, not by name.
     let name = ServerName::try_from("hatchway-gateway").expect("a valid DNS name");
-    let tls = connector.connect(name, io).await.map_err(UpstreamError::Tls)?;
+    let tls = connector
+        .connect(name, ReadAhead::new(io))
+        .await
+        .map_err(UpstreamError::Tls)?;
     let cert_der = tls
         .get_ref()
         .1

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hatchway_api::proof::{self, CtrKey};
+use hatchway_api::readahead::ReadAhead;
 use hatchway_api::wire;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use hyper::service::service_fn;
@@ -175,11 +176,14 @@ impl Gateway {
     {
         let Some(permit) = self.admit(source) else { return };
         let acceptor = TlsAcceptor::from(self.cert.server_config.clone());
-        let tls = match tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(io)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(error)) => return tracing::debug!(%error, source, "TLS handshake failed"),
-            Err(_) => return tracing::debug!(source, "TLS handshake timed out"),
-        };
+        let tls =
+            match tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(ReadAhead::new(io)))
+                .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => return tracing::debug!(%error, source, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(source, "TLS handshake timed out"),
+            };
         self.serve_http(tls, source, Proof::Certificate, permit).await;
     }
 

@@ -12,7 +12,6 @@
 //! writes them into the Container's status.
 
 mod control;
-mod io;
 mod registry;
 mod session;
 

@@ -20,21 +20,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::compat::TokioAsyncReadCompatExt;
 use tokio_util::sync::CancellationToken;
 
-use super::io::Coalesce;
 use super::registry::{Full, Handle, OpenRequest, Registered};
 use super::{Peer, control};
 use crate::router::Router;
+use hatchway_api::coalesce::Coalesce;
 
 /// Stream requests waiting for the session's task.
 const OPEN_QUEUE: usize = 32;
 /// Time a closing session gets to tell the sidecar (yamux GoAway) before
 /// the connection is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The payload of a data frame the router sends: its 12-byte header and
-/// this much data make exactly one TLS record (16 KiB of plaintext), so a
-/// frame never spills a few bytes into a record of its own.
-const SPLIT_SEND_SIZE: usize = 16 * 1024 - super::io::HELD;
 
 /// Why a session ended.
 #[derive(Debug)]
@@ -53,12 +48,9 @@ pub(super) async fn run(router: Arc<Router>, upgrade: OnUpgrade, peer: Peer, str
         Ok(upgraded) => upgraded,
         Err(error) => return tracing::debug!(%error, "the tunnel's upgrade failed"),
     };
-    let mut config = yamux::Config::default();
-    config.set_max_num_streams(hatchway_api::tunnel::MAX_STREAMS);
-    config.set_split_send_size(SPLIT_SEND_SIZE);
     let connection = yamux::Connection::new(
         Coalesce::new(TokioIo::new(upgraded)).compat(),
-        config,
+        hatchway_api::tunnel::yamux_config(),
         yamux::Mode::Server,
     );
 

@@ -6,7 +6,8 @@
 //! data. [`Coalesce`] holds a short write back and sends it with the next
 //! one as a single vectored write (which rustls seals as one record), or on
 //! flush. It holds at most [`HELD`] bytes and allocates nothing, so an idle
-//! tunnel costs no buffer.
+//! tunnel costs no buffer. Both ends of a tunnel write through it, with
+//! data frames sized by [`crate::tunnel::SPLIT_SEND_SIZE`].
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -15,10 +16,10 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The longest write held back: a yamux frame header.
-pub(super) const HELD: usize = 12;
+pub const HELD: usize = 12;
 
 /// A writer that joins a short write to the write after it.
-pub(super) struct Coalesce<T> {
+pub struct Coalesce<T> {
     inner: T,
     held: [u8; HELD],
     len: usize,
@@ -26,7 +27,7 @@ pub(super) struct Coalesce<T> {
 
 impl<T> Coalesce<T> {
     /// Wraps `inner`.
-    pub(super) fn new(inner: T) -> Self {
+    pub fn new(inner: T) -> Self {
         Self {
             inner,
             held: [0; HELD],
