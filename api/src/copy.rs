@@ -1,8 +1,8 @@
 //! Copying bytes both ways between two streams with buffers that grow on
-//! demand: a held connection that carries a keystroke now and then keeps
-//! a few KiB, not two 64 KiB buffers (the router's memory per open stream
-//! was mostly these), while a bulk transfer reaches the full size after a
-//! few reads.
+//! demand and are let go while a side waits: a held connection that
+//! carries a keystroke now and then holds none, not two 64 KiB buffers
+//! (the router's memory per open stream was mostly these), while a bulk
+//! transfer reaches the full size after a few reads.
 
 use std::future::poll_fn;
 use std::io;
@@ -17,15 +17,19 @@ pub const INITIAL: usize = 4 * 1024;
 pub const MAX: usize = 64 * 1024;
 
 /// A copy buffer that doubles, up to [`MAX`], each time a read fills it.
+/// It is allocated when a read needs room and can be released while its
+/// stream waits ([`Buffer::release`]), keeping its size for the next read.
 #[derive(Debug)]
 pub struct Buffer {
     bytes: Box<[u8]>,
+    size: usize,
 }
 
 impl Default for Buffer {
     fn default() -> Self {
         Self {
-            bytes: vec![0; INITIAL].into_boxed_slice(),
+            bytes: Box::default(),
+            size: INITIAL,
         }
     }
 }
@@ -33,6 +37,9 @@ impl Default for Buffer {
 impl Buffer {
     /// Room for the next read.
     pub fn room(&mut self) -> &mut [u8] {
+        if self.bytes.is_empty() {
+            self.bytes = vec![0; self.size].into_boxed_slice();
+        }
         &mut self.bytes
     }
 
@@ -45,13 +52,25 @@ impl Buffer {
     /// filled the buffer says more is waiting, so the next one gets twice
     /// the room.
     pub fn read_was(&mut self, len: usize) {
-        if len == self.bytes.len() && len < MAX {
-            self.bytes = vec![0; (len * 2).min(MAX)].into_boxed_slice();
+        if len == self.size && len < MAX {
+            self.size = (len * 2).min(MAX);
+            self.bytes = Box::default();
         }
     }
 
-    /// Its size now.
+    /// Lets go of the memory while nothing is in it (the stream waits for
+    /// bytes); the next read allocates it again at the same size.
+    pub fn release(&mut self) {
+        self.bytes = Box::default();
+    }
+
+    /// The size of the next read's room.
     pub fn capacity(&self) -> usize {
+        self.size
+    }
+
+    /// The memory held now.
+    pub fn held(&self) -> usize {
         self.bytes.len()
     }
 }
@@ -125,6 +144,9 @@ impl Direction {
                 }
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                 Poll::Pending => {
+                    // Nothing is in the buffer: a held connection that
+                    // carries a keystroke now and then holds none.
+                    self.buffer.release();
                     if self.need_flush {
                         ready!(writer.as_mut().poll_flush(cx))?;
                         self.need_flush = false;
@@ -174,6 +196,18 @@ mod tests {
             sizes.push(buffer.capacity());
         }
         assert_eq!(sizes, [8192, 16384, 32768, 65536, 65536, 65536]);
+    }
+
+    #[test]
+    fn a_released_buffer_holds_nothing_and_keeps_its_size() {
+        let mut buffer = Buffer::default();
+        assert_eq!(buffer.held(), 0, "nothing before the first read");
+        assert_eq!(buffer.room().len(), INITIAL);
+        buffer.read_was(INITIAL);
+        assert_eq!(buffer.room().len(), 2 * INITIAL);
+        buffer.release();
+        assert_eq!(buffer.held(), 0);
+        assert_eq!(buffer.room().len(), 2 * INITIAL, "the grown size is kept");
     }
 
     /// Both ways at once, more than the largest buffer, each end passed on

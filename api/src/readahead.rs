@@ -5,7 +5,11 @@
 //! empty), so a 16 KiB record took four `recv` calls and a 64 KiB burst
 //! sixteen, each with its wakeup of the kernel's TCP receive path.
 //! [`ReadAhead`] reads up to [`READ_AHEAD`] bytes per call into a buffer
-//! of its own and hands rustls what it asks for from there.
+//! of its own and hands rustls what it asks for from there. A connection
+//! starts with [`FIRST_GULP`] and doubles its gulp each time a read fills
+//! it: a handshake or a keystroke never takes 64 KiB (a burst of new
+//! connections each holding 64 KiB for a moment left the heap fragmented:
+//! the router's resident memory per open stream was mostly that).
 //!
 //! The buffer exists only while bytes flow: it is released when a read
 //! would wait and is empty, so an idle connection (a held tunnel, an
@@ -21,11 +25,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The most one read from the socket takes.
 pub const READ_AHEAD: usize = 64 * 1024;
+/// What a connection's first read takes.
+pub const FIRST_GULP: usize = 8 * 1024;
 
 /// A transport read in gulps of up to [`READ_AHEAD`] bytes.
 pub struct ReadAhead<T> {
     inner: T,
     buffered: BytesMut,
+    /// What the next read from the socket takes.
+    gulp: usize,
 }
 
 impl<T> ReadAhead<T> {
@@ -34,6 +42,7 @@ impl<T> ReadAhead<T> {
         Self {
             inner,
             buffered: BytesMut::new(),
+            gulp: FIRST_GULP,
         }
     }
 
@@ -51,6 +60,11 @@ impl<T> ReadAhead<T> {
     pub fn capacity(&self) -> usize {
         self.buffered.capacity()
     }
+
+    /// What the next read from the socket takes.
+    pub fn gulp(&self) -> usize {
+        self.gulp
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
@@ -67,7 +81,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
                 return Pin::new(&mut this.inner).poll_read(cx, dst);
             }
             this.buffered.clear();
-            this.buffered.reserve(READ_AHEAD);
+            this.buffered.reserve(this.gulp);
             match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.buffered) {
                 Poll::Pending => {
                     // Nothing held: an idle connection keeps no buffer.
@@ -76,6 +90,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(n)) if n >= this.gulp => this.gulp = (2 * this.gulp).min(READ_AHEAD),
                 Poll::Ready(Ok(_)) => {}
             }
         }
@@ -175,6 +190,22 @@ mod tests {
         // split them), not one read each.
         let made = reads.load(Ordering::SeqCst);
         assert!(made <= 6, "{made} socket reads for 60,000 bytes");
+    }
+
+    #[tokio::test]
+    async fn the_gulp_grows_only_when_reads_fill_it() {
+        let (mut writer, mut reader, _) = pair().await;
+        writer.write_all(b"hello").await.unwrap();
+        let mut piece = [0u8; 5];
+        reader.read_exact(&mut piece).await.unwrap();
+        assert_eq!(reader.gulp(), FIRST_GULP, "a short read leaves it");
+        // More than the first gulp waits: the read fills it, the next one
+        // takes twice as much.
+        writer.write_all(&vec![7u8; 3 * FIRST_GULP]).await.unwrap();
+        let mut piece = [0u8; 100];
+        reader.read_exact(&mut piece).await.unwrap();
+        assert_eq!(reader.buffered(), FIRST_GULP - 100);
+        assert_eq!(reader.gulp(), 2 * FIRST_GULP);
     }
 
     #[tokio::test]

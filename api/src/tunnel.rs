@@ -27,7 +27,7 @@ pub const MAX_STREAMS: usize = 1024;
 /// this much data make exactly one TLS record (16 KiB of plaintext) once
 /// [`crate::coalesce::Coalesce`] joins them, so a frame never spills a few
 /// bytes into a record of its own.
-pub const SPLIT_SEND_SIZE: usize = 16 * 1024 - crate::coalesce::HELD;
+pub const SPLIT_SEND_SIZE: usize = 16 * 1024 - crate::coalesce::HEADER;
 
 /// The yamux settings of both ends of a tunnel.
 pub fn yamux_config() -> yamux::Config {

@@ -117,10 +117,10 @@ fn plain_tcp_memory(count: usize) -> Result<f64> {
     };
     open(&mut held, 20)?;
     std::thread::sleep(Duration::from_millis(500));
-    let before = support::rss(child.id())?;
+    let before = support::anon_rss(child.id())?;
     open(&mut held, count)?;
     std::thread::sleep(Duration::from_millis(500));
-    let after = support::rss(child.id())?;
+    let after = support::anon_rss(child.id())?;
     let _ = child.kill();
     let _ = child.wait();
     Ok(after.saturating_sub(before) as f64 / count as f64)
@@ -134,8 +134,24 @@ struct RouterProcess {
 }
 
 impl RouterProcess {
-    fn start(tunnels: usize, port: u16, pki: &std::path::Path) -> Result<Self> {
-        let mut child = Command::new(std::env::current_exe()?)
+    /// With `profiled`, `BENCH_ROUTER_WRAPPER` (e.g. `heaptrack -o
+    /// /tmp/router`) runs the router under a profiler; its memory figures
+    /// are then the wrapper's.
+    fn start(tunnels: usize, port: u16, pki: &std::path::Path, profiled: bool) -> Result<Self> {
+        let wrapper = match profiled {
+            true => std::env::var("BENCH_ROUTER_WRAPPER").unwrap_or_default(),
+            false => String::new(),
+        };
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut command = Command::new(program);
+                command.args(words).arg(std::env::current_exe()?);
+                command
+            }
+            None => Command::new(std::env::current_exe()?),
+        };
+        let mut child = command
             .args([
                 "router",
                 "--tunnels",
@@ -150,7 +166,10 @@ impl RouterProcess {
             .stderr(Stdio::null())
             .spawn()?;
         let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-        let line = lines.next().context("the router process printed nothing")??;
+        // A wrapper may print lines of its own first.
+        let line = lines
+            .find(|line| line.as_ref().map_or(true, |l| l.starts_with("ROUTER ")))
+            .context("the router process printed no ROUTER line")??;
         let rest = line.strip_prefix("ROUTER ").context("not a ROUTER line")?;
         let (addr, ca) = rest.split_once(' ').context("an address and a CA")?;
         Ok(Self {
@@ -162,6 +181,11 @@ impl RouterProcess {
 
     fn rss(&self) -> Result<u64> {
         Ok(support::rss(self.child.id())?)
+    }
+
+    /// Anonymous resident memory: what slopes are taken from.
+    fn anon(&self) -> Result<u64> {
+        Ok(support::anon_rss(self.child.id())?)
     }
 
     fn kill(mut self) {
@@ -215,7 +239,7 @@ pub async fn memory_and_scale(count: usize, streams: usize) -> Result<Vec<Row>> 
     std::fs::write(pki_dir.path().join("tls.crt"), &pki.cert_chain_pem)?;
     std::fs::write(pki_dir.path().join("tls.key"), &pki.key_pem)?;
     std::fs::write(pki_dir.path().join("ca.crt"), &pki.ca_pem)?;
-    let router = RouterProcess::start(count, port, pki_dir.path())?;
+    let router = RouterProcess::start(count, port, pki_dir.path(), true)?;
     let tls = support::trusting(&router.ca_pem, &[b"http/1.1"]);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let warm = 20.min(count / 2);
@@ -247,11 +271,11 @@ pub async fn memory_and_scale(count: usize, streams: usize) -> Result<Vec<Row>> 
             router.rss()? as f64 / 1048576.0
         ));
         if to == warm {
-            base = router.rss()?;
+            base = router.anon()?;
         }
     }
     let all_up = started.elapsed().as_secs_f64();
-    let after = router.rss()?;
+    let after = router.anon()?;
     // Slope from the warm point: the first tunnels pay one-time costs.
     let per_tunnel = (after.saturating_sub(base)) as f64 / (count - warm) as f64;
     progress(&format!(
@@ -268,7 +292,7 @@ pub async fn memory_and_scale(count: usize, streams: usize) -> Result<Vec<Row>> 
     router.kill();
     let killed = Instant::now();
     while rx.try_recv().is_ok() {}
-    let router = RouterProcess::start(count, port, pki_dir.path())?;
+    let router = RouterProcess::start(count, port, pki_dir.path(), false)?;
     let restarted = killed.elapsed().as_secs_f64();
     let mut back = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -457,12 +481,13 @@ async fn streams_memory(router: &RouterProcess, n: usize) -> Result<Vec<Row>> {
     let settle = || std::thread::sleep(Duration::from_millis(1500));
     settle();
     let sidecar_idle = sidecar_rss()?;
+    let sidecar_idle_anon = support::anon_rss(sidecar.child.id())?;
     open(&mut held, 9)?;
     settle();
-    let before = router.rss()?;
+    let before = router.anon()?;
     open(&mut held, n)?;
     settle();
-    let after = router.rss()?;
+    let after = router.anon()?;
     let per_stream = after.saturating_sub(before) as f64 / n as f64;
     let sidecar_loaded = sidecar_rss()?;
     // Under load: 1 GiB through one more stream, the sidecar's RSS sampled
@@ -499,7 +524,8 @@ async fn streams_memory(router: &RouterProcess, n: usize) -> Result<Vec<Row>> {
     settle();
     let sidecar_detached = sidecar_rss()?;
     let streams = held.len() as f64;
-    let per_detached = sidecar_detached.saturating_sub(sidecar_idle) as f64 / streams;
+    let per_detached =
+        support::anon_rss(sidecar.child.id())?.saturating_sub(sidecar_idle_anon) as f64 / streams;
     progress(&format!(
         "sidecar RSS {:.1} MiB with {streams} sessions detached: {:.1} KiB each over idle",
         sidecar_detached as f64 / 1048576.0,

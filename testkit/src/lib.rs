@@ -890,15 +890,28 @@ pub fn trusting(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
-/// The resident memory of process `pid`, in bytes.
+/// A process's resident memory (`VmRSS`).
 pub fn rss(pid: u32) -> std::io::Result<u64> {
+    status_bytes(pid, "VmRSS")
+}
+
+/// The anonymous part of a process's resident memory (`RssAnon`): its
+/// heap and stacks, without the pages of its binary and libraries, which
+/// are shared and grow as code runs for the first time. Slopes (memory
+/// per tunnel, per stream) are taken from this.
+pub fn anon_rss(pid: u32) -> std::io::Result<u64> {
+    status_bytes(pid, "RssAnon")
+}
+
+/// A `kB` field of `/proc/<pid>/status`, in bytes.
+fn status_bytes(pid: u32, field: &str) -> std::io::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
-        .ok_or_else(|| std::io::Error::other(format!("no VmRSS in /proc/{pid}/status")))
+        .ok_or_else(|| std::io::Error::other(format!("no {field} in /proc/{pid}/status")))
 }
 
 /// A server that sends every line back as it arrives; returns its port.
@@ -1372,5 +1385,16 @@ print(json.dumps(jwt.decode(token, key, algorithms=["EdDSA"], audience=aud, issu
         serde_json::from_slice(&out.stdout).map_err(|e| format!("PyJWT printed no claims: {e}"))
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn resident_memory_is_read_from_proc_and_anonymous_is_part_of_it() {
+        let pid = std::process::id();
+        let (all, anon) = (super::rss(pid).unwrap(), super::anon_rss(pid).unwrap());
+        assert!(anon > 0 && anon <= all, "RssAnon {anon} of VmRSS {all}");
+        assert!(super::rss(u32::MAX).is_err(), "no such process");
     }
 }
