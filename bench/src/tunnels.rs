@@ -555,6 +555,15 @@ async fn streams_memory(router: &RouterProcess, n: usize) -> Result<Vec<Row>> {
             "MiB",
             false,
         ),
+        // The rest of its RSS is its binary's pages: clean, reclaimable,
+        // and shared by every sidecar of the same image on a node.
+        row(
+            "sidecar anonymous memory, idle (tunnel up)",
+            "hatchway",
+            sidecar_idle_anon as f64 / 1048576.0,
+            "MiB",
+            false,
+        ),
         row(
             &format!("sidecar RSS, {n} streams open"),
             "hatchway",
