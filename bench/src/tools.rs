@@ -62,10 +62,26 @@ pub fn version(program: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    version_line(&text, program)
+}
+
+/// The line of a tool's output that names its version: the first with a
+/// number like `5.68` in it (stunnel and socat print a banner first), else
+/// one that says "version" or starts with the tool's name, else the first.
+fn version_line(text: &str, program: &str) -> String {
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let numbered = |l: &&&str| {
+        l.split_whitespace()
+            .any(|w| w.starts_with(|c: char| c.is_ascii_digit()) && w.contains('.'))
+    };
     lines
         .iter()
-        .find(|l| l.to_ascii_lowercase().contains("version") || l.starts_with(program))
+        .find(numbered)
+        .or_else(|| {
+            lines
+                .iter()
+                .find(|l| l.to_ascii_lowercase().contains("version") || l.starts_with(program))
+        })
         .or(lines.first())
         .map_or_else(|| "missing".to_owned(), |l| (*l).to_owned())
 }
@@ -377,4 +393,28 @@ fn nginx(dir: &Path, name: &str, server: &str, port: u16) -> Result<Bg> {
     )?;
     wait_listening(port, "nginx")?;
     Ok(bg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_line;
+
+    #[test]
+    fn the_version_line_is_the_one_with_a_version_number() {
+        let stunnel = "Initializing inetd mode configuration\nstunnel 5.68 on x86_64-pc-linux-gnu platform\nCompiled with OpenSSL 3.0.9";
+        assert_eq!(
+            version_line(stunnel, "stunnel4"),
+            "stunnel 5.68 on x86_64-pc-linux-gnu platform"
+        );
+        let socat = "socat by Gerhard Rieger and contributors - see www.dest-unreach.org\nsocat version 1.7.4.4 on 06 Nov 2022";
+        assert_eq!(
+            version_line(socat, "socat"),
+            "socat version 1.7.4.4 on 06 Nov 2022"
+        );
+        assert_eq!(
+            version_line("nginx version: nginx/1.22.1", "nginx"),
+            "nginx version: nginx/1.22.1"
+        );
+        assert_eq!(version_line("", "x"), "missing");
+    }
 }
