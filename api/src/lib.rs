@@ -23,6 +23,9 @@ pub mod frames;
 /// What a hop does to HTTP headers: hop-by-hop and `X-Hatchway-*`
 /// stripped, upgrades recognised.
 pub mod headers;
+/// Idle connections kept between requests (router to gateways, sidecar to
+/// web apps).
+pub mod kept;
 /// The pod contract: names, ports, paths, environment, Secret keys, the
 /// sidecar's command lines, log file names, the `/readyz` answer.
 pub mod pod;

@@ -102,14 +102,19 @@ pub fn bulk(
     let mut paths = forwards(rig, sshd, server, true)?;
     paths.push(not_resumable(rig, server)?);
     wanted(&mut paths);
-    let mut rows = throughput(&paths, "bulk TCP (iperf3)", repeats, |_, port, streams| {
-        iperf3(port, streams, seconds, false)
-    })?;
+    let mut rows = throughput(
+        &paths,
+        "bulk TCP (iperf3)",
+        repeats,
+        Some(seconds),
+        |_, port, streams| iperf3(port, streams, seconds, false),
+    )?;
     // The other way: the pod sends (downloads, `scp` from the pod, logs).
     rows.extend(throughput(
         &paths,
         "bulk TCP (iperf3 -R, from the pod)",
         repeats,
+        Some(seconds),
         |_, port, streams| iperf3(port, streams, seconds, true),
     )?);
     drop(paths);
@@ -142,6 +147,7 @@ pub fn bulk(
         &paths,
         "bulk TCP (256 MiB to a sink)",
         repeats,
+        None,
         |name, port, streams| {
             if name == "kubectl port-forward"
                 && let Some(k) = &mut kubectl
@@ -154,12 +160,31 @@ pub fn bulk(
     Ok(rows)
 }
 
+/// The processes whose CPU time is the relay's on a path, for the CPU
+/// per GiB rows: socat's own process; for Hatchway this harness, where
+/// the routers and gateways run (the CLI, the user's side, is left out,
+/// as the goal counts router and sidecar). `None`: not counted.
+fn relay_processes(name: &str, bgs: &[Bg]) -> Option<Vec<u32>> {
+    match name {
+        "socat relay" => Some(bgs.iter().map(Bg::pid).collect()),
+        "hatchway direct" | "hatchway tunnel" => Some(vec![std::process::id()]),
+        _ => None,
+    }
+}
+
+fn cpu_of(pids: &[u32]) -> Result<f64> {
+    pids.iter().map(|pid| tools::cpu_seconds(*pid)).sum()
+}
+
 /// `measure(path name, port, streams)` in bits per second, `repeats` times
-/// for 1 and 8 streams on every path, as rows in Gbit/s.
+/// for 1 and 8 streams on every path, as rows in Gbit/s. With
+/// `cpu_seconds` (the length of each measurement), also the relay's CPU
+/// seconds per GiB moved on the paths [`relay_processes`] knows.
 fn throughput(
     paths: &[(String, u16, Vec<Bg>)],
     workload: &str,
     repeats: usize,
+    cpu_seconds: Option<u32>,
     mut measure: impl FnMut(&str, u16, u32) -> Result<f64>,
 ) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
@@ -168,9 +193,28 @@ fn throughput(
         // process, the CPU's clock) falls on every path alike, not on the
         // one measured while it lasted.
         let mut samples = vec![Vec::new(); paths.len()];
+        let mut cpu = vec![Vec::new(); paths.len()];
         for _ in 0..repeats {
-            for ((name, port, _), samples) in paths.iter().zip(&mut samples) {
-                samples.push(measure(name, *port, streams)? / 1e9);
+            for (((name, port, bgs), samples), cpu) in paths.iter().zip(&mut samples).zip(&mut cpu) {
+                let pids = cpu_seconds.and(relay_processes(name, bgs));
+                let before = pids.as_deref().map(cpu_of).transpose()?;
+                let bps = measure(name, *port, streams)?;
+                samples.push(bps / 1e9);
+                if let (Some(pids), Some(before), Some(seconds)) = (&pids, before, cpu_seconds) {
+                    let gib = bps * f64::from(seconds) / 8.0 / f64::from(1u32 << 30);
+                    cpu.push((cpu_of(pids)? - before) / gib);
+                }
+            }
+        }
+        for ((name, _, _), cpu) in paths.iter().zip(cpu) {
+            if !cpu.is_empty() {
+                rows.push(row(
+                    &format!("CPU per GiB relayed, {workload}, {streams} stream(s)"),
+                    name,
+                    cpu,
+                    "CPU s/GiB",
+                    false,
+                ));
             }
         }
         for ((name, _, _), samples) in paths.iter().zip(samples) {
@@ -486,7 +530,9 @@ pub fn http(rig: &Rig, repeats: usize, seconds: u32) -> Result<Vec<Row>> {
     rig.publish(page);
     let _nginx = tools::nginx_page(rig.dir.path(), page)?;
     let front = free_port()?;
-    let _pair = tools::nginx_pair(rig.dir.path(), front, page)?;
+    let _pair = tools::nginx_pair(rig.dir.path(), front, page, false)?;
+    let kept = free_port()?;
+    let _kept = tools::nginx_pair(rig.dir.path(), kept, page, true)?;
     let mut targets: Vec<(String, String, Vec<String>)> = vec![
         (
             "page directly".into(),
@@ -496,6 +542,11 @@ pub fn http(rig: &Rig, repeats: usize, seconds: u32) -> Result<Vec<Row>> {
         (
             "nginx TLS pair".into(),
             format!("https://127.0.0.1:{front}/"),
+            Vec::new(),
+        ),
+        (
+            "nginx TLS pair, upstream keepalive".into(),
+            format!("https://127.0.0.1:{kept}/"),
             Vec::new(),
         ),
     ];

@@ -26,6 +26,31 @@ impl Bg {
     }
 }
 
+impl Bg {
+    /// The process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// CPU seconds (user + system, every thread) process `pid` has used so
+/// far, from `/proc/PID/stat` (in USER_HZ ticks, 100 per second on Linux).
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    cpu_seconds_of(&stat).with_context(|| format!("/proc/{pid}/stat: {stat}"))
+}
+
+fn cpu_seconds_of(stat: &str) -> Option<f64> {
+    // The command name (field 2) is in parentheses and may hold spaces:
+    // count fields after its closing one. utime and stime are fields 14
+    // and 15, the 12th and 13th after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: f64 = fields.next()?.parse().ok()?;
+    let system: f64 = fields.next()?.parse().ok()?;
+    Some((user + system) / 100.0)
+}
+
 impl Drop for Bg {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -350,8 +375,12 @@ pub fn nginx_page(dir: &Path, port: u16) -> Result<Bg> {
 }
 
 /// An nginx pair doing the TLS legs a web-app request through the router
-/// takes: TLS front on `listen` → TLS back → the page on `page`.
-pub fn nginx_pair(dir: &Path, listen: u16, page: u16) -> Result<Vec<Bg>> {
+/// takes: TLS front on `listen` → TLS back → the page on `page`. With
+/// `keepalive`, each nginx keeps its upstream connections open between
+/// requests (`upstream { keepalive }`, HTTP/1.1 upstream), as the router
+/// keeps its gateway connections; without, each request connects anew
+/// (nginx's default).
+pub fn nginx_pair(dir: &Path, listen: u16, page: u16, keepalive: bool) -> Result<Vec<Bg>> {
     let (crt, key) = self_signed(dir)?;
     let back = free_port()?;
     let tls = format!(
@@ -359,17 +388,37 @@ pub fn nginx_pair(dir: &Path, listen: u16, page: u16) -> Result<Vec<Bg>> {
         crt.display(),
         key.display()
     );
+    // Each nginx names its own upstream: an address, or a block that
+    // keeps connections.
+    let upstream = |name: &str, port: u16| {
+        if keepalive {
+            (
+                format!("upstream {name} {{ server 127.0.0.1:{port}; keepalive 32; }}"),
+                name.to_owned(),
+            )
+        } else {
+            (String::new(), format!("127.0.0.1:{port}"))
+        }
+    };
+    let kept = if keepalive {
+        "proxy_http_version 1.1; proxy_set_header Connection \"\";"
+    } else {
+        ""
+    };
+    let (page_block, to_page) = upstream("page", page);
+    let (back_block, to_back) = upstream("back", back);
     let back_conf = format!(
-        "server {{ listen 127.0.0.1:{back} ssl; {tls} access_log off; \
-         location / {{ proxy_pass http://127.0.0.1:{page}; }} }}"
+        "{page_block} server {{ listen 127.0.0.1:{back} ssl; {tls} access_log off; \
+         location / {{ {kept} proxy_pass http://{to_page}; }} }}"
     );
     let front_conf = format!(
-        "server {{ listen 127.0.0.1:{listen} ssl; {tls} access_log off; \
-         location / {{ proxy_pass https://127.0.0.1:{back}; }} }}"
+        "{back_block} server {{ listen 127.0.0.1:{listen} ssl; {tls} access_log off; \
+         location / {{ {kept} proxy_pass https://{to_back}; }} }}"
     );
+    let name = if keepalive { "keepalive" } else { "pair" };
     Ok(vec![
-        nginx(dir, "back", &back_conf, back)?,
-        nginx(dir, "front", &front_conf, listen)?,
+        nginx(dir, &format!("{name}-back"), &back_conf, back)?,
+        nginx(dir, &format!("{name}-front"), &front_conf, listen)?,
     ])
 }
 
@@ -380,10 +429,11 @@ fn nginx(dir: &Path, name: &str, server: &str, port: u16) -> Result<Bg> {
     std::fs::write(
         &conf,
         format!(
-            "daemon off; worker_processes 1; pid {pid}; error_log stderr error;\n\
+            "daemon off; worker_processes 1; pid {pid}; error_log {errors} error;\n\
              events {{ worker_connections 4096; }}\n\
              http {{ client_body_temp_path {tmp}; proxy_temp_path {tmp}; {server} }}\n",
             pid = prefix.join("nginx.pid").display(),
+            errors = prefix.join("error.log").display(),
             tmp = prefix.display(),
         ),
     )?;
@@ -391,13 +441,31 @@ fn nginx(dir: &Path, name: &str, server: &str, port: u16) -> Result<Bg> {
         &format!("nginx {name}"),
         Command::new("nginx").arg("-p").arg(&prefix).arg("-c").arg(&conf),
     )?;
-    wait_listening(port, "nginx")?;
+    wait_listening(port, "nginx").with_context(|| {
+        let errors = std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default();
+        format!("nginx {name}: {}", errors.trim())
+    })?;
     Ok(bg)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::version_line;
+    use super::{cpu_seconds, cpu_seconds_of, version_line};
+
+    #[test]
+    fn cpu_seconds_are_utime_plus_stime() {
+        let stat = "4242 (socat (relay)) S 1 4242 4242 0 -1 4194304 120 0 0 0 250 37 0 0 20 0 1 0";
+        assert_eq!(cpu_seconds_of(stat), Some(2.87));
+        assert_eq!(cpu_seconds_of("4242 (x) S 1"), None);
+        // This process has used some, and it only grows.
+        let me = cpu_seconds(std::process::id()).unwrap();
+        let mut spin = 0u64;
+        for i in 0..20_000_000u64 {
+            spin = spin.wrapping_add(i * i);
+        }
+        std::hint::black_box(spin);
+        assert!(cpu_seconds(std::process::id()).unwrap() >= me);
+    }
 
     #[test]
     fn the_version_line_is_the_one_with_a_version_number() {

@@ -174,16 +174,78 @@ async fn port_forward_reaches_a_port_in_the_container_directly() {
     );
 }
 
+#[tokio::test]
+async fn the_next_port_forward_connection_finds_its_gateway_connection_ready() {
+    let cluster = MemoryCluster::new();
+    let router = TestRouter::start_with(cluster.clone(), auth_with_alice(), |s| {
+        // Kept longer than a loaded test machine may pause.
+        s.gateway_idle = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let c = container(NS, "web");
+    let sidecar = TestSidecar::start(c.metadata.uid.as_deref().unwrap()).await;
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    cluster.insert(c);
+    cluster.set_status(NS, "web", running_at(sidecar.addr()));
+    for i in 0..3 {
+        // An upgrade takes the client's connection over: one per forward.
+        let response = router
+            .client()
+            .await
+            .send(upgrade_request(
+                &api_path(NS, "web", &format!("portforward?port={port}")),
+                Some("alice-token"),
+                "tcp",
+            ))
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::SWITCHING_PROTOCOLS,
+            "connection {i}"
+        );
+        let mut stream = hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.unwrap());
+        stream.write_all(b"ping").await.unwrap();
+        let mut echoed = [0u8; 4];
+        stream.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(&echoed, b"ping");
+        // After an upgrade the router connects a spare to the same gateway.
+        eventually("a spare gateway connection", || {
+            let ready = router.router.gateways.len() == 1;
+            async move { ready }
+        })
+        .await;
+    }
+    assert_eq!(gateway_connections(&router, "new"), 1);
+    assert_eq!(gateway_connections(&router, "reused"), 2);
+}
+
 // ------------------------------------------------------------ web apps
 
 /// A small web app "inside the container": echoes the request line and
 /// headers; `/ws` speaks real WebSocket (tungstenite) and echoes messages.
 async fn start_web_app() -> u16 {
+    start_counted_web_app().await.0
+}
+
+/// [`start_web_app`], and the count of connections it accepted.
+async fn start_counted_web_app() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use hyper::service::service_fn;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut peek = [0u8; 64];
                 let n = stream.peek(&mut peek).await.unwrap_or(0);
@@ -229,7 +291,7 @@ async fn start_web_app() -> u16 {
             });
         }
     });
-    port
+    (port, accepted)
 }
 
 const DOMAIN: &str = "apps.example.test";
@@ -634,6 +696,294 @@ async fn websockets_work_through_a_web_app() {
         async move { metrics.contains("hatchway_router_sessions_total{kind=\"websocket\"} 1") }
     })
     .await;
+}
+
+// ------------------------------------------------ kept gateway connections
+
+/// Container `name` in NS publishing web app port `app`, running with a
+/// real sidecar (`tweak`ed): the sidecar, and the app's vhost.
+async fn app_container(
+    cluster: &MemoryCluster,
+    name: &str,
+    app: u16,
+    tweak: impl FnOnce(&mut hatchway_sidecar::args::GatewayArgs),
+) -> (TestSidecar, String) {
+    let c = container_with(NS, name, |spec| {
+        spec.published_ports = vec![serde_json::from_value(serde_json::json!({"port": app})).unwrap()];
+    });
+    let uid = c.metadata.uid.clone().unwrap();
+    let sidecar = TestSidecar::start_with(&uid, tweak).await;
+    cluster.insert(c);
+    cluster.set_status(NS, name, running_at(sidecar.addr()));
+    (sidecar, format!("{uid}-{app}.{DOMAIN}"))
+}
+
+/// A web-app session on Container `name`'s `host` for the holder of `token`.
+async fn session_as(client: &mut Client, token: &str, name: &str, host: &str) -> String {
+    let port = host.split('.').next().unwrap().rsplit_once('-').unwrap().1;
+    let response = client
+        .send(
+            http::Request::builder()
+                .method("POST")
+                .uri(format!(
+                    "/v1/namespaces/{NS}/containers/{name}/weblogin?port={port}"
+                ))
+                .header("authorization", format!("Bearer {token}"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let link: hatchway_api::wire::WebLogin = serde_json::from_str(&body_text(response).await).unwrap();
+    let code = link.url.rsplit_once("hatchway_code=").unwrap().1.to_owned();
+    let response = vhost_send(client, host, &format!("/?hatchway_code={code}")).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+/// `GET /` on `host` with the session `cookie`.
+async fn get_with(client: &mut Client, host: &str, cookie: &str) -> http::Response<hyper::body::Incoming> {
+    client
+        .send(
+            vhost_get(host, "/")
+                .header("cookie", cookie)
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+}
+
+/// The `sub` of the identity assertion the app saw in `seen` (the app
+/// echoes its request headers; the signature is checked elsewhere).
+fn asserted_user(seen: &str) -> String {
+    let token = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("hatchway-jwt-assertion: "))
+        .unwrap_or_else(|| panic!("no assertion in {seen}"));
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),
+    )
+    .unwrap();
+    claims["sub"].as_str().unwrap().to_owned()
+}
+
+/// Connections the sidecar's gateway accepted on its direct port.
+fn direct_connections(sidecar: &TestSidecar) -> u64 {
+    let metrics = &sidecar.running.gateway.metrics;
+    metrics.connections.with_label_values(&["direct"]).get()
+}
+
+/// `hatchway_router_gateway_connections_total{outcome}`.
+fn gateway_connections(router: &TestRouter, outcome: &str) -> u64 {
+    let metrics = router.router.metrics.encode();
+    let series = format!("hatchway_router_gateway_connections_total{{outcome=\"{outcome}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn users_requests_share_kept_connections_and_each_is_their_own() {
+    let cluster = MemoryCluster::new();
+    let auth = auth_with_alice();
+    auth.user("carol-token", "carol");
+    auth.grant_all("carol", NS);
+    // Kept longer than a loaded test machine may pause between requests.
+    let router = TestRouter::start_with(cluster.clone(), auth.clone(), |s| {
+        s.wildcard_domain = Some(DOMAIN.into());
+        s.gateway_idle = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let (app, app_connections) = start_counted_web_app().await;
+    let (sidecar, host) =
+        app_container(&cluster, "notebook", app, |args| args.app_keepalive_ms = 60_000).await;
+    let mut client = router.client().await;
+    let alice = session_as(&mut client, "alice-token", "notebook", &host).await;
+    let carol = session_as(&mut client, "carol-token", "notebook", &host).await;
+    for (i, (cookie, user)) in [
+        (&alice, "alice"),
+        (&carol, "carol"),
+        (&alice, "alice"),
+        (&carol, "carol"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let response = get_with(&mut client, &host, cookie).await;
+        assert_eq!(response.status(), StatusCode::OK, "request {i}");
+        let seen = body_text(response).await;
+        assert_eq!(asserted_user(&seen), user, "request {i}: {seen}");
+    }
+    // One connection to the gateway carried all four, one after another.
+    assert_eq!(gateway_connections(&router, "new"), 1);
+    assert_eq!(gateway_connections(&router, "reused"), 3);
+    assert_eq!(direct_connections(&sidecar), 1);
+    // And one connection from the gateway to the app.
+    assert_eq!(app_connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The gateway's audit trail still names each user (their logins).
+    let trail = sidecar.audit_dir().join("gateway.txt");
+    eventually("both users' logins in gateway.txt", || {
+        let text = std::fs::read_to_string(&trail).unwrap_or_default();
+        let found = ["alice", "carol"].iter().all(|user| {
+            text.lines()
+                .any(|l| l.contains("web app port") && l.contains(&format!("user=\"{user}\"")))
+        });
+        async move { found }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_kept_connection_only_ever_carries_requests_for_its_own_gateway() {
+    let cluster = MemoryCluster::new();
+    let app = start_web_app().await;
+    let mut hosts = Vec::new();
+    let mut sidecars = Vec::new();
+    for name in ["first", "second"] {
+        let (sidecar, host) = app_container(&cluster, name, app, |_| {}).await;
+        hosts.push((name, host, sidecar.uid.clone()));
+        sidecars.push(sidecar);
+    }
+    let router_with_apps = TestRouter::start_with(cluster.clone(), auth_with_alice(), |s| {
+        s.wildcard_domain = Some(DOMAIN.into());
+        s.gateway_idle = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let mut client = router_with_apps.client().await;
+    let mut cookies = Vec::new();
+    for (name, host, _) in &hosts {
+        cookies.push(session_as(&mut client, "alice-token", name, host).await);
+    }
+    // Alternating: a request that went on the other Container's kept
+    // connection would be refused by that gateway (wrong UID) as a 502.
+    for round in 0..3 {
+        for ((_, host, uid), cookie) in hosts.iter().zip(&cookies) {
+            let response = get_with(&mut client, host, cookie).await;
+            assert_eq!(response.status(), StatusCode::OK, "round {round}");
+            let seen = body_text(response).await;
+            assert!(seen.contains(&format!("host: {uid}-")), "round {round}: {seen}");
+        }
+    }
+    assert_eq!(gateway_connections(&router_with_apps, "new"), 2);
+    assert_eq!(gateway_connections(&router_with_apps, "reused"), 4);
+    for sidecar in &sidecars {
+        assert_eq!(direct_connections(sidecar), 1);
+    }
+}
+
+/// A [`StaticAuth`] with alice allowed everything in NS.
+fn auth_with_alice() -> std::sync::Arc<StaticAuth> {
+    let auth = StaticAuth::new();
+    auth.user("alice-token", "alice");
+    auth.grant_all("alice", NS);
+    auth
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_gateway_closed_is_replaced_without_an_error() {
+    let cluster = MemoryCluster::new();
+    let router = TestRouter::start_with(cluster.clone(), auth_with_alice(), |s| {
+        s.wildcard_domain = Some(DOMAIN.into());
+        // Kept longer than the gateway waits for a next request.
+        s.gateway_idle = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let app = start_web_app().await;
+    let (_sidecar, host) =
+        app_container(&cluster, "notebook", app, |args| args.header_timeout_ms = 300).await;
+    let mut client = router.client().await;
+    let cookie = session_as(&mut client, "alice-token", "notebook", &host).await;
+    let get = || {
+        vhost_get(&host, "/")
+            .header("cookie", &cookie)
+            .body(empty())
+            .unwrap()
+    };
+    let response = client.send(get()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    body_text(response).await;
+    assert_eq!(router.router.gateways.len(), 1);
+    // The gateway closes the idle connection after its header timeout.
+    eventually("the gateway to close the kept connection", || {
+        let open = router.router.gateways.len();
+        async move { open == 0 }
+    })
+    .await;
+    let response = client.send(get()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(gateway_connections(&router, "new"), 2);
+}
+
+/// A web app that answers the first request of each connection and
+/// closes the connection without an answer when the next one arrives, as
+/// an app whose keep-alive timeout fires just as a request comes does.
+async fn start_abrupt_web_app() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nabrupt")
+                    .await;
+                // The next request's first bytes, then the close.
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_get_the_app_drops_on_a_kept_connection_goes_again_on_a_new_one() {
+    let cluster = MemoryCluster::new();
+    let router = TestRouter::start_with(cluster.clone(), auth_with_alice(), |s| {
+        s.wildcard_domain = Some(DOMAIN.into())
+    })
+    .await;
+    let app = start_abrupt_web_app().await;
+    let (_sidecar, host) =
+        app_container(&cluster, "notebook", app, |args| args.app_keepalive_ms = 60_000).await;
+    let mut client = router.client().await;
+    let cookie = session_as(&mut client, "alice-token", "notebook", &host).await;
+    // Every second request goes on a kept connection the app closes as
+    // it arrives: a GET goes again on a new one.
+    for i in 0..6 {
+        let response = get_with(&mut client, &host, &cookie).await;
+        assert_eq!(response.status(), StatusCode::OK, "request {i}");
+        assert_eq!(body_text(response).await, "abrupt", "request {i}");
+    }
+    // A request with a body may have reached the app: it is not sent
+    // twice, the user gets a clear 502.
+    let response = get_with(&mut client, &host, &cookie).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    body_text(response).await;
+    let response = client
+        .send(
+            http::Request::builder()
+                .method("POST")
+                .uri("/form")
+                .header("host", &host)
+                .header("cookie", &cookie)
+                .header("origin", format!("https://{host}"))
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(b"a=1")))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let message = body_text(response).await;
+    assert!(message.contains(&format!("web app on port {app}")), "{message}");
 }
 
 // ------------------------------------------------------------ shells

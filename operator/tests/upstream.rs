@@ -75,6 +75,31 @@ async fn a_get_of_ports_succeeds_with_a_verified_response_proof() {
 }
 
 #[tokio::test]
+async fn a_request_on_a_connection_the_gateway_closed_comes_back_unsent() {
+    // The gateway lets an idle connection go after its header timeout.
+    let gw = TestSidecar::start_with(UID, |args| args.header_timeout_ms = 200).await;
+    let mut conn = connect_to(gw.addr(), &key()).await.expect("connects");
+    let response = send(&mut conn, get(wire::gateway_path::PORTS)).await.unwrap();
+    body_text(response).await;
+    assert!(conn.is_ready() && !conn.is_closed());
+    hatchway_testkit::eventually("the gateway to close the idle connection", || {
+        let closed = conn.is_closed();
+        async move { closed }
+    })
+    .await;
+    assert!(!conn.is_ready());
+    let (error, unsent) = conn
+        .try_send(get(wire::gateway_path::PORTS))
+        .await
+        .expect_err("a closed connection sends nothing");
+    assert!(matches!(error, UpstreamError::Request(_)), "{error:?}");
+    let unsent = unsent.expect("the request comes back to go on another connection");
+    assert_eq!(unsent.uri().path(), wire::gateway_path::PORTS);
+    let mut fresh = connect_to(gw.addr(), &key()).await.expect("connects");
+    assert_eq!(send(&mut fresh, unsent).await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn a_wrong_key_is_refused_by_the_gateway_and_maps_to_502() {
     let gw = TestSidecar::start(UID).await;
     let other = proof::ctr_key(ROOT, "0d4f3b21-8c6a-4e1f-a2b7-5e9c0f1d2a33");

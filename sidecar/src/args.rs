@@ -126,6 +126,12 @@ pub struct GatewayArgs {
     #[arg(long, env = "HATCHWAY_BODY_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
     pub body_idle_timeout_ms: u64,
 
+    /// Milliseconds a connection to a web app is kept idle for the next
+    /// request (0: a connection per request). Keep it below the apps'
+    /// own keep-alive timeouts.
+    #[arg(long, env = "HATCHWAY_APP_KEEPALIVE_MS", default_value_t = 1_000)]
+    pub app_keepalive_ms: u64,
+
     /// Seconds a detached resumable session (a shell or port-forward whose
     /// connection broke) waits for its client before it ends.
     #[arg(long, env = pod::env::RESUME_GRACE_SECONDS, default_value_t = 600)]
@@ -241,6 +247,7 @@ impl GatewayArgs {
             port_scan_seconds: 1,
             header_timeout_ms: 10_000,
             body_idle_timeout_ms: 60_000,
+            app_keepalive_ms: 1_000,
             resume_grace_seconds: 600,
             resume_replay_bytes: 4 << 20,
             resume_memory_bytes: 64 << 20,

@@ -9,12 +9,99 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 
+use hatchway_api::kept::{Kept, Reusable};
+
 use crate::body::{Body, RequestBody, text};
 
 /// Drops hop-by-hop headers, those named in `Connection`, and ours.
 fn strip(headers: &mut HeaderMap) {
     hatchway_api::headers::strip_hop_by_hop(headers, false);
     hatchway_api::headers::strip_hatchway_headers(headers);
+}
+
+/// How long a connection to a web app is kept idle for the next request
+/// by default.
+/// Short: apps close idle connections on their own schedule (gunicorn
+/// after 2 s, Node after 5 s), and a request written as the app closes is
+/// lost to a race no proxy can win, so the connection must be let go well
+/// before. Under load (when it matters) connections never wait this long.
+pub const APP_IDLE: Duration = Duration::from_secs(1);
+
+/// Idle connections kept per web-app port.
+const APP_IDLE_PER_PORT: usize = 32;
+
+/// A kept connection to a web app.
+pub struct AppConnection(hyper::client::conn::http1::SendRequest<Body>);
+
+impl Reusable for AppConnection {
+    fn is_ready(&self) -> bool {
+        self.0.is_ready()
+    }
+    fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+/// Connections to the pod's web apps, by port, kept between requests as
+/// a reverse proxy's upstream keepalive does: each request still carries
+/// its own user's identity assertion, and upgrades (WebSockets) always get
+/// a connection of their own.
+pub struct AppConnections(Kept<u16, AppConnection>);
+
+impl AppConnections {
+    /// Connections kept idle for `idle` (zero: none).
+    pub fn new(idle: Duration) -> Self {
+        Self(Kept::new(idle, APP_IDLE_PER_PORT))
+    }
+
+    /// Connections held and still open.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A new HTTP/1.1 connection to the web app on `port`, or the answer
+/// that says why there is none.
+async fn connect_app(port: u16) -> Result<AppConnection, Response<Body>> {
+    let stream = crate::local::connect(port)
+        .await
+        .map_err(|message| text(StatusCode::BAD_GATEWAY, message))?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|error| {
+            text(
+                StatusCode::BAD_GATEWAY,
+                format!("web app on port {port}: {error}"),
+            )
+        })?;
+    tokio::spawn(async move {
+        if let Err(error) = conn.with_upgrades().await {
+            tracing::debug!(%error, port, "web app connection ended");
+        }
+    });
+    Ok(AppConnection(sender))
+}
+
+/// What is needed to send a bodiless request again.
+struct Resend {
+    method: http::Method,
+    uri: http::Uri,
+    headers: HeaderMap,
+}
+
+impl Resend {
+    fn request(&self) -> Request<Body> {
+        let mut request = Request::new(crate::body::empty());
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
 }
 
 /// Proxies one request to a web app inside the pod.
@@ -24,6 +111,7 @@ pub async fn serve(
     mut req: Request<RequestBody>,
     port: u16,
     slot: tokio::sync::OwnedSemaphorePermit,
+    apps: &AppConnections,
     body_idle_timeout: Duration,
 ) -> Response<Body> {
     let Some(host) = req.headers().get(hatchway_api::wire::REQUEST_HOST).cloned() else {
@@ -33,25 +121,6 @@ pub async fn serve(
         );
     };
     let upgrade = req.headers().get(header::UPGRADE).cloned();
-    let stream = match crate::local::connect(port).await {
-        Ok(stream) => stream,
-        Err(message) => return text(StatusCode::BAD_GATEWAY, message),
-    };
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-        Ok(pair) => pair,
-        Err(error) => {
-            return text(
-                StatusCode::BAD_GATEWAY,
-                format!("web app on port {port}: {error}"),
-            );
-        }
-    };
-    tokio::spawn(async move {
-        if let Err(error) = conn.with_upgrades().await {
-            tracing::debug!(%error, port, "web app connection ended");
-        }
-    });
-
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     strip(&mut parts.headers);
@@ -73,14 +142,55 @@ pub async fn serve(
         .unwrap_or("/")
         .parse()
         .unwrap_or_default();
-    let upstream_req = Request::from_parts(parts, idle_limited(body, body_idle_timeout));
+    let bodiless = hyper::body::Body::is_end_stream(&body);
+    let upstream_req = if bodiless {
+        Request::from_parts(parts, crate::body::empty())
+    } else {
+        Request::from_parts(parts, idle_limited(body, body_idle_timeout))
+    };
 
-    let mut response = match sender.send_request(upstream_req).await {
+    // An upgrade gets a connection of its own; other requests take a
+    // kept one if there is one.
+    let kept = if upgrade.is_none() {
+        apps.0.take(&port)
+    } else {
+        None
+    };
+    let reused = kept.is_some();
+    let mut connection = match kept {
+        Some(connection) => connection,
+        None => match connect_app(port).await {
+            Ok(connection) => connection,
+            Err(refusal) => return refusal,
+        },
+    };
+    // A bodiless idempotent request on a kept connection can go again if
+    // the app closed that connection as it was written.
+    let resend = (reused && bodiless && upstream_req.method().is_idempotent()).then(|| Resend {
+        method: upstream_req.method().clone(),
+        uri: upstream_req.uri().clone(),
+        headers: upstream_req.headers().clone(),
+    });
+    let mut sent = connection.0.try_send_request(upstream_req).await;
+    if reused && let Err(error) = &mut sent {
+        let again = error
+            .take_message()
+            .or_else(|| resend.as_ref().map(Resend::request));
+        if let Some(again) = again {
+            tracing::debug!(port, error = %error.error(), "a kept web app connection closed; connecting again");
+            connection = match connect_app(port).await {
+                Ok(connection) => connection,
+                Err(refusal) => return refusal,
+            };
+            sent = connection.0.try_send_request(again).await;
+        }
+    }
+    let mut response = match sent {
         Ok(response) => response,
         Err(error) => {
             return text(
                 StatusCode::BAD_GATEWAY,
-                format!("web app on port {port}: {error}"),
+                format!("web app on port {port}: {}", error.into_error()),
             );
         }
     };
@@ -99,6 +209,10 @@ pub async fn serve(
         });
         let (parts, _) = response.into_parts();
         return Response::from_parts(parts, crate::body::empty());
+    }
+    if upgrade.is_none() {
+        // Free for the next request once this answer's body has ended.
+        apps.0.put(port, connection);
     }
 
     let (mut parts, body) = response.into_parts();

@@ -107,6 +107,7 @@ pub async fn start_gateway(args: GatewayArgs) -> Result<Running, StartError> {
         // always have the last quarter.
         max_web_requests: (args.max_connections * 3 / 4).max(1),
         body_idle_timeout: Duration::from_millis(args.body_idle_timeout_ms.max(1)),
+        app_keepalive: Duration::from_millis(args.app_keepalive_ms),
         ..Limits::default()
     };
     let tree = LogTree {

@@ -39,6 +39,9 @@ pub struct Metrics {
     pub forwards: IntCounterVec,
     /// Gateway connections that failed, by kind (`proof_failed`, `connect`, …).
     pub gateway_errors: IntCounterVec,
+    /// Gateway connections a request went on: `new` (connected for it)
+    /// or `reused` (kept from an earlier request).
+    pub gateway_connections: IntCounterVec,
     /// Status writes, by result.
     pub status_writes: IntCounterVec,
     /// Request durations until the response head, by route.
@@ -133,6 +136,11 @@ impl Metrics {
                 "gateway_errors_total",
                 "Gateway connections that failed, by kind.",
                 &["kind"],
+            ),
+            gateway_connections: counter_vec(
+                "gateway_connections_total",
+                "Gateway connections requests went on, new or reused (kept open between requests).",
+                &["outcome"],
             ),
             status_writes: counter_vec(
                 "status_writes_total",

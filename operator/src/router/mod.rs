@@ -30,6 +30,8 @@ pub mod logs;
 pub mod metrics;
 /// Proofs between replicas passing proxied requests on.
 pub mod peer;
+/// Gateway connections kept open between requests.
+pub mod pool;
 /// Sending a request along a chosen route, and passing the answer on.
 pub mod reach;
 /// Relaying upgraded connections, counted.
@@ -80,6 +82,8 @@ pub struct Router {
     pub auth: Arc<dyn auth::Auth>,
     /// The tunnels this replica holds.
     pub tunnels: tunnel::Registry,
+    /// Gateway connections kept open between requests.
+    pub gateways: pool::GatewayPool,
     /// What `/metrics` reports.
     pub metrics: metrics::Metrics,
     /// Container keys derive from it.
@@ -108,6 +112,7 @@ impl Router {
         peer_tls: Arc<ClientConfig>,
     ) -> Arc<Self> {
         let tunnels = tunnel::Registry::new(settings.max_tunnels);
+        let gateways = pool::GatewayPool::new(settings.gateway_idle, pool::IDLE_PER_GATEWAY);
         let sessions = session::Sessions::new(root.expose_bytes(), settings.web_session_lifetime);
         let saved_logs = saved::SavedLogReads::new(settings.max_saved_log_reads, settings.saved_log_wait);
         Arc::new(Self {
@@ -119,6 +124,7 @@ impl Router {
             cluster,
             auth,
             tunnels,
+            gateways,
             metrics: metrics::Metrics::new(),
             root,
             peer_tls,

@@ -20,7 +20,7 @@ use super::respond::{Body, RequestBody, text};
 use super::select::Route;
 use super::tunnel::TunnelError;
 use super::upstream::{self, GatewayConnection, UpstreamError};
-use super::{forward, relay};
+use super::{forward, pool, relay};
 
 /// A request made for a gateway, and the client's side of the upgrade it
 /// asks for (if any).
@@ -131,7 +131,7 @@ impl ReachError {
 /// Connects along `route` and sends `request`: the gateway's answer, or the
 /// refusal to give the user (failures counted and logged).
 pub(super) async fn exchange(
-    router: &Router,
+    router: &Arc<Router>,
     container: &Container,
     route: &Route,
     request: Request<Body>,
@@ -144,18 +144,79 @@ pub(super) async fn exchange(
         hatchway_api::wire::REQUEST_REPLICA,
         header_safe(&router.settings.replica),
     );
-    let mut connection = connect(router, container, route)
-        .await
-        .map_err(|error| refuse(error.status_and_message()))?;
-    connection.send(request).await.map_err(|error| {
+    let key = container
+        .metadata
+        .uid
+        .as_deref()
+        .and_then(|uid| pool::Key::new(uid, route));
+    let pooled = key.as_ref().and_then(|key| router.gateways.take(key));
+    let reused = pooled.is_some();
+    let mut connection = match pooled {
+        Some(connection) => connection,
+        None => connect(router, container, route)
+            .await
+            .map_err(|error| refuse(error.status_and_message()))?,
+    };
+    router
+        .metrics
+        .gateway_connections
+        .with_label_values(&[if reused { "reused" } else { "new" }])
+        .inc();
+    let mut sent = connection.try_send(request).await;
+    if reused && let Err((error, Some(unsent))) = sent {
+        // The kept connection had closed (the gateway let it go as the
+        // request left): none of it was written, so it goes on a new one.
+        tracing::debug!(%error, "a kept gateway connection had closed; connecting again");
+        connection = connect(router, container, route)
+            .await
+            .map_err(|error| refuse(error.status_and_message()))?;
         router
             .metrics
-            .gateway_errors
-            .with_label_values(&[error.kind()])
+            .gateway_connections
+            .with_label_values(&["new"])
             .inc();
-        tracing::warn!(%error, "gateway request failed");
-        refuse(error.status_and_message())
-    })
+        sent = connection.try_send(unsent).await;
+    }
+    match sent {
+        Ok(response) => {
+            // An upgrade owns the connection from now on; any other
+            // answer leaves it free once its body has ended.
+            if let Some(key) = key {
+                if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    router.gateways.put(key, connection);
+                } else if matches!(route, Route::Direct(_)) && !router.gateways.has_ready(&key) {
+                    // An upgrade (a port-forward's connection, a shell)
+                    // is often followed by another to the same gateway:
+                    // the next one finds its TCP and TLS handshakes done
+                    // (two round trips across the cluster network). A
+                    // tunnel stream has no handshake to save.
+                    spare(router.clone(), container.clone(), route.clone(), key);
+                }
+            }
+            Ok(response)
+        }
+        Err((error, _)) => {
+            router
+                .metrics
+                .gateway_errors
+                .with_label_values(&[error.kind()])
+                .inc();
+            tracing::warn!(%error, "gateway request failed");
+            Err(refuse(error.status_and_message()))
+        }
+    }
+}
+
+/// Connects a spare to the gateway of `key` in the background and keeps it
+/// (for [`super::pool::IDLE_FOR`]). A failure costs nothing: the next
+/// request connects as it would have.
+fn spare(router: Arc<Router>, container: Container, route: Route, key: pool::Key) {
+    tokio::spawn(async move {
+        match connect_inner(&router, &container, &route).await {
+            Ok(connection) => router.gateways.put(key, connection),
+            Err(error) => tracing::debug!(%error, "no spare gateway connection"),
+        }
+    });
 }
 
 /// Connects to the gateway of `container` along `route` (direct or local

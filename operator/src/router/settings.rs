@@ -62,6 +62,10 @@ pub struct Settings {
     /// The port every replica serves the aggregated API on (peers forward
     /// proxied requests there); `None` when it is not served.
     pub aggregated_port: Option<u16>,
+    /// How long an idle gateway connection is kept for the next request
+    /// (zero: none is kept). Must stay below the gateways' header timeout
+    /// (10 s by default), after which they close it.
+    pub gateway_idle: std::time::Duration,
 }
 
 impl Settings {
@@ -90,6 +94,7 @@ impl Settings {
             max_saved_log_reads: 16,
             saved_log_wait: Duration::from_secs(10),
             aggregated_port: None,
+            gateway_idle: super::pool::IDLE_FOR,
         }
     }
 }

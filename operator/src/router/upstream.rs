@@ -331,6 +331,18 @@ impl GatewayConnection {
         self
     }
 
+    /// Whether the connection can take a request now: idle, not closed
+    /// (the previous response's body has ended).
+    pub fn is_ready(&self) -> bool {
+        self.sender.is_ready()
+    }
+
+    /// Whether the connection has closed (the gateway let it go, or it
+    /// failed).
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
     /// Lowercase hex SHA-256 of the certificate the gateway presented, to
     /// compare with `status.gateway.certificateSha256` or to log
     /// (`tunnel session` on a tunnel stream without TLS of its own).
@@ -342,7 +354,17 @@ impl GatewayConnection {
     /// carried: a user must not smuggle their own) and returns the response
     /// only if it carries a valid response proof. The proof header is
     /// removed from the returned response: it concerns this hop only.
-    pub async fn send(&mut self, mut req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(&mut self, req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+        self.try_send(req).await.map_err(|(error, _)| error)
+    }
+
+    /// [`GatewayConnection::send`], giving the request back with the error
+    /// when none of it reached the connection (it had closed: an idle
+    /// connection the gateway let go), so that it can go on another.
+    pub async fn try_send(
+        &mut self,
+        mut req: Request<Body>,
+    ) -> Result<Response<Incoming>, (UpstreamError, Option<Request<Body>>)> {
         let headers = req.headers_mut();
         headers.insert(HeaderName::from_static(wire::CONTAINER_UID), self.uid.clone());
         headers.insert(
@@ -357,11 +379,18 @@ impl GatewayConnection {
 
         // The previous request may still be in flight (or its connection
         // closed): wait until the connection can take another.
-        self.sender.ready().await.map_err(UpstreamError::Request)?;
-        let mut response = tokio::time::timeout(self.response_timeout, self.sender.send_request(req))
-            .await
-            .map_err(|_| UpstreamError::ResponseTimeout(self.response_timeout))?
-            .map_err(UpstreamError::Request)?;
+        if let Err(error) = self.sender.ready().await {
+            return Err((UpstreamError::Request(error), Some(req)));
+        }
+        let mut response =
+            match tokio::time::timeout(self.response_timeout, self.sender.try_send_request(req)).await {
+                Err(_) => return Err((UpstreamError::ResponseTimeout(self.response_timeout), None)),
+                Ok(Err(mut error)) => {
+                    let unsent = error.take_message();
+                    return Err((UpstreamError::Request(error.into_error()), unsent));
+                }
+                Ok(Ok(response)) => response,
+            };
 
         let verdict = match response.headers().get(wire::AUTHORIZATION_RESPONSE) {
             None => Err("no response proof"),
@@ -386,9 +415,9 @@ impl GatewayConnection {
                     "gateway answer without a valid proof"
                 );
                 if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                    Err(UpstreamError::GatewayRefused(status))
+                    Err((UpstreamError::GatewayRefused(status), None))
                 } else {
-                    Err(UpstreamError::ProofFailed { reason })
+                    Err((UpstreamError::ProofFailed { reason }, None))
                 }
             }
         }

@@ -55,6 +55,9 @@ pub struct Limits {
     /// A web-app request body with no bytes for this long is cut off (its
     /// slot freed).
     pub body_idle_timeout: Duration,
+    /// How long a connection to a web app is kept idle for the next
+    /// request (zero: none is kept).
+    pub app_keepalive: Duration,
 }
 
 impl Default for Limits {
@@ -66,6 +69,7 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             max_web_requests: 384,
             body_idle_timeout: Duration::from_secs(60),
+            app_keepalive: crate::proxy::APP_IDLE,
         }
     }
 }
@@ -107,6 +111,8 @@ pub struct Gateway {
     web_requests: Arc<Semaphore>,
     /// Web-app sessions already written to the audit trail.
     web_logins: web_logins::WebLogins,
+    /// Connections to web apps kept between requests.
+    pub(crate) apps: crate::proxy::AppConnections,
     /// The routes (built once: see [`routes`]).
     table: axum::Router,
 }
@@ -127,6 +133,7 @@ impl Gateway {
     ) -> Arc<Self> {
         let connections = Arc::new(Semaphore::new(limits.max_connections));
         let web_requests = Arc::new(Semaphore::new(limits.max_web_requests));
+        let apps = crate::proxy::AppConnections::new(limits.app_keepalive);
         Arc::new(Self {
             uid,
             key,
@@ -140,6 +147,7 @@ impl Gateway {
             connections,
             web_requests,
             web_logins: web_logins::WebLogins::default(),
+            apps,
             table: routes::table(),
         })
     }

@@ -120,7 +120,7 @@ async fn web_app(gateway: &Gateway, req: Request, port: u16) -> http::Response<B
             who.audited()
         ));
     }
-    crate::proxy::serve(req, port, slot, gateway.limits.body_idle_timeout).await
+    crate::proxy::serve(req, port, slot, &gateway.apps, gateway.limits.body_idle_timeout).await
 }
 
 /// `POST /ssh`: an SSH session on the upgraded connection, or the resume
