@@ -164,16 +164,25 @@ pub fn bulk(
 /// per GiB rows: socat's own process; for Hatchway this harness, where
 /// the routers and gateways run (the CLI, the user's side, is left out,
 /// as the goal counts router and sidecar). `None`: not counted.
-fn relay_processes(name: &str, bgs: &[Bg]) -> Option<Vec<u32>> {
+/// socat's own process and the children it forks per connection; for
+/// this harness its own threads only (its children are the clients).
+fn relay_processes(name: &str, bgs: &[Bg]) -> Option<(Vec<u32>, bool)> {
     match name {
-        "socat relay" => Some(bgs.iter().map(Bg::pid).collect()),
-        "hatchway direct" | "hatchway tunnel" => Some(vec![std::process::id()]),
+        "socat relay" => Some((bgs.iter().map(Bg::pid).collect(), true)),
+        "hatchway direct" | "hatchway tunnel" => Some((vec![std::process::id()], false)),
         _ => None,
     }
 }
 
-fn cpu_of(pids: &[u32]) -> Result<f64> {
-    pids.iter().map(|pid| tools::cpu_seconds(*pid)).sum()
+fn cpu_of((pids, children): &(Vec<u32>, bool)) -> Result<f64> {
+    pids.iter()
+        .map(|pid| {
+            if *children {
+                tools::wait_childless(*pid);
+            }
+            tools::cpu_seconds(*pid, *children)
+        })
+        .sum()
 }
 
 /// `measure(path name, port, streams)` in bits per second, `repeats` times
@@ -197,7 +206,7 @@ fn throughput(
         for _ in 0..repeats {
             for (((name, port, bgs), samples), cpu) in paths.iter().zip(&mut samples).zip(&mut cpu) {
                 let pids = cpu_seconds.and(relay_processes(name, bgs));
-                let before = pids.as_deref().map(cpu_of).transpose()?;
+                let before = pids.as_ref().map(cpu_of).transpose()?;
                 let bps = measure(name, *port, streams)?;
                 samples.push(bps / 1e9);
                 if let (Some(pids), Some(before), Some(seconds)) = (&pids, before, cpu_seconds) {

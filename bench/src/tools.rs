@@ -34,21 +34,40 @@ impl Bg {
 }
 
 /// CPU seconds (user + system, every thread) process `pid` has used so
-/// far, from `/proc/PID/stat` (in USER_HZ ticks, 100 per second on Linux).
-pub fn cpu_seconds(pid: u32) -> Result<f64> {
+/// far, from `/proc/PID/stat` (in USER_HZ ticks, 100 per second on
+/// Linux). `children`: with those of its children that ended and were
+/// reaped (socat relays each connection in a child it forks).
+pub fn cpu_seconds(pid: u32, children: bool) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    cpu_seconds_of(&stat).with_context(|| format!("/proc/{pid}/stat: {stat}"))
+    cpu_seconds_of(&stat, children).with_context(|| format!("/proc/{pid}/stat: {stat}"))
 }
 
-fn cpu_seconds_of(stat: &str) -> Option<f64> {
+fn cpu_seconds_of(stat: &str, children: bool) -> Option<f64> {
     // The command name (field 2) is in parentheses and may hold spaces:
-    // count fields after its closing one. utime and stime are fields 14
-    // and 15, the 12th and 13th after it.
+    // count fields after its closing one. utime, stime, cutime and cstime
+    // are fields 14 to 17, the 12th to 15th after it.
     let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace().skip(11);
-    let user: f64 = fields.next()?.parse().ok()?;
-    let system: f64 = fields.next()?.parse().ok()?;
-    Some((user + system) / 100.0)
+    let ticks: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    let counted = if children { 4 } else { 2 };
+    (ticks.len() == 4).then(|| ticks[..counted].iter().sum::<f64>() / 100.0)
+}
+
+/// Waits (up to 5 s) until process `pid` has no child left, so that their
+/// CPU time has reached its own (`/proc/PID/task/PID/children`).
+pub fn wait_childless(pid: u32) {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match std::fs::read_to_string(&path) {
+            Ok(children) if !children.trim().is_empty() => std::thread::sleep(Duration::from_millis(10)),
+            _ => return,
+        }
+    }
 }
 
 impl Drop for Bg {
@@ -453,18 +472,19 @@ mod tests {
     use super::{cpu_seconds, cpu_seconds_of, version_line};
 
     #[test]
-    fn cpu_seconds_are_utime_plus_stime() {
-        let stat = "4242 (socat (relay)) S 1 4242 4242 0 -1 4194304 120 0 0 0 250 37 0 0 20 0 1 0";
-        assert_eq!(cpu_seconds_of(stat), Some(2.87));
-        assert_eq!(cpu_seconds_of("4242 (x) S 1"), None);
+    fn cpu_seconds_are_utime_plus_stime_and_the_childrens() {
+        let stat = "4242 (socat (relay)) S 1 4242 4242 0 -1 4194304 120 0 0 0 250 37 100 13 20 0 1 0";
+        assert_eq!(cpu_seconds_of(stat, false), Some(2.87));
+        assert_eq!(cpu_seconds_of(stat, true), Some(4.0));
+        assert_eq!(cpu_seconds_of("4242 (x) S 1", false), None);
         // This process has used some, and it only grows.
-        let me = cpu_seconds(std::process::id()).unwrap();
+        let me = cpu_seconds(std::process::id(), false).unwrap();
         let mut spin = 0u64;
         for i in 0..20_000_000u64 {
             spin = spin.wrapping_add(i * i);
         }
         std::hint::black_box(spin);
-        assert!(cpu_seconds(std::process::id()).unwrap() >= me);
+        assert!(cpu_seconds(std::process::id(), false).unwrap() >= me);
     }
 
     #[test]
