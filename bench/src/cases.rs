@@ -160,35 +160,43 @@ pub fn bulk(
     Ok(rows)
 }
 
-/// The processes whose CPU time is the relay's on a path, for the CPU
-/// per GiB rows: socat's own process; for Hatchway this harness, where
-/// the routers and gateways run (the CLI, the user's side, is left out,
-/// as the goal counts router and sidecar). `None`: not counted.
-/// socat's own process and the children it forks per connection; for
-/// this harness its own threads only (its children are the clients).
-fn relay_processes(name: &str, bgs: &[Bg]) -> Option<(Vec<u32>, bool)> {
+/// Which CPU time counts on a path, for the CPU per GiB rows: (row
+/// name, processes, with their reaped children). "relayed": the relay
+/// alone, socat's process and the children it forks per connection, or
+/// for Hatchway this harness, where the routers and gateways run (the
+/// goal counts router and sidecar). "end to end": the CLI too, where half
+/// of the resumable framing runs (the other half is in the gateway).
+fn counted_cpu(name: &str, bgs: &[Bg]) -> Vec<(&'static str, Vec<u32>, bool)> {
+    let harness = std::process::id();
+    let cli = bgs.iter().map(Bg::pid);
     match name {
-        "socat relay" => Some((bgs.iter().map(Bg::pid).collect(), true)),
-        "hatchway direct" | "hatchway tunnel" => Some((vec![std::process::id()], false)),
-        _ => None,
+        "socat relay" => vec![("CPU per GiB relayed", bgs.iter().map(Bg::pid).collect(), true)],
+        "hatchway direct" | "hatchway tunnel" => vec![
+            ("CPU per GiB relayed", vec![harness], false),
+            ("CPU per GiB end to end", cli.chain([harness]).collect(), false),
+        ],
+        "hatchway direct, not resumable" => {
+            vec![("CPU per GiB end to end", cli.chain([harness]).collect(), false)]
+        }
+        _ => Vec::new(),
     }
 }
 
-fn cpu_of((pids, children): &(Vec<u32>, bool)) -> Result<f64> {
+fn cpu_of(pids: &[u32], children: bool) -> Result<f64> {
     pids.iter()
         .map(|pid| {
-            if *children {
+            if children {
                 tools::wait_childless(*pid);
             }
-            tools::cpu_seconds(*pid, *children)
+            tools::cpu_seconds(*pid, children)
         })
         .sum()
 }
 
 /// `measure(path name, port, streams)` in bits per second, `repeats` times
 /// for 1 and 8 streams on every path, as rows in Gbit/s. With
-/// `cpu_seconds` (the length of each measurement), also the relay's CPU
-/// seconds per GiB moved on the paths [`relay_processes`] knows.
+/// `cpu_seconds` (the length of each measurement), also CPU seconds per
+/// GiB moved on the paths [`counted_cpu`] knows.
 fn throughput(
     paths: &[(String, u16, Vec<Bg>)],
     workload: &str,
@@ -202,29 +210,39 @@ fn throughput(
         // process, the CPU's clock) falls on every path alike, not on the
         // one measured while it lasted.
         let mut samples = vec![Vec::new(); paths.len()];
-        let mut cpu = vec![Vec::new(); paths.len()];
+        // (row name, path) → CPU seconds per GiB, in the order first seen.
+        let mut cpu: Vec<((&'static str, &str), Vec<f64>)> = Vec::new();
         for _ in 0..repeats {
-            for (((name, port, bgs), samples), cpu) in paths.iter().zip(&mut samples).zip(&mut cpu) {
-                let pids = cpu_seconds.and(relay_processes(name, bgs));
-                let before = pids.as_ref().map(cpu_of).transpose()?;
+            for ((name, port, bgs), samples) in paths.iter().zip(&mut samples) {
+                let counted = if cpu_seconds.is_some() {
+                    counted_cpu(name, bgs)
+                } else {
+                    Vec::new()
+                };
+                let before = counted
+                    .iter()
+                    .map(|(_, pids, children)| cpu_of(pids, *children))
+                    .collect::<Result<Vec<_>>>()?;
                 let bps = measure(name, *port, streams)?;
                 samples.push(bps / 1e9);
-                if let (Some(pids), Some(before), Some(seconds)) = (&pids, before, cpu_seconds) {
-                    let gib = bps * f64::from(seconds) / 8.0 / f64::from(1u32 << 30);
-                    cpu.push((cpu_of(pids)? - before) / gib);
+                let gib = bps * f64::from(cpu_seconds.unwrap_or(0)) / 8.0 / f64::from(1u32 << 30);
+                for ((what, pids, children), before) in counted.iter().zip(before) {
+                    let used = (cpu_of(pids, *children)? - before) / gib;
+                    match cpu.iter_mut().find(|(key, _)| *key == (*what, name.as_str())) {
+                        Some((_, values)) => values.push(used),
+                        None => cpu.push(((*what, name.as_str()), vec![used])),
+                    }
                 }
             }
         }
-        for ((name, _, _), cpu) in paths.iter().zip(cpu) {
-            if !cpu.is_empty() {
-                rows.push(row(
-                    &format!("CPU per GiB relayed, {workload}, {streams} stream(s)"),
-                    name,
-                    cpu,
-                    "CPU s/GiB",
-                    false,
-                ));
-            }
+        for ((what, name), values) in cpu {
+            rows.push(row(
+                &format!("{what}, {workload}, {streams} stream(s)"),
+                name,
+                values,
+                "CPU s/GiB",
+                false,
+            ));
         }
         for ((name, _, _), samples) in paths.iter().zip(samples) {
             let r = row(

@@ -247,6 +247,7 @@ pub async fn memory_and_scale(count: usize, streams: usize) -> Result<Vec<Row>> 
     let mut up = std::collections::HashSet::new();
     let started = Instant::now();
     let mut base = 0;
+    let mut full_rss = 0.0;
     for (from, to) in [(0, warm), (warm, count)] {
         for i in from..to {
             tasks.push(tokio::spawn(keep_tunnel(
@@ -266,10 +267,8 @@ pub async fn memory_and_scale(count: usize, streams: usize) -> Result<Vec<Row>> 
         }
         // Let the router finish the hellos' status writes.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        progress(&format!(
-            "{to} tunnels: router RSS {:.1} MiB",
-            router.rss()? as f64 / 1048576.0
-        ));
+        full_rss = router.rss()? as f64 / 1048576.0;
+        progress(&format!("{to} tunnels: router RSS {full_rss:.1} MiB"));
         if to == warm {
             base = router.anon()?;
         }
@@ -360,6 +359,15 @@ pub async fn memory_and_scale(count: usize, streams: usize) -> Result<Vec<Row>> 
             "hatchway",
             all_up,
             "s",
+            false,
+        ),
+        // Everything the router holds then, its cache of the Containers
+        // included: what the chart's memory limit must fit.
+        row(
+            &format!("router RSS with {count} tunnels"),
+            "hatchway",
+            full_rss,
+            "MiB",
             false,
         ),
         row(
