@@ -75,12 +75,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.buffered.is_empty() {
-            // A reader asking for as much as a gulp reads it directly.
+            // A reader asking for as much as the largest gulp reads
+            // straight into its own buffer.
             if dst.remaining() >= READ_AHEAD {
                 this.buffered = BytesMut::new();
                 return Pin::new(&mut this.inner).poll_read(cx, dst);
             }
-            this.buffered.clear();
+            // Empty: `reserve` reuses the room it already has.
             this.buffered.reserve(this.gulp);
             match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.buffered) {
                 Poll::Pending => {

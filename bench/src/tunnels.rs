@@ -499,7 +499,9 @@ async fn streams_memory(router: &RouterProcess, n: usize) -> Result<Vec<Row>> {
     let per_stream = after.saturating_sub(before) as f64 / n as f64;
     let sidecar_loaded = sidecar_rss()?;
     // Under load: 1 GiB through one more stream, the sidecar's RSS sampled
-    // while it flows (the peak).
+    // while it flows (the peak), and the sidecar process's CPU for it.
+    let sidecar_cpu = crate::tools::cpu_seconds(sidecar.child.id(), false)?;
+    let started = Instant::now();
     let sender = std::thread::spawn(move || -> Result<()> {
         let mut c = TcpStream::connect(("127.0.0.1", local))?;
         let chunk = vec![0u8; 256 * 1024];
@@ -516,6 +518,13 @@ async fn streams_memory(router: &RouterProcess, n: usize) -> Result<Vec<Row>> {
     sender
         .join()
         .map_err(|_| anyhow::anyhow!("the sender panicked"))??;
+    // Sent, not yet all received: the tail in socket buffers (a few MiB)
+    // is inside this figure's noise.
+    let gbps = 8.0 * 1024.0 * 1024.0 * 1024.0 / started.elapsed().as_secs_f64() / 1e9;
+    let sidecar_cpu = crate::tools::cpu_seconds(sidecar.child.id(), false)? - sidecar_cpu;
+    progress(&format!(
+        "1 GiB through the sidecar process: {gbps:.2} Gbit/s, its CPU {sidecar_cpu:.2} s"
+    ));
     progress(&format!(
         "router memory: {:.1} KiB per open stream ({n} streams); sidecar RSS {:.1} MiB idle, {:.1} MiB with them open",
         per_stream / 1024.0,
@@ -584,6 +593,23 @@ async fn streams_memory(router: &RouterProcess, n: usize) -> Result<Vec<Row>> {
             "hatchway",
             sidecar_busy as f64 / 1048576.0,
             "MiB",
+            false,
+        ),
+        // The sidecar as its image runs it (its own process, its build),
+        // for comparing builds of it: the bulk cases run the gateway
+        // inside the harness.
+        row(
+            "1 GiB through a tunnel to a sidecar process",
+            "hatchway",
+            gbps,
+            "Gbit/s",
+            true,
+        ),
+        row(
+            "sidecar process CPU per GiB (tunnel)",
+            "hatchway",
+            sidecar_cpu,
+            "CPU s/GiB",
             false,
         ),
     ])
