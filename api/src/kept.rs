@@ -31,7 +31,7 @@ pub struct Kept<K, C> {
 }
 
 struct Pooled<K, C> {
-    by_gateway: HashMap<K, Vec<Idle<C>>>,
+    by_key: HashMap<K, Vec<Idle<C>>>,
     swept: Option<Instant>,
 }
 
@@ -41,7 +41,7 @@ impl<K: Eq + Hash, C: Reusable> Kept<K, C> {
     pub fn new(idle_for: Duration, per_key: usize) -> Self {
         Self {
             idle: Mutex::new(Pooled {
-                by_gateway: HashMap::new(),
+                by_key: HashMap::new(),
                 swept: None,
             }),
             idle_for,
@@ -53,8 +53,8 @@ impl<K: Eq + Hash, C: Reusable> Kept<K, C> {
     /// last (its TCP window and the peer's buffers are warm). Closed and
     /// expired ones are dropped on the way.
     pub fn take(&self, key: &K) -> Option<C> {
-        let mut pooled = self.idle.lock().expect("the pool's lock is never poisoned");
-        let list = pooled.by_gateway.get_mut(key)?;
+        let mut pooled = self.lock();
+        let list = pooled.by_key.get_mut(key)?;
         let now = Instant::now();
         list.retain(|idle| self.alive(idle, now));
         let found = list
@@ -62,7 +62,7 @@ impl<K: Eq + Hash, C: Reusable> Kept<K, C> {
             .rposition(|idle| idle.connection.is_ready())
             .map(|i| list.remove(i).connection);
         if list.is_empty() {
-            pooled.by_gateway.remove(key);
+            pooled.by_key.remove(key);
         }
         found
     }
@@ -76,7 +76,7 @@ impl<K: Eq + Hash, C: Reusable> Kept<K, C> {
             return;
         }
         let now = Instant::now();
-        let mut pooled = self.idle.lock().expect("the pool's lock is never poisoned");
+        let mut pooled = self.lock();
         // Destinations not used again would keep their connections until
         // the peer closes them: sweep everything now and then.
         if pooled
@@ -84,12 +84,12 @@ impl<K: Eq + Hash, C: Reusable> Kept<K, C> {
             .is_none_or(|at| now.duration_since(at) >= self.idle_for)
         {
             pooled.swept = Some(now);
-            pooled.by_gateway.retain(|_, list| {
+            pooled.by_key.retain(|_, list| {
                 list.retain(|idle| self.alive(idle, now));
                 !list.is_empty()
             });
         }
-        let list = pooled.by_gateway.entry(key).or_default();
+        let list = pooled.by_key.entry(key).or_default();
         list.push(Idle {
             since: now,
             connection,
@@ -101,18 +101,18 @@ impl<K: Eq + Hash, C: Reusable> Kept<K, C> {
 
     /// Whether a connection to `key` is held and ready now.
     pub fn has_ready(&self, key: &K) -> bool {
-        let pooled = self.idle.lock().expect("the pool's lock is never poisoned");
+        let pooled = self.lock();
         pooled
-            .by_gateway
+            .by_key
             .get(key)
             .is_some_and(|list| list.iter().any(|idle| idle.connection.is_ready()))
     }
 
     /// Connections held and still open, all destinations together.
     pub fn len(&self) -> usize {
-        let pooled = self.idle.lock().expect("the pool's lock is never poisoned");
+        let pooled = self.lock();
         pooled
-            .by_gateway
+            .by_key
             .values()
             .flatten()
             .filter(|idle| !idle.connection.is_closed())
@@ -122,6 +122,10 @@ impl<K: Eq + Hash, C: Reusable> Kept<K, C> {
     /// Whether no connection is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pooled<K, C>> {
+        self.idle.lock().expect("the pool's lock is never poisoned")
     }
 
     fn alive(&self, idle: &Idle<C>, now: Instant) -> bool {

@@ -700,6 +700,23 @@ async fn websockets_work_through_a_web_app() {
 
 // ------------------------------------------------ kept gateway connections
 
+/// A router serving web apps on DOMAIN that keeps its gateway connections
+/// `kept_for` (the tests that count connections keep them longer than a
+/// loaded test machine may pause).
+async fn apps_router(
+    cluster: &std::sync::Arc<MemoryCluster>,
+    auth: std::sync::Arc<StaticAuth>,
+    kept_for: Option<std::time::Duration>,
+) -> TestRouter {
+    TestRouter::start_with(cluster.clone(), auth, |s| {
+        s.wildcard_domain = Some(DOMAIN.into());
+        if let Some(kept_for) = kept_for {
+            s.gateway_idle = kept_for;
+        }
+    })
+    .await
+}
+
 /// Container `name` in NS publishing web app port `app`, running with a
 /// real sidecar (`tweak`ed): the sidecar, and the app's vhost.
 async fn app_container(
@@ -792,11 +809,7 @@ async fn users_requests_share_kept_connections_and_each_is_their_own() {
     auth.user("carol-token", "carol");
     auth.grant_all("carol", NS);
     // Kept longer than a loaded test machine may pause between requests.
-    let router = TestRouter::start_with(cluster.clone(), auth.clone(), |s| {
-        s.wildcard_domain = Some(DOMAIN.into());
-        s.gateway_idle = std::time::Duration::from_secs(60);
-    })
-    .await;
+    let router = apps_router(&cluster, auth.clone(), Some(std::time::Duration::from_secs(60))).await;
     let (app, app_connections) = start_counted_web_app().await;
     let (sidecar, host) =
         app_container(&cluster, "notebook", app, |args| args.app_keepalive_ms = 60_000).await;
@@ -847,10 +860,11 @@ async fn a_kept_connection_only_ever_carries_requests_for_its_own_gateway() {
         hosts.push((name, host, sidecar.uid.clone()));
         sidecars.push(sidecar);
     }
-    let router_with_apps = TestRouter::start_with(cluster.clone(), auth_with_alice(), |s| {
-        s.wildcard_domain = Some(DOMAIN.into());
-        s.gateway_idle = std::time::Duration::from_secs(60);
-    })
+    let router_with_apps = apps_router(
+        &cluster,
+        auth_with_alice(),
+        Some(std::time::Duration::from_secs(60)),
+    )
     .await;
     let mut client = router_with_apps.client().await;
     let mut cookies = Vec::new();
@@ -885,11 +899,12 @@ fn auth_with_alice() -> std::sync::Arc<StaticAuth> {
 #[tokio::test]
 async fn a_kept_connection_the_gateway_closed_is_replaced_without_an_error() {
     let cluster = MemoryCluster::new();
-    let router = TestRouter::start_with(cluster.clone(), auth_with_alice(), |s| {
-        s.wildcard_domain = Some(DOMAIN.into());
-        // Kept longer than the gateway waits for a next request.
-        s.gateway_idle = std::time::Duration::from_secs(60);
-    })
+    // Kept longer than the gateway waits for a next request.
+    let router = apps_router(
+        &cluster,
+        auth_with_alice(),
+        Some(std::time::Duration::from_secs(60)),
+    )
     .await;
     let app = start_web_app().await;
     let (_sidecar, host) =
@@ -948,10 +963,7 @@ async fn start_abrupt_web_app() -> u16 {
 #[tokio::test]
 async fn a_get_the_app_drops_on_a_kept_connection_goes_again_on_a_new_one() {
     let cluster = MemoryCluster::new();
-    let router = TestRouter::start_with(cluster.clone(), auth_with_alice(), |s| {
-        s.wildcard_domain = Some(DOMAIN.into())
-    })
-    .await;
+    let router = apps_router(&cluster, auth_with_alice(), None).await;
     let app = start_abrupt_web_app().await;
     let (_sidecar, host) =
         app_container(&cluster, "notebook", app, |args| args.app_keepalive_ms = 60_000).await;

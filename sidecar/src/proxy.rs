@@ -28,7 +28,7 @@ fn strip(headers: &mut HeaderMap) {
 pub const APP_IDLE: Duration = Duration::from_secs(1);
 
 /// Idle connections kept per web-app port.
-const APP_IDLE_PER_PORT: usize = 32;
+pub const APP_IDLE_PER_PORT: usize = 32;
 
 /// A kept connection to a web app.
 pub struct AppConnection(hyper::client::conn::http1::SendRequest<Body>);
@@ -46,24 +46,7 @@ impl Reusable for AppConnection {
 /// a reverse proxy's upstream keepalive does: each request still carries
 /// its own user's identity assertion, and upgrades (WebSockets) always get
 /// a connection of their own.
-pub struct AppConnections(Kept<u16, AppConnection>);
-
-impl AppConnections {
-    /// Connections kept idle for `idle` (zero: none).
-    pub fn new(idle: Duration) -> Self {
-        Self(Kept::new(idle, APP_IDLE_PER_PORT))
-    }
-
-    /// Connections held and still open.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether none is held.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
+pub type AppConnections = Kept<u16, AppConnection>;
 
 /// A new HTTP/1.1 connection to the web app on `port`, or the answer
 /// that says why there is none.
@@ -151,11 +134,7 @@ pub async fn serve(
 
     // An upgrade gets a connection of its own; other requests take a
     // kept one if there is one.
-    let kept = if upgrade.is_none() {
-        apps.0.take(&port)
-    } else {
-        None
-    };
+    let kept = if upgrade.is_none() { apps.take(&port) } else { None };
     let reused = kept.is_some();
     let mut connection = match kept {
         Some(connection) => connection,
@@ -212,7 +191,7 @@ pub async fn serve(
     }
     if upgrade.is_none() {
         // Free for the next request once this answer's body has ended.
-        apps.0.put(port, connection);
+        apps.put(port, connection);
     }
 
     let (mut parts, body) = response.into_parts();

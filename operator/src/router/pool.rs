@@ -7,7 +7,7 @@
 //! ended goes back here, keyed by the Container and the way it was
 //! reached, and the next request to that gateway takes it.
 //!
-//! What keeps this safe (docs/decisions.md, "Pooled gateway
+//! What keeps this safe (docs/decisions.md, "Kept
 //! connections"):
 //! - a pooled connection is one that already proved itself: the gateway
 //!   answered with a valid response proof over this connection's TLS
@@ -69,6 +69,11 @@ impl Key {
             uid: uid.to_owned(),
             via,
         })
+    }
+
+    /// The Container's UID.
+    pub fn uid(&self) -> &str {
+        &self.uid
     }
 }
 

@@ -152,16 +152,18 @@ pub(super) async fn exchange(
     let pooled = key.as_ref().and_then(|key| router.gateways.take(key));
     let reused = pooled.is_some();
     let mut connection = match pooled {
-        Some(connection) => connection,
+        Some(connection) => {
+            router
+                .metrics
+                .gateway_connections
+                .with_label_values(&["reused"])
+                .inc();
+            connection
+        }
         None => connect(router, container, route)
             .await
             .map_err(|error| refuse(error.status_and_message()))?,
     };
-    router
-        .metrics
-        .gateway_connections
-        .with_label_values(&[if reused { "reused" } else { "new" }])
-        .inc();
     let mut sent = connection.try_send(request).await;
     if reused && let Err((error, Some(unsent))) = sent {
         // The kept connection had closed (the gateway let it go as the
@@ -170,11 +172,6 @@ pub(super) async fn exchange(
         connection = connect(router, container, route)
             .await
             .map_err(|error| refuse(error.status_and_message()))?;
-        router
-            .metrics
-            .gateway_connections
-            .with_label_values(&["new"])
-            .inc();
         sent = connection.try_send(unsent).await;
     }
     match sent {
@@ -190,7 +187,7 @@ pub(super) async fn exchange(
                     // the next one finds its TCP and TLS handshakes done
                     // (two round trips across the cluster network). A
                     // tunnel stream has no handshake to save.
-                    spare(router.clone(), container.clone(), route.clone(), key);
+                    spare(router.clone(), route.clone(), key);
                 }
             }
             Ok(response)
@@ -210,9 +207,9 @@ pub(super) async fn exchange(
 /// Connects a spare to the gateway of `key` in the background and keeps it
 /// (for [`super::pool::IDLE_FOR`]). A failure costs nothing: the next
 /// request connects as it would have.
-fn spare(router: Arc<Router>, container: Container, route: Route, key: pool::Key) {
+fn spare(router: Arc<Router>, route: Route, key: pool::Key) {
     tokio::spawn(async move {
-        match connect_inner(&router, &container, &route).await {
+        match connect_inner(&router, key.uid(), &route).await {
             Ok(connection) => router.gateways.put(key, connection),
             Err(error) => tracing::debug!(%error, "no spare gateway connection"),
         }
@@ -220,30 +217,36 @@ fn spare(router: Arc<Router>, container: Container, route: Route, key: pool::Key
 }
 
 /// Connects to the gateway of `container` along `route` (direct or local
-/// tunnel; `Forward` is not a gateway connection and is refused here).
+/// tunnel; `Forward` is not a gateway connection and is refused here),
+/// counted as a new gateway connection or as the failure it was.
 async fn connect(
     router: &Router,
     container: &Container,
     route: &Route,
 ) -> Result<GatewayConnection, ReachError> {
-    let result = connect_inner(router, container, route).await;
-    if let Err(error) = &result {
-        router
+    let result = match container.metadata.uid.as_deref() {
+        Some(uid) => connect_inner(router, uid, route).await,
+        None => Err(ReachError::NoUid),
+    };
+    match &result {
+        Ok(_) => router
             .metrics
-            .gateway_errors
-            .with_label_values(&[error.kind()])
-            .inc();
-        tracing::warn!(%error, route = route.as_str(), "gateway connection failed");
+            .gateway_connections
+            .with_label_values(&["new"])
+            .inc(),
+        Err(error) => {
+            router
+                .metrics
+                .gateway_errors
+                .with_label_values(&[error.kind()])
+                .inc();
+            tracing::warn!(%error, route = route.as_str(), "gateway connection failed");
+        }
     }
     result
 }
 
-async fn connect_inner(
-    router: &Router,
-    container: &Container,
-    route: &Route,
-) -> Result<GatewayConnection, ReachError> {
-    let uid = container.metadata.uid.as_deref().ok_or(ReachError::NoUid)?;
+async fn connect_inner(router: &Router, uid: &str, route: &Route) -> Result<GatewayConnection, ReachError> {
     let key = router.root.ctr_key(uid);
     match route {
         Route::Direct(addr) => {

@@ -133,7 +133,7 @@ impl Gateway {
     ) -> Arc<Self> {
         let connections = Arc::new(Semaphore::new(limits.max_connections));
         let web_requests = Arc::new(Semaphore::new(limits.max_web_requests));
-        let apps = crate::proxy::AppConnections::new(limits.app_keepalive);
+        let apps = crate::proxy::AppConnections::new(limits.app_keepalive, crate::proxy::APP_IDLE_PER_PORT);
         Arc::new(Self {
             uid,
             key,
