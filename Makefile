@@ -111,12 +111,14 @@ demo: deps-demo preflight static
 	HATCHWAY_PROFILE_DIR=$(STATIC_PROFILE_DIR) e2e/demo
 
 ## bench: Hatchway beside socat, stunnel, OpenSSH, kubectl port-forward and
-## nginx on this machine (bench/README.md): installs the tools, builds with
-## the release profile the images ship, writes bench/results/<date>.{md,json,png}
+## nginx on this machine (bench/README.md): installs the tools, installs the
+## chart as `make demo` does (the on-cluster case), builds with the release
+## profile the images ship, writes bench/results/<date>.{md,json,png}
 .PHONY: bench
 BENCH_DIR := $(or $(CARGO_TARGET_DIR),target)/release
 bench: deps-demo preflight static cluster-up
 	bench/install-tools
+	HATCHWAY_PROFILE_DIR=$(STATIC_PROFILE_DIR) e2e/demo
 	$(CARGO) build --locked --release -p hatchway-bench -p kubectl-hatch -p hatchway-sidecar
 	eval "$$(e2e/cluster env)" && $(BENCH_DIR)/hatchway-bench run --out bench/results $(BENCH_ARGS)
 	/usr/bin/python3 bench/chart.py bench/results/$$(date +%Y-%m-%d).json

@@ -3,7 +3,7 @@
 //! the references measured in the same run.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -154,7 +154,7 @@ pub fn bulk(
             {
                 k.ensure_running()?;
             }
-            sink_bulk(port, TOTAL, streams as usize)
+            sink_bulk(SocketAddr::from(([127, 0, 0, 1], port)), TOTAL, streams as usize)
         },
     )?);
     Ok(rows)
@@ -165,19 +165,17 @@ pub fn bulk(
 /// alone, socat's process and the children it forks per connection, or
 /// for Hatchway this harness, where the routers and gateways run (the
 /// goal counts router and sidecar). "end to end": the CLI too, where half
-/// of the resumable framing runs (the other half is in the gateway).
+/// of the resumable framing runs (the other half is in the gateway); the
+/// difference of the two rows is the CLI's.
 fn counted_cpu(name: &str, bgs: &[Bg]) -> Vec<(&'static str, Vec<u32>, bool)> {
     let harness = std::process::id();
     let cli = bgs.iter().map(Bg::pid);
     match name {
         "socat relay" => vec![("CPU per GiB relayed", bgs.iter().map(Bg::pid).collect(), true)],
-        "hatchway direct" | "hatchway tunnel" => vec![
+        "hatchway direct" | "hatchway tunnel" | "hatchway direct, not resumable" => vec![
             ("CPU per GiB relayed", vec![harness], false),
             ("CPU per GiB end to end", cli.chain([harness]).collect(), false),
         ],
-        "hatchway direct, not resumable" => {
-            vec![("CPU per GiB end to end", cli.chain([harness]).collect(), false)]
-        }
         _ => Vec::new(),
     }
 }
@@ -197,7 +195,7 @@ fn cpu_of(pids: &[u32], children: bool) -> Result<f64> {
 /// for 1 and 8 streams on every path, as rows in Gbit/s. With
 /// `cpu_seconds` (the length of each measurement), also CPU seconds per
 /// GiB moved on the paths [`counted_cpu`] knows.
-fn throughput(
+pub fn throughput(
     paths: &[(String, u16, Vec<Bg>)],
     workload: &str,
     repeats: usize,
@@ -265,9 +263,9 @@ fn throughput(
 }
 
 /// A sink on a free port: each connection sends `N\n` and N bytes; the
-/// sink answers `N\n` once it has them all (as the kubectl pod's busybox
-/// `read n; head -c $n; echo $n` does; no half-close, which kubectl
-/// port-forward does not pass on). It notes when each connection's first
+/// sink answers `N\n` once it has them all (as the pods' sink,
+/// e2e/src/bin/sink.rs, does; no half-close, which kubectl port-forward
+/// does not pass on). It notes when each connection's first
 /// data byte and last byte arrived ([`SINK_PHASES`]), so a run can say
 /// where its time went: before the first byte (setup), moving the bytes,
 /// or getting the answer back.
@@ -301,16 +299,16 @@ fn sink_server() -> Result<u16> {
 /// When each sink connection's first data byte and last byte arrived.
 static SINK_PHASES: std::sync::Mutex<Vec<(Instant, Instant)>> = std::sync::Mutex::new(Vec::new());
 
-/// `total` bytes over `streams` connections to a sink; bits per second
-/// from the first byte to the last count received (end to end).
-fn sink_bulk(port: u16, total: usize, streams: usize) -> Result<f64> {
+/// `total` bytes over `streams` connections to a sink at `addr`; bits per
+/// second from the first byte to the last count received (end to end).
+pub fn sink_bulk(addr: SocketAddr, total: usize, streams: usize) -> Result<f64> {
     let each = total / streams;
     SINK_PHASES.lock().unwrap_or_else(|p| p.into_inner()).clear();
     let started = Instant::now();
     let workers: Vec<_> = (0..streams)
         .map(|_| {
             std::thread::spawn(move || -> Result<u64> {
-                let mut conn = TcpStream::connect(("127.0.0.1", port))?;
+                let mut conn = TcpStream::connect(addr)?;
                 conn.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;
                 writeln!(conn, "{each}")?;
                 let chunk = vec![0x5au8; 256 * 1024];

@@ -8,6 +8,7 @@ use hatchway_testkit as support;
 
 mod aggregated;
 mod cases;
+mod cluster;
 mod report;
 mod rig;
 mod sessions;
@@ -45,8 +46,8 @@ enum Cmd {
         /// Tunnels for the memory and scale cases.
         #[arg(long, default_value_t = 1000)]
         tunnels: usize,
-        /// Only these cases (bulk, connect, echo, http, sessions, udp,
-        /// tunnels).
+        /// Only these cases (bulk, cluster, connect, echo, http, sessions,
+        /// udp, tunnels).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// In the bulk cases, only the paths whose name contains one of
@@ -128,6 +129,9 @@ fn main() -> Result<()> {
             }
             if wanted("udp") {
                 rows.extend(udp::udp(&rig, repeats, seconds)?);
+            }
+            if wanted("cluster") {
+                rows.extend(cluster::on_cluster(repeats)?);
             }
             if wanted("tunnels") {
                 rows.extend(runtime.block_on(tunnels::memory_and_scale(tunnels, 200))?);

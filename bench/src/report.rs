@@ -44,20 +44,48 @@ fn goals(rows: &[Row]) -> Vec<(String, String)> {
     let median = |w: &str, p: &str| find(rows, w, p).map(|r| r.figure.median());
     for streams in ["1 stream", "8 stream"] {
         let sink = format!("bulk TCP (256 MiB to a sink), {}", &streams[..1]);
-        if let (Some(d), Some(k)) = (
-            median(&sink, "hatchway direct"),
-            median(&sink, "kubectl port-forward"),
-        ) {
-            out.push((
-                format!("port-forward ≥ 3× kubectl port-forward ({streams}s)"),
-                format!("{:.2}×", d / k),
-            ));
+        let cluster = format!("on the cluster: 256 MiB to a sink in a pod, {}", &streams[..1]);
+        // (goal, workload, ours, reference): ours / the reference's figure.
+        let times = [
+            (
+                "port-forward ≥ 3× kubectl port-forward",
+                &sink,
+                "hatchway direct",
+                "kubectl port-forward",
+            ),
+            (
+                "on the cluster: port-forward ≥ 3× kubectl port-forward",
+                &cluster,
+                "hatchway on the cluster",
+                "kubectl port-forward",
+            ),
+            (
+                "on the cluster, through the API server: port-forward ≥ 3× kubectl port-forward",
+                &cluster,
+                "hatchway on the cluster, through the API server",
+                "kubectl port-forward",
+            ),
+            (
+                "on the cluster: port-forward beside the pod IP itself",
+                &cluster,
+                "hatchway on the cluster",
+                "pod IP directly",
+            ),
+        ];
+        for (goal, workload, ours, reference) in times {
+            if let (Some(h), Some(r)) = (median(workload, ours), median(workload, reference)) {
+                out.push((format!("{goal} ({streams}s)"), format!("{:.2}×", h / r)));
+            }
         }
         let w = format!("bulk TCP (iperf3), {}", &streams[..1]);
-        for (workload, what) in [(&w, "iperf3"), (&sink, "256 MiB")] {
+        for (workload, what, path) in [
+            (&w, "iperf3", "hatchway direct"),
+            (&sink, "256 MiB", "hatchway direct"),
+            (&cluster, "on the cluster", "hatchway on the cluster"),
+        ] {
             if let (Some(r), Some(p)) = (
-                median(workload, "hatchway direct"),
-                median(workload, "hatchway direct, not resumable"),
+                median(workload, path),
+                median(workload, &format!("{path}, not resumable")),
             ) {
                 out.push((
                     format!("resumable framing costs ≤ 5% on bulk port-forward ({what}, {streams}s)"),
@@ -142,6 +170,17 @@ fn goals(rows: &[Row]) -> Vec<(String, String)> {
     ) {
         out.push(("web-app added p99 ≤ 1 ms".into(), format!("{:.2} ms", h - d)));
     }
+    for path in ["hatchway direct", "hatchway tunnel"] {
+        if let (Some(h), Some(s)) = (
+            median("connect to first byte (1000), p50", path),
+            median("connect to first byte (1000), p50", "OpenSSH -L"),
+        ) {
+            out.push((
+                format!("connect to first byte p50 ≤ 2× OpenSSH -L, {path}"),
+                format!("{:.2}×", h / s),
+            ));
+        }
+    }
     if let (Some(h), Some(s)) = (
         median("1-byte echo (1000), p50", "kubectl hatch shell"),
         median("1-byte echo (1000), p50", "OpenSSH to sshd"),
@@ -187,6 +226,12 @@ fn goals(rows: &[Row]) -> Vec<(String, String)> {
             .map(|a| format!(" (anonymous {a:.1} MiB; the rest is the binary's shared pages)"))
             .unwrap_or_default();
         out.push(("sidecar RSS ≤ 8 MiB idle".into(), format!("{mib:.1} MiB{anon}")));
+    }
+    if let Some(mib) = median("sidecar RSS, 1 GiB flowing", "hatchway") {
+        out.push((
+            "sidecar RSS ≤ 24 MiB while 1 GiB flows".into(),
+            format!("{mib:.1} MiB"),
+        ));
     }
     if let Some(r) = rows
         .iter()
@@ -382,6 +427,8 @@ mod tests {
         assert_eq!(memory, format!("memory: {CHART_MEMORY_LIMIT_MIB}Mi"));
     }
 
+    const CLUSTER: &str = "on the cluster: 256 MiB to a sink in a pod, 1 stream(s)";
+
     #[test]
     fn the_report_has_ratios_goals_and_the_machine() {
         let rows = vec![
@@ -420,6 +467,17 @@ mod tests {
                 1.6,
                 false,
             ),
+            r("connect to first byte (1000), p50", "OpenSSH -L", 0.5, false),
+            r(
+                "connect to first byte (1000), p50",
+                "hatchway direct",
+                1.25,
+                false,
+            ),
+            r(CLUSTER, "pod IP directly", 8.0, true),
+            r(CLUSTER, "kubectl port-forward", 1.0, true),
+            r(CLUSTER, "hatchway on the cluster", 4.0, true),
+            r(CLUSTER, "hatchway on the cluster, not resumable", 5.0, true),
         ];
         let md = markdown(&rows, "2026-01-01");
         assert!(
@@ -453,6 +511,25 @@ mod tests {
         );
         assert!(
             md.contains("| CPU per GiB, hatchway tunnel ≤ 1.5× socat's (1 streams) | 1.60× |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| connect to first byte p50 ≤ 2× OpenSSH -L, hatchway direct | 2.50× |"),
+            "{md}"
+        );
+        // The on-cluster case: its own references and its own framing row.
+        assert!(
+            md.contains("| on the cluster: port-forward ≥ 3× kubectl port-forward (1 streams) | 4.00× |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| on the cluster: port-forward beside the pod IP itself (1 streams) | 0.50× |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| resumable framing costs ≤ 5% on bulk port-forward (on the cluster, 1 streams) | 20.0% |"
+            ),
             "{md}"
         );
         assert!(md.contains("| cores |"), "{md}");

@@ -274,71 +274,99 @@ impl Sshd {
 }
 
 /// `kubectl port-forward` on the e2e cluster to a byte-counting sink in a
-/// pod (busybox `nc -ll -e sh -c 'read n; head -c $n; echo $n'`): the API server, kubelet and containerd
+/// pod (the workload image's `sink`): the API server, kubelet and containerd
 /// streaming path. `None` when no cluster is reachable (the report says
 /// so). (A host-network pod to this host's servers was refused by
 /// containerd's port-forward; iperf3 through kubectl port-forward never
 /// finishes: it drops the forward when iperf3's server resets.)
 pub struct KubectlForward {
     bg: Option<Bg>,
+    kubeconfig: std::ffi::OsString,
     namespace: String,
+    pod: String,
     listen: u16,
+    target: u16,
+    /// The namespace was made for this forward (deleted with it).
+    owns_namespace: bool,
+}
+
+/// `kubectl ARGS` with `kubeconfig`: its standard output.
+pub fn kubectl(kubeconfig: &std::ffi::OsStr, args: &[&str]) -> Result<String> {
+    let out = Command::new("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .args(args)
+        .output()
+        .context("running kubectl")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 impl KubectlForward {
+    /// A sink pod (e2e/src/bin/sink.rs) in a namespace of its own on the e2e cluster
+    /// (`KUBECONFIG`), forwarded to `listen`; `None` without a cluster.
     pub fn start(listen: u16) -> Result<Option<Self>> {
         let Some(kubeconfig) = std::env::var_os("KUBECONFIG") else {
             return Ok(None);
         };
-        let kubectl = |args: &[&str]| -> Result<String> {
-            let out = Command::new("kubectl")
-                .env("KUBECONFIG", &kubeconfig)
-                .args(args)
-                .output()?;
-            anyhow::ensure!(
-                out.status.success(),
-                "kubectl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        };
-        if kubectl(&["get", "nodes"]).is_err() {
+        if kubectl(&kubeconfig, &["get", "nodes"]).is_err() {
             return Ok(None);
         }
         let namespace = format!("hatchway-bench-{}", std::process::id());
-        kubectl(&["create", "namespace", &namespace])?;
+        kubectl(&kubeconfig, &["create", "namespace", &namespace])?;
         let manifest = serde_json::json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "sink", "namespace": namespace},
             "spec": {
                 "containers": [{
                     "name": "sink", "image": "localhost/hatchway/workload:e2e", "imagePullPolicy": "Never",
-                    // The sink protocol of cases::sink_server in busybox:
-                    // `N\n`, N bytes, answered `N\n`.
-                    "command": ["nc", "-ll", "-p", TARGET.to_string(), "-e", "sh", "-c",
-                        "read n; head -c $n >/dev/null; echo $n"],
+                    "command": sink_command(TARGET),
                 }],
             },
         })
         .to_string();
         let path = std::env::temp_dir().join(format!("{namespace}.json"));
         std::fs::write(&path, manifest)?;
-        kubectl(&["apply", "-f", &path.display().to_string()])?;
-        kubectl(&[
-            "-n",
-            &namespace,
-            "wait",
-            "--for=condition=Ready",
-            "pod/sink",
-            "--timeout=120s",
-        ])?;
+        kubectl(&kubeconfig, &["apply", "-f", &path.display().to_string()])?;
+        kubectl(
+            &kubeconfig,
+            &[
+                "-n",
+                &namespace,
+                "wait",
+                "--for=condition=Ready",
+                "pod/sink",
+                "--timeout=120s",
+            ],
+        )?;
+        let mut forward = Self::to(&kubeconfig, &namespace, "sink", listen, TARGET)?;
+        forward.owns_namespace = true;
+        Ok(Some(forward))
+    }
+
+    /// `kubectl port-forward` of `pod`'s `target` port to `listen`, as
+    /// the user of `kubeconfig`.
+    pub fn to(
+        kubeconfig: &std::ffi::OsStr,
+        namespace: &str,
+        pod: &str,
+        listen: u16,
+        target: u16,
+    ) -> Result<Self> {
         let mut forward = Self {
             bg: None,
-            namespace,
+            kubeconfig: kubeconfig.to_owned(),
+            namespace: namespace.to_owned(),
+            pod: pod.to_owned(),
             listen,
+            target,
+            owns_namespace: false,
         };
         forward.ensure_running()?;
-        Ok(Some(forward))
+        Ok(forward)
     }
 
     /// (Re)starts `kubectl port-forward` when it is not running: it exits
@@ -353,18 +381,25 @@ impl KubectlForward {
         self.bg = None;
         self.bg = Some(Bg::spawn(
             "kubectl port-forward",
-            Command::new("kubectl").args([
+            Command::new("kubectl").env("KUBECONFIG", &self.kubeconfig).args([
                 "-n",
                 &self.namespace,
                 "port-forward",
                 "--address",
                 "127.0.0.1",
-                "pod/sink",
-                &format!("{}:{TARGET}", self.listen),
+                &format!("pod/{}", self.pod),
+                &format!("{}:{}", self.listen, self.target),
             ]),
         )?);
         wait_listening(self.listen, "kubectl port-forward")
     }
+}
+
+/// The sink protocol of `cases::sink_server` in a pod, listening on
+/// `port`: `N\n`, N bytes, answered `N\n` (the workload image's `sink`,
+/// e2e/src/bin/sink.rs).
+pub fn sink_command(port: u16) -> serde_json::Value {
+    serde_json::json!(["sink", port.to_string()])
 }
 
 /// The pod port of the sink behind `kubectl port-forward`.
@@ -372,9 +407,12 @@ const TARGET: u16 = 5201;
 
 impl Drop for KubectlForward {
     fn drop(&mut self) {
-        let _ = Command::new("kubectl")
-            .args(["delete", "namespace", &self.namespace, "--wait=false"])
-            .output();
+        if self.owns_namespace {
+            let _ = kubectl(
+                &self.kubeconfig,
+                &["delete", "namespace", &self.namespace, "--wait=false"],
+            );
+        }
     }
 }
 
