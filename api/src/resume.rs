@@ -464,15 +464,22 @@ impl Receiver {
 /// side took their payloads. Fresh buffers would cost a page fault per 4
 /// KiB on first touch, more than the copy saved.
 ///
-/// A block coming back is kept while no more are free than are lent out:
-/// during a bulk transfer every block is recycled, once the stream is
-/// quiet (its blocks acknowledged and written) the pool shrinks to one.
+/// A block coming back is always kept, and a new one is made only when
+/// every block is lent out, so a pool never holds more blocks than were
+/// lent out at once: during a bulk transfer every block is recycled
+/// however the queues' depth swings (a block freed and allocated again
+/// costs a fresh mapping: 64 page faults, each page zeroed, and an
+/// `munmap` — in the sidecar, whose allocator maps every block apart,
+/// that was an eighth of its CPU on the cluster, 1,000 mappings a
+/// second, when the pool kept no more free blocks than lent ones). Once
+/// the stream has been quiet for [`QUIET`], the free blocks go
+/// ([`Blocks::release_free`]); when the pump returns (the transport
+/// broke: a detached session) the pool goes with it.
 #[derive(Debug, Default)]
 struct Blocks {
+    /// Blocks back from being lent out as [`Bytes`] (in the replay
+    /// buffer, or waiting for the local side).
     free: std::sync::Mutex<Vec<Vec<u8>>>,
-    /// Blocks out as [`Bytes`] (in the replay buffer, or waiting for the
-    /// local side).
-    lent: AtomicUsize,
 }
 
 /// A read this small is copied out and its block reused at once: a block
@@ -482,19 +489,34 @@ struct Blocks {
 /// the ack).
 const COPY_BELOW: usize = READ_CHUNK;
 
+/// A session this long without a read lets its free blocks go.
+const QUIET: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Blocks {
+    fn free(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        self.free.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn take(&self) -> Vec<u8> {
-        self.free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.free()
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK_BULK))
+    }
+
+    /// Whether blocks wait in the pool.
+    fn has_free(&self) -> bool {
+        !self.free().is_empty()
+    }
+
+    /// Gives the free blocks back to the allocator (a quiet session).
+    fn release_free(&self) {
+        let released = std::mem::take(&mut *self.free());
+        drop(released);
     }
 
     /// `block`'s bytes as [`Bytes`] that give the buffer back when the
     /// last of them is dropped.
     fn share(self: &Arc<Self>, block: Vec<u8>) -> Bytes {
-        self.lent.fetch_add(1, Ordering::Relaxed);
         Bytes::from_owner(Block {
             bytes: block,
             home: Arc::downgrade(self),
@@ -517,13 +539,9 @@ impl AsRef<[u8]> for Block {
 impl Drop for Block {
     fn drop(&mut self) {
         if let Some(home) = self.home.upgrade() {
-            let lent = home.lent.fetch_sub(1, Ordering::Relaxed) - 1;
-            let mut free = home.free.lock().unwrap_or_else(|p| p.into_inner());
-            if free.len() < lent.max(1) {
-                let mut block = std::mem::take(&mut self.bytes);
-                block.clear();
-                free.push(block);
-            }
+            let mut block = std::mem::take(&mut self.bytes);
+            block.clear();
+            home.free().push(block);
         }
     }
 }
@@ -738,6 +756,11 @@ impl Session {
         // the last frames (an ack, the end) would sit there until the
         // liveness time called the connection broken.
         let mut unflushed = false;
+        // The last read from either side: a pool quiet for QUIET lets its
+        // free blocks go.
+        let mut last_read = tokio::time::Instant::now();
+        let quiet_check = tokio::time::sleep(QUIET);
+        tokio::pin!(quiet_check);
         loop {
             if self.done() {
                 let _ = transport_w.shutdown().await;
@@ -786,9 +809,18 @@ impl Session {
                         self.queue_ack();
                     }
                 }
+                () = &mut quiet_check, if blocks.has_free() => {
+                    let due = last_read + QUIET;
+                    if tokio::time::Instant::now() >= due {
+                        blocks.release_free();
+                    } else {
+                        quiet_check.as_mut().reset(due);
+                    }
+                }
                 // Other sessions' acks free the shared budget: look again.
                 _ = tokio::time::sleep(BUDGET_RETRY), if blocked_on_budget => {}
                 read = async { local_r.read_buf(&mut (&mut reading).limit(read_size)).await }, if can_read_local => {
+                    last_read = tokio::time::Instant::now();
                     match read {
                         Ok(0) | Err(_) => {
                             self.local_ended = true;
@@ -817,6 +849,7 @@ impl Session {
                         Ok(_) => {}
                     }
                     last_heard = tokio::time::Instant::now();
+                    last_read = last_heard;
                     let mut used = 0;
                     let mut new_bytes = 0;
                     payloads.clear();
@@ -962,6 +995,27 @@ mod tests {
             small.send(Bytes::from_static(b"12345")),
             Err(ResumeError::Full(0))
         );
+    }
+
+    #[test]
+    fn blocks_come_back_to_the_pool_while_a_stream_flows_and_go_when_released() {
+        let blocks = Arc::new(Blocks::default());
+        // A burst: six blocks out at once (a deep queue), then all back
+        // (it drained): all six stay for the next burst (the pool used to
+        // free all but one).
+        let lent: Vec<Bytes> = (0..6).map(|_| blocks.share(blocks.take())).collect();
+        let addresses: Vec<*const u8> = lent.iter().map(|b| b.as_ptr()).collect();
+        drop(lent);
+        assert_eq!(blocks.free().len(), 6);
+        // The next burst gets the same memory back, not fresh mappings,
+        // and never more blocks than were out at once.
+        let again: Vec<Bytes> = (0..6).map(|_| blocks.share(blocks.take())).collect();
+        assert!(again.iter().all(|b| addresses.contains(&b.as_ptr())));
+        assert!(!blocks.has_free());
+        drop(again);
+        // A quiet session lets them go.
+        blocks.release_free();
+        assert!(!blocks.has_free());
     }
 
     #[test]
