@@ -510,6 +510,7 @@ impl Blocks {
 
     /// Gives the free blocks back to the allocator (a quiet session).
     fn release_free(&self) {
+        // Taken out under the lock, unmapped after it is let go.
         let released = std::mem::take(&mut *self.free());
         drop(released);
     }

@@ -12,7 +12,7 @@
 use std::ffi::{OsStr, OsString};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use anyhow::{Context, Result};
 
@@ -62,12 +62,7 @@ impl Demo {
 
     /// `kubectl hatch port-forward` as the demo's user, to the sink.
     fn port_forward(&self, listen: u16, flags: &[&str]) -> Result<Bg> {
-        let mut command = Command::new(crate::rig::hatch_binary()?);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("HATCHWAY_") {
-                command.env_remove(&key);
-            }
-        }
+        let mut command = crate::rig::hatch_command()?;
         let mapping = format!("{listen}:{SINK_PORT}");
         command
             .env("KUBECONFIG", &self.kubeconfig)

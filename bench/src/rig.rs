@@ -138,12 +138,7 @@ impl Rig {
 
     /// `kubectl-hatch ARGS` against the router of `path`.
     pub fn hatch(&self, path: Path, args: &[&str]) -> Result<Command> {
-        let mut command = Command::new(hatch_binary()?);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("HATCHWAY_") {
-                command.env_remove(&key);
-            }
-        }
+        let mut command = hatch_command()?;
         command
             .env("KUBECONFIG", self.dir.path().join("no-kubeconfig"))
             .env("HATCHWAY_SERVER", &self.router(path).url)
@@ -171,6 +166,18 @@ impl Rig {
         wait_listening(listen, "kubectl hatch port-forward")?;
         Ok(bg)
     }
+}
+
+/// `kubectl-hatch` with none of this process's `HATCHWAY_*` settings
+/// (each caller names its own).
+pub fn hatch_command() -> Result<Command> {
+    let mut command = Command::new(hatch_binary()?);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("HATCHWAY_") {
+            command.env_remove(&key);
+        }
+    }
+    Ok(command)
 }
 
 /// `kubectl-hatch` beside this binary (same profile).
