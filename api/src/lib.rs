@@ -18,6 +18,9 @@ pub mod copy;
 pub mod crd;
 /// UDP datagrams over a port-forward's stream, length-prefixed.
 pub mod datagrams;
+/// TCP connections to a router behind a Service: refused or unanswered
+/// attempts give way to new ones.
+pub mod dial;
 /// Length-prefixed frames: a half-close through proxies that drop one.
 pub mod frames;
 /// What a hop does to HTTP headers: hop-by-hop and `X-Hatchway-*`

@@ -108,11 +108,30 @@ fn route<'a>(endpoint: &'a Endpoint, ssh: &SshTarget<'_>) -> Route<'a> {
     }
 }
 
+/// How long [`open`] rides out a router that says it will serve in a
+/// moment ([`RouterError::Settling`]: a tunnel moving between replicas
+/// takes under a second, and the router itself waits 2 s for it).
+pub const SETTLE_FOR: Duration = Duration::from_secs(5);
+
 /// Opens the SSH upgrade (also the probe `shell` makes before running
-/// ssh, which must not leave a resumable session behind).
+/// ssh, which must not leave a resumable session behind). A refusal that
+/// says it will pass ([`RouterError::Settling`]) is tried again for up to
+/// [`SETTLE_FOR`]; any other comes back at once (without `--wait`, a
+/// Container that is not running yet is an error now).
 pub async fn open(endpoint: &Endpoint, ssh: &SshTarget<'_>) -> Result<Upgrade, RouterError> {
-    open_with(endpoint, ssh, &[]).await
+    let deadline = Instant::now() + SETTLE_FOR;
+    loop {
+        match open_with(endpoint, ssh, &[]).await {
+            Err(RouterError::Settling { .. }) if Instant::now() + SETTLE_PAUSE < deadline => {
+                tokio::time::sleep(SETTLE_PAUSE).await;
+            }
+            result => return result,
+        }
+    }
 }
+
+/// The pause between [`open`]'s tries.
+const SETTLE_PAUSE: Duration = Duration::from_millis(250);
 
 /// [`open`] with `extra` headers.
 async fn open_with(

@@ -17,7 +17,6 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::connection::Server;
@@ -299,6 +298,11 @@ pub enum RouterError {
     /// The router answered with something other than 101.
     #[error("{message}")]
     Refused { status: StatusCode, message: String },
+    /// A 503 with `Retry-After`: the router expects to serve this in a
+    /// moment (a tunnel moving between replicas), unlike a Container that
+    /// is not running yet.
+    #[error("{message}")]
+    Settling { message: String },
 }
 
 impl RouterError {
@@ -308,7 +312,7 @@ impl RouterError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RouterError::Refused { status, .. } if status.is_client_error() => 2,
-            RouterError::Refused { .. } => 3,
+            RouterError::Refused { .. } | RouterError::Settling { .. } => 3,
             _ => 1,
         }
     }
@@ -326,17 +330,15 @@ impl RouterError {
             RouterError::Kube(_) => false,
             RouterError::Body(_) => true,
             RouterError::Refused { status, .. } => matches!(status.as_u16(), 502..=504),
+            RouterError::Settling { .. } => true,
             RouterError::Name(_) | RouterError::Relay(_) | RouterError::Request(_) => false,
         }
     }
 }
 
-/// How long an upgrade's answer may take: more than the router waits for
-/// a moving tunnel (10 s).
+/// How long an upgrade's answer may take: well over what the router waits
+/// for a moving tunnel (2 s) and the gateway's own set-up.
 pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// How long a TCP connect to the router may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The user agent of every request.
 const USER_AGENT: &str = concat!("kubectl-hatch/", env!("CARGO_PKG_VERSION"));
@@ -346,18 +348,11 @@ const USER_AGENT: &str = concat!("kubectl-hatch/", env!("CARGO_PKG_VERSION"));
 pub async fn connect(target: &Target) -> Result<SendRequest<Empty<Bytes>>, RouterError> {
     let server = &target.server;
     let addr = format!("{}:{}", server.host, server.port);
-    // A replica that just went away can leave its address in the
-    // Service's rules for a moment: a connect there is answered by
-    // nothing, and TCP would retry for minutes. Try again elsewhere.
-    let connect = TcpStream::connect((server.host.as_str(), server.port));
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+    // A replica that just went away can stay in the Service's (or the
+    // NodePort's) rules for a moment: refused or unanswered attempts give
+    // way to new ones, which may reach another replica.
+    let tcp = hatchway_api::dial::connect(&server.host, server.port)
         .await
-        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
-        .map_err(|source| RouterError::Connect {
-            addr: addr.clone(),
-            source,
-        })?;
-    tcp.set_nodelay(true)
         .map_err(|source| RouterError::Connect { addr, source })?;
     let name =
         ServerName::try_from(server.host.clone()).map_err(|_| RouterError::Name(server.host.clone()))?;
@@ -387,6 +382,8 @@ fn direct_request(target: &Target, method: http::Method, path: &str) -> http::re
 /// or the status when neither came.
 pub async fn refusal(response: Response<ResponseBody>) -> RouterError {
     let status = response.status();
+    let settling =
+        status == StatusCode::SERVICE_UNAVAILABLE && response.headers().contains_key(header::RETRY_AFTER);
     let body = response
         .into_body()
         .collect()
@@ -401,6 +398,9 @@ pub async fn refusal(response: Response<ResponseBody>) -> RouterError {
     } else {
         format!("{text} ({status})")
     };
+    if settling {
+        return RouterError::Settling { message };
+    }
     RouterError::Refused { status, message }
 }
 
@@ -476,5 +476,37 @@ mod tests {
         };
         assert_eq!(refused(StatusCode::FORBIDDEN).exit_code(), 2);
         assert_eq!(refused(StatusCode::SERVICE_UNAVAILABLE).exit_code(), 3);
+    }
+
+    /// A 503 with `Retry-After` (a tunnel moving) is worth trying again at
+    /// once; a 503 without it ("not running yet") is a plain refusal. Both
+    /// exit 3 and carry the router's sentence.
+    #[tokio::test]
+    async fn a_503_with_retry_after_is_settling() {
+        let response = |retry_after: bool, text: &'static str| {
+            let mut builder = Response::builder().status(StatusCode::SERVICE_UNAVAILABLE);
+            if retry_after {
+                builder = builder.header(header::RETRY_AFTER, "1");
+            }
+            builder
+                .body(box_body(http_body_util::Full::new(Bytes::from_static(
+                    text.as_bytes(),
+                ))))
+                .unwrap()
+        };
+        let moving = refusal(response(true, "tunnel is down: moving\n")).await;
+        assert!(matches!(moving, RouterError::Settling { .. }), "{moving:?}");
+        assert_eq!(
+            moving.to_string(),
+            "tunnel is down: moving (503 Service Unavailable)"
+        );
+        assert!(moving.is_transient());
+        assert_eq!(moving.exit_code(), 3);
+        let queued = refusal(response(false, "container ns/job is not running yet")).await;
+        assert!(
+            matches!(queued, RouterError::Refused { status, .. } if status == StatusCode::SERVICE_UNAVAILABLE),
+            "{queued:?}"
+        );
+        assert_eq!(queued.exit_code(), 3);
     }
 }

@@ -154,6 +154,15 @@ pub struct RunArgs {
     #[arg(long, env = "HATCHWAY_MAX_TUNNELS", default_value_t = 1000)]
     pub max_tunnels: usize,
 
+    /// Seconds a replica keeps serving, and accepting connections, after
+    /// SIGTERM before it drains: the Service's and NodePort's rules (and
+    /// an Ingress's upstreams) still send it new connections for a moment
+    /// after its pod starts terminating, and a replica that stopped
+    /// listening refuses them (a browser shows an error page). Like
+    /// kube-apiserver's `--shutdown-delay-duration`.
+    #[arg(long, env = "HATCHWAY_SHUTDOWN_DELAY_SECONDS", default_value_t = 3)]
+    pub shutdown_delay_seconds: u64,
+
     /// Seconds without traffic after which shells, port-forwards and
     /// WebSockets are closed.
     #[arg(long, env = "HATCHWAY_IDLE_TIMEOUT_SECONDS", default_value_t = 3600)]

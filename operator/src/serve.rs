@@ -223,9 +223,21 @@ pub async fn run(args: RunArgs) -> Result<(), ServeError> {
     );
     let shutdown = tokio_util::sync::CancellationToken::new();
     let signal = shutdown.clone();
+    let delay = Duration::from_secs(args.shutdown_delay_seconds);
+    let leaving = router.clone();
     tokio::spawn(async move {
         hatchway_api::pod::stopped().await;
-        tracing::info!("signal received: draining");
+        // The tunnels move now: this terminating pod has left the replicas
+        // Service's endpoints, so its peers would no longer forward to a
+        // tunnel held here. New connections keep coming until kube-proxy
+        // (and any Ingress) has taken the pod out of its rules: serve them.
+        leaving.tunnels.leave();
+        tracing::info!(
+            ?delay,
+            "signal received: tunnels let go; serving on, then draining"
+        );
+        tokio::time::sleep(delay).await;
+        tracing::info!("draining");
         signal.cancel();
     });
     let reconciler = args.reconcile.then(|| {
@@ -294,7 +306,7 @@ pub async fn run(args: RunArgs) -> Result<(), ServeError> {
     server::serve(router.clone(), listener, tls.server_config()?, shutdown).await;
     // `serve` let the tunnels go when the drain began; one that connected
     // during the drain ends now rather than with the process.
-    router.tunnels.close_all();
+    router.tunnels.leave();
     if let Some(reconciler) = reconciler {
         // Stops reconciling and releases the Lease, so another replica
         // takes over at once.

@@ -569,6 +569,53 @@ async fn the_tunnel_cap_refuses_another_container() {
     assert_eq!(router.router.tunnels.len(), 1);
 }
 
+/// The first thing a replica does on SIGTERM (before it stops accepting,
+/// `--shutdown-delay-seconds` later): its tunnels go, so they move to a
+/// replica that stays, and a tunnel that still reaches it is refused with
+/// 503, which sidecars retry at once elsewhere. Other requests are still
+/// served meanwhile.
+#[tokio::test]
+async fn a_replica_that_is_leaving_lets_its_tunnels_go_and_refuses_new_ones() {
+    let (cluster, auth) = world();
+    let router = TestRouter::start_with(cluster.clone(), auth, tunnels_only).await;
+    let uid = running(&cluster, "leaver");
+    let _sidecar = TestSidecar::start_tunnelled(&uid, &router.url).await;
+    until_held(&router, &uid).await;
+
+    router.router.tunnels.leave();
+    let tunnels = &router.router.tunnels;
+    eventually("the leaving replica to let its tunnel go", || async {
+        !tunnels.contains(&uid)
+    })
+    .await;
+    let response = dial(router.addr, |ekm| {
+        tunnel_request(&uid, &tunnel_proof(&key(&uid), ekm))
+            .body(empty())
+            .unwrap()
+    })
+    .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        body_text(response).await.trim(),
+        "this router replica is shutting down: try another"
+    );
+    assert!(attempts(&router, "shutting_down") >= 1);
+    // The sidecar keeps trying (a retry at once, then its backoff); none
+    // of its attempts registers here.
+    assert!(!router.router.tunnels.contains(&uid));
+    // Still serving: a request for a Container answers (503: its tunnel
+    // is gone, not a refused connection).
+    let mut client = router.client().await;
+    let response = client
+        .send(
+            request("GET", &api_path(NS, "leaver", "log/stdout.txt"), Some(TOKEN))
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
 #[tokio::test]
 async fn a_sidecar_reconnects_to_a_restarted_router() {
     let (cluster, auth) = world();

@@ -9,7 +9,11 @@
 //! stream, for its reports; every stream the router opens is served exactly
 //! like a direct connection (TLS with the gateway certificate, the proof on
 //! every request). On any failure it reconnects with jittered exponential
-//! backoff.
+//! backoff, except that a connection the network refused, reset or left
+//! unanswered is tried again at once a few times first (and each dial
+//! makes several attempts, [`hatchway_api::dial`]): behind a Service, each
+//! new connection may reach another replica, and the one that failed is
+//! usually a replica that just died and that kube-proxy still routes to.
 
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -36,6 +40,13 @@ use crate::gateway::Gateway;
 
 /// Time allowed to connect, handshake and upgrade.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many failures that may not recur elsewhere
+/// ([`TunnelError::may_succeed_elsewhere`]) in a row are retried at once (after
+/// [`QUICK_RETRY_DELAY`]) before the backoff applies.
+const QUICK_RETRIES: u32 = 4;
+/// The pause before a quick retry: enough that a sidecar never spins, short
+/// against the time a tunnel takes to move.
+const QUICK_RETRY_DELAY: Duration = Duration::from_millis(20);
 
 /// Where and how to dial.
 #[derive(Clone)]
@@ -105,18 +116,40 @@ pub enum TunnelError {
     /// Connecting, TLS, or the upgrade took too long.
     #[error("timed out dialing the router")]
     Timeout,
+    /// The TCP connection was refused, unreachable or unanswered.
+    #[error("cannot connect to the router: {0}")]
+    Connect(std::io::Error),
     /// A socket or TLS error.
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// The HTTP exchange failed.
     #[error("tunnel request: {0}")]
     Http(#[from] hyper::Error),
-    /// The router refused the tunnel.
-    #[error("router refused the tunnel: {0}")]
-    Refused(String),
+    /// The router refused the tunnel: its status and what it said.
+    #[error("router refused the tunnel: {0}: {1}")]
+    Refused(StatusCode, String),
     /// The yamux session failed.
     #[error("tunnel session: {0}")]
     Yamux(#[from] yamux::ConnectionError),
+}
+
+impl TunnelError {
+    /// Whether the next connection through the Service, which may reach
+    /// another replica, may well succeed: the network refused, reset or
+    /// left the connection unanswered, or a replica answered 503 (shutting
+    /// down, full). Not a TLS failure or any other refusal.
+    fn may_succeed_elsewhere(&self) -> bool {
+        use std::io::ErrorKind::*;
+        match self {
+            TunnelError::Connect(_) => true,
+            TunnelError::Refused(status, _) => *status == StatusCode::SERVICE_UNAVAILABLE,
+            TunnelError::Io(e) => matches!(
+                e.kind(),
+                ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// The longest wait between tunnel attempts (before its random stretch).
@@ -130,10 +163,10 @@ pub const BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
     .with_jitter()
     .without_max_times();
 
-/// Keeps a tunnel up until `shutdown`, reconnecting with [`BACKOFF`] while
-/// dials fail.
+/// Keeps a tunnel up until `shutdown`, waiting between attempts as
+/// [`Redial`] says.
 pub async fn run(gateway: Arc<Gateway>, target: TunnelTarget, key: CtrKey, shutdown: CancellationToken) {
-    let mut delays = BACKOFF.build();
+    let mut redial = Redial::new();
     loop {
         let mut connected = false;
         let result = tokio::select! {
@@ -141,6 +174,7 @@ pub async fn run(gateway: Arc<Gateway>, target: TunnelTarget, key: CtrKey, shutd
             result = connect_and_serve(&gateway, &target, &key, &mut connected) => result,
         };
         gateway.metrics.tunnel_connected.set(0);
+        let elsewhere = matches!(&result, Err(e) if e.may_succeed_elsewhere());
         match result {
             Ok(()) => tracing::info!(router = %target.authority, "tunnel closed by the router; reconnecting"),
             Err(error) => {
@@ -148,16 +182,45 @@ pub async fn run(gateway: Arc<Gateway>, target: TunnelTarget, key: CtrKey, shutd
                 tracing::warn!(%error, router = %target.authority, "tunnel down; reconnecting");
             }
         }
-        // A tunnel that got established resets the backoff: after a router
-        // restart the first retry comes within a few hundred milliseconds.
-        if connected {
-            delays = BACKOFF.build();
-        }
-        let delay = delays.next().unwrap_or(BACKOFF_CEILING);
+        let delay = redial.next(connected, elsewhere);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// The wait before the next tunnel attempt.
+struct Redial {
+    delays: backon::ExponentialBackoff,
+    /// Connection-level failures retried at once since the last tunnel.
+    quick: u32,
+}
+
+impl Redial {
+    fn new() -> Self {
+        Self {
+            delays: BACKOFF.build(),
+            quick: 0,
+        }
+    }
+
+    /// After an attempt that `connected` (a tunnel was up, then ended) or
+    /// not, and whose failure `elsewhere` may not meet
+    /// ([`TunnelError::may_succeed_elsewhere`]): a tunnel that got
+    /// established resets everything (after a router restart the first
+    /// retry comes within a few hundred milliseconds); a refused, reset or
+    /// unanswered connection, or a 503, is retried at once
+    /// [`QUICK_RETRIES`] times; anything else (and what follows the quick
+    /// retries) backs off.
+    fn next(&mut self, connected: bool, elsewhere: bool) -> Duration {
+        if connected {
+            *self = Self::new();
+        } else if elsewhere && self.quick < QUICK_RETRIES {
+            self.quick += 1;
+            return QUICK_RETRY_DELAY;
+        }
+        self.delays.next().unwrap_or(BACKOFF_CEILING)
     }
 }
 
@@ -231,8 +294,7 @@ async fn dial(
     target: &TunnelTarget,
     key: &CtrKey,
 ) -> Result<(hyper::upgrade::Upgraded, Option<Arc<str>>), TunnelError> {
-    let tcp = TcpStream::connect(&target.authority).await?;
-    tcp.set_nodelay(true)?;
+    let tcp = connect_tcp(&target.authority).await?;
     let tls = TlsConnector::from(target.tls.clone())
         .connect(target.server_name.clone(), ReadAhead::new(tcp))
         .await?;
@@ -266,7 +328,7 @@ async fn dial(
             .await
             .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_owned())
             .unwrap_or_default();
-        return Err(TunnelError::Refused(format!("{status}: {body}")));
+        return Err(TunnelError::Refused(status, body));
     }
     // A router that echoes the header sends each stream's HTTP as it is,
     // with the proof bound to this session; an older one wraps each
@@ -274,6 +336,22 @@ async fn dial(
     let plain = wire::asks_plain_tunnel_streams(response.headers())
         .then(|| Arc::<str>::from(proof::stream_proof(key, &ekm)));
     Ok((hyper::upgrade::on(response).await?, plain))
+}
+
+/// The TCP connection to the router ([`hatchway_api::dial`]).
+async fn connect_tcp(authority: &str) -> Result<TcpStream, TunnelError> {
+    let (host, port) = authority
+        .rsplit_once(':')
+        .and_then(|(host, port)| {
+            Some((
+                host.trim_start_matches('[').trim_end_matches(']'),
+                port.parse().ok()?,
+            ))
+        })
+        .ok_or_else(|| TunnelError::Connect(std::io::Error::other(format!("bad address {authority:?}"))))?;
+    hatchway_api::dial::connect(host, port)
+        .await
+        .map_err(TunnelError::Connect)
 }
 
 /// Sends the hello, the current state, then every report as it happens.
@@ -419,6 +497,95 @@ mod tests {
                 "{late:?}"
             );
         }
+    }
+
+    /// Refused, reset or unanswered connections are retried at once a few
+    /// times, then back off; a router's answer (a TLS failure, a refusal)
+    /// backs off at once; a tunnel that was up resets both.
+    #[test]
+    fn connection_failures_are_retried_at_once_then_back_off() {
+        let mut redial = Redial::new();
+        for _ in 0..QUICK_RETRIES {
+            assert_eq!(redial.next(false, true), QUICK_RETRY_DELAY);
+        }
+        let first = redial.next(false, true);
+        assert!(first >= Duration::from_millis(200), "{first:?}");
+        let second = redial.next(false, true);
+        assert!(second >= Duration::from_millis(400), "{second:?}");
+
+        let mut redial = Redial::new();
+        let refused = redial.next(false, false);
+        assert!(refused >= Duration::from_millis(200), "{refused:?}");
+        assert_eq!(redial.next(false, true), QUICK_RETRY_DELAY);
+
+        // After a tunnel: the backoff starts over and quick retries are back.
+        for _ in 0..10 {
+            redial.next(false, false);
+        }
+        let after = redial.next(true, false);
+        assert!(after < Duration::from_millis(400), "{after:?}");
+        assert_eq!(redial.next(false, true), QUICK_RETRY_DELAY);
+    }
+
+    /// What the network does to a dial: a closed port is refused, and an
+    /// address that swallows the SYN (here a listener whose accept queue is
+    /// full: Linux drops the SYN) times out after `dial::TIMEOUT`, not
+    /// DIAL_TIMEOUT; both may succeed elsewhere, as a replica's 503 (shutting
+    /// down) may. A TLS failure or another refusal does not.
+    #[tokio::test]
+    async fn refused_unanswered_and_shutting_down_may_succeed_elsewhere() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_addr = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let refused = connect_tcp(&closed_addr).await.unwrap_err();
+        assert!(refused.may_succeed_elsewhere(), "{refused}");
+        assert!(
+            refused.to_string().contains("cannot connect to the router"),
+            "{refused}"
+        );
+
+        // A backlog of 0 holds one pending connection; the next SYNs are
+        // dropped while nothing accepts.
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())
+            .unwrap();
+        socket.listen(0).unwrap();
+        let full = socket.local_addr().unwrap().as_socket().unwrap().to_string();
+        let mut held = Vec::new();
+        let started = std::time::Instant::now();
+        let unanswered = loop {
+            match connect_tcp(&full).await {
+                Ok(tcp) => held.push(tcp),
+                Err(error) => break error,
+            }
+            assert!(held.len() < 16, "the accept queue never filled");
+        };
+        assert!(
+            matches!(&unanswered, TunnelError::Connect(e) if e.kind() == std::io::ErrorKind::TimedOut),
+            "{unanswered}"
+        );
+        assert!(unanswered.may_succeed_elsewhere());
+        assert!(started.elapsed() < DIAL_TIMEOUT, "{:?}", started.elapsed());
+
+        let tls = TunnelError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "bad certificate",
+        ));
+        assert!(!tls.may_succeed_elsewhere());
+        assert!(
+            !TunnelError::Refused(StatusCode::UNAUTHORIZED, "tunnel proof failed".into())
+                .may_succeed_elsewhere()
+        );
+        let leaving = TunnelError::Refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this router replica is shutting down: try another".into(),
+        );
+        assert!(leaving.may_succeed_elsewhere());
+        assert_eq!(
+            leaving.to_string(),
+            "router refused the tunnel: 503 Service Unavailable: this router replica is shutting down: try another"
+        );
     }
 
     #[test]

@@ -770,7 +770,7 @@ impl TestRouter {
         if let Some(served) = self.served.take() {
             let _ = served.await;
         }
-        self.router.tunnels.close_all();
+        self.router.tunnels.leave();
         let listener = TcpListener::bind(self.addr).await.unwrap();
         *self = Self::start_on(listener, cluster, auth, |s| *s = settings).await;
     }
@@ -867,7 +867,7 @@ impl TestRouter {
         if let Some(served) = self.served.take() {
             let _ = served.await;
         }
-        self.router.tunnels.close_all();
+        self.router.tunnels.leave();
     }
 }
 

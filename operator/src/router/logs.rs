@@ -116,7 +116,7 @@ async fn serve_inner(
                 .await,
             );
         }
-        Err(refusal) => return (None, text(refusal.status, refusal.message)),
+        Err(refusal) => return (None, refusal.into_response()),
     };
     let sent = reach::send(&router, req, &container, &route, "logs", |req| {
         webdav_request(req.method(), req.uri(), req.headers(), &prefix, &user)
@@ -158,7 +158,7 @@ async fn serve_inner(
 
 /// `?sinceSeconds=N` (N ≥ 1), `?timestamps=true`, `?previous=true` of a
 /// log file request.
-fn log_query(query: Option<&str>) -> Result<LogQuery, String> {
+pub fn log_query(query: Option<&str>) -> Result<LogQuery, String> {
     let mut out = LogQuery::default();
     for pair in query.into_iter().flat_map(|q| q.split('&')) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));

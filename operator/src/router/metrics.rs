@@ -18,7 +18,7 @@ pub struct Metrics {
     /// Sidecar tunnels held by this replica now.
     pub tunnels_connected: IntGauge,
     /// Tunnel attempts, by result (`accepted`, `replaced`, `bad_request`,
-    /// `unknown_container`, `bad_proof`, `over_capacity`, `unavailable`).
+    /// `unknown_container`, `bad_proof`, `over_capacity`, `shutting_down`, `unavailable`).
     pub tunnel_attempts: IntCounterVec,
     /// Streams opened on tunnels.
     pub tunnel_streams: IntCounter,

@@ -124,6 +124,31 @@ impl Refusal {
             message: message.into(),
         }
     }
+
+    /// Whether the refusal is a tunnel moving between replicas (status
+    /// lagging the move, or naming a replica not known yet), which settles
+    /// within about a second.
+    pub fn is_moving(&self) -> bool {
+        matches!(
+            self.kind,
+            RefusalKind::TunnelDown | RefusalKind::UnknownReplica | RefusalKind::ForwardLoop
+        )
+    }
+
+    /// The response a client gets: the status and message, and for a
+    /// moving tunnel `Retry-After: 1`, which tells clients (`kubectl
+    /// hatch`) that trying again at once is worth it, unlike "not running
+    /// yet".
+    pub fn into_response(self) -> http::Response<super::respond::Body> {
+        let moving = self.is_moving();
+        let mut response = super::respond::text(self.status, self.message);
+        if moving {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+        }
+        response
+    }
 }
 
 /// Base URLs compare without a trailing slash: `https://a:8443/` and
@@ -550,6 +575,46 @@ mod tests {
             pick(&running(&format!("tunnel {OTHER}/"))),
             Ok(Route::Forward(OTHER.to_owned()))
         );
+    }
+
+    /// A moving tunnel's refusal tells clients to try again at once
+    /// (`Retry-After`); "not running yet" and an ended Container do not.
+    #[test]
+    fn only_a_moving_tunnel_says_retry_after() {
+        let moving = refusal(select(
+            Some(&running(&format!("tunnel {OTHER}"))),
+            false,
+            &replicas(),
+            SELF,
+            true,
+            Policy::prefer(false),
+            Purpose::PortForward,
+        ));
+        assert!(moving.is_moving());
+        let response = moving.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "1");
+        for phase in [None, Some(Phase::Queued), Some(Phase::Complete)] {
+            let status = phase.map(|phase| ContainerStatus {
+                phase: Some(phase),
+                ..Default::default()
+            });
+            let r = refusal(select(
+                status.as_ref(),
+                false,
+                &replicas(),
+                SELF,
+                false,
+                Policy::prefer(false),
+                Purpose::Shell,
+            ));
+            assert!(!r.is_moving(), "{phase:?}");
+            assert!(
+                !r.into_response()
+                    .headers()
+                    .contains_key(http::header::RETRY_AFTER)
+            );
+        }
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub async fn serve(
     // leaves its Service's endpoints at once, so its peers no longer know
     // it and would refuse every request for a tunnel it kept draining.
     // Sidecars redial through the Service to a replica that stays.
-    router.tunnels.close_all();
+    router.tunnels.leave();
     drain(&router, tasks).await;
     router.relays_closing.cancel();
 }

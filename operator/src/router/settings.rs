@@ -47,9 +47,11 @@ pub struct Settings {
     /// How long a request waits for a tunnel that is moving (status names
     /// a replica that is not known yet or gone, or a tunnel this replica
     /// should hold and does not) before it is refused: a rolling upgrade or
-    /// a replica's death moves a tunnel within about a second, but the
-    /// sidecar's redial can meet the Service still routing to the dead pod
-    /// (kube-proxy lag) and back off for a few seconds more.
+    /// a replica's death moves a tunnel in under a second (the sidecar
+    /// retries a refused or unanswered connection at once, so kube-proxy
+    /// still routing to the dead pod costs a retry, not a backoff), and
+    /// the other replicas learn of the new replica from their
+    /// EndpointSlice cache a moment later.
     pub tunnel_grace: Duration,
     /// Most saved-log reads (streams from the Kubernetes API) served at
     /// once by this replica.
@@ -89,7 +91,7 @@ impl Settings {
             max_connections: 10_000,
             max_connections_per_client: 1_000,
             drain_timeout: Duration::from_secs(30),
-            tunnel_grace: Duration::from_secs(10),
+            tunnel_grace: Duration::from_secs(2),
             web_session_lifetime: Duration::from_secs(12 * 3600),
             max_saved_log_reads: 16,
             saved_log_wait: Duration::from_secs(10),

@@ -44,19 +44,19 @@ const MAX_MESSAGE: usize = 1 << 20;
 
 /// What the page asked for.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Params {
-    cols: u32,
-    rows: u32,
-    resume: Option<String>,
-    join: Option<String>,
-    login: Option<String>,
+pub struct Params {
+    pub cols: u32,
+    pub rows: u32,
+    pub resume: Option<String>,
+    pub join: Option<String>,
+    pub login: Option<String>,
 }
 
 fn is_id(value: &str) -> bool {
     value.len() == 16 && value.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn params(query: Option<&str>) -> Result<Params, String> {
+pub fn params(query: Option<&str>) -> Result<Params, String> {
     let mut params = Params {
         cols: 80,
         rows: 24,
@@ -127,7 +127,7 @@ pub async fn terminal(
     let route = match route {
         Ok(Route::Forward(url)) => return forward::forward(router.clone(), req, &url, "terminal").await,
         Ok(route) => route,
-        Err(refusal) => return text(refusal.status, refusal.message),
+        Err(refusal) => return refusal.into_response(),
     };
     let opened = open_ssh(
         &router,
@@ -423,7 +423,7 @@ async fn run_ssh(
 }
 
 /// `{"resize":[cols,rows]}` → (cols, rows), each 1..=1000.
-fn resize(text: &str) -> Option<(u32, u32)> {
+pub fn resize(text: &str) -> Option<(u32, u32)> {
     let value: serde_json::Value = serde_json::from_str(text).ok()?;
     let size = value.get("resize")?.as_array()?;
     let dimension = |i: usize| {

@@ -29,7 +29,7 @@ pub async fn shell(State(router): State<Arc<Router>>, granted: Granted, req: Req
     let (container, route) = choose_settled(&router, container, req.headers(), Purpose::Shell).await;
     let route = match route {
         Ok(route) => route,
-        Err(refusal) => return text(refusal.status, refusal.message),
+        Err(refusal) => return refusal.into_response(),
     };
     let params = pass_params(
         req.uri().query(),
@@ -79,7 +79,7 @@ pub async fn port_forward(
     let (container, route) = choose_settled(&router, container, req.headers(), Purpose::PortForward).await;
     let route = match route {
         Ok(route) => route,
-        Err(refusal) => return text(refusal.status, refusal.message),
+        Err(refusal) => return refusal.into_response(),
     };
     // Checked here, not by the gateway: a replica the request is forwarded
     // to would refuse it the same way.
@@ -131,7 +131,7 @@ pub async fn sessions(State(router): State<Arc<Router>>, granted: Granted, req: 
     let (container, route) = choose_settled(&router, container, req.headers(), Purpose::Shell).await;
     let route = match route {
         Ok(route) => route,
-        Err(refusal) => return text(refusal.status, refusal.message),
+        Err(refusal) => return refusal.into_response(),
     };
     reach::send(&router, req, &container, &route, "sessions", |req| {
         GatewayRequest {
@@ -178,7 +178,7 @@ fn upgrade_request(
 }
 
 /// The query parameters passed on to the gateway, still encoded.
-fn pass_params(query: Option<&str>, allowed: &[&str]) -> String {
+pub fn pass_params(query: Option<&str>, allowed: &[&str]) -> String {
     query
         .unwrap_or("")
         .split('&')
@@ -192,7 +192,7 @@ fn pass_params(query: Option<&str>, allowed: &[&str]) -> String {
 
 /// The port of a port-forward, or the refusal.
 #[allow(clippy::result_large_err)] // the refusal is the response itself
-fn forward_port(query: Option<&str>) -> Result<u16, Response<Body>> {
+pub fn forward_port(query: Option<&str>) -> Result<u16, Response<Body>> {
     let value = query
         .unwrap_or("")
         .split('&')

@@ -41,7 +41,7 @@ pub struct Vhost {
 
 /// The request's host, from `Host` (HTTP/1.1) or the URI (HTTP/2),
 /// lowercased, without a port.
-fn request_host<B>(req: &Request<B>) -> Option<String> {
+pub fn request_host<B>(req: &Request<B>) -> Option<String> {
     let raw = req
         .headers()
         .get(header::HOST)
@@ -173,7 +173,7 @@ pub async fn serve(router: Arc<Router>, req: Request<RequestBody>, vhost: Vhost)
     let (container, route) = choose_settled(&router, container, req.headers(), Purpose::Proxy).await;
     let route = match route {
         Ok(route) => route,
-        Err(refusal) => return text(refusal.status, refusal.message),
+        Err(refusal) => return refusal.into_response(),
     };
     let kind = if headers::wants_upgrade(req.headers()).is_some() {
         "websocket"
@@ -236,7 +236,7 @@ fn permission_for(method: &Method, headers: &HeaderMap) -> Permission {
 
 /// Splits query parameter `name` out of a query: its value and the query
 /// left.
-fn take_param(query: Option<&str>, name: &str) -> Option<(String, String)> {
+pub fn take_param(query: Option<&str>, name: &str) -> Option<(String, String)> {
     let query = query?;
     let mut value = None;
     let mut rest = Vec::new();
@@ -256,7 +256,7 @@ fn take_param(query: Option<&str>, name: &str) -> Option<(String, String)> {
 
 /// `path` as a redirect target on the same host: one leading slash, no
 /// backslash (`//evil.example` and `/\evil.example` would leave the host).
-fn same_host_path(path: &str) -> String {
+pub fn same_host_path(path: &str) -> String {
     format!("/{}", path.trim_start_matches(['/', '\\']).replace('\\', "%5C"))
 }
 
@@ -404,7 +404,7 @@ pub fn login_link(
 }
 
 /// Removes the router's cookies from the `Cookie` headers, keeping the app's.
-fn strip_our_cookie(headers: &mut HeaderMap) {
+pub fn strip_our_cookie(headers: &mut HeaderMap) {
     let kept: Vec<String> = headers
         .get_all(header::COOKIE)
         .iter()
@@ -426,7 +426,7 @@ fn strip_our_cookie(headers: &mut HeaderMap) {
 /// An app's `Set-Cookie` made safe: host-only (its `Domain` attribute
 /// dropped, so app A cannot set cookies for app B) and never one of the
 /// router's. `None`: drop the header.
-fn app_set_cookie(value: &str) -> Option<String> {
+pub fn app_set_cookie(value: &str) -> Option<String> {
     let mut parts = value.split(';');
     let pair = parts.next()?.trim();
     let name = pair.split_once('=').map_or(pair, |(k, _)| k).trim();
@@ -448,7 +448,7 @@ fn app_set_cookie(value: &str) -> Option<String> {
 }
 
 /// Rewrites every `Set-Cookie` of an app's answer with [`app_set_cookie`].
-fn filter_set_cookies(headers: &mut HeaderMap) {
+pub fn filter_set_cookies(headers: &mut HeaderMap) {
     let values: Vec<String> = headers
         .get_all(header::SET_COOKIE)
         .iter()

@@ -119,8 +119,15 @@ pub async fn accept(
             format!("tunnel proof failed for container UID {}", peer.uid),
         );
     }
-    // Checked again when the session registers (another tunnel may take
-    // the last place meanwhile); this check spares the upgrade.
+    // Both checked again when the session registers (another tunnel may
+    // take the last place meanwhile); these checks spare the upgrade.
+    if router.tunnels.is_leaving() {
+        return refuse(
+            "shutting_down",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this router replica is shutting down: try another".to_owned(),
+        );
+    }
     if !router.tunnels.has_room_for(&peer.uid) {
         return refuse(
             "over_capacity",
@@ -158,7 +165,7 @@ pub async fn accept(
 }
 
 /// The UID and proof of a well-formed tunnel request, or why it is not one.
-fn check_request(method: &Method, headers: &HeaderMap) -> Result<(String, String), String> {
+pub fn check_request(method: &Method, headers: &HeaderMap) -> Result<(String, String), String> {
     let upgrade = wants_upgrade(headers);
     if *method != Method::POST || upgrade.as_deref() != Some(wire::UPGRADE_TUNNEL) {
         return Err(format!(

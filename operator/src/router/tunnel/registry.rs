@@ -8,7 +8,7 @@
 //! a newer one.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,15 +67,21 @@ pub(super) enum Registered {
     Replaced,
 }
 
-/// Registering found every place taken.
-#[derive(Debug)]
-pub(super) struct Full;
+/// Why a tunnel was not registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NotRegistered {
+    /// Every place is taken.
+    Full,
+    /// This replica is shutting down ([`Registry::leave`]).
+    Leaving,
+}
 
 /// The tunnels this replica holds, by container UID.
 pub struct Registry {
     max: usize,
     entries: Mutex<HashMap<String, Entry>>,
     next_id: AtomicU64,
+    leaving: AtomicBool,
 }
 
 impl Registry {
@@ -85,6 +91,7 @@ impl Registry {
             max,
             entries: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            leaving: AtomicBool::new(false),
         }
     }
 
@@ -123,11 +130,16 @@ impl Registry {
 
     /// Registers the session behind `handle` for `uid`, closing the one it
     /// replaces. Returns the id [`Registry::unregister`] takes.
-    pub(super) fn register(&self, uid: &str, handle: Handle) -> Result<(u64, Registered), Full> {
+    pub(super) fn register(&self, uid: &str, handle: Handle) -> Result<(u64, Registered), NotRegistered> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut entries = self.entries();
+        // Checked under the lock `leave` takes: no tunnel registers after
+        // it closed them all.
+        if self.is_leaving() {
+            return Err(NotRegistered::Leaving);
+        }
         if !entries.contains_key(uid) && entries.len() >= self.max {
-            return Err(Full);
+            return Err(NotRegistered::Full);
         }
         match entries.insert(uid.to_owned(), Entry { id, handle }) {
             Some(older) => {
@@ -149,13 +161,20 @@ impl Registry {
         false
     }
 
-    /// Closes every tunnel held (a replica shutting down: the sidecars
-    /// reconnect, to another replica if this one is gone). Each session
-    /// removes itself as it ends.
-    pub fn close_all(&self) {
-        for entry in self.entries().values() {
+    /// Closes every tunnel held and takes no more: a replica shutting down
+    /// (its sidecars reconnect to another replica). Each session removes
+    /// itself as it ends.
+    pub fn leave(&self) {
+        let entries = self.entries();
+        self.leaving.store(true, Ordering::Relaxed);
+        for entry in entries.values() {
             entry.handle.close.cancel();
         }
+    }
+
+    /// Whether [`Registry::leave`] was called.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Relaxed)
     }
 
     /// Opens a stream to the gateway of `uid`, within [`OPEN_TIMEOUT`].
@@ -237,14 +256,20 @@ mod tests {
     }
 
     #[test]
-    fn close_all_closes_every_session() {
+    fn leaving_closes_every_session_and_takes_no_more() {
         let registry = Registry::new(10);
         let (a, _ra, a_closed) = handle();
         let (b, _rb, b_closed) = handle();
         registry.register("a", a).unwrap();
         registry.register("b", b).unwrap();
-        registry.close_all();
+        assert!(!registry.is_leaving());
+        registry.leave();
         assert!(a_closed.is_cancelled() && b_closed.is_cancelled());
+        assert!(registry.is_leaving());
+        assert_eq!(
+            registry.register("c", handle().0).unwrap_err(),
+            NotRegistered::Leaving
+        );
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::compat::TokioAsyncReadCompatExt;
 use tokio_util::sync::CancellationToken;
 
-use super::registry::{Full, Handle, OpenRequest, Registered};
+use super::registry::{Handle, NotRegistered, OpenRequest, Registered};
 use super::{Peer, control};
 use crate::router::Router;
 use hatchway_api::coalesce::Coalesce;
@@ -79,7 +79,7 @@ pub(super) async fn run(router: Arc<Router>, upgrade: OnUpgrade, peer: Peer, str
             );
             id
         }
-        Err(Full) => {
+        Err(NotRegistered::Full) => {
             // Another tunnel took the last place after the check in
             // `accept`; the sidecar retries, perhaps at another replica.
             metrics
@@ -91,6 +91,16 @@ pub(super) async fn run(router: Arc<Router>, upgrade: OnUpgrade, peer: Peer, str
                 max = router.tunnels.max(),
                 "tunnel capacity reached; closing the new tunnel"
             );
+            close_gracefully(connection).await;
+            return;
+        }
+        Err(NotRegistered::Leaving) => {
+            // The replica began shutting down after the check in `accept`.
+            metrics
+                .tunnel_attempts
+                .with_label_values(&["shutting_down"])
+                .inc();
+            tracing::info!(uid = peer.uid, "shutting down; closing the new tunnel");
             close_gracefully(connection).await;
             return;
         }
