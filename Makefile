@@ -15,9 +15,11 @@ test: deps-test fmt-check clippy crd-check chart-check static-check unit
 
 ## deps-*: install what `make test`, `make demo`, `make e2e` need and this
 ## machine lacks (hack/deps)
-.PHONY: deps-test deps-demo deps-e2e deps-release preflight
+.PHONY: deps-test deps-demo deps-e2e deps-release deps-fuzz preflight
 deps-test:
 	@hack/deps test
+deps-fuzz:
+	@hack/deps fuzz
 deps-release:
 	@hack/deps release
 deps-demo:
@@ -58,6 +60,15 @@ unit:
 
 fmt:
 	$(CARGO) fmt --all
+
+## fuzz: every cargo-fuzz target (fuzz/, docs/fuzzing.md) for FUZZ_SECONDS
+## each (default 60; CI runs FUZZ_SECONDS=10), nightly with
+## AddressSanitizer; fails if any target finds a crash. FUZZ_TARGETS
+## narrows it to some targets.
+.PHONY: fuzz
+FUZZ_SECONDS ?= 60
+fuzz: deps-fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) hack/fuzz $(FUZZ_TARGETS)
 
 # The sidecar must run in any image (it is the workload's PID 1): a static
 # binary, built with its own target dir so the flag does not rebuild the

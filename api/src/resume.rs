@@ -429,8 +429,9 @@ impl Receiver {
     pub fn accept_ref<'a>(&mut self, frame: FrameRef<'a>) -> Result<&'a [u8], ResumeError> {
         match frame {
             FrameRef::Data { offset, bytes } => {
+                // Saturating: the offset is the peer's, up to u64::MAX.
                 if let Some(end) = self.ended
-                    && offset + bytes.len() as u64 > end
+                    && offset.saturating_add(bytes.len() as u64) > end
                 {
                     return Err(ResumeError::AfterEnd(end));
                 }
@@ -1132,6 +1133,21 @@ mod tests {
             sender.send(Bytes::from_static(b"late")),
             Err(ResumeError::AfterEnd(9))
         );
+    }
+
+    /// Found by the `resume_frames` fuzz target: after an end, a data frame
+    /// at an offset near `u64::MAX` overflowed the end check (a panic in a
+    /// debug build, a wrapped comparison in a release one).
+    #[test]
+    fn data_at_the_last_offsets_after_an_end_is_refused_not_an_overflow() {
+        let mut receiver = Receiver::default();
+        receiver.accept(&Frame::End { offset: 0 }).unwrap();
+        let last = Frame::Data {
+            offset: u64::MAX,
+            bytes: Bytes::from_static(b"abcd"),
+        };
+        assert_eq!(receiver.accept(&last), Err(ResumeError::AfterEnd(0)));
+        assert_eq!(receiver.received(), 0);
     }
 
     #[test]

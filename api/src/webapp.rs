@@ -16,7 +16,8 @@ pub fn url(domain: &str, uid: &str, port: u16, path: &str) -> String {
 
 /// The Container UID and port of `host` if it is `{uid}-{port}.{domain}`
 /// (`domain`'s own port, if any, is not part of a host: the router may be
-/// reached on a NodePort, `apps.example:30443`).
+/// reached on a NodePort, `apps.example:30443`). The port is written one
+/// way only (`80`, never `080` or `+80`): one host per web app.
 pub fn parse_host(domain: &str, host: &str) -> Option<(String, u16)> {
     let domain = domain.rsplit_once(':').map_or(domain, |(host, _)| host);
     let label = host.strip_suffix(domain)?.strip_suffix('.')?;
@@ -24,6 +25,9 @@ pub fn parse_host(domain: &str, host: &str) -> Option<(String, u16)> {
         return None;
     }
     let (uid, port) = label.rsplit_once('-')?;
+    if port.starts_with('0') || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
     if uid.is_empty() || !uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
         return None;
@@ -56,6 +60,23 @@ mod tests {
         ] {
             assert_eq!(parse_host("apps.example", bad), None, "{bad}");
         }
+    }
+
+    /// Found by the `router_request` fuzz target: `abcdef-043` was port 43,
+    /// a second host (another origin) for the same web app.
+    #[test]
+    fn a_port_is_written_one_way_only() {
+        for bad in [
+            "abcdef-043.apps.example",
+            "abcdef-+43.apps.example",
+            "abcdef-00.apps.example",
+        ] {
+            assert_eq!(parse_host("apps.example", bad), None, "{bad}");
+        }
+        assert_eq!(
+            parse_host("apps.example", "abcdef-43.apps.example"),
+            Some(("abcdef".to_owned(), 43))
+        );
     }
 
     proptest::proptest! {

@@ -46,8 +46,9 @@ pub const RECORDINGS: &str = "sessions";
 
 impl Target {
     /// Parses what follows the prefix (`""`, `/`, `/name`, still
-    /// percent-encoded). Names with `/`, NUL, or a leading `.` never
-    /// resolve: there is no path out of the tree.
+    /// percent-encoded). Names with `/`, a control character (NUL among
+    /// them), or a leading `.` never resolve: there is no path out of the
+    /// tree, and no name a listing could not write as it is.
     pub fn parse(rest: &str) -> Result<Self, String> {
         let rest = rest.strip_prefix('/').unwrap_or(rest);
         if rest.is_empty() {
@@ -56,7 +57,8 @@ impl Target {
         let name = percent_decode_str(rest)
             .decode_utf8()
             .map_err(|_| "file names are UTF-8".to_owned())?;
-        let single = |name: &str| !(name.is_empty() || name.contains(['/', '\0']) || name.starts_with('.'));
+        let single =
+            |name: &str| !(name.is_empty() || name.contains('/') || name.starts_with('.')) && listable(name);
         if let Some(inner) = name.strip_prefix(RECORDINGS) {
             match inner.strip_prefix('/') {
                 _ if inner.is_empty() => return Ok(Target::Recordings),
@@ -82,6 +84,15 @@ impl Target {
             Target::Recording(name) => format!("{RECORDINGS}/{name}"),
         }
     }
+}
+
+/// Whether a name can be listed as it is: a control character (a newline,
+/// a tab, an escape) would forge a line of the plain listing or make the
+/// PROPFIND answer something that is not XML. The workload names the files
+/// of its log directory; such names are left out of listings and never
+/// resolve.
+fn listable(name: &str) -> bool {
+    !name.chars().any(char::is_control)
 }
 
 /// A file's properties in a listing.
@@ -187,7 +198,7 @@ pub fn multistatus(
         Target::Root => {
             body.push_str(&response_xml(&format!("{prefix}/"), "", None));
             if depth != "0" {
-                for file in files {
+                for file in files.iter().filter(|f| listable(&f.name)) {
                     body.push_str(&response_xml(&href(prefix, &file.name), &file.name, Some(file)));
                 }
             }
@@ -196,7 +207,7 @@ pub fn multistatus(
             let name = target.name();
             body.push_str(&response_xml(&href(prefix, &name), &name, None));
             if depth != "0" {
-                for file in files {
+                for file in files.iter().filter(|f| listable(&f.name)) {
                     body.push_str(&response_xml(&href(prefix, &file.name), &file.name, Some(file)));
                 }
             }
@@ -214,9 +225,14 @@ pub fn multistatus(
     Ok(body)
 }
 
-/// The plain listing a GET of the collection answers: `name<TAB>size`.
+/// The plain listing a GET of the collection answers: `name<TAB>size`,
+/// one line per file whose name can be listed.
 pub fn listing(files: &[FileProps]) -> String {
-    files.iter().map(|f| format!("{}\t{}\n", f.name, f.len)).collect()
+    files
+        .iter()
+        .filter(|f| listable(&f.name))
+        .map(|f| format!("{}\t{}\n", f.name, f.len))
+        .collect()
 }
 
 #[cfg(test)]
@@ -235,6 +251,26 @@ mod tests {
         assert_eq!(parse_range("bytes=-0", 100), Err(()));
         assert_eq!(parse_range("bytes=5-2", 100), Err(()));
         assert_eq!(parse_range("bytes=-", 100), Err(()));
+    }
+
+    /// Found by the `webdav` fuzz target: a log file the workload named
+    /// `a\n…` forged lines of the plain listing, and one with an escape
+    /// made the PROPFIND answer invalid XML.
+    #[test]
+    fn names_with_control_characters_are_never_listed_or_served() {
+        let file = |name: &str| FileProps {
+            name: name.into(),
+            len: 1,
+            modified: SystemTime::UNIX_EPOCH,
+        };
+        let files = [file("ok.txt"), file("evil\t9\nfake.txt"), file("\u{1b}[31m")];
+        assert_eq!(listing(&files), "ok.txt\t1\n");
+        let body = multistatus("/log", &Target::Root, "1", &files).unwrap();
+        assert_eq!(body.matches("<D:response>").count(), 2, "{body}");
+        assert!(!body.chars().any(char::is_control), "{body}");
+        for bad in ["/evil%0Afake.txt", "/%1B%5B31m", "/sessions/a%09b"] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -836,7 +836,7 @@ fn config_ssh(
         ]);
     }
     let exe = std::env::current_exe().context("cannot find this program")?;
-    let block = ssh_config::block(&exe, &suffix, &args, &known_hosts);
+    let block = ssh_config::block(&exe, &suffix, &args, &known_hosts).map_err(anyhow::Error::msg)?;
     if dry_run {
         if remove {
             writeln!(out, "would remove the hatchway block from {}", path.display())?;

@@ -18,7 +18,46 @@ pub const END: &str = "# END hatchway";
 /// `connect-ssh` writes the host key the router reports into the
 /// known_hosts file before ssh checks it. `connection_args` pin the way
 /// and the kubeconfig context the block was written for.
-pub fn block(exe: &Path, suffix: &str, connection_args: &[String], known_hosts: &Path) -> String {
+///
+/// Refused when it could not be written as given: a suffix that is not a
+/// host name (`Host *.SUFFIX` must be one pattern, and the block's marker
+/// lines name it), a control character anywhere (a newline would start a
+/// directive of its own; ssh's config has no escape for one), or a `"` or
+/// `\` in the known_hosts path (quoted for ssh).
+pub fn block(
+    exe: &Path,
+    suffix: &str,
+    connection_args: &[String],
+    known_hosts: &Path,
+) -> Result<String, String> {
+    if suffix.is_empty()
+        || suffix.starts_with('.')
+        || suffix.ends_with('.')
+        || !suffix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    {
+        return Err(format!(
+            "host suffix {suffix:?} is not a host name (letters, digits, '-', '_' and inner '.')"
+        ));
+    }
+    let exe_text = exe.to_string_lossy();
+    let known_hosts_text = known_hosts.to_string_lossy();
+    let words = [exe_text.as_ref(), known_hosts_text.as_ref()];
+    if let Some(word) = words
+        .into_iter()
+        .chain(connection_args.iter().map(String::as_str))
+        .find(|w| w.chars().any(char::is_control))
+    {
+        return Err(format!(
+            "{word:?} has a control character: it cannot go in an ssh config"
+        ));
+    }
+    if known_hosts_text.contains(['"', '\\']) {
+        return Err(format!(
+            "the known_hosts path {known_hosts_text:?} has a '\"' or '\\': it cannot be quoted for ssh"
+        ));
+    }
     let mut args = vec![
         "--host-suffix".to_owned(),
         suffix.to_owned(),
@@ -27,8 +66,8 @@ pub fn block(exe: &Path, suffix: &str, connection_args: &[String], known_hosts: 
     ];
     args.extend(connection_args.iter().cloned());
     let proxy = proxy_command::connect_ssh(exe, "%n --login %r", &args);
-    let known_hosts = proxy_command::escape_percent(&known_hosts.to_string_lossy());
-    format!(
+    let known_hosts = proxy_command::escape_percent(&known_hosts_text);
+    Ok(format!(
         "{BEGIN} *.{suffix} (written by `kubectl hatch config-ssh`; changes here are replaced)\n\
          Host *.{suffix}\n\
          \x20   User {DEFAULT_LOGIN}\n\
@@ -36,7 +75,7 @@ pub fn block(exe: &Path, suffix: &str, connection_args: &[String], known_hosts: 
          \x20   UserKnownHostsFile \"{known_hosts}\"\n\
          \x20   StrictHostKeyChecking yes\n\
          {END} *.{suffix}\n"
-    )
+    ))
 }
 
 /// The suffix a block's first line names (`None`: the first line of a
@@ -59,6 +98,11 @@ fn split(config: &str) -> (Vec<(String, String)>, String) {
         if let Some((_, text)) = current.as_mut() {
             text.push_str(line);
             if trimmed.starts_with(END) {
+                // A block that ended the file without a newline gets one:
+                // it is written back before other text.
+                if !text.ends_with('\n') {
+                    text.push('\n');
+                }
                 blocks.push(current.take().expect("inside a block"));
                 just_removed = true;
             }
@@ -157,6 +201,7 @@ mod tests {
             &["--server".into(), "https://r:8443".into()],
             Path::new("/k/known_hosts"),
         )
+        .unwrap()
     }
 
     #[test]
@@ -215,6 +260,48 @@ mod tests {
             "{config}"
         );
         assert!(config.ends_with(user), "{config}");
+    }
+
+    /// Found by the `ssh_config` fuzz target: an empty suffix wrote `Host
+    /// *.` and a marker line that named another suffix, so writing the
+    /// block again added a second one; a newline in any argument (a
+    /// kubeconfig context's name) would have started a directive of its own.
+    #[test]
+    fn a_block_that_cannot_be_written_as_given_is_refused() {
+        let exe = Path::new("/bin/kubectl-hatch");
+        let known_hosts = Path::new("/k/known_hosts");
+        for suffix in [
+            "",
+            ".",
+            "a b",
+            "x.hatchway\nHost *",
+            "*.hatchway",
+            "a\"b",
+            "hatchway.",
+        ] {
+            assert!(block(exe, suffix, &[], known_hosts).is_err(), "{suffix:?}");
+        }
+        let injected = ["--context".to_owned(), "dev\n    ProxyCommand evil".to_owned()];
+        assert!(block(exe, "hatchway", &injected, known_hosts).is_err());
+        assert!(block(Path::new("/bin/a\rb"), "hatchway", &[], known_hosts).is_err());
+        for path in ["/k/known \"hosts", "/k/a\\b", "/k/a\nb"] {
+            assert!(block(exe, "hatchway", &[], Path::new(path)).is_err(), "{path:?}");
+        }
+        assert!(block(exe, "kind-dev.hatchway", &[], Path::new("/k/50% sure")).is_ok());
+    }
+
+    /// Found by the `ssh_config` fuzz target: a block that ended the file
+    /// without a newline was moved before the rest and written again with
+    /// one more blank line each time.
+    #[test]
+    fn a_block_at_the_end_of_a_file_without_a_newline_is_rewritten_once() {
+        let config = "Host x\n\n# BEGIN hatchway *.old.hatchway (written by ...)\nHost *.old.hatchway\n# END hatchway *.old.hatchway";
+        let once = with_block(config, "dev.hatchway", &sample("dev.hatchway"));
+        assert_eq!(with_block(&once, "dev.hatchway", &sample("dev.hatchway")), once);
+        assert_eq!(
+            without_block(&once, "dev.hatchway"),
+            without_block(config, "dev.hatchway")
+        );
     }
 
     #[test]

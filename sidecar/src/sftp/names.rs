@@ -20,7 +20,8 @@ pub(super) struct Listing {
 }
 
 /// `~`, `~/rest` and `~user/rest` expanded; other paths unchanged. None
-/// for an unknown user.
+/// for an unknown user. The rest stays under the home (`~//etc` is the
+/// home's `etc`, as OpenSSH's server has it, not `/etc`).
 pub fn expand_tilde(path: &str, home: &Path, accounts: &Accounts) -> Option<String> {
     let Some(rest) = path.strip_prefix('~') else {
         return Some(path.to_owned());
@@ -31,7 +32,11 @@ pub fn expand_tilde(path: &str, home: &Path, accounts: &Accounts) -> Option<Stri
     } else {
         accounts.home_of(user)?
     };
-    Some(home.join(rest).to_string_lossy().into_owned())
+    Some(
+        home.join(rest.trim_start_matches('/'))
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 /// The canonical form of an absolute path; for a path that does not exist

@@ -86,6 +86,22 @@ fn real_paths_are_canonical_when_they_exist_and_normalized_when_not() {
     assert_eq!(real("/no/such/./dir/.."), "/no/such");
 }
 
+/// Found by the `sftp_paths` fuzz target: `~//./root` left the home for
+/// `/./root` (a joined absolute path replaces the home).
+#[test]
+fn a_tilde_path_with_doubled_slashes_stays_in_the_home() {
+    let accounts = Accounts::parse("alice:x:1000:1000::/home/alice:/bin/bash\n", "");
+    let home = Path::new("/home/me");
+    assert_eq!(
+        expand_tilde("~//./root", home, &accounts).unwrap(),
+        "/home/me/./root"
+    );
+    assert_eq!(
+        expand_tilde("~alice///etc/passwd", home, &accounts).unwrap(),
+        "/home/alice/etc/passwd"
+    );
+}
+
 #[test]
 fn tilde_expands_to_homes() {
     let accounts = Accounts::parse(
