@@ -116,14 +116,23 @@ pub const SETTLE_FOR: Duration = Duration::from_secs(5);
 /// Opens the SSH upgrade (also the probe `shell` makes before running
 /// ssh, which must not leave a resumable session behind). A refusal that
 /// says it will pass ([`RouterError::Settling`]) is tried again for up to
-/// [`SETTLE_FOR`]; any other comes back at once (without `--wait`, a
+/// [`SETTLE_FOR`], and a router that went silent (no answer within
+/// `router::UPGRADE_TIMEOUT`: a replica going away mid-request during a
+/// rollout, seen once in the e2e suite's loops) once more on a new
+/// connection; any other refusal comes back at once (without `--wait`, a
 /// Container that is not running yet is an error now).
 pub async fn open(endpoint: &Endpoint, ssh: &SshTarget<'_>) -> Result<Upgrade, RouterError> {
     let deadline = Instant::now() + SETTLE_FOR;
+    let mut silence_retried = false;
     loop {
         match open_with(endpoint, ssh, &[]).await {
             Err(RouterError::Settling { .. }) if Instant::now() + SETTLE_PAUSE < deadline => {
                 tokio::time::sleep(SETTLE_PAUSE).await;
+            }
+            Err(RouterError::Connect { source, .. })
+                if source.kind() == std::io::ErrorKind::TimedOut && !silence_retried =>
+            {
+                silence_retried = true;
             }
             result => return result,
         }
