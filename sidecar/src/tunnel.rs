@@ -53,6 +53,9 @@ const QUICK_RETRY_DELAY: Duration = Duration::from_millis(20);
 pub struct TunnelTarget {
     /// `host:port` of the router's tunnel endpoint.
     pub authority: String,
+    /// The host (without brackets) and port of `authority`, for dialling.
+    host: String,
+    port: u16,
     /// The TLS server name to verify (the URL's host).
     pub server_name: ServerName<'static>,
     /// The path of the endpoint (normally `/v1/tunnel`).
@@ -84,12 +87,13 @@ impl TunnelTarget {
         if authority.is_empty() {
             return Err(bad());
         }
-        let (host, authority) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-                port.parse::<u16>().map_err(|_| bad())?;
-                (host, authority.to_owned())
-            }
-            _ => (authority, format!("{authority}:443")),
+        let (host, port, authority) = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => (
+                host,
+                port.parse::<u16>().map_err(|_| bad())?,
+                authority.to_owned(),
+            ),
+            _ => (authority, 443, format!("{authority}:443")),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let server_name = ServerName::try_from(host.to_owned()).map_err(|_| bad())?;
@@ -103,6 +107,8 @@ impl TunnelTarget {
             .map_err(|e| TunnelConfigError::BadCa(e.to_string()))?;
         Ok(Self {
             authority,
+            host: host.to_owned(),
+            port,
             server_name,
             path,
             tls: Arc::new(tls),
@@ -294,7 +300,7 @@ async fn dial(
     target: &TunnelTarget,
     key: &CtrKey,
 ) -> Result<(hyper::upgrade::Upgraded, Option<Arc<str>>), TunnelError> {
-    let tcp = connect_tcp(&target.authority).await?;
+    let tcp = connect_tcp(&target.host, target.port).await?;
     let tls = TlsConnector::from(target.tls.clone())
         .connect(target.server_name.clone(), ReadAhead::new(tcp))
         .await?;
@@ -339,16 +345,7 @@ async fn dial(
 }
 
 /// The TCP connection to the router ([`hatchway_api::dial`]).
-async fn connect_tcp(authority: &str) -> Result<TcpStream, TunnelError> {
-    let (host, port) = authority
-        .rsplit_once(':')
-        .and_then(|(host, port)| {
-            Some((
-                host.trim_start_matches('[').trim_end_matches(']'),
-                port.parse().ok()?,
-            ))
-        })
-        .ok_or_else(|| TunnelError::Connect(std::io::Error::other(format!("bad address {authority:?}"))))?;
+async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, TunnelError> {
     hatchway_api::dial::connect(host, port)
         .await
         .map_err(TunnelError::Connect)
@@ -535,9 +532,9 @@ mod tests {
     #[tokio::test]
     async fn refused_unanswered_and_shutting_down_may_succeed_elsewhere() {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let closed_addr = closed.local_addr().unwrap().to_string();
+        let closed_port = closed.local_addr().unwrap().port();
         drop(closed);
-        let refused = connect_tcp(&closed_addr).await.unwrap_err();
+        let refused = connect_tcp("127.0.0.1", closed_port).await.unwrap_err();
         assert!(refused.may_succeed_elsewhere(), "{refused}");
         assert!(
             refused.to_string().contains("cannot connect to the router"),
@@ -551,11 +548,11 @@ mod tests {
             .bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())
             .unwrap();
         socket.listen(0).unwrap();
-        let full = socket.local_addr().unwrap().as_socket().unwrap().to_string();
+        let full = socket.local_addr().unwrap().as_socket().unwrap().port();
         let mut held = Vec::new();
         let started = std::time::Instant::now();
         let unanswered = loop {
-            match connect_tcp(&full).await {
+            match connect_tcp("127.0.0.1", full).await {
                 Ok(tcp) => held.push(tcp),
                 Err(error) => break error,
             }
