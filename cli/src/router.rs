@@ -141,14 +141,31 @@ impl Endpoint {
         protocol: &str,
         extra: &[(&str, String)],
     ) -> Result<Upgrade, RouterError> {
-        tokio::time::timeout(UPGRADE_TIMEOUT, self.upgrade_now(path, protocol, extra))
+        self.upgrade_within(UPGRADE_TIMEOUT, path, protocol, extra).await
+    }
+
+    /// [`Endpoint::upgrade`] giving up after `timeout`.
+    async fn upgrade_within(
+        &self,
+        timeout: Duration,
+        path: &str,
+        protocol: &str,
+        extra: &[(&str, String)],
+    ) -> Result<Upgrade, RouterError> {
+        // The request's id goes to the router (which keeps it through the
+        // gateway's audit trail) and into the timeout's message: a silent
+        // request can then be found in the routers' logs.
+        let id = format!("{:032x}", rand::random::<u128>());
+        let mut extra = extra.to_vec();
+        extra.push((wire::REQUEST_ID, id.clone()));
+        tokio::time::timeout(timeout, self.upgrade_now(path, protocol, &extra))
             .await
             .unwrap_or_else(|_| {
                 Err(RouterError::Connect {
                     addr: self.describe(),
                     source: std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
-                        format!("no answer in {} s", UPGRADE_TIMEOUT.as_secs()),
+                        format!("no answer in {} s (request {id})", timeout.as_secs_f32()),
                     ),
                 })
             })
@@ -476,6 +493,66 @@ mod tests {
         };
         assert_eq!(refused(StatusCode::FORBIDDEN).exit_code(), 2);
         assert_eq!(refused(StatusCode::SERVICE_UNAVAILABLE).exit_code(), 3);
+    }
+
+    /// A router that reads the upgrade and never answers: the CLI gives up
+    /// and its message names the request id the router was sent, so the
+    /// request can be found in the routers' logs.
+    #[tokio::test]
+    async fn a_silent_router_is_reported_with_the_request_id() {
+        use rustls::pki_types::pem::PemObject as _;
+        use tokio::io::AsyncReadExt as _;
+        let pki = hatchway_testkit::pki();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config().unwrap());
+        let (heard, head) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            let mut got = Vec::new();
+            while !got.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8];
+                tls.read_exact(&mut byte).await.unwrap();
+                got.push(byte[0]);
+            }
+            heard.send(String::from_utf8(got).unwrap()).unwrap();
+            // Silent, the connection open.
+            std::future::pending::<()>().await;
+        });
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let target = Target {
+            server: Server::parse(&format!("https://{addr}")).unwrap(),
+            tls: std::sync::Arc::new(
+                rustls::ClientConfig::builder_with_provider(hatchway_api::tls::provider())
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth(),
+            ),
+            token: "t".into(),
+            spare: None,
+        };
+        let error = Endpoint::Direct(target)
+            .upgrade_within(Duration::from_secs(2), "/v1/x", "ssh", &[])
+            .await
+            .err()
+            .expect("no answer is an error");
+        let head = head.await.unwrap().to_ascii_lowercase();
+        let id = head
+            .lines()
+            .find_map(|line| line.strip_prefix("x-hatchway-request-id: "))
+            .expect("the upgrade carries a request id");
+        assert_eq!(id.len(), 32, "{head}");
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("no answer in 2 s (request {id})")),
+            "{message}"
+        );
+        assert!(error.is_transient(), "{error:?}");
     }
 
     /// A 503 with `Retry-After` (a tunnel moving) is worth trying again at

@@ -1155,7 +1155,18 @@ fn prometheus_scrapes(release: &Release, users: &TestNamespace) -> Result<()> {
 #[test]
 fn tunnels_only_forwarding_between_replicas_and_failover() -> Result<()> {
     let users = TestNamespace::new("tunnel-users")?;
-    let release = Release::install("tunnel", &users, &["--set", "router.directAccess=false"])?;
+    // Requests received and answered are logged (debug): a shell that
+    // meets silence can be followed in the replicas' logs by its id.
+    let release = Release::install(
+        "tunnel",
+        &users,
+        &[
+            "--set",
+            "router.directAccess=false",
+            "--set",
+            "logLevel=info\\,hatchway_operator::router::routes=debug",
+        ],
+    )?;
     let alice = User::new(&users, &release, "alice", Some("edit"))?;
     users.apply(&container("web", WEB_SCRIPT, json!([])))?;
     wait_phase(&users, "web", "Running")?;
@@ -1218,6 +1229,7 @@ fn tunnels_only_forwarding_between_replicas_and_failover() -> Result<()> {
     // its 2 s grace), and each move of the tunnel, read from the sidecar's
     // log, takes under a second.
     let stop = std::sync::atomic::AtomicBool::new(false);
+    let replica_logs = release.follow_logs()?;
     let (tries, failures) = std::thread::scope(|scope| -> Result<_> {
         let prober = scope.spawn(|| {
             let mut tries = 0;
@@ -1249,11 +1261,18 @@ fn tunnels_only_forwarding_between_replicas_and_failover() -> Result<()> {
         settled?;
         Ok(probed)
     })?;
-    ensure!(
-        failures.is_empty(),
-        "{} of {tries} shells failed during a rolling restart: {failures:#?}",
-        failures.len()
-    );
+    if !failures.is_empty() {
+        // The request ids the CLI named, found in the old replicas' logs.
+        let ids: Vec<&str> = failures
+            .iter()
+            .filter_map(|f| f.split("(request ").nth(1)?.split(')').next())
+            .collect();
+        anyhow::bail!(
+            "{} of {tries} shells failed during a rolling restart: {failures:#?}\nthe old replicas said:\n{}",
+            failures.len(),
+            replica_logs.lines_about(&ids)
+        );
+    }
     let log = users.kubectl(&[
         "logs",
         "-l",

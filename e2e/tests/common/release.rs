@@ -228,6 +228,35 @@ impl Release {
         Ok(())
     }
 
+    /// Follows the logs of the operator pods running now, through their
+    /// termination, into files: the words of replicas that a rolling
+    /// restart deletes, for a failure's message.
+    pub fn follow_logs(&self) -> Result<PodLogs> {
+        let dir = tempfile::tempdir()?;
+        let mut children = Vec::new();
+        for (pod, _) in self.pods()? {
+            let file = std::fs::File::create(dir.path().join(&pod))?;
+            let child = hatchway_e2e::kubectl_command()
+                .args([
+                    "-n",
+                    &self.ns.name,
+                    "logs",
+                    "-f",
+                    "--timestamps",
+                    "-c",
+                    "operator",
+                    &pod,
+                ])
+                .stdin(Stdio::null())
+                .stdout(file)
+                .stderr(Stdio::null())
+                .spawn()
+                .context("kubectl logs -f")?;
+            children.push(child);
+        }
+        Ok(PodLogs { dir, children })
+    }
+
     /// Ready operator pods: (name, IP).
     pub fn pods(&self) -> Result<Vec<(String, String)>> {
         let pods = kubectl_json(&[
@@ -403,4 +432,42 @@ pub fn wait_phase(users: &TestNamespace, name: &str, phase: &str) -> Result<Valu
 
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
+}
+
+/// Logs of pods followed by [`Release::follow_logs`] (the followers are
+/// killed on drop).
+pub struct PodLogs {
+    dir: tempfile::TempDir,
+    children: Vec<std::process::Child>,
+}
+
+impl PodLogs {
+    /// The lines, each prefixed with its pod, that contain any of `needles`
+    /// or are warnings and errors.
+    pub fn lines_about(&self, needles: &[&str]) -> String {
+        let mut out = String::new();
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return out;
+        };
+        for entry in entries.flatten() {
+            let pod = entry.file_name().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            for line in text.lines() {
+                if needles.iter().any(|n| line.contains(n)) || line.contains("WARN") || line.contains("ERROR")
+                {
+                    out.push_str(&format!("{pod}: {line}\n"));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for PodLogs {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

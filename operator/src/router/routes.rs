@@ -162,6 +162,10 @@ async fn front_of(router: Arc<Router>, mut req: Request, next: Next, web_apps: b
         status = tracing::field::Empty,
     );
     req.headers_mut().insert(wire::REQUEST_ID, id);
+    // Received and answered, at debug: a request a client says went
+    // unanswered can be found, and where it stopped (`kubectl hatch`
+    // names its request id when an answer does not come).
+    span.in_scope(|| tracing::debug!(path = req.uri().path(), "request received"));
     let vhost = if web_apps {
         webapp::vhost(&router, &req)
     } else {
@@ -190,6 +194,14 @@ async fn front_of(router: Arc<Router>, mut req: Request, next: Next, web_apps: b
         .observe(started.elapsed().as_secs_f64());
     if status.is_client_error() || status.is_server_error() {
         span.in_scope(|| tracing::info!(status = status.as_u16(), "request refused"));
+    } else {
+        span.in_scope(|| {
+            tracing::debug!(
+                status = status.as_u16(),
+                seconds = started.elapsed().as_secs_f64(),
+                "request answered"
+            )
+        });
     }
     response
 }
