@@ -142,6 +142,24 @@ e2e: deps-e2e preflight static cluster-up
 	$(CARGO) build --locked -p kubectl-hatch
 	eval "$$(e2e/cluster env)" && HATCHWAY_PROFILE_DIR=$(STATIC_PROFILE_DIR) $(CARGO) nextest run -p hatchway-e2e --locked --no-fail-fast
 
+## chaos: faults injected into the e2e cluster while users' traffic flows
+## (e2e/tests/chaos.rs, docs/chaos.md): replicas killed, the API server and
+## etcd stopped, the sidecar killed, a network cut, DNS down, the leader
+## partitioned. Writes e2e/results/DATE-chaos.md; HATCHWAY_CHAOS_CASES=a,b
+## runs only those cases. About 20 minutes.
+.PHONY: chaos
+chaos: deps-e2e preflight static cluster-up
+	$(CARGO) build --locked -p kubectl-hatch
+	eval "$$(e2e/cluster env)" && HATCHWAY_PROFILE_DIR=$(STATIC_PROFILE_DIR) $(CARGO) nextest run -p hatchway-e2e --locked --no-capture --run-ignored only -E 'binary(chaos)'
+
+## load: the e2e cluster under load (e2e/tests/load.rs, docs/chaos.md): 200
+## shells, 500 port-forward connections and 1000 web-app connections at
+## once, 1000 Containers to reconcile. Writes e2e/results/DATE-load.md.
+.PHONY: load
+load: deps-e2e preflight static cluster-up
+	$(CARGO) build --locked -p kubectl-hatch
+	eval "$$(e2e/cluster env)" && HATCHWAY_PROFILE_DIR=$(STATIC_PROFILE_DIR) $(CARGO) nextest run -p hatchway-e2e --locked --no-capture --run-ignored only -E 'binary(load)'
+
 ## screenshots: the web page's e2e test, its screenshots written to
 ## docs/web (the pictures docs/web.md shows)
 .PHONY: screenshots

@@ -49,6 +49,14 @@ pub const SSH_HOST_KEY: &str = "hatchway-ssh-host-key";
 /// come), `api` (a `?sinceSeconds=` answer, from the API while running or
 /// after) or `none` (not started yet). `logs -f` stops after `saved`.
 pub const LOG_SOURCE: &str = "hatchway-log-source";
+/// Gateway -> user (through the router), on a workload log file's answer:
+/// `true` when the workload had ended before the file was read — the shim
+/// writes its exit code after the last byte of the logs, so the answer
+/// reaches the log's end. `logs -f` stops there, without waiting for the
+/// Container's status (kubelet, operator, router's cache: seconds on a
+/// busy node). The workload could write the exit code early; that only
+/// ends its own user's `logs -f` early.
+pub const LOG_COMPLETE: &str = "hatchway-log-complete";
 
 /// Sidecar -> router (tunnel): the hex tunnel proof over the session's
 /// exported keying material.

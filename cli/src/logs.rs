@@ -108,6 +108,9 @@ struct Stream {
     left: Option<u64>,
     /// Read whole, once (from the kubelet): nothing more to do.
     finished: bool,
+    /// Read to its end after the workload ended (the gateway said
+    /// [`wire::LOG_COMPLETE`]): nothing more will come.
+    complete: bool,
 }
 
 impl Stream {
@@ -122,6 +125,7 @@ impl Stream {
             found: false,
             left: request.limit_bytes,
             finished: false,
+            complete: false,
         }
     }
 
@@ -280,7 +284,10 @@ pub async fn run(endpoint: &Endpoint, request: &LogsRequest) -> Result<(), Route
             streams = vec![Stream::new(log_file::OUTPUT, false, request)];
             continue;
         }
-        if !request.follow || saved {
+        // Every file read to its end after the workload ended: done, without
+        // waiting for the Container's status to say so.
+        let complete = streams.iter().all(|s| s.complete);
+        if !request.follow || saved || complete {
             return Ok(());
         }
         if !printed_any {
@@ -315,6 +322,18 @@ async fn read(
     let range = (stream.offset > 0).then(|| format!("bytes={}-", stream.offset));
     let answer = conn.get(&path, range).await?;
     note_source(stream, &answer);
+    let ended = answer
+        .headers
+        .get(wire::LOG_COMPLETE)
+        .is_some_and(|v| v.as_bytes() == b"true");
+    // An answer past the end (416) or for a file never written (404)
+    // holds nothing more; a whole file is all of it; a range, up to SIZE.
+    stream.complete = ended
+        && match answer.status.as_u16() {
+            206 => content_range(&answer.headers)
+                .is_some_and(|(start, size)| start.unwrap_or(0) + answer.body.len() as u64 >= size),
+            _ => true,
+        };
     match answer.status.as_u16() {
         200 => {
             // The whole file: skip what was printed, unless it shrank

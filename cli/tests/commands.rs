@@ -472,6 +472,45 @@ async fn logs_follow_prints_lines_as_written_and_stops_at_the_end() {
     assert!(status.success());
 }
 
+/// The workload ends (the shim writes its exit code after the logs' last
+/// byte) while its status still says Running — as for seconds on a busy
+/// node, until kubelet, operator and the router's cache catch up: `logs -f`
+/// prints the last line and returns, from the gateway's word alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_returns_when_the_workload_ends_before_its_status_says_so() {
+    use tokio::io::AsyncBufReadExt;
+    let rig = rig().await;
+    let log = rig.sidecar.log_dir().join("stdout.txt");
+    wait_for_text(&log, "workload started").await;
+    let mut hatch = rig.hatch();
+    hatch
+        .env("KUBECONFIG", exec_kubeconfig(&rig))
+        .args(["logs", "job", "-f", "--server", &rig.url])
+        .arg("--ca-file")
+        .arg(&rig.ca_file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = hatch.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(next_line(&mut lines).await.as_deref(), Some("workload started"));
+    let mut text = std::fs::read(&log).unwrap();
+    text.extend_from_slice(b"the last line\n");
+    std::fs::write(&log, text).unwrap();
+    std::fs::write(rig.sidecar.log_dir().join("exit-code"), "0\n").unwrap();
+    assert_eq!(next_line(&mut lines).await.as_deref(), Some("the last line"));
+    assert_eq!(next_line(&mut lines).await, None, "then the end");
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
+        .await
+        .expect("logs -f ends with the workload")
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        rig.cluster.status(NS, "job").unwrap().phase,
+        Some(hatchway_api::crd::Phase::Running),
+        "the status never said it ended"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_tail_and_refusals() {
     let rig = rig().await;

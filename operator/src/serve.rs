@@ -214,6 +214,7 @@ pub async fn run(args: RunArgs) -> Result<(), ServeError> {
         settings.auth_cache_ttl,
         settings.auth_cache_entries,
     );
+    let auth_lookups = auth.lookups();
     let router = Router::new(
         settings,
         cluster.clone(),
@@ -221,6 +222,11 @@ pub async fn run(args: RunArgs) -> Result<(), ServeError> {
         root.clone(),
         tls.peer_client_config()?,
     );
+    router
+        .metrics
+        .registry
+        .register(Box::new(auth_lookups))
+        .expect("metric names are unique");
     let shutdown = tokio_util::sync::CancellationToken::new();
     let signal = shutdown.clone();
     let delay = Duration::from_secs(args.shutdown_delay_seconds);

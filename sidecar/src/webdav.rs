@@ -211,7 +211,29 @@ fn list_plain(entries: Vec<Entry>, head: bool) -> Response<Body> {
         .unwrap()
 }
 
+/// A file's answer; a workload log file's says whether the workload had
+/// ended before it was read ([`hatchway_api::wire::LOG_COMPLETE`]).
 async fn get_file(tree: &LogTree, name: &str, headers: &HeaderMap, head: bool) -> Response<Body> {
+    let workload_log = name != log_file::AUDIT && !name.starts_with(&format!("{RECORDINGS}/"));
+    // Read before the file: an exit code seen now means the file read
+    // next already holds the workload's last byte.
+    let ended = workload_log && {
+        let log_dir = Arc::clone(&tree.log_dir);
+        tokio::task::spawn_blocking(move || crate::workload::read_exit_code(&log_dir).is_some())
+            .await
+            .unwrap_or(false)
+    };
+    let mut response = read_file(tree, name, headers, head).await;
+    if ended {
+        response.headers_mut().insert(
+            hatchway_api::wire::LOG_COMPLETE,
+            http::HeaderValue::from_static("true"),
+        );
+    }
+    response
+}
+
+async fn read_file(tree: &LogTree, name: &str, headers: &HeaderMap, head: bool) -> Response<Body> {
     let Some((mut file, meta)) = open(tree, name).await else {
         return text(StatusCode::NOT_FOUND, format!("no such log file {name:?}"));
     };

@@ -294,6 +294,65 @@ async fn webdav_lists_reads_and_ranges_the_logs() {
     );
 }
 
+/// Once the shim has written the workload's exit code (after the last byte
+/// of its logs), every answer for a workload log file — whole, a range,
+/// past the end, absent — says the log is complete; before, none does, and
+/// the sidecar's own audit file never does.
+#[tokio::test]
+async fn log_answers_say_complete_once_the_workload_has_ended() {
+    let gw = TestSidecar::start(UID).await;
+    std::fs::write(gw.log_dir().join("stdout.txt"), "last words\n").unwrap();
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    let complete = |response: &http::Response<hyper::body::Incoming>| {
+        response
+            .headers()
+            .get(hatchway_api::wire::LOG_COMPLETE)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let requests = [
+        ("/log/stdout.txt", None, StatusCode::OK),
+        ("/log/stdout.txt", Some("bytes=5-"), StatusCode::PARTIAL_CONTENT),
+        (
+            "/log/stdout.txt",
+            Some("bytes=11-"),
+            StatusCode::RANGE_NOT_SATISFIABLE,
+        ),
+        ("/log/stderr.txt", None, StatusCode::NOT_FOUND),
+    ];
+    for ended in [false, true] {
+        if ended {
+            std::fs::write(gw.log_dir().join("exit-code"), "0\n").unwrap();
+        }
+        for (path, range, status) in requests {
+            let mut req = conn.request("GET", path, ProofMode::Valid);
+            if let Some(range) = range {
+                req = req.header("range", range);
+            }
+            let response = conn.send_checked(req.body(empty()).unwrap()).await;
+            assert_eq!(response.status(), status, "{path} {range:?}");
+            assert_eq!(
+                complete(&response),
+                ended.then(|| "true".to_owned()),
+                "{path} {range:?} with the workload ended: {ended}"
+            );
+            let _ = body_text(response).await;
+        }
+        let response = conn
+            .send_checked(
+                conn.request("GET", "/log/gateway.txt", ProofMode::Valid)
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(
+            complete(&response),
+            None,
+            "the audit file goes on after the workload"
+        );
+        let _ = body_text(response).await;
+    }
+}
+
 #[tokio::test]
 async fn webdav_serves_recordings_from_the_audit_directory_never_the_workloads_forgeries() {
     let gw = TestSidecar::start(UID).await;

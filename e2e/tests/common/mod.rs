@@ -7,6 +7,8 @@
 pub mod cdp;
 /// A helm release of the chart and its users.
 pub mod release;
+/// Reports of `make chaos` and `make load`.
+pub mod results;
 
 use std::sync::OnceLock;
 

@@ -471,3 +471,44 @@ impl Drop for PodLogs {
         }
     }
 }
+
+/// The PID, on this node, of the process whose name starts with `comm` in
+/// pod `namespace/pod` (found by the pod's UID in its cgroup path; not the
+/// pause process). Names are cut to 15 bytes: `hatchway-operat`,
+/// `hatchway-sideca`.
+pub fn pid_in_pod(namespace: &str, pod: &str, comm: &str) -> Result<u32> {
+    let uid = hatchway_e2e::kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "pod",
+        pod,
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ])?
+    .trim()
+    .to_owned();
+    let forms = [format!("pod{uid}"), format!("pod{}", uid.replace('-', "_"))];
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if forms.iter().any(|f| cgroup.contains(f.as_str())) && name.starts_with(comm) {
+            return Ok(pid);
+        }
+    }
+    anyhow::bail!("no {comm}* process in a cgroup of pod {namespace}/{pod} ({uid}) on this node")
+}
+
+/// A `kB` field of /proc/PID/status.
+pub fn proc_status_kib(pid: u32, field: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
+}

@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use prometheus::{IntCounterVec, Opts};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
@@ -39,6 +40,9 @@ pub struct CachedAuth<A: Auth> {
     clock: Box<dyn Fn() -> Instant + Send + Sync>,
     authn: Mutex<Bounded<[u8; 32], Result<User, String>>>,
     authz: Mutex<Bounded<AuthzKey, bool>>,
+    /// Lookups by review (`token`, `access`) and result (`hit`, `miss`):
+    /// [`CachedAuth::lookups`] for the router's registry.
+    lookups: IntCounterVec,
 }
 
 /// Everything a SubjectAccessReview is asked: two requests that agree on all
@@ -74,7 +78,26 @@ impl<A: Auth> CachedAuth<A> {
             clock: Box::new(clock),
             authn: Mutex::new(Bounded::new(max_entries)),
             authz: Mutex::new(Bounded::new(max_entries)),
+            lookups: IntCounterVec::new(
+                Opts::new(
+                    "auth_cache_lookups_total",
+                    "Authentication (token) and authorization (access) lookups, by whether the cache held the answer.",
+                ),
+                &["review", "result"],
+            )
+            .expect("valid metric"),
         }
+    }
+
+    /// The lookup counter, to register (`auth_cache_lookups_total{review,result}`).
+    pub fn lookups(&self) -> IntCounterVec {
+        self.lookups.clone()
+    }
+
+    fn count(&self, review: &str, hit: bool) {
+        self.lookups
+            .with_label_values(&[review, if hit { "hit" } else { "miss" }])
+            .inc();
     }
 
     /// The wrapped `Auth`.
@@ -116,7 +139,9 @@ impl<A: Auth> Auth for CachedAuth<A> {
     fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<User, AuthError>> {
         Box::pin(async move {
             let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-            if let Some(answer) = lock(&self.authn).get(&key, (self.clock)()) {
+            let held = lock(&self.authn).get(&key, (self.clock)());
+            self.count("token", held.is_some());
+            if let Some(answer) = held {
                 return answer.map_err(AuthError::Unauthenticated);
             }
             let answer = self.inner.authenticate(token).await;
@@ -149,7 +174,9 @@ impl<A: Auth> Auth for CachedAuth<A> {
                 name: name.to_owned(),
                 permission,
             };
-            if let Some(allowed) = lock(&self.authz).get(&key, (self.clock)()) {
+            let held = lock(&self.authz).get(&key, (self.clock)());
+            self.count("access", held.is_some());
+            if let Some(allowed) = held {
                 return Ok(allowed);
             }
             let allowed = self.inner.authorize(user, namespace, name, permission).await?;
@@ -355,6 +382,11 @@ mod tests {
         // Another token is another entry.
         assert_eq!(auth.authenticate("goodbob").await.unwrap().username, "bob");
         assert_eq!(inner.authn(), 3);
+        // Counted: 6 lookups, the 3 the API server answered are misses.
+        let lookups = auth.lookups();
+        assert_eq!(lookups.with_label_values(&["token", "hit"]).get(), 3);
+        assert_eq!(lookups.with_label_values(&["token", "miss"]).get(), 3);
+        assert_eq!(lookups.with_label_values(&["access", "miss"]).get(), 0);
     }
 
     #[tokio::test]
