@@ -777,13 +777,22 @@ fn replicas_killed(rigs: &[Rig]) -> Result<String> {
         // A replica, never the last ready one: the case is a replica
         // dying, not the whole service (the kubelet's restart back-off
         // keeps a replica killed twice down for 20 s and more).
-        if pods.len() >= 2 {
-            let (pod, _) = &pods[(round / rigs.len()) % pods.len()];
-            let pid = pid_in_pod(&rig.release.ns.name, pod, "hatchway-operat")?;
-            signal(pid as i32, nix::sys::signal::Signal::SIGKILL)?;
-            killed += 1;
-        } else {
-            spared += 1;
+        let pid = (pods.len() >= 2)
+            .then(|| {
+                pid_in_pod(
+                    &rig.release.ns.name,
+                    &pods[(round / rigs.len()) % pods.len()].0,
+                    "hatchway-operat",
+                )
+            })
+            .and_then(Result::ok);
+        match pid {
+            Some(pid) => {
+                signal(pid as i32, nix::sys::signal::Signal::SIGKILL)?;
+                killed += 1;
+            }
+            // Ready, but its process not found: restarting as we looked.
+            None => spared += 1,
         }
         round += 1;
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
@@ -793,7 +802,7 @@ fn replicas_killed(rigs: &[Rig]) -> Result<String> {
             .upgrade(&["--set-string", &format!("podAnnotations.chaos={}", rand_suffix())])?;
     }
     Ok(format!(
-        "{killed} replicas killed ({spared} times the install had one ready replica and none was); \
+        "{killed} replicas killed ({spared} times the install had one ready replica, or one restarting, and none was); \
          both installs then upgraded (new pods)"
     ))
 }
@@ -943,6 +952,8 @@ struct Usage {
     fds: u64,
     threads: u64,
     rss_kib: u64,
+    /// Tasks alive in the processes' async runtimes (their metrics).
+    tasks: u64,
 }
 
 fn usage(rigs: &[Rig]) -> Result<Usage> {
@@ -953,6 +964,13 @@ fn usage(rigs: &[Rig]) -> Result<Usage> {
             total.threads += std::fs::read_dir(format!("/proc/{pid}/task"))?.count() as u64;
             total.rss_kib += proc_status_kib(pid, "VmRSS")?;
         }
+        let mut texts = Vec::new();
+        for (pod, _) in rig.release.pods()? {
+            texts.push(pod_metrics(&rig.release.ns.name, &pod, "https", 9443)?);
+        }
+        texts.push(pod_metrics(&rig.users.name, &rig.web_pod()?, "http", 7444)?);
+        total.tasks += (metric_sum(&texts, "hatchway_tokio_tasks", &[])
+            + metric_sum(&texts, "hatchway_sidecar_tokio_tasks", &[])) as u64;
     }
     Ok(total)
 }
@@ -1073,7 +1091,7 @@ fn report(outcomes: &[Outcome], rigs: &[Rig]) -> String {
          (a line every 100 ms; silent > 1 s counts as a failure). An outage is a run of \
          failures of one kind, from the first failure's start to the next success. Corrupted: \
          bytes or lines that came back wrong (must be 0). Usage: the routers' and sidecars' \
-         file descriptors, threads and RSS, before the case and 10 s after its traffic.\n\n",
+         file descriptors, threads, async tasks (`hatchway_tokio_tasks`) and RSS, before the case and 10 s after its traffic.\n\n",
         results::machine()
     );
     for o in outcomes {
@@ -1118,11 +1136,13 @@ fn report(outcomes: &[Outcome], rigs: &[Rig]) -> String {
             }
         }
         out.push_str(&format!(
-            "\nUsage before → after: {} → {} fds, {} → {} threads, {:.1} → {:.1} MiB RSS.\n",
+            "\nUsage before → after: {} → {} fds, {} → {} threads, {} → {} tasks, {:.1} → {:.1} MiB RSS.\n",
             o.before.fds,
             o.after.fds,
             o.before.threads,
             o.after.threads,
+            o.before.tasks,
+            o.after.tasks,
             o.before.rss_kib as f64 / 1024.0,
             o.after.rss_kib as f64 / 1024.0
         ));
@@ -1164,6 +1184,12 @@ fn chaos() -> Result<()> {
         let corrupted: u64 = o.events.iter().map(|e| e.corrupted).sum();
         if corrupted > 0 {
             problems.push(format!("{}: {corrupted} corrupted", o.case.name));
+        }
+        if o.after.tasks > o.before.tasks + 64 {
+            problems.push(format!(
+                "{}: tasks {} -> {}",
+                o.case.name, o.before.tasks, o.after.tasks
+            ));
         }
         if o.after.fds > o.before.fds + 64 {
             problems.push(format!(

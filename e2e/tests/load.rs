@@ -355,34 +355,13 @@ fn concurrent_web(release: &Release, url: &str) -> Result<Crowd> {
     Ok(crowd(results, started))
 }
 
-/// The replicas' `/metrics`, through the API server's pod proxy.
+/// The replicas' `/metrics`.
 fn replica_metrics(release: &Release) -> Result<Vec<String>> {
     release
         .pods()?
         .into_iter()
-        .map(|(pod, _)| {
-            kubectl(&[
-                "get",
-                "--raw",
-                &format!(
-                    "/api/v1/namespaces/{}/pods/https:{pod}:9443/proxy/metrics",
-                    release.ns.name
-                ),
-            ])
-        })
+        .map(|(pod, _)| pod_metrics(&release.ns.name, &pod, "https", 9443))
         .collect()
-}
-
-/// Sum over replicas of every sample of `name` whose labels contain all of
-/// `labels` (`key="value"`).
-fn metric_sum(texts: &[String], name: &str, labels: &[&str]) -> f64 {
-    texts
-        .iter()
-        .flat_map(|t| t.lines())
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// (review, result) -> count, summed over replicas.

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub resumable: IntCounterVec,
     /// Resumable sessions detached now (no connection carries them).
     pub resumable_detached: IntGauge,
+    /// Tasks alive in the sidecar's async runtime, read at each scrape.
+    pub tokio_tasks: IntGauge,
 }
 
 impl Metrics {
@@ -127,12 +129,19 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            tokio_tasks: reg(
+                &registry,
+                IntGauge::new("tokio_tasks", "Tasks alive in the sidecar's async runtime now.").unwrap(),
+            ),
             registry,
         }
     }
 
     /// The Prometheus text form of every metric.
     pub fn encode(&self) -> String {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.tokio_tasks.set(runtime.metrics().num_alive_tasks() as i64);
+        }
         let mut out = String::new();
         if let Err(error) = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
             tracing::warn!(%error, "encoding metrics");

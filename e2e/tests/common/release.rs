@@ -512,3 +512,26 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Result<u64> {
         .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
+
+/// The `/metrics` text of `namespace/pod`'s `port` through the API
+/// server's pod proxy (`https`: the routers' 9443; `http`: the sidecars'
+/// 7444).
+pub fn pod_metrics(namespace: &str, pod: &str, scheme: &str, port: u16) -> Result<String> {
+    hatchway_e2e::kubectl(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/{namespace}/pods/{scheme}:{pod}:{port}/proxy/metrics"),
+    ])
+}
+
+/// The sum of every sample of `name` in `texts` whose labels contain all of
+/// `labels` (`key="value"`).
+pub fn metric_sum(texts: &[String], name: &str, labels: &[&str]) -> f64 {
+    texts
+        .iter()
+        .flat_map(|t| t.lines())
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -15,6 +15,9 @@ pub struct Metrics {
     /// `process_*`, and what the reconciler registers. `/metrics` encodes
     /// both registries.
     pub operator: Registry,
+    /// `hatchway_tokio_tasks`: tasks alive in the process's runtime, read
+    /// at each scrape (a leak of connections or sessions shows here first).
+    pub tokio_tasks: IntGauge,
     /// Sidecar tunnels held by this replica now.
     pub tunnels_connected: IntGauge,
     /// Tunnel attempts, by result (`accepted`, `replaced`, `bad_request`,
@@ -81,8 +84,17 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("metric names are unique");
+        let tokio_tasks = reg(
+            &operator,
+            IntGauge::new(
+                "hatchway_tokio_tasks",
+                "Tasks alive in the process's async runtime now.",
+            )
+            .expect("valid metric"),
+        );
         Self {
             operator,
+            tokio_tasks,
             tunnels_connected: reg(
                 &registry,
                 IntGauge::new("tunnels_connected", "Sidecar tunnels held by this replica now.")
@@ -168,6 +180,9 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         use prometheus::Encoder;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.tokio_tasks.set(runtime.metrics().num_alive_tasks() as i64);
+        }
         let mut out = Vec::new();
         prometheus::TextEncoder::new()
             .encode(
@@ -176,5 +191,38 @@ impl Metrics {
             )
             .expect("text encoding cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The runtime's live tasks are read when `/metrics` is encoded: ten
+    /// parked tasks show, and are gone from the next scrape once ended.
+    #[tokio::test]
+    async fn tokio_tasks_are_counted_at_each_scrape() {
+        let metrics = Metrics::new();
+        let tasks = |text: &str| -> i64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix("hatchway_tokio_tasks "))
+                .expect("the gauge is exported")
+                .parse()
+                .unwrap()
+        };
+        let before = tasks(&metrics.encode());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let parked: Vec<_> = (0..10)
+            .map(|_| {
+                let stop = stop.clone();
+                tokio::spawn(async move { stop.cancelled().await })
+            })
+            .collect();
+        assert_eq!(tasks(&metrics.encode()), before + 10);
+        stop.cancel();
+        for task in parked {
+            task.await.unwrap();
+        }
+        assert_eq!(tasks(&metrics.encode()), before);
     }
 }
