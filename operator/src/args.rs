@@ -191,6 +191,12 @@ pub struct RunArgs {
     #[arg(long, env = "HATCHWAY_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 1000)]
     pub max_connections_per_client: usize,
 
+    /// Most web-app requests this replica sends one Container's gateway at
+    /// once; more wait (up to 30 s). Replicas times this should stay under
+    /// the gateway's web-app share (384).
+    #[arg(long, env = "HATCHWAY_MAX_WEB_REQUESTS_PER_CONTAINER", default_value_t = 128)]
+    pub max_web_requests_per_container: usize,
+
     /// Give every Container's pod a NetworkPolicy: its gateway port only
     /// from the operator's pods (`--operator-pod-labels` in the operator's
     /// namespace), its health port from them and `--metrics-namespace-labels`.

@@ -122,6 +122,7 @@ pub fn settings(args: &RunArgs) -> Result<Settings, ServeError> {
     settings.idle_timeout = Duration::from_secs(args.idle_timeout_seconds.max(1));
     settings.web_session_lifetime = Duration::from_secs(args.web_session_hours.max(1) * 3600);
     settings.max_connections_per_client = args.max_connections_per_client.max(1);
+    settings.max_web_requests_per_container = args.max_web_requests_per_container.max(1);
     settings.max_saved_log_reads = args.max_saved_log_reads.max(1);
     settings.peer_server_name = args.peer_server_name.clone();
     settings.auth_cache_ttl = Duration::from_secs(args.auth_cache_seconds);

@@ -1793,3 +1793,148 @@ async fn lines_by_time_are_one_stream_sent_as_it_comes() {
         [("stdout.txt".to_owned(), Some(30))]
     );
 }
+
+/// A web app that answers every request after `delay` (so requests pile
+/// up in flight), and the count of requests it has begun.
+async fn start_slow_web_app(
+    delay: std::time::Duration,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let begun = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = begun.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        async move {
+                            tokio::time::sleep(delay).await;
+                            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from_static(b"slow page"),
+                            )))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (port, begun)
+}
+
+/// A router with web apps (settings changed by `tweak`) and a running
+/// Container whose real sidecar fronts a public [`start_slow_web_app`].
+struct SlowAppRig {
+    router: TestRouter,
+    _sidecar: TestSidecar,
+    host: String,
+    begun: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn slow_app_rig(
+    delay: std::time::Duration,
+    tweak: impl FnOnce(&mut hatchway_operator::router::settings::Settings),
+) -> SlowAppRig {
+    let cluster = MemoryCluster::new();
+    let router = TestRouter::start_with(cluster.clone(), StaticAuth::new(), |s| {
+        s.wildcard_domain = Some(DOMAIN.into());
+        tweak(s);
+    })
+    .await;
+    let (port, begun) = start_slow_web_app(delay).await;
+    let c = container_with(NS, "notebook", |spec| {
+        spec.published_ports =
+            vec![serde_json::from_value(serde_json::json!({"port": port, "access": "public"})).unwrap()];
+    });
+    let uid = c.metadata.uid.clone().unwrap();
+    let sidecar = TestSidecar::start(&uid).await;
+    cluster.insert(c);
+    cluster.set_status(NS, "notebook", running_at(sidecar.addr()));
+    SlowAppRig {
+        router,
+        _sidecar: sidecar,
+        host: format!("{uid}-{port}.{DOMAIN}"),
+        begun,
+    }
+}
+
+/// More requests at once than the gateway gives web apps (384 of its 512
+/// connections: the rest stays for shells and logs; 48 of 64 in tests):
+/// the router queues them (`web_slots`) instead of passing on the
+/// gateway's 503s and refused connections (504 of 600 failed so), and
+/// every client gets its page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_web_requests_over_the_gateways_share_waits_and_all_get_their_page() {
+    const CLIENTS: usize = 600;
+    // The test gateway gives web apps 48 of its 64 connections.
+    let rig = slow_app_rig(std::time::Duration::from_millis(300), |s| {
+        s.max_web_requests_per_container = 32;
+    })
+    .await;
+    let host = rig.host.clone();
+    let router = &rig.router;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(router.client().await);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(CLIENTS));
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            let (barrier, host) = (barrier.clone(), host.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let response = vhost_send(&mut client, &host, "/").await;
+                let status = response.status();
+                (status, body_text(response).await)
+            })
+        })
+        .collect();
+    let mut failures = std::collections::BTreeMap::<String, usize>::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        if status != StatusCode::OK || body != "slow page" {
+            *failures.entry(format!("{status}: {body}")).or_default() += 1;
+        }
+    }
+    assert!(failures.is_empty(), "of {CLIENTS}: {failures:#?}");
+}
+
+/// A request that waits longer than the queue allows gets a 503 that says
+/// why and when to come back; the one in flight is unharmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_request_that_waits_too_long_is_told_to_try_again() {
+    let rig = slow_app_rig(std::time::Duration::from_secs(2), |s| {
+        s.max_web_requests_per_container = 1;
+        s.web_queue_timeout = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let (host, begun) = (rig.host.clone(), rig.begun.clone());
+    let mut first = rig.router.client().await;
+    let mut second = rig.router.client().await;
+    let in_flight = tokio::spawn({
+        let host = host.clone();
+        async move {
+            let response = vhost_send(&mut first, &host, "/").await;
+            (response.status(), body_text(response).await)
+        }
+    });
+    // The second asks once the first holds the only slot (the app has it,
+    // for 2 s).
+    eventually("the first request at the app", || async {
+        begun.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    let response = vhost_send(&mut second, &host, "/").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(
+        body_text(response).await,
+        "this Container's web apps have 1 requests in flight from this replica and none ended within 100ms: try again\n"
+    );
+    assert_eq!(in_flight.await.unwrap(), (StatusCode::OK, "slow page".to_owned()));
+}

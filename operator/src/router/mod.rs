@@ -62,6 +62,8 @@ pub mod ui;
 pub mod upstream;
 /// The user API on a Container: shell, port-forward, logs, login links.
 pub mod user;
+/// Web-app requests in flight per Container, and a queue for the rest.
+pub mod web_slots;
 /// Web apps on their own hosts.
 pub mod webapp;
 
@@ -96,6 +98,8 @@ pub struct Router {
     pub assertions: assertion::Signer,
     /// The saved-log reads served at once, and the sizes learnt.
     pub saved_logs: saved::SavedLogReads,
+    /// Web-app requests in flight to each Container, and their queue.
+    pub web_slots: web_slots::WebSlots,
     /// Cancelled when the replica has drained: the relays it still
     /// carries end then, as they would with the process (resumable
     /// sessions move to another replica).
@@ -115,7 +119,12 @@ impl Router {
         let gateways = pool::GatewayPool::new(settings.gateway_idle, pool::IDLE_PER_GATEWAY);
         let sessions = session::Sessions::new(root.expose_bytes(), settings.web_session_lifetime);
         let saved_logs = saved::SavedLogReads::new(settings.max_saved_log_reads, settings.saved_log_wait);
+        let web_slots = web_slots::WebSlots::new(
+            settings.max_web_requests_per_container,
+            settings.web_queue_timeout,
+        );
         Arc::new(Self {
+            web_slots,
             assertions: assertion::Signer::new(root.expose_bytes()),
             sessions,
             saved_logs,

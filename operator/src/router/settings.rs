@@ -42,6 +42,11 @@ pub struct Settings {
     /// Most connections served at once from one client address (behind a
     /// proxy that does not keep the client's address, the proxy's).
     pub max_connections_per_client: usize,
+    /// Most web-app requests this replica has in flight to one Container
+    /// (the rest wait: [`super::web_slots`]).
+    pub max_web_requests_per_container: usize,
+    /// How long a web-app request waits for one of those before a 503.
+    pub web_queue_timeout: Duration,
     /// Time a draining replica gives open requests on shutdown.
     pub drain_timeout: Duration,
     /// How long a request waits for a tunnel that is moving (status names
@@ -90,6 +95,8 @@ impl Settings {
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
             max_connections_per_client: 1_000,
+            max_web_requests_per_container: 128,
+            web_queue_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
             tunnel_grace: Duration::from_secs(2),
             web_session_lifetime: Duration::from_secs(12 * 3600),

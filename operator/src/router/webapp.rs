@@ -181,11 +181,27 @@ pub async fn serve(router: Arc<Router>, req: Request<RequestBody>, vhost: Vhost)
         "http"
     };
     let forwarded = matches!(route, Route::Forward(_));
+    // A slot of this replica's share of the gateway (the peer that a
+    // request is forwarded to takes one of its own).
+    let slot = if forwarded {
+        None
+    } else {
+        match router.web_slots.acquire(&vhost.uid).await {
+            Ok(slot) => Some(slot),
+            Err(busy) => {
+                let mut response = text(StatusCode::SERVICE_UNAVAILABLE, format!("{busy}: try again"));
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                return response;
+            }
+        }
+    };
     let sent = reach::send(&router, req, &container, &route, kind, |req| {
         app_request(req, &vhost, identity)
     })
     .await;
-    match sent {
+    let response = match sent {
         // The peer filtered the app's cookies already.
         Ok(response) if forwarded => response,
         Ok(mut response) => {
@@ -193,6 +209,21 @@ pub async fn serve(router: Arc<Router>, req: Request<RequestBody>, vhost: Vhost)
             response
         }
         Err(refusal) => refusal,
+    };
+    match slot {
+        // Held until the answer's body has been sent; an upgrade's `101`
+        // has none, and frees it now.
+        Some(slot) if response.status() != StatusCode::SWITCHING_PROTOCOLS => {
+            use http_body_util::BodyExt as _;
+            response.map(|body| {
+                body.map_frame(move |frame| {
+                    let _slot = &slot;
+                    frame
+                })
+                .boxed_unsync()
+            })
+        }
+        _ => response,
     }
 }
 
