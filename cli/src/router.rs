@@ -246,7 +246,42 @@ pub struct Session<'a> {
 
 impl Session<'_> {
     /// Sends `method path` with `headers`; the answer whatever its status.
+    /// An answer whose head takes longer than [`ANSWER_TIMEOUT`] is a
+    /// transient failure, and the connection is not used again: a replica
+    /// that went away without a word (its pod's address gone) would
+    /// otherwise hold a `logs -f` silent for as long as TCP retries.
     pub async fn send(
+        &mut self,
+        method: http::Method,
+        path: &str,
+        headers: &[(header::HeaderName, String)],
+    ) -> Result<Response<ResponseBody>, RouterError> {
+        self.send_within(ANSWER_TIMEOUT, method, path, headers).await
+    }
+
+    async fn send_within(
+        &mut self,
+        timeout: Duration,
+        method: http::Method,
+        path: &str,
+        headers: &[(header::HeaderName, String)],
+    ) -> Result<Response<ResponseBody>, RouterError> {
+        match tokio::time::timeout(timeout, self.send_now(method, path, headers)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                self.sender = None;
+                Err(RouterError::Connect {
+                    addr: self.endpoint.describe(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer in {} s", timeout.as_secs_f32()),
+                    ),
+                })
+            }
+        }
+    }
+
+    async fn send_now(
         &mut self,
         method: http::Method,
         path: &str,
@@ -352,6 +387,11 @@ impl RouterError {
         }
     }
 }
+
+/// How long a plain request's answer (its head) may take: over what the
+/// router itself may wait before answering (a saved-log read waits up to
+/// 10 s for its turn).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long an upgrade's answer may take: well over what the router waits
 /// for a moving tunnel (2 s) and the gateway's own set-up.
@@ -495,30 +535,36 @@ mod tests {
         assert_eq!(refused(StatusCode::SERVICE_UNAVAILABLE).exit_code(), 3);
     }
 
-    /// A router that reads the upgrade and never answers: the CLI gives up
-    /// and its message names the request id the router was sent, so the
-    /// request can be found in the routers' logs.
-    #[tokio::test]
-    async fn a_silent_router_is_reported_with_the_request_id() {
+    /// A TLS server (the test PKI) that reads each request's head on a new
+    /// connection, keeps it in the list, and never answers; a target for
+    /// it.
+    async fn silent_router() -> (Target, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
         use rustls::pki_types::pem::PemObject as _;
         use tokio::io::AsyncReadExt as _;
         let pki = hatchway_testkit::pki();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config().unwrap());
-        let (heard, head) = tokio::sync::oneshot::channel();
+        let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let heads = heard.clone();
         tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let mut tls = acceptor.accept(tcp).await.unwrap();
-            let mut got = Vec::new();
-            while !got.ends_with(b"\r\n\r\n") {
-                let mut byte = [0u8];
-                tls.read_exact(&mut byte).await.unwrap();
-                got.push(byte[0]);
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, heads) = (acceptor.clone(), heads.clone());
+                tokio::spawn(async move {
+                    let mut tls = acceptor.accept(tcp).await.unwrap();
+                    let mut got = Vec::new();
+                    while !got.ends_with(b"\r\n\r\n") {
+                        let mut byte = [0u8];
+                        if tls.read_exact(&mut byte).await.is_err() {
+                            return;
+                        }
+                        got.push(byte[0]);
+                    }
+                    heads.lock().unwrap().push(String::from_utf8(got).unwrap());
+                    // Silent, the connection open.
+                    std::future::pending::<()>().await;
+                });
             }
-            heard.send(String::from_utf8(got).unwrap()).unwrap();
-            // Silent, the connection open.
-            std::future::pending::<()>().await;
         });
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
@@ -536,12 +582,21 @@ mod tests {
             token: "t".into(),
             spare: None,
         };
+        (target, heard)
+    }
+
+    /// A router that reads the upgrade and never answers: the CLI gives up
+    /// and its message names the request id the router was sent, so the
+    /// request can be found in the routers' logs.
+    #[tokio::test]
+    async fn a_silent_router_is_reported_with_the_request_id() {
+        let (target, heard) = silent_router().await;
         let error = Endpoint::Direct(target)
             .upgrade_within(Duration::from_secs(2), "/v1/x", "ssh", &[])
             .await
             .err()
             .expect("no answer is an error");
-        let head = head.await.unwrap().to_ascii_lowercase();
+        let head = heard.lock().unwrap()[0].to_ascii_lowercase();
         let id = head
             .lines()
             .find_map(|line| line.strip_prefix("x-hatchway-request-id: "))
@@ -553,6 +608,29 @@ mod tests {
             "{message}"
         );
         assert!(error.is_transient(), "{error:?}");
+    }
+
+    /// A kept connection whose router went silent: the request gives up
+    /// (a transient error naming the wait) and the next one goes on a new
+    /// connection.
+    #[tokio::test]
+    async fn a_silent_answer_gives_up_and_the_next_request_connects_anew() {
+        let (target, heard) = silent_router().await;
+        let endpoint = Endpoint::Direct(target);
+        let mut session = endpoint.session();
+        for connection in 1..=2 {
+            let error = session
+                .send_within(Duration::from_millis(300), http::Method::GET, "/v1/x", &[])
+                .await
+                .expect_err("no answer is an error");
+            assert!(error.to_string().contains("no answer in 0.3 s"), "{error}");
+            assert!(error.is_transient(), "{error:?}");
+            assert_eq!(
+                heard.lock().unwrap().len(),
+                connection,
+                "one connection per request"
+            );
+        }
     }
 
     /// A 503 with `Retry-After` (a tunnel moving) is worth trying again at

@@ -8,6 +8,17 @@
 //!   review per distinct guess, not one per request, while a token that just
 //!   became valid is not refused for long.
 //! - [`AuthError::Unavailable`] is never kept: the next request asks again.
+//! - When the API server does not answer, the routers keep serving from
+//!   the cache: an answer past its TTL is kept [`Patience::stale_for`]
+//!   longer (5 min), and a request that finds one gives the API server
+//!   [`Patience::stale_answer_within`] (2 s) to answer afresh before the
+//!   old answer is used (counted `stale`). Without any answer to fall back
+//!   on, the API server has [`Patience::answer_within`] (10 s), then the
+//!   request is refused as unavailable (503) instead of waiting for as long
+//!   as the connection to it lasts. The price, recorded in
+//!   docs/decisions.md: a token revoked or a right removed *while the API
+//!   server cannot be reached* keeps working on a replica that had it
+//!   cached, for at most 5 minutes; while it answers, for at most the TTL.
 //! - Authorization answers are keyed by everything SubjectAccessReview is
 //!   asked (user name, UID, groups, extra, namespace, name, permission).
 //! - Each cache holds at most `max_entries`; when full, expired entries go
@@ -29,6 +40,30 @@ use super::{Auth, AuthError, Permission, User};
 /// The longest a rejected token's answer is kept, whatever the TTL.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 
+/// How long the cache waits for the API server, and how long an old answer
+/// may stand in for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Patience {
+    /// How long an answer is kept after its TTL, for when the API server
+    /// does not answer.
+    pub stale_for: Duration,
+    /// How long the API server has to answer when an old answer is there to
+    /// fall back on.
+    pub stale_answer_within: Duration,
+    /// How long it has when there is none (then: unavailable).
+    pub answer_within: Duration,
+}
+
+impl Default for Patience {
+    fn default() -> Self {
+        Self {
+            stale_for: Duration::from_secs(300),
+            stale_answer_within: Duration::from_secs(2),
+            answer_within: Duration::from_secs(10),
+        }
+    }
+}
+
 /// An [`Auth`] that remembers `inner`'s answers for `ttl` (rejections for at
 /// most [`NEGATIVE_TTL`]). `Debug` shows sizes only.
 pub struct CachedAuth<A: Auth> {
@@ -40,7 +75,9 @@ pub struct CachedAuth<A: Auth> {
     clock: Box<dyn Fn() -> Instant + Send + Sync>,
     authn: Mutex<Bounded<[u8; 32], Result<User, String>>>,
     authz: Mutex<Bounded<AuthzKey, bool>>,
-    /// Lookups by review (`token`, `access`) and result (`hit`, `miss`):
+    patience: Patience,
+    /// Lookups by review (`token`, `access`) and result (`hit`, `miss`,
+    /// `stale`: an old answer used because the API server did not answer):
     /// [`CachedAuth::lookups`] for the router's registry.
     lookups: IntCounterVec,
 }
@@ -63,18 +100,20 @@ impl<A: Auth> CachedAuth<A> {
     /// kind (authentication, authorization). A zero `ttl` or `max_entries`
     /// turns caching off.
     pub fn new(inner: A, ttl: Duration, max_entries: usize) -> Self {
-        Self::with_clock(inner, ttl, max_entries, Instant::now)
+        Self::with_clock(inner, ttl, max_entries, Patience::default(), Instant::now)
     }
 
     fn with_clock(
         inner: A,
         ttl: Duration,
         max_entries: usize,
+        patience: Patience,
         clock: impl Fn() -> Instant + Send + Sync + 'static,
     ) -> Self {
         Self {
             inner,
             ttl,
+            patience,
             clock: Box::new(clock),
             authn: Mutex::new(Bounded::new(max_entries)),
             authz: Mutex::new(Bounded::new(max_entries)),
@@ -94,10 +133,27 @@ impl<A: Auth> CachedAuth<A> {
         self.lookups.clone()
     }
 
-    fn count(&self, review: &str, hit: bool) {
-        self.lookups
-            .with_label_values(&[review, if hit { "hit" } else { "miss" }])
-            .inc();
+    fn count(&self, review: &str, result: &str) {
+        self.lookups.with_label_values(&[review, result]).inc();
+    }
+
+    /// `ask`'s answer within the patience the cache has: `None` when the
+    /// API server did not answer in time, or could not.
+    async fn ask<T>(
+        &self,
+        fallback: bool,
+        ask: impl Future<Output = Result<T, AuthError>>,
+    ) -> Result<T, AuthError> {
+        let within = if fallback {
+            self.patience.stale_answer_within
+        } else {
+            self.patience.answer_within
+        };
+        tokio::time::timeout(within, ask).await.unwrap_or_else(|_| {
+            Err(AuthError::Unavailable(format!(
+                "the API server did not answer within {within:?}"
+            )))
+        })
     }
 
     /// The wrapped `Auth`.
@@ -140,18 +196,26 @@ impl<A: Auth> Auth for CachedAuth<A> {
         Box::pin(async move {
             let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
             let held = lock(&self.authn).get(&key, (self.clock)());
-            self.count("token", held.is_some());
-            if let Some(answer) = held {
+            if let Some((answer, true)) = held {
+                self.count("token", "hit");
                 return answer.map_err(AuthError::Unauthenticated);
             }
-            let answer = self.inner.authenticate(token).await;
+            let answer = self.ask(held.is_some(), self.inner.authenticate(token)).await;
             let kept = match &answer {
                 Ok(user) => Some((Ok(user.clone()), self.ttl)),
                 Err(AuthError::Unauthenticated(msg)) => Some((Err(msg.clone()), self.ttl.min(NEGATIVE_TTL))),
-                Err(AuthError::Unavailable(_)) => None,
+                Err(AuthError::Unavailable(why)) => {
+                    if let Some((old, _)) = held {
+                        self.count("token", "stale");
+                        tracing::warn!(%why, "the API server did not answer a TokenReview: the last answer stands");
+                        return old.map_err(AuthError::Unauthenticated);
+                    }
+                    None
+                }
             };
+            self.count("token", "miss");
             if let Some((value, ttl)) = kept {
-                lock(&self.authn).insert(key, value, (self.clock)(), ttl);
+                lock(&self.authn).insert(key, value, (self.clock)(), ttl, self.patience.stale_for);
             }
             answer
         })
@@ -175,12 +239,31 @@ impl<A: Auth> Auth for CachedAuth<A> {
                 permission,
             };
             let held = lock(&self.authz).get(&key, (self.clock)());
-            self.count("access", held.is_some());
-            if let Some(allowed) = held {
+            if let Some((allowed, true)) = held {
+                self.count("access", "hit");
                 return Ok(allowed);
             }
-            let allowed = self.inner.authorize(user, namespace, name, permission).await?;
-            lock(&self.authz).insert(key, allowed, (self.clock)(), self.ttl);
+            let answer = self
+                .ask(
+                    held.is_some(),
+                    self.inner.authorize(user, namespace, name, permission),
+                )
+                .await;
+            let allowed = match (answer, held) {
+                (Ok(allowed), _) => allowed,
+                (Err(AuthError::Unavailable(why)), Some((old, _))) => {
+                    self.count("access", "stale");
+                    tracing::warn!(%why, "the API server did not answer a SubjectAccessReview: the last answer stands");
+                    return Ok(old);
+                }
+                (Err(error), None) => {
+                    self.count("access", "miss");
+                    return Err(error);
+                }
+                (Err(error), Some(_)) => return Err(error),
+            };
+            self.count("access", "miss");
+            lock(&self.authz).insert(key, allowed, (self.clock)(), self.ttl, self.patience.stale_for);
             Ok(allowed)
         })
     }
@@ -192,7 +275,7 @@ impl<A: Auth> Auth for CachedAuth<A> {
 struct Bounded<K, V> {
     max: usize,
     entries: HashMap<K, Entry<V>>,
-    /// (expiry, sequence) -> nothing: expired entries sort first.
+    /// (kept until, sequence) -> nothing: the first to go sort first.
     by_expiry: BTreeMap<(Instant, u64), ()>,
     /// Insertion sequence -> key: the oldest sorts first.
     by_age: BTreeMap<u64, K>,
@@ -201,7 +284,10 @@ struct Bounded<K, V> {
 
 struct Entry<V> {
     value: V,
-    expires: Instant,
+    /// A hit until then.
+    fresh_until: Instant,
+    /// Held until then (for when the API server does not answer).
+    keep_until: Instant,
     seq: u64,
 }
 
@@ -220,17 +306,19 @@ impl<K: Clone + Eq + Hash, V: Clone> Bounded<K, V> {
         self.entries.len()
     }
 
-    /// The live value of `key`; an expired one is removed.
-    fn get(&mut self, key: &K, now: Instant) -> Option<V> {
+    /// The value of `key` and whether it is still fresh (within its TTL);
+    /// one past its keeping is removed.
+    fn get(&mut self, key: &K, now: Instant) -> Option<(V, bool)> {
         let entry = self.entries.get(key)?;
-        if entry.expires > now {
-            return Some(entry.value.clone());
+        if entry.keep_until > now {
+            return Some((entry.value.clone(), entry.fresh_until > now));
         }
         self.remove(key);
         None
     }
 
-    fn insert(&mut self, key: K, value: V, now: Instant, ttl: Duration) {
+    /// Keeps `value`: fresh for `ttl`, then held `stale` longer.
+    fn insert(&mut self, key: K, value: V, now: Instant, ttl: Duration, stale: Duration) {
         if self.max == 0 || ttl.is_zero() {
             return;
         }
@@ -247,13 +335,22 @@ impl<K: Clone + Eq + Hash, V: Clone> Bounded<K, V> {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let expires = now + ttl;
-        self.by_expiry.insert((expires, seq), ());
+        let fresh_until = now + ttl;
+        let keep_until = fresh_until + stale;
+        self.by_expiry.insert((keep_until, seq), ());
         self.by_age.insert(seq, key.clone());
-        self.entries.insert(key, Entry { value, expires, seq });
+        self.entries.insert(
+            key,
+            Entry {
+                value,
+                fresh_until,
+                keep_until,
+                seq,
+            },
+        );
     }
 
-    /// Drops every entry expired at `now`.
+    /// Drops every entry past its keeping at `now`.
     fn sweep(&mut self, now: Instant) {
         while let Some((&(expires, seq), ())) = self.by_expiry.first_key_value() {
             if expires > now {
@@ -272,7 +369,7 @@ impl<K: Clone + Eq + Hash, V: Clone> Bounded<K, V> {
 
     fn remove(&mut self, key: &K) {
         if let Some(entry) = self.entries.remove(key) {
-            self.by_expiry.remove(&(entry.expires, entry.seq));
+            self.by_expiry.remove(&(entry.keep_until, entry.seq));
             self.by_age.remove(&entry.seq);
         }
     }
@@ -291,6 +388,8 @@ mod tests {
     struct Counting {
         authn_calls: Arc<AtomicUsize>,
         authz_calls: Arc<AtomicUsize>,
+        /// Set: every call hangs, as calls to a stopped API server do.
+        silent: Arc<std::sync::atomic::AtomicBool>,
     }
 
     impl Counting {
@@ -305,7 +404,11 @@ mod tests {
     impl Auth for Counting {
         fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<User, AuthError>> {
             self.authn_calls.fetch_add(1, Ordering::SeqCst);
+            let silent = self.silent.load(Ordering::SeqCst);
             Box::pin(async move {
+                if silent {
+                    return std::future::pending().await;
+                }
                 if let Some(name) = token.strip_prefix("good") {
                     Ok(User {
                         username: name.to_owned(),
@@ -327,7 +430,11 @@ mod tests {
             permission: Permission,
         ) -> BoxFuture<'a, Result<bool, AuthError>> {
             self.authz_calls.fetch_add(1, Ordering::SeqCst);
+            let silent = self.silent.load(Ordering::SeqCst);
             Box::pin(async move {
+                if silent {
+                    return std::future::pending().await;
+                }
                 if user.username == "down" {
                     return Err(AuthError::Unavailable("no API server".into()));
                 }
@@ -354,8 +461,72 @@ mod tests {
     fn cached(inner: &Counting, ttl: Duration, max: usize) -> (CachedAuth<Counting>, Clock) {
         let clock = Clock::new();
         let now = clock.clone();
-        let auth = CachedAuth::with_clock(inner.clone(), ttl, max, move || *lock(&now.0));
+        // No stale answers: an expired one is gone (the tests of the TTL).
+        let patience = Patience {
+            stale_for: Duration::ZERO,
+            ..Patience::default()
+        };
+        let auth = CachedAuth::with_clock(inner.clone(), ttl, max, patience, move || *lock(&now.0));
         (auth, clock)
+    }
+
+    /// The API server stops answering (hangs, as a stopped or partitioned
+    /// one does): an answer past its TTL stands for `stale_for` after a
+    /// short wait, counted `stale`; without one the request is refused as
+    /// unavailable after its own wait, not held; once the API server
+    /// answers again its answers are used.
+    #[tokio::test]
+    async fn old_answers_stand_while_the_api_server_does_not_answer() {
+        let inner = Counting::default();
+        let clock = Clock::new();
+        let now = clock.clone();
+        let patience = Patience {
+            stale_for: Duration::from_secs(300),
+            stale_answer_within: Duration::from_millis(20),
+            answer_within: Duration::from_millis(40),
+        };
+        let auth = CachedAuth::with_clock(inner.clone(), TTL, 100, patience, move || *lock(&now.0));
+        let alice = auth.authenticate("goodalice").await.unwrap();
+        assert!(
+            auth.authorize(&alice, "ns", "c", Permission::SHELL)
+                .await
+                .unwrap()
+        );
+        clock.advance(TTL);
+        inner.silent.store(true, Ordering::SeqCst);
+        assert_eq!(auth.authenticate("goodalice").await.unwrap().username, "alice");
+        assert!(
+            auth.authorize(&alice, "ns", "c", Permission::SHELL)
+                .await
+                .unwrap()
+        );
+        assert!(
+            matches!(
+                auth.authorize(&alice, "ns", "c", Permission::LOG).await,
+                Err(AuthError::Unavailable(_))
+            ),
+            "never asked before: unavailable, not allowed"
+        );
+        let lookups = auth.lookups();
+        assert_eq!(lookups.with_label_values(&["token", "stale"]).get(), 1);
+        assert_eq!(lookups.with_label_values(&["access", "stale"]).get(), 1);
+        // Nothing to fall back on: unavailable, in words.
+        match auth.authenticate("goodbob").await {
+            Err(AuthError::Unavailable(why)) => assert!(why.contains("did not answer within 40ms"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Past the stale window the old answer is gone too.
+        clock.advance(Duration::from_secs(300));
+        assert!(matches!(
+            auth.authenticate("goodalice").await,
+            Err(AuthError::Unavailable(_))
+        ));
+        // Answering again: asked and kept.
+        inner.silent.store(false, Ordering::SeqCst);
+        let calls = inner.authn();
+        assert_eq!(auth.authenticate("goodalice").await.unwrap().username, "alice");
+        assert_eq!(auth.authenticate("goodalice").await.unwrap().username, "alice");
+        assert_eq!(inner.authn(), calls + 1, "the fresh answer is kept");
     }
 
     fn user(name: &str) -> User {
