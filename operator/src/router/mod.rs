@@ -86,6 +86,8 @@ pub struct Router {
     pub tunnels: tunnel::Registry,
     /// Gateway connections kept open between requests.
     pub gateways: pool::GatewayPool,
+    /// The spare gateway connections being made (one per gateway at once).
+    pub spares: Arc<pool::Spares>,
     /// What `/metrics` reports.
     pub metrics: metrics::Metrics,
     /// Container keys derive from it.
@@ -134,6 +136,7 @@ impl Router {
             auth,
             tunnels,
             gateways,
+            spares: Arc::default(),
             metrics: metrics::Metrics::new(),
             root,
             peer_tls,

@@ -88,3 +88,56 @@ impl Reusable for GatewayConnection {
         GatewayConnection::is_closed(self)
     }
 }
+
+/// The spare connections being made, one per gateway at most: a burst of
+/// upgrades (500 port-forward connections opened at once) would otherwise
+/// each start a spare before any had connected — as many spares as
+/// upgrades, over the gateway's connection limit (512), which then
+/// refused connections (`make load`: 29 of 500 failed).
+#[derive(Debug, Default)]
+pub struct Spares {
+    pending: std::sync::Mutex<std::collections::HashSet<Key>>,
+}
+
+/// A spare being made for a key; the next may start once it is dropped.
+#[derive(Debug)]
+pub struct SpareClaim {
+    spares: std::sync::Arc<Spares>,
+    key: Key,
+}
+
+impl Spares {
+    /// The right to make a spare for `key`, unless one is being made.
+    pub fn claim(self: &std::sync::Arc<Self>, key: &Key) -> Option<SpareClaim> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.insert(key.clone()).then(|| SpareClaim {
+            spares: self.clone(),
+            key: key.clone(),
+        })
+    }
+}
+
+impl Drop for SpareClaim {
+    fn drop(&mut self) {
+        let mut pending = self.spares.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.remove(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod spare_tests {
+    use super::*;
+
+    #[test]
+    fn one_spare_at_a_time_per_gateway() {
+        let spares = std::sync::Arc::new(Spares::default());
+        let a = Key::new("a", &Route::LocalTunnel).unwrap();
+        let b = Key::new("b", &Route::LocalTunnel).unwrap();
+        let first = spares.claim(&a).expect("the first spare");
+        assert!(spares.claim(&a).is_none(), "a second while the first is made");
+        let other = spares.claim(&b).expect("another gateway has its own");
+        drop(first);
+        assert!(spares.claim(&a).is_some(), "the next once the first is done");
+        drop(other);
+    }
+}

@@ -181,13 +181,18 @@ pub(super) async fn exchange(
             if let Some(key) = key {
                 if response.status() != StatusCode::SWITCHING_PROTOCOLS {
                     router.gateways.put(key, connection);
-                } else if matches!(route, Route::Direct(_)) && !router.gateways.has_ready(&key) {
+                } else if matches!(route, Route::Direct(_))
+                    && !router.gateways.has_ready(&key)
+                    && let Some(claim) = router.spares.claim(&key)
+                {
                     // An upgrade (a port-forward's connection, a shell)
                     // is often followed by another to the same gateway:
                     // the next one finds its TCP and TLS handshakes done
                     // (two round trips across the cluster network). A
-                    // tunnel stream has no handshake to save.
-                    spare(router.clone(), route.clone(), key);
+                    // tunnel stream has no handshake to save. One spare
+                    // at a time: a burst of upgrades makes one, not one
+                    // each.
+                    spare(router.clone(), route.clone(), key, claim);
                 }
             }
             Ok(response)
@@ -207,8 +212,9 @@ pub(super) async fn exchange(
 /// Connects a spare to the gateway of `key` in the background and keeps it
 /// (for [`super::pool::IDLE_FOR`]). A failure costs nothing: the next
 /// request connects as it would have.
-fn spare(router: Arc<Router>, route: Route, key: pool::Key) {
+fn spare(router: Arc<Router>, route: Route, key: pool::Key, claim: pool::SpareClaim) {
     tokio::spawn(async move {
+        let _claim = claim;
         match connect_inner(&router, key.uid(), &route).await {
             Ok(connection) => router.gateways.put(key, connection),
             Err(error) => tracing::debug!(%error, "no spare gateway connection"),
