@@ -249,10 +249,12 @@ fn the_aggregated_api_serves_a_client_certificate_user() -> Result<()> {
         "logs -f had to wait for the saved logs: {}",
         show(&out)
     );
-    let finished = get_container(&users, "job")?["status"]["finishedAt"]
-        .as_str()
-        .context("no finishedAt")?
-        .to_owned();
+    // The status may say so a moment later than `logs -f` knew.
+    let finished = wait_until("the Container's finishedAt", WAIT, POLL, || {
+        Ok(get_container(&users, "job")?["status"]["finishedAt"]
+            .as_str()
+            .map(str::to_owned))
+    })?;
     let finished = Command::new("date")
         .args(["-u", "-d", &finished, "+%s"])
         .output()?;
