@@ -139,16 +139,7 @@ impl Rig {
         wait_phase(&users, "web", "Running")?;
         let urls = wait_until("the web apps' URLs", WAIT, POLL, || {
             let c = get_container(&users, "web")?;
-            let url = |port: u16| {
-                c["status"]["publishedPorts"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|p| p["port"] == port)
-                    .and_then(|p| p["url"].as_str())
-                    .filter(|u| u.contains(APPS))
-                    .map(str::to_owned)
-            };
+            let url = |port| published_url(&c["status"], port).filter(|u| u.contains(APPS));
             Ok(url(8081).zip(url(8082)))
         })?;
         alice.wait_rights("web")?;
@@ -378,28 +369,8 @@ fn webs(rig: &Rig, index: usize, record: &Record, stop: &AtomicBool) {
 fn websockets(rig: &Rig, index: usize, record: &Record, stop: &AtomicBool) {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let host = rig
-        .ws_url
-        .trim_start_matches("https://")
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let name = host.split(':').next().unwrap_or_default().to_owned();
-    let tls = (|| -> Result<_> {
-        let mut roots = rustls::RootCertStore::empty();
-        use rustls::pki_types::pem::PemObject as _;
-        for cert in rustls::pki_types::CertificateDer::pem_file_iter(&rig.ca)? {
-            roots.add(cert?)?;
-        }
-        let mut tls = rustls::ClientConfig::builder_with_provider(hatchway_api::tls::provider())
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(std::sync::Arc::new(tls))
-    })()
-    .expect("the router CA");
+    let (host, name) = web_app_host(&rig.ws_url).expect("a web-app URL");
+    let tls = rig.release.client_tls().expect("the router CA");
     let addr = (rig.release.node_ip.clone(), rig.release.node_port);
     let runtime = common::runtime();
     let mut n = 0u64;

@@ -619,16 +619,7 @@ fn everything_a_user_does(prefix: &str, values: &[&str]) -> Result<()> {
 
     // Web apps: the private one through the token→cookie step (curl, then
     // headless Chromium), the public one without a token, no rights → 403.
-    let url = |port: u16| -> Result<String> {
-        status["publishedPorts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["port"] == port)
-            .and_then(|p| p["url"].as_str())
-            .map(str::to_owned)
-            .context("no URL")
-    };
+    let url = |port: u16| -> Result<String> { published_url(&status, port).context("no URL") };
     let connect_to = format!("::{}:{}", release.node_ip, release.node_port);
     let ca = ca_file(&release, alice.dir.path())?;
     let curl = |args: &[&str]| -> Result<Output> {
@@ -980,25 +971,12 @@ fn admission_policy_guards_references(release: &Release, users: &TestNamespace) 
 fn websocket_echo(release: &Release, url: &str, session: &str) -> Result<()> {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let host = url
-        .strip_prefix("https://")
-        .and_then(|rest| rest.split('/').next())
-        .context("a web-app URL")?
-        .to_owned();
-    let name = host.split(':').next().unwrap_or_default().to_owned();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(release.ca_pem()?.as_bytes()) {
-        roots.add(cert?)?;
-    }
-    let mut tls = rustls::ClientConfig::builder_with_provider(hatchway_api::tls::provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let (host, name) = web_app_host(url)?;
+    let tls = release.client_tls()?;
     let addr = (release.node_ip.clone(), release.node_port);
     common::runtime().block_on(async move {
         let tcp = tokio::net::TcpStream::connect(addr).await?;
-        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        let tls = tokio_rustls::TlsConnector::from(tls)
             .connect(rustls::pki_types::ServerName::try_from(name)?, tcp)
             .await?;
         let request = http::Request::builder()

@@ -59,10 +59,7 @@ fn load() -> Result<()> {
     wait_phase(&users, "web", "Running")?;
     let url = wait_until("the web app's URL", WAIT, POLL, || {
         let c = get_container(&users, "web")?;
-        Ok(c["status"]["publishedPorts"][0]["url"]
-            .as_str()
-            .filter(|u| u.contains(APPS))
-            .map(str::to_owned))
+        Ok(published_url(&c["status"], 8081).filter(|u| u.contains(APPS)))
     })?;
     alice.wait_rights("web")?;
 
@@ -238,11 +235,7 @@ fn concurrent_forwards(alice: &User) -> Result<Crowd> {
                 })
             })
             .collect();
-        let mut results = Vec::new();
-        for task in tasks {
-            results.push(task.await.unwrap_or_else(|e| Err(e.to_string())));
-        }
-        results
+        joined(tasks).await
     });
     let _ = forward.kill();
     let _ = forward.wait();
@@ -285,23 +278,8 @@ async fn get_page(
 /// app at `url`: a request on each, then (all open) another.
 fn concurrent_web(release: &Release, url: &str) -> Result<Crowd> {
     eprintln!("load: {WEB_CONNECTIONS} web-app connections at once");
-    let host = url
-        .trim_start_matches("https://")
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let name = host.split(':').next().unwrap_or_default().to_owned();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(release.ca_pem()?.as_bytes()) {
-        roots.add(cert?)?;
-    }
-    let mut tls = rustls::ClientConfig::builder_with_provider(hatchway_api::tls::provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let (host, name) = web_app_host(url)?;
+    let connector = tokio_rustls::TlsConnector::from(release.client_tls()?);
     let addr = format!("{}:{}", release.node_ip, release.node_port);
     let started = Instant::now();
     let barrier = Arc::new(tokio::sync::Barrier::new(WEB_CONNECTIONS));
@@ -346,13 +324,18 @@ fn concurrent_web(release: &Release, url: &str) -> Result<Crowd> {
                 })
             })
             .collect();
-        let mut results = Vec::new();
-        for task in tasks {
-            results.push(task.await.unwrap_or_else(|e| Err(e.to_string())));
-        }
-        results
+        joined(tasks).await
     });
     Ok(crowd(results, started))
+}
+
+/// Each client task's outcome, in order (a task that panicked: its error).
+async fn joined(tasks: Vec<tokio::task::JoinHandle<Result<f64, String>>>) -> Vec<Result<f64, String>> {
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap_or_else(|e| Err(e.to_string())));
+    }
+    results
 }
 
 /// The replicas' `/metrics`.

@@ -257,6 +257,21 @@ impl Release {
         Ok(PodLogs { dir, children })
     }
 
+    /// A TLS client for the router's NodePort: trusts only its CA, speaks
+    /// HTTP/1.1 (web apps, WebSockets).
+    pub fn client_tls(&self) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(self.ca_pem()?.as_bytes()) {
+            roots.add(cert?)?;
+        }
+        let mut tls = rustls::ClientConfig::builder_with_provider(hatchway_api::tls::provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(std::sync::Arc::new(tls))
+    }
+
     /// Ready operator pods: (name, IP).
     pub fn pods(&self) -> Result<Vec<(String, String)>> {
         let pods = kubectl_json(&[
@@ -534,4 +549,26 @@ pub fn metric_sum(texts: &[String], name: &str, labels: &[&str]) -> f64 {
         .filter(|l| labels.iter().all(|want| l.contains(want)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// A web app's URL (`https://HOST:PORT/`): the authority `HOST:PORT` (its
+/// `Host` header) and the host name alone (its TLS server name).
+pub fn web_app_host(url: &str) -> Result<(String, String)> {
+    let authority = url
+        .strip_prefix("https://")
+        .and_then(|rest| rest.split('/').next())
+        .context("a web-app URL")?
+        .to_owned();
+    let name = authority.split(':').next().unwrap_or_default().to_owned();
+    Ok((authority, name))
+}
+
+/// The URL a Container's `status` (as JSON) gives its published `port`.
+pub fn published_url(status: &Value, port: u16) -> Option<String> {
+    status["publishedPorts"]
+        .as_array()?
+        .iter()
+        .find(|p| p["port"] == port)
+        .and_then(|p| p["url"].as_str())
+        .map(str::to_owned)
 }
