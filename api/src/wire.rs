@@ -39,9 +39,10 @@ pub const WEBDAV_PREFIX: &str = "x-webdav-prefix";
 /// Router -> gateway (WebDAV): the directory inside the log tree to serve.
 pub const WEBDAV_SOURCE: &str = "x-webdav-source";
 
-/// Router -> user, on a shell's `101`: the gateway's SSH host key (`TYPE
-/// BASE64`) from the Container's status, so the CLI can write its
-/// known_hosts entry before ssh checks it. (Not `x-hatchway-*`: those are
+/// Gateway -> router -> user, on a shell's `101`: the gateway's SSH host
+/// key (`TYPE BASE64`) — the answering gateway's own (the router falls back
+/// to the Container's status), so the CLI can write its known_hosts entry
+/// before ssh checks it, right after a sidecar restart too. (Not `x-hatchway-*`: those are
 /// stripped from every answer passed on.)
 pub const SSH_HOST_KEY: &str = "hatchway-ssh-host-key";
 /// Router -> user, on every log response: where the logs came from —

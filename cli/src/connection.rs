@@ -11,8 +11,9 @@
 //! `--kubeconfig`, else `$KUBECONFIG` (a list, merged), else
 //! `~/.kube/config`, narrowed by `--context`, `--cluster`, `--user`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use hatchway_api::wire::{self, client_config};
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
@@ -91,6 +92,11 @@ pub struct ConnectionArgs {
         default_value = "hatchway-system"
     )]
     pub hatchway_namespace: String,
+
+    /// Set when the API server was found silent this command (why): the
+    /// remembered discovery is used without asking again.
+    #[arg(skip)]
+    api_silent: Option<String>,
 }
 
 /// Why the connection settings are incomplete.
@@ -150,6 +156,8 @@ pub enum ConnectionError {
         name = wire::access_api::APISERVICE
     )]
     Unavailable(String),
+    #[error("the Kubernetes API server did not answer: {0}")]
+    Silent(String),
 }
 
 /// The router's address, parsed from its URL.
@@ -338,8 +346,17 @@ impl ConnectionArgs {
     /// Fills in the router URL and CA from the install namespace's
     /// `hatchway-client` ConfigMap when either was not given. The CA is
     /// kept in the cache directory (named by its digest), so ssh's
-    /// ProxyCommand can be handed a file.
+    /// ProxyCommand can be handed a file. What was read is remembered
+    /// there too: when the API server does not answer (stopped, cut off)
+    /// within [`DISCOVERY_PATIENCE`], the last answer for this API server
+    /// and namespace is used, with a note on stderr — the router serves on
+    /// without the API server, and so should a new command.
     pub async fn discover(&mut self) -> Result<(), ConnectionError> {
+        self.discover_in(&crate::known_hosts::cache_dir(), DISCOVERY_PATIENCE)
+            .await
+    }
+
+    async fn discover_in(&mut self, cache: &Path, patience: Duration) -> Result<(), ConnectionError> {
         let ca_given = self.ca_file.as_ref().is_some_and(|p| !p.as_os_str().is_empty());
         if given(&self.server).is_some() && ca_given {
             return Ok(());
@@ -349,17 +366,35 @@ impl ConnectionArgs {
             namespace: namespace.clone(),
             reason,
         };
-        let client = self
-            .kube_client()
+        let config = self
+            .kube_config()
             .await
             .map_err(|e| fail(format!("cannot reach the Kubernetes API: {e}")))?;
+        let memo = Discovered::path(cache, &config.cluster_url.to_string(), &namespace);
+        let remembered = Discovered::load(&memo);
+        let client = kube::Client::try_from(config)
+            .map_err(|e| fail(format!("cannot reach the Kubernetes API: {e}")))?;
         let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(client, &namespace);
-        let data = api
-            .get(client_config::NAME)
-            .await
-            .map_err(|e| fail(e.to_string()))?
-            .data
-            .unwrap_or_default();
+        let read = api.get(client_config::NAME);
+        let answer = match (&remembered, &self.api_silent) {
+            (Some(_), Some(why)) => Err(why.clone()),
+            (Some(_), None) => tokio::time::timeout(patience, read)
+                .await
+                .map_err(|_| format!("no answer within {patience:?}")),
+            (None, _) => Ok(read.await),
+        };
+        let data = match (answer, remembered) {
+            (Ok(Ok(config_map)), _) => {
+                let data = config_map.data.unwrap_or_default();
+                Discovered::from_data(&data).keep(&memo);
+                data
+            }
+            // The API server answered (not found, forbidden…): that stands.
+            (Ok(Err(e @ kube::Error::Api(_))), _) | (Ok(Err(e)), None) => return Err(fail(e.to_string())),
+            (Ok(Err(e)), Some(old)) => old.stand_in(&namespace, &e.to_string()),
+            (Err(why), Some(old)) => old.stand_in(&namespace, &why),
+            (Err(_), None) => unreachable!("no patience without a remembered answer"),
+        };
         if given(&self.server).is_none() {
             let server = data.get(client_config::SERVER).filter(|s| !s.is_empty());
             let missing = || fail(format!("it has no {:?}", client_config::SERVER));
@@ -369,8 +404,7 @@ impl ConnectionArgs {
             let pem = data.get(client_config::CA).filter(|s| s.contains("-----BEGIN"));
             let pem = pem.ok_or_else(|| fail(format!("it has no PEM {:?}", client_config::CA)))?;
             let digest = sha2::Sha256::digest(pem.as_bytes());
-            let path =
-                crate::known_hosts::cache_dir().join(format!("router-ca-{}.crt", hex::encode(&digest[..8])));
+            let path = cache.join(format!("router-ca-{}.crt", hex::encode(&digest[..8])));
             let write = || -> std::io::Result<()> {
                 if std::fs::read_to_string(&path).ok().as_deref() != Some(pem.as_str()) {
                     std::fs::create_dir_all(path.parent().expect("a cache directory"))?;
@@ -404,10 +438,38 @@ impl ConnectionArgs {
         if self.wants_direct() {
             return Ok(Endpoint::Direct(self.target().await?));
         }
-        let client = self.kube_client().await?;
-        match aggregated_api_served(&client).await {
+        let config = self.kube_config().await?;
+        // With the router remembered, a silent API server is not waited
+        // for: the router serves on without it.
+        let memo = Discovered::path(
+            &crate::known_hosts::cache_dir(),
+            &config.cluster_url.to_string(),
+            &self.hatchway_namespace,
+        );
+        let fallback = self.api == ApiChoice::Auto && Discovered::load(&memo).is_some();
+        let client = kube::Client::try_from(config).map_err(ConnectionError::Kube)?;
+        let served = if fallback {
+            tokio::time::timeout(DISCOVERY_PATIENCE, aggregated_api_served(&client))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ConnectionError::Silent(format!(
+                        "no answer within {DISCOVERY_PATIENCE:?}"
+                    )))
+                })
+        } else {
+            aggregated_api_served(&client).await
+        };
+        match served {
             Ok(()) => Ok(Endpoint::Aggregated(client)),
             Err(ConnectionError::NotServed) if self.api == ApiChoice::Auto => {
+                Ok(Endpoint::Direct(self.target().await?))
+            }
+            Err(ConnectionError::Silent(why)) if fallback => {
+                self.api_silent = Some(why);
+                Ok(Endpoint::Direct(self.target().await?))
+            }
+            Err(ConnectionError::Kube(e)) if fallback => {
+                self.api_silent = Some(e.to_string());
                 Ok(Endpoint::Direct(self.target().await?))
             }
             Err(e) => Err(e),
@@ -450,6 +512,73 @@ impl ConnectionArgs {
             ]),
         }
         Ok(args)
+    }
+}
+
+/// How long discovery waits for the API server when an earlier answer can
+/// stand in for its own.
+pub const DISCOVERY_PATIENCE: Duration = Duration::from_secs(5);
+
+/// What the last discovery read from ConfigMap `hatchway-client`, for one
+/// API server and install namespace: a JSON file in the cache directory
+/// (the user's own, like the CA file and known_hosts beside it).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Discovered {
+    data: std::collections::BTreeMap<String, String>,
+    /// When it was read (seconds since the epoch).
+    read_at: u64,
+}
+
+impl Discovered {
+    fn path(cache: &Path, cluster_url: &str, namespace: &str) -> PathBuf {
+        let digest = sha2::Sha256::digest(format!("{cluster_url}\n{namespace}"));
+        cache.join(format!("discovered-{}.json", hex::encode(&digest[..8])))
+    }
+
+    fn from_data(data: &std::collections::BTreeMap<String, String>) -> Self {
+        let keep = [client_config::SERVER, client_config::CA];
+        Self {
+            data: data
+                .iter()
+                .filter(|(k, _)| keep.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            read_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+
+    fn load(path: &Path) -> Option<Self> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
+    /// Written beside the CA; a failure only costs the fallback.
+    fn keep(&self, path: &Path) {
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(path.parent().expect("a cache directory"))?;
+            let temporary = path.with_extension("json.new");
+            std::fs::write(&temporary, serde_json::to_vec(self).expect("serializable"))?;
+            std::fs::rename(&temporary, path)
+        };
+        // Not remembered (a read-only cache): only the fallback is lost.
+        let _ = write();
+    }
+
+    /// The remembered data, said on stderr (once per command).
+    fn stand_in(self, namespace: &str, why: &str) -> std::collections::BTreeMap<String, String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        eprintln!(
+            "hatchway: the Kubernetes API server did not answer ({why}); using the router URL and CA \
+             read from ConfigMap {namespace}/{} {} ago",
+            client_config::NAME,
+            crate::table::age(jiff::SignedDuration::from_secs(
+                now.saturating_sub(self.read_at) as i64
+            ))
+        );
+        self.data
     }
 }
 
@@ -630,5 +759,139 @@ users:
         };
         assert_eq!(args.namespace().unwrap(), "default");
         assert!(args.kubeconfig().unwrap().is_none());
+    }
+}
+
+/// Discovery when the API server goes silent (tests with a hand-made API
+/// server: plain HTTP on 127.0.0.1, answering, silent or refusing).
+#[cfg(test)]
+mod discovery_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const ANSWER: u8 = 0;
+    const SILENT: u8 = 1;
+    const NOT_FOUND: u8 = 2;
+
+    /// An API server whose ConfigMap answer `mode` chooses; its URL.
+    async fn api_server(mode: Arc<AtomicU8>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let mode = mode.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let (status, body) = match mode.load(Ordering::SeqCst) {
+                        SILENT => return std::future::pending().await,
+                        NOT_FOUND => (
+                            "404 Not Found",
+                            r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"configmaps \"hatchway-client\" not found","reason":"NotFound","code":404}"#.to_owned(),
+                        ),
+                        _ => (
+                            "200 OK",
+                            serde_json::json!({
+                                "apiVersion": "v1", "kind": "ConfigMap",
+                                "metadata": {"name": "hatchway-client", "namespace": "hatchway-system"},
+                                "data": {
+                                    client_config::SERVER: "https://router.example:8443",
+                                    client_config::CA: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                                },
+                            })
+                            .to_string(),
+                        ),
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tcp.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        url
+    }
+
+    fn args(dir: &Path, url: &str) -> ConnectionArgs {
+        let config = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: dev\nclusters:\n- name: c\n  cluster: {{server: \"{url}\"}}\n\
+             contexts:\n- name: dev\n  context: {{cluster: c, user: alice}}\nusers:\n- name: alice\n  user: {{token: alice-token}}\n"
+        );
+        let path = dir.join("config");
+        std::fs::write(&path, config).unwrap();
+        ConnectionArgs {
+            kubeconfig: Some(path),
+            hatchway_namespace: "hatchway-system".to_owned(),
+            ..ConnectionArgs::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_api_server_leaves_the_last_discovery_standing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let mode = Arc::new(AtomicU8::new(SILENT));
+        let url = api_server(mode.clone()).await;
+        let patience = Duration::from_millis(300);
+
+        // Silent, nothing remembered: nothing to stand in (the real wait
+        // is kube's; cut short here).
+        let mut first = args(dir.path(), &url);
+        let waited = tokio::time::timeout(Duration::from_secs(1), first.discover_in(&cache, patience)).await;
+        assert!(waited.is_err(), "no fallback: discovery waits for the API server");
+
+        // Answering: read and remembered.
+        mode.store(ANSWER, Ordering::SeqCst);
+        let mut answered = args(dir.path(), &url);
+        answered.discover_in(&cache, patience).await.unwrap();
+        assert_eq!(answered.server.as_deref(), Some("https://router.example:8443"));
+        let ca = answered.ca_file().unwrap();
+        assert!(
+            std::fs::read_to_string(&ca)
+                .unwrap()
+                .contains("BEGIN CERTIFICATE")
+        );
+
+        // Silent: the remembered answer, after `patience`.
+        mode.store(SILENT, Ordering::SeqCst);
+        let mut silent = args(dir.path(), &url);
+        let started = std::time::Instant::now();
+        silent.discover_in(&cache, patience).await.unwrap();
+        assert!(started.elapsed() >= patience);
+        assert_eq!(silent.server.as_deref(), Some("https://router.example:8443"));
+        assert_eq!(silent.ca_file().unwrap(), ca);
+
+        // Found silent earlier in the command: no second wait.
+        let mut known = args(dir.path(), &url);
+        known.api_silent = Some("no answer within 5s".to_owned());
+        let started = std::time::Instant::now();
+        known.discover_in(&cache, Duration::from_secs(30)).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(known.server.as_deref(), Some("https://router.example:8443"));
+
+        // Another namespace was never read: nothing stands in for it.
+        let mut other = args(dir.path(), &url);
+        other.hatchway_namespace = "elsewhere".to_owned();
+        let waited = tokio::time::timeout(Duration::from_secs(1), other.discover_in(&cache, patience)).await;
+        assert!(waited.is_err(), "nothing remembered for another namespace");
+
+        // The API server answers "not found": that answer stands, not the
+        // remembered one (Hatchway was uninstalled).
+        mode.store(NOT_FOUND, Ordering::SeqCst);
+        let mut gone = args(dir.path(), &url);
+        match gone.discover_in(&cache, patience).await {
+            Err(ConnectionError::Discovery { reason, .. }) => {
+                assert!(reason.contains("not found"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

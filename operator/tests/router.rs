@@ -1031,6 +1031,39 @@ fn openssh(port: u16, known_hosts: &std::path::Path, command: &[&str]) -> std::p
     ssh
 }
 
+/// Right after a sidecar restart the status still holds the last
+/// process's host key for a moment: the shell's answer carries the key of
+/// the gateway that answered (it proved itself), so the CLI's known_hosts
+/// entry matches what ssh will see.
+#[tokio::test]
+async fn a_shell_answer_carries_the_answering_gateway_s_host_key_not_the_status_s() {
+    let (router, cluster, _) = rig().await;
+    let c = container(NS, "job");
+    let sidecar = TestSidecar::start(c.metadata.uid.as_deref().unwrap())
+        .await
+        .with_shim()
+        .await;
+    cluster.insert(c);
+    let stale = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm0iXB0JkcNnlb5bzJ4tlZsJ8D4lEbF3TUcnJg9PQ9a";
+    let mut status = running_at(sidecar.addr());
+    status.gateway.as_mut().unwrap().host_key = Some(stale.to_owned());
+    cluster.set_status(NS, "job", status);
+    let mut client = Client::connect(router.addr).await;
+    let response = client
+        .send(upgrade_request(
+            &api_path(NS, "job", "ssh"),
+            Some("alice-token"),
+            "ssh",
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let key = response.headers()[hatchway_api::wire::SSH_HOST_KEY]
+        .to_str()
+        .unwrap();
+    assert_eq!(key, sidecar.running.gateway.ssh.host_key_openssh());
+    assert_ne!(key, stale);
+}
+
 #[tokio::test]
 async fn the_openssh_client_runs_a_command_through_the_router() {
     let (router, cluster, _) = rig().await;

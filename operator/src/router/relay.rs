@@ -61,6 +61,13 @@ fn switch(
             response.headers_mut().insert(name, value.clone());
         }
     }
+    // The SSH host key the gateway answering now holds: after a sidecar
+    // restart it is ahead of the status (docs/decisions.md).
+    if let Some(value) = upstream_headers.get(hatchway_api::wire::SSH_HOST_KEY) {
+        response
+            .headers_mut()
+            .insert(hatchway_api::wire::SSH_HOST_KEY, value.clone());
+    }
     // WebSocket handshake answers (Sec-WebSocket-Accept, -Protocol, -Extensions).
     for (name, value) in upstream_headers {
         if name.as_str().starts_with("sec-websocket-") {

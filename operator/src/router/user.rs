@@ -44,14 +44,16 @@ pub async fn shell(State(router): State<Arc<Router>>, granted: Granted, req: Req
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return response;
     }
-    // The host key for the CLI's known_hosts, from this replica's status
-    // (the same status a peer would read), whichever way the shell went.
-    if let Some(key) = container
-        .status
-        .as_ref()
-        .and_then(|s| s.gateway.as_ref())
-        .and_then(|g| g.host_key.as_deref())
-        .and_then(|k| HeaderValue::from_str(k.trim()).ok())
+    // The host key for the CLI's known_hosts: the gateway's own word (it
+    // proved itself; right after a sidecar restart the status still holds
+    // the old key for a moment), else this replica's status.
+    if !response.headers().contains_key(wire::SSH_HOST_KEY)
+        && let Some(key) = container
+            .status
+            .as_ref()
+            .and_then(|s| s.gateway.as_ref())
+            .and_then(|g| g.host_key.as_deref())
+            .and_then(|k| HeaderValue::from_str(k.trim()).ok())
     {
         response.headers_mut().insert(wire::SSH_HOST_KEY, key);
     }

@@ -152,6 +152,13 @@ impl SshServer {
             .header(header::UPGRADE, hatchway_api::wire::UPGRADE_SSH)
             .body(empty())
             .unwrap();
+        // The key this process holds, for the client's known_hosts: the
+        // status may still carry the last process's for a moment.
+        if let Ok(key) = http::HeaderValue::from_str(&self.host_key_openssh()) {
+            response
+                .headers_mut()
+                .insert(hatchway_api::wire::SSH_HOST_KEY, key);
+        }
         if resumable::wanted(req.headers()) {
             let (ssh_end, session_end) = tokio::io::duplex(RESUMABLE_PIPE);
             let what = match &params.login_username {
