@@ -31,7 +31,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(datagram.len() <= MAX_DATAGRAM);
         datagrams::encode(&mut again, datagram).expect("a datagram read encodes");
     }
-    assert_eq!(&stream[..again.len()], &again[..], "datagrams re-encode to their bytes");
+    assert_eq!(
+        &stream[..again.len()],
+        &again[..],
+        "datagrams re-encode to their bytes"
+    );
     match error {
         None => assert_eq!(again.len(), stream.len(), "a clean end consumed everything"),
         Some(_) => assert!(again.len() < stream.len(), "an error with nothing left"),
@@ -63,7 +67,11 @@ struct Pieces<'a> {
 }
 
 impl AsyncRead for Pieces<'_> {
-    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let n = self.rest.len().min(self.piece).min(buf.remaining());
         let (now, later) = self.rest.split_at(n);
         buf.put_slice(now);
