@@ -424,7 +424,12 @@ impl ConnectionArgs {
     /// Everything needed to talk to the router directly (discovering it
     /// first when needed).
     pub async fn target(&mut self) -> Result<Target, ConnectionError> {
-        self.discover().await?;
+        self.target_in(&crate::known_hosts::cache_dir(), DISCOVERY_PATIENCE)
+            .await
+    }
+
+    async fn target_in(&mut self, cache: &Path, patience: Duration) -> Result<Target, ConnectionError> {
+        self.discover_in(cache, patience).await?;
         Ok(Target {
             server: self.server()?,
             tls: self.tls()?,
@@ -435,45 +440,36 @@ impl ConnectionArgs {
 
     /// The way to the Hatchway API these settings choose.
     pub async fn endpoint(&mut self) -> Result<Endpoint, ConnectionError> {
+        self.endpoint_in(&crate::known_hosts::cache_dir(), DISCOVERY_PATIENCE)
+            .await
+    }
+
+    async fn endpoint_in(&mut self, cache: &Path, patience: Duration) -> Result<Endpoint, ConnectionError> {
         if self.wants_direct() {
-            return Ok(Endpoint::Direct(self.target().await?));
+            return self.target_in(cache, patience).await.map(Endpoint::Direct);
         }
         let config = self.kube_config().await?;
         // With the router remembered, a silent API server is not waited
         // for: the router serves on without it.
-        let memo = Discovered::path(
-            &crate::known_hosts::cache_dir(),
-            &config.cluster_url.to_string(),
-            &self.hatchway_namespace,
-        );
+        let memo = Discovered::path(cache, &config.cluster_url.to_string(), &self.hatchway_namespace);
         let fallback = self.api == ApiChoice::Auto && Discovered::load(&memo).is_some();
         let client = kube::Client::try_from(config).map_err(ConnectionError::Kube)?;
         let served = if fallback {
-            tokio::time::timeout(DISCOVERY_PATIENCE, aggregated_api_served(&client))
+            tokio::time::timeout(patience, aggregated_api_served(&client))
                 .await
-                .unwrap_or_else(|_| {
-                    Err(ConnectionError::Silent(format!(
-                        "no answer within {DISCOVERY_PATIENCE:?}"
-                    )))
-                })
+                .unwrap_or_else(|_| Err(ConnectionError::Silent(format!("no answer within {patience:?}"))))
         } else {
             aggregated_api_served(&client).await
         };
-        match served {
-            Ok(()) => Ok(Endpoint::Aggregated(client)),
-            Err(ConnectionError::NotServed) if self.api == ApiChoice::Auto => {
-                Ok(Endpoint::Direct(self.target().await?))
-            }
-            Err(ConnectionError::Silent(why)) if fallback => {
-                self.api_silent = Some(why);
-                Ok(Endpoint::Direct(self.target().await?))
-            }
-            Err(ConnectionError::Kube(e)) if fallback => {
-                self.api_silent = Some(e.to_string());
-                Ok(Endpoint::Direct(self.target().await?))
-            }
-            Err(e) => Err(e),
-        }
+        let silent = match served {
+            Ok(()) => return Ok(Endpoint::Aggregated(client)),
+            Err(ConnectionError::NotServed) if self.api == ApiChoice::Auto => None,
+            Err(ConnectionError::Silent(why)) if fallback => Some(why),
+            Err(ConnectionError::Kube(e)) if fallback => Some(e.to_string()),
+            Err(e) => return Err(e),
+        };
+        self.api_silent = silent;
+        self.target_in(cache, patience).await.map(Endpoint::Direct)
     }
 
     /// The flags naming the kubeconfig file (when given) and `context`
@@ -803,7 +799,7 @@ mod discovery_tests {
                                 "metadata": {"name": "hatchway-client", "namespace": "hatchway-system"},
                                 "data": {
                                     client_config::SERVER: "https://router.example:8443",
-                                    client_config::CA: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                                    client_config::CA: hatchway_testkit::pki().ca_pem,
                                 },
                             })
                             .to_string(),
@@ -882,6 +878,22 @@ mod discovery_tests {
         other.hatchway_namespace = "elsewhere".to_owned();
         let waited = tokio::time::timeout(Duration::from_secs(1), other.discover_in(&cache, patience)).await;
         assert!(waited.is_err(), "nothing remembered for another namespace");
+
+        // `--api auto` (no router URL given): the aggregated API's check
+        // gets the same patience, then the remembered router is used
+        // directly, without a second wait for the ConfigMap.
+        let mut auto = args(dir.path(), &url);
+        let started = std::time::Instant::now();
+        let endpoint = tokio::time::timeout(Duration::from_secs(5), auto.endpoint_in(&cache, patience)).await;
+        match endpoint.expect("not waiting for a silent API server").unwrap() {
+            Endpoint::Direct(target) => assert_eq!(target.server.url, "https://router.example:8443"),
+            Endpoint::Aggregated(_) => panic!("a silent API server cannot serve the aggregated API"),
+        }
+        let took = started.elapsed();
+        assert!(
+            took >= patience && took < 2 * patience + Duration::from_millis(500),
+            "{took:?}"
+        );
 
         // The API server answers "not found": that answer stands, not the
         // remembered one (Hatchway was uninstalled).
