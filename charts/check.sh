@@ -77,6 +77,21 @@ contains() {
 
 # ---------------------------------------------------------------------------
 # 1. Lint.
+# The chart's metadata (Artifact Hub): home, sources, maintainers, and
+# annotations whose images carry the appVersion.
+"$helm" show chart "$chart" >"$work/chart.yaml"
+app_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$work/chart.yaml")
+# `make release` packages the chart at the crates' version: Chart.yaml
+# must say the same (its Artifact Hub images too).
+[[ $app_version == "$(hack/version)" ]] || fail "Chart.yaml's appVersion $app_version is not the crates' version $(hack/version)"
+for field in '^home: https://' '^sources:' '^maintainers:' 'artifacthub.io/crds:' 'artifacthub.io/changes:' 'artifacthub.io/license:'; do
+  grep -q -- "$field" "$work/chart.yaml" || fail "Chart.yaml has no $field"
+done
+for image in hatchway-operator hatchway-sidecar; do
+  grep -q "image: ghcr.io/hatchway-dev/$image:$app_version\$" "$work/chart.yaml" ||
+    fail "Chart.yaml's artifacthub.io/images does not name $image:$app_version"
+done
+ok "Chart.yaml: home, sources, maintainers, Artifact Hub annotations (images at $app_version)"
 "$helm" lint --strict "$chart" >"$work/lint.txt" 2>&1 || { cat "$work/lint.txt" >&2; fail "helm lint --strict"; }
 ok "helm lint --strict (defaults)"
 "$helm" lint --strict "$chart" --set service.type=NodePort --set service.nodePort=30443 >"$work/lint.txt" 2>&1 ||
