@@ -522,7 +522,7 @@ pub const DISCOVERY_PATIENCE: Duration = Duration::from_secs(5);
 struct Discovered {
     data: std::collections::BTreeMap<String, String>,
     /// When it was read (seconds since the epoch).
-    read_at: u64,
+    read_at: i64,
 }
 
 impl Discovered {
@@ -539,9 +539,7 @@ impl Discovered {
                 .filter(|(k, _)| keep.contains(&k.as_str()))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            read_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            read_at: jiff::Timestamp::now().as_second(),
         }
     }
 
@@ -563,16 +561,12 @@ impl Discovered {
 
     /// The remembered data, said on stderr (once per command).
     fn stand_in(self, namespace: &str, why: &str) -> std::collections::BTreeMap<String, String> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let age = (jiff::Timestamp::now().as_second() - self.read_at).max(0);
         eprintln!(
             "hatchway: the Kubernetes API server did not answer ({why}); using the router URL and CA \
              read from ConfigMap {namespace}/{} {} ago",
             client_config::NAME,
-            crate::table::age(jiff::SignedDuration::from_secs(
-                now.saturating_sub(self.read_at) as i64
-            ))
+            crate::table::age(jiff::SignedDuration::from_secs(age))
         );
         self.data
     }

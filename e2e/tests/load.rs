@@ -132,11 +132,7 @@ impl Crowd {
             results::spread(&self.latencies_ms, 1),
             self.took.as_secs_f64()
         );
-        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-        for f in &self.failures {
-            *kinds.entry(f.chars().take(200).collect()).or_default() += 1;
-        }
-        for (failure, count) in kinds {
+        for (failure, count) in tally(self.failures.iter().map(String::as_str), 200) {
             out.push_str(&format!("- {count}× `{}`\n", failure.replace('`', "'")));
         }
         if !self.failures.is_empty() {
@@ -265,17 +261,13 @@ fn concurrent_forwards(alice: &User) -> Result<Crowd> {
     let crowd = crowd(results, started);
     if !crowd.failures.is_empty() {
         let said = std::fs::read_to_string(stderr.path()).unwrap_or_default();
-        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-        for line in said.lines() {
-            *kinds.entry(line.chars().take(160).collect()).or_default() += 1;
-        }
-        eprintln!(
-            "load: kubectl hatch port-forward said, by line ({} lines):",
-            said.lines().count()
+        show_tally(
+            &format!(
+                "kubectl hatch port-forward said, by line ({} lines)",
+                said.lines().count()
+            ),
+            tally(said.lines(), 160),
         );
-        for (line, count) in kinds {
-            eprintln!("  {count}× {line}");
-        }
     }
     Ok(crowd)
 }
@@ -414,19 +406,34 @@ fn show_warnings(release: &Release, users: &TestNamespace) {
         ];
         args.extend(container.map(|c| ["-c", c]).into_iter().flatten());
         let Ok(text) = kubectl(&args) else { continue };
-        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-        for line in text.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")) {
-            // Past the timestamp and level: the message and its fields.
-            let message = line
-                .split_once("WARN")
+        // Past the timestamp and level: the message and its fields.
+        let messages = text.lines().filter_map(|line| {
+            line.split_once("WARN")
                 .or_else(|| line.split_once("ERROR"))
-                .map_or(line, |(_, m)| m);
-            *kinds.entry(message.chars().take(200).collect()).or_default() += 1;
-        }
-        eprintln!("load: warnings in {namespace} ({selector}):");
-        for (message, count) in kinds {
-            eprintln!("  {count}× {message}");
-        }
+                .map(|(_, message)| message)
+        });
+        show_tally(
+            &format!("warnings in {namespace} ({selector})"),
+            tally(messages, 200),
+        );
+    }
+}
+
+/// How often each text occurs, texts cut to their first `width`
+/// characters.
+fn tally<'a>(texts: impl IntoIterator<Item = &'a str>, width: usize) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for text in texts {
+        *counts.entry(text.chars().take(width).collect()).or_default() += 1;
+    }
+    counts
+}
+
+/// Prints `counts` under `title`, one line per text.
+fn show_tally(title: &str, counts: BTreeMap<String, usize>) {
+    eprintln!("load: {title}:");
+    for (text, count) in counts {
+        eprintln!("  {count}× {text}");
     }
 }
 

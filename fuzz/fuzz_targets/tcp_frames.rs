@@ -18,6 +18,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use hatchway_api::frames::{Framed, MAX_FRAME};
+use hatchway_fuzz::Pieces;
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -109,25 +110,5 @@ fn read_all(stream: &[u8], piece: usize, buffer: usize) -> (Vec<u8>, Outcome) {
             Poll::Ready(Err(_)) => return (out, Outcome::Error),
             Poll::Pending => panic!("a read from memory waited"),
         }
-    }
-}
-
-/// A stream that hands out at most `piece` bytes per read.
-struct Pieces<'a> {
-    rest: &'a [u8],
-    piece: usize,
-}
-
-impl AsyncRead for Pieces<'_> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let n = self.rest.len().min(self.piece).min(buf.remaining());
-        let (now, later) = self.rest.split_at(n);
-        buf.put_slice(now);
-        self.rest = later;
-        Poll::Ready(Ok(()))
     }
 }

@@ -10,12 +10,11 @@
 
 #![no_main]
 
-use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use hatchway_api::datagrams::{self, MAX_DATAGRAM, Reader};
+use hatchway_fuzz::Pieces;
 use libfuzzer_sys::fuzz_target;
-use tokio::io::{AsyncRead, ReadBuf};
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks the piece sizes; the rest is the stream.
@@ -57,25 +56,5 @@ fn read_all(stream: &[u8], piece: usize) -> (Vec<Vec<u8>>, Option<String>) {
             Poll::Ready(Err(error)) => return (out, Some(error.kind().to_string())),
             Poll::Pending => panic!("a read from memory waited"),
         }
-    }
-}
-
-/// A stream that hands out at most `piece` bytes per read.
-struct Pieces<'a> {
-    rest: &'a [u8],
-    piece: usize,
-}
-
-impl AsyncRead for Pieces<'_> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let n = self.rest.len().min(self.piece).min(buf.remaining());
-        let (now, later) = self.rest.split_at(n);
-        buf.put_slice(now);
-        self.rest = later;
-        Poll::Ready(Ok(()))
     }
 }

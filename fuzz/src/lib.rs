@@ -1,4 +1,6 @@
-//! What the fuzz targets share: their input format.
+//! What the fuzz targets share: their input format, and [`Pieces`], a
+//! stream handing out the bytes of a wire-format input in reads of a
+//! chosen size.
 //!
 //! A target's input is its fields one after another, each ended by a byte
 //! `0xff` (which never occurs in UTF-8), so a seed is written by hand:
@@ -79,5 +81,27 @@ impl<'a> Fields<'a> {
             out.push(self.text());
         }
         out
+    }
+}
+
+/// A stream over `rest` that hands out at most `piece` bytes per read (the
+/// same bytes as a peer's writes would arrive, split anywhere). Never
+/// waits.
+pub struct Pieces<'a> {
+    pub rest: &'a [u8],
+    pub piece: usize,
+}
+
+impl tokio::io::AsyncRead for Pieces<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let n = self.rest.len().min(self.piece).min(buf.remaining());
+        let (now, later) = self.rest.split_at(n);
+        buf.put_slice(now);
+        self.rest = later;
+        std::task::Poll::Ready(Ok(()))
     }
 }

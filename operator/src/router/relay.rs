@@ -55,18 +55,16 @@ fn switch(
             http::HeaderValue::from_static(hatchway_api::wire::UPGRADE_TCP_FRAMED),
         );
     }
-    // A resumable session's id, secret or offset (docs/sessions.md).
-    for name in hatchway_api::wire::resumable::RESPONSE_HEADERS {
+    // A resumable session's id, secret or offset (docs/sessions.md), and
+    // the SSH host key the answering gateway holds (after a sidecar
+    // restart it is ahead of the status; docs/decisions.md).
+    let passed = hatchway_api::wire::resumable::RESPONSE_HEADERS
+        .into_iter()
+        .chain([hatchway_api::wire::SSH_HOST_KEY]);
+    for name in passed {
         if let Some(value) = upstream_headers.get(name) {
             response.headers_mut().insert(name, value.clone());
         }
-    }
-    // The SSH host key the gateway answering now holds: after a sidecar
-    // restart it is ahead of the status (docs/decisions.md).
-    if let Some(value) = upstream_headers.get(hatchway_api::wire::SSH_HOST_KEY) {
-        response
-            .headers_mut()
-            .insert(hatchway_api::wire::SSH_HOST_KEY, value.clone());
     }
     // WebSocket handshake answers (Sec-WebSocket-Accept, -Protocol, -Extensions).
     for (name, value) in upstream_headers {

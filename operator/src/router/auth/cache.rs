@@ -487,13 +487,23 @@ mod tests {
     }
 
     fn cached(inner: &Counting, ttl: Duration, max: usize) -> (CachedAuth<Counting>, Clock) {
-        let clock = Clock::new();
-        let now = clock.clone();
         // No stale answers: an expired one is gone (the tests of the TTL).
         let patience = Patience {
             stale_for: Duration::ZERO,
             ..Patience::default()
         };
+        cached_with(inner, ttl, max, patience)
+    }
+
+    /// `inner` cached with `patience`, on a clock turned by hand.
+    fn cached_with(
+        inner: &Counting,
+        ttl: Duration,
+        max: usize,
+        patience: Patience,
+    ) -> (CachedAuth<Counting>, Clock) {
+        let clock = Clock::new();
+        let now = clock.clone();
         let auth = CachedAuth::with_clock(inner.clone(), ttl, max, patience, move || *lock(&now.0));
         (auth, clock)
     }
@@ -506,15 +516,13 @@ mod tests {
     #[tokio::test]
     async fn old_answers_stand_while_the_api_server_does_not_answer() {
         let inner = Counting::default();
-        let clock = Clock::new();
-        let now = clock.clone();
         let patience = Patience {
             stale_for: Duration::from_secs(300),
             stale_answer_within: Duration::from_millis(20),
             answer_within: Duration::from_millis(40),
             silent_for: Duration::from_secs(10),
         };
-        let auth = CachedAuth::with_clock(inner.clone(), TTL, 100, patience, move || *lock(&now.0));
+        let (auth, clock) = cached_with(&inner, TTL, 100, patience);
         let alice = auth.authenticate("goodalice").await.unwrap();
         assert!(
             auth.authorize(&alice, "ns", "c", Permission::SHELL)
@@ -565,8 +573,6 @@ mod tests {
     #[tokio::test]
     async fn after_one_unanswered_review_old_answers_stand_at_once() {
         let inner = Counting::default();
-        let clock = Clock::new();
-        let now = clock.clone();
         let patience = Patience {
             stale_for: Duration::from_secs(300),
             // Long enough that a test which waited for it would be slow.
@@ -574,7 +580,7 @@ mod tests {
             answer_within: Duration::from_millis(300),
             silent_for: Duration::from_secs(10),
         };
-        let auth = CachedAuth::with_clock(inner.clone(), TTL, 100, patience, move || *lock(&now.0));
+        let (auth, clock) = cached_with(&inner, TTL, 100, patience);
         let alice = auth.authenticate("goodalice").await.unwrap();
         auth.authorize(&alice, "ns", "c", Permission::SHELL)
             .await
