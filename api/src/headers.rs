@@ -1,7 +1,8 @@
 //! What a hop does to HTTP headers, the same in the router and the
 //! gateway: hop-by-hop headers never pass (RFC 9110 §7.6.1), `X-Hatchway-*`
-//! headers never reach a user or an app, and an upgrade is recognised only
-//! with `Connection: upgrade`.
+//! headers never reach a user or an app, a web app's answer never carries
+//! the gateway's `Hatchway-*` answer headers, and an upgrade is recognised
+//! only with `Connection: upgrade`.
 
 use http::header::{self, HeaderMap, HeaderName};
 
@@ -20,6 +21,11 @@ pub const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// The prefix of the headers between the router and the gateway.
 pub const HATCHWAY_PREFIX: &str = "x-hatchway-";
+
+/// The prefix of the headers the gateway's own answers carry to the user
+/// (an SSH host key, a resumable session's id and secret, where logs came
+/// from: [`crate::wire`]).
+pub const GATEWAY_PREFIX: &str = "hatchway-";
 
 /// Removes hop-by-hop headers, those the `Connection` header names, and
 /// `Upgrade` unless `keep_upgrade`.
@@ -46,9 +52,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// Removes every `X-Hatchway-*` header: those are between the router and
 /// the gateway, never from or to a user or an app.
 pub fn strip_hatchway_headers(headers: &mut HeaderMap) {
+    strip_prefixed(headers, HATCHWAY_PREFIX);
+}
+
+/// Removes every `Hatchway-*` header from a web app's answer: those are
+/// the gateway's to say (the CLI trusts a shell's `Hatchway-Ssh-Host-Key`),
+/// and an app in the workload must not be able to say them.
+pub fn strip_gateway_headers(headers: &mut HeaderMap) {
+    strip_prefixed(headers, GATEWAY_PREFIX);
+}
+
+/// Removes every header whose (lowercase) name starts with `prefix`.
+fn strip_prefixed(headers: &mut HeaderMap, prefix: &str) {
     let ours: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| n.as_str().starts_with(HATCHWAY_PREFIX))
+        .filter(|n| n.as_str().starts_with(prefix))
         .cloned()
         .collect();
     for name in ours {
@@ -106,6 +124,32 @@ mod tests {
         h.insert("x-other", HeaderValue::from_static("1"));
         strip_hatchway_headers(&mut h);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-other"]);
+    }
+
+    #[test]
+    fn gateway_answer_headers_are_the_gateway_s_alone() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            crate::wire::SSH_HOST_KEY,
+            HeaderValue::from_static("ssh-ed25519 AAAA"),
+        );
+        h.insert(crate::wire::resumable::SECRET, HeaderValue::from_static("00"));
+        h.insert(crate::wire::LOG_SOURCE, HeaderValue::from_static("saved"));
+        h.insert("x-hatchway-user", HeaderValue::from_static("root"));
+        h.insert("x-app-hatchway-note", HeaderValue::from_static("1"));
+        strip_gateway_headers(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["x-app-hatchway-note", "x-hatchway-user"]);
+        // Every header a gateway's answer carries to the user is one of them.
+        let answers = crate::wire::resumable::RESPONSE_HEADERS.into_iter().chain([
+            crate::wire::SSH_HOST_KEY,
+            crate::wire::LOG_SOURCE,
+            crate::wire::LOG_COMPLETE,
+        ]);
+        for name in answers {
+            assert!(name.starts_with(GATEWAY_PREFIX), "{name}");
+        }
     }
 
     #[test]

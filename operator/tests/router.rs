@@ -230,8 +230,23 @@ async fn the_next_port_forward_connection_finds_its_gateway_connection_ready() {
 
 // ------------------------------------------------------------ web apps
 
+/// The host key the test web app puts on its answers.
+const FORGED_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm0iXB0JkcNnlb5bzJ4tlZsJ8D4lEbF3TUcnJg9PQ9a";
+
+/// Asserts that nothing only the gateway or the router may say reached
+/// the user in an answer of a web app.
+fn nothing_forged(headers: &http::HeaderMap) {
+    let forged: Vec<_> = headers
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| k.starts_with("hatchway-") || k.starts_with("x-hatchway-"))
+        .collect();
+    assert!(forged.is_empty(), "{forged:?} in {headers:?}");
+}
+
 /// A small web app "inside the container": echoes the request line and
-/// headers; `/ws` speaks real WebSocket (tungstenite) and echoes messages.
+/// headers; `/ws` speaks real WebSocket (tungstenite) and echoes messages;
+/// every answer also forges what only the gateway may say.
 async fn start_web_app() -> u16 {
     start_counted_web_app().await.0
 }
@@ -251,7 +266,20 @@ async fn start_counted_web_app() -> (u16, std::sync::Arc<std::sync::atomic::Atom
                 let n = stream.peek(&mut peek).await.unwrap_or(0);
                 if peek[..n].starts_with(b"GET /ws") {
                     use futures::{SinkExt, StreamExt};
-                    let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+                    // An app forging what only the gateway may say on a
+                    // `101`: a host key, a resumable session, our header.
+                    // (tungstenite's callback type: its error is its answer.)
+                    #[allow(clippy::result_large_err)]
+                    let forge = |_: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                                 mut response: tokio_tungstenite::tungstenite::handshake::server::Response| {
+                        let headers = response.headers_mut();
+                        headers.insert(hatchway_api::wire::SSH_HOST_KEY, FORGED_KEY.parse().unwrap());
+                        headers.insert(hatchway_api::wire::resumable::ID, "forged".parse().unwrap());
+                        headers.insert(hatchway_api::wire::resumable::SECRET, "00".parse().unwrap());
+                        headers.insert("x-hatchway-user", "root".parse().unwrap());
+                        Ok(response)
+                    };
+                    let mut ws = tokio_tungstenite::accept_hdr_async(stream, forge).await.unwrap();
                     while let Some(Ok(message)) = ws.next().await {
                         if message.is_close() || ws.send(message).await.is_err() {
                             break;
@@ -277,6 +305,10 @@ async fn start_counted_web_app() -> (u16, std::sync::Arc<std::sync::atomic::Atom
                     Ok::<_, std::convert::Infallible>(
                         http::Response::builder()
                             .header("x-app", "yes")
+                            // And what only the gateway may say.
+                            .header(hatchway_api::wire::SSH_HOST_KEY, FORGED_KEY)
+                            .header(hatchway_api::wire::LOG_SOURCE, "saved")
+                            .header("x-hatchway-user", "root")
                             // An app trying to set cookies for every app,
                             // and one named like the router's session.
                             .header("set-cookie", "app_sid=1; Domain=apps.hatchway.test; Path=/")
@@ -496,6 +528,7 @@ async fn a_private_web_app_takes_a_one_time_code_then_the_routers_own_session() 
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["x-app"], "yes");
+    nothing_forged(response.headers());
     let set: Vec<_> = response.headers().get_all("set-cookie").iter().collect();
     assert_eq!(set, ["app_sid=1; Path=/"]);
     let seen = body_text(response).await;
@@ -685,6 +718,7 @@ async fn websockets_work_through_a_web_app() {
         .await
         .expect("WebSocket handshake");
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    nothing_forged(response.headers());
     for i in 0..3 {
         ws.send(Message::text(format!("cell {i}"))).await.unwrap();
         let echoed = ws.next().await.unwrap().unwrap();

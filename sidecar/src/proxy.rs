@@ -1,7 +1,8 @@
 //! HTTP proxy for web apps: a request with `X-Hatchway-Target-Port` goes to
 //! `127.0.0.1:PORT` with `Host` from `X-Hatchway-Request-Host`. Upgrades
 //! (WebSockets) pass through; hop-by-hop and `X-Hatchway-*` headers are
-//! stripped; `X-Forwarded-*` are set.
+//! stripped, and the gateway's `Hatchway-*` answer headers from the app's
+//! answers; `X-Forwarded-*` are set.
 
 use std::time::Duration;
 
@@ -17,6 +18,18 @@ use crate::body::{Body, RequestBody, text};
 fn strip(headers: &mut HeaderMap) {
     hatchway_api::headers::strip_hop_by_hop(headers, false);
     hatchway_api::headers::strip_hatchway_headers(headers);
+}
+
+/// Drops from an app's answer what only the gateway may say: ours, and
+/// the gateway's answer headers (an app's `101` must not hand the user a
+/// host key or a session secret). Hop-by-hop headers too, except on a
+/// `101`, whose `Connection` and `Upgrade` are the switch itself.
+fn strip_answer(headers: &mut HeaderMap, switching: bool) {
+    if !switching {
+        hatchway_api::headers::strip_hop_by_hop(headers, false);
+    }
+    hatchway_api::headers::strip_hatchway_headers(headers);
+    hatchway_api::headers::strip_gateway_headers(headers);
 }
 
 /// How long a connection to a web app is kept idle for the next request
@@ -186,7 +199,8 @@ pub async fn serve(
             let _ =
                 tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream)).await;
         });
-        let (parts, _) = response.into_parts();
+        let (mut parts, _) = response.into_parts();
+        strip_answer(&mut parts.headers, true);
         return Response::from_parts(parts, crate::body::empty());
     }
     if upgrade.is_none() {
@@ -195,7 +209,7 @@ pub async fn serve(
     }
 
     let (mut parts, body) = response.into_parts();
-    strip(&mut parts.headers);
+    strip_answer(&mut parts.headers, false);
     // The slot goes with the body: freed when the answer has been sent.
     let body = body.map_err(move |error| {
         let _slot = &slot;
@@ -278,5 +292,34 @@ mod tests {
         let mut left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, vec!["accept", "authorization"]);
+    }
+
+    #[test]
+    fn an_app_s_answer_cannot_carry_what_only_the_gateway_says() {
+        let forged = || {
+            let mut headers = HeaderMap::new();
+            headers.insert("connection", "upgrade".parse().unwrap());
+            headers.insert("upgrade", "websocket".parse().unwrap());
+            headers.insert(
+                "sec-websocket-accept",
+                "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".parse().unwrap(),
+            );
+            headers.insert(
+                hatchway_api::wire::SSH_HOST_KEY,
+                "ssh-ed25519 AAAA".parse().unwrap(),
+            );
+            headers.insert(hatchway_api::wire::resumable::ID, "stolen".parse().unwrap());
+            headers.insert("x-hatchway-user", "root".parse().unwrap());
+            headers
+        };
+        let mut switching = forged();
+        strip_answer(&mut switching, true);
+        let mut left: Vec<_> = switching.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, vec!["connection", "sec-websocket-accept", "upgrade"]);
+        let mut answer = forged();
+        strip_answer(&mut answer, false);
+        let left: Vec<_> = answer.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["sec-websocket-accept"]);
     }
 }

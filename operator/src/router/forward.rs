@@ -89,8 +89,16 @@ pub async fn forward(
     match send(&router, req, peer_url, upgrade.is_some()).await {
         Ok(response) => {
             router.metrics.forwards.with_label_values(&["ok"]).inc();
-            // The peer unframes a framed stream itself: bytes as they come.
-            relay::pass_on(router, response, client_upgrade, relay::ClientStream::Raw, kind)
+            // The peer unframes a framed stream itself: bytes as they come;
+            // and it stripped what a web app may not say.
+            relay::pass_on(
+                router,
+                response,
+                client_upgrade,
+                relay::ClientStream::Raw,
+                relay::Author::Gateway,
+                kind,
+            )
         }
         Err(error) => {
             router.metrics.forwards.with_label_values(&["error"]).inc();

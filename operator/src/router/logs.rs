@@ -212,6 +212,7 @@ fn webdav_request(
         request: builder.body(empty_body()).expect("a valid request"),
         client: None,
         framing: relay::ClientStream::Raw,
+        author: relay::Author::Gateway,
     }
 }
 

@@ -31,6 +31,8 @@ pub struct GatewayRequest {
     pub client: Option<OnUpgrade>,
     /// How the client's side carries bytes.
     pub framing: relay::ClientStream,
+    /// Who writes the answer: the gateway, or a web app behind it.
+    pub author: relay::Author,
 }
 
 /// Sends `req` along `route` and answers the client: to another replica
@@ -54,9 +56,17 @@ pub async fn send(
         request,
         client,
         framing,
+        author,
     } = to_gateway(req);
     let response = exchange(router, container, route, request).await?;
-    Ok(relay::pass_on(router.clone(), response, client, framing, kind))
+    Ok(relay::pass_on(
+        router.clone(),
+        response,
+        client,
+        framing,
+        author,
+        kind,
+    ))
 }
 
 /// A header value from arbitrary text (user names are UTF-8; header values

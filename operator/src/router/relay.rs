@@ -31,6 +31,20 @@ pub enum ClientStream {
     Framed,
 }
 
+/// Who wrote an answer the router passes on: what it may say to the user.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Author {
+    /// The gateway (or a peer replica): its `Hatchway-*` answer headers
+    /// (an SSH host key, a resumable session's id and secret, where logs
+    /// came from) pass on.
+    #[default]
+    Gateway,
+    /// A web app in the workload: the gateway strips what only it may say,
+    /// and the router does again — an app's `101` never hands the user a
+    /// host key or a session secret.
+    Workload,
+}
+
 /// The 101 answer to the client, carrying the upstream's upgrade headers,
 /// and a task that relays once both sides have upgraded. `kind` labels the
 /// session in metrics and logs.
@@ -40,38 +54,12 @@ fn switch(
     framing: ClientStream,
     upstream: OnUpgrade,
     upstream_headers: &HeaderMap,
+    author: Author,
     kind: &'static str,
 ) -> Response<Body> {
     let mut response = Response::new(empty_body());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    for name in [header::CONNECTION, header::UPGRADE] {
-        if let Some(value) = upstream_headers.get(&name) {
-            response.headers_mut().insert(name, value.clone());
-        }
-    }
-    if framing == ClientStream::Framed {
-        response.headers_mut().insert(
-            header::UPGRADE,
-            http::HeaderValue::from_static(hatchway_api::wire::UPGRADE_TCP_FRAMED),
-        );
-    }
-    // A resumable session's id, secret or offset (docs/sessions.md), and
-    // the SSH host key the answering gateway holds (after a sidecar
-    // restart it is ahead of the status; docs/decisions.md).
-    let passed = hatchway_api::wire::resumable::RESPONSE_HEADERS
-        .into_iter()
-        .chain([hatchway_api::wire::SSH_HOST_KEY]);
-    for name in passed {
-        if let Some(value) = upstream_headers.get(name) {
-            response.headers_mut().insert(name, value.clone());
-        }
-    }
-    // WebSocket handshake answers (Sec-WebSocket-Accept, -Protocol, -Extensions).
-    for (name, value) in upstream_headers {
-        if name.as_str().starts_with("sec-websocket-") {
-            response.headers_mut().append(name.clone(), value.clone());
-        }
-    }
+    *response.headers_mut() = switch_headers(upstream_headers, framing, author);
     let span = tracing::Span::current();
     tokio::spawn(tracing::Instrument::instrument(
         async move {
@@ -92,25 +80,75 @@ fn switch(
     response
 }
 
+/// The headers of the `101` to the client: the upgrade's, the gateway's
+/// own answer headers when the gateway wrote it, and a WebSocket
+/// handshake's.
+fn switch_headers(upstream_headers: &HeaderMap, framing: ClientStream, author: Author) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for name in [header::CONNECTION, header::UPGRADE] {
+        if let Some(value) = upstream_headers.get(&name) {
+            headers.insert(name, value.clone());
+        }
+    }
+    if framing == ClientStream::Framed {
+        headers.insert(
+            header::UPGRADE,
+            http::HeaderValue::from_static(hatchway_api::wire::UPGRADE_TCP_FRAMED),
+        );
+    }
+    // A resumable session's id, secret or offset (docs/sessions.md), and
+    // the SSH host key the answering gateway holds (after a sidecar
+    // restart it is ahead of the status; docs/decisions.md).
+    let passed = hatchway_api::wire::resumable::RESPONSE_HEADERS
+        .into_iter()
+        .chain([hatchway_api::wire::SSH_HOST_KEY])
+        .filter(|_| author == Author::Gateway);
+    for name in passed {
+        if let Some(value) = upstream_headers.get(name) {
+            headers.insert(name, value.clone());
+        }
+    }
+    // WebSocket handshake answers (Sec-WebSocket-Accept, -Protocol, -Extensions).
+    for (name, value) in upstream_headers {
+        if name.as_str().starts_with("sec-websocket-") {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers
+}
+
 /// Hands an upstream answer (a gateway's or a peer replica's) to the
 /// client: a 101 to an upgrade the client asked for becomes a relay;
-/// anything else passes on without hop-by-hop or `X-Hatchway-*` headers.
+/// anything else passes on without hop-by-hop or `X-Hatchway-*` headers
+/// (nor `Hatchway-*` ones when the workload wrote it).
 pub fn pass_on(
     router: Arc<Router>,
     mut response: Response<hyper::body::Incoming>,
     client: Option<OnUpgrade>,
     framing: ClientStream,
+    author: Author,
     kind: &'static str,
 ) -> Response<Body> {
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client) = client
     {
         let upstream = hyper::upgrade::on(&mut response);
-        return switch(router, client, framing, upstream, response.headers(), kind);
+        return switch(
+            router,
+            client,
+            framing,
+            upstream,
+            response.headers(),
+            author,
+            kind,
+        );
     }
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
     headers::strip_hatchway_headers(&mut parts.headers);
+    if author == Author::Workload {
+        headers::strip_gateway_headers(&mut parts.headers);
+    }
     Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
 }
 
@@ -245,5 +283,64 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `101` that says everything the router might pass on.
+    fn upstream_101() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, "upgrade".parse().unwrap());
+        headers.insert(header::UPGRADE, "websocket".parse().unwrap());
+        headers.insert(
+            "sec-websocket-accept",
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".parse().unwrap(),
+        );
+        headers.insert(
+            hatchway_api::wire::SSH_HOST_KEY,
+            "ssh-ed25519 AAAA".parse().unwrap(),
+        );
+        headers.insert(hatchway_api::wire::resumable::ID, "s1".parse().unwrap());
+        headers.insert(hatchway_api::wire::resumable::SECRET, "00".parse().unwrap());
+        headers.insert("x-hatchway-user", "root".parse().unwrap());
+        headers.insert("x-app", "1".parse().unwrap());
+        headers
+    }
+
+    fn names(headers: &HeaderMap) -> Vec<&str> {
+        let mut names: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_gateway_s_101_passes_its_answer_headers_and_nothing_else() {
+        let headers = switch_headers(&upstream_101(), ClientStream::Raw, Author::Gateway);
+        assert_eq!(
+            names(&headers),
+            [
+                "connection",
+                "hatchway-session-id",
+                "hatchway-session-secret",
+                "hatchway-ssh-host-key",
+                "sec-websocket-accept",
+                "upgrade"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_web_app_s_101_cannot_hand_the_user_a_host_key_or_a_session() {
+        let headers = switch_headers(&upstream_101(), ClientStream::Raw, Author::Workload);
+        assert_eq!(names(&headers), ["connection", "sec-websocket-accept", "upgrade"]);
+    }
+
+    #[test]
+    fn a_framed_client_is_told_its_framing() {
+        let headers = switch_headers(&upstream_101(), ClientStream::Framed, Author::Gateway);
+        assert_eq!(headers[header::UPGRADE], hatchway_api::wire::UPGRADE_TCP_FRAMED);
     }
 }

@@ -14,7 +14,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use super::access::{self, Action, Granted, choose_settled};
 use super::reach::{self, GatewayRequest, header_safe, request_id};
-use super::relay::ClientStream;
+use super::relay::{Author, ClientStream};
 use super::respond::{Body, RequestBody, empty_body, text};
 use super::select::{Purpose, Route};
 use super::{Router, logs, webapp};
@@ -144,6 +144,7 @@ pub async fn sessions(State(router): State<Arc<Router>>, granted: Granted, req: 
                 .expect("a valid request"),
             client: None,
             framing: ClientStream::Raw,
+            author: Author::Gateway,
         }
     })
     .await
@@ -176,6 +177,7 @@ fn upgrade_request(
         request,
         client: Some(hyper::upgrade::on(&mut req)),
         framing: ClientStream::Raw,
+        author: Author::Gateway,
     }
 }
 

@@ -550,6 +550,7 @@ fn app_request(mut req: Request<RequestBody>, vhost: &Vhost, identity: Option<Id
         request: Request::from_parts(parts, stream_body(body)),
         client,
         framing: relay::ClientStream::Raw,
+        author: relay::Author::Workload,
     }
 }
 
