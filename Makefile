@@ -53,6 +53,12 @@ crd-check:
 chart-check:
 	bash charts/check.sh "$$(e2e/cluster helm 2>/dev/null)"
 
+## chart-readme: regenerate charts/hatchway/README.md from values.yaml's
+## `# --` comments (chart-check fails when it is stale)
+.PHONY: chart-readme
+chart-readme: deps-test
+	python3 charts/readme.py
+
 # Doc tests first; nextest last, so the run ends with its summary line.
 unit:
 	$(CARGO) test --workspace --doc --locked

@@ -84,14 +84,21 @@ app_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$work/ch
 # `make release` packages the chart at the crates' version: Chart.yaml
 # must say the same (its Artifact Hub images too).
 [[ $app_version == "$(hack/version)" ]] || fail "Chart.yaml's appVersion $app_version is not the crates' version $(hack/version)"
-for field in '^home: https://' '^sources:' '^maintainers:' 'artifacthub.io/crds:' 'artifacthub.io/changes:' 'artifacthub.io/license:'; do
+for field in '^home: https://' '^icon: https://' '^sources:' '^maintainers:' 'artifacthub.io/crds:' 'artifacthub.io/changes:' 'artifacthub.io/license:'; do
   grep -q -- "$field" "$work/chart.yaml" || fail "Chart.yaml has no $field"
 done
+# The icon is a file of this repository, at its path on main.
+icon=$(sed -n 's|^icon: https://raw.githubusercontent.com/hatchway-dev/hatchway/main/||p' "$work/chart.yaml")
+[[ -n $icon && -f $icon ]] || fail "Chart.yaml's icon is not a file of the repository on main: ${icon:-none}"
+# The chart's README is generated from values.yaml's `# --` comments.
+python3 charts/readme.py --check || fail "charts/hatchway/README.md"
+ok "charts/hatchway/README.md documents every value, as values.yaml says"
+
 for image in hatchway-operator hatchway-sidecar; do
   grep -q "image: ghcr.io/hatchway-dev/$image:$app_version\$" "$work/chart.yaml" ||
     fail "Chart.yaml's artifacthub.io/images does not name $image:$app_version"
 done
-ok "Chart.yaml: home, sources, maintainers, Artifact Hub annotations (images at $app_version)"
+ok "Chart.yaml: home, icon, sources, maintainers, Artifact Hub annotations (images at $app_version)"
 "$helm" lint --strict "$chart" >"$work/lint.txt" 2>&1 || { cat "$work/lint.txt" >&2; fail "helm lint --strict"; }
 ok "helm lint --strict (defaults)"
 "$helm" lint --strict "$chart" --set service.type=NodePort --set service.nodePort=30443 >"$work/lint.txt" 2>&1 ||
@@ -127,11 +134,11 @@ contains "$deploy" '^        runAsNonRoot: true$' '^        runAsUser: 65532$' '
 ok "pod securityContext: runAsNonRoot, uid 65532, seccomp RuntimeDefault"
 
 contains "$deploy" '^            readOnlyRootFilesystem: true$' '^            allowPrivilegeEscalation: false$' \
-  '^              drop: \[ALL\]$' ||
+  '^              drop:$' '^              - ALL$' ||
   fail "container securityContext: readOnlyRootFilesystem/allowPrivilegeEscalation/drop ALL missing"
 ok "container securityContext: readOnlyRootFilesystem, no privilege escalation, drop ALL"
 
-contains "$deploy" '^          args: \["run"\]$' '^            - name: https$' '^              containerPort: 8443$' \
+contains "$deploy" '^          args:$' '^            - run$' '^            - name: https$' '^              containerPort: 8443$' \
   'path: /healthz' 'path: /readyz' '^              scheme: HTTPS$' ||
   fail "operator container: args run, port https 8443, HTTPS probes"
 ok "operator container runs \`run\` on port https/8443 with HTTPS probes"
@@ -170,6 +177,65 @@ render "$work/noregistry.yaml" --set image.registry= --set image.repository=loca
 grep -q '^          image: "localhost/hatchway/operator:e2e"$' "$work/noregistry.yaml" ||
   fail "an empty image.registry does not leave the repository as the whole name"
 ok "global.imageRegistry replaces both registries; an empty registry leaves the repository whole"
+
+# What a platform adds to the operator's pods, and overrides.
+cat >"$work/extras.yaml" <<'YAML'
+extraEnv:
+  - name: HTTPS_PROXY
+    value: http://proxy.example.com:3128
+  - name: HATCHWAY_LOG
+    value: debug
+extraArgs: ["--log-format=json"]
+extraVolumes:
+  - name: ca-bundle
+    configMap:
+      name: corporate-ca
+extraVolumeMounts:
+  - name: ca-bundle
+    mountPath: /etc/ssl/corporate
+    readOnly: true
+topologySpreadConstraints:
+  - maxSkew: 1
+    topologyKey: topology.kubernetes.io/zone
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        app.kubernetes.io/name: hatchway
+podLabels:
+  team: platform
+podSecurityContext:
+  runAsUser: 10001
+  fsGroup: null
+securityContext:
+  readOnlyRootFilesystem: false
+priorityClassName: system-cluster-critical
+sidecar:
+  priorityClassName: batch-low
+  resources:
+    requests: {cpu: 20m, memory: 48Mi}
+    limits: {cpu: null}
+YAML
+render "$work/extras.yaml.out" -f "$work/extras.yaml" || fail "helm template (extras)"
+extras=$(doc "$work/extras.yaml.out" Deployment "$fullname") || fail "no Deployment $fullname (extras)"
+contains "$extras" '^            - --log-format=json$' '^            - name: HTTPS_PROXY$' \
+  'mountPath: /etc/ssl/corporate$' ' name: corporate-ca$' '^          maxSkew: 1$' 'topologyKey: topology.kubernetes.io/zone$' '^        team: platform$' '^      priorityClassName: system-cluster-critical$' ||
+  fail "extraArgs, extraEnv, extraVolumes(Mounts), topologySpreadConstraints, podLabels or priorityClassName not rendered"
+# The chart's own env first: an extra of the same name comes last and wins.
+[[ $(grep -n 'name: HATCHWAY_LOG$' <<<"$extras" | tail -1 | cut -d: -f1) -gt \
+   $(grep -n 'name: HTTPS_PROXY$' <<<"$extras" | cut -d: -f1) ]] || fail "extraEnv does not come after the chart's env"
+contains "$extras" '^        runAsUser: 10001$' '^        runAsNonRoot: true$' '^            readOnlyRootFilesystem: false$' \
+  '^            allowPrivilegeEscalation: false$' || fail "a security context override does not merge with the defaults"
+! grep -q 'fsGroup' <<<"$extras" || fail "podSecurityContext.fsGroup=null does not drop it"
+# (helm merges maps: the limits stay the defaults but the CPU one, set to null.)
+[[ $(env_value "$extras" HATCHWAY_SIDECAR_RESOURCES) == '"{\"limits\":{\"memory\":\"256Mi\"},\"requests\":{\"cpu\":\"20m\",\"memory\":\"48Mi\"}}"' ]] ||
+  fail "sidecar.resources is not passed as JSON: $(env_value "$extras" HATCHWAY_SIDECAR_RESOURCES)"
+[[ $(env_value "$deploy" HATCHWAY_SIDECAR_RESOURCES) == *'"limits\":{\"cpu\":\"1\",\"memory\":\"256Mi\"}'* ]] ||
+  fail "default sidecar resources: $(env_value "$deploy" HATCHWAY_SIDECAR_RESOURCES)"
+[[ $(env_value "$extras" HATCHWAY_SIDECAR_PRIORITY_CLASS) == '"batch-low"' ]] || fail "sidecar.priorityClassName not passed"
+hook=$(doc "$work/extras.yaml.out" Job "$fullname-uninstall") || fail "no uninstall hook Job (extras)"
+contains "$hook" '^        runAsUser: 10001$' || fail "the uninstall hook does not take podSecurityContext"
+! grep -q maxSkew <<<"$hook" || fail "the uninstall hook took the operator's topologySpreadConstraints"
+ok "extraEnv (after the chart's), extraArgs, extraVolumes, topologySpreadConstraints, podLabels, security contexts merged, sidecar resources and priority"
 
 tls_names=$(env_value "$maxdeploy" HATCHWAY_TLS_NAMES)
 want="\"$fullname,$fullname.$namespace,$fullname.$namespace.svc,$fullname.$namespace.svc.cluster.local,$fullname-api.$namespace.svc,hatchway.example.com,*.apps.example.com,10.0.0.1\""
@@ -290,13 +356,14 @@ ok "system:authenticated may get ConfigMap hatchway-client (and nothing else)"
 vap=$(doc "$work/default.yaml" ValidatingAdmissionPolicy "$fullname-container-references") ||
   fail "no ValidatingAdmissionPolicy $fullname-container-references by default"
 contains "$vap" "check\\('get'\\)" "resource\\('secrets'\\)" "resource\\('configmaps'\\)" "resource\\('pods'\\)" "check\\('create'\\)" \
-  "\"$fullname-root\"" '^  failurePolicy: Fail$' '^        operations: \[CREATE\]$' ||
+  "\"$fullname-root\"" '^  failurePolicy: Fail$' '^        operations: \[CREATE\]$' '!variables.raisesPrivilege \|\|' \
+  "securityContext.\?privileged" "capabilities.\?add" "sysctls" ||
   fail "the admission policy does not check secrets, configmaps, create pods and the root secret at CREATE only"
 contains "$(doc "$work/default.yaml" ValidatingAdmissionPolicyBinding "$fullname-container-references")" \
   "^  policyName: $fullname-container-references$" '^  validationActions: \[Deny\]$' || fail "the admission policy is not bound with Deny"
 novap=$(render /dev/stdout --set rbac.admissionPolicy=false)
 ! grep -q 'kind: ValidatingAdmissionPolicy' <<<"$novap" || fail "admission policy rendered with rbac.admissionPolicy=false"
-ok "ValidatingAdmissionPolicy on Containers' Secret/ConfigMap/ServiceAccount references, bound with Deny; off with rbac.admissionPolicy=false"
+ok "ValidatingAdmissionPolicy on Containers' Secret/ConfigMap/ServiceAccount references and raised privileges, bound with Deny; off with rbac.admissionPolicy=false"
 
 # NetworkPolicies: the operator's own, and the setting for Containers' pods.
 np=$(doc "$work/default.yaml" NetworkPolicy "$fullname") || fail "no NetworkPolicy $fullname by default"
@@ -401,6 +468,14 @@ schema_refuses "service.type=Bogus" --set service.type=Bogus
 schema_refuses "logFormat=xml" --set logFormat=xml
 schema_refuses "an unknown top-level value" --set bogus=1
 schema_refuses "a registry with a scheme" --set global.imageRegistry=https://registry.example.com
+schema_refuses "an unknown sidecar value" --set sidecar.bogus=1
+schema_refuses "an extraArgs entry that is not a string" --set 'extraArgs[0].a=1'
+schema_refuses "an extraEnv entry without a name" --set 'extraEnv[0].value=1'
+# A parent chart's globals are its own: any pass (a subchart's schema
+# that refused them would make the parent uninstallable).
+render "$work/global.yaml" --set global.storageClass=fast --set global.labels.team=x --set 'global.list={a,b}' ||
+  fail "the schema refuses a parent chart's globals"
+ok "schema takes any global.* (subchart use), refuses unknown values elsewhere"
 
 # ---------------------------------------------------------------------------
 # 3. The chart's CRD is the generated one.

@@ -11,7 +11,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{EnvVar, PodSecurityContext, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    EnvVar, PodSecurityContext, ResourceRequirements, SecurityContext, Toleration,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
@@ -92,6 +94,22 @@ pub struct ContainerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
+    /// The workload container's security context, as in a Pod's
+    /// container. What it leaves unset gets defaults that meet Pod Security
+    /// `restricted` where they cannot break the image: `seccompProfile:
+    /// RuntimeDefault` always; and when the workload runs as a non-root
+    /// user (`runAsNonRoot`, or a non-zero `runAsUser`, here or in
+    /// `pod.securityContext`), `allowPrivilegeEscalation: false` and every
+    /// capability dropped. A root workload keeps its capabilities (a root
+    /// shell needs them): docs/security.md says which Pod Security level
+    /// each feature needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
+
+    /// Settings of the Hatchway sidecar in this Container's pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<SidecarOverrides>,
+
     /// What happens when the command exits. `Never` (the default): the
     /// Container ends, Complete on exit code 0 and Failed otherwise.
     /// `OnFailure`: a non-zero exit runs the command again in the same pod.
@@ -158,6 +176,19 @@ pub enum RestartPolicy {
     OnFailure,
 }
 
+/// Settings of the Hatchway sidecar in the Container's pod.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarOverrides {
+    /// The sidecar container's resources, as in a Pod; they replace the
+    /// cluster's default (the chart's `sidecar.resources`) whole. A
+    /// namespace whose ResourceQuota covers a resource, and that has no
+    /// LimitRange, admits the pod only when every container (the sidecar
+    /// too) sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
 /// Pod-level settings of the Pod that runs the Container.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -189,6 +220,12 @@ pub struct PodOverrides {
     /// the workload runs as root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<PodSecurityContext>,
+
+    /// The Pod's PriorityClass. Unset: the cluster's default for
+    /// Containers (the chart's `sidecar.priorityClassName`), else none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub priority_class_name: Option<String>,
 }
 
 /// Which ports may be forwarded.

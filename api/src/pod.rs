@@ -77,6 +77,8 @@ pub mod env {
     /// `true`: `ssh -A` may forward the client's agent into the workload
     /// container (the Container's `spec.portForward.agent`).
     pub const AGENT_FORWARD: &str = "HATCHWAY_AGENT_FORWARD";
+    /// `text` or `json`: the sidecar logs as the operator does.
+    pub const LOG_FORMAT: &str = "HATCHWAY_LOG_FORMAT";
 }
 
 /// Keys of the per-Container Secret (files in [`SECRET_DIR`]).

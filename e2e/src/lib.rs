@@ -192,6 +192,13 @@ impl TestNamespace {
         kubectl_stdin(&["-n", &self.name, "apply", "-f", "-"], Some(manifest))
     }
 
+    /// The pods of Container `name` here, as `kubectl get pods -o json`
+    /// lists them (by the operator's `hatchway.dev/container` label).
+    pub fn container_pods(&self, name: &str) -> Result<Value> {
+        let selector = format!("hatchway.dev/container={name}");
+        kubectl_json(&["-n", &self.name, "get", "pods", "-l", &selector, "-o", "json"])
+    }
+
     /// `kubectl -n NS exec TARGET -- command...`, returning stdout.
     pub fn exec(&self, target: &str, command: &[&str]) -> Result<String> {
         let mut all = vec!["-n", self.name.as_str(), "exec", target, "--"];

@@ -940,6 +940,32 @@ fn admission_policy_guards_references(release: &Release, users: &TestNamespace) 
         "a Container run as a ServiceAccount without create pods: {}",
         show(&out)
     );
+    for (name, raise) in [
+        ("privileged", json!({ "securityContext": { "privileged": true } })),
+        (
+            "caps",
+            json!({ "securityContext": { "capabilities": { "add": ["SYS_ADMIN"] } } }),
+        ),
+        (
+            "unconfined",
+            json!({ "pod": { "securityContext": { "seccompProfile": { "type": "Unconfined" } } } }),
+        ),
+    ] {
+        let out = create(name, raise)?;
+        ensure!(
+            !out.status.success()
+                && String::from_utf8_lossy(&out.stderr).contains("gives the workload more than a")
+                && String::from_utf8_lossy(&out.stderr).contains("that needs create pods"),
+            "a Container raising its privileges ({name}) without create pods: {}",
+            show(&out)
+        );
+    }
+    // Confining it more is anyone's right.
+    let out = create(
+        "confined",
+        json!({ "securityContext": { "capabilities": { "drop": ["ALL"] }, "readOnlyRootFilesystem": true } }),
+    )?;
+    ensure!(out.status.success(), "a more confined Container: {}", show(&out));
     // With the right to read the Secret, the same Container is admitted.
     users.kubectl(&[
         "create",

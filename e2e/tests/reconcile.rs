@@ -159,6 +159,9 @@ impl Rig {
                 pod: PodSettings {
                     sidecar_image: SIDECAR_IMAGE.to_owned(),
                     sidecar_pull_policy: "Never".to_owned(),
+                    sidecar_resources: None,
+                    priority_class: None,
+                    log_format: "text".to_owned(),
                     shell_enabled: true,
                     resume_grace_seconds: 600,
                     record_shells: true,
@@ -632,16 +635,7 @@ fn a_container_runs_serves_logs_and_a_shell_then_completes() -> Result<()> {
     ensure!(status["startedAt"].is_string(), "startedAt: {status}");
 
     // The pod: the sidecar a native sidecar, the Secret only in it.
-    let pods = kubectl_json(&[
-        "-n",
-        &rig.ns.name,
-        "get",
-        "pods",
-        "-l",
-        &format!("hatchway.dev/container={name}"),
-        "-o",
-        "json",
-    ])?;
+    let pods = rig.ns.container_pods(name)?;
     let items = pods["items"].as_array().context("items")?;
     ensure!(items.len() == 1, "{} pods for {name}", items.len());
     let pod = &items[0];

@@ -113,6 +113,17 @@ pub struct RunArgs {
     #[arg(long, env = "HATCHWAY_SIDECAR_PULL_POLICY", default_value = "IfNotPresent")]
     pub sidecar_pull_policy: String,
 
+    /// Resources of the sidecar container in every Container's pod, as
+    /// JSON (`{"requests":{"cpu":"10m"},"limits":{"memory":"256Mi"}}`); a
+    /// Container's `spec.sidecar.resources` replaces them. Empty: none.
+    #[arg(long, env = "HATCHWAY_SIDECAR_RESOURCES", default_value = "", value_parser = parse_resources)]
+    pub sidecar_resources: Resources,
+
+    /// PriorityClass of every Container's pod unless its
+    /// `spec.pod.priorityClassName` says. Empty: none.
+    #[arg(long, env = "HATCHWAY_SIDECAR_PRIORITY_CLASS", default_value = "")]
+    pub sidecar_priority_class: String,
+
     /// The URL sidecars dial for their tunnel (the router's Service); empty:
     /// no tunnels.
     #[arg(long, env = "HATCHWAY_TUNNEL_URL", default_value = "")]
@@ -270,4 +281,54 @@ pub struct RunArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "HATCHWAY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+}
+
+/// Container resources from a flag: `None` when it says nothing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resources(pub Option<k8s_openapi::api::core::v1::ResourceRequirements>);
+
+/// `--sidecar-resources`: JSON as in a Pod's container (`""`, `{}` and
+/// `null` set none).
+fn parse_resources(text: &str) -> Result<Resources, String> {
+    let text = text.trim();
+    if text.is_empty() || text == "null" {
+        return Ok(Resources(None));
+    }
+    let mut value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    // YAML's `cpu: 1` arrives as a number; a quantity is a string.
+    for list in ["requests", "limits"] {
+        if let Some(map) = value.get_mut(list).and_then(|m| m.as_object_mut()) {
+            for quantity in map.values_mut().filter(|q| q.is_number()) {
+                *quantity = serde_json::Value::String(quantity.to_string());
+            }
+        }
+    }
+    let resources: k8s_openapi::api::core::v1::ResourceRequirements =
+        serde_json::from_value(value).map_err(|e| format!("not a container's resources: {e}"))?;
+    Ok(Resources((resources != Default::default()).then_some(resources)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecar_resources_are_read_as_helm_writes_them() {
+        let Resources(Some(r)) =
+            parse_resources(r#"{"limits":{"cpu":1,"memory":"256Mi"},"requests":{"cpu":"10m"}}"#).unwrap()
+        else {
+            panic!("resources expected");
+        };
+        let limits = r.limits.unwrap();
+        assert_eq!(limits["cpu"].0, "1");
+        assert_eq!(limits["memory"].0, "256Mi");
+        assert_eq!(r.requests.unwrap()["cpu"].0, "10m");
+        for none in ["", " ", "null", "{}"] {
+            assert_eq!(parse_resources(none).unwrap(), Resources(None), "{none:?}");
+        }
+        let error = parse_resources("{requests: 1}").unwrap_err();
+        assert!(error.starts_with("not JSON"), "{error}");
+        let error = parse_resources(r#"{"requests":["1"]}"#).unwrap_err();
+        assert!(error.starts_with("not a container's resources"), "{error}");
+    }
 }

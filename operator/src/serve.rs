@@ -145,6 +145,10 @@ fn reconcile_settings(args: &RunArgs, router: &Router, tls: &RouterTls) -> Recon
         pod: PodSettings {
             sidecar_image: args.sidecar_image.clone(),
             sidecar_pull_policy: args.sidecar_pull_policy.clone(),
+            sidecar_resources: args.sidecar_resources.0.clone(),
+            priority_class: (!args.sidecar_priority_class.is_empty())
+                .then(|| args.sidecar_priority_class.clone()),
+            log_format: args.log_format.clone(),
             shell_enabled: args.shell,
             resume_grace_seconds: args.resume_grace_seconds,
             record_shells: args.record_shells,

@@ -148,19 +148,11 @@ wildcard, the public URL's host and tls.extraNames.
 The operator pods' security context (also the uninstall hook's).
 */}}
 {{- define "hatchway.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 65532
-runAsGroup: 65532
-fsGroup: 65532
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.podSecurityContext }}
 {{- end }}
 
 {{- define "hatchway.containerSecurityContext" -}}
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-capabilities:
-  drop: [ALL]
+{{- toYaml .Values.securityContext }}
 {{- end }}
 
 {{/*

@@ -29,7 +29,8 @@ use hatchway_api::ports::{ForwardDefault, ForwardRule};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container as K8sContainer, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Pod,
-    PodSpec, Probe, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    PodSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
@@ -57,6 +58,14 @@ pub struct PodSettings {
     pub sidecar_image: String,
     /// Its pull policy (`IfNotPresent`, `Never` in the e2e cluster).
     pub sidecar_pull_policy: String,
+    /// The sidecar container's resources, unless the Container says
+    /// otherwise (`spec.sidecar.resources`).
+    pub sidecar_resources: Option<ResourceRequirements>,
+    /// The pods' PriorityClass, unless the Container says otherwise
+    /// (`spec.pod.priorityClassName`).
+    pub priority_class: Option<String>,
+    /// The sidecar's log format (`text` or `json`): the operator's own.
+    pub log_format: String,
     /// Shells allowed cluster-wide (off: the shim serves no spawn socket).
     pub shell_enabled: bool,
     /// Seconds a broken shell or port-forward stays resumable, unless the
@@ -366,7 +375,14 @@ fn sidecar(container: &Container, settings: &PodSettings) -> Result<K8sContainer
             env(pod::env::FORWARD_RULE, forward.why),
             env(pod::env::REVERSE_FORWARD, allowed(|f| f.reverse)),
             env(pod::env::AGENT_FORWARD, allowed(|f| f.agent)),
+            env(pod::env::LOG_FORMAT, settings.log_format.clone()),
         ]),
+        resources: container
+            .spec
+            .sidecar
+            .as_ref()
+            .and_then(|s| s.resources.clone())
+            .or_else(|| settings.sidecar_resources.clone()),
         // A native sidecar: started before the workload, kept running
         // beside it, stopped after it.
         restart_policy: Some("Always".to_owned()),
@@ -425,6 +441,7 @@ fn workload(container: &Container, settings: &PodSettings) -> K8sContainer {
         env: (!spec.env.is_empty()).then(|| spec.env.clone()),
         working_dir: spec.working_dir.clone(),
         resources: spec.resources.clone(),
+        security_context: Some(workload_security_context(container)),
         // Never the Secret, never the audit log; the shim's binary read-only.
         volume_mounts: Some(vec![
             mount(BIN_VOLUME, BIN_DIR, true),
@@ -432,6 +449,39 @@ fn workload(container: &Container, settings: &PodSettings) -> K8sContainer {
         ]),
         ..K8sContainer::default()
     }
+}
+
+/// The workload container's security context: the spec's, with what it
+/// leaves unset filled so the pod meets Pod Security `restricted` where
+/// that cannot break the image (docs/security.md): seccomp RuntimeDefault
+/// always; no privilege escalation and no capabilities when it runs as a
+/// non-root user. A root workload keeps its capabilities: a root shell
+/// (installing packages, changing owners, `login -u`) needs them.
+fn workload_security_context(container: &Container) -> SecurityContext {
+    let mut context = container.spec.security_context.clone().unwrap_or_default();
+    let pod = container
+        .spec
+        .pod
+        .as_ref()
+        .and_then(|p| p.security_context.as_ref());
+    if context.seccomp_profile.is_none() && pod.is_none_or(|p| p.seccomp_profile.is_none()) {
+        context.seccomp_profile = Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            ..SeccompProfile::default()
+        });
+    }
+    let non_root = context.run_as_non_root == Some(true)
+        || context.run_as_user.is_some_and(|u| u != 0)
+        || (context.run_as_user.is_none()
+            && pod.is_some_and(|p| p.run_as_non_root == Some(true) || p.run_as_user.is_some_and(|u| u != 0)));
+    if non_root && context.privileged != Some(true) {
+        context.allow_privilege_escalation.get_or_insert(false);
+        context.capabilities.get_or_insert_with(|| Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Capabilities::default()
+        });
+    }
+    context
 }
 
 /// The Container's pod, mounting the Secret `secret_name` in its sidecar.
@@ -468,6 +518,10 @@ pub fn pod(container: &Container, settings: &PodSettings, secret_name: &str) -> 
             node_selector: (!overrides.node_selector.is_empty()).then(|| overrides.node_selector.clone()),
             tolerations: (!overrides.tolerations.is_empty()).then(|| overrides.tolerations.clone()),
             security_context: overrides.security_context.clone(),
+            priority_class_name: overrides
+                .priority_class_name
+                .clone()
+                .or_else(|| settings.priority_class.clone()),
             // Separate process namespaces: the workload cannot see the
             // sidecar's processes, environment or files.
             share_process_namespace: Some(false),
@@ -530,12 +584,172 @@ mod tests {
         PodSettings {
             sidecar_image: "localhost/hatchway/sidecar:e2e".into(),
             sidecar_pull_policy: "Never".into(),
+            sidecar_resources: None,
+            priority_class: None,
+            log_format: "json".into(),
             shell_enabled: true,
             resume_grace_seconds: 600,
             record_shells: true,
             port_forward_default: ForwardDefault::Any,
             gateway_policy: None,
         }
+    }
+
+    fn resources(cpu: &str, memory: &str) -> ResourceRequirements {
+        serde_json::from_value(serde_json::json!({
+            "requests": {"cpu": cpu, "memory": memory},
+            "limits": {"cpu": cpu, "memory": memory},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_sidecar_s_resources_and_the_pod_s_priority_are_the_container_s_else_the_cluster_s() {
+        let cluster = PodSettings {
+            sidecar_resources: Some(resources("10m", "32Mi")),
+            priority_class: Some("batch".into()),
+            ..settings()
+        };
+        let built = |c: &Container, s: &PodSettings| {
+            let spec = super::pod(c, s, "job-1-secret").unwrap().spec.unwrap();
+            let sidecar = spec.init_containers.unwrap().remove(0);
+            (sidecar.resources, spec.priority_class_name, sidecar.env.unwrap())
+        };
+        let plain = container(|_| {});
+        let (r, priority, env) = built(&plain, &cluster);
+        assert_eq!(r, Some(resources("10m", "32Mi")));
+        assert_eq!(priority.as_deref(), Some("batch"));
+        assert!(
+            env.iter()
+                .any(|e| e.name == pod::env::LOG_FORMAT && e.value.as_deref() == Some("json"))
+        );
+        let own = container(|spec| {
+            spec.sidecar = Some(hatchway_api::crd::SidecarOverrides {
+                resources: Some(resources("50m", "64Mi")),
+            });
+            spec.pod = Some(hatchway_api::crd::PodOverrides {
+                priority_class_name: Some("interactive".into()),
+                ..Default::default()
+            });
+        });
+        let (r, priority, _) = built(&own, &cluster);
+        assert_eq!(
+            r,
+            Some(resources("50m", "64Mi")),
+            "the Container's replace the cluster's whole"
+        );
+        assert_eq!(priority.as_deref(), Some("interactive"));
+        let (r, priority, _) = built(&plain, &settings());
+        assert_eq!((r, priority), (None, None));
+    }
+
+    /// The checks of Pod Security `restricted` (v1.34) that a Container's
+    /// spec can decide, as the API server makes them: what a pod breaks.
+    fn restricted_violations(pod: &Pod) -> Vec<String> {
+        let spec = pod.spec.as_ref().unwrap();
+        let pod_context = spec.security_context.clone().unwrap_or_default();
+        let mut broken = Vec::new();
+        let containers = spec.init_containers.iter().flatten().chain(&spec.containers);
+        for c in containers {
+            let context = c.security_context.clone().unwrap_or_default();
+            let name = &c.name;
+            if context.allow_privilege_escalation != Some(false) {
+                broken.push(format!("{name}: allowPrivilegeEscalation != false"));
+            }
+            let caps = context.capabilities.clone().unwrap_or_default();
+            if !caps.drop.unwrap_or_default().iter().any(|d| d == "ALL") {
+                broken.push(format!("{name}: capabilities not dropped"));
+            }
+            if caps
+                .add
+                .unwrap_or_default()
+                .iter()
+                .any(|a| a != "NET_BIND_SERVICE")
+            {
+                broken.push(format!("{name}: capabilities added"));
+            }
+            if context.run_as_non_root.or(pod_context.run_as_non_root) != Some(true) {
+                broken.push(format!("{name}: runAsNonRoot != true"));
+            }
+            if context.run_as_user.or(pod_context.run_as_user) == Some(0) {
+                broken.push(format!("{name}: runAsUser 0"));
+            }
+            let seccomp = context.seccomp_profile.or(pod_context.seccomp_profile.clone());
+            if !seccomp.is_some_and(|s| s.type_ == "RuntimeDefault" || s.type_ == "Localhost") {
+                broken.push(format!("{name}: no seccomp profile"));
+            }
+        }
+        broken
+    }
+
+    #[test]
+    fn a_non_root_container_meets_restricted_and_a_root_one_keeps_its_capabilities() {
+        let non_root = container(|spec| {
+            spec.pod = Some(
+                serde_json::from_value(serde_json::json!({
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 1000}
+                }))
+                .unwrap(),
+            );
+        });
+        let pod = super::pod(&non_root, &settings(), "s").unwrap();
+        assert_eq!(restricted_violations(&pod), Vec::<String>::new());
+
+        // The same user named on the container only.
+        let non_root = container(|spec| {
+            spec.security_context =
+                Some(serde_json::from_value(serde_json::json!({"runAsUser": 1000})).unwrap());
+        });
+        let workload = super::pod(&non_root, &settings(), "s")
+            .unwrap()
+            .spec
+            .unwrap()
+            .containers
+            .remove(0);
+        let context = workload.security_context.unwrap();
+        assert_eq!(context.allow_privilege_escalation, Some(false));
+        assert_eq!(context.capabilities.unwrap().drop, Some(vec!["ALL".to_owned()]));
+
+        // What the spec says stands.
+        let own =
+            container(|spec| {
+                spec.pod = Some(serde_json::from_value(serde_json::json!({
+                "securityContext": {"runAsNonRoot": true, "runAsUser": 1000,
+                                    "seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}}
+            }))
+            .unwrap());
+                spec.security_context = Some(
+                    serde_json::from_value(serde_json::json!({
+                        "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
+                    }))
+                    .unwrap(),
+                );
+            });
+        let pod = super::pod(&own, &settings(), "s").unwrap();
+        assert_eq!(restricted_violations(&pod), Vec::<String>::new());
+        let workload = pod.spec.unwrap().containers.remove(0);
+        let context = workload.security_context.unwrap();
+        assert_eq!(context.seccomp_profile, None, "the pod's profile applies");
+        assert_eq!(
+            context.capabilities.unwrap().add,
+            Some(vec!["NET_BIND_SERVICE".to_owned()])
+        );
+
+        // Root (or an image's own user, unknown here): capabilities kept,
+        // seccomp still RuntimeDefault; restricted refuses it, baseline not.
+        let root = container(|_| {});
+        let pod = super::pod(&root, &settings(), "s").unwrap();
+        let workload = pod.spec.clone().unwrap().containers.remove(0);
+        let context = workload.security_context.unwrap();
+        assert_eq!(context.capabilities, None);
+        assert_eq!(context.allow_privilege_escalation, None);
+        assert_eq!(context.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let broken = restricted_violations(&pod);
+        assert!(broken.iter().all(|b| b.starts_with("workload:")), "{broken:?}");
+        assert!(
+            broken.contains(&"workload: runAsNonRoot != true".to_owned()),
+            "{broken:?}"
+        );
     }
 
     #[test]
