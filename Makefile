@@ -57,7 +57,7 @@ chart-check:
 ## `# --` comments (chart-check fails when it is stale)
 .PHONY: chart-readme
 chart-readme: deps-test
-	python3 charts/readme.py
+	/usr/bin/python3 charts/readme.py
 
 # Doc tests first; nextest last, so the run ends with its summary line.
 unit:

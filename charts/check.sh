@@ -91,7 +91,7 @@ done
 icon=$(sed -n 's|^icon: https://raw.githubusercontent.com/hatchway-dev/hatchway/main/||p' "$work/chart.yaml")
 [[ -n $icon && -f $icon ]] || fail "Chart.yaml's icon is not a file of the repository on main: ${icon:-none}"
 # The chart's README is generated from values.yaml's `# --` comments.
-python3 charts/readme.py --check || fail "charts/hatchway/README.md"
+/usr/bin/python3 charts/readme.py --check || fail "charts/hatchway/README.md"
 ok "charts/hatchway/README.md documents every value, as values.yaml says"
 
 for image in hatchway-operator hatchway-sidecar; do
@@ -421,7 +421,7 @@ contains "$hook" '^    helm.sh/hook: pre-delete$' '^    helm.sh/hook-delete-poli
 role=$(doc "$work/default.yaml" Role "$fullname") || fail "no Role $fullname"
 contains "$role" '^    resources: \[deployments/scale\]$' || fail "the hook may not scale the Deployment"
 nohook=$(render /dev/stdout --set uninstallHook.enabled=false)
-! grep -q 'helm.sh/hook' <<<"$nohook" || fail "uninstall hook rendered while disabled"
+! grep -q 'helm.sh/hook: pre-delete' <<<"$nohook" || fail "uninstall hook rendered while disabled"
 ok "uninstall hook: pre-delete Job (\`uninstall\` of Deployment $fullname, which its Role may scale), only when enabled"
 
 # The chart must not create what the operator owns.
@@ -451,6 +451,67 @@ if bad:
     sys.exit("\n".join(bad))
 PY
 ok "every rendered object carries the standard labels"
+
+# `helm test`: a pod asking the Service for /readyz with the published CA,
+# and discovery only where the aggregated API is installed.
+check_pod=$(doc "$work/default.yaml" Pod "$fullname-check") || fail "no helm test Pod $fullname-check"
+contains "$check_pod" '^    helm.sh/hook: test$' '^        - check$' "^        - --url=https://$fullname.$namespace.svc:443\$" \
+  '^        - --ca=/etc/hatchway-client/ca.crt$' '^        - --discovery=access.hatchway.dev/v1alpha1$' \
+  '^        name: hatchway-client$' '^  serviceAccountName: default$' '^    runAsNonRoot: true$' ||
+  fail "the helm test Pod does not check /readyz with the published CA and the aggregated discovery"
+noapi=$(render /dev/stdout --set aggregatedApi.enabled=false)
+grep -q -- '--ca=/etc/hatchway-client/ca.crt' <<<"$noapi" && ! grep -q -- '--discovery=' <<<"$noapi" ||
+  fail "the helm test Pod asks for discovery without the aggregated API"
+ok "helm test: a Pod checks /readyz with the published CA, and discovery with aggregatedApi.enabled"
+
+# Monitoring, alerts, the dashboard, cert-manager and Gateway API: off by
+# default, each rendered as its project expects when on.
+for kind in PodMonitor PrometheusRule Certificate TLSRoute; do
+  ! grep -q "^kind: $kind\$" "$work/default.yaml" || fail "$kind rendered by default"
+done
+optional=(
+  --set metrics.podMonitor.enabled=true --set metrics.prometheusRule.enabled=true
+  --set metrics.grafanaDashboard.enabled=true --set metrics.grafanaDashboard.namespace=monitoring
+  --set 'watchNamespaces={team-a,team-b}'
+  --set certManager.enabled=true --set certManager.issuerRef.name=platform-ca --set certManager.issuerRef.kind=ClusterIssuer
+  --set 'tls.extraNames={10.0.0.1}' --set publicUrl=https://hatchway.example.com
+  --set webApps.wildcardDomain=apps.example.com:30443
+  --set gatewayApi.tlsRoute.enabled=true --set 'gatewayApi.tlsRoute.parentRefs[0].name=edge'
+)
+render "$work/optional.yaml" "${optional[@]}" || fail "helm template (optional objects)"
+pm=$(doc "$work/optional.yaml" PodMonitor "$fullname-sidecars") || fail "no PodMonitor"
+contains "$pm" '^      app.kubernetes.io/name: hatchway-container$' '^      - team-a$' '^    - port: metrics$' ||
+  fail "the PodMonitor does not select the sidecars' metrics port in the served namespaces"
+rule=$(doc "$work/optional.yaml" PrometheusRule "$fullname") || fail "no PrometheusRule"
+contains "$rule" '^  groups:$' '^        - alert: HatchwayNoLeader$' '^        - alert: HatchwayCertificateExpiresSoon$' \
+  '\{\{ \$value' || fail "the PrometheusRule does not carry rules/hatchway.rules.yaml as it is"
+python3 - "$work/optional.yaml" <<'PY' || fail "the dashboard ConfigMap's JSON"
+import json, re, sys
+text = open(sys.argv[1]).read()
+doc = next(d for d in re.split(r"(?m)^---\s*$", text) if "name: hw-hatchway-dashboard" in d)
+assert "namespace: monitoring" in doc and 'grafana_dashboard: "1"' in doc, doc[:400]
+body = doc.split("hatchway.json: |-\n", 1)[1]
+board = json.loads("\n".join(l[4:] for l in body.splitlines()))
+assert board["uid"] == "hatchway" and len(board["panels"]) >= 15, board.keys()
+assert all(t["expr"] for p in board["panels"] for t in p["targets"])
+PY
+cert=$(doc "$work/optional.yaml" Certificate "$fullname") || fail "no Certificate"
+contains "$cert" "^  secretName: $fullname-tls\$" '^    name: platform-ca$' '^    kind: ClusterIssuer$' \
+  '^    - hatchway-router$' "^    - $fullname.$namespace.svc\$" '^    - hatchway.example.com$' \
+  "^    - '\\*.apps.example.com'\$" '^  ipAddresses:$' '^    - 10.0.0.1$' ||
+  fail "the Certificate does not name what the router serves into <fullname>-tls"
+optdeploy=$(doc "$work/optional.yaml" Deployment "$fullname")
+contains "$optdeploy" "^            secretName: $fullname-tls\$" 'name: HATCHWAY_TLS_DIR' ||
+  fail "the replicas do not mount cert-manager's Secret"
+route=$(doc "$work/optional.yaml" TLSRoute "$fullname") || fail "no TLSRoute"
+contains "$route" '^    - name: edge$' '^    - hatchway.example.com$' "^    - '\\*.apps.example.com'\$" \
+  "^        - name: $fullname\$" '^          port: 443$' || fail "the TLSRoute does not route both hosts to the Service"
+render /dev/null --set certManager.enabled=true 2>"$work/err.txt" && fail "certManager without an issuer rendered"
+grep -q 'certManager.issuerRef.name' "$work/err.txt" || fail "certManager without an issuer: $(cat "$work/err.txt")"
+render /dev/null --set gatewayApi.tlsRoute.enabled=true --set 'gatewayApi.tlsRoute.parentRefs[0].name=edge' 2>"$work/err.txt" &&
+  fail "a TLSRoute without hostnames rendered"
+grep -q 'needs hostnames' "$work/err.txt" || fail "a TLSRoute without hostnames: $(cat "$work/err.txt")"
+ok "PodMonitor, PrometheusRule (the rule file as is), dashboard ConfigMap, Certificate (every name, mounted), TLSRoute; each off by default, missing settings named"
 
 # ---------------------------------------------------------------------------
 # Schema violations make rendering fail.

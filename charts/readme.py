@@ -1,11 +1,11 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Writes charts/hatchway/README.md from Chart.yaml and the `# --` comments
 of values.yaml, in helm-docs' format (https://github.com/norwoodj/helm-docs):
 one table row per documented value — its dotted key, type, default (JSON)
 and description.
 
-    python3 charts/readme.py           # rewrite the README
-    python3 charts/readme.py --check   # fail if it is stale (make test)
+    charts/readme.py                   # rewrite the README
+    charts/readme.py --check           # fail if it is stale (make test)
 
 A comment documents the key right below it when it starts with `# --`;
 its following `#` lines continue it. Other comments (section headings)

@@ -135,6 +135,16 @@ fn the_aggregated_api_serves_a_client_certificate_user() -> Result<()> {
         Ok(available.then_some(()))
     })
     .with_context(|| kubectl(&["get", "apiservice", apiservice, "-o", "yaml"]).unwrap_or_default())?;
+    // `helm test`: the router's /readyz and the aggregated discovery.
+    let out = release.helm_test()?;
+    ensure!(
+        out.status.success()
+            && stdout(&out).contains("ok: https://")
+            && stdout(&out).contains("/readyz answered 200 OK")
+            && stdout(&out).contains("ok: the API server serves access.hatchway.dev/v1alpha1 (containers"),
+        "helm test with the aggregated API: {}",
+        show(&out)
+    );
     let resources = kubectl(&["api-resources", "--api-group=access.hatchway.dev"])?;
     ensure!(
         resources
@@ -1065,8 +1075,11 @@ fn prometheus_scrapes(release: &Release, users: &TestNamespace) -> Result<()> {
         "-o",
         "jsonpath={.items[0].status.podIP}",
     ])?;
+    // The chart's alerts, loaded as the PrometheusRule carries them.
+    let rules = chart_dir().join("rules/hatchway.rules.yaml");
     let config = json!({
-        "global": {"scrape_interval": "1s"},
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [rules],
         "scrape_configs": [
             {
                 "job_name": "hatchway-operator",
@@ -1149,9 +1162,88 @@ fn prometheus_scrapes(release: &Release, users: &TestNamespace) -> Result<()> {
             }
         },
     );
+    let result = result.and_then(|()| dashboard_and_alerts_evaluate(&query, port));
     let _ = prometheus.kill();
     let _ = prometheus.wait();
     result
+}
+
+/// Every panel query of the chart's Grafana dashboard returns a series
+/// from the scraped replicas and sidecar, and every alert of its rule file
+/// is loaded and evaluates without an error (firing or not).
+fn dashboard_and_alerts_evaluate(query: &dyn Fn(&str) -> Result<Vec<Value>>, port: u16) -> Result<()> {
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(
+        chart_dir().join("dashboards/hatchway.json"),
+    )?)?;
+    let exprs: Vec<(String, String)> = dashboard["panels"]
+        .as_array()
+        .context("panels")?
+        .iter()
+        .flat_map(|panel| {
+            let title = panel["title"].as_str().unwrap_or_default().to_owned();
+            panel["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(move |t| t["expr"].as_str().map(|e| (title.clone(), e.to_owned())))
+        })
+        .collect();
+    ensure!(exprs.len() >= 15, "{} panel queries", exprs.len());
+    // Grafana's interval, as the dashboard would get it at a 1 s scrape.
+    let empty = wait_until(
+        "every dashboard panel's query to return a series",
+        WAIT,
+        POLL,
+        || {
+            let mut empty = Vec::new();
+            for (title, expr) in &exprs {
+                if query(&expr.replace("$__rate_interval", "1m"))?.is_empty() {
+                    empty.push(format!("{title}: {expr}"));
+                }
+            }
+            Ok(empty.is_empty().then_some(()))
+        },
+    );
+    if let Err(error) = empty {
+        let still: Vec<String> = exprs
+            .iter()
+            .filter(|(_, e)| query(&e.replace("$__rate_interval", "1m")).is_ok_and(|r| r.is_empty()))
+            .map(|(t, e)| format!("{t}: {e}"))
+            .collect();
+        bail!("{error:#}; no series for: {still:#?}");
+    }
+    // The alerts: loaded, each evaluated at least once without an error.
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "--max-time", "5"])
+        .arg(format!("http://127.0.0.1:{port}/api/v1/rules"));
+    wait_until("every alert evaluated without an error", WAIT, POLL, || {
+        let out = run_within(curl_again(&curl), WAIT)?;
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        let rules: Vec<Value> = v["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect();
+        let bad: Vec<String> = rules
+            .iter()
+            .filter(|r| r["health"] != "ok")
+            .map(|r| format!("{} {} {}", r["name"], r["health"], r["lastError"]))
+            .collect();
+        if rules.len() >= 8 && bad.is_empty() {
+            Ok(Some(()))
+        } else {
+            bail!("{} rules loaded; not ok: {bad:?}", rules.len())
+        }
+    })?;
+    Ok(())
+}
+
+/// A copy of `command` to run again (a `Command` runs once).
+fn curl_again(command: &Command) -> Command {
+    let mut again = Command::new(command.get_program());
+    again.args(command.get_args());
+    again
 }
 
 /// Tunnels only (direct pod access off): shells go through the sidecar's
@@ -1793,6 +1885,12 @@ fn uninstall_leaves_nothing_but_the_crds() -> Result<()> {
             .is_some_and(|f| !f.is_empty()),
         "no finalizer while running: {c}"
     );
+    // `helm test` leaves its pod for its logs; the uninstall takes it too.
+    let out = release.helm_test()?;
+    ensure!(out.status.success(), "helm test: {}", show(&out));
+    release
+        .ns
+        .kubectl(&["get", "pod", &format!("{fullname}-check"), "-o", "name"])?;
     let args = [
         "uninstall",
         &release.name,

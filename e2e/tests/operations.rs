@@ -5,13 +5,20 @@
 //! with the chart's sidecar resources, or its own; one that does not is
 //! told why by the quota. A non-root Container runs in the restricted
 //! namespace and serves a shell as its own user; a root one is told what
-//! Pod Security refused.
+//! Pod Security refused. `helm test` passes, and fails when the router's
+//! Service has no endpoints. The chart's optional objects (ServiceMonitor,
+//! PodMonitor, PrometheusRule, the dashboard, a cert-manager Certificate,
+//! a Gateway API TLSRoute) are accepted by the API server with their
+//! projects' own CRDs installed.
 
 mod common;
 
-use anyhow::{Result, ensure};
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, ensure};
 use common::release::*;
-use hatchway_e2e::{TestNamespace, wait_until};
+use hatchway_e2e::{TestNamespace, kubectl, repo_dir, run_within, wait_until};
 use serde_json::{Value, json};
 
 /// A Container that runs until deleted, with `spec` merged into its spec.
@@ -70,6 +77,44 @@ fn containers_run_in_quota_and_restricted_namespaces() -> Result<()> {
     ])?;
     let served = format!("watchNamespaces={{{},{}}}", quota.name, restricted.name);
     let release = Release::install("ops", &quota, &["--set", &served])?;
+
+    // `helm test`: the router's /readyz through its Service, with the CA
+    // the operator published (no aggregated API in this release).
+    let out = release.helm_test()?;
+    ensure!(
+        out.status.success()
+            && stdout(&out).contains("/readyz answered 200 OK")
+            && !stdout(&out).contains("API server serves"),
+        "helm test: {}",
+        show(&out)
+    );
+    // A check that cannot pass fails `helm test`, with its words: the
+    // router's Service without endpoints for a moment.
+    let service = release.fullname();
+    release.ns.kubectl(&[
+        "patch",
+        "service",
+        &service,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"selector":{"hatchway.dev/nothing":"x"}}}"#,
+    ])?;
+    let out = release.helm_test()?;
+    release.ns.kubectl(&[
+        "patch",
+        "service",
+        &service,
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/selector/hatchway.dev~1nothing"}]"#,
+    ])?;
+    ensure!(
+        !out.status.success() && stdout(&out).contains("/readyz: connecting: "),
+        "helm test with no router behind the Service: {}",
+        show(&out)
+    );
+
+    optional_objects_pass_their_projects_schemas(&release)?;
 
     // The quota: every container must say its CPU and memory.
     let sized = json!({ "resources": {
@@ -131,5 +176,143 @@ fn containers_run_in_quota_and_restricted_namespaces() -> Result<()> {
     quota.passed();
     restricted.passed();
     release.ns.passed();
+    Ok(())
+}
+
+/// Installs the prometheus-operator, cert-manager and Gateway API CRDs
+/// (`e2e/cluster upstream-crds`), upgrades the release with its monitors,
+/// alerts and dashboard, and has the API server check a Certificate and a
+/// TLSRoute as the chart renders them (a dry run: no cert-manager or
+/// Gateway controller runs here) — and refuse a wrong one.
+fn optional_objects_pass_their_projects_schemas(release: &Release) -> Result<()> {
+    let mut fetch = Command::new(repo_dir().join("e2e/cluster"));
+    fetch.arg("upstream-crds");
+    let out = run_within(fetch, WAIT)?;
+    ensure!(out.status.success(), "e2e/cluster upstream-crds: {}", show(&out));
+    for file in stdout(&out).lines() {
+        kubectl(&["apply", "--server-side", "--force-conflicts", "-f", file])?;
+    }
+    for crd in [
+        "servicemonitors.monitoring.coreos.com",
+        "podmonitors.monitoring.coreos.com",
+        "prometheusrules.monitoring.coreos.com",
+        "certificates.cert-manager.io",
+        "tlsroutes.gateway.networking.k8s.io",
+    ] {
+        kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            &format!("crd/{crd}"),
+            "--timeout=60s",
+        ])?;
+    }
+    release.upgrade(&[
+        "--set",
+        "metrics.serviceMonitor.enabled=true,metrics.podMonitor.enabled=true",
+        "--set",
+        "metrics.prometheusRule.enabled=true,metrics.grafanaDashboard.enabled=true",
+    ])?;
+    let fullname = release.fullname();
+    let made = release
+        .ns
+        .kubectl(&["get", "servicemonitor,podmonitor,prometheusrule", "-o", "name"])?;
+    for object in [
+        format!("servicemonitor.monitoring.coreos.com/{fullname}"),
+        format!("podmonitor.monitoring.coreos.com/{fullname}-sidecars"),
+        format!("prometheusrule.monitoring.coreos.com/{fullname}"),
+    ] {
+        ensure!(made.lines().any(|l| l == object), "{object} not among {made}");
+    }
+    let rules = release.ns.kubectl(&[
+        "get",
+        "prometheusrule",
+        &fullname,
+        "-o",
+        "jsonpath={.spec.groups[0].rules[*].alert}",
+    ])?;
+    ensure!(
+        rules.contains("HatchwayNoLeader"),
+        "the PrometheusRule's alerts: {rules}"
+    );
+    let dashboard = release.ns.kubectl(&[
+        "get",
+        "configmap",
+        "-l",
+        "grafana_dashboard=1",
+        "-o",
+        "jsonpath={.items[0].data.hatchway\\.json}",
+    ])?;
+    let dashboard: Value = serde_json::from_str(&dashboard).context("the dashboard ConfigMap's JSON")?;
+    ensure!(
+        dashboard["uid"] == "hatchway",
+        "the dashboard: {}",
+        dashboard["title"]
+    );
+
+    // The Certificate and the TLSRoute, as the chart renders them.
+    let template = |extra: &[&str]| -> Result<String> {
+        let mut args: Vec<String> = [
+            "template",
+            &release.name,
+            &chart_dir().display().to_string(),
+            "--namespace",
+            &release.ns.name,
+            "--kube-version",
+            "1.34.0",
+            "--set",
+            "publicUrl=https://hatchway.example.com,webApps.wildcardDomain=apps.example.com",
+            "--set",
+            "certManager.enabled=true,certManager.issuerRef.name=platform-ca",
+            "--set",
+            "gatewayApi.tlsRoute.enabled=true,gatewayApi.tlsRoute.parentRefs[0].name=edge",
+            "--show-only",
+            "templates/certificate.yaml",
+            "--show-only",
+            "templates/tlsroute.yaml",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = run_within(helm(&args), WAIT)?;
+        ensure!(out.status.success(), "helm template: {}", show(&out));
+        Ok(stdout(&out))
+    };
+    let dry_run = |manifest: &str| -> Result<std::process::Output> {
+        let mut apply = hatchway_e2e::kubectl_command();
+        apply
+            .args(["-n", &release.ns.name, "apply", "--dry-run=server", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = apply.spawn()?;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(manifest.as_bytes())?;
+        Ok(child.wait_with_output()?)
+    };
+    let manifest = template(&[])?;
+    let out = dry_run(&manifest)?;
+    ensure!(
+        out.status.success()
+            && stdout(&out).contains(&format!(
+                "certificate.cert-manager.io/{fullname} created (server dry run)"
+            ))
+            && stdout(&out).contains(&format!(
+                "tlsroute.gateway.networking.k8s.io/{fullname} created (server dry run)"
+            )),
+        "the Certificate and TLSRoute:\n{manifest}\n{}",
+        show(&out)
+    );
+    // The same schemas refuse what they should: a TLSRoute to an IP.
+    let wrong = template(&["--set", "gatewayApi.tlsRoute.hostnames={10.0.0.1}"])?;
+    let out = dry_run(&wrong)?;
+    ensure!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("hostnames"),
+        "a TLSRoute for an IP address: {}",
+        show(&out)
+    );
     Ok(())
 }

@@ -28,6 +28,9 @@ pub enum Command {
     /// Stop the operator and remove what it created (finalizers, its
     /// Secrets, Lease and ConfigMap): the chart's pre-delete hook.
     Uninstall(crate::uninstall::UninstallArgs),
+    /// Ask the router's Service for `/readyz` (and the API server for the
+    /// aggregated API's discovery): the chart's `helm test` hook.
+    Check(crate::check::CheckArgs),
 }
 
 /// Settings of `run`.

@@ -10,6 +10,8 @@
 pub mod args;
 /// The root secret and router CA, created at first start.
 pub mod bootstrap;
+/// `check`: the chart's `helm test` hook.
+pub mod check;
 /// The reconciler: Containers into pods, Secrets and status.
 pub mod reconcile;
 /// The router: the user-facing gateway controller.

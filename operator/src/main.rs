@@ -12,6 +12,7 @@ async fn main() -> anyhow::Result<()> {
             let client = kube::Client::try_default().await?;
             hatchway_operator::uninstall::run(client, &uninstall).await?
         }
+        Command::Check(check) => hatchway_operator::check::run(&check).await?,
     }
     Ok(())
 }

@@ -232,6 +232,7 @@ pub async fn run(args: RunArgs) -> Result<(), ServeError> {
         .registry
         .register(Box::new(auth_lookups))
         .expect("metric names are unique");
+    router.metrics.certificate_expiry.set(tls.not_after()?);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let signal = shutdown.clone();
     let delay = Duration::from_secs(args.shutdown_delay_seconds);
@@ -402,7 +403,7 @@ mod tests {
         argv.extend_from_slice(extra);
         match Args::try_parse_from(argv).unwrap().command {
             Command::Run(run) => *run,
-            Command::Crd | Command::Uninstall(_) => panic!("not run"),
+            _ => panic!("not run"),
         }
     }
 

@@ -5,7 +5,8 @@
 //! every Container (they stay — they are the users' — and can be deleted
 //! later; their pods keep running), then delete what the operator created
 //! in its namespace: the root secret, the router CA, the Lease and the
-//! client ConfigMap.
+//! client ConfigMap, and the `helm test` pod if one ran (Helm leaves hook
+//! pods behind).
 
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,9 @@ pub struct UninstallArgs {
     /// The leader-election Lease.
     #[arg(long, env = "HATCHWAY_LEASE_NAME", default_value = "hatchway-operator")]
     pub lease_name: String,
+    /// The `helm test` pod (kept after it ran, for its logs).
+    #[arg(long, env = "HATCHWAY_CHECK_POD", default_value = "hatchway-check")]
+    pub check_pod: String,
     /// The namespaces the operator served (comma-separated; empty: all):
     /// only their Containers are released.
     #[arg(long, env = "HATCHWAY_NAMESPACES", value_delimiter = ',', default_value = "")]
@@ -107,6 +111,7 @@ pub async fn run(client: kube::Client, args: &UninstallArgs) -> Result<(), Unins
     delete::<Secret>(&client, ns, &args.ca_secret_name).await?;
     delete::<Lease>(&client, ns, &args.lease_name).await?;
     delete::<ConfigMap>(&client, ns, client_config::NAME).await?;
+    delete::<Pod>(&client, ns, &args.check_pod).await?;
     tracing::info!(namespace = %ns, "uninstalled");
     Ok(())
 }

@@ -57,3 +57,14 @@ pub mod webdav;
 pub mod workload;
 
 pub use args::{Args, Command};
+
+/// `tokio::spawn` in the current tracing span: a task started while a
+/// request is served (a relay, an SSH channel, a forwarded connection)
+/// logs with that request's id, as the request's own lines do.
+pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(tracing::Instrument::in_current_span(future))
+}

@@ -80,7 +80,7 @@ pub async fn serve(
         match sessions.open(Kind::Portforward, &who, format!("port {port}"), upstream, true) {
             Ok(opened) => {
                 opened.add_headers(response.headers_mut());
-                tokio::spawn(async move {
+                crate::spawn(async move {
                     match on_upgrade.await {
                         Ok(upgraded) => opened.attach(TokioIo::new(upgraded)),
                         Err(error) => tracing::debug!(%error, port, "port-forward upgrade failed"),
@@ -93,7 +93,7 @@ pub async fn serve(
     } else {
         upstream
     };
-    tokio::spawn(async move {
+    crate::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(error) => return tracing::debug!(%error, port, "port-forward upgrade failed"),

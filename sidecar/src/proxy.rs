@@ -75,7 +75,7 @@ async fn connect_app(port: u16) -> Result<AppConnection, Response<Body>> {
                 format!("web app on port {port}: {error}"),
             )
         })?;
-    tokio::spawn(async move {
+    crate::spawn(async move {
         if let Err(error) = conn.with_upgrades().await {
             tracing::debug!(%error, port, "web app connection ended");
         }
@@ -191,7 +191,7 @@ pub async fn serve(
         && let Some(client_upgrade) = client_upgrade
     {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        tokio::spawn(async move {
+        crate::spawn(async move {
             let _slot = slot;
             let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else {
                 return tracing::debug!(port, "web app upgrade failed");

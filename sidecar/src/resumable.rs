@@ -241,7 +241,7 @@ impl Registry {
         });
         let (first, first_rx) = oneshot::channel();
         let session = Session::with_budget(self.settings.replay_bytes, self.budget.clone());
-        tokio::spawn(
+        crate::spawn(
             self.clone()
                 .drive(entry, local, session, attaches, first_rx, audit),
         );
@@ -334,7 +334,7 @@ impl Registry {
             }
             _ => return Err(gone()),
         };
-        tokio::spawn(async move {
+        crate::spawn(async move {
             if let Ok(upgraded) = on_upgrade.await {
                 let _ = transport.send(TokioIo::new(upgraded));
             }

@@ -35,7 +35,7 @@ pub async fn serve(
         return text(StatusCode::BAD_GATEWAY, format!("UDP port {port}: {error}"));
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
+    crate::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(error) => return tracing::debug!(%error, port, "UDP port-forward upgrade failed"),

@@ -993,3 +993,113 @@ async fn a_flood_of_slow_web_requests_leaves_room_for_logs() {
         request.abort();
     }
 }
+
+/// Every line the gateway logs for a request names the router's request
+/// id, those of the tasks it starts too (the SSH connection's); an id
+/// that is not sane is not logged.
+#[tokio::test]
+async fn every_line_logged_for_a_request_names_its_request_id() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    // (nextest runs each test in a process of its own: this is its only
+    // subscriber.)
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter("hatchway_sidecar=debug")
+        .with_writer(move || writer.clone())
+        .init();
+    let logged = |id: &str| -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(&lines.0.lock().unwrap())
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["span"]["request_id"] == id)
+            .collect()
+    };
+    let gw = TestSidecar::start(UID).await;
+
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    let req = conn
+        .request("GET", "/ports", ProofMode::WrongKey)
+        .header(wire::REQUEST_ID, "r-refused")
+        .body(empty())
+        .unwrap();
+    assert_eq!(conn.send(req).await.status(), StatusCode::UNAUTHORIZED);
+    let req = conn
+        .request("GET", "/ports", ProofMode::Valid)
+        .header(wire::REQUEST_ID, "r-ports")
+        .header(wire::REQUEST_USER, "alice")
+        .body(empty())
+        .unwrap();
+    assert_eq!(conn.send_checked(req).await.status(), StatusCode::OK);
+    let refused = logged("r-refused");
+    assert!(
+        refused
+            .iter()
+            .any(|l| l["fields"]["message"] == "gateway request refused"),
+        "{refused:?}"
+    );
+    let answered = logged("r-ports");
+    assert!(
+        answered
+            .iter()
+            .any(|l| l["fields"]["message"] == "request answered"
+                && l["fields"]["status"] == 200
+                && l["span"]["route"] == "ports"
+                && l["span"]["user"] == "alice"),
+        "{answered:?}"
+    );
+
+    // An SSH connection that is not SSH: its task's words carry the id.
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    let req = conn
+        .request("POST", "/ssh", ProofMode::Valid)
+        .header("connection", "upgrade")
+        .header("upgrade", "ssh")
+        .header(wire::REQUEST_ID, "r-ssh")
+        .body(empty())
+        .unwrap();
+    let response = conn.send_checked(req).await;
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let mut upgraded = hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.unwrap());
+    upgraded.write_all(b"not ssh\r\n").await.unwrap();
+    upgraded.shutdown().await.unwrap();
+    drop(upgraded);
+    eventually("the SSH task's line with the request id", || {
+        let lines = logged("r-ssh");
+        async move {
+            lines.iter().any(|l| {
+                l["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("SSH "))
+            })
+        }
+    })
+    .await;
+
+    // An id that could forge log lines is not logged as it came.
+    let mut conn = GatewayConn::connect(gw.addr()).await;
+    let req = conn
+        .request("GET", "/ports", ProofMode::Valid)
+        .header(wire::REQUEST_ID, "r 1\"x")
+        .body(empty())
+        .unwrap();
+    assert_eq!(conn.send_checked(req).await.status(), StatusCode::OK);
+    assert!(
+        logged("-")
+            .iter()
+            .any(|l| l["fields"]["message"] == "request answered"),
+        "an insane id is logged as -"
+    );
+}

@@ -145,6 +145,16 @@ wildcard, the public URL's host and tls.extraNames.
 {{- end }}
 
 {{/*
+The Secret holding the router's serving certificate: tls.secretName, or
+<fullname>-tls when cert-manager makes it; empty: the operator's own CA.
+*/}}
+{{- define "hatchway.tlsSecretName" -}}
+{{- if .Values.tls.secretName }}{{ .Values.tls.secretName }}
+{{- else if .Values.certManager.enabled }}{{ printf "%s-tls" (include "hatchway.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
 The operator pods' security context (also the uninstall hook's).
 */}}
 {{- define "hatchway.podSecurityContext" -}}

@@ -220,6 +220,24 @@ impl Release {
 
     /// `kubectl rollout restart` of the operator Deployment, waiting for
     /// the new replicas.
+    /// `helm test`: the chart's check pod (`hatchway-operator check`);
+    /// its output, the pod's log included (`--logs`).
+    pub fn helm_test(&self) -> Result<Output> {
+        let args: Vec<String> = [
+            "test",
+            &self.name,
+            "--namespace",
+            &self.ns.name,
+            "--logs",
+            "--timeout",
+            "2m",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        run_within(helm(&args), Duration::from_secs(150))
+    }
+
     pub fn rollout_restart(&self) -> Result<()> {
         let deployment = format!("deployment/{}", self.fullname());
         self.ns.kubectl(&["rollout", "restart", &deployment])?;

@@ -50,6 +50,12 @@ impl ReconcileMetrics {
         ] {
             registry.register(collector).expect("metric names are unique");
         }
+        // Every reason at zero from the start: a dashboard's rate() of a
+        // series that does not exist yet shows nothing, not 0 (and misses
+        // the first error).
+        for reason in ["api", "finalizer"] {
+            errors.with_label_values(&[reason]);
+        }
         Self {
             duration,
             errors,

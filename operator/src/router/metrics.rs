@@ -6,6 +6,19 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+/// The reasons `auth_failures_total` counts (docs/router.md).
+pub const AUTH_FAILURE_REASONS: [&str; 9] = [
+    "no_credentials",
+    "malformed",
+    "bad_token",
+    "bad_code",
+    "cross_site",
+    "forbidden",
+    "unavailable",
+    "client_connection_limit",
+    "not_front_proxy",
+];
+
 /// Every metric the router exports, registered in one registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -18,6 +31,10 @@ pub struct Metrics {
     /// `hatchway_tokio_tasks`: tasks alive in the process's runtime, read
     /// at each scrape (a leak of connections or sessions shows here first).
     pub tokio_tasks: IntGauge,
+    /// Unix time the serving certificate's validity ends (an alert says
+    /// when it nears: a replica issues its own at start; a given one,
+    /// `tls.secretName`, is read at start).
+    pub certificate_expiry: IntGauge,
     /// Sidecar tunnels held by this replica now.
     pub tunnels_connected: IntGauge,
     /// Tunnel attempts, by result (`accepted`, `replaced`, `bad_request`,
@@ -92,9 +109,17 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
-        Self {
+        let metrics = Self {
             operator,
             tokio_tasks,
+            certificate_expiry: reg(
+                &registry,
+                IntGauge::new(
+                    "certificate_expiry_timestamp_seconds",
+                    "Unix time the serving certificate's validity ends.",
+                )
+                .expect("valid metric"),
+            ),
             tunnels_connected: reg(
                 &registry,
                 IntGauge::new("tunnels_connected", "Sidecar tunnels held by this replica now.")
@@ -174,7 +199,23 @@ impl Metrics {
                 .expect("valid metric"),
             ),
             registry,
+        };
+        // The refusals and failures dashboards and alerts watch, at zero
+        // from the start: a rate() of a series that does not exist yet
+        // shows nothing rather than 0, and misses the first increment.
+        for reason in AUTH_FAILURE_REASONS {
+            metrics.auth_failures.with_label_values(&[reason]);
         }
+        for kind in [
+            "connect",
+            "tls",
+            "proof_failed",
+            "response_timeout",
+            "tunnel_down",
+        ] {
+            metrics.gateway_errors.with_label_values(&[kind]);
+        }
+        metrics
     }
 
     /// The Prometheus text exposition of every metric.

@@ -109,6 +109,15 @@ impl RouterTls {
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "hatchway router");
+        // A year (rcgen's default is the year 4096: a key that leaked
+        // would be good forever), from an hour back for clocks a little
+        // behind. Every replica issues its own at start; one that never
+        // restarts shows its expiry in
+        // `hatchway_router_certificate_expiry_timestamp_seconds`, which the
+        // chart's alert watches.
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(365);
         let cert = params.signed_by(&key, &issuer)?;
         Ok(Self {
             cert_chain_pem: cert.pem(),
@@ -131,6 +140,16 @@ impl RouterTls {
             });
         }
         Ok(chain)
+    }
+
+    /// Unix time the leaf certificate's validity ends (`notAfter`).
+    pub fn not_after(&self) -> Result<i64, TlsError> {
+        let leaf = self.chain()?.remove(0);
+        let (_, cert) = x509_parser::parse_x509_certificate(&leaf).map_err(|e| TlsError::Pem {
+            what: "certificate",
+            reason: e.to_string(),
+        })?;
+        Ok(cert.validity().not_after.timestamp())
     }
 
     /// Lowercase hex SHA-256 of the leaf certificate (what the router logs
@@ -194,6 +213,13 @@ mod tests {
         assert_eq!(tls.server_config().unwrap().alpn_protocols[0], b"h2");
         tls.peer_client_config().unwrap();
         assert_eq!(tls.fingerprint().unwrap().len(), 64);
+        // Valid for a while from now, and not forever.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let left = tls.not_after().unwrap() - now;
+        assert!(left > 364 * 86_400 && left <= 365 * 86_400, "{left} s");
         assert!(!format!("{tls:?}").contains("PRIVATE KEY"));
     }
 

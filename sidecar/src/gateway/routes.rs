@@ -52,6 +52,33 @@ async fn front(
     next: Next,
 ) -> Response {
     let route = route_name(req.uri().path(), req.headers());
+    // Every line logged for the request — and by the tasks it starts —
+    // names it by the router's request id (the router logs the same id).
+    let span = tracing::info_span!(
+        "request",
+        route,
+        request_id = request_id(req.headers()),
+        user = tracing::field::Empty,
+    );
+    if let Some(user) = req
+        .headers()
+        .get(wire::REQUEST_USER)
+        .and_then(|u| u.to_str().ok())
+    {
+        span.record("user", user);
+    }
+    tracing::Instrument::instrument(answer(gateway, proof, req, next, route), span).await
+}
+
+/// [`front`] inside the request's span.
+async fn answer(
+    gateway: Arc<Gateway>,
+    proof: super::Proof,
+    req: Request,
+    next: Next,
+    route: &'static str,
+) -> Response {
+    let started = std::time::Instant::now();
     let response = match gateway.authorize(req.headers(), &proof) {
         Err((status, reason, message)) => {
             gateway.metrics.auth_failures.with_label_values(&[reason]).inc();
@@ -71,7 +98,22 @@ async fn front(
         .requests
         .with_label_values(&[route, response.status().as_str()])
         .inc();
+    tracing::debug!(
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "request answered"
+    );
     response
+}
+
+/// The router's `X-Hatchway-Request-Id` when it is a sane one (at most 64
+/// visible ASCII characters: it goes into logs), else `-`.
+fn request_id(headers: &HeaderMap) -> &str {
+    headers
+        .get(wire::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or("-")
 }
 
 /// Web apps and router-prefixed log reads by their header; the rest by path.

@@ -71,7 +71,7 @@ fn relay(
     listener.set_nonblocking(true)?;
     let listener = UnixListener::from_std(listener)?;
     reporter.audit(&format!("agent forwarding at {path} {}", who.audited()));
-    Ok(Relay(tokio::spawn(accept(listener, handle, who, reporter))))
+    Ok(Relay(crate::spawn(accept(listener, handle, who, reporter))))
 }
 
 async fn accept(listener: UnixListener, handle: Handle, who: Who, reporter: Arc<Reporter>) {
@@ -86,7 +86,7 @@ async fn accept(listener: UnixListener, handle: Handle, who: Who, reporter: Arc<
         };
         let handle = handle.clone();
         let session = reporter.session(&who, "agent", None);
-        tokio::spawn(async move {
+        crate::spawn(async move {
             let channel = match handle.channel_open_agent().await {
                 Ok(channel) => channel,
                 Err(error) => {

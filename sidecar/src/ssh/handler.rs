@@ -74,7 +74,7 @@ impl Connection {
             let reporter = self.server.reporter.clone();
             let who = self.params.who.clone();
             let detach_keys = self.params.detach_keys.clone();
-            tokio::spawn(async move {
+            crate::spawn(async move {
                 process::watch(terminal, channel, &detach_keys, &who, &reporter).await;
             });
             return Ok(());
@@ -102,7 +102,7 @@ impl Connection {
             terminals: self.server.terminals.clone(),
             recordings: self.server.recordings.clone(),
         };
-        tokio::spawn(process::run(job, channel, rx));
+        crate::spawn(process::run(job, channel, rx));
         Ok(())
     }
 
@@ -138,7 +138,7 @@ impl Connection {
         sessions.end(&old, &new);
         let detach_keys = self.params.detach_keys.clone();
         let handle = session.handle();
-        tokio::spawn(async move {
+        crate::spawn(async move {
             process::attach(terminal, attachment, channel, control, &detach_keys, handle).await;
         });
     }
@@ -269,7 +269,7 @@ impl russh::server::Handler for Connection {
             self.server
                 .reporter
                 .session(&self.params.who, "direct-tcpip", Some(format!("port {port}")));
-        tokio::spawn(async move {
+        crate::spawn(async move {
             let stream = channel.into_stream();
             crate::relay::relay(
                 stream,

@@ -174,7 +174,7 @@ impl SshServer {
                         terminal,
                         sessions: sessions.clone(),
                     });
-                    tokio::spawn(async move {
+                    crate::spawn(async move {
                         match on_upgrade.await {
                             Ok(upgraded) => opened.attach(TokioIo::new(upgraded)),
                             Err(error) => return tracing::debug!(%error, "SSH upgrade failed"),
@@ -194,7 +194,7 @@ impl SshServer {
                 Err(_) => {}
             }
         }
-        tokio::spawn(async move {
+        crate::spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let config = self.config.clone();

@@ -162,7 +162,7 @@ pub async fn attach(
             mut exit,
         },
     } = attachment;
-    let forwarder = tokio::spawn(forward(
+    let forwarder = crate::spawn(forward(
         screen,
         output_rx,
         Box::new(output.make_writer()),

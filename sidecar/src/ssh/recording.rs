@@ -111,7 +111,7 @@ impl Recordings {
         file.write_all(line.as_bytes()).map_err(fail)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let written = line.len() as u64;
-        tokio::spawn(write(
+        crate::spawn(write(
             tokio::fs::File::from_std(file),
             rx,
             written,

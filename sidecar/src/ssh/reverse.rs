@@ -87,7 +87,7 @@ impl Listeners {
             origin.who.audited()
         ));
         let asked = address.to_owned();
-        let task = tokio::spawn(accept(listener, asked, bound, origin));
+        let task = crate::spawn(accept(listener, asked, bound, origin));
         self.open.insert(bound, task);
         Ok(())
     }
@@ -120,7 +120,7 @@ async fn accept(listener: TcpListener, asked: String, port: u16, origin: Origin)
             .reporter
             .session(&origin.who, "reverse-forward", Some(format!("port {port}")));
         let asked = asked.clone();
-        tokio::spawn(async move {
+        crate::spawn(async move {
             let channel = match handle
                 .channel_open_forwarded_tcpip(
                     asked,

@@ -122,7 +122,7 @@ impl Terminal {
         let control = Arc::new(control);
         let (exit_tx, exit) = watch::channel(None);
         let waiter = control.clone();
-        tokio::spawn(async move {
+        crate::spawn(async move {
             // One wait for the whole session: re-creating it per input
             // packet re-polled the spawn socket and cut uploads to a quarter.
             let status = waiter.wait().await.ok();
@@ -159,9 +159,9 @@ impl Terminal {
         let generations = terminal.generation.subscribe();
         if let Some(stderr) = stderr {
             let pumped = (Arc::downgrade(&terminal), generations.clone());
-            tokio::spawn(pump(pumped.0, pumped.1, stderr, Output::Stderr));
+            crate::spawn(pump(pumped.0, pumped.1, stderr, Output::Stderr));
         }
-        tokio::spawn(pump(
+        crate::spawn(pump(
             Arc::downgrade(&terminal),
             generations,
             stdout,
