@@ -1144,7 +1144,10 @@ fn chaos() -> Result<()> {
     for case in cases {
         outcomes.push(run_case(case, &rigs)?);
         // Written after every case: a long run that fails late keeps the rest.
-        results::write("chaos", &report(&outcomes, &rigs))?;
+        results::write(
+            &results::name_for_cases("chaos", "HATCHWAY_CHAOS_CASES"),
+            &report(&outcomes, &rigs),
+        )?;
     }
     // The bars every case must clear.
     let mut problems = Vec::new();

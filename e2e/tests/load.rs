@@ -15,7 +15,8 @@
 //!    a FlowSchema of its own), the routers' memory, and the time to
 //!    delete them.
 //!
-//! Errors must be 0; the figures go to `e2e/results/DATE-load.md`.
+//! Errors must be 0; the figures go to `e2e/results/DATE-load.md`
+//! (`DATE-load-web-forwards.md` for a run of `HATCHWAY_LOAD_CASES=web,forwards`).
 
 mod common;
 
@@ -100,7 +101,7 @@ fn load() -> Result<()> {
     if case("containers") {
         report.push_str(&reconcile_many(&release, &users)?);
     }
-    results::write("load", &report)?;
+    results::write(&results::name_for_cases("load", "HATCHWAY_LOAD_CASES"), &report)?;
     users.passed();
     release.ns.passed();
     ensure!(problems.is_empty(), "load: {}", problems.join("; "));

@@ -17,6 +17,19 @@ pub fn write(name: &str, text: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The report's name for a run of only some cases: `NAME` when the
+/// environment variable `cases_var` names none (every case ran), else
+/// `NAME-a-b` — a partial run never replaces the whole run's report.
+pub fn name_for_cases(name: &str, cases_var: &str) -> String {
+    let only = std::env::var(cases_var).unwrap_or_default();
+    let cases: Vec<&str> = only.split(',').map(str::trim).filter(|c| !c.is_empty()).collect();
+    if cases.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}-{}", cases.join("-"))
+    }
+}
+
 /// "commit abc1234, 2 CPUs, 23.4 GiB": where a run was made.
 pub fn machine() -> String {
     let commit = Command::new("git")
