@@ -22,6 +22,14 @@ pub const REQUEST_HOST: &str = "x-hatchway-request-host";
 pub const NO_FORWARD: &str = "x-hatchway-no-forward";
 /// Router -> gateway: which router request this is, for the audit trail.
 pub const REQUEST_ID: &str = "x-hatchway-request-id";
+
+/// Whether a [`REQUEST_ID`] value may go into logs as it came: at most 64
+/// visible ASCII characters (no spaces, quotes or line breaks to forge a
+/// log line with). The router makes its own id otherwise; the gateway
+/// logs `-`.
+pub fn is_sane_request_id(id: &str) -> bool {
+    id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic())
+}
 /// Router -> gateway: who is asking (the authenticated user name), for the
 /// audit trail. Informational: the gateway trusts it because the proof
 /// shows the router sent it.

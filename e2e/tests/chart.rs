@@ -1190,7 +1190,8 @@ fn dashboard_and_alerts_evaluate(query: &dyn Fn(&str) -> Result<Vec<Value>>, por
         .collect();
     ensure!(exprs.len() >= 15, "{} panel queries", exprs.len());
     // Grafana's interval, as the dashboard would get it at a 1 s scrape.
-    let empty = wait_until(
+    // (wait_until names the last error: the panels still without a series.)
+    wait_until(
         "every dashboard panel's query to return a series",
         WAIT,
         POLL,
@@ -1201,23 +1202,19 @@ fn dashboard_and_alerts_evaluate(query: &dyn Fn(&str) -> Result<Vec<Value>>, por
                     empty.push(format!("{title}: {expr}"));
                 }
             }
-            Ok(empty.is_empty().then_some(()))
+            if empty.is_empty() {
+                Ok(Some(()))
+            } else {
+                bail!("no series for: {empty:#?}")
+            }
         },
-    );
-    if let Err(error) = empty {
-        let still: Vec<String> = exprs
-            .iter()
-            .filter(|(_, e)| query(&e.replace("$__rate_interval", "1m")).is_ok_and(|r| r.is_empty()))
-            .map(|(t, e)| format!("{t}: {e}"))
-            .collect();
-        bail!("{error:#}; no series for: {still:#?}");
-    }
+    )?;
     // The alerts: loaded, each evaluated at least once without an error.
-    let mut curl = Command::new("curl");
-    curl.args(["-sS", "--max-time", "5"])
-        .arg(format!("http://127.0.0.1:{port}/api/v1/rules"));
+    let rules_url = format!("http://127.0.0.1:{port}/api/v1/rules");
     wait_until("every alert evaluated without an error", WAIT, POLL, || {
-        let out = run_within(curl_again(&curl), WAIT)?;
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "--max-time", "5"]).arg(&rules_url);
+        let out = run_within(curl, WAIT)?;
         let v: Value = serde_json::from_slice(&out.stdout)?;
         let rules: Vec<Value> = v["data"]["groups"]
             .as_array()
@@ -1237,13 +1234,6 @@ fn dashboard_and_alerts_evaluate(query: &dyn Fn(&str) -> Result<Vec<Value>>, por
         }
     })?;
     Ok(())
-}
-
-/// A copy of `command` to run again (a `Command` runs once).
-fn curl_again(command: &Command) -> Command {
-    let mut again = Command::new(command.get_program());
-    again.args(command.get_args());
-    again
 }
 
 /// Tunnels only (direct pod access off): shells go through the sidecar's

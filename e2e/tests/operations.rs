@@ -13,12 +13,11 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
 use common::release::*;
-use hatchway_e2e::{TestNamespace, kubectl, repo_dir, run_within, wait_until};
+use hatchway_e2e::{TestNamespace, kubectl, kubectl_fails, kubectl_stdin, repo_dir, run_within, wait_until};
 use serde_json::{Value, json};
 
 /// A Container that runs until deleted, with `spec` merged into its spec.
@@ -99,6 +98,20 @@ fn containers_run_in_quota_and_restricted_namespaces() -> Result<()> {
         "-p",
         r#"{"spec":{"selector":{"hatchway.dev/nothing":"x"}}}"#,
     ])?;
+    // Until the node's Service rules follow (EndpointSlices, then
+    // kube-proxy), a new connection may still reach a replica: wait until
+    // one to the Service's address is refused, as the check pod's will be.
+    let cluster_ip = release
+        .ns
+        .kubectl(&["get", "service", &service, "-o", "jsonpath={.spec.clusterIP}"])?;
+    let address: std::net::SocketAddr = format!("{}:443", cluster_ip.trim()).parse()?;
+    wait_until("the router's Service to refuse connections", WAIT, POLL, || {
+        Ok(
+            std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(2))
+                .is_err()
+                .then_some(()),
+        )
+    })?;
     let out = release.helm_test()?;
     release.ns.kubectl(&[
         "patch",
@@ -278,41 +291,23 @@ fn optional_objects_pass_their_projects_schemas(release: &Release) -> Result<()>
         ensure!(out.status.success(), "helm template: {}", show(&out));
         Ok(stdout(&out))
     };
-    let dry_run = |manifest: &str| -> Result<std::process::Output> {
-        let mut apply = hatchway_e2e::kubectl_command();
-        apply
-            .args(["-n", &release.ns.name, "apply", "--dry-run=server", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = apply.spawn()?;
-        child
-            .stdin
-            .take()
-            .context("stdin")?
-            .write_all(manifest.as_bytes())?;
-        Ok(child.wait_with_output()?)
-    };
+    let dry_run = ["-n", &release.ns.name, "apply", "--dry-run=server", "-f", "-"];
     let manifest = template(&[])?;
-    let out = dry_run(&manifest)?;
+    let applied = kubectl_stdin(&dry_run, Some(&manifest)).with_context(|| manifest.clone())?;
     ensure!(
-        out.status.success()
-            && stdout(&out).contains(&format!(
-                "certificate.cert-manager.io/{fullname} created (server dry run)"
-            ))
-            && stdout(&out).contains(&format!(
-                "tlsroute.gateway.networking.k8s.io/{fullname} created (server dry run)"
-            )),
-        "the Certificate and TLSRoute:\n{manifest}\n{}",
-        show(&out)
+        applied.contains(&format!(
+            "certificate.cert-manager.io/{fullname} created (server dry run)"
+        )) && applied.contains(&format!(
+            "tlsroute.gateway.networking.k8s.io/{fullname} created (server dry run)"
+        )),
+        "the Certificate and TLSRoute:\n{manifest}\n{applied}"
     );
     // The same schemas refuse what they should: a TLSRoute to an IP.
     let wrong = template(&["--set", "gatewayApi.tlsRoute.hostnames={10.0.0.1}"])?;
-    let out = dry_run(&wrong)?;
+    let refused = kubectl_fails(&dry_run, Some(&wrong))?;
     ensure!(
-        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("hostnames"),
-        "a TLSRoute for an IP address: {}",
-        show(&out)
+        refused.contains("hostnames"),
+        "a TLSRoute for an IP address: {refused}"
     );
     Ok(())
 }

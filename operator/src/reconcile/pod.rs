@@ -413,14 +413,8 @@ fn sidecar(container: &Container, settings: &PodSettings) -> Result<K8sContainer
             run_as_non_root: Some(true),
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                ..SeccompProfile::default()
-            }),
+            capabilities: Some(no_capabilities()),
+            seccomp_profile: Some(runtime_default_seccomp()),
             ..SecurityContext::default()
         }),
         ..K8sContainer::default()
@@ -465,10 +459,7 @@ fn workload_security_context(container: &Container) -> SecurityContext {
         .as_ref()
         .and_then(|p| p.security_context.as_ref());
     if context.seccomp_profile.is_none() && pod.is_none_or(|p| p.seccomp_profile.is_none()) {
-        context.seccomp_profile = Some(SeccompProfile {
-            type_: "RuntimeDefault".to_owned(),
-            ..SeccompProfile::default()
-        });
+        context.seccomp_profile = Some(runtime_default_seccomp());
     }
     let non_root = context.run_as_non_root == Some(true)
         || context.run_as_user.is_some_and(|u| u != 0)
@@ -476,12 +467,26 @@ fn workload_security_context(container: &Container) -> SecurityContext {
             && pod.is_some_and(|p| p.run_as_non_root == Some(true) || p.run_as_user.is_some_and(|u| u != 0)));
     if non_root && context.privileged != Some(true) {
         context.allow_privilege_escalation.get_or_insert(false);
-        context.capabilities.get_or_insert_with(|| Capabilities {
-            drop: Some(vec!["ALL".to_owned()]),
-            ..Capabilities::default()
-        });
+        context.capabilities.get_or_insert_with(no_capabilities);
     }
     context
+}
+
+/// Every capability dropped (Pod Security `restricted`).
+fn no_capabilities() -> Capabilities {
+    Capabilities {
+        drop: Some(vec!["ALL".to_owned()]),
+        ..Capabilities::default()
+    }
+}
+
+/// The container runtime's default seccomp profile (Pod Security
+/// `restricted`).
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".to_owned(),
+        ..SeccompProfile::default()
+    }
 }
 
 /// The Container's pod, mounting the Secret `secret_name` in its sidecar.

@@ -82,7 +82,7 @@ pub fn header_safe(s: &str) -> HeaderValue {
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     headers
         .get(hatchway_api::wire::REQUEST_ID)
-        .filter(|v| v.len() <= 64 && v.to_str().is_ok_and(|s| s.bytes().all(|b| b.is_ascii_graphic())))
+        .filter(|v| v.to_str().is_ok_and(hatchway_api::wire::is_sane_request_id))
         .cloned()
         .unwrap_or_else(|| {
             let id: u128 = rand::random();

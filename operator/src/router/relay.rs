@@ -32,12 +32,11 @@ pub enum ClientStream {
 }
 
 /// Who wrote an answer the router passes on: what it may say to the user.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Author {
     /// The gateway (or a peer replica): its `Hatchway-*` answer headers
     /// (an SSH host key, a resumable session's id and secret, where logs
     /// came from) pass on.
-    #[default]
     Gateway,
     /// A web app in the workload: the gateway strips what only it may say,
     /// and the router does again — an app's `101` never hands the user a

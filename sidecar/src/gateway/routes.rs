@@ -106,13 +106,13 @@ async fn answer(
     response
 }
 
-/// The router's `X-Hatchway-Request-Id` when it is a sane one (at most 64
-/// visible ASCII characters: it goes into logs), else `-`.
+/// The router's `X-Hatchway-Request-Id` when it is a sane one
+/// ([`wire::is_sane_request_id`]: it goes into logs), else `-`.
 fn request_id(headers: &HeaderMap) -> &str {
     headers
         .get(wire::REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .filter(|id| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|id| !id.is_empty() && wire::is_sane_request_id(id))
         .unwrap_or("-")
 }
 
